@@ -1,0 +1,207 @@
+// Synthetic Qwen2.5 models: random weights with the real shapes, written in the Hugging Face layout
+// (config.json, generation_config.json, model.safetensors or shards + index, tokenizer files), so that
+// every code path that reads a real model directory reads these unchanged.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { f32ToF16 } from '../tensor/dtype.js';
+import { writeSafetensors, type TensorSpec, type WritableDType } from './safetensors-writer.js';
+
+export interface SyntheticPreset {
+  hidden_size: number;
+  intermediate_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  num_key_value_heads: number;
+  vocab_size: number;
+  max_position_embeddings: number;
+  tie_word_embeddings: boolean;
+}
+
+// The real Qwen2.5 shapes; `tiny` keeps the real vocabulary so the real tokenizer applies.
+export const PRESETS: Record<string, SyntheticPreset> = {
+  tiny: { hidden_size: 64, intermediate_size: 160, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 151936, max_position_embeddings: 32768, tie_word_embeddings: true },
+  'qwen2.5-0.5b': { hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24, num_attention_heads: 14, num_key_value_heads: 2, vocab_size: 151936, max_position_embeddings: 32768, tie_word_embeddings: true },
+  'qwen2.5-1.5b': { hidden_size: 1536, intermediate_size: 8960, num_hidden_layers: 28, num_attention_heads: 12, num_key_value_heads: 2, vocab_size: 151936, max_position_embeddings: 32768, tie_word_embeddings: true },
+};
+
+export interface SyntheticOptions {
+  preset: string;
+  seed?: number;
+  dtype?: 'bf16' | 'f16' | 'f32';
+  /** Number of safetensors shards; 1 writes a single model.safetensors. */
+  shards?: number;
+  /** Override preset fields, e.g. { tie_word_embeddings: false }. */
+  overrides?: Partial<SyntheticPreset>;
+}
+
+/** The package root, found from this file whether it runs from src/ (tests) or dist/src/. */
+export function packageRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!fs.existsSync(path.join(dir, 'assets', 'qwen2.5-tokenizer'))) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error('qwen-ts: cannot find the assets/ folder of the package');
+    dir = up;
+  }
+  return dir;
+}
+
+// mulberry32: tiny, fast, and identical on every platform (pure 32-bit integer math).
+function rng(seed: number): () => number {
+  let t = seed >>> 0;
+  return () => {
+    t = (t + 0x6d2b79f5) | 0;
+    let r = Math.imul(t ^ (t >>> 15), t | 1);
+    r ^= r + Math.imul(r ^ (r >>> 7), r | 61);
+    return ((r ^ (r >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function hashName(name: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619);
+  return h >>> 0;
+}
+
+/** How each tensor is drawn: uniform in center ± halfWidth. */
+function distribution(name: string, shape: number[], p: SyntheticPreset): { center: number; halfWidth: number } {
+  const sqrt3 = Math.sqrt(3);
+  if (name.endsWith('norm.weight')) return { center: 1, halfWidth: 0.2 };
+  if (name.endsWith('.bias')) return { center: 0, halfWidth: 0.1 * sqrt3 };
+  // Embedding/lm_head std 2.5/sqrt(hidden): after the final RMSNorm the logits then have std ~2.5,
+  // peaked enough that sampling is not uniform over 152k tokens.
+  if (name.includes('embed_tokens') || name.startsWith('lm_head')) return { center: 0, halfWidth: (2.5 / Math.sqrt(p.hidden_size)) * sqrt3 };
+  // Projections keep activations at unit scale: std 1/sqrt(fan_in).
+  return { center: 0, halfWidth: sqrt3 / Math.sqrt(shape[1]) };
+}
+
+export function tensorSpecs(p: SyntheticPreset, dtype: WritableDType): TensorSpec[] {
+  const { hidden_size: h, intermediate_size: ff, num_attention_heads: heads, num_key_value_heads: kvHeads, vocab_size: vocab } = p;
+  const kvDim = (h / heads) * kvHeads;
+  const specs: TensorSpec[] = [{ name: 'model.embed_tokens.weight', dtype, shape: [vocab, h] }];
+  for (let l = 0; l < p.num_hidden_layers; l++) {
+    const pre = `model.layers.${l}.`;
+    specs.push(
+      { name: pre + 'input_layernorm.weight', dtype, shape: [h] },
+      { name: pre + 'self_attn.q_proj.weight', dtype, shape: [h, h] },
+      { name: pre + 'self_attn.q_proj.bias', dtype, shape: [h] },
+      { name: pre + 'self_attn.k_proj.weight', dtype, shape: [kvDim, h] },
+      { name: pre + 'self_attn.k_proj.bias', dtype, shape: [kvDim] },
+      { name: pre + 'self_attn.v_proj.weight', dtype, shape: [kvDim, h] },
+      { name: pre + 'self_attn.v_proj.bias', dtype, shape: [kvDim] },
+      { name: pre + 'self_attn.o_proj.weight', dtype, shape: [h, h] },
+      { name: pre + 'post_attention_layernorm.weight', dtype, shape: [h] },
+      { name: pre + 'mlp.gate_proj.weight', dtype, shape: [ff, h] },
+      { name: pre + 'mlp.up_proj.weight', dtype, shape: [ff, h] },
+      { name: pre + 'mlp.down_proj.weight', dtype, shape: [h, ff] },
+    );
+  }
+  specs.push({ name: 'model.norm.weight', dtype, shape: [h] });
+  if (!p.tie_word_embeddings) specs.push({ name: 'lm_head.weight', dtype, shape: [vocab, h] });
+  return specs;
+}
+
+/**
+ * Fill `bytes` with the tensor's values. Values are always drawn, then rounded to bf16, so the same
+ * seed gives the same weights whatever the storage dtype (bf16 values are exact in f32 and, at these
+ * magnitudes, in f16).
+ */
+function fillTensor(spec: TensorSpec, bytes: Uint8Array, p: SyntheticPreset, seed: number): void {
+  const { center, halfWidth } = distribution(spec.name, spec.shape, p);
+  const next = rng(hashName(spec.name) ^ Math.imul(seed + 1, 0x9e3779b1));
+  const n = bytes.byteLength / (spec.dtype === 'F32' ? 4 : 2);
+  const chunk = new Float32Array(Math.min(n, 1 << 16));
+  const bits = new Uint32Array(chunk.buffer);
+  const out16 = new Uint16Array(bytes.buffer, bytes.byteOffset, spec.dtype === 'F32' ? 0 : n);
+  const out32 = new Uint32Array(bytes.buffer, bytes.byteOffset, spec.dtype === 'F32' ? n : 0);
+  for (let start = 0; start < n; start += chunk.length) {
+    const len = Math.min(chunk.length, n - start);
+    for (let i = 0; i < len; i++) chunk[i] = center + (2 * next() - 1) * halfWidth;
+    for (let i = 0; i < len; i++) {
+      const u = bits[i];
+      const b = ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff; // round to nearest-even bf16
+      if (spec.dtype === 'BF16') out16[start + i] = b;
+      else if (spec.dtype === 'F32') out32[start + i] = b << 16;
+      else out16[start + i] = f32BitsToF16(b << 16);
+    }
+  }
+}
+
+const cvtF = new Float32Array(1);
+const cvtU = new Uint32Array(cvtF.buffer);
+function f32BitsToF16(u: number): number {
+  cvtU[0] = u;
+  return f32ToF16(cvtF[0]);
+}
+
+export function writeSyntheticModel(outDir: string, opts: SyntheticOptions): void {
+  const base = PRESETS[opts.preset];
+  if (!base) throw new Error(`make-model: unknown preset "${opts.preset}" (expected one of ${Object.keys(PRESETS).join(', ')})`);
+  const p = { ...base, ...opts.overrides };
+  const seed = opts.seed ?? 0;
+  const dtype: WritableDType = opts.dtype === 'f32' ? 'F32' : opts.dtype === 'f16' ? 'F16' : 'BF16';
+  const shards = opts.shards ?? 1;
+  fs.mkdirSync(outDir, { recursive: true });
+
+  const config = {
+    architectures: ['Qwen2ForCausalLM'],
+    attention_dropout: 0.0,
+    bos_token_id: 151643,
+    eos_token_id: 151645,
+    hidden_act: 'silu',
+    hidden_size: p.hidden_size,
+    initializer_range: 0.02,
+    intermediate_size: p.intermediate_size,
+    max_position_embeddings: p.max_position_embeddings,
+    max_window_layers: p.num_hidden_layers,
+    model_type: 'qwen2',
+    num_attention_heads: p.num_attention_heads,
+    num_hidden_layers: p.num_hidden_layers,
+    num_key_value_heads: p.num_key_value_heads,
+    rms_norm_eps: 1e-6,
+    rope_theta: 1000000.0,
+    sliding_window: p.max_position_embeddings,
+    tie_word_embeddings: p.tie_word_embeddings,
+    torch_dtype: { BF16: 'bfloat16', F16: 'float16', F32: 'float32' }[dtype],
+    transformers_version: '4.43.1',
+    use_cache: true,
+    use_sliding_window: false,
+    vocab_size: p.vocab_size,
+    qwen_ts_synthetic: { preset: opts.preset, seed, note: 'random weights: the text this model writes is meaningless' },
+  };
+  fs.writeFileSync(path.join(outDir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  const generationConfig = {
+    bos_token_id: 151643,
+    pad_token_id: 151643,
+    do_sample: true,
+    eos_token_id: [151645, 151643],
+    repetition_penalty: 1.1,
+    temperature: 0.7,
+    top_p: 0.8,
+    top_k: 20,
+    transformers_version: '4.37.0',
+  };
+  fs.writeFileSync(path.join(outDir, 'generation_config.json'), JSON.stringify(generationConfig, null, 2) + '\n');
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) {
+    fs.copyFileSync(path.join(packageRoot(), 'assets', 'qwen2.5-tokenizer', f), path.join(outDir, f));
+  }
+
+  const specs = tensorSpecs(p, dtype);
+  const fill = (s: TensorSpec, bytes: Uint8Array) => fillTensor(s, bytes, p, seed);
+  for (const f of fs.readdirSync(outDir)) if (f.endsWith('.safetensors') || f.endsWith('.safetensors.index.json')) fs.rmSync(path.join(outDir, f));
+  if (shards <= 1) {
+    writeSafetensors(path.join(outDir, 'model.safetensors'), specs, fill);
+    return;
+  }
+  // Shards split the tensor list into contiguous groups, as HF's save_pretrained does by size.
+  const weightMap: Record<string, string> = {};
+  const per = Math.ceil(specs.length / shards);
+  for (let s = 0; s < shards; s++) {
+    const file = `model-${String(s + 1).padStart(5, '0')}-of-${String(shards).padStart(5, '0')}.safetensors`;
+    const group = specs.slice(s * per, (s + 1) * per);
+    for (const t of group) weightMap[t.name] = file;
+    writeSafetensors(path.join(outDir, file), group, fill);
+  }
+  const totalSize = specs.reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1) * (dtype === 'F32' ? 4 : 2), 0);
+  fs.writeFileSync(path.join(outDir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + '\n');
+}
