@@ -1,0 +1,232 @@
+// Reads .safetensors files: 8-byte little-endian header length N, N bytes of JSON header, raw data.
+// Only the header is parsed up front; tensor bytes are read on demand straight into caller buffers
+// (typically SharedArrayBuffers shared with worker threads), so a model is never held twice.
+// Every malformed input becomes a SafetensorsError naming the file and the tensor/field, because
+// the usual failure is a half-downloaded or hand-edited checkpoint and a RangeError says nothing.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+export type SafetensorsDType = 'BF16' | 'F16' | 'F32';
+
+export class SafetensorsError extends Error {
+  override name = 'SafetensorsError';
+}
+
+export interface TensorInfo {
+  name: string;
+  dtype: SafetensorsDType;
+  shape: number[];
+  file: string; // absolute path of the .safetensors file holding it
+  dataStart: number; // absolute byte offset of its first byte in that file
+  byteLength: number;
+}
+
+const DTYPE_BYTES: Record<SafetensorsDType, number> = { BF16: 2, F16: 2, F32: 4 };
+const SUPPORTED = Object.keys(DTYPE_BYTES).join(', ');
+const MAX_HEADER = 100 * 1024 * 1024; // real headers are well under 10 MB; more means garbage
+const INDEX = 'model.safetensors.index.json';
+const SINGLE = 'model.safetensors';
+
+function fail(where: string, msg: string): never {
+  throw new SafetensorsError(`${where}: ${msg}`);
+}
+
+function isObject(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+const isUint = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 0;
+const fmtShape = (s: readonly number[]) => `[${s.join(', ')}]`;
+
+/** Read exactly target.length bytes at `pos`; readSync may return short counts and caps length at 2 GB. */
+function readFully(fd: number, target: Uint8Array, pos: number, where: string): void {
+  let done = 0;
+  while (done < target.length) {
+    const n = fs.readSync(fd, target, done, Math.min(target.length - done, 1 << 30), pos + done);
+    if (n === 0) fail(where, `unexpected end of file at byte ${pos + done} (file truncated?)`);
+    done += n;
+  }
+}
+
+/** Parse and validate one file's header. */
+export function readSafetensorsHeader(file: string): { tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
+  file = path.resolve(file);
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    fail(file, `cannot open: ${(e as Error).message}`);
+  }
+  let json: string;
+  let size: number;
+  let n: number;
+  try {
+    size = fs.fstatSync(fd).size;
+    if (size < 8) fail(file, `file is only ${size} bytes, too short for the 8-byte header length`);
+    const prefix = Buffer.alloc(8);
+    readFully(fd, prefix, 0, file);
+    const big = prefix.readBigUInt64LE(0);
+    if (big > BigInt(MAX_HEADER)) fail(file, `header length ${big} is absurdly large (limit ${MAX_HEADER} bytes)`);
+    n = Number(big);
+    if (n > size - 8) fail(file, `header length ${n} runs past the end of the file (${size} bytes)`);
+    const bytes = Buffer.alloc(n);
+    readFully(fd, bytes, 8, file);
+    try {
+      json = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    } catch {
+      fail(file, 'header is not valid UTF-8');
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return parseHeader(file, json, 8 + n, size);
+}
+
+/** `base` is where the data section starts: offsets are relative to the byte after the header. */
+function parseHeader(file: string, json: string, base: number, size: number) {
+  const dataSize = size - base;
+  let header: unknown;
+  try {
+    header = JSON.parse(json);
+  } catch (e) {
+    fail(file, `header is not valid JSON (${(e as Error).message})`);
+  }
+  if (!isObject(header)) fail(file, 'header is not a JSON object');
+
+  const metadata: Record<string, string> = {};
+  const tensors = new Map<string, TensorInfo>();
+  const spans: { name: string; begin: number; end: number }[] = [];
+  for (const [name, entry] of Object.entries(header)) {
+    if (name === '__metadata__') {
+      if (!isObject(entry)) fail(file, '__metadata__ is not an object');
+      for (const [k, v] of Object.entries(entry)) {
+        if (typeof v !== 'string') fail(file, `__metadata__ value "${k}" is not a string`);
+        metadata[k] = v;
+      }
+      continue;
+    }
+    const where = `${file}: tensor "${name}"`;
+    if (!isObject(entry)) fail(where, 'entry is not an object');
+    const { dtype, shape, data_offsets: offsets } = entry;
+    if (dtype === undefined) fail(where, 'missing "dtype"');
+    if (shape === undefined) fail(where, 'missing "shape"');
+    if (offsets === undefined) fail(where, 'missing "data_offsets"');
+    if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES))
+      fail(where, `unsupported dtype ${JSON.stringify(dtype)} (supported: ${SUPPORTED})`);
+    if (!Array.isArray(shape) || !shape.every(isUint))
+      fail(where, `shape ${JSON.stringify(shape)} is not an array of non-negative integers`);
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isUint))
+      fail(where, `data_offsets ${JSON.stringify(offsets)} is not a pair of non-negative integers`);
+    const [begin, end] = offsets as [number, number];
+    if (begin > end) fail(where, `data_offsets [${begin}, ${end}] begin after end`);
+    if (end > dataSize)
+      fail(where, `data_offsets end ${end} is past the data section (${dataSize} bytes): file truncated or offsets out of range`);
+    const dt = dtype as SafetensorsDType;
+    const expected = (shape as number[]).reduce((a, b) => a * b, 1) * DTYPE_BYTES[dt];
+    if (end - begin !== expected)
+      fail(where, `byte size ${end - begin} does not match ${dt} x shape ${fmtShape(shape)} = ${expected} bytes`);
+    spans.push({ name, begin, end });
+    tensors.set(name, { name, dtype: dt, shape: shape as number[], file, dataStart: base + begin, byteLength: expected });
+  }
+
+  // Overlaps would let one tensor's writes (or bad data) silently alias another's.
+  spans.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  for (let i = 1; i < spans.length; i++) {
+    const [p, c] = [spans[i - 1], spans[i]];
+    if (c.begin < p.end) fail(file, `tensors "${p.name}" and "${c.name}" overlap (bytes ${c.begin}..${p.end})`);
+  }
+  return { tensors, metadata };
+}
+
+/** A model directory's tensors: model.safetensors, or the shards listed in model.safetensors.index.json. */
+export class TensorStore {
+  private fds = new Map<string, number>();
+
+  private constructor(
+    readonly dir: string,
+    readonly tensors: Map<string, TensorInfo>,
+  ) {}
+
+  static open(dir: string): TensorStore {
+    dir = path.resolve(dir);
+    const indexPath = path.join(dir, INDEX);
+    // Prefer the index: a directory can hold a stale single file next to a newer sharded export.
+    if (fs.existsSync(indexPath)) return new TensorStore(dir, openSharded(dir, indexPath));
+    const single = path.join(dir, SINGLE);
+    if (fs.existsSync(single)) return new TensorStore(dir, readSafetensorsHeader(single).tensors);
+    fail(dir, `no ${SINGLE} or ${INDEX} found`);
+  }
+
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  /** Look a tensor up, optionally checking its shape; throws SafetensorsError if missing or mis-shaped. */
+  get(name: string, shape?: readonly number[]): TensorInfo {
+    const info = this.tensors.get(name);
+    if (!info) fail(this.dir, `tensor "${name}" not found`);
+    if (shape && (shape.length !== info.shape.length || shape.some((d, i) => d !== info.shape[i])))
+      fail(info.file, `tensor "${name}" has shape ${fmtShape(info.shape)}, expected ${fmtShape(shape)}`);
+    return info;
+  }
+
+  /** Read the tensor's raw bytes straight from disk into `target` (no intermediate copy). */
+  readInto(info: TensorInfo, target: Uint8Array): void {
+    if (target.byteLength !== info.byteLength)
+      fail(info.file, `tensor "${info.name}" is ${info.byteLength} bytes but target is ${target.byteLength}`);
+    let fd = this.fds.get(info.file);
+    if (fd === undefined) {
+      try {
+        fd = fs.openSync(info.file, 'r');
+      } catch (e) {
+        fail(info.file, `cannot open: ${(e as Error).message}`);
+      }
+      this.fds.set(info.file, fd);
+    }
+    readFully(fd, target, info.dataStart, `${info.file}: tensor "${info.name}"`);
+  }
+
+  /** Read into a new SharedArrayBuffer; the typed array views assume a little-endian host (x86, arm). */
+  readShared(info: TensorInfo): Float32Array | Uint16Array {
+    const sab = new SharedArrayBuffer(info.byteLength);
+    this.readInto(info, new Uint8Array(sab));
+    return info.dtype === 'F32' ? new Float32Array(sab) : new Uint16Array(sab);
+  }
+
+  close(): void {
+    for (const fd of this.fds.values()) fs.closeSync(fd);
+    this.fds.clear();
+  }
+}
+
+function openSharded(dir: string, indexPath: string): Map<string, TensorInfo> {
+  let index: unknown;
+  try {
+    index = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
+  } catch (e) {
+    fail(indexPath, `index is not valid JSON (${(e as Error).message})`);
+  }
+  if (!isObject(index) || !isObject(index.weight_map)) fail(indexPath, 'missing "weight_map" object');
+  const byShard = new Map<string, string[]>();
+  for (const [name, shard] of Object.entries(index.weight_map)) {
+    // Plain file names only: the index must not point outside the model directory.
+    if (typeof shard !== 'string' || shard !== path.basename(shard) || shard === '..')
+      fail(indexPath, `weight_map entry "${name}" has invalid shard file name ${JSON.stringify(shard)}`);
+    byShard.set(shard, [...(byShard.get(shard) ?? []), name]);
+  }
+
+  const tensors = new Map<string, TensorInfo>();
+  for (const [shard, names] of byShard) {
+    const file = path.join(dir, shard);
+    if (!fs.existsSync(file)) fail(indexPath, `shard ${shard} (listed for tensor "${names[0]}") is missing on disk`);
+    const header = readSafetensorsHeader(file).tensors;
+    for (const name of names)
+      if (!header.has(name)) fail(file, `tensor "${name}" is listed in weight_map but absent from shard ${shard}`);
+    for (const [name, info] of header) {
+      const prev = tensors.get(name);
+      if (prev) fail(indexPath, `tensor "${name}" appears in two shards: ${path.basename(prev.file)} and ${shard}`);
+      tensors.set(name, info);
+    }
+  }
+  return tensors;
+}
