@@ -174,6 +174,13 @@ export class TensorStore {
   readInto(info: TensorInfo, target: Uint8Array): void {
     if (target.byteLength !== info.byteLength)
       fail(info.file, `tensor "${info.name}" is ${info.byteLength} bytes but target is ${target.byteLength}`);
+    this.readRange(info, 0, target);
+  }
+
+  /** Read target.length bytes of the tensor starting `offset` bytes into it (for chunked conversion). */
+  readRange(info: TensorInfo, offset: number, target: Uint8Array): void {
+    if (offset < 0 || offset + target.byteLength > info.byteLength)
+      fail(info.file, `tensor "${info.name}": range [${offset}, ${offset + target.byteLength}) is outside its ${info.byteLength} bytes`);
     let fd = this.fds.get(info.file);
     if (fd === undefined) {
       try {
@@ -183,7 +190,7 @@ export class TensorStore {
       }
       this.fds.set(info.file, fd);
     }
-    readFully(fd, target, info.dataStart, `${info.file}: tensor "${info.name}"`);
+    readFully(fd, target, info.dataStart + offset, `${info.file}: tensor "${info.name}"`);
   }
 
   /** Read into a new SharedArrayBuffer; the typed array views assume a little-endian host (x86, arm). */

@@ -1,0 +1,121 @@
+// Loads a Qwen2 checkpoint's tensors into the weight format chosen at load time. Every tensor is
+// read once from disk into its final SharedArrayBuffer storage (bf16 -> bf16 with no conversion at
+// all); conversions and quantization go through a small chunk of rows, never a second full copy.
+import { bf16ArrayToF32, f16ArrayToF32, f32ToBf16 } from '../tensor/dtype.js';
+import { BF16, F32, FORMAT_CODES, makeMatrix, Q4_0, QBLOCK, sharedFloat32, type Matrix, type WeightFormat } from '../tensor/matrix.js';
+import { allocQuantizedMatrix, quantizeRowsQ4_0, quantizeRowsQ8_0 } from '../tensor/quantize.js';
+import type { ModelConfig } from './config.js';
+import { SafetensorsError, type TensorInfo, type TensorStore } from './safetensors.js';
+
+export interface LayerWeights {
+  inputNorm: Float32Array; // [hidden]
+  qProj: Matrix; // [heads*headDim, hidden]
+  qBias: Float32Array;
+  kProj: Matrix; // [kvHeads*headDim, hidden]
+  kBias: Float32Array;
+  vProj: Matrix; // [kvHeads*headDim, hidden]
+  vBias: Float32Array;
+  oProj: Matrix; // [hidden, heads*headDim], no bias
+  postAttentionNorm: Float32Array; // [hidden]
+  gateProj: Matrix; // [intermediate, hidden]
+  upProj: Matrix; // [intermediate, hidden]
+  downProj: Matrix; // [hidden, intermediate]
+}
+
+export interface ModelWeights {
+  format: WeightFormat;
+  embed: Matrix; // [vocab, hidden]
+  layers: LayerWeights[];
+  finalNorm: Float32Array; // [hidden]
+  lmHead: Matrix; // [vocab, hidden]; the same object as embed when tie_word_embeddings
+}
+
+const CHUNK_BYTES = 8 << 20;
+
+/** Read rows [r0, r0+n) of a 2-D tensor as f32 into out[0..n*cols). */
+function readRowsF32(store: TensorStore, info: TensorInfo, r0: number, n: number, out: Float32Array): void {
+  const cols = info.shape[1] ?? info.shape[0];
+  const count = n * cols;
+  if (info.dtype === 'F32') {
+    store.readRange(info, r0 * cols * 4, new Uint8Array(out.buffer, out.byteOffset, count * 4));
+    return;
+  }
+  const raw = new Uint16Array(count);
+  store.readRange(info, r0 * cols * 2, new Uint8Array(raw.buffer));
+  if (info.dtype === 'BF16') bf16ArrayToF32(raw, 0, out, 0, count);
+  else f16ArrayToF32(raw, 0, out, 0, count);
+}
+
+/** A 1-D tensor (norm weight, bias) as f32. */
+function loadVector(store: TensorStore, name: string, n: number): Float32Array {
+  const info = store.get(name, [n]);
+  const out = sharedFloat32(n);
+  readRowsF32(store, info, 0, 1, out);
+  return out;
+}
+
+function loadMatrix(store: TensorStore, name: string, rows: number, cols: number, format: WeightFormat): Matrix {
+  const info = store.get(name, [rows, cols]);
+  let code = FORMAT_CODES[format];
+  // Quantized formats need whole 32-blocks (and row pairs for q4_0); other shapes stay bf16.
+  if (code >= 2 && (cols % QBLOCK !== 0 || (code === Q4_0 && rows % 2 !== 0))) code = BF16;
+  if (code === BF16 && info.dtype === 'BF16') {
+    const u16 = new Uint16Array(new SharedArrayBuffer(info.byteLength));
+    store.readInto(info, new Uint8Array(u16.buffer));
+    return makeMatrix(BF16, rows, cols, { u16 });
+  }
+  if (code === F32 && info.dtype === 'F32') {
+    const f32 = sharedFloat32(rows * cols);
+    store.readInto(info, new Uint8Array(f32.buffer));
+    return makeMatrix(F32, rows, cols, { f32 });
+  }
+  const chunkRows = Math.max(2, Math.floor(CHUNK_BYTES / (cols * 4)) & ~1);
+  const buf = new Float32Array(chunkRows * cols);
+  const m =
+    code === F32 ? makeMatrix(F32, rows, cols, { f32: sharedFloat32(rows * cols) })
+    : code === BF16 ? makeMatrix(BF16, rows, cols, { u16: new Uint16Array(new SharedArrayBuffer(rows * cols * 2)) })
+    : allocQuantizedMatrix(code, rows, cols);
+  for (let r0 = 0; r0 < rows; r0 += chunkRows) {
+    const n = Math.min(chunkRows, rows - r0);
+    readRowsF32(store, info, r0, n, buf);
+    if (code === F32) m.f32.set(buf.subarray(0, n * cols), r0 * cols);
+    else if (code === BF16) for (let i = 0; i < n * cols; i++) m.u16[r0 * cols + i] = f32ToBf16(buf[i]);
+    else if (code === Q4_0) quantizeRowsQ4_0(buf, r0, n, m);
+    else quantizeRowsQ8_0(buf, r0, n, m);
+  }
+  return m;
+}
+
+export function loadWeights(store: TensorStore, c: ModelConfig, format: WeightFormat): ModelWeights {
+  const h = c.hiddenSize;
+  const qDim = c.numHeads * c.headDim;
+  const kvDim = c.numKvHeads * c.headDim;
+  const embed = loadMatrix(store, 'model.embed_tokens.weight', c.vocabSize, h, format);
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < c.numLayers; l++) {
+    const p = `model.layers.${l}.`;
+    layers.push({
+      inputNorm: loadVector(store, p + 'input_layernorm.weight', h),
+      qProj: loadMatrix(store, p + 'self_attn.q_proj.weight', qDim, h, format),
+      qBias: loadVector(store, p + 'self_attn.q_proj.bias', qDim),
+      kProj: loadMatrix(store, p + 'self_attn.k_proj.weight', kvDim, h, format),
+      kBias: loadVector(store, p + 'self_attn.k_proj.bias', kvDim),
+      vProj: loadMatrix(store, p + 'self_attn.v_proj.weight', kvDim, h, format),
+      vBias: loadVector(store, p + 'self_attn.v_proj.bias', kvDim),
+      oProj: loadMatrix(store, p + 'self_attn.o_proj.weight', h, qDim, format),
+      postAttentionNorm: loadVector(store, p + 'post_attention_layernorm.weight', h),
+      gateProj: loadMatrix(store, p + 'mlp.gate_proj.weight', c.intermediateSize, h, format),
+      upProj: loadMatrix(store, p + 'mlp.up_proj.weight', c.intermediateSize, h, format),
+      downProj: loadMatrix(store, p + 'mlp.down_proj.weight', h, c.intermediateSize, format),
+    });
+  }
+  const finalNorm = loadVector(store, 'model.norm.weight', h);
+  let lmHead = embed;
+  if (!c.tieWordEmbeddings) {
+    if (!store.has('lm_head.weight')) {
+      throw new SafetensorsError(`${store.dir}: tensor "lm_head.weight" not found, and config.json has tie_word_embeddings: false`);
+    }
+    lmHead = loadMatrix(store, 'lm_head.weight', c.vocabSize, h, format);
+  }
+  return { format, embed, layers, finalNorm, lmHead };
+}

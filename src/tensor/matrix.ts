@@ -1,0 +1,48 @@
+// A weight matrix [rows, cols] (PyTorch Linear layout: one row per output feature) in one of the
+// storage formats. Every Matrix has the same fields whatever its format, so V8 sees one object
+// shape at every kernel call site; the arrays a format does not use are empty.
+
+export type WeightFormat = 'f32' | 'bf16' | 'q8_0' | 'q4_0';
+export const FORMAT_CODES: Record<WeightFormat, number> = { f32: 0, bf16: 1, q8_0: 2, q4_0: 3 };
+export const F32 = 0;
+export const BF16 = 1;
+export const Q8_0 = 2;
+export const Q4_0 = 3;
+
+/** Quantized formats group 32 consecutive weights of a row under one scale, as llama.cpp does. */
+export const QBLOCK = 32;
+
+export interface Matrix {
+  format: number;
+  rows: number;
+  cols: number;
+  f32: Float32Array; // f32: [rows, cols]
+  u16: Uint16Array; // bf16: [rows, cols]
+  q: Int32Array; // q8_0: [rows, cols/4] four int8 per int32; q4_0: see quantize.ts
+  scales: Float32Array; // q8_0/q4_0: [rows, cols/32]
+}
+
+export function sharedFloat32(n: number): Float32Array {
+  return new Float32Array(new SharedArrayBuffer(n * 4));
+}
+
+const EMPTY_F32 = new Float32Array(0);
+const EMPTY_U16 = new Uint16Array(0);
+const EMPTY_I32 = new Int32Array(0);
+
+export function makeMatrix(format: number, rows: number, cols: number, parts: Partial<Pick<Matrix, 'f32' | 'u16' | 'q' | 'scales'>>): Matrix {
+  return {
+    format,
+    rows,
+    cols,
+    f32: parts.f32 ?? EMPTY_F32,
+    u16: parts.u16 ?? EMPTY_U16,
+    q: parts.q ?? EMPTY_I32,
+    scales: parts.scales ?? EMPTY_F32,
+  };
+}
+
+/** Bytes of weight data a pass over the matrix reads (for the roofline). */
+export function matrixBytes(m: Matrix): number {
+  return m.f32.byteLength + m.u16.byteLength + m.q.byteLength + m.scales.byteLength;
+}

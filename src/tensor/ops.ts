@@ -1,0 +1,74 @@
+// Elementwise and normalisation kernels. Plain functions over typed arrays with explicit offsets.
+
+/** out[o..o+n) = x[xo..xo+n) / rms(x) * weight; accumulates in f64 as the reference does in f32/f64. */
+export function rmsnorm(out: Float32Array, outOff: number, x: Float32Array, xOff: number, weight: Float32Array, n: number, eps: number): void {
+  let ss = 0;
+  for (let i = 0; i < n; i++) {
+    const v = x[xOff + i];
+    ss += v * v;
+  }
+  const scale = 1 / Math.sqrt(ss / n + eps);
+  for (let i = 0; i < n; i++) out[outOff + i] = x[xOff + i] * scale * weight[i];
+}
+
+/**
+ * Rotary embedding, rotate-half (NEOX) layout as in HF Qwen2: dimension j pairs with j + headDim/2.
+ * `cos`/`sin` hold [headDim/2] values for this position; applied to `heads` consecutive heads at x[off..].
+ */
+export function rope(x: Float32Array, off: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array, csOff: number): void {
+  const half = headDim >> 1;
+  for (let h = 0; h < heads; h++) {
+    const base = off + h * headDim;
+    for (let j = 0; j < half; j++) {
+      const a = x[base + j];
+      const b = x[base + j + half];
+      const c = cos[csOff + j];
+      const s = sin[csOff + j];
+      x[base + j] = a * c - b * s;
+      x[base + j + half] = b * c + a * s;
+    }
+  }
+}
+
+/** cos/sin tables [maxPos, headDim/2]; angles in f64 so long positions keep their precision. */
+export function ropeTables(maxPos: number, headDim: number, theta: number): { cos: Float32Array; sin: Float32Array } {
+  const half = headDim >> 1;
+  const cos = new Float32Array(maxPos * half);
+  const sin = new Float32Array(maxPos * half);
+  for (let j = 0; j < half; j++) {
+    const invFreq = 1 / Math.pow(theta, (2 * j) / headDim);
+    for (let p = 0; p < maxPos; p++) {
+      const angle = p * invFreq;
+      cos[p * half + j] = Math.cos(angle);
+      sin[p * half + j] = Math.sin(angle);
+    }
+  }
+  return { cos, sin };
+}
+
+/** In-place softmax of x[off..off+n), max-subtracted so exp never overflows. */
+export function softmax(x: Float32Array | Float64Array, off: number, n: number): void {
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) if (x[off + i] > max) max = x[off + i];
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    const e = Math.exp(x[off + i] - max);
+    x[off + i] = e;
+    sum += e;
+  }
+  const inv = 1 / sum;
+  for (let i = 0; i < n; i++) x[off + i] *= inv;
+}
+
+/** SwiGLU: gate[i] = silu(gate[i]) * up[i]. */
+export function swiglu(gate: Float32Array, gateOff: number, up: Float32Array, upOff: number, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const g = gate[gateOff + i];
+    gate[gateOff + i] = (g / (1 + Math.exp(-g))) * up[upOff + i];
+  }
+}
+
+/** x[xo..] += y[yo..] */
+export function addInPlace(x: Float32Array, xOff: number, y: Float32Array, yOff: number, n: number): void {
+  for (let i = 0; i < n; i++) x[xOff + i] += y[yOff + i];
+}

@@ -1,0 +1,223 @@
+// Block quantization in the spirit of llama.cpp's q8_0 and q4_0: every 32 consecutive weights of a
+// row share one f32 scale. Activations are quantized to int8 per 32-block too, so the inner loops
+// are integer multiply-adds (Math.imul), exact in int32, with one float multiply per block.
+import { makeMatrix, Q4_0, Q8_0, QBLOCK, type Matrix } from './matrix.js';
+
+export interface QuantizedActivations {
+  n: number;
+  cols: number;
+  q: Int32Array; // [n, cols] one int8 value (-127..127) per element: loaded once, reused by many rows
+  scales: Float32Array; // [n, cols/32]
+  sums: Int32Array; // [n, cols/32] sum of q in the block (q4_0 stores weights offset by +8)
+}
+
+export function allocQuantizedActivations(maxN: number, cols: number, shared: boolean): QuantizedActivations {
+  const blocks = cols / QBLOCK;
+  const mk = (bytes: number) => (shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes));
+  return {
+    n: 0,
+    cols,
+    q: new Int32Array(mk(maxN * cols * 4)),
+    scales: new Float32Array(mk(maxN * blocks * 4)),
+    sums: new Int32Array(mk(maxN * blocks * 4)),
+  };
+}
+
+/** Quantize rows t0 <= t < t1 of x [*, cols] (row stride xStride) into xq. */
+export function quantizeActivations(x: Float32Array, xOff: number, xStride: number, t0: number, t1: number, xq: QuantizedActivations): void {
+  const cols = xq.cols;
+  const blocks = cols / QBLOCK;
+  for (let t = t0; t < t1; t++) {
+    for (let b = 0; b < blocks; b++) {
+      const xo = xOff + t * xStride + b * QBLOCK;
+      let amax = 0;
+      for (let i = 0; i < QBLOCK; i++) amax = Math.max(amax, Math.abs(x[xo + i]));
+      const d = amax / 127;
+      const id = d === 0 ? 0 : 1 / d;
+      const qo = t * cols + b * QBLOCK;
+      let sum = 0;
+      for (let i = 0; i < QBLOCK; i++) {
+        const v = Math.round(x[xo + i] * id);
+        xq.q[qo + i] = v;
+        sum += v;
+      }
+      xq.scales[t * blocks + b] = d;
+      xq.sums[t * blocks + b] = sum;
+    }
+  }
+}
+
+// ---- q8_0: int8 weights, four per Int32 (little-endian byte order), [rows, cols/4] ----
+
+/** Quantize f32 rows into a q8_0 matrix's storage; `rowsF32` holds rows [r0, r0 + nRows). */
+export function quantizeRowsQ8_0(rowsF32: Float32Array, r0: number, nRows: number, m: Matrix): void {
+  const cols = m.cols;
+  const blocks = cols / QBLOCK;
+  for (let r = 0; r < nRows; r++) {
+    for (let b = 0; b < blocks; b++) {
+      const o = r * cols + b * QBLOCK;
+      let amax = 0;
+      for (let i = 0; i < QBLOCK; i++) amax = Math.max(amax, Math.abs(rowsF32[o + i]));
+      const d = amax / 127;
+      const id = d === 0 ? 0 : 1 / d;
+      m.scales[(r0 + r) * blocks + b] = d;
+      const qo = ((r0 + r) * cols + b * QBLOCK) >> 2;
+      for (let i = 0; i < QBLOCK; i += 4) {
+        const q0 = Math.round(rowsF32[o + i] * id) & 0xff;
+        const q1 = Math.round(rowsF32[o + i + 1] * id) & 0xff;
+        const q2 = Math.round(rowsF32[o + i + 2] * id) & 0xff;
+        const q3 = Math.round(rowsF32[o + i + 3] * id) & 0xff;
+        m.q[qo + (i >> 2)] = q0 | (q1 << 8) | (q2 << 16) | (q3 << 24);
+      }
+    }
+  }
+}
+
+export function matmulQ8_0(m: Matrix, xq: QuantizedActivations, n: number, y: Float32Array, yOff: number, yStride: number, r0: number, r1: number): void {
+  const cols = m.cols;
+  const blocks = cols / QBLOCK;
+  const wq = m.q, ws = m.scales, xv = xq.q, xs = xq.scales;
+  for (let t = 0; t < n; t++) {
+    const xo = t * cols;
+    const xso = t * blocks;
+    let r = r0;
+    // Two rows per pass: each activation load feeds two integer multiply-adds.
+    for (; r + 2 <= r1; r += 2) {
+      let acc0 = 0, acc1 = 0;
+      const w0o = (r * cols) >> 2, w1o = w0o + (cols >> 2);
+      for (let b = 0; b < blocks; b++) {
+        let s0 = 0, s1 = 0;
+        const wb = b * 8, xb = xo + b * QBLOCK;
+        for (let j = 0; j < 8; j++) {
+          const a = wq[w0o + wb + j], c = wq[w1o + wb + j];
+          const x0 = xv[xb + 4 * j], x1 = xv[xb + 4 * j + 1], x2 = xv[xb + 4 * j + 2], x3 = xv[xb + 4 * j + 3];
+          s0 = (s0 + Math.imul((a << 24) >> 24, x0) + Math.imul((a << 16) >> 24, x1) + Math.imul((a << 8) >> 24, x2) + Math.imul(a >> 24, x3)) | 0;
+          s1 = (s1 + Math.imul((c << 24) >> 24, x0) + Math.imul((c << 16) >> 24, x1) + Math.imul((c << 8) >> 24, x2) + Math.imul(c >> 24, x3)) | 0;
+        }
+        const xd = xs[xso + b];
+        acc0 += s0 * ws[r * blocks + b] * xd;
+        acc1 += s1 * ws[(r + 1) * blocks + b] * xd;
+      }
+      y[yOff + t * yStride + r] = acc0;
+      y[yOff + t * yStride + r + 1] = acc1;
+    }
+    for (; r < r1; r++) {
+      let acc = 0;
+      const wo = (r * cols) >> 2;
+      for (let b = 0; b < blocks; b++) {
+        let s = 0;
+        for (let j = 0; j < 8; j++) {
+          const a = wq[wo + b * 8 + j], xb = xo + b * QBLOCK + 4 * j;
+          s = (s + Math.imul((a << 24) >> 24, xv[xb]) + Math.imul((a << 16) >> 24, xv[xb + 1]) + Math.imul((a << 8) >> 24, xv[xb + 2]) + Math.imul(a >> 24, xv[xb + 3])) | 0;
+        }
+        acc += s * ws[r * blocks + b] * xs[xso + b];
+      }
+      y[yOff + t * yStride + r] = acc;
+    }
+  }
+}
+
+// ---- q4_0: 4-bit weights (value + 8, 0..15), two rows interleaved for SWAR ----
+// For an even row pair (r, r+1) and a 32-block, 8 Int32 words; word j holds columns 4j..4j+3:
+// bits 4c..4c+3 = row r, column 4j+c and bits 16+4c..16+4c+3 = row r+1, same column. So
+// (word >>> 4c) & 0x000F000F puts row r's weight in the low 16-bit lane and row r+1's in the high
+// lane, and one Math.imul by the activation multiplies both. Lane sums stay below 2^15 over 16
+// columns (16 * 15 * 127 = 30480), so the lanes are split twice per block.
+// Storage [rows/2, blocks, 8] words. Rows must be even and cols a multiple of 32.
+
+export function quantizeRowsQ4_0(rowsF32: Float32Array, r0: number, nRows: number, m: Matrix): void {
+  const cols = m.cols;
+  const blocks = cols / QBLOCK;
+  if (r0 % 2 !== 0 || nRows % 2 !== 0) throw new Error('quantizeRowsQ4_0: rows come in even pairs');
+  const nib = new Int32Array(QBLOCK * 2);
+  for (let r = 0; r < nRows; r += 2) {
+    for (let b = 0; b < blocks; b++) {
+      for (let half = 0; half < 2; half++) {
+        const o = (r + half) * cols + b * QBLOCK;
+        // Signed max, llama.cpp style: the largest-magnitude value maps to -8 exactly.
+        let max = 0, amax = 0;
+        for (let i = 0; i < QBLOCK; i++) {
+          const v = rowsF32[o + i];
+          if (Math.abs(v) > amax) { amax = Math.abs(v); max = v; }
+        }
+        const d = max / -8;
+        const id = d === 0 ? 0 : 1 / d;
+        m.scales[(r0 + r + half) * blocks + b] = d;
+        for (let i = 0; i < QBLOCK; i++) nib[half * QBLOCK + i] = Math.min(15, Math.max(0, Math.round(rowsF32[o + i] * id) + 8));
+      }
+      const wo = (((r0 + r) >> 1) * blocks + b) * 8;
+      for (let j = 0; j < 8; j++) {
+        let word = 0;
+        for (let c = 0; c < 4; c++) word |= (nib[4 * j + c] << (4 * c)) | (nib[QBLOCK + 4 * j + c] << (16 + 4 * c));
+        m.q[wo + j] = word;
+      }
+    }
+  }
+}
+
+export function matmulQ4_0(m: Matrix, xq: QuantizedActivations, n: number, y: Float32Array, yOff: number, yStride: number, r0: number, r1: number): void {
+  const cols = m.cols;
+  const blocks = cols / QBLOCK;
+  const wq = m.q, ws = m.scales, xv = xq.q, xs = xq.scales, xsum = xq.sums;
+  for (let t = 0; t < n; t++) {
+    const xo = t * cols;
+    const xso = t * blocks;
+    for (let r = r0; r < r1; r += 2) {
+      let acc0 = 0, acc1 = 0;
+      let wo = (r >> 1) * blocks * 8;
+      for (let b = 0; b < blocks; b++, wo += 8) {
+        const xb = xo + b * QBLOCK;
+        let lo = 0, hi = 0;
+        for (let h = 0; h < 2; h++) {
+          let s = 0;
+          for (let j = 4 * h; j < 4 * h + 4; j++) {
+            const word = wq[wo + j];
+            const xj = xb + 4 * j;
+            s = (s + Math.imul(word & 0x000f000f, xv[xj]) + Math.imul((word >>> 4) & 0x000f000f, xv[xj + 1])
+              + Math.imul((word >>> 8) & 0x000f000f, xv[xj + 2]) + Math.imul((word >>> 12) & 0x000f000f, xv[xj + 3])) | 0;
+          }
+          const l = (s << 16) >> 16;
+          lo += l;
+          hi += (s - l) >> 16;
+        }
+        // sum (q + 8) * x - 8 * sum x  = sum q * x
+        const xd = xs[xso + b], bsum = 8 * xsum[xso + b];
+        acc0 += (lo - bsum) * ws[r * blocks + b] * xd;
+        acc1 += (hi - bsum) * ws[(r + 1) * blocks + b] * xd;
+      }
+      y[yOff + t * yStride + r] = acc0;
+      if (r + 1 < r1) y[yOff + t * yStride + r + 1] = acc1;
+    }
+  }
+}
+
+/** Dequantize row r of a q8_0/q4_0 matrix into out[0..cols). */
+export function dequantizeRow(m: Matrix, r: number, out: Float32Array): void {
+  const cols = m.cols;
+  const blocks = cols / QBLOCK;
+  for (let b = 0; b < blocks; b++) {
+    const d = m.scales[r * blocks + b];
+    for (let i = 0; i < QBLOCK; i++) {
+      let q: number;
+      if (m.format === Q8_0) {
+        const word = m.q[(r * cols + b * QBLOCK + i) >> 2];
+        q = (word << (24 - 8 * (i & 3))) >> 24;
+      } else {
+        const word = m.q[((r >> 1) * blocks + b) * 8 + (i >> 2)];
+        q = ((word >>> (4 * (i & 3) + 16 * (r & 1))) & 0xf) - 8;
+      }
+      out[b * QBLOCK + i] = q * d;
+    }
+  }
+}
+
+/** An empty quantized matrix with shared storage, to be filled by quantizeRows*. */
+export function allocQuantizedMatrix(format: number, rows: number, cols: number): Matrix {
+  if (cols % QBLOCK !== 0) throw new Error(`quantized matrix: cols ${cols} is not a multiple of ${QBLOCK}`);
+  if (format === Q4_0 && rows % 2 !== 0) throw new Error(`q4_0 matrix: rows ${rows} must be even`);
+  const words = format === Q8_0 ? (rows * cols) / 4 : (rows * cols) / 8;
+  return makeMatrix(format, rows, cols, {
+    q: new Int32Array(new SharedArrayBuffer(words * 4)),
+    scales: new Float32Array(new SharedArrayBuffer((rows * cols / QBLOCK) * 4)),
+  });
+}
