@@ -35,11 +35,15 @@ export interface WorkerTask {
   runnerState: unknown;
 }
 
-/** Files under src/ are TypeScript (tests run them through vitest); worker threads load the built JS. */
+/**
+ * Worker threads load plain JS. When this module runs from TypeScript sources (tests, through
+ * vitest), point them at the built copy under dist/ instead (`npm test` builds first).
+ */
 export function runnableUrl(url: URL): URL {
+  if (!import.meta.url.endsWith('.ts')) return url;
   const file = fileURLToPath(url);
-  if (!file.endsWith('.ts')) return url;
-  const root = file.slice(0, file.lastIndexOf(`${path.sep}src${path.sep}`));
+  const marker = `${path.sep}src${path.sep}`;
+  const root = file.slice(0, file.lastIndexOf(marker));
   const rel = path.relative(root, file).replace(/\.ts$/, '.js');
   return pathToFileURL(path.join(root, 'dist', rel));
 }

@@ -1,0 +1,159 @@
+// The forward pass against the float64 numpy reference (tools/reference_qwen2.py), and the KV cache.
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadModel, type Model } from '../src/index.js';
+import { argmax, makeTempModel, readGolden, removeDir, sha256File } from './helpers/models.js';
+
+// f32 accumulation over hidden 64 / intermediate 160 against a float64 reference: the largest
+// difference seen is ~3e-6, so 1e-4 absolute leaves room without hiding a real error (a wrong
+// rope sign or kv-head mapping moves logits by > 1).
+const TOLERANCE = 1e-4;
+
+const golden = readGolden();
+let dir: string;
+
+beforeAll(() => {
+  dir = makeTempModel({ preset: 'tiny', seed: golden.model.seed });
+});
+afterAll(() => removeDir(dir));
+
+function maxLogitError(logits: Float32Array, vocab: number, p: (typeof golden.prompts)[number]): number {
+  let err = 0;
+  for (let i = 0; i < p.tokenIds.length; i++) {
+    golden.columns.forEach((c, j) => {
+      err = Math.max(err, Math.abs(logits[i * vocab + c] - p.logits[i][j]));
+    });
+    let mx = -Infinity, sum = 0;
+    for (let v = 0; v < vocab; v++) mx = Math.max(mx, logits[i * vocab + v]);
+    for (let v = 0; v < vocab; v++) sum += Math.exp(logits[i * vocab + v] - mx);
+    err = Math.max(err, Math.abs(mx + Math.log(sum) - p.logsumexp[i]), Math.abs(mx - p.max[i]));
+  }
+  return err;
+}
+
+describe('tiny synthetic model vs the numpy reference', () => {
+  it('make-model writes the exact model the goldens were computed from', () => {
+    expect(sha256File(path.join(dir, 'model.safetensors'))).toBe(golden.model.safetensorsSha256);
+  });
+
+  for (const weights of ['f32', 'bf16'] as const) {
+    for (const threads of [1, 2]) {
+      it(`logits of every position match within ${TOLERANCE} (${weights}, ${threads} thread${threads > 1 ? 's' : ''})`, async () => {
+        const model = await loadModel(dir, { weights, threads });
+        try {
+          const vocab = model.config.vocabSize;
+          for (const p of golden.prompts) {
+            const logits = await model.forward(p.tokenIds, { allLogits: true });
+            expect(logits.length).toBe(p.tokenIds.length * vocab);
+            expect(maxLogitError(logits, vocab, p)).toBeLessThan(TOLERANCE);
+            for (let i = 0; i < p.tokenIds.length; i++) expect(argmax(logits, i * vocab, vocab)).toBe(p.argmax[i]);
+          }
+        } finally {
+          await model.close();
+        }
+      });
+    }
+  }
+
+  it('prefill chunks smaller than the prompt give the same logits (maxBatchTokens 7)', async () => {
+    const model = await loadModel(dir, { weights: 'f32', threads: 1, maxBatchTokens: 7 });
+    try {
+      const p = golden.prompts[2];
+      const logits = await model.forward(p.tokenIds, { allLogits: true });
+      expect(maxLogitError(logits, model.config.vocabSize, p)).toBeLessThan(TOLERANCE);
+    } finally {
+      await model.close();
+    }
+  });
+});
+
+describe('KV cache', () => {
+  let model: Model;
+  beforeAll(async () => {
+    model = await loadModel(dir, { weights: 'f32', threads: 2 });
+  });
+  afterAll(() => model.close());
+
+  it('prefill of n tokens then decode of token n+1 equals one prefill of n+1 tokens', async () => {
+    const ids = golden.prompts[2].tokenIds; // 80 tokens: crosses several 16-position cache blocks
+    const vocab = model.config.vocabSize;
+    for (const n of [1, 15, 16, 40, 79]) {
+      await model.forward(ids.slice(0, n));
+      const decoded = await model.forward([ids[n]], { startPos: n });
+      const full = await model.forward(ids.slice(0, n + 1));
+      let err = 0;
+      for (let v = 0; v < vocab; v++) err = Math.max(err, Math.abs(decoded[v] - full[v]));
+      expect(err).toBeLessThan(1e-5);
+    }
+  });
+
+  it('a token-by-token decode reproduces the reference logits at every position', async () => {
+    const p = golden.prompts[1];
+    const vocab = model.config.vocabSize;
+    for (let i = 0; i < p.tokenIds.length; i++) {
+      const logits = await model.forward([p.tokenIds[i]], { startPos: i });
+      golden.columns.forEach((c, j) => expect(Math.abs(logits[c] - p.logits[i][j])).toBeLessThan(TOLERANCE));
+      expect(argmax(logits, 0, vocab)).toBe(p.argmax[i]);
+    }
+  });
+
+  it('sequences in different slots do not disturb each other, and decodeBatch equals separate decodes', async () => {
+    const a = golden.prompts[0].tokenIds, b = golden.prompts[1].tokenIds;
+    const vocab = model.config.vocabSize;
+    await model.forward(a.slice(0, -1), { seq: 0 });
+    await model.forward(b.slice(0, -1), { seq: 1 });
+    const batched = await model.decodeBatch([
+      { seq: 0, token: a[a.length - 1], pos: a.length - 1 },
+      { seq: 1, token: b[b.length - 1], pos: b.length - 1 },
+    ]);
+    const fullA = await model.forward(a, { seq: 2 });
+    const fullB = await model.forward(b, { seq: 3 });
+    let err = 0;
+    for (let v = 0; v < vocab; v++) {
+      err = Math.max(err, Math.abs(batched[v] - fullA[v]), Math.abs(batched[vocab + v] - fullB[v]));
+    }
+    expect(err).toBeLessThan(1e-5);
+    model.resetCache();
+  });
+
+  it('rejects positions past what is cached, bad token ids and bad slots with clear errors', async () => {
+    model.resetCache();
+    await expect(model.forward([1, 2], { startPos: 5 })).rejects.toThrow(/startPos 5 must be an integer from 0 to 0/);
+    await expect(model.forward([151936])).rejects.toThrow(/token id 151936 at index 0 is outside the vocabulary/);
+    await expect(model.forward([1], { seq: 99 })).rejects.toThrow(/seq 99 is out of range/);
+    await expect(model.forward([])).rejects.toThrow(/empty/);
+  });
+});
+
+describe('storage dtypes and layouts', () => {
+  const dirs: string[] = [];
+  afterAll(() => dirs.forEach(removeDir));
+
+  it('the same weights stored as bf16, f16, f32 and in 3 shards give matching logits', async () => {
+    const p = golden.prompts[0];
+    const results: Float32Array[] = [];
+    for (const [dtype, shards] of [['bf16', 1], ['f16', 1], ['f32', 1], ['bf16', 3]] as const) {
+      const d = makeTempModel({ preset: 'tiny', seed: golden.model.seed, dtype, shards });
+      dirs.push(d);
+      const model = await loadModel(d, { weights: 'f32', threads: 1 });
+      results.push(await model.forward(p.tokenIds, { allLogits: true }));
+      await model.close();
+    }
+    for (const r of results.slice(1)) {
+      let err = 0;
+      for (let i = 0; i < r.length; i++) err = Math.max(err, Math.abs(r[i] - results[0][i]));
+      // f16 keeps every bf16 value except the tiniest (subnormal in f16): differences ~1e-6.
+      expect(err).toBeLessThan(1e-4);
+    }
+  });
+
+  it('an untied model (lm_head.weight) loads and differs from the tied one', async () => {
+    const d = makeTempModel({ preset: 'tiny', seed: 0, overrides: { tie_word_embeddings: false } });
+    dirs.push(d);
+    const model = await loadModel(d, { weights: 'bf16', threads: 1 });
+    expect(model.weights.lmHead).not.toBe(model.weights.embed);
+    const logits = await model.forward([1, 2, 3]);
+    expect(logits.every(Number.isFinite)).toBe(true);
+    await model.close();
+  });
+});
