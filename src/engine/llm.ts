@@ -1,0 +1,233 @@
+// LLM: the vLLM offline API in TypeScript. Load a model directory once, then generate, chat or
+// stream with SamplingParams; unset sampling parameters default to generation_config.json's.
+import { loadModel, type LoadOptions } from '../model/load.js';
+import type { Qwen2Model } from '../model/qwen2.js';
+import { Sampler, validateSamplingParams, type SamplingParams } from '../sampler/index.js';
+import { QwenTokenizer, StreamDecoder, type ChatMessage, type ChatTemplateOptions } from '../tokenizer/index.js';
+import { metricsOf, type CompletionOutput, type RequestMetrics, type Sequence } from './request.js';
+import { Scheduler } from './scheduler.js';
+
+export type PromptInput = string | { prompt: string } | { promptTokenIds: number[] };
+
+export interface RequestOutput {
+  prompt: string;
+  promptTokenIds: number[];
+  outputs: CompletionOutput[];
+  metrics: RequestMetrics;
+}
+
+export interface GenerateOptions {
+  /** Called after each finished prompt. */
+  onProgress?: (p: { done: number; total: number; generatedTokens: number; tokensPerSec: number }) => void;
+  /** Progress bar on stderr; default: when stderr is a TTY and there is more than one prompt. */
+  progressBar?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface StreamOptions {
+  signal?: AbortSignal;
+  /** Called once with the finished output (finish reason, token ids, metrics). */
+  onFinish?: (output: CompletionOutput, metrics: RequestMetrics) => void;
+}
+
+export interface ChatOptions {
+  chatTemplate?: ChatTemplateOptions;
+}
+
+/** Default max_tokens when neither the request nor generation_config.json sets one. */
+export const DEFAULT_MAX_TOKENS = 256;
+
+export class LLM {
+  private scheduler: Scheduler;
+
+  private constructor(
+    readonly model: Qwen2Model,
+    readonly tokenizer: QwenTokenizer,
+  ) {
+    this.scheduler = new Scheduler(model);
+  }
+
+  static async load(dir: string, options: LoadOptions = {}): Promise<LLM> {
+    const tokenizer = await QwenTokenizer.fromDir(dir);
+    const model = await loadModel(dir, options);
+    return new LLM(model, tokenizer);
+  }
+
+  /** The sampling parameters a request runs with: the request's, then generation_config.json's. */
+  resolveParams(params: SamplingParams = {}): SamplingParams {
+    validateSamplingParams(params);
+    const g = this.model.generationConfig;
+    const fromModel: SamplingParams = {};
+    if (g.temperature !== undefined) fromModel.temperature = g.doSample === false ? 0 : g.temperature;
+    if (g.topP !== undefined) fromModel.topP = g.topP;
+    if (g.topK !== undefined) fromModel.topK = g.topK === 0 ? -1 : g.topK;
+    if (g.minP !== undefined) fromModel.minP = g.minP;
+    if (g.repetitionPenalty !== undefined) fromModel.repetitionPenalty = g.repetitionPenalty;
+    if (g.maxNewTokens !== undefined) fromModel.maxTokens = g.maxNewTokens;
+    const defined = Object.fromEntries(Object.entries(params).filter(([, v]) => v !== undefined));
+    return { maxTokens: DEFAULT_MAX_TOKENS, ...fromModel, ...defined };
+  }
+
+  encodePrompt(input: PromptInput): { prompt: string; promptTokenIds: number[] } {
+    if (typeof input === 'string') return { prompt: input, promptTokenIds: this.tokenizer.encode(input) };
+    if (input && typeof input === 'object' && 'promptTokenIds' in input && Array.isArray(input.promptTokenIds)) {
+      return { prompt: this.tokenizer.decode(input.promptTokenIds), promptTokenIds: input.promptTokenIds };
+    }
+    if (input && typeof input === 'object' && 'prompt' in input && typeof input.prompt === 'string') {
+      return { prompt: input.prompt, promptTokenIds: this.tokenizer.encode(input.prompt) };
+    }
+    throw new TypeError('a prompt must be a string, { prompt: string } or { promptTokenIds: number[] }');
+  }
+
+  applyChatTemplate(messages: ChatMessage[], opts: ChatTemplateOptions = {}): string {
+    return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, ...opts });
+  }
+
+  /**
+   * Start one sequence. Resolves with the finished output; `onDelta` receives the text as it
+   * is produced. The lower-level entry point under generate/chat/stream and the HTTP server.
+   */
+  submit(
+    promptTokenIds: number[],
+    params: SamplingParams,
+    hooks: { onDelta?: (delta: string) => void; signal?: AbortSignal; index?: number } = {},
+  ): Promise<{ output: CompletionOutput; metrics: RequestMetrics }> {
+    const p = this.resolveParams(params);
+    if (promptTokenIds.length === 0) return Promise.reject(new RangeError('the prompt is empty: at least one token is needed'));
+    return new Promise((resolve, reject) => {
+      const stops = p.stop === undefined ? [] : typeof p.stop === 'string' ? [p.stop] : p.stop;
+      const seq: Sequence = {
+        promptIds: promptTokenIds,
+        outputIds: [],
+        sampler: new Sampler(p, this.model.config.vocabSize),
+        decoder: new StreamDecoder(this.tokenizer, { skipSpecialTokens: true }),
+        maxTokens: p.maxTokens!,
+        stop: stops,
+        stopTokenIds: new Set(p.stopTokenIds ?? []),
+        eosIds: new Set(p.ignoreEos ? [] : this.model.generationConfig.eosTokenIds),
+        wantLogprobs: p.logprobs !== undefined,
+        logprobs: [],
+        text: '',
+        emitted: 0,
+        slot: -1,
+        onDelta: hooks.onDelta && ((d) => hooks.onDelta!(d)),
+        resolve: (s) => {
+          const output: CompletionOutput = { index: hooks.index ?? 0, text: s.text, tokenIds: s.outputIds, finishReason: s.finishReason! };
+          if (s.stopReason !== undefined) output.stopReason = s.stopReason;
+          if (s.wantLogprobs) output.logprobs = s.logprobs;
+          resolve({ output, metrics: metricsOf(s) });
+        },
+        reject,
+        arrival: performance.now(),
+        prefillStart: 0,
+        firstToken: 0,
+        finished: 0,
+      };
+      if (hooks.signal) {
+        if (hooks.signal.aborted) seq.finishReason = 'abort';
+        hooks.signal.addEventListener('abort', () => this.scheduler.abort(seq), { once: true });
+      }
+      this.scheduler.submit(seq);
+      if (seq.finishReason === 'abort') this.scheduler.abort(seq);
+    });
+  }
+
+  /** Complete each prompt; all prompts run together (batched decode). One result per prompt. */
+  async generate(prompts: PromptInput | PromptInput[], params: SamplingParams = {}, opts: GenerateOptions = {}): Promise<RequestOutput[]> {
+    const list = Array.isArray(prompts) ? prompts : [prompts];
+    const encoded = list.map((p) => this.encodePrompt(p));
+    this.resolveParams(params); // reject bad parameters before anything starts
+    const total = encoded.length;
+    const bar = opts.progressBar ?? (process.stderr.isTTY === true && total > 1);
+    const t0 = performance.now();
+    const tokens0 = this.scheduler.generatedTokens;
+    let done = 0;
+    const progress = () => {
+      const generatedTokens = this.scheduler.generatedTokens - tokens0;
+      const tokensPerSec = generatedTokens / ((performance.now() - t0) / 1000);
+      opts.onProgress?.({ done, total, generatedTokens, tokensPerSec });
+      if (bar) {
+        const width = 30;
+        const filled = Math.round((width * done) / total);
+        process.stderr.write(`\rProcessed prompts [${'='.repeat(filled)}${' '.repeat(width - filled)}] ${done}/${total}, ${tokensPerSec.toFixed(1)} tok/s${done === total ? '\n' : ''}`);
+      }
+    };
+    const results = await Promise.all(
+      encoded.map(async (e, i) => {
+        const seqParams = params.seed !== undefined ? { ...params, seed: params.seed + i } : params;
+        const { output, metrics } = await this.submit(e.promptTokenIds, seqParams, { signal: opts.signal });
+        done++;
+        progress();
+        return { prompt: e.prompt, promptTokenIds: e.promptTokenIds, outputs: [output], metrics };
+      }),
+    );
+    return results;
+  }
+
+  /** Apply the chat template to each conversation (one, or a list of them) and generate. */
+  async chat(messages: ChatMessage[] | ChatMessage[][], params: SamplingParams = {}, opts: GenerateOptions & ChatOptions = {}): Promise<RequestOutput[]> {
+    const conversations = Array.isArray(messages[0]) ? (messages as ChatMessage[][]) : [messages as ChatMessage[]];
+    const prompts = conversations.map((c) => this.applyChatTemplate(c, opts.chatTemplate));
+    return this.generate(prompts, params, opts);
+  }
+
+  /**
+   * Stream the text of one completion as it is generated. A prompt string or input is completed
+   * as is; an array of chat messages gets the chat template. Stop with opts.signal or by leaving
+   * the loop (break), which frees the sequence's cache at once.
+   */
+  async *stream(input: PromptInput | ChatMessage[], params: SamplingParams = {}, opts: StreamOptions = {}): AsyncGenerator<string, void, undefined> {
+    const { promptTokenIds } = Array.isArray(input) ? this.encodePrompt(this.applyChatTemplate(input)) : this.encodePrompt(input);
+    const queue: string[] = [];
+    let wake: (() => void) | null = null;
+    let finished = false;
+    let failure: unknown = null;
+    const inner = new AbortController();
+    const onOuterAbort = () => inner.abort();
+    opts.signal?.addEventListener('abort', onOuterAbort, { once: true });
+    if (opts.signal?.aborted) inner.abort();
+    const done = this.submit(promptTokenIds, params, {
+      signal: inner.signal,
+      onDelta: (d) => {
+        queue.push(d);
+        wake?.();
+      },
+    }).then(
+      (r) => {
+        finished = true;
+        opts.onFinish?.(r.output, r.metrics);
+        wake?.();
+      },
+      (e) => {
+        finished = true;
+        failure = e;
+        wake?.();
+      },
+    );
+    try {
+      for (;;) {
+        if (queue.length > 0) {
+          yield queue.shift()!;
+          continue;
+        }
+        if (finished) break;
+        await new Promise<void>((r) => (wake = r));
+        wake = null;
+      }
+      await done;
+      if (failure) throw failure;
+    } finally {
+      inner.abort(); // the consumer left early: free the sequence
+      opts.signal?.removeEventListener('abort', onOuterAbort);
+    }
+  }
+
+  /** Requests waiting for a slot and sequences generating now. */
+  get load(): { waiting: number; running: number } {
+    return { waiting: this.scheduler.queueLength, running: this.scheduler.runningCount };
+  }
+
+  async close(): Promise<void> {
+    await this.model.close();
+  }
+}

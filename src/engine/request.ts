@@ -1,0 +1,117 @@
+// One generation request as the engine tracks it: tokens, sampler, incremental text, stops.
+import type { Sampler } from '../sampler/index.js';
+import type { StreamDecoder } from '../tokenizer/index.js';
+
+export type FinishReason = 'stop' | 'length' | 'abort';
+
+export interface TokenLogprob {
+  token: number;
+  logprob: number;
+  topLogprobs?: { token: number; logprob: number }[];
+}
+
+export interface RequestMetrics {
+  /** Seconds from arrival to the first generated token. */
+  timeToFirstToken: number;
+  /** Seconds spent waiting for a free slot before the prefill started. */
+  queueSeconds: number;
+  prefillTokensPerSec: number;
+  /** Generated tokens after the first, per second of decoding. */
+  decodeTokensPerSec: number;
+  totalSeconds: number;
+}
+
+export interface CompletionOutput {
+  index: number;
+  text: string;
+  tokenIds: number[];
+  finishReason: FinishReason;
+  /** The stop string or stop token id that ended generation, if any. */
+  stopReason?: string | number;
+  logprobs?: TokenLogprob[];
+}
+
+/** Internal state of one sequence being generated. */
+export interface Sequence {
+  promptIds: number[];
+  outputIds: number[];
+  sampler: Sampler;
+  decoder: StreamDecoder;
+  maxTokens: number;
+  stop: string[];
+  stopTokenIds: Set<number>;
+  eosIds: Set<number>;
+  wantLogprobs: boolean;
+  logprobs: TokenLogprob[];
+  /** Full text so far, and how much of it was handed to onDelta (text that might begin a stop string is held back). */
+  text: string;
+  emitted: number;
+  slot: number; // KV cache slot, -1 while waiting
+  finishReason?: FinishReason;
+  stopReason?: string | number;
+  onDelta?: (delta: string, seq: Sequence) => void;
+  resolve: (seq: Sequence) => void;
+  reject: (err: unknown) => void;
+  arrival: number;
+  prefillStart: number;
+  firstToken: number;
+  finished: number;
+}
+
+/** Append a token's text; returns true when a stop string was found (text is cut before it). */
+export function appendText(seq: Sequence, delta: string): boolean {
+  if (delta === '') return false;
+  const from = Math.max(0, seq.text.length - maxStopLength(seq) + 1);
+  seq.text += delta;
+  for (const s of seq.stop) {
+    const at = seq.text.indexOf(s, from);
+    if (at >= 0) {
+      seq.text = seq.text.slice(0, at);
+      seq.stopReason = s;
+      return true;
+    }
+  }
+  return false;
+}
+
+function maxStopLength(seq: Sequence): number {
+  let n = 0;
+  for (const s of seq.stop) n = Math.max(n, s.length);
+  return n;
+}
+
+/**
+ * Text that can be streamed now: everything once finished; before that, all but a tail that could
+ * still grow into a stop string (that tail is held back, so a stop string never leaks to a stream).
+ */
+export function takeStreamable(seq: Sequence): string {
+  let hold = 0;
+  if (!seq.finishReason) {
+    const text = seq.text;
+    for (const s of seq.stop) {
+      for (let k = Math.min(s.length - 1, text.length - seq.emitted); k > hold; k--) {
+        if (text.endsWith(s.slice(0, k))) {
+          hold = k;
+          break;
+        }
+      }
+    }
+  }
+  const end = Math.max(seq.emitted, seq.text.length - hold);
+  const out = seq.text.slice(seq.emitted, end);
+  seq.emitted = end;
+  return out;
+}
+
+export function metricsOf(seq: Sequence): RequestMetrics {
+  const s = (ms: number) => ms / 1000;
+  const prefill = s(seq.firstToken - seq.prefillStart);
+  const decode = s(seq.finished - seq.firstToken);
+  return {
+    timeToFirstToken: s(seq.firstToken - seq.arrival),
+    queueSeconds: s(seq.prefillStart - seq.arrival),
+    prefillTokensPerSec: prefill > 0 ? seq.promptIds.length / prefill : 0,
+    decodeTokensPerSec: decode > 0 ? (seq.outputIds.length - 1) / decode : 0,
+    totalSeconds: s(seq.finished - seq.arrival),
+  };
+}
