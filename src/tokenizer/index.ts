@@ -1,0 +1,11 @@
+// Public API of the text side: tokenizer, chat template, streaming detokenizer.
+export { QwenTokenizer, type EncodeOptions, type DecodeOptions } from "./tokenizer.js";
+export {
+  applyChatTemplate,
+  validateMessages,
+  ChatTemplateError,
+  type ChatMessage,
+  type ChatTemplateOptions,
+  type ToolCall,
+} from "./chat-template.js";
+export { StreamDecoder, type StreamDecoderOptions, type Decoder } from "./detokenizer.js";
