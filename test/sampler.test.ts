@@ -218,6 +218,9 @@ describe("penalties", () => {
     s.sample(logits, [0, 1], [2, 2]);
     expect(Array.from(logits)).toEqual([1, 2, 3]);
     expect(() => s.sample(logits, [3], [])).toThrow(RangeError);
+    expect(() => s.sample(logits, [0], [1, 7])).toThrow(RangeError);
+    // A rejected call leaves no state behind.
+    expectClose(s.distribution(logits, [], []), computeDistribution(logits, { repetitionPenalty: 2, frequencyPenalty: 1 }));
     expect(() => s.sample(f32([1, 2]), [], [])).toThrow(/expected 3 logits/);
   });
 });

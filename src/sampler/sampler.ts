@@ -150,27 +150,37 @@ export class Sampler {
     if (rp !== 1) {
       // Each distinct token is penalised once, whether it occurs in the prompt, the output or both.
       const seen = (this.seen ??= new Uint8Array(this.vocabSize));
-      for (const list of [prompt, output]) {
-        for (let i = 0; i < list.length; i++) {
-          const t = list[i]!;
-          this.checkId(t);
-          if (seen[t]) continue;
-          seen[t] = 1;
-          const v = x[t]!;
-          x[t] = v > 0 ? v / rp : v * rp;
+      try {
+        for (const list of [prompt, output]) {
+          for (let i = 0; i < list.length; i++) {
+            const t = list[i]!;
+            this.checkId(t);
+            if (seen[t]) continue;
+            seen[t] = 1;
+            const v = x[t]!;
+            x[t] = v > 0 ? v / rp : v * rp;
+          }
         }
+      } finally {
+        // Leave the set empty for the next call (typed arrays ignore writes to invalid indices).
+        for (const list of [prompt, output]) for (let i = 0; i < list.length; i++) seen[list[i]!] = 0;
       }
-      for (const list of [prompt, output]) for (let i = 0; i < list.length; i++) seen[list[i]!] = 0;
     }
     const fp = this.frequencyPenalty;
     const pp = this.presencePenalty;
     if (fp !== 0 || pp !== 0) {
       const counts = (this.counts ??= new Int32Array(this.vocabSize));
-      for (let i = 0; i < output.length; i++) {
-        const t = output[i]!;
-        this.checkId(t);
-        counts[t]!++;
+      try {
+        for (let i = 0; i < output.length; i++) {
+          const t = output[i]!;
+          this.checkId(t);
+          counts[t]!++;
+        }
+      } catch (err) {
+        for (let i = 0; i < output.length; i++) counts[output[i]!] = 0;
+        throw err;
       }
+      // Applying a token's penalty also resets its count, so the array is clean afterwards.
       for (let i = 0; i < output.length; i++) {
         const t = output[i]!;
         const c = counts[t]!;

@@ -34,6 +34,17 @@ interface TokenizerConfig {
   [key: string]: unknown;
 }
 
+// The part of @huggingface/tokenizers' Tokenizer we use. Its bundled .d.ts files use
+// extension-less relative imports that NodeNext cannot resolve, so the imported class types
+// as `any`; this interface puts the type checking back.
+interface HfTokenizer {
+  encode(text: string, options: { add_special_tokens?: boolean }): { ids: number[] };
+  decode(ids: number[], options: { skip_special_tokens?: boolean }): string;
+  id_to_token(id: number): string | undefined;
+  token_to_id(token: string): number | undefined;
+  get_vocab(withAddedTokens: boolean): Map<string, number>;
+}
+
 interface AddedTokenJson {
   id: number;
   content: string;
@@ -79,11 +90,11 @@ export class QwenTokenizer {
   /** All added tokens (special or not), content -> id. */
   readonly addedTokens: ReadonlyMap<string, number>;
 
-  private readonly tok: Tokenizer;
+  private readonly tok: HfTokenizer;
   private readonly config: TokenizerConfig;
 
   constructor(tokenizerJson: object, tokenizerConfig: object) {
-    this.tok = new Tokenizer(tokenizerJson, tokenizerConfig);
+    this.tok = new Tokenizer(tokenizerJson, tokenizerConfig) as HfTokenizer;
     this.config = tokenizerConfig as TokenizerConfig;
 
     const added = ((tokenizerJson as { added_tokens?: AddedTokenJson[] }).added_tokens ?? []);
