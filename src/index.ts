@@ -1,4 +1,10 @@
 // qwen-ts public API.
+
+// Generation: the vLLM-style offline API.
+export { LLM, DEFAULT_MAX_TOKENS, type PromptInput, type RequestOutput, type GenerateOptions, type StreamOptions, type ChatOptions } from './engine/llm.js';
+export type { CompletionOutput, FinishReason, RequestMetrics, TokenLogprob as OutputLogprob } from './engine/request.js';
+
+// The model: load a Hugging Face Qwen2 directory, run forward passes.
 export { loadModel, WEIGHT_FORMATS, type LoadOptions } from './model/load.js';
 export { Qwen2Model, Qwen2Model as Model, type ForwardOptions, type DecodeStep } from './model/qwen2.js';
 export { ConfigError, type ModelConfig, type GenerationConfig } from './model/config.js';
@@ -6,3 +12,7 @@ export { SafetensorsError, TensorStore, type TensorInfo } from './model/safetens
 export { KvCacheFullError } from './model/kv-cache.js';
 export { writeSyntheticModel, PRESETS, type SyntheticOptions } from './model/synthetic.js';
 export type { WeightFormat } from './tensor/matrix.js';
+
+// Text and sampling.
+export * from './tokenizer/index.js';
+export * from './sampler/index.js';

@@ -3,7 +3,7 @@ import { fileURLToPath } from "node:url";
 import { beforeAll, describe, expect, it } from "vitest";
 import { ChatTemplateError, QwenTokenizer, applyChatTemplate, type ChatMessage } from "../src/tokenizer/index.js";
 
-const TOKENIZER_DIR = fileURLToPath(new URL("./fixtures/qwen2.5-tokenizer/", import.meta.url));
+const TOKENIZER_DIR = fileURLToPath(new URL("../assets/qwen2.5-tokenizer/", import.meta.url));
 const TEMPLATE = (JSON.parse(readFileSync(TOKENIZER_DIR + "tokenizer_config.json", "utf8")) as { chat_template: string })
   .chat_template;
 

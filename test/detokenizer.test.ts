@@ -10,7 +10,7 @@ const GOLDENS = (JSON.parse(readFileSync(FIXTURES + "tokenizer-goldens.json", "u
 
 let tok: QwenTokenizer;
 beforeAll(async () => {
-  tok = await QwenTokenizer.fromDir(FIXTURES + "qwen2.5-tokenizer");
+  tok = await QwenTokenizer.fromDir(FIXTURES + "../../assets/qwen2.5-tokenizer");
 });
 
 /** Streams ids through a StreamDecoder; returns every delta, flush last. */

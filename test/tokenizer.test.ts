@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { QwenTokenizer } from "../src/tokenizer/index.js";
 
 const FIXTURES = fileURLToPath(new URL("./fixtures/", import.meta.url));
-const TOKENIZER_DIR = join(FIXTURES, "qwen2.5-tokenizer");
+const TOKENIZER_DIR = join(FIXTURES, "..", "..", "assets", "qwen2.5-tokenizer");
 
 interface Golden {
   name: string;
