@@ -1,0 +1,193 @@
+// Command-line flags shared by `qwen-ts generate` and `qwen-ts chat`: sampling flags mapped to
+// SamplingParams (checked by validateSamplingParams, whose errors are mapped back to the flag),
+// model flags mapped to LoadOptions, and the user-error type that the entry point turns into a
+// one-line message and exit code 2.
+import { parseArgs } from 'node:util';
+import { WEIGHT_FORMATS, type LoadOptions } from '../model/load.js';
+import { PRESETS } from '../model/synthetic.js';
+import { SamplingParamsError, validateSamplingParams, type SamplingParams } from '../sampler/params.js';
+import type { WeightFormat } from '../tensor/matrix.js';
+
+/** A mistake on the command line: printed as one line (no stack), exit code 2 by default. */
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode = 2,
+    /** Usage text printed after the message. */
+    readonly usage?: string,
+  ) {
+    super(message);
+    this.name = 'CliError';
+  }
+}
+
+type NumericKey = 'temperature' | 'topP' | 'topK' | 'minP' | 'repetitionPenalty' | 'presencePenalty' | 'frequencyPenalty' | 'maxTokens' | 'seed';
+
+/** Sampling flag -> SamplingParams field. */
+export const SAMPLING_FLAGS: Record<string, NumericKey> = {
+  temperature: 'temperature',
+  'top-p': 'topP',
+  'top-k': 'topK',
+  'min-p': 'minP',
+  'repetition-penalty': 'repetitionPenalty',
+  'presence-penalty': 'presencePenalty',
+  'frequency-penalty': 'frequencyPenalty',
+  'max-tokens': 'maxTokens',
+  seed: 'seed',
+};
+
+type OptionSpec = { type: 'string' | 'boolean'; multiple?: boolean; short?: string };
+
+export const MODEL_OPTIONS: Record<string, OptionSpec> = {
+  model: { type: 'string', short: 'm' },
+  preset: { type: 'string' },
+  threads: { type: 'string', short: 't' },
+  weights: { type: 'string' },
+  'context-length': { type: 'string' },
+};
+
+export const SAMPLING_OPTIONS: Record<string, OptionSpec> = {
+  ...Object.fromEntries(Object.keys(SAMPLING_FLAGS).map((f) => [f, { type: 'string' } as OptionSpec])),
+  stop: { type: 'string', multiple: true },
+};
+
+export const HELP_OPTION: Record<string, OptionSpec> = { help: { type: 'boolean', short: 'h' } };
+
+export const MODEL_HELP = `Model:
+  -m, --model DIR            a Hugging Face Qwen2/Qwen2.5 folder (config.json, *.safetensors, tokenizer.json).
+                             Without it: a synthetic model with random weights, made once in the cache
+                             ($QWEN_TS_CACHE, or $XDG_CACHE_HOME/qwen-ts, or ~/.cache/qwen-ts)
+      --preset NAME          the synthetic model without --model: ${Object.keys(PRESETS).join(', ')} (default qwen2.5-0.5b)
+  -t, --threads N            kernel threads (default: all cores)
+      --weights FORMAT       weights in memory: ${WEIGHT_FORMATS.join(', ')} (default bf16)
+      --context-length N     longest conversation in tokens (default: the model's, at most 32768)`;
+
+export const SAMPLING_HELP = `Sampling (unset: the model's generation_config.json, then vLLM's defaults):
+      --temperature T        0 = greedy
+      --top-p P              in (0, 1]
+      --top-k K              -1 (off) or >= 1
+      --min-p P              in [0, 1]
+      --repetition-penalty R > 0 (1 = off)
+      --presence-penalty X   in [-2, 2]
+      --frequency-penalty X  in [-2, 2]
+      --max-tokens N         most tokens to generate (default: generation_config's, else 256)
+      --seed N               reproducible sampling
+      --stop TEXT            stop string, not included in the output (repeatable)`;
+
+/**
+ * node:util parseArgs, with its errors turned into CliErrors. Option values that look like negative
+ * numbers (`--presence-penalty -0.5`) are accepted as values.
+ */
+export function parseCommandArgs(
+  argv: string[],
+  options: Record<string, OptionSpec>,
+  usage: string,
+  allowPositionals: boolean,
+): { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] } {
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const name = a.startsWith('--') ? a.slice(2) : a.length === 2 && a[0] === '-' ? Object.keys(options).find((k) => options[k].short === a[1]) : undefined;
+    const next = argv[i + 1];
+    if (name && options[name]?.type === 'string' && next !== undefined && /^-(\d|\.\d)/.test(next)) {
+      args.push(`--${name}=${next}`);
+      i++;
+    } else {
+      args.push(a);
+    }
+  }
+  try {
+    const { values, positionals } = parseArgs({ args, options, allowPositionals, strict: true });
+    return { values: values as Record<string, string | boolean | string[] | undefined>, positionals };
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    const flag = /'(-[^' ,]+)/.exec(err.message)?.[1];
+    let msg = err.message.split('\n')[0];
+    if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && flag) msg = `unknown option ${flag}`;
+    else if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && flag) {
+      const spec = options[flag.replace(/^-+/, '')];
+      msg = spec?.type === 'boolean' ? `option ${flag} takes no value` : `option ${flag} needs a value`;
+    } else if (err.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
+      msg = `unexpected argument ${/'([^']*)'/.exec(err.message)?.[1] ?? ''}`.trim();
+    }
+    throw new CliError(msg, 2, usage);
+  }
+}
+
+/** A decimal number as typed; anything else (empty, hex, "1x", "abc") is NaN. */
+export function parseNumber(raw: string): number {
+  return /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(raw.trim()) ? Number(raw) : NaN;
+}
+
+/** "top_p must be in (0, 1], got 2." -> "a number in (0, 1]" */
+function requirementPhrase(param: string, message: string): string {
+  const req = / must be (.*), got /s.exec(message)?.[1];
+  if (req === undefined) return message;
+  if (/^an? /.test(req)) return req;
+  if (param === 'topK') return `an integer, ${req}`;
+  if (req === 'non-negative') return 'a non-negative number';
+  return `a number ${req}`;
+}
+
+/** SamplingParams from the sampling flags; unset flags are left out. */
+export function samplingParamsFrom(values: Record<string, unknown>): SamplingParams {
+  const params: SamplingParams = {};
+  const raw = new Map<string, string>();
+  for (const [flag, key] of Object.entries(SAMPLING_FLAGS)) {
+    const v = values[flag];
+    if (typeof v !== 'string') continue;
+    raw.set(key, v);
+    params[key] = parseNumber(v);
+  }
+  const stop = values.stop;
+  if (Array.isArray(stop) && stop.length > 0) params.stop = stop as string[];
+  try {
+    validateSamplingParams(params);
+  } catch (e) {
+    if (!(e instanceof SamplingParamsError)) throw e;
+    const flag = `--${e.apiParam.replace(/_/g, '-')}`;
+    if (e.param === 'stop') throw new CliError(`${flag} cannot be an empty string`);
+    throw new CliError(`${flag} must be ${requirementPhrase(e.param, e.message)}, got ${JSON.stringify(raw.get(e.param) ?? '')}`);
+  }
+  return params;
+}
+
+function intFlag(values: Record<string, unknown>, flag: string, min: number, max: number): number | undefined {
+  const v = values[flag];
+  if (typeof v !== 'string') return undefined;
+  const n = parseNumber(v);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new CliError(`--${flag} must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
+  }
+  return n;
+}
+
+export interface ModelArgs {
+  model?: string;
+  preset?: string;
+  load: LoadOptions;
+}
+
+/** The model flags: --model / --preset and the LoadOptions. */
+export function modelArgsFrom(values: Record<string, unknown>): ModelArgs {
+  const load: LoadOptions = { maxSequences: 1 };
+  const threads = intFlag(values, 'threads', 1, 64);
+  if (threads !== undefined) load.threads = threads;
+  const ctx = intFlag(values, 'context-length', 1, 1 << 20);
+  if (ctx !== undefined) load.contextLength = ctx;
+  const weights = values.weights;
+  if (typeof weights === 'string') {
+    if (!(WEIGHT_FORMATS as readonly string[]).includes(weights)) {
+      throw new CliError(`--weights must be one of ${WEIGHT_FORMATS.join(', ')}, got ${JSON.stringify(weights)}`);
+    }
+    load.weights = weights as WeightFormat;
+  }
+  const model = typeof values.model === 'string' ? values.model : undefined;
+  const preset = typeof values.preset === 'string' ? values.preset : undefined;
+  if (model === '') throw new CliError('--model needs a folder');
+  if (preset !== undefined) {
+    if (!(preset in PRESETS)) throw new CliError(`--preset must be one of ${Object.keys(PRESETS).join(', ')}, got ${JSON.stringify(preset)}`);
+    if (model !== undefined) throw new CliError('--preset chooses the synthetic model used without --model; give one or the other');
+  }
+  return { model, preset, load };
+}

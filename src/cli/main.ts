@@ -1,0 +1,170 @@
+#!/usr/bin/env node
+// qwen-ts: the command-line entry point. `qwen-ts <command> [options]`; see `qwen-ts --help`.
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { packageRoot } from '../model/synthetic.js';
+import { CliError } from './args.js';
+import { CHAT_HELP, runChat } from './chat.js';
+import { GENERATE_HELP, runGenerate } from './generate.js';
+
+const USAGE = 'usage: qwen-ts <command> [options]   (qwen-ts --help for the commands)';
+
+const HELP = `qwen-ts: Qwen2.5 language models on the CPU, in pure TypeScript.
+
+usage: qwen-ts <command> [options]
+
+Commands:
+  generate     complete a prompt (or answer it with --chat), streaming to stdout
+  chat         interactive multi-turn chat in the terminal
+  serve        OpenAI-compatible HTTP server
+  bench        benchmarks
+  make-model   write a synthetic Qwen2.5 model (random weights) to a folder
+  help [CMD]   this help, or a command's
+
+Options:
+  -h, --help      this help
+  -v, --version   the version
+
+Without --model, generate and chat run a synthetic Qwen2.5-0.5B with random weights (its text
+is meaningless), made once in $QWEN_TS_CACHE (else $XDG_CACHE_HOME/qwen-ts, else ~/.cache/qwen-ts).
+QWEN_TS_DEBUG=1 prints stack traces of errors.
+
+Run 'qwen-ts <command> --help' for a command's options.
+`;
+
+const MAKE_MODEL = fileURLToPath(new URL('./make-model.js', import.meta.url));
+const SERVER_CLI = new URL('../server/cli.js', import.meta.url);
+
+function version(): string {
+  const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/** Run `node <script> ...args` with the terminal handed over; resolves with its exit code. */
+function runNode(script: string, args: string[]): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [script, ...args], { stdio: 'inherit' });
+    // Ctrl-C reaches the child too (same process group); let it decide, then exit with it.
+    const ignore = () => {};
+    process.on('SIGINT', ignore);
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      process.off('SIGINT', ignore);
+      resolve(code ?? (signal === 'SIGINT' ? 130 : 1));
+    });
+  });
+}
+
+async function runServe(args: string[]): Promise<number> {
+  if (!fs.existsSync(SERVER_CLI)) {
+    process.stderr.write('qwen-ts: serve is not available yet in this build\n');
+    return args.includes('--help') || args.includes('-h') ? 0 : 1;
+  }
+  const mod = (await import(SERVER_CLI.href)) as { runServe?: (argv: string[]) => unknown };
+  if (typeof mod.runServe !== 'function') {
+    process.stderr.write('qwen-ts: serve is not available yet in this build (no runServe in server/cli.js)\n');
+    return 1;
+  }
+  const r = await mod.runServe(args);
+  return typeof r === 'number' ? r : 0;
+}
+
+async function runBench(args: string[]): Promise<number> {
+  const script = path.join(packageRoot(), 'dist', 'bench', 'bench.js');
+  if (!fs.existsSync(script)) {
+    process.stderr.write(`qwen-ts: bench is not available yet in this build (${script} is missing)\n`);
+    return args.includes('--help') || args.includes('-h') ? 0 : 1;
+  }
+  return runNode(script, args);
+}
+
+function commandHelp(cmd: string): Promise<number> | number {
+  switch (cmd) {
+    case 'generate':
+      process.stdout.write(GENERATE_HELP);
+      return 0;
+    case 'chat':
+      process.stdout.write(CHAT_HELP);
+      return 0;
+    case 'make-model':
+      return runNode(MAKE_MODEL, ['--help']);
+    case 'serve':
+      return runServe(['--help']);
+    case 'bench':
+      return runBench(['--help']);
+    default:
+      throw new CliError(`unknown command ${JSON.stringify(cmd)}`, 2, USAGE);
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case undefined:
+      process.stderr.write(HELP);
+      return 2;
+    case '-h':
+    case '--help':
+      process.stdout.write(HELP);
+      return 0;
+    case 'help':
+      if (rest.length === 0) {
+        process.stdout.write(HELP);
+        return 0;
+      }
+      return commandHelp(rest[0]);
+    case '-v':
+    case '--version':
+      process.stdout.write(`qwen-ts ${version()}\n`);
+      return 0;
+    case 'generate':
+      return runGenerate(rest);
+    case 'chat':
+      return runChat(rest);
+    case 'make-model':
+      return runNode(MAKE_MODEL, rest);
+    case 'serve':
+      return runServe(rest);
+    case 'bench':
+      return runBench(rest);
+    default:
+      if (cmd.startsWith('-')) throw new CliError(`unknown option ${cmd} (the command comes first)`, 2, USAGE);
+      throw new CliError(`unknown command ${JSON.stringify(cmd)}`, 2, USAGE);
+  }
+}
+
+function reportError(e: unknown): number {
+  const debug = process.env.QWEN_TS_DEBUG === '1';
+  if (e instanceof CliError) {
+    process.stderr.write(`qwen-ts: ${e.message}\n`);
+    if (e.usage) process.stderr.write(`${e.usage}\n`);
+    if (debug) process.stderr.write(`${e.stack}\n`);
+    return e.exitCode;
+  }
+  const err = e instanceof Error ? e : new Error(String(e));
+  process.stderr.write(`qwen-ts: ${err.message}\n`);
+  if (debug) process.stderr.write(`${err.stack}\n`);
+  else process.stderr.write('(QWEN_TS_DEBUG=1 shows where it happened)\n');
+  return 1;
+}
+
+// Run when executed (`qwen-ts`, `node dist/src/cli/main.js`), not when imported.
+function invokedDirectly(): boolean {
+  try {
+    return pathToFileURL(fs.realpathSync(process.argv[1])).href === import.meta.url;
+  } catch {
+    return false;
+  }
+}
+if (invokedDirectly()) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e) => {
+      process.exitCode = reportError(e);
+    },
+  );
+}
