@@ -582,7 +582,8 @@ describe('q8_0 / q4_0 integer matmul kernels', () => {
         const w = randomF32(rand, rows * cols, 0.2);
         w.fill(0, 0, QBLOCK); // a zero block (scale 0)
         const m = quantizeMatrix(format, w, rows, cols);
-        for (const n of [1, 5]) {
+        // n < 4: the integer kernels (decode); n >= 4 takes the widened-panel path, tested below.
+        for (const n of [1, 3]) {
           const xOff = 2, xStride = cols + 3;
           const x = randomF32(rand, xOff + n * xStride, 4);
           if (n > 1) x.fill(0, xOff + xStride + QBLOCK, xOff + xStride + 2 * QBLOCK); // a zero activation block
@@ -633,6 +634,32 @@ describe('q8_0 / q4_0 integer matmul kernels', () => {
         }
       }
       expect(checked).toBeGreaterThanOrEqual(format === Q8_0 ? 14 : 10);
+    });
+  }
+
+  for (const [format, fmtName] of [[Q8_0, 'q8_0'], [Q4_0, 'q4_0']] as const) {
+    it(`${fmtName} with n >= 4 (prefill): dequantized weights times unquantized activations`, () => {
+      const rand = mulberry32(format * 31 + 5);
+      const rows = 12, cols = 96, n = 6;
+      const w = randomF32(rand, rows * cols, 1);
+      const m = allocQuantizedMatrix(format, rows, cols);
+      if (format === Q8_0) quantizeRowsQ8_0(w, 0, rows, m);
+      else quantizeRowsQ4_0(w, 0, rows, m);
+      const x = randomF32(rand, n * cols, 4);
+      const deq = new Float32Array(cols);
+      for (const [r0, r1] of [[0, rows], [4, 8]] as const) {
+        const y = new Float32Array(n * rows).fill(NaN);
+        matmul(m, x, 0, cols, n, y, 0, rows, r0, r1, null);
+        for (let r = 0; r < rows; r++) {
+          dequantizeRow(m, r, deq);
+          for (let t = 0; t < n; t++) {
+            if (r < r0 || r >= r1) { expect(y[t * rows + r]).toBeNaN(); continue; }
+            let ref = 0, mag = 0;
+            for (let k = 0; k < cols; k++) { ref += deq[k] * x[t * cols + k]; mag += Math.abs(deq[k] * x[t * cols + k]); }
+            expect(Math.abs(y[t * rows + r] - ref)).toBeLessThanOrEqual(mag * 1e-6 + 1e-9);
+          }
+        }
+      }
     });
   }
 

@@ -156,6 +156,7 @@ export function quantizeRowsQ4_0(rowsF32: Float32Array, r0: number, nRows: numbe
 }
 
 export function matmulQ4_0(m: Matrix, xq: QuantizedActivations, n: number, y: Float32Array, yOff: number, yStride: number, r0: number, r1: number): void {
+  if (r0 % 2 !== 0) throw new RangeError(`matmulQ4_0: row slices start on even rows (row pairs), got ${r0}`);
   const cols = m.cols;
   const blocks = cols / QBLOCK;
   const wq = m.q, ws = m.scales, xv = xq.q, xs = xq.scales, xsum = xq.sums;
@@ -193,20 +194,40 @@ export function matmulQ4_0(m: Matrix, xq: QuantizedActivations, n: number, y: Fl
 
 /** Dequantize row r of a q8_0/q4_0 matrix into out[0..cols). */
 export function dequantizeRow(m: Matrix, r: number, out: Float32Array): void {
+  dequantizeRowInto(m, r, out, 0);
+}
+
+/** Dequantize row r of a q8_0/q4_0 matrix into out[outOff..outOff+cols). */
+export function dequantizeRowInto(m: Matrix, r: number, out: Float32Array, outOff: number): void {
   const cols = m.cols;
   const blocks = cols / QBLOCK;
+  const q = m.q;
+  if (m.format === Q8_0) {
+    let wo = (r * cols) >> 2;
+    for (let b = 0; b < blocks; b++) {
+      const d = m.scales[r * blocks + b];
+      const o = outOff + b * QBLOCK;
+      for (let j = 0; j < 8; j++, wo++) {
+        const word = q[wo];
+        out[o + 4 * j] = ((word << 24) >> 24) * d;
+        out[o + 4 * j + 1] = ((word << 16) >> 24) * d;
+        out[o + 4 * j + 2] = ((word << 8) >> 24) * d;
+        out[o + 4 * j + 3] = (word >> 24) * d;
+      }
+    }
+    return;
+  }
+  const shift = 16 * (r & 1);
+  let wo = (r >> 1) * blocks * 8;
   for (let b = 0; b < blocks; b++) {
     const d = m.scales[r * blocks + b];
-    for (let i = 0; i < QBLOCK; i++) {
-      let q: number;
-      if (m.format === Q8_0) {
-        const word = m.q[(r * cols + b * QBLOCK + i) >> 2];
-        q = (word << (24 - 8 * (i & 3))) >> 24;
-      } else {
-        const word = m.q[((r >> 1) * blocks + b) * 8 + (i >> 2)];
-        q = ((word >>> (4 * (i & 3) + 16 * (r & 1))) & 0xf) - 8;
-      }
-      out[b * QBLOCK + i] = q * d;
+    const o = outOff + b * QBLOCK;
+    for (let j = 0; j < 8; j++, wo++) {
+      const word = q[wo] >>> shift;
+      out[o + 4 * j] = ((word & 0xf) - 8) * d;
+      out[o + 4 * j + 1] = (((word >>> 4) & 0xf) - 8) * d;
+      out[o + 4 * j + 2] = (((word >>> 8) & 0xf) - 8) * d;
+      out[o + 4 * j + 3] = (((word >>> 12) & 0xf) - 8) * d;
     }
   }
 }
