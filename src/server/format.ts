@@ -1,0 +1,113 @@
+// Engine outputs -> OpenAI response objects (ids, choices, usage, logprobs).
+import { randomUUID } from 'node:crypto';
+import type { TokenLogprob } from '../engine/request.js';
+import type { QwenTokenizer } from '../tokenizer/index.js';
+
+export function requestId(prefix: 'chatcmpl' | 'cmpl'): string {
+  return `${prefix}-${randomUUID().replaceAll('-', '')}`;
+}
+
+export const unixSeconds = (): number => Math.floor(Date.now() / 1000);
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export const usage = (prompt: number, completion: number): Usage => ({ prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion });
+
+// JSON has no -Infinity; vLLM reports impossible tokens as -9999.
+const finite = (x: number): number => (Number.isFinite(x) ? x : -9999);
+
+// GPT-2 byte-level BPE: each byte is written as one printable character in the vocabulary.
+let byteOfChar: Map<number, number> | null = null;
+function byteDecoder(): Map<number, number> {
+  if (byteOfChar) return byteOfChar;
+  const m = new Map<number, number>();
+  let extra = 0;
+  for (let b = 0; b < 256; b++) {
+    const printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+    m.set(printable ? b : 256 + extra++, b);
+  }
+  return (byteOfChar = m);
+}
+
+/** Token text and raw bytes, as OpenAI logprobs report them; cached per tokenizer. */
+export class TokenText {
+  private cache = new Map<number, { text: string; bytes: number[] }>();
+  private decoder = new TextDecoder('utf-8');
+  constructor(private tokenizer: QwenTokenizer) {}
+
+  of(id: number): { text: string; bytes: number[] } {
+    let r = this.cache.get(id);
+    if (r) return r;
+    const piece = this.tokenizer.idToToken(id);
+    let bytes: number[] | null = null;
+    if (piece !== undefined && !this.tokenizer.addedTokens.has(piece)) {
+      const map = byteDecoder();
+      bytes = [];
+      for (const ch of piece) {
+        const b = map.get(ch.codePointAt(0)!);
+        if (b === undefined) {
+          bytes = null;
+          break;
+        }
+        bytes.push(b);
+      }
+    }
+    if (bytes === null) bytes = [...Buffer.from(piece ?? this.tokenizer.decode([id]), 'utf8')];
+    r = { text: this.decoder.decode(new Uint8Array(bytes)), bytes };
+    if (this.cache.size > 50_000) this.cache.clear();
+    this.cache.set(id, r);
+    return r;
+  }
+}
+
+export interface ChatLogprobs {
+  content: { token: string; logprob: number; bytes: number[]; top_logprobs: { token: string; logprob: number; bytes: number[] }[] }[];
+  refusal: null;
+}
+
+export function chatLogprobs(lp: TokenLogprob[], tt: TokenText): ChatLogprobs {
+  return {
+    content: lp.map((l) => {
+      const t = tt.of(l.token);
+      return {
+        token: t.text,
+        logprob: finite(l.logprob),
+        bytes: t.bytes,
+        top_logprobs: (l.topLogprobs ?? []).map((x) => {
+          const u = tt.of(x.token);
+          return { token: u.text, logprob: finite(x.logprob), bytes: u.bytes };
+        }),
+      };
+    }),
+    refusal: null,
+  };
+}
+
+export interface CompletionLogprobs {
+  tokens: string[];
+  token_logprobs: number[];
+  top_logprobs: Record<string, number>[];
+  text_offset: number[];
+}
+
+/** Legacy completions logprobs; offsets count from `offset` (the length of an echoed prompt). */
+export function completionLogprobs(lp: TokenLogprob[], tt: TokenText, offset = 0): CompletionLogprobs {
+  const out: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
+  let at = offset;
+  for (const l of lp) {
+    const t = tt.of(l.token).text;
+    out.tokens.push(t);
+    out.token_logprobs.push(finite(l.logprob));
+    const top: Record<string, number> = {};
+    for (const x of l.topLogprobs ?? []) top[tt.of(x.token).text] = finite(x.logprob);
+    if (!(t in top)) top[t] = finite(l.logprob); // as vLLM: the chosen token is always listed
+    out.top_logprobs.push(top);
+    out.text_offset.push(at);
+    at += t.length;
+  }
+  return out;
+}

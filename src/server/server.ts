@@ -1,0 +1,461 @@
+// An OpenAI-compatible HTTP server over one LLM, on node:http:
+//   GET  /v1/models, /v1/models/{id}     the served model
+//   POST /v1/chat/completions            chat, streamed (SSE) or not
+//   POST /v1/completions                 text completion, streamed (SSE) or not
+//   GET  /health, /metrics               liveness, Prometheus metrics
+// The engine's scheduler batches whatever runs at once; this layer admits at most maxConcurrency
+// requests, queues maxQueue more (FIFO), answers 429 beyond that, and aborts the generation of a
+// client that goes away (its KV cache slot is freed at the next step).
+import { timingSafeEqual } from 'node:crypto';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { LLM } from '../engine/llm.js';
+import type { CompletionOutput, RequestMetrics } from '../engine/request.js';
+import { Admission, QueueFullError } from './admission.js';
+import {
+  ApiError,
+  badRequest,
+  internalError,
+  methodNotAllowed,
+  payloadTooLarge,
+  queueFull,
+  routeNotFound,
+  unauthorized,
+  unavailable,
+  type ErrorBody,
+} from './errors.js';
+import { chatLogprobs, completionLogprobs, requestId, TokenText, unixSeconds, usage } from './format.js';
+import { Metrics } from './metrics.js';
+import { parseChatRequest, parseCompletionRequest, type GenerationRequest } from './protocol.js';
+
+export interface ServerOptions {
+  /** The model id clients see (and must send as `model`, if they send one). */
+  modelName: string;
+  /** When set, /v1 routes need `Authorization: Bearer <apiKey>`. */
+  apiKey?: string;
+  /** Generation requests running at once; default the model's maxSequences (KV cache slots). */
+  maxConcurrency?: number;
+  /** Generation requests waiting beyond those; more get 429. Default 64. */
+  maxQueue?: number;
+  /** Largest accepted request body. Default 1 MiB. */
+  maxBodyBytes?: number;
+  /** One line per request: true/undefined → stderr, false → silent, or a function of the line. */
+  log?: boolean | ((line: string) => void);
+}
+
+export interface OpenAIServer {
+  server: http.Server;
+  metrics: Metrics;
+  /** Start listening (default 127.0.0.1:8000); resolves with the bound address. */
+  listen(port?: number, host?: string): Promise<AddressInfo>;
+  /**
+   * Stop accepting connections, refuse queued requests (503), give running ones `graceMs`
+   * (default 0) to finish, then abort them and close every connection. The LLM stays open.
+   */
+  close(opts?: { graceMs?: number }): Promise<void>;
+}
+
+type Route = 'models' | 'model' | 'chat' | 'completions' | 'health' | 'metrics';
+
+const ROUTES: Record<string, { route: Route; methods: string[] }> = {
+  '/v1/models': { route: 'models', methods: ['GET'] },
+  '/v1/chat/completions': { route: 'chat', methods: ['POST'] },
+  '/v1/completions': { route: 'completions', methods: ['POST'] },
+  '/health': { route: 'health', methods: ['GET', 'HEAD'] },
+  '/metrics': { route: 'metrics', methods: ['GET'] },
+};
+
+function matchRoute(path: string): { route: Route; methods: string[]; label: string } | null {
+  const exact = ROUTES[path];
+  if (exact) return { ...exact, label: path };
+  if (path.startsWith('/v1/models/') && path.length > '/v1/models/'.length) return { route: 'model', methods: ['GET'], label: '/v1/models/{id}' };
+  return null;
+}
+
+/** State of one HTTP request. */
+interface Ctx {
+  req: http.IncomingMessage;
+  res: http.ServerResponse;
+  method: string;
+  path: string;
+  label: string;
+  start: number;
+  /** Aborted when the client goes away or the server shuts down: stops generation. */
+  abort: AbortController;
+  clientGone: boolean;
+  promptTokens?: number;
+  completionTokens?: number;
+}
+
+const SHUTDOWN = Symbol('shutdown');
+
+export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
+  if (typeof opts.modelName !== 'string' || opts.modelName === '') throw new TypeError('createServer: modelName must be a non-empty string');
+  const maxBodyBytes = opts.maxBodyBytes ?? 1 << 20;
+  const admission = new Admission(opts.maxConcurrency ?? llm.model.kvCache.maxSequences, opts.maxQueue ?? 64);
+  const metrics = new Metrics({
+    engine: () => llm.load,
+    server: () => ({ running: admission.running, queued: admission.queued }),
+  });
+  const tokenText = new TokenText(llm.tokenizer);
+  const created = unixSeconds();
+  const writeLog = opts.log === false ? null : typeof opts.log === 'function' ? opts.log : (line: string) => process.stderr.write(line + '\n');
+  const apiKey = opts.apiKey ? Buffer.from(opts.apiKey) : null;
+  const contexts = new Set<Ctx>();
+  let closing: Promise<void> | null = null;
+
+  const server = http.createServer({ noDelay: true, keepAliveTimeout: 5000 }, (req, res) => {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q >= 0 ? url.slice(0, q) : url;
+    const match = matchRoute(path);
+    const ctx: Ctx = {
+      req,
+      res,
+      method: req.method ?? 'GET',
+      path,
+      label: match?.label ?? 'other',
+      start: performance.now(),
+      abort: new AbortController(),
+      clientGone: false,
+    };
+    contexts.add(ctx);
+    res.on('error', () => {}); // a write racing a disconnect must not crash the process
+    res.on('close', () => {
+      contexts.delete(ctx);
+      if (!res.writableFinished) {
+        ctx.clientGone = true;
+        ctx.abort.abort(new Error('client disconnected'));
+      }
+      finishLog(ctx);
+    });
+    handle(ctx, match).catch((e) => fail(ctx, e));
+  });
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (socket.writable && err.code !== 'ECONNRESET') socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    else socket.destroy();
+  });
+
+  function finishLog(ctx: Ctx): void {
+    const status = ctx.clientGone ? 499 : ctx.res.statusCode;
+    metrics.countRequest(ctx.label, status);
+    if (!writeLog) return;
+    const secs = ((performance.now() - ctx.start) / 1000).toFixed(3);
+    const tokens = ctx.promptTokens !== undefined ? ` prompt_tokens=${ctx.promptTokens} completion_tokens=${ctx.completionTokens ?? 0}` : '';
+    writeLog(`${new Date().toISOString()} ${ctx.method} ${ctx.path} ${status}${tokens} ${secs}s`);
+  }
+
+  function sendJson(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+    if (res.headersSent || res.destroyed) return;
+    const text = JSON.stringify(body);
+    res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), ...headers });
+    res.end(text);
+  }
+
+  /** Any error → an OpenAI error response (or, mid-stream, an error event and the end). */
+  function fail(ctx: Ctx, e: unknown): void {
+    if (ctx.clientGone || ctx.res.destroyed) return;
+    const err = e instanceof ApiError ? e : internalError(`Internal error: ${(e as Error)?.message ?? String(e)}`);
+    if (!(e instanceof ApiError) && writeLog) writeLog(`error in ${ctx.method} ${ctx.path}: ${(e as Error)?.stack ?? String(e)}`);
+    if (ctx.res.headersSent) {
+      if (!ctx.res.writableEnded) {
+        ctx.res.write(`data: ${JSON.stringify(err.toBody())}\n\ndata: [DONE]\n\n`);
+        ctx.res.end();
+      }
+      return;
+    }
+    const headers = { ...err.headers };
+    // A body we did not read (too large, or refused before reading): do not keep the connection.
+    if (!ctx.req.complete) headers.Connection = 'close';
+    sendJson(ctx.res, err.status, err.toBody() satisfies ErrorBody, headers);
+  }
+
+  function checkAuth(req: http.IncomingMessage): void {
+    if (!apiKey) return;
+    const h = req.headers.authorization ?? '';
+    const m = /^Bearer\s+(.+)$/i.exec(h.trim());
+    const given = Buffer.from(m ? m[1].trim() : '');
+    if (given.length !== apiKey.length || !timingSafeEqual(given, apiKey)) throw unauthorized();
+  }
+
+  function readBody(req: http.IncomingMessage): Promise<Buffer> {
+    const declared = Number(req.headers['content-length']);
+    if (Number.isFinite(declared) && declared > maxBodyBytes) return Promise.reject(payloadTooLarge(maxBodyBytes));
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      const cleanup = () => {
+        req.off('data', onData);
+        req.off('end', onEnd);
+        req.off('error', onError);
+      };
+      const onData = (c: Buffer) => {
+        size += c.length;
+        if (size > maxBodyBytes) {
+          cleanup();
+          req.pause(); // stop reading; the connection closes after the 413
+          reject(payloadTooLarge(maxBodyBytes));
+          return;
+        }
+        chunks.push(c);
+      };
+      const onEnd = () => {
+        cleanup();
+        resolve(Buffer.concat(chunks));
+      };
+      const onError = (e: Error) => {
+        cleanup();
+        reject(e);
+      };
+      req.on('data', onData);
+      req.on('end', onEnd);
+      req.on('error', onError);
+    });
+  }
+
+  async function readJsonObject(req: http.IncomingMessage): Promise<Record<string, unknown>> {
+    const raw = await readBody(req);
+    let body: unknown;
+    try {
+      body = JSON.parse(raw.toString('utf8'));
+    } catch (e) {
+      throw badRequest(`The request body is not valid JSON: ${(e as Error).message}`, null, 'invalid_json');
+    }
+    if (body === null || typeof body !== 'object' || Array.isArray(body)) throw badRequest('The request body must be a JSON object.', null, 'invalid_json');
+    return body as Record<string, unknown>;
+  }
+
+  const modelCard = () => ({
+    id: opts.modelName,
+    object: 'model',
+    created,
+    owned_by: 'qwen-ts',
+    root: opts.modelName,
+    parent: null,
+    max_model_len: llm.model.kvCache.contextLength,
+  });
+
+  async function handle(ctx: Ctx, match: ReturnType<typeof matchRoute>): Promise<void> {
+    if (!match) throw routeNotFound(ctx.path);
+    if (!match.methods.includes(ctx.method)) throw methodNotAllowed(ctx.method, ctx.path, match.methods);
+    if (closing) throw unavailable();
+    if (ctx.path.startsWith('/v1/')) checkAuth(ctx.req);
+    switch (match.route) {
+      case 'health':
+        ctx.res.writeHead(200, { 'Content-Type': 'text/plain' }).end('ok\n');
+        return;
+      case 'metrics':
+        ctx.res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' }).end(metrics.render());
+        return;
+      case 'models':
+        sendJson(ctx.res, 200, { object: 'list', data: [modelCard()] });
+        return;
+      case 'model': {
+        const id = decodeURIComponent(ctx.path.slice('/v1/models/'.length));
+        if (id !== opts.modelName) throw new ApiError(404, `The model \`${id}\` does not exist.`, 'not_found_error', 'model', 'model_not_found');
+        sendJson(ctx.res, 200, modelCard());
+        return;
+      }
+      case 'chat':
+      case 'completions':
+        return generate(ctx, match.route);
+    }
+  }
+
+  async function generate(ctx: Ctx, route: 'chat' | 'completions'): Promise<void> {
+    const body = await readJsonObject(ctx.req);
+    const request = route === 'chat' ? parseChatRequest(llm, opts.modelName, body) : parseCompletionRequest(llm, opts.modelName, body);
+    ctx.promptTokens = request.prompts.reduce((s, p) => s + p.ids.length, 0);
+    let release: () => void;
+    try {
+      release = await admission.acquire(ctx.abort.signal);
+    } catch (e) {
+      if (e instanceof QueueFullError) throw queueFull(admission.maxQueue);
+      if (e instanceof ApiError) throw e;
+      if (ctx.abort.signal.reason === SHUTDOWN) throw unavailable();
+      return; // the client left while queued
+    }
+    const admitted = performance.now();
+    try {
+      await run(ctx, request, admitted);
+    } finally {
+      release();
+    }
+  }
+
+  interface SeqResult {
+    output?: CompletionOutput;
+    metrics?: RequestMetrics;
+    error?: unknown;
+  }
+
+  /** Run every sequence of the request; the first failure aborts the others. */
+  async function run(ctx: Ctx, request: GenerationRequest, admitted: number): Promise<void> {
+    const gen = new AbortController();
+    const onAbort = () => gen.abort();
+    ctx.abort.signal.addEventListener('abort', onAbort, { once: true });
+    const stream = request.stream ? openStream(ctx, request) : null;
+    let results: SeqResult[];
+    try {
+      results = await Promise.all(
+        request.sequences.map((s) =>
+          llm
+            .submit(request.prompts[s.prompt].ids, s.params, {
+              signal: gen.signal,
+              index: s.index,
+              onDelta: stream ? (d) => stream.delta(s.index, d) : undefined,
+            })
+            .then(
+              (r): SeqResult => {
+                stream?.finish(r.output);
+                return r;
+              },
+              (error): SeqResult => {
+                gen.abort();
+                return { error };
+              },
+            ),
+        ),
+      );
+    } finally {
+      ctx.abort.signal.removeEventListener('abort', onAbort);
+    }
+    const done = results.filter((r) => r.output);
+    ctx.completionTokens = done.reduce((s, r) => s + r.output!.tokenIds.length, 0);
+    const m = done.map((r) => r.metrics!);
+    const waited = (admitted - ctx.start) / 1000;
+    metrics.observeGeneration({
+      promptTokens: ctx.promptTokens ?? 0,
+      completionTokens: ctx.completionTokens,
+      ttft: m.length ? waited + Math.min(...m.map((x) => x.timeToFirstToken)) : undefined,
+      queue: m.length ? waited + Math.min(...m.map((x) => x.queueSeconds)) : undefined,
+      e2e: (performance.now() - ctx.start) / 1000,
+      decodeTokensPerSec: m.length ? m.reduce((s, x) => s + x.decodeTokensPerSec, 0) / m.length : undefined,
+    });
+
+    const failed = results.find((r) => r.error !== undefined);
+    if (failed) throw internalError(`Generation failed: ${(failed.error as Error)?.message ?? String(failed.error)}`);
+    if (ctx.abort.signal.aborted) {
+      if (ctx.abort.signal.reason === SHUTDOWN) throw unavailable('The server shut down before the generation finished.');
+      return; // the client is gone
+    }
+    const outputs = results.map((r) => r.output!).sort((a, b) => a.index - b.index);
+    const u = usage(ctx.promptTokens ?? 0, ctx.completionTokens);
+    if (stream) {
+      stream.end(u);
+      return;
+    }
+    const promptOf = (index: number) => request.prompts[Math.floor(index / request.n)];
+    if (request.endpoint === 'chat') {
+      sendJson(ctx.res, 200, {
+        id: requestId('chatcmpl'),
+        object: 'chat.completion',
+        created: unixSeconds(),
+        model: opts.modelName,
+        choices: outputs.map((o) => ({
+          index: o.index,
+          message: { role: 'assistant', content: o.text },
+          logprobs: request.logprobs !== undefined ? chatLogprobs(o.logprobs ?? [], tokenText) : null,
+          finish_reason: finishReason(o),
+          stop_reason: o.stopReason ?? null,
+        })),
+        usage: u,
+      });
+    } else {
+      sendJson(ctx.res, 200, {
+        id: requestId('cmpl'),
+        object: 'text_completion',
+        created: unixSeconds(),
+        model: opts.modelName,
+        choices: outputs.map((o) => {
+          const prefix = request.echo ? promptOf(o.index).text : '';
+          return {
+            index: o.index,
+            text: prefix + o.text,
+            logprobs: request.logprobs !== undefined ? completionLogprobs(o.logprobs ?? [], tokenText, prefix.length) : null,
+            finish_reason: finishReason(o),
+            stop_reason: o.stopReason ?? null,
+          };
+        }),
+        usage: u,
+      });
+    }
+  }
+
+  const finishReason = (o: CompletionOutput): 'stop' | 'length' => (o.finishReason === 'length' ? 'length' : 'stop');
+
+  /** Server-Sent Events for one request: chunks written (and flushed) as they come. */
+  function openStream(ctx: Ctx, request: GenerationRequest) {
+    const { res } = ctx;
+    const chat = request.endpoint === 'chat';
+    const base = { id: requestId(chat ? 'chatcmpl' : 'cmpl'), object: chat ? 'chat.completion.chunk' : 'text_completion', created: unixSeconds(), model: opts.modelName };
+    const withUsage = request.includeUsage ? { usage: null } : {};
+    res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
+    res.flushHeaders();
+    const send = (obj: unknown) => {
+      if (!res.writableEnded && !res.destroyed) res.write(`data: ${JSON.stringify(obj)}\n\n`);
+    };
+    const choice = (index: number, content: string | null, extra: Record<string, unknown> = {}) =>
+      chat
+        ? { index, delta: content === null ? {} : { content }, logprobs: null, finish_reason: null, ...extra }
+        : { index, text: content ?? '', logprobs: null, finish_reason: null, ...extra };
+    for (const s of request.sequences) {
+      if (chat) send({ ...base, choices: [{ index: s.index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }], ...withUsage });
+      else if (request.echo) send({ ...base, choices: [choice(s.index, request.prompts[s.prompt].text)], ...withUsage });
+    }
+    return {
+      delta(index: number, text: string) {
+        send({ ...base, choices: [choice(index, text)], ...withUsage });
+      },
+      finish(o: CompletionOutput) {
+        if (o.finishReason === 'abort') return;
+        let logprobs: unknown = null;
+        if (request.logprobs !== undefined) {
+          // The engine reports text deltas, not tokens: every token's logprobs come with the last chunk.
+          logprobs = chat ? chatLogprobs(o.logprobs ?? [], tokenText) : completionLogprobs(o.logprobs ?? [], tokenText);
+        }
+        send({ ...base, choices: [choice(o.index, null, { logprobs, finish_reason: finishReason(o), stop_reason: o.stopReason ?? null })], ...withUsage });
+      },
+      end(u: ReturnType<typeof usage>) {
+        if (request.includeUsage) send({ ...base, choices: [], usage: u });
+        if (!res.writableEnded && !res.destroyed) res.end('data: [DONE]\n\n');
+      },
+    };
+  }
+
+  async function waitIdle(ms: number): Promise<boolean> {
+    const until = performance.now() + ms;
+    while (contexts.size > 0 && performance.now() < until) await new Promise((r) => setTimeout(r, 10));
+    return contexts.size === 0;
+  }
+
+  return {
+    server,
+    metrics,
+    listen(port = 8000, host = '127.0.0.1') {
+      return new Promise((resolve, reject) => {
+        const onError = (e: Error) => reject(e);
+        server.once('error', onError);
+        server.listen(port, host, () => {
+          server.off('error', onError);
+          resolve(server.address() as AddressInfo);
+        });
+      });
+    },
+    close({ graceMs = 0 } = {}) {
+      if (closing) return closing;
+      closing = (async () => {
+        const closed = new Promise<void>((r) => server.close(() => r()));
+        admission.rejectWaiting(unavailable());
+        server.closeIdleConnections();
+        if (!(await waitIdle(graceMs))) {
+          for (const ctx of contexts) ctx.abort.abort(SHUTDOWN);
+          await waitIdle(2000);
+        }
+        server.closeAllConnections();
+        await closed;
+      })();
+      return closing;
+    },
+  };
+}
