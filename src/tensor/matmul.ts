@@ -35,11 +35,12 @@ export function matmul(
       return;
     case Q8_0:
     case Q4_0:
-      // Decode (n < 4) stays in integer arithmetic; prefill widens 4-row panels to f32 once and
-      // reuses each across all n tokens in the 4x4 register-blocked kernel.
-      if (n >= PANEL_MIN_TOKENS) matmulPanels(m, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
-      else if (m.format === Q8_0) matmulQ8_0(m, xq!, n, y, yOff, yStride, r0, r1);
-      else matmulQ4_0(m, xq!, n, y, yOff, yStride, r0, r1);
+      // q4_0's SWAR integer kernel (two multiply-adds per Math.imul) beats widening to f32 at
+      // every n. q8_0 decode (n < 4) stays in integers; its prefill widens 4-row panels to f32 once
+      // and reuses each across all n tokens in the 4x4 register-blocked kernel.
+      if (m.format === Q4_0) matmulQ4_0(m, xq!, n, y, yOff, yStride, r0, r1);
+      else if (n >= PANEL_MIN_TOKENS) matmulPanels(m, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
+      else matmulQ8_0(m, xq!, n, y, yOff, yStride, r0, r1);
       return;
   }
   throw new Error(`matmul: unknown weight format ${m.format}`);

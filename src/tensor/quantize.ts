@@ -159,29 +159,33 @@ export function matmulQ4_0(m: Matrix, xq: QuantizedActivations, n: number, y: Fl
   if (r0 % 2 !== 0) throw new RangeError(`matmulQ4_0: row slices start on even rows (row pairs), got ${r0}`);
   const cols = m.cols;
   const blocks = cols / QBLOCK;
+  const pairStride = blocks * 8; // words per row pair
   const wq = m.q, ws = m.scales, xv = xq.q, xs = xq.scales, xsum = xq.sums;
   for (let t = 0; t < n; t++) {
     const xo = t * cols;
     const xso = t * blocks;
-    for (let r = r0; r < r1; r += 2) {
+    let r = r0;
+    // Two row pairs (4 rows) per pass: each activation load feeds 4 rows' multiply-adds.
+    const r4 = r0 + ((r1 - r0) & ~3);
+    rows4Q4_0(wq, ws, pairStride, blocks, r0, r4, xv, xo, xs, xsum, xso, y, yOff + t * yStride);
+    r = r4;
+    for (; r < r1; r += 2) {
       let acc0 = 0, acc1 = 0;
-      let wo = (r >> 1) * blocks * 8;
+      let wo = (r >> 1) * pairStride;
       for (let b = 0; b < blocks; b++, wo += 8) {
-        const xb = xo + b * QBLOCK;
         let lo = 0, hi = 0;
-        for (let h = 0; h < 2; h++) {
+        for (let h = 0; h < 8; h += 4) {
           let s = 0;
-          for (let j = 4 * h; j < 4 * h + 4; j++) {
+          for (let j = h; j < h + 4; j++) {
             const word = wq[wo + j];
-            const xj = xb + 4 * j;
-            s = (s + Math.imul(word & 0x000f000f, xv[xj]) + Math.imul((word >>> 4) & 0x000f000f, xv[xj + 1])
-              + Math.imul((word >>> 8) & 0x000f000f, xv[xj + 2]) + Math.imul((word >>> 12) & 0x000f000f, xv[xj + 3])) | 0;
+            const xj = xo + b * QBLOCK + 4 * j;
+            s = (s + Math.imul(word & 0xf000f, xv[xj]) + Math.imul((word >>> 4) & 0xf000f, xv[xj + 1])
+              + Math.imul((word >>> 8) & 0xf000f, xv[xj + 2]) + Math.imul((word >>> 12) & 0xf000f, xv[xj + 3])) | 0;
           }
           const l = (s << 16) >> 16;
           lo += l;
           hi += (s - l) >> 16;
         }
-        // sum (q + 8) * x - 8 * sum x  = sum q * x
         const xd = xs[xso + b], bsum = 8 * xsum[xso + b];
         acc0 += (lo - bsum) * ws[r * blocks + b] * xd;
         acc1 += (hi - bsum) * ws[(r + 1) * blocks + b] * xd;
@@ -189,6 +193,57 @@ export function matmulQ4_0(m: Matrix, xq: QuantizedActivations, n: number, y: Fl
       y[yOff + t * yStride + r] = acc0;
       if (r + 1 < r1) y[yOff + t * yStride + r + 1] = acc1;
     }
+  }
+}
+
+/** Rows [r0, r4) (a multiple of 4, r0 even), 4 at a time, against one token's activations. */
+function rows4Q4_0(
+  wq: Int32Array, ws: Float32Array, pairStride: number, blocks: number, r0: number, r4: number,
+  xv: Int32Array, xo: number, xs: Float32Array, xsum: Int32Array, xso: number,
+  y: Float32Array, yo: number,
+): void {
+  for (let r = r0; r < r4; r += 4) {
+  let acc0 = 0, acc1 = 0, acc2 = 0, acc3 = 0;
+  let wo = (r >> 1) * pairStride, so = r * blocks;
+  for (let b = 0; b < blocks; b++, wo += 8, so++) {
+    const xb = xo + b * QBLOCK;
+    let s = 0, u = 0;
+    for (let j = 0; j < 4; j++) {
+      const x0 = xv[xb + 4 * j], x1 = xv[xb + 4 * j + 1], x2 = xv[xb + 4 * j + 2], x3 = xv[xb + 4 * j + 3];
+      const p = wq[wo + j], q = wq[wo + pairStride + j];
+      s = (s + Math.imul(p & 0xf000f, x0) + Math.imul((p >>> 4) & 0xf000f, x1) + Math.imul((p >>> 8) & 0xf000f, x2) + Math.imul((p >>> 12) & 0xf000f, x3)) | 0;
+      u = (u + Math.imul(q & 0xf000f, x0) + Math.imul((q >>> 4) & 0xf000f, x1) + Math.imul((q >>> 8) & 0xf000f, x2) + Math.imul((q >>> 12) & 0xf000f, x3)) | 0;
+    }
+    // Split the lanes after 16 columns, before they can overflow.
+    let l = (s << 16) >> 16;
+    let lo0 = l, hi0 = (s - l) >> 16;
+    l = (u << 16) >> 16;
+    let lo1 = l, hi1 = (u - l) >> 16;
+    s = 0;
+    u = 0;
+    for (let j = 4; j < 8; j++) {
+      const x0 = xv[xb + 4 * j], x1 = xv[xb + 4 * j + 1], x2 = xv[xb + 4 * j + 2], x3 = xv[xb + 4 * j + 3];
+      const p = wq[wo + j], q = wq[wo + pairStride + j];
+      s = (s + Math.imul(p & 0xf000f, x0) + Math.imul((p >>> 4) & 0xf000f, x1) + Math.imul((p >>> 8) & 0xf000f, x2) + Math.imul((p >>> 12) & 0xf000f, x3)) | 0;
+      u = (u + Math.imul(q & 0xf000f, x0) + Math.imul((q >>> 4) & 0xf000f, x1) + Math.imul((q >>> 8) & 0xf000f, x2) + Math.imul((q >>> 12) & 0xf000f, x3)) | 0;
+    }
+    l = (s << 16) >> 16;
+    lo0 += l;
+    hi0 += (s - l) >> 16;
+    l = (u << 16) >> 16;
+    lo1 += l;
+    hi1 += (u - l) >> 16;
+    // sum (q + 8) * x - 8 * sum x  = sum q * x
+    const xd = xs[xso + b], bsum = 8 * xsum[xso + b];
+    acc0 += (lo0 - bsum) * ws[so] * xd;
+    acc1 += (hi0 - bsum) * ws[so + blocks] * xd;
+    acc2 += (lo1 - bsum) * ws[so + 2 * blocks] * xd;
+    acc3 += (hi1 - bsum) * ws[so + 3 * blocks] * xd;
+  }
+  y[yo + r] = acc0;
+  y[yo + r + 1] = acc1;
+  y[yo + r + 2] = acc2;
+  y[yo + r + 3] = acc3;
   }
 }
 
