@@ -3,6 +3,7 @@
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { LLM } from '../src/engine/llm.js';
+import { runServe } from '../src/server/cli.js';
 import { createServer, type OpenAIServer } from '../src/server/server.js';
 import { makeTempModel, removeDir } from './helpers/models.js';
 
@@ -258,10 +259,10 @@ describe('bad requests', () => {
         c.enqueue(new Uint8Array(2 ** 16).fill(32));
       },
     });
-    const r = await fetch(`${base}/v1/completions`, { method: 'POST', body, duplex: 'half' } as RequestInit).catch((e: Error) => e);
-    // Either the 413 arrives, or the upload is cut off by the server closing the connection.
-    if (r instanceof Response) expect(r.status).toBe(413);
-    expect(sent).toBeLessThan(64 * 2 ** 20);
+    const r = await fetch(`${base}/v1/completions`, { method: 'POST', body, duplex: 'half' } as RequestInit);
+    expect(r.status).toBe(413);
+    expect(((await r.json()) as { error: { code: string } }).error.code).toBe('request_too_large');
+    expect(sent).toBeLessThan(16 * 2 ** 20);
   });
 
   it('an exception in one generation is a 500 for that request only', async () => {
@@ -326,6 +327,22 @@ describe('concurrency', () => {
     const next = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 4 });
     expect(next.choices[0].message.content).toBeTypeOf('string');
     expect(llm.load.running).toBe(0);
+  });
+
+  it('a non-streamed request whose client goes away is aborted too (logged as 499)', async () => {
+    const ac = new AbortController();
+    const r = fetch(`${base}/v1/completions`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ prompt: 'Hello', max_tokens: 900, ignore_eos: true }),
+      signal: ac.signal,
+    }).catch((e: Error) => e);
+    await waitFor(() => llm.load.running === 1);
+    ac.abort();
+    expect(await r).toBeInstanceOf(Error);
+    await waitFor(() => llm.load.running === 0 && llm.load.waiting === 0);
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toMatch(/qwen_ts_requests_total\{endpoint="\/v1\/completions",status="499"\} [1-9]/);
   });
 
   it('429 when the queue is full (max concurrency 1, queue 1, three long requests)', async () => {
@@ -401,5 +418,37 @@ describe('API key, health, metrics', () => {
     await s.app.close({ graceMs: 5000 });
     expect((await inflight).status).toBe(200);
     await expect(fetch(`${s.base}/health`)).rejects.toThrow();
+  });
+});
+
+describe('qwen-ts serve (runServe)', () => {
+  it('loads the model, prints the address, serves, and shuts down on SIGINT', async () => {
+    const out: string[] = [];
+    const stdout = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => (out.push(String(chunk)), true));
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const before = new Set(process.listeners('SIGINT'));
+    try {
+      const done = runServe(['--model', dir, '--port', '0', '--threads', '1', '--served-model-name', 'served', '--quiet', '--max-sequences', '2']);
+      await waitFor(() => out.some((l) => l.startsWith('listening on ')), 30_000);
+      const url = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(out.join(''))![1];
+      const c = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'x', maxRetries: 0 });
+      expect((await c.models.list()).data[0]).toMatchObject({ id: 'served', max_model_len: 32768 });
+      const r = await c.chat.completions.create({ model: 'served', messages, max_tokens: 3 });
+      expect(r.model).toBe('served');
+      const onSigint = process.listeners('SIGINT').find((l) => !before.has(l))!;
+      (onSigint as (s: NodeJS.Signals) => void)('SIGINT');
+      expect(await done).toBe(0);
+      expect(process.listeners('SIGINT').filter((l) => !before.has(l))).toHaveLength(0);
+      await expect(fetch(`${url}/health`)).rejects.toThrow();
+    } finally {
+      stdout.mockRestore();
+      stderr.mockRestore();
+    }
+  });
+
+  it('rejects bad flags with a usage error', async () => {
+    await expect(runServe(['--port', 'abc'])).rejects.toMatchObject({ name: 'CliError', exitCode: 2 });
+    await expect(runServe(['--max-queue', '-1'])).rejects.toMatchObject({ name: 'CliError' });
+    await expect(runServe(['--nope'])).rejects.toMatchObject({ name: 'CliError' });
   });
 });
