@@ -57,16 +57,21 @@ export function quantizeRowsQ8_0(rowsF32: Float32Array, r0: number, nRows: numbe
     for (let b = 0; b < blocks; b++) {
       const o = r * cols + b * QBLOCK;
       let amax = 0;
-      for (let i = 0; i < QBLOCK; i++) amax = Math.max(amax, Math.abs(rowsF32[o + i]));
+      for (let i = 0; i < QBLOCK; i++) {
+        const v = rowsF32[o + i];
+        const a = v < 0 ? -v : v;
+        if (a > amax) amax = a;
+      }
       const d = amax / 127;
       const id = d === 0 ? 0 : 1 / d;
       m.scales[(r0 + r) * blocks + b] = d;
       const qo = ((r0 + r) * cols + b * QBLOCK) >> 2;
+      // (v + 128.5) | 0 - 128 is Math.round for v in [-127, 127], without the call.
       for (let i = 0; i < QBLOCK; i += 4) {
-        const q0 = Math.round(rowsF32[o + i] * id) & 0xff;
-        const q1 = Math.round(rowsF32[o + i + 1] * id) & 0xff;
-        const q2 = Math.round(rowsF32[o + i + 2] * id) & 0xff;
-        const q3 = Math.round(rowsF32[o + i + 3] * id) & 0xff;
+        const q0 = (((rowsF32[o + i] * id + 128.5) | 0) - 128) & 0xff;
+        const q1 = (((rowsF32[o + i + 1] * id + 128.5) | 0) - 128) & 0xff;
+        const q2 = (((rowsF32[o + i + 2] * id + 128.5) | 0) - 128) & 0xff;
+        const q3 = (((rowsF32[o + i + 3] * id + 128.5) | 0) - 128) & 0xff;
         m.q[qo + (i >> 2)] = q0 | (q1 << 8) | (q2 << 16) | (q3 << 24);
       }
     }
@@ -138,12 +143,16 @@ export function quantizeRowsQ4_0(rowsF32: Float32Array, r0: number, nRows: numbe
         let max = 0, amax = 0;
         for (let i = 0; i < QBLOCK; i++) {
           const v = rowsF32[o + i];
-          if (Math.abs(v) > amax) { amax = Math.abs(v); max = v; }
+          const a = v < 0 ? -v : v;
+          if (a > amax) { amax = a; max = v; }
         }
         const d = max / -8;
         const id = d === 0 ? 0 : 1 / d;
         m.scales[(r0 + r + half) * blocks + b] = d;
-        for (let i = 0; i < QBLOCK; i++) nib[half * QBLOCK + i] = Math.min(15, Math.max(0, Math.round(rowsF32[o + i] * id) + 8));
+        for (let i = 0; i < QBLOCK; i++) {
+          const q = (rowsF32[o + i] * id + 8.5) | 0; // >= 0 here, so | 0 is floor: round to nearest
+          nib[half * QBLOCK + i] = q > 15 ? 15 : q;
+        }
       }
       const wo = (((r0 + r) >> 1) * blocks + b) * 8;
       for (let j = 0; j < 8; j++) {
