@@ -174,7 +174,7 @@ describe('the official openai client', () => {
     const bytes = content.flatMap((t) => t.bytes!);
     expect(Buffer.from(bytes).toString('utf8')).toBe(r.choices[0].message.content);
 
-    const c = await client.completions.create({ model: MODEL, prompt: 'Hello, world', max_tokens: 5, temperature: 0, logprobs: 2, ignore_eos: true });
+    const c = await client.completions.create({ model: MODEL, prompt: 'Hello, world', max_tokens: 5, temperature: 0, logprobs: 2, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming);
     const lp = c.choices[0].logprobs!;
     expect(lp.tokens).toHaveLength(5);
     expect(lp.token_logprobs).toHaveLength(5);
@@ -188,9 +188,9 @@ describe('the official openai client', () => {
   });
 
   it('vLLM extras in the body: top_k, min_p, repetition_penalty, stop_token_ids', async () => {
-    const ref = await client.completions.create({ model: MODEL, prompt: 'Hello, world', max_tokens: 10, temperature: 0, ignore_eos: true, logprobs: 0 });
-    const ids = ref.choices[0].logprobs!.tokens.map((_, i) => i); // positions only
-    expect(ids).toHaveLength(10);
+    const ref = await client.completions.create({ model: MODEL, prompt: 'Hello, world', max_tokens: 10, temperature: 0, ignore_eos: true, logprobs: 0 } as OpenAI.CompletionCreateParamsNonStreaming);
+    expect(ref.choices[0].logprobs!.tokens).toHaveLength(10);
+    expect(ref.choices[0].logprobs!.top_logprobs!.every((d) => Object.keys(d).length === 1)).toBe(true); // logprobs 0: the chosen token only
     const tokenIds = llm.tokenizer.encode('Hello, world');
     const { output } = await llm.submit(tokenIds, { temperature: 0, maxTokens: 10, ignoreEos: true });
     const stopId = output.tokenIds[3];
