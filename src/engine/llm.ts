@@ -153,9 +153,9 @@ export class LLM {
       }
     };
     const results = await Promise.all(
-      encoded.map(async (e, i) => {
-        const seqParams = params.seed !== undefined ? { ...params, seed: params.seed + i } : params;
-        const { output, metrics } = await this.submit(e.promptTokenIds, seqParams, { signal: opts.signal });
+      encoded.map(async (e) => {
+        // As in vLLM, every prompt gets its own generator seeded with params.seed.
+        const { output, metrics } = await this.submit(e.promptTokenIds, params, { signal: opts.signal });
         done++;
         progress();
         return { prompt: e.prompt, promptTokenIds: e.promptTokenIds, outputs: [output], metrics };
