@@ -1,0 +1,330 @@
+// npm run bench: machine (memory bandwidth, thread-pool dispatch cost), kernels at the real Qwen2.5
+// shapes, and end-to-end prefill/decode on synthetic (or real) models. See usage() below.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { loadModelConfig } from '../src/model/config.js';
+import { WEIGHT_FORMATS } from '../src/model/load.js';
+import { PRESETS } from '../src/model/synthetic.js';
+import type { WeightFormat } from '../src/tensor/matrix.js';
+import { log, mb, num, out, repoRoot, setJsonMode, StreamTable } from './common.js';
+import { CHILD_FLAG, childMain, ensureSyntheticModel, estimateWeightBytes, runInChild, type ChildResult, type E2ePlan } from './e2e.js';
+import { dimsFromConfig, dimsFromPreset, runKernels, type KernelDims, type KernelResult } from './kernels.js';
+import { machineBasics, measureBandwidth, measureDispatch, type DispatchCost } from './machine.js';
+
+function usage(): string {
+  return `Usage: npm run bench -- [options]   (node dist/bench/bench.js [options])
+
+  --quick              smoke test (< 60 s): tiny model, f32 and q8_0, 16-token prefill, 8 decode steps,
+                       small kernel shapes, very short kernel timings
+  --json               print one JSON object on stdout (progress goes to stderr)
+  --models LIST        synthetic models: 0.5b, 1.5b, tiny (default 0.5b,1.5b; tiny with --quick)
+  --model DIR          bench a model directory (Hugging Face layout) instead of synthetic models
+  --weights LIST       weight formats: ${WEIGHT_FORMATS.join(', ')} (default all; f32,q8_0 with --quick)
+  --threads LIST       thread counts (default 1,${os.availableParallelism()})
+  --kernels-only       machine and kernel sections only
+  --e2e-only           machine and end-to-end sections only
+  --cache DIR          where synthetic models are written and reused (default <repo>/.cache/models)
+  --help               this text
+
+Each end-to-end configuration (model x weights x threads) runs in its own child process, so load
+time and peak RSS are per configuration. Numbers are noisy on a busy machine.`;
+}
+
+class UsageError extends Error {}
+
+const MODEL_ALIASES: Record<string, string> = { '0.5b': 'qwen2.5-0.5b', '1.5b': 'qwen2.5-1.5b', tiny: 'tiny' };
+
+function list(flag: string, value: string): string[] {
+  const items = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (items.length === 0) throw new UsageError(`${flag}: empty list`);
+  return items;
+}
+
+interface Options {
+  quick: boolean;
+  json: boolean;
+  models: { name: string; preset: string | null; dir: string | null }[];
+  weights: WeightFormat[];
+  threads: number[];
+  kernels: boolean;
+  e2e: boolean;
+  cacheDir: string;
+}
+
+function parseOptions(argv: string[]): Options | null {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        quick: { type: 'boolean' },
+        json: { type: 'boolean' },
+        model: { type: 'string' },
+        models: { type: 'string' },
+        weights: { type: 'string' },
+        threads: { type: 'string' },
+        'kernels-only': { type: 'boolean' },
+        'e2e-only': { type: 'boolean' },
+        cache: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const v = parsed.values;
+  if (v.help) return null;
+  const quick = v.quick ?? false;
+
+  if (v['kernels-only'] && v['e2e-only']) throw new UsageError('--kernels-only and --e2e-only exclude each other');
+  if (v.model !== undefined && v.models !== undefined) throw new UsageError('use either --model DIR or --models LIST, not both');
+
+  const weights = list('--weights', v.weights ?? (quick ? 'f32,q8_0' : WEIGHT_FORMATS.join(','))).map((w) => {
+    if (!(WEIGHT_FORMATS as readonly string[]).includes(w)) throw new UsageError(`--weights: unknown weight format "${w}" (expected ${WEIGHT_FORMATS.join(', ')})`);
+    return w as WeightFormat;
+  });
+
+  const threads = list('--threads', v.threads ?? `1,${os.availableParallelism()}`).map((t) => {
+    const n = Number(t);
+    if (!/^\d+$/.test(t) || n < 1 || n > 64) throw new UsageError(`--threads: "${t}" is not a thread count from 1 to 64`);
+    return n;
+  });
+
+  let models: Options['models'];
+  if (v.model !== undefined) {
+    const dir = path.resolve(v.model);
+    if (!fs.existsSync(path.join(dir, 'config.json'))) throw new UsageError(`--model: ${dir} is not a model directory (no config.json)`);
+    models = [{ name: path.basename(dir), preset: null, dir }];
+  } else {
+    models = list('--models', v.models ?? (quick ? 'tiny' : '0.5b,1.5b')).map((m) => {
+      const preset = MODEL_ALIASES[m.toLowerCase()] ?? (PRESETS[m] ? m : undefined);
+      if (!preset) throw new UsageError(`--models: unknown model "${m}" (expected ${Object.keys(MODEL_ALIASES).join(', ')} or a preset: ${Object.keys(PRESETS).join(', ')})`);
+      return { name: preset, preset, dir: null };
+    });
+  }
+
+  return {
+    quick,
+    json: v.json ?? false,
+    models,
+    weights: [...new Set(weights)],
+    threads: [...new Set(threads)],
+    kernels: !v['e2e-only'],
+    e2e: !v['kernels-only'],
+    cacheDir: v.cache !== undefined ? path.resolve(v.cache) : path.join(repoRoot(), '.cache', 'models'),
+  };
+}
+
+interface ResultRow {
+  model: string;
+  weights: WeightFormat;
+  threads: number;
+  promptTokens: number;
+  prefillTokensPerSec: number;
+  decodeTokensPerSec: number;
+  decodeMsP50: number;
+  decodeSteps: number;
+  batchedDecodeTokensPerSec: number;
+  batchSize: number;
+  batchSpeedup: number;
+  rooflineTokensPerSec: number;
+  weightBytesPerToken: number;
+  kvCacheBytesPerToken: number;
+  loadSeconds: number;
+  rssAfterLoadBytes: number;
+  peakRssBytes: number;
+}
+
+async function main(): Promise<number> {
+  let opts: Options | null;
+  try {
+    opts = parseOptions(process.argv.slice(2));
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`bench: ${e.message}\nRun with --help for usage.\n`);
+      return 2;
+    }
+    throw e;
+  }
+  if (opts === null) {
+    process.stdout.write(usage() + '\n');
+    return 0;
+  }
+  setJsonMode(opts.json);
+  const started = performance.now();
+  const quick = opts.quick;
+
+  // ---- Machine ----
+  log(`machine: measuring memory bandwidth and dispatch cost${quick ? ' (quick)' : ''}...`);
+  const basics = machineBasics();
+  const bwThreads = [...new Set([1, ...opts.threads])].sort((a, b) => a - b);
+  const bandwidth = await measureBandwidth(bwThreads, quick ? 128 << 20 : 512 << 20, quick ? 2 : 4);
+  const dispatchThreads = [...new Set([2, ...opts.threads.filter((t) => t > 1)])].sort((a, b) => a - b);
+  const dispatch: DispatchCost[] = [];
+  for (const t of dispatchThreads) dispatch.push(await measureDispatch(t, quick ? 2000 : 20000, quick ? 5 : 20, quick ? 100 : 500));
+  const bandwidthFor = (threads: number) => bandwidth[threads] ?? bandwidth[Math.max(...bwThreads)];
+  out('');
+  out('Machine');
+  out(`  cpu               ${basics.cpu}`);
+  out(`  cores             ${basics.cores}`);
+  out(`  memory            ${num(basics.memoryBytes / 2 ** 30)} GiB`);
+  out(`  node              ${basics.node}`);
+  out(`  load average      ${basics.loadAverage.join(' ')} (1, 5, 15 min) at start${basics.loadAverage[0] > 0.5 ? ': the machine is busy, numbers are skewed' : ''}`);
+  for (const t of bwThreads) out(`  bandwidth x${t}      ${num(bandwidth[t])} GB/s  (JS Float64Array sum of ${quick ? 128 : 512} MB, best of ${quick ? 2 : 4})`);
+  for (const d of dispatch) {
+    out(`  dispatch x${d.threads}       ${num(d.hotMicros)} us per pool.run() back to back; ${num(d.wakeMicros)} us after 20 ms idle (workers asleep)`);
+  }
+
+  const since = (t: number) => `${((performance.now() - t) / 1000).toFixed(1)} s`;
+  log(`machine: done in ${since(started)}`);
+
+  // ---- Kernels ----
+  const kernels: KernelResult[] = [];
+  if (opts.kernels) {
+    const tk = performance.now();
+    log('kernels...');
+    for (const m of opts.models) {
+      const dims: KernelDims = m.preset ? dimsFromPreset(PRESETS[m.preset]) : dimsFromConfig(loadModelConfig(m.dir!));
+      kernels.push(
+        ...(await runKernels({
+          model: m.name,
+          dims,
+          formats: opts.weights,
+          threads: opts.threads,
+          prefillN: quick ? 16 : 64,
+          attentionContext: quick ? 64 : 512,
+          quick,
+        })),
+      );
+    }
+    log(`kernels: done in ${since(tk)}`);
+  }
+
+  // ---- End to end ----
+  const results: ResultRow[] = [];
+  const errors: { model: string; weights: string; threads: number; error: string }[] = [];
+  if (opts.e2e) {
+    const plan: E2ePlan = quick
+      ? { promptTokens: [16], warmupTokens: 4, decodePrompt: 16, decodeSteps: 8, batchSize: 8, batchWarmupSteps: 2, batchCalls: 4, seed: 1 }
+      : { promptTokens: [128, 512], warmupTokens: 16, decodePrompt: 128, decodeSteps: 128, batchSize: 8, batchWarmupSteps: 4, batchCalls: 32, seed: 1 };
+    const table = new StreamTable(
+      `End to end (prefill: one forward of N random tokens; decode: ${plan.decodeSteps} greedy steps after a ${plan.decodePrompt}-token prompt; ` +
+        `batch: decodeBatch of ${plan.batchSize} sequences x ${plan.batchCalls} steps after ${plan.batchWarmupSteps}; roofline = bandwidth / weight bytes per token)`,
+      [
+        { title: 'model', width: 14, align: 'left' },
+        { title: 'weights', width: 7, align: 'left' },
+        { title: 'thr', width: 3 },
+        { title: 'load s', width: 6 },
+        { title: 'prompt', width: 6 },
+        { title: 'prefill t/s', width: 11 },
+        { title: 'decode t/s', width: 10 },
+        { title: `batch${plan.batchSize} t/s`, width: 10 },
+        { title: 'speed-up', width: 8 },
+        { title: 'roofline t/s', width: 12 },
+        { title: '% roof', width: 6 },
+        { title: 'MB/token', width: 8 },
+        { title: 'peak RSS MB', width: 11 },
+      ],
+    );
+    const script = fileURLToPath(import.meta.url);
+    for (const m of opts.models) {
+      const dir = m.dir ?? ensureSyntheticModel(m.preset!, opts.cacheDir);
+      const config = loadModelConfig(dir);
+      for (const weights of opts.weights) {
+        const need = estimateWeightBytes(config, weights);
+        if (need > 0.85 * os.totalmem()) {
+          const error = `skipped: needs about ${mb(need)} MB of weights, more than 85% of the ${mb(os.totalmem())} MB of memory`;
+          log(`  ${m.name} ${weights}: ${error}`);
+          for (const threads of opts.threads) errors.push({ model: m.name, weights, threads, error });
+          continue;
+        }
+        for (const threads of opts.threads) {
+          log(`  e2e ${m.name} ${weights} x${threads}...`);
+          let r: ChildResult;
+          try {
+            r = await runInChild(script, { model: m.name, dir, weights, threads, plan });
+          } catch (e) {
+            const error = (e as Error).message;
+            log(`  e2e ${m.name} ${weights} x${threads} FAILED: ${error}`);
+            errors.push({ model: m.name, weights, threads, error });
+            continue;
+          }
+          const roofline = (bandwidthFor(threads) * 1e9) / r.weightBytesPerToken;
+          for (const p of r.prefill) {
+            const row: ResultRow = {
+              model: m.name,
+              weights,
+              threads,
+              promptTokens: p.tokens,
+              prefillTokensPerSec: p.tokensPerSec,
+              decodeTokensPerSec: r.decodeTokensPerSec,
+              decodeMsP50: r.decodeMsP50,
+              decodeSteps: r.decodeSteps,
+              batchedDecodeTokensPerSec: r.batchedDecodeTokensPerSec,
+              batchSize: r.batchSize,
+              batchSpeedup: r.batchedDecodeTokensPerSec / r.decodeTokensPerSec,
+              rooflineTokensPerSec: roofline,
+              weightBytesPerToken: r.weightBytesPerToken,
+              kvCacheBytesPerToken: r.kvCacheBytesPerToken,
+              loadSeconds: r.loadSeconds,
+              rssAfterLoadBytes: r.rssAfterLoadBytes,
+              peakRssBytes: r.peakRssBytes,
+            };
+            results.push(row);
+            table.row([
+              row.model, weights, String(threads), num(row.loadSeconds), String(row.promptTokens), num(row.prefillTokensPerSec),
+              num(row.decodeTokensPerSec), num(row.batchedDecodeTokensPerSec), `${num(row.batchSpeedup)}x`, num(roofline),
+              `${num((100 * row.decodeTokensPerSec) / roofline)}%`, mb(row.weightBytesPerToken), mb(row.peakRssBytes),
+            ]);
+          }
+        }
+      }
+    }
+  }
+
+  const seconds = (performance.now() - started) / 1000;
+  if (opts.json) {
+    const dispatch2 = dispatch.find((d) => d.threads === 2) ?? dispatch[0];
+    const report = {
+      machine: {
+        ...basics,
+        bandwidthGBs: bandwidth[1],
+        bandwidthGBsByThreads: bandwidth,
+        dispatchMicros: dispatch2.hotMicros,
+        dispatch,
+      },
+      kernels,
+      results,
+      errors,
+      seconds,
+    };
+    await new Promise<void>((resolve) => process.stdout.write(JSON.stringify(report, null, 2) + '\n', () => resolve()));
+  } else {
+    out('');
+    if (errors.length > 0) {
+      out('Errors');
+      for (const e of errors) out(`  ${e.model} ${e.weights} x${e.threads}: ${e.error.split('\n')[0]}`);
+      out('');
+    }
+    out(`Done in ${seconds.toFixed(1)} s. One run each and a shared machine: expect noise of 10% or more.`);
+  }
+  log(`bench: done in ${seconds.toFixed(1)} s`);
+  return errors.some((e) => !e.error.startsWith('skipped')) ? 1 : 0;
+}
+
+if (process.argv[2] === CHILD_FLAG) {
+  await childMain(process.argv[3]);
+} else {
+  main().then(
+    (code) => process.exit(code),
+    (e) => {
+      process.stderr.write(`bench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+      process.exit(1);
+    },
+  );
+}
