@@ -27,6 +27,8 @@ function usage(): string {
   --kernels-only       machine and kernel sections only
   --e2e-only           machine and end-to-end sections only
   --cache DIR          where synthetic models are written and reused (default <repo>/.cache/models)
+  --prompt-tokens LIST prefill prompt lengths (default 128,512)
+  --decode-steps N     timed decode steps (default 128)
   --help               this text
 
 Each end-to-end configuration (model x weights x threads) runs in its own child process, so load
@@ -52,6 +54,8 @@ interface Options {
   kernels: boolean;
   e2e: boolean;
   cacheDir: string;
+  promptTokens: number[] | null;
+  decodeSteps: number | null;
 }
 
 function parseOptions(argv: string[]): Options | null {
@@ -71,6 +75,8 @@ function parseOptions(argv: string[]): Options | null {
         'kernels-only': { type: 'boolean' },
         'e2e-only': { type: 'boolean' },
         cache: { type: 'string' },
+        'prompt-tokens': { type: 'string' },
+        'decode-steps': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -108,8 +114,18 @@ function parseOptions(argv: string[]): Options | null {
     });
   }
 
+  const count = (flag: string, t: string) => {
+    const n = Number(t);
+    if (!/^\d+$/.test(t) || n < 1 || n > 32768) throw new UsageError(`${flag}: "${t}" is not a token count from 1 to 32768`);
+    return n;
+  };
+  const promptTokens = v['prompt-tokens'] === undefined ? null : list('--prompt-tokens', v['prompt-tokens']).map((t) => count('--prompt-tokens', t));
+  const decodeSteps = v['decode-steps'] === undefined ? null : count('--decode-steps', v['decode-steps']);
+
   return {
     quick,
+    promptTokens,
+    decodeSteps,
     json: v.json ?? false,
     models,
     weights: [...new Set(weights)],
@@ -212,6 +228,11 @@ async function main(): Promise<number> {
     const plan: E2ePlan = quick
       ? { promptTokens: [16], warmupTokens: 4, decodePrompt: 16, decodeSteps: 8, batchSize: 8, batchWarmupSteps: 2, batchCalls: 4, seed: 1 }
       : { promptTokens: [128, 512], warmupTokens: 16, decodePrompt: 128, decodeSteps: 128, batchSize: 8, batchWarmupSteps: 4, batchCalls: 32, seed: 1 };
+    if (opts.promptTokens) {
+      plan.promptTokens = opts.promptTokens;
+      plan.decodePrompt = opts.promptTokens[0];
+    }
+    if (opts.decodeSteps) plan.decodeSteps = opts.decodeSteps;
     const table = new StreamTable(
       `End to end (prefill: one forward of N random tokens; decode: ${plan.decodeSteps} greedy steps after a ${plan.decodePrompt}-token prompt; ` +
         `batch: decodeBatch of ${plan.batchSize} sequences x ${plan.batchCalls} steps after ${plan.batchWarmupSteps}; roofline = bandwidth / weight bytes per token)`,
