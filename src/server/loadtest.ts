@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 // A small, bounded load test for `qwen-ts serve`, on loopback only:
 //   node dist/src/server/loadtest.js --url http://127.0.0.1:8000 [--concurrency 1,4,8] [--requests 2]
-//        [--max-tokens 32] [--level-seconds 100] [--api-key KEY]
+//        [--max-tokens 32] [--level-seconds 100] [--grace-seconds 60] [--api-key KEY]
 // For each concurrency level, that many clients each send `--requests` streamed chat requests one
 // after the other (ignore_eos, so every answer has max_tokens tokens). A level stops starting
-// requests after --level-seconds and aborts what still runs 30 s later. Reports requests/s,
+// requests after --level-seconds and aborts what still runs --grace-seconds later. Reports requests/s,
 // aggregate generated tokens/s, time to first token and latency per level.
 import { parseArgs } from 'node:util';
 
@@ -86,6 +86,7 @@ async function main(): Promise<void> {
       requests: { type: 'string', default: '2' },
       'max-tokens': { type: 'string', default: '32' },
       'level-seconds': { type: 'string', default: '100' },
+      'grace-seconds': { type: 'string', default: '60' },
       'api-key': { type: 'string' },
       model: { type: 'string' },
       json: { type: 'boolean', default: false },
@@ -98,8 +99,9 @@ async function main(): Promise<void> {
   const requests = Number(values.requests);
   const maxTokens = Number(values['max-tokens']);
   const levelSeconds = Number(values['level-seconds']);
-  if (levels.some((c) => !Number.isInteger(c) || c < 1 || c > 64) || !(requests >= 1 && requests <= 20) || !(maxTokens >= 1 && maxTokens <= 1024) || !(levelSeconds > 0 && levelSeconds <= 600)) {
-    throw new Error('loadtest: --concurrency 1..64 each, --requests 1..20, --max-tokens 1..1024, --level-seconds up to 600');
+  const graceSeconds = Number(values['grace-seconds']);
+  if (levels.some((c) => !Number.isInteger(c) || c < 1 || c > 64) || !(requests >= 1 && requests <= 20) || !(maxTokens >= 1 && maxTokens <= 1024) || !(levelSeconds > 0 && levelSeconds <= 600) || !(graceSeconds >= 0 && graceSeconds <= 300)) {
+    throw new Error('loadtest: --concurrency 1..64 each, --requests 1..20, --max-tokens 1..1024, --level-seconds up to 600, --grace-seconds up to 300');
   }
   const health = await fetch(`${base}/health`);
   if (health.status !== 200) throw new Error(`loadtest: ${base}/health answered ${health.status}`);
@@ -108,7 +110,7 @@ async function main(): Promise<void> {
   for (const c of levels) {
     const stopAt = performance.now() + levelSeconds * 1000;
     const hard = new AbortController();
-    const timer = setTimeout(() => hard.abort(), (levelSeconds + 30) * 1000);
+    const timer = setTimeout(() => hard.abort(), (levelSeconds + graceSeconds) * 1000);
     const t0 = performance.now();
     const results: Result[] = [];
     await Promise.all(

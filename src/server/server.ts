@@ -104,7 +104,11 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
   const contexts = new Set<Ctx>();
   let closing: Promise<void> | null = null;
 
-  const server = http.createServer({ noDelay: true, keepAliveTimeout: 5000 }, (req, res) => {
+  // The forward pass runs on this thread too (it is thread 0 of the kernel pool), so the event loop
+  // can stall for a whole prefill. Node's 5 s keep-alive timer, firing after such a stall before
+  // the socket is read, would reset a connection that a client has just reused: keep idle
+  // connections for longer than any step takes (clients then close first).
+  const server = http.createServer({ noDelay: true, keepAliveTimeout: 65_000 }, (req, res) => {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q >= 0 ? url.slice(0, q) : url;
