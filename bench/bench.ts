@@ -232,7 +232,10 @@ async function main(): Promise<number> {
       plan.promptTokens = opts.promptTokens;
       plan.decodePrompt = opts.promptTokens[0];
     }
-    if (opts.decodeSteps) plan.decodeSteps = opts.decodeSteps;
+    if (opts.decodeSteps) {
+      plan.decodeSteps = opts.decodeSteps;
+      plan.batchCalls = Math.max(4, Math.round(opts.decodeSteps / 4));
+    }
     const table = new StreamTable(
       `End to end (prefill: one forward of N random tokens; decode: ${plan.decodeSteps} greedy steps after a ${plan.decodePrompt}-token prompt; ` +
         `batch: decodeBatch of ${plan.batchSize} sequences x ${plan.batchCalls} steps after ${plan.batchWarmupSteps}; roofline = bandwidth / weight bytes per token)`,
