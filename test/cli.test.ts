@@ -127,7 +127,7 @@ describe('qwen-ts help and commands', () => {
     for (const args of [['--help'], ['help'], ['generate', '--help'], ['chat', '--help'], ['make-model', '--help'], ['help', 'chat'], ['serve', '--help'], ['bench', '--help']]) {
       const r = run(args);
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
-      expect(r.stdout + r.stderr).toMatch(/usage|not available yet/);
+      expect(r.stdout + r.stderr).toMatch(/usage/i);
     }
     const top = run(['--help']).stdout;
     for (const cmd of ['generate', 'chat', 'serve', 'bench', 'make-model']) expect(top).toContain(cmd);
