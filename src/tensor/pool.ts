@@ -26,6 +26,8 @@ export const OP_EXIT = -1;
 // How long a worker polls before it sleeps in Atomics.wait: long enough to cover the gaps between
 // the operations of one token, short enough not to burn a core between requests.
 const SPIN_ITERATIONS = 200_000;
+// How long the main thread polls for a worker to finish before it sleeps (see run()).
+const MAIN_SPIN_ITERATIONS = 20_000;
 
 export interface WorkerTask {
   control: Int32Array;
@@ -122,9 +124,13 @@ export class ThreadPool {
     this.mainRunner(op, a, 0, this.threads);
     const t0 = Date.now();
     for (let w = 0; w < this.threads - 1; w++) {
-      let spins = 0;
-      while (Atomics.load(c, DONE + w) !== seq) {
-        if (++spins % 1_000_000 === 0 && Date.now() - t0 > 120_000) {
+      // Spin briefly (the worker is usually a few microseconds behind), then sleep in
+      // Atomics.wait: if another process holds the other core, spinning here would only keep the
+      // worker from being scheduled.
+      for (let spins = 0; Atomics.load(c, DONE + w) !== seq; spins++) {
+        if (spins < MAIN_SPIN_ITERATIONS) continue;
+        Atomics.wait(c, DONE + w, Atomics.load(c, DONE + w) === seq ? seq : seq - 1, 1);
+        if (Date.now() - t0 > 120_000) {
           throw new Error(`qwen-ts: worker thread ${w + 1} did not finish operation ${op} within 120 s`);
         }
       }
@@ -173,6 +179,7 @@ export async function workerLoop(task: WorkerTask): Promise<void> {
       Atomics.store(c, ERROR, 1);
     }
     Atomics.store(c, DONE + index - 1, seq);
+    Atomics.notify(c, DONE + index - 1);
   }
 }
 
