@@ -5,7 +5,7 @@ export { LLM, DEFAULT_MAX_TOKENS, type PromptInput, type RequestOutput, type Gen
 export type { CompletionOutput, FinishReason, RequestMetrics, TokenLogprob as OutputLogprob } from './engine/request.js';
 
 // The model: load a Hugging Face Qwen2 directory, run forward passes.
-export { loadModel, WEIGHT_FORMATS, type LoadOptions } from './model/load.js';
+export { loadModel, WEIGHT_FORMATS, DEFAULT_WEIGHTS, type LoadOptions } from './model/load.js';
 export { Qwen2Model, Qwen2Model as Model, type ForwardOptions, type DecodeStep } from './model/qwen2.js';
 export { ConfigError, type ModelConfig, type GenerationConfig } from './model/config.js';
 export { SafetensorsError, TensorStore, type TensorInfo } from './model/safetensors.js';

@@ -41,7 +41,7 @@ describe('qwen-ts generate', () => {
   it('streams a completion and prints the stats line and the load time on stderr', () => {
     const r = run(['generate', '--model', model, '--threads', '1', '--max-tokens', '8', '--temperature', '0', 'Hello']);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(/loaded .* \(bf16, 1 thread\) in [\d.]+ s/);
+    expect(r.stderr).toMatch(/loaded .* \(f32, 1 thread\) in [\d.]+ s/);
     expect(stats(r.stderr)).toEqual([{ prompt: 1, generated: 8, reason: 'length' }]);
     streamed = r.stdout;
   });

@@ -3,7 +3,7 @@
 // model flags mapped to LoadOptions, and the user-error type that the entry point turns into a
 // one-line message and exit code 2.
 import { parseArgs } from 'node:util';
-import { WEIGHT_FORMATS, type LoadOptions } from '../model/load.js';
+import { DEFAULT_WEIGHTS, WEIGHT_FORMATS, type LoadOptions } from '../model/load.js';
 import { PRESETS } from '../model/synthetic.js';
 import { SamplingParamsError, validateSamplingParams, type SamplingParams } from '../sampler/params.js';
 import type { WeightFormat } from '../tensor/matrix.js';
@@ -59,7 +59,7 @@ export const MODEL_HELP = `Model:
                              ($QWEN_TS_CACHE, or $XDG_CACHE_HOME/qwen-ts, or ~/.cache/qwen-ts)
       --preset NAME          the synthetic model without --model: ${Object.keys(PRESETS).join(', ')} (default qwen2.5-0.5b)
   -t, --threads N            kernel threads (default: all cores)
-      --weights FORMAT       weights in memory: ${WEIGHT_FORMATS.join(', ')} (default bf16)
+      --weights FORMAT       weights in memory: ${WEIGHT_FORMATS.join(', ')} (default ${DEFAULT_WEIGHTS})
       --context-length N     longest conversation in tokens (default: the model's, at most 32768)`;
 
 export const SAMPLING_HELP = `Sampling (unset: the model's generation_config.json, then vLLM's defaults):

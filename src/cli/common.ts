@@ -58,7 +58,7 @@ export async function loadLLM(args: ModelArgs): Promise<LLM> {
     if (m) throw new CliError(`--context-length ${m[1]}`);
     throw e;
   }
-  note(`loaded ${dir} (${args.load.weights ?? 'bf16'}, ${llm.model.threads} thread${llm.model.threads === 1 ? '' : 's'}) in ${seconds((performance.now() - t0) / 1000)}`);
+  note(`loaded ${dir} (${llm.model.weights.format}, ${llm.model.threads} thread${llm.model.threads === 1 ? '' : 's'}) in ${seconds((performance.now() - t0) / 1000)}`);
   return llm;
 }
 
