@@ -144,6 +144,7 @@ interface ResultRow {
   prefillTokensPerSec: number;
   decodeTokensPerSec: number;
   decodeMsP50: number;
+  decodeProfileMsPerToken: Record<string, number>;
   decodeSteps: number;
   batchedDecodeTokensPerSec: number;
   batchSize: number;
@@ -288,6 +289,7 @@ async function main(): Promise<number> {
               prefillTokensPerSec: p.tokensPerSec,
               decodeTokensPerSec: r.decodeTokensPerSec,
               decodeMsP50: r.decodeMsP50,
+              decodeProfileMsPerToken: r.decodeProfileMs,
               decodeSteps: r.decodeSteps,
               batchedDecodeTokensPerSec: r.batchedDecodeTokensPerSec,
               batchSize: r.batchSize,
@@ -308,6 +310,26 @@ async function main(): Promise<number> {
           }
         }
       }
+    }
+  }
+
+  if (results.length > 0) {
+    // Where decode time goes, per operation (the place to look when a target is not reached).
+    const ops = Object.keys(results[0].decodeProfileMsPerToken);
+    const profile = new StreamTable('Decode profile: milliseconds per token in each operation (serial = norms, rope, cache writes, quantizing activations, embedding, residuals)', [
+      { title: 'model', width: 14, align: 'left' },
+      { title: 'weights', width: 7, align: 'left' },
+      { title: 'thr', width: 3 },
+      ...ops.map((o) => ({ title: o, width: Math.max(7, o.length) })),
+      { title: 'total', width: 7 },
+    ]);
+    const seen = new Set<string>();
+    for (const r of results) {
+      const key = `${r.model} ${r.weights} ${r.threads}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const ms = ops.map((o) => r.decodeProfileMsPerToken[o]);
+      profile.row([r.model, r.weights, String(r.threads), ...ms.map(num), num(ms.reduce((a, b) => a + b, 0))]);
     }
   }
 

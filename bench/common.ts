@@ -75,16 +75,8 @@ export function mb(bytes: number): string {
   return num(bytes / 2 ** 20);
 }
 
-/** mulberry32: small, fast, seeded. */
-export function rng(seed: number): () => number {
-  let t = seed >>> 0;
-  return () => {
-    t = (t + 0x6d2b79f5) | 0;
-    let r = Math.imul(t ^ (t >>> 15), t | 1);
-    r ^= r + Math.imul(r ^ (r >>> 7), r | 61);
-    return ((r ^ (r >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32: small, fast, seeded (the synthetic models' generator). */
+export { mulberry32 as rng } from '../src/model/synthetic.js';
 
 /** Fill with uniform values in [-halfWidth, halfWidth) (xorshift32: fast enough for 10^8 values). */
 export function fillUniform(a: Float32Array, halfWidth: number, seed: number): void {

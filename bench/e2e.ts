@@ -50,6 +50,8 @@ export interface ChildResult {
   decodeTokensPerSec: number;
   /** Median time of one decode step. */
   decodeMsP50: number;
+  /** Where a decode step's time goes: milliseconds per token in each operation (model.profile()). */
+  decodeProfileMs: Record<string, number>;
   decodeSteps: number;
   batchedDecodeTokensPerSec: number;
   batchSize: number;
@@ -145,6 +147,7 @@ async function runConfiguration(cfg: ChildConfig): Promise<ChildResult> {
       token = argmax(logits, 0, vocab);
     }
     const stepMs: number[] = [];
+    model.startProfile();
     const td = performance.now();
     for (let i = 0; i < plan.decodeSteps; i++) {
       const ts = performance.now();
@@ -153,6 +156,7 @@ async function runConfiguration(cfg: ChildConfig): Promise<ChildResult> {
       stepMs.push(performance.now() - ts);
     }
     const decodeTokensPerSec = plan.decodeSteps / ((performance.now() - td) / 1000);
+    const decodeProfileMs = Object.fromEntries(Object.entries(model.profile()!).map(([k, v]) => [k, v / plan.decodeSteps]));
     stepMs.sort((a, b) => a - b);
     say(`decode: ${decodeTokensPerSec.toFixed(2)} tokens/s`);
 
@@ -180,6 +184,7 @@ async function runConfiguration(cfg: ChildConfig): Promise<ChildResult> {
       prefill,
       decodeTokensPerSec,
       decodeMsP50: stepMs[stepMs.length >> 1],
+      decodeProfileMs,
       decodeSteps: plan.decodeSteps,
       batchedDecodeTokensPerSec,
       batchSize: plan.batchSize,

@@ -27,6 +27,9 @@ export interface ForwardOptions {
   seq?: number;
 }
 
+/** Names of the parallel operations, indexed by op code, for profiles. */
+export const OP_NAMES = ['', 'qkv', 'attention', 'o_proj', 'gate_up', 'down', 'lm_head'];
+
 export interface DecodeStep {
   seq: number;
   token: number;
@@ -40,6 +43,8 @@ export class Qwen2Model {
   private rope: { cos: Float32Array; sin: Float32Array };
   private quantized: boolean;
   private pool!: ThreadPool;
+  /** Milliseconds per operation since profiling was enabled (null: off). */
+  private profileMs: Record<string, number> | null = null;
 
   constructor(
     readonly config: ModelConfig,
@@ -59,6 +64,7 @@ export class Qwen2Model {
       intermediate: c.intermediateSize,
       vocab: c.vocabSize,
       maxRows: rows,
+      maxLogitRows: Math.min(rows, opts.maxSequences),
       blockSize: BLOCK_SIZE,
       contextLength: opts.contextLength,
     };
@@ -76,7 +82,7 @@ export class Qwen2Model {
       xb2: sharedFloat32(rows * d.hidden),
       hb: sharedFloat32(rows * d.intermediate),
       hb2: sharedFloat32(rows * d.intermediate),
-      logits: sharedFloat32(rows * d.vocab),
+      logits: sharedFloat32(d.maxLogitRows * d.vocab),
       xqHidden: allocQuantizedActivations(q ? rows : 0, d.hidden, true),
       xqInter: allocQuantizedActivations(q ? rows : 0, d.intermediate, true),
       rows: new Int32Array(new SharedArrayBuffer(rows * 2 * 4)),
@@ -125,9 +131,7 @@ export class Qwen2Model {
       }
       const last = c0 + m === n;
       const logitRows = opts.allLogits ? m : last ? 1 : 0;
-      this.forwardRows(tokenIds, c0, m, logitRows);
-      if (opts.allLogits) out.set(this.scratch.logits.subarray(0, m * vocab), c0 * vocab);
-      else if (last) out.set(this.scratch.logits.subarray(0, vocab));
+      this.forwardRows(tokenIds, c0, m, logitRows, out, opts.allLogits ? c0 * vocab : 0);
       cache.lengths[seq] = startPos + c0 + m;
     }
     return out;
@@ -155,9 +159,23 @@ export class Qwen2Model {
       this.scratch.rows[2 * i] = s.seq;
       this.scratch.rows[2 * i + 1] = s.pos;
     });
-    this.forwardRows(tokens, 0, n, n);
+    const out = new Float32Array(n * this.dims.vocab);
+    this.forwardRows(tokens, 0, n, n, out, 0);
     for (const s of steps) cache.lengths[s.seq] = s.pos + 1;
-    return this.scratch.logits.slice(0, n * this.dims.vocab);
+    return out;
+  }
+
+  /**
+   * Start (or restart) a per-operation profile of forward passes; profile() returns the
+   * milliseconds spent in each parallel operation and in the rest ('serial': norms, rope, cache
+   * writes, activation quantization, embedding lookups, residual adds).
+   */
+  startProfile(): void {
+    this.profileMs = Object.fromEntries([...OP_NAMES.slice(1), 'serial'].map((k) => [k, 0]));
+  }
+
+  profile(): Record<string, number> | null {
+    return this.profileMs && { ...this.profileMs };
   }
 
   /** Free a sequence's KV cache (all sequences when seq is omitted). */
@@ -181,37 +199,61 @@ export class Qwen2Model {
 
   /**
    * Rows 0..n-1 of the batch (tokens[t0..t0+n), positions and sequences already in scratch.rows).
-   * Leaves the logits of the last `logitRows` rows in scratch.logits[0..logitRows).
+   * Writes the logits of the last `logitRows` rows to out[outOff..], row-major.
    */
-  private forwardRows(tokens: ArrayLike<number>, t0: number, n: number, logitRows: number): void {
+  private forwardRows(tokens: ArrayLike<number>, t0: number, n: number, logitRows: number, out: Float32Array, outOff: number): void {
+    const start = this.profileMs ? performance.now() : 0;
+    const opsBefore = this.profileMs ? this.opsTotal() : 0;
+    this.forwardLayers(tokens, t0, n, logitRows, out, outOff);
+    if (this.profileMs) this.profileMs.serial += performance.now() - start - (this.opsTotal() - opsBefore);
+  }
+
+  private opsTotal(): number {
+    let t = 0;
+    for (const k of OP_NAMES.slice(1)) t += this.profileMs![k];
+    return t;
+  }
+
+  /** One parallel operation over all threads (timed when profiling). */
+  private run(op: number, layer: number, n: number): void {
+    if (!this.profileMs) return this.pool.run(op, layer, n);
+    const t = performance.now();
+    this.pool.run(op, layer, n);
+    this.profileMs[OP_NAMES[op]] += performance.now() - t;
+  }
+
+  private forwardLayers(tokens: ArrayLike<number>, t0: number, n: number, logitRows: number, out: Float32Array, outOff: number): void {
     const d = this.dims, s = this.scratch, w = this.weights, eps = this.config.rmsNormEps;
-    const pool = this.pool;
     for (let i = 0; i < n; i++) readRow(w.embed, tokens[t0 + i], s.x, i * d.hidden);
 
     for (let l = 0; l < w.layers.length; l++) {
       const layer = w.layers[l];
       for (let i = 0; i < n; i++) rmsnorm(s.xb, i * d.hidden, s.x, i * d.hidden, layer.inputNorm, d.hidden, eps);
       this.quantize(s.xb, n, 'hidden');
-      pool.run(OP_QKV, l, n);
+      this.run(OP_QKV, l, n);
       this.applyRopeAndCache(l, n);
-      pool.run(OP_ATTENTION, l, n);
+      this.run(OP_ATTENTION, l, n);
       this.quantize(s.att, n, 'hidden');
-      pool.run(OP_O_PROJ, l, n);
+      this.run(OP_O_PROJ, l, n);
       addInPlace(s.x, 0, s.xb2, 0, n * d.hidden);
 
       for (let i = 0; i < n; i++) rmsnorm(s.xb, i * d.hidden, s.x, i * d.hidden, layer.postAttentionNorm, d.hidden, eps);
       this.quantize(s.xb, n, 'hidden');
-      pool.run(OP_GATE_UP, l, n);
+      this.run(OP_GATE_UP, l, n);
       this.quantize(s.hb, n, 'inter');
-      pool.run(OP_DOWN, l, n);
+      this.run(OP_DOWN, l, n);
       addInPlace(s.x, 0, s.xb2, 0, n * d.hidden);
     }
 
-    if (logitRows === 0) return;
-    const first = n - logitRows;
-    for (let i = 0; i < logitRows; i++) rmsnorm(s.xb, i * d.hidden, s.x, (first + i) * d.hidden, w.finalNorm, d.hidden, eps);
-    this.quantize(s.xb, logitRows, 'hidden');
-    pool.run(OP_LM_HEAD, 0, logitRows);
+    // The head, for the last logitRows rows, a few rows at a time: the logits scratch holds only
+    // maxLogitRows rows ([rows, vocab] for a whole prefill chunk would be 39 MB for nothing).
+    for (let r0 = n - logitRows; r0 < n; r0 += d.maxLogitRows) {
+      const m = Math.min(d.maxLogitRows, n - r0);
+      for (let i = 0; i < m; i++) rmsnorm(s.xb, i * d.hidden, s.x, (r0 + i) * d.hidden, w.finalNorm, d.hidden, eps);
+      this.quantize(s.xb, m, 'hidden');
+      this.run(OP_LM_HEAD, 0, m);
+      out.set(s.logits.subarray(0, m * d.vocab), outOff + (r0 - (n - logitRows)) * d.vocab);
+    }
   }
 
   private quantize(x: Float32Array, n: number, which: 'hidden' | 'inter'): void {

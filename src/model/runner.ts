@@ -27,6 +27,7 @@ export interface Dims {
   intermediate: number;
   vocab: number;
   maxRows: number; // rows (tokens) per forward chunk
+  maxLogitRows: number; // rows of the logits scratch
   blockSize: number;
   contextLength: number;
 }
@@ -42,7 +43,7 @@ export interface Scratch {
   xb2: Float32Array; // block output before the residual add [maxRows, hidden]
   hb: Float32Array; // gate / SwiGLU [maxRows, intermediate]
   hb2: Float32Array; // up [maxRows, intermediate]
-  logits: Float32Array; // [maxRows, vocab]
+  logits: Float32Array; // [maxLogitRows, vocab]
   xqHidden: QuantizedActivations; // xb or att quantized, for q8_0/q4_0 weights
   xqInter: QuantizedActivations; // hb quantized
   rows: Int32Array; // [maxRows, 2]: sequence slot and position of each row

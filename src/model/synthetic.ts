@@ -47,7 +47,7 @@ export function packageRoot(): string {
 }
 
 // mulberry32: tiny, fast, and identical on every platform (pure 32-bit integer math).
-function rng(seed: number): () => number {
+export function mulberry32(seed: number): () => number {
   let t = seed >>> 0;
   return () => {
     t = (t + 0x6d2b79f5) | 0;
@@ -108,7 +108,7 @@ export function tensorSpecs(p: SyntheticPreset, dtype: WritableDType): TensorSpe
  */
 function fillTensor(spec: TensorSpec, bytes: Uint8Array, p: SyntheticPreset, seed: number): void {
   const { center, halfWidth } = distribution(spec.name, spec.shape, p);
-  const next = rng(hashName(spec.name) ^ Math.imul(seed + 1, 0x9e3779b1));
+  const next = mulberry32(hashName(spec.name) ^ Math.imul(seed + 1, 0x9e3779b1));
   const n = bytes.byteLength / (spec.dtype === 'F32' ? 4 : 2);
   const chunk = new Float32Array(Math.min(n, 1 << 16));
   const bits = new Uint32Array(chunk.buffer);

@@ -32,6 +32,19 @@ export interface ModelWeights {
 
 const CHUNK_BYTES = 8 << 20;
 
+// Conversion buffers, reused for every tensor of a load and dropped at its end, so converting
+// never holds more than a chunk of rows besides the final weights.
+let chunkF32 = new Float32Array(0);
+let chunkRaw = new Uint16Array(0);
+
+function chunkBuffers(count: number): { f32: Float32Array; raw: Uint16Array } {
+  if (chunkF32.length < count) {
+    chunkF32 = new Float32Array(count);
+    chunkRaw = new Uint16Array(count);
+  }
+  return { f32: chunkF32, raw: chunkRaw };
+}
+
 /** Read rows [r0, r0+n) of a 2-D tensor as f32 into out[0..n*cols). */
 function readRowsF32(store: TensorStore, info: TensorInfo, r0: number, n: number, out: Float32Array): void {
   const cols = info.shape[1] ?? info.shape[0];
@@ -40,8 +53,8 @@ function readRowsF32(store: TensorStore, info: TensorInfo, r0: number, n: number
     store.readRange(info, r0 * cols * 4, new Uint8Array(out.buffer, out.byteOffset, count * 4));
     return;
   }
-  const raw = new Uint16Array(count);
-  store.readRange(info, r0 * cols * 2, new Uint8Array(raw.buffer));
+  const raw = chunkBuffers(count).raw;
+  store.readRange(info, r0 * cols * 2, new Uint8Array(raw.buffer, 0, count * 2));
   if (info.dtype === 'BF16') bf16ArrayToF32(raw, 0, out, 0, count);
   else f16ArrayToF32(raw, 0, out, 0, count);
 }
@@ -70,7 +83,8 @@ function loadMatrix(store: TensorStore, name: string, rows: number, cols: number
     return makeMatrix(F32, rows, cols, { f32 });
   }
   const chunkRows = Math.max(2, Math.floor(CHUNK_BYTES / (cols * 4)) & ~1);
-  const buf = new Float32Array(chunkRows * cols);
+  // Its own buffer: readRowsF32 uses the shared raw buffer while filling this one.
+  const buf = new Float32Array(chunkBuffers(chunkRows * cols).f32.buffer, 0, chunkRows * cols);
   const m =
     code === F32 ? makeMatrix(F32, rows, cols, { f32: sharedFloat32(rows * cols) })
     : code === BF16 ? makeMatrix(BF16, rows, cols, { u16: new Uint16Array(new SharedArrayBuffer(rows * cols * 2)) })
@@ -87,6 +101,15 @@ function loadMatrix(store: TensorStore, name: string, rows: number, cols: number
 }
 
 export function loadWeights(store: TensorStore, c: ModelConfig, format: WeightFormat): ModelWeights {
+  try {
+    return loadAll(store, c, format);
+  } finally {
+    chunkF32 = new Float32Array(0);
+    chunkRaw = new Uint16Array(0);
+  }
+}
+
+function loadAll(store: TensorStore, c: ModelConfig, format: WeightFormat): ModelWeights {
   const h = c.hiddenSize;
   const qDim = c.numHeads * c.headDim;
   const kvDim = c.numKvHeads * c.headDim;
