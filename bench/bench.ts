@@ -329,7 +329,7 @@ async function main(): Promise<number> {
       if (seen.has(key)) continue;
       seen.add(key);
       const ms = ops.map((o) => r.decodeProfileMsPerToken[o]);
-      profile.row([r.model, r.weights, String(r.threads), ...ms.map(num), num(ms.reduce((a, b) => a + b, 0))]);
+      profile.row([r.model, r.weights, String(r.threads), ...ms.map((v) => v.toFixed(1)), ms.reduce((a, b) => a + b, 0).toFixed(1)]);
     }
   }
 
