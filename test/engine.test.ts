@@ -114,6 +114,29 @@ describe('LLM.generate', () => {
   });
 });
 
+describe('KV cache budget', () => {
+  it('a sequence that outgrows the shared KV cache ends with length; the others go on', async () => {
+    // tiny: 512 bytes per token, so 64 KiB holds 128 tokens (8 blocks of 16) for all sequences.
+    const small = await LLM.load(dir, { threads: 1, kvCacheBytes: 64 * 1024 });
+    try {
+      const prompt = { promptTokenIds: new Array(40).fill(9) };
+      const [a, b] = await Promise.all([
+        small.generate(prompt, { temperature: 0, maxTokens: 60, ignoreEos: true }),
+        small.generate(prompt, { temperature: 0, maxTokens: 60, ignoreEos: true }),
+      ]);
+      const outs = [a[0].outputs[0], b[0].outputs[0]];
+      expect(outs.map((o) => o.finishReason)).toEqual(['length', 'length']);
+      // Together they cannot both reach 100 tokens in 128 slots: the first to run out stops early.
+      const lengths = outs.map((o) => o.tokenIds.length).sort((x, y) => x - y);
+      expect(lengths[0]).toBeLessThan(60);
+      expect(lengths[1]).toBe(60);
+      expect(small.model.kvCache.freeTokens).toBe(128);
+    } finally {
+      await small.close();
+    }
+  });
+});
+
 describe('LLM.chat and LLM.stream', () => {
   const messages = [
     { role: 'system', content: 'You are a helpful assistant.' },

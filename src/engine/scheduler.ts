@@ -2,6 +2,7 @@
 // KV cache slot and enough cache blocks are free, are prefilled one by one, then decode together
 // one token per step, all running sequences sharing one pass over the weights per step. Finished
 // or aborted sequences leave at once and free their slot for the next waiting request.
+import { KvCacheFullError } from '../model/kv-cache.js';
 import type { Qwen2Model } from '../model/qwen2.js';
 import { appendText, takeStreamable, type Sequence } from './request.js';
 
@@ -85,7 +86,7 @@ export class Scheduler {
   private async decodeStep(): Promise<void> {
     const vocab = this.model.config.vocabSize;
     const maxRows = this.model.dims.maxRows;
-    const active = this.running.filter((s) => !s.finishReason);
+    const active = this.running.filter((s) => !s.finishReason && this.reserveNextPosition(s));
     for (let i = 0; i < active.length; i += maxRows) {
       const batch = active.slice(i, i + maxRows);
       const steps = batch.map((s) => ({ seq: s.slot, token: s.outputIds[s.outputIds.length - 1], pos: s.promptIds.length + s.outputIds.length - 1 }));
@@ -100,6 +101,23 @@ export class Scheduler {
       batch.forEach((s, j) => this.accept(s, logits, j * vocab));
     }
     this.dropFinished();
+  }
+
+  /**
+   * Make room in the KV cache for the sequence's next position. When the shared budget is used up
+   * the sequence ends with reason 'length' (vLLM would preempt it; this keeps the others going).
+   */
+  private reserveNextPosition(seq: Sequence): boolean {
+    try {
+      this.model.kvCache.reserve(seq.slot, seq.promptIds.length + seq.outputIds.length);
+      return true;
+    } catch (e) {
+      if (!(e instanceof KvCacheFullError)) throw e;
+      seq.finishReason = 'length';
+      appendText(seq, seq.decoder.flush());
+      this.model.resetCache(seq.slot); // at once, so the sequences after it in this step can use its blocks
+      return false;
+    }
   }
 
   /** Sample the next token from logits[off..off+vocab) and apply the stopping rules. */
