@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { f32ToF16 } from '../tensor/dtype.js';
+import { f32BitsToBf16, f32ToF16 } from '../tensor/dtype.js';
 import { writeSafetensors, type TensorSpec, type WritableDType } from './safetensors-writer.js';
 
 export interface SyntheticPreset {
@@ -119,7 +119,7 @@ function fillTensor(spec: TensorSpec, bytes: Uint8Array, p: SyntheticPreset, see
     for (let i = 0; i < len; i++) chunk[i] = center + (2 * next() - 1) * halfWidth;
     for (let i = 0; i < len; i++) {
       const u = bits[i];
-      const b = ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff; // round to nearest-even bf16
+      const b = f32BitsToBf16(u);
       if (spec.dtype === 'BF16') out16[start + i] = b;
       else if (spec.dtype === 'F32') out32[start + i] = b << 16;
       else out16[start + i] = f32BitsToF16(b << 16);

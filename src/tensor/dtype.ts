@@ -12,7 +12,11 @@ export function bf16ToF32(bits: number): number {
 
 export function f32ToBf16(x: number): number {
   f32[0] = x;
-  const u = u32[0];
+  return f32BitsToBf16(u32[0]);
+}
+
+/** The bf16 nearest (ties to even) to the f32 with bit pattern `u`. */
+export function f32BitsToBf16(u: number): number {
   if ((u & 0x7f800000) === 0x7f800000 && (u & 0x007fffff) !== 0) return ((u >>> 16) | 0x40) & 0xffff; // keep NaN a NaN
   return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
 }

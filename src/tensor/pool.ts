@@ -129,7 +129,7 @@ export class ThreadPool {
       // worker from being scheduled.
       for (let spins = 0; Atomics.load(c, DONE + w) !== seq; spins++) {
         if (spins < MAIN_SPIN_ITERATIONS) continue;
-        Atomics.wait(c, DONE + w, Atomics.load(c, DONE + w) === seq ? seq : seq - 1, 1);
+        Atomics.wait(c, DONE + w, seq - 1, 1); // the worker finished every earlier op: its slot holds seq - 1
         if (Date.now() - t0 > 120_000) {
           throw new Error(`qwen-ts: worker thread ${w + 1} did not finish operation ${op} within 120 s`);
         }
