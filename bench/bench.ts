@@ -10,7 +10,15 @@ import { WEIGHT_FORMATS } from '../src/model/load.js';
 import { PRESETS } from '../src/model/synthetic.js';
 import type { WeightFormat } from '../src/tensor/matrix.js';
 import { log, mb, num, out, repoRoot, setJsonMode, StreamTable } from './common.js';
-import { CHILD_FLAG, childMain, ensureSyntheticModel, estimateWeightBytes, runInChild, type ChildResult, type E2ePlan } from './e2e.js';
+import {
+  CHILD_FLAG,
+  childMain,
+  ensureSyntheticModel,
+  estimateWeightBytes,
+  runInChild,
+  type ChildResult,
+  type E2ePlan,
+} from './e2e.js';
 import { dimsFromConfig, dimsFromPreset, runKernels, type KernelDims, type KernelResult } from './kernels.js';
 import { machineBasics, measureBandwidth, measureDispatch, type DispatchCost } from './machine.js';
 
@@ -40,7 +48,10 @@ class UsageError extends Error {}
 const MODEL_ALIASES: Record<string, string> = { '0.5b': 'qwen2.5-0.5b', '1.5b': 'qwen2.5-1.5b', tiny: 'tiny' };
 
 function list(flag: string, value: string): string[] {
-  const items = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const items = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   if (items.length === 0) throw new UsageError(`${flag}: empty list`);
   return items;
 }
@@ -88,38 +99,49 @@ function parseOptions(argv: string[]): Options | null {
   const quick = v.quick ?? false;
 
   if (v['kernels-only'] && v['e2e-only']) throw new UsageError('--kernels-only and --e2e-only exclude each other');
-  if (v.model !== undefined && v.models !== undefined) throw new UsageError('use either --model DIR or --models LIST, not both');
+  if (v.model !== undefined && v.models !== undefined)
+    throw new UsageError('use either --model DIR or --models LIST, not both');
 
   const weights = list('--weights', v.weights ?? (quick ? 'f32,q8_0' : WEIGHT_FORMATS.join(','))).map((w) => {
-    if (!(WEIGHT_FORMATS as readonly string[]).includes(w)) throw new UsageError(`--weights: unknown weight format "${w}" (expected ${WEIGHT_FORMATS.join(', ')})`);
+    if (!(WEIGHT_FORMATS as readonly string[]).includes(w))
+      throw new UsageError(`--weights: unknown weight format "${w}" (expected ${WEIGHT_FORMATS.join(', ')})`);
     return w as WeightFormat;
   });
 
   const threads = list('--threads', v.threads ?? `1,${os.availableParallelism()}`).map((t) => {
     const n = Number(t);
-    if (!/^\d+$/.test(t) || n < 1 || n > 64) throw new UsageError(`--threads: "${t}" is not a thread count from 1 to 64`);
+    if (!/^\d+$/.test(t) || n < 1 || n > 64)
+      throw new UsageError(`--threads: "${t}" is not a thread count from 1 to 64`);
     return n;
   });
 
   let models: Options['models'];
   if (v.model !== undefined) {
     const dir = path.resolve(v.model);
-    if (!fs.existsSync(path.join(dir, 'config.json'))) throw new UsageError(`--model: ${dir} is not a model directory (no config.json)`);
+    if (!fs.existsSync(path.join(dir, 'config.json')))
+      throw new UsageError(`--model: ${dir} is not a model directory (no config.json)`);
     models = [{ name: path.basename(dir), preset: null, dir }];
   } else {
     models = list('--models', v.models ?? (quick ? 'tiny' : '0.5b,1.5b')).map((m) => {
       const preset = MODEL_ALIASES[m.toLowerCase()] ?? (PRESETS[m] ? m : undefined);
-      if (!preset) throw new UsageError(`--models: unknown model "${m}" (expected ${Object.keys(MODEL_ALIASES).join(', ')} or a preset: ${Object.keys(PRESETS).join(', ')})`);
+      if (!preset)
+        throw new UsageError(
+          `--models: unknown model "${m}" (expected ${Object.keys(MODEL_ALIASES).join(', ')} or a preset: ${Object.keys(PRESETS).join(', ')})`,
+        );
       return { name: preset, preset, dir: null };
     });
   }
 
   const count = (flag: string, t: string) => {
     const n = Number(t);
-    if (!/^\d+$/.test(t) || n < 1 || n > 32768) throw new UsageError(`${flag}: "${t}" is not a token count from 1 to 32768`);
+    if (!/^\d+$/.test(t) || n < 1 || n > 32768)
+      throw new UsageError(`${flag}: "${t}" is not a token count from 1 to 32768`);
     return n;
   };
-  const promptTokens = v['prompt-tokens'] === undefined ? null : list('--prompt-tokens', v['prompt-tokens']).map((t) => count('--prompt-tokens', t));
+  const promptTokens =
+    v['prompt-tokens'] === undefined
+      ? null
+      : list('--prompt-tokens', v['prompt-tokens']).map((t) => count('--prompt-tokens', t));
   const decodeSteps = v['decode-steps'] === undefined ? null : count('--decode-steps', v['decode-steps']);
 
   return {
@@ -183,7 +205,8 @@ async function main(): Promise<number> {
   const bandwidth = await measureBandwidth(bwThreads, quick ? 128 << 20 : 512 << 20, quick ? 2 : 4);
   const dispatchThreads = [...new Set([2, ...opts.threads.filter((t) => t > 1)])].sort((a, b) => a - b);
   const dispatch: DispatchCost[] = [];
-  for (const t of dispatchThreads) dispatch.push(await measureDispatch(t, quick ? 2000 : 20000, quick ? 5 : 20, quick ? 100 : 500));
+  for (const t of dispatchThreads)
+    dispatch.push(await measureDispatch(t, quick ? 2000 : 20000, quick ? 5 : 20, quick ? 100 : 500));
   const bandwidthFor = (threads: number) => bandwidth[threads] ?? bandwidth[Math.max(...bwThreads)];
   out('');
   out('Machine');
@@ -191,10 +214,17 @@ async function main(): Promise<number> {
   out(`  cores             ${basics.cores}`);
   out(`  memory            ${num(basics.memoryBytes / 2 ** 30)} GiB`);
   out(`  node              ${basics.node}`);
-  out(`  load average      ${basics.loadAverage.join(' ')} (1, 5, 15 min) at start${basics.loadAverage[0] > 0.5 ? ': the machine is busy, numbers are skewed' : ''}`);
-  for (const t of bwThreads) out(`  bandwidth x${t}      ${num(bandwidth[t])} GB/s  (JS Float64Array sum of ${quick ? 128 : 512} MB, best of ${quick ? 2 : 4})`);
+  out(
+    `  load average      ${basics.loadAverage.join(' ')} (1, 5, 15 min) at start${basics.loadAverage[0] > 0.5 ? ': the machine is busy, numbers are skewed' : ''}`,
+  );
+  for (const t of bwThreads)
+    out(
+      `  bandwidth x${t}      ${num(bandwidth[t])} GB/s  (JS Float64Array sum of ${quick ? 128 : 512} MB, best of ${quick ? 2 : 4})`,
+    );
   for (const d of dispatch) {
-    out(`  dispatch x${d.threads}       ${num(d.hotMicros)} us per pool.run() back to back; ${num(d.wakeMicros)} us after 20 ms idle (workers asleep)`);
+    out(
+      `  dispatch x${d.threads}       ${num(d.hotMicros)} us per pool.run() back to back; ${num(d.wakeMicros)} us after 20 ms idle (workers asleep)`,
+    );
   }
 
   const since = (t: number) => `${((performance.now() - t) / 1000).toFixed(1)} s`;
@@ -227,8 +257,26 @@ async function main(): Promise<number> {
   const errors: { model: string; weights: string; threads: number; error: string }[] = [];
   if (opts.e2e) {
     const plan: E2ePlan = quick
-      ? { promptTokens: [16], warmupTokens: 4, decodePrompt: 16, decodeSteps: 8, batchSize: 8, batchWarmupSteps: 2, batchCalls: 4, seed: 1 }
-      : { promptTokens: [128, 512], warmupTokens: 16, decodePrompt: 128, decodeSteps: 128, batchSize: 8, batchWarmupSteps: 4, batchCalls: 32, seed: 1 };
+      ? {
+          promptTokens: [16],
+          warmupTokens: 4,
+          decodePrompt: 16,
+          decodeSteps: 8,
+          batchSize: 8,
+          batchWarmupSteps: 2,
+          batchCalls: 4,
+          seed: 1,
+        }
+      : {
+          promptTokens: [128, 512],
+          warmupTokens: 16,
+          decodePrompt: 128,
+          decodeSteps: 128,
+          batchSize: 8,
+          batchWarmupSteps: 4,
+          batchCalls: 32,
+          seed: 1,
+        };
     if (opts.promptTokens) {
       plan.promptTokens = opts.promptTokens;
       plan.decodePrompt = opts.promptTokens[0];
@@ -303,9 +351,19 @@ async function main(): Promise<number> {
             };
             results.push(row);
             table.row([
-              row.model, weights, String(threads), num(row.loadSeconds), String(row.promptTokens), num(row.prefillTokensPerSec),
-              num(row.decodeTokensPerSec), num(row.batchedDecodeTokensPerSec), `${num(row.batchSpeedup)}x`, num(roofline),
-              `${num((100 * row.decodeTokensPerSec) / roofline)}%`, mb(row.weightBytesPerToken), mb(row.peakRssBytes),
+              row.model,
+              weights,
+              String(threads),
+              num(row.loadSeconds),
+              String(row.promptTokens),
+              num(row.prefillTokensPerSec),
+              num(row.decodeTokensPerSec),
+              num(row.batchedDecodeTokensPerSec),
+              `${num(row.batchSpeedup)}x`,
+              num(roofline),
+              `${num((100 * row.decodeTokensPerSec) / roofline)}%`,
+              mb(row.weightBytesPerToken),
+              mb(row.peakRssBytes),
             ]);
           }
         }
@@ -316,20 +374,29 @@ async function main(): Promise<number> {
   if (results.length > 0) {
     // Where decode time goes, per operation (the place to look when a target is not reached).
     const ops = Object.keys(results[0].decodeProfileMsPerToken);
-    const profile = new StreamTable('Decode profile: milliseconds per token in each operation (serial = norms, rope, cache writes, quantizing activations, embedding, residuals)', [
-      { title: 'model', width: 14, align: 'left' },
-      { title: 'weights', width: 7, align: 'left' },
-      { title: 'thr', width: 3 },
-      ...ops.map((o) => ({ title: o, width: Math.max(7, o.length) })),
-      { title: 'total', width: 7 },
-    ]);
+    const profile = new StreamTable(
+      'Decode profile: milliseconds per token in each operation (serial = norms, rope, cache writes, quantizing activations, embedding, residuals)',
+      [
+        { title: 'model', width: 14, align: 'left' },
+        { title: 'weights', width: 7, align: 'left' },
+        { title: 'thr', width: 3 },
+        ...ops.map((o) => ({ title: o, width: Math.max(7, o.length) })),
+        { title: 'total', width: 7 },
+      ],
+    );
     const seen = new Set<string>();
     for (const r of results) {
       const key = `${r.model} ${r.weights} ${r.threads}`;
       if (seen.has(key)) continue;
       seen.add(key);
       const ms = ops.map((o) => r.decodeProfileMsPerToken[o]);
-      profile.row([r.model, r.weights, String(r.threads), ...ms.map((v) => v.toFixed(1)), ms.reduce((a, b) => a + b, 0).toFixed(1)]);
+      profile.row([
+        r.model,
+        r.weights,
+        String(r.threads),
+        ...ms.map((v) => v.toFixed(1)),
+        ms.reduce((a, b) => a + b, 0).toFixed(1),
+      ]);
     }
   }
 

@@ -30,7 +30,10 @@ export interface Column {
 export class StreamTable {
   private started = false;
 
-  constructor(private title: string, private columns: Column[]) {}
+  constructor(
+    private title: string,
+    private columns: Column[],
+  ) {}
 
   private line(cells: string[]): string {
     return cells
@@ -102,7 +105,10 @@ export function repoRoot(): string {
   for (;;) {
     if (fs.existsSync(path.join(dir, 'package.json'))) return dir;
     const up = path.dirname(dir);
-    if (up === dir) throw new Error('bench: cannot find the repository root (no package.json above ' + fileURLToPath(import.meta.url) + ')');
+    if (up === dir)
+      throw new Error(
+        'bench: cannot find the repository root (no package.json above ' + fileURLToPath(import.meta.url) + ')',
+      );
     dir = up;
   }
 }

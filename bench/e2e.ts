@@ -88,9 +88,18 @@ async function runConfiguration(cfg: ChildConfig): Promise<ChildResult> {
   const { plan } = cfg;
   const c = loadModelConfig(cfg.dir);
   const kvBytesPerToken = c.numLayers * 2 * c.numKvHeads * c.headDim * 4;
-  const contextLength = roundUp(Math.max(...plan.promptTokens, plan.warmupTokens, plan.decodePrompt + plan.decodeSteps + 3, plan.batchWarmupSteps + plan.batchCalls + 2), BLOCK);
+  const contextLength = roundUp(
+    Math.max(
+      ...plan.promptTokens,
+      plan.warmupTokens,
+      plan.decodePrompt + plan.decodeSteps + 3,
+      plan.batchWarmupSteps + plan.batchCalls + 2,
+    ),
+    BLOCK,
+  );
   // Room for sequence 0 at full context, or for every batched sequence: never both at once.
-  const kvTokens = Math.max(contextLength, plan.batchSize * roundUp(plan.batchWarmupSteps + plan.batchCalls + 2, BLOCK)) + BLOCK;
+  const kvTokens =
+    Math.max(contextLength, plan.batchSize * roundUp(plan.batchWarmupSteps + plan.batchCalls + 2, BLOCK)) + BLOCK;
   const say = (s: string) => log(`    [${cfg.model} ${cfg.weights} x${cfg.threads}] ${s}`);
 
   const t0 = performance.now();
@@ -108,7 +117,8 @@ async function runConfiguration(cfg: ChildConfig): Promise<ChildResult> {
     const w = model.weights;
     let weightBytesPerToken = matrixBytes(w.lmHead);
     for (const l of w.layers) {
-      for (const m of [l.qProj, l.kProj, l.vProj, l.oProj, l.gateProj, l.upProj, l.downProj]) weightBytesPerToken += matrixBytes(m);
+      for (const m of [l.qProj, l.kProj, l.vProj, l.oProj, l.gateProj, l.upProj, l.downProj])
+        weightBytesPerToken += matrixBytes(m);
     }
     const vocab = model.config.vocabSize;
     const next = rng(plan.seed);
@@ -122,7 +132,9 @@ async function runConfiguration(cfg: ChildConfig): Promise<ChildResult> {
     // Prefill: one forward of n random tokens from position 0, once per prompt length. The prompt
     // whose length is the decode prompt's goes last and the decode continues from it.
     const prefill: PrefillResult[] = [];
-    const order = [...plan.promptTokens].sort((a, b) => Number(a === plan.decodePrompt) - Number(b === plan.decodePrompt));
+    const order = [...plan.promptTokens].sort(
+      (a, b) => Number(a === plan.decodePrompt) - Number(b === plan.decodePrompt),
+    );
     let logits: Float32Array | null = null;
     for (const n of order) {
       model.resetCache(0);
@@ -156,7 +168,9 @@ async function runConfiguration(cfg: ChildConfig): Promise<ChildResult> {
       stepMs.push(performance.now() - ts);
     }
     const decodeTokensPerSec = plan.decodeSteps / ((performance.now() - td) / 1000);
-    const decodeProfileMs = Object.fromEntries(Object.entries(model.profile()!).map(([k, v]) => [k, v / plan.decodeSteps]));
+    const decodeProfileMs = Object.fromEntries(
+      Object.entries(model.profile()!).map(([k, v]) => [k, v / plan.decodeSteps]),
+    );
     stepMs.sort((a, b) => a - b);
     say(`decode: ${decodeTokensPerSec.toFixed(2)} tokens/s`);
 
@@ -205,19 +219,31 @@ export function runInChild(script: string, cfg: ChildConfig): Promise<ChildResul
     // The child's stdout goes to our stderr: under --json, stdout carries only the JSON object.
     const child = fork(script, [CHILD_FLAG, JSON.stringify(cfg)], { stdio: ['ignore', 2, 2, 'ipc'] });
     let msg: ChildMessage | null = null;
-    child.on('message', (m) => { msg = m as ChildMessage; });
+    child.on('message', (m) => {
+      msg = m as ChildMessage;
+    });
     child.on('error', reject);
     child.on('exit', (code, signal) => {
       const m = msg as ChildMessage | null;
       if (m?.ok) resolve(m.result);
       else if (m) reject(new Error(m.error));
-      else reject(new Error(`benchmark process exited with ${signal ? `signal ${signal}` : `code ${code}`} before reporting (out of memory?)`));
+      else
+        reject(
+          new Error(
+            `benchmark process exited with ${signal ? `signal ${signal}` : `code ${code}`} before reporting (out of memory?)`,
+          ),
+        );
     });
   });
 }
 
 /** Bytes per weight of each in-memory format (quantized: the values plus one f32 scale per 32). */
-const BYTES_PER_WEIGHT: Record<WeightFormat, number> = { f32: 4, bf16: 2, q8_0: 1 + 4 / QBLOCK, q4_0: 0.5 + 4 / QBLOCK };
+const BYTES_PER_WEIGHT: Record<WeightFormat, number> = {
+  f32: 4,
+  bf16: 2,
+  q8_0: 1 + 4 / QBLOCK,
+  q4_0: 0.5 + 4 / QBLOCK,
+};
 
 /** Rough size in memory of the model's weights in `format` (to skip what cannot fit). */
 export function estimateWeightBytes(c: ModelConfig, format: WeightFormat): number {

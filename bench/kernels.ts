@@ -6,10 +6,25 @@ import type { ModelConfig } from '../src/model/config.js';
 import type { SyntheticPreset } from '../src/model/synthetic.js';
 import { attendHead } from '../src/tensor/attention.js';
 import { matmul } from '../src/tensor/matmul.js';
-import { BF16, F32, FORMAT_CODES, makeMatrix, matrixBytes, sharedFloat32, type Matrix, type WeightFormat } from '../src/tensor/matrix.js';
+import {
+  BF16,
+  F32,
+  FORMAT_CODES,
+  makeMatrix,
+  matrixBytes,
+  sharedFloat32,
+  type Matrix,
+  type WeightFormat,
+} from '../src/tensor/matrix.js';
 import { rmsnorm, rope, ropeTables, softmax, swiglu } from '../src/tensor/ops.js';
 import { ThreadPool } from '../src/tensor/pool.js';
-import { allocQuantizedActivations, allocQuantizedMatrix, quantizeActivations, quantizeRowsQ4_0, quantizeRowsQ8_0 } from '../src/tensor/quantize.js';
+import {
+  allocQuantizedActivations,
+  allocQuantizedMatrix,
+  quantizeActivations,
+  quantizeRowsQ4_0,
+  quantizeRowsQ8_0,
+} from '../src/tensor/quantize.js';
 import { duration, fillUniform, log, num, StreamTable } from './common.js';
 import { createRunner as createMatmulRunner, type MatmulBenchState } from './matmul-runner.js';
 
@@ -34,7 +49,14 @@ export function dimsFromPreset(p: SyntheticPreset): KernelDims {
 }
 
 export function dimsFromConfig(c: ModelConfig): KernelDims {
-  return { hidden: c.hiddenSize, intermediate: c.intermediateSize, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, vocab: c.vocabSize };
+  return {
+    hidden: c.hiddenSize,
+    intermediate: c.intermediateSize,
+    heads: c.numHeads,
+    kvHeads: c.numKvHeads,
+    headDim: c.headDim,
+    vocab: c.vocabSize,
+  };
 }
 
 export interface KernelResult {
@@ -80,7 +102,17 @@ const table = new StreamTable('Kernels (one call; GFLOP/s = 2*rows*cols*n / time
 
 function report(results: KernelResult[], r: KernelResult): void {
   results.push(r);
-  table.row([r.model, r.kernel, r.shape.join(' x '), String(r.n), r.format, String(r.threads), duration(r.meanMs), num(r.gflops), num(r.gbs)]);
+  table.row([
+    r.model,
+    r.kernel,
+    r.shape.join(' x '),
+    String(r.n),
+    r.format,
+    String(r.threads),
+    duration(r.meanMs),
+    num(r.gflops),
+    num(r.gbs),
+  ]);
 }
 
 interface Timing {
@@ -98,7 +130,8 @@ function timeIt(name: string, fn: () => void, quick: boolean): Timing {
   bench.add(name, fn);
   bench.runSync();
   const r = bench.tasks[0].result;
-  if (r.state !== 'completed') throw new Error(`kernel benchmark ${name}: ${r.state === 'errored' ? r.error.message : r.state}`);
+  if (r.state !== 'completed')
+    throw new Error(`kernel benchmark ${name}: ${r.state === 'errored' ? r.error.message : r.state}`);
   return { meanMs: r.latency.mean, p50Ms: r.latency.p50, samples: r.latency.samplesCount };
 }
 
@@ -170,7 +203,10 @@ export async function runKernels(opts: KernelOptions): Promise<KernelResult[]> {
     const pools = new Map<number, ThreadPool>();
     try {
       for (const t of multi) {
-        pools.set(t, await ThreadPool.create(t, new URL('./matmul-runner.js', import.meta.url), state, createMatmulRunner(state)));
+        pools.set(
+          t,
+          await ThreadPool.create(t, new URL('./matmul-runner.js', import.meta.url), state, createMatmulRunner(state)),
+        );
       }
       const local = createMatmulRunner(state);
       const args = new Int32Array(1);
@@ -178,16 +214,39 @@ export async function runKernels(opts: KernelOptions): Promise<KernelResult[]> {
         const format = opts.formats[i];
         const record = (n: number, threads: number, t: Timing) =>
           report(results, {
-            model, kernel: s.kernel, shape: [s.rows, s.cols], n, format, threads, ...t,
+            model,
+            kernel: s.kernel,
+            shape: [s.rows, s.cols],
+            n,
+            format,
+            threads,
+            ...t,
             gflops: (2 * s.rows * s.cols * n) / (t.meanMs / 1000) / 1e9,
             gbs: matrixBytes(m) / (t.meanMs / 1000) / 1e9,
           });
         args[0] = 1;
-        record(1, 1, timeIt(`${s.kernel} ${format} n=1`, () => local(i, args, 0, 1), quick));
-        for (const [t, pool] of pools) record(1, t, timeIt(`${s.kernel} ${format} n=1 x${t}`, () => pool.run(i, 1), quick));
+        record(
+          1,
+          1,
+          timeIt(`${s.kernel} ${format} n=1`, () => local(i, args, 0, 1), quick),
+        );
+        for (const [t, pool] of pools)
+          record(
+            1,
+            t,
+            timeIt(`${s.kernel} ${format} n=1 x${t}`, () => pool.run(i, 1), quick),
+          );
         if (s.prefill) {
           const n = opts.prefillN;
-          record(n, 1, timeIt(`${s.kernel} ${format} n=${n}`, () => matmul(m, state.x, 0, s.cols, n, state.y, 0, s.rows, 0, s.rows, m.format >= 2 ? state.xq : null), quick));
+          record(
+            n,
+            1,
+            timeIt(
+              `${s.kernel} ${format} n=${n}`,
+              () => matmul(m, state.x, 0, s.cols, n, state.y, 0, s.rows, 0, s.rows, m.format >= 2 ? state.xq : null),
+              quick,
+            ),
+          );
         }
       });
     } finally {
@@ -200,7 +259,13 @@ export async function runKernels(opts: KernelOptions): Promise<KernelResult[]> {
   const small = (kernel: string, shape: number[], fn: () => void, extra: { gflops?: number; bytes?: number } = {}) => {
     const t = timeIt(kernel, fn, quick);
     report(results, {
-      model, kernel, shape, n: 1, format: '-', threads: 1, ...t,
+      model,
+      kernel,
+      shape,
+      n: 1,
+      format: '-',
+      threads: 1,
+      ...t,
       gflops: extra.gflops !== undefined ? extra.gflops / (t.meanMs / 1000) / 1e9 : null,
       gbs: extra.bytes !== undefined ? extra.bytes / (t.meanMs / 1000) / 1e9 : null,
     });
@@ -244,10 +309,15 @@ export async function runKernels(opts: KernelOptions): Promise<KernelResult[]> {
   const blockTable = Int32Array.from({ length: blocks }, (_, i) => i);
   const scores = new Float32Array(ctx);
   const att = new Float32Array(d.headDim);
-  small(`attendHead ctx ${ctx}`, [ctx, d.headDim], () => attendHead(q, 0, kc, vc, blockTable, 0, 0, d.kvHeads, d.headDim, blockSize, ctx, scores, att, 0), {
-    gflops: 4 * ctx * d.headDim,
-    bytes: 2 * ctx * d.headDim * 4,
-  });
+  small(
+    `attendHead ctx ${ctx}`,
+    [ctx, d.headDim],
+    () => attendHead(q, 0, kc, vc, blockTable, 0, 0, d.kvHeads, d.headDim, blockSize, ctx, scores, att, 0),
+    {
+      gflops: 4 * ctx * d.headDim,
+      bytes: 2 * ctx * d.headDim * 4,
+    },
+  );
 
   if (opts.formats.some((f) => f === 'q8_0' || f === 'q4_0')) {
     for (const cols of [d.hidden, d.intermediate]) {

@@ -31,7 +31,11 @@ export function machineBasics(): MachineBasics {
  * summed through a Float64Array by `threads` threads (the main thread and threads-1 workers, each
  * summing its part). Best of `runs` passes after one warm-up pass.
  */
-export async function measureBandwidth(threadCounts: number[], bytes: number, runs: number): Promise<Record<number, number>> {
+export async function measureBandwidth(
+  threadCounts: number[],
+  bytes: number,
+  runs: number,
+): Promise<Record<number, number>> {
   const n = Math.floor(bytes / 8);
   const data = new Float64Array(new SharedArrayBuffer(n * 8));
   data.fill(1); // touches every page before timing
@@ -61,7 +65,9 @@ async function bandwidthN(data: Float64Array, threads: number, runs: number): Pr
   const workers: Worker[] = [];
   const failures: Error[] = [];
   for (let w = 1; w < threads; w++) {
-    const worker = new Worker(new URL('./bandwidth-worker.js', import.meta.url), { workerData: { data, control, sums, index: w, parts: threads } });
+    const worker = new Worker(new URL('./bandwidth-worker.js', import.meta.url), {
+      workerData: { data, control, sums, index: w, parts: threads },
+    });
     worker.on('error', (e) => failures.push(e));
     workers.push(worker);
   }
@@ -100,10 +106,15 @@ async function bandwidthN(data: Float64Array, threads: number, runs: number): Pr
     Atomics.store(control, BW_OP, -1);
     Atomics.add(control, BW_SEQ, 1);
     Atomics.notify(control, BW_SEQ);
-    await Promise.all(workers.map((w) => new Promise((r) => {
-      w.once('exit', r);
-      setTimeout(() => void w.terminate(), 2000).unref();
-    })));
+    await Promise.all(
+      workers.map(
+        (w) =>
+          new Promise((r) => {
+            w.once('exit', r);
+            setTimeout(() => void w.terminate(), 2000).unref();
+          }),
+      ),
+    );
   }
 }
 
@@ -121,7 +132,12 @@ export interface DispatchCost {
  * one call can take a whole scheduler time slice), and the median of `wakeSamples` calls made
  * after 20 ms idle.
  */
-export async function measureDispatch(threads: number, calls: number, wakeSamples: number, budgetMs: number): Promise<DispatchCost> {
+export async function measureDispatch(
+  threads: number,
+  calls: number,
+  wakeSamples: number,
+  budgetMs: number,
+): Promise<DispatchCost> {
   const pool = await ThreadPool.create(threads, new URL('./noop-runner.js', import.meta.url), {}, () => {});
   try {
     const round = () => {

@@ -24,6 +24,8 @@ const outputs = await llm.chat(messages, { temperature: 0.7, topP: 0.8, repetiti
 for (const output of outputs) {
   console.log(`Prompt: ${JSON.stringify(output.prompt)}, Generated text: ${JSON.stringify(output.outputs[0].text)}`);
   const m = output.metrics;
-  console.log(`${output.outputs[0].tokenIds.length} tokens (${output.outputs[0].finishReason}), prefill ${m.prefillTokensPerSec.toFixed(1)} tok/s, decode ${m.decodeTokensPerSec.toFixed(1)} tok/s`);
+  console.log(
+    `${output.outputs[0].tokenIds.length} tokens (${output.outputs[0].finishReason}), prefill ${m.prefillTokensPerSec.toFixed(1)} tok/s, decode ${m.decodeTokensPerSec.toFixed(1)} tok/s`,
+  );
 }
 await llm.close();

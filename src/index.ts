@@ -1,8 +1,21 @@
 // qwen-ts public API.
 
 // Generation: the vLLM-style offline API.
-export { LLM, DEFAULT_MAX_TOKENS, type PromptInput, type RequestOutput, type GenerateOptions, type StreamOptions, type ChatOptions } from './engine/llm.js';
-export type { CompletionOutput, FinishReason, RequestMetrics, TokenLogprob as OutputLogprob } from './engine/request.js';
+export {
+  LLM,
+  DEFAULT_MAX_TOKENS,
+  type PromptInput,
+  type RequestOutput,
+  type GenerateOptions,
+  type StreamOptions,
+  type ChatOptions,
+} from './engine/llm.js';
+export type {
+  CompletionOutput,
+  FinishReason,
+  RequestMetrics,
+  TokenLogprob as OutputLogprob,
+} from './engine/request.js';
 
 // The model: load a Hugging Face Qwen2 directory, run forward passes.
 export { loadModel, WEIGHT_FORMATS, DEFAULT_WEIGHTS, type LoadOptions } from './model/load.js';

@@ -11,7 +11,10 @@ const MAIN = fileURLToPath(new URL('../dist/src/cli/main.js', import.meta.url));
 let model: string;
 let cache: string;
 
-function run(args: string[], opts: { input?: string; env?: Record<string, string> } = {}): { code: number | null; stdout: string; stderr: string } {
+function run(
+  args: string[],
+  opts: { input?: string; env?: Record<string, string> } = {},
+): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [MAIN, ...args], {
     input: opts.input ?? '',
     encoding: 'utf8',
@@ -22,8 +25,10 @@ function run(args: string[], opts: { input?: string; env?: Record<string, string
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-const STATS = /\[(\d+) prompt tokens?, (\d+) generated \((\w+)\) \| TTFT [\d.]+ s \| prefill [\d.]+ tok\/s \| decode [\d.-]+ tok\/s\]/g;
-const stats = (stderr: string) => [...stderr.matchAll(STATS)].map((m) => ({ prompt: Number(m[1]), generated: Number(m[2]), reason: m[3] }));
+const STATS =
+  /\[(\d+) prompt tokens?, (\d+) generated \((\w+)\) \| TTFT [\d.]+ s \| prefill [\d.]+ tok\/s \| decode [\d.-]+ tok\/s\]/g;
+const stats = (stderr: string) =>
+  [...stderr.matchAll(STATS)].map((m) => ({ prompt: Number(m[1]), generated: Number(m[2]), reason: m[3] }));
 
 beforeAll(() => {
   if (!fs.existsSync(MAIN)) throw new Error(`${MAIN} is missing: build first (npx tsc -p tsconfig.json)`);
@@ -47,7 +52,19 @@ describe('qwen-ts generate', () => {
   });
 
   it('--json prints the whole RequestOutput, with the same greedy text as the stream', () => {
-    const r = run(['generate', '--model', model, '--threads', '1', '--max-tokens', '8', '--temperature', '0', '--json', 'Hello']);
+    const r = run([
+      'generate',
+      '--model',
+      model,
+      '--threads',
+      '1',
+      '--max-tokens',
+      '8',
+      '--temperature',
+      '0',
+      '--json',
+      'Hello',
+    ]);
     expect(r.code, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout);
     expect(out.outputs[0].tokenIds).toHaveLength(8);
@@ -58,7 +75,20 @@ describe('qwen-ts generate', () => {
   });
 
   it('the same --seed gives the same text; --chat/--system apply the chat template', () => {
-    const args = ['generate', '--model', model, '--threads', '1', '--max-tokens', '6', '--seed', '7', '--system', 'Be brief.', 'Hi'];
+    const args = [
+      'generate',
+      '--model',
+      model,
+      '--threads',
+      '1',
+      '--max-tokens',
+      '6',
+      '--seed',
+      '7',
+      '--system',
+      'Be brief.',
+      'Hi',
+    ];
     const a = run(args);
     const b = run(args);
     expect(a.code, a.stderr).toBe(0);
@@ -91,7 +121,9 @@ describe('qwen-ts generate', () => {
 
 describe('qwen-ts chat', () => {
   it('answers each line of a piped stdin, keeps the history, /reset clears it, and exits 0 at EOF', () => {
-    const r = run(['chat', '--model', model, '--threads', '1', '--max-tokens', '4'], { input: 'Hello\nHello\n/reset\nHello\n' });
+    const r = run(['chat', '--model', model, '--threads', '1', '--max-tokens', '4'], {
+      input: 'Hello\nHello\n/reset\nHello\n',
+    });
     expect(r.code, r.stderr).toBe(0);
     const s = stats(r.stderr);
     expect(s).toHaveLength(3);
@@ -108,7 +140,9 @@ describe('qwen-ts without --model', () => {
     const dir = path.join(cache, 'models', 'tiny-seed0');
     const first = run(args);
     expect(first.code, first.stderr).toBe(0);
-    expect(first.stderr).toContain(`no --model given: using a synthetic tiny Qwen2.5-shaped model with random weights (its text is meaningless) at ${dir}`);
+    expect(first.stderr).toContain(
+      `no --model given: using a synthetic tiny Qwen2.5-shaped model with random weights (its text is meaningless) at ${dir}`,
+    );
     expect(first.stderr).toMatch(/made the synthetic model in [\d.]+ s/);
     expect(fs.existsSync(path.join(dir, 'config.json'))).toBe(true);
     const mtime = fs.statSync(path.join(dir, 'model.safetensors')).mtimeMs;
@@ -124,7 +158,16 @@ describe('qwen-ts without --model', () => {
 
 describe('qwen-ts help and commands', () => {
   it('--help for the program and each command exits 0', () => {
-    for (const args of [['--help'], ['help'], ['generate', '--help'], ['chat', '--help'], ['make-model', '--help'], ['help', 'chat'], ['serve', '--help'], ['bench', '--help']]) {
+    for (const args of [
+      ['--help'],
+      ['help'],
+      ['generate', '--help'],
+      ['chat', '--help'],
+      ['make-model', '--help'],
+      ['help', 'chat'],
+      ['serve', '--help'],
+      ['bench', '--help'],
+    ]) {
       const r = run(args);
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(0);
       expect(r.stdout + r.stderr).toMatch(/usage/i);

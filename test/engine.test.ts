@@ -72,7 +72,9 @@ describe('LLM.generate', () => {
     const [r] = await llm.generate('Hello, world', { ...greedy, stopTokenIds: [stopId] });
     expect(r.outputs[0].finishReason).toBe('stop');
     expect(r.outputs[0].stopReason).toBe(stopId);
-    expect(r.outputs[0].tokenIds).toEqual(ref.outputs[0].tokenIds.slice(0, ref.outputs[0].tokenIds.indexOf(stopId) + 1));
+    expect(r.outputs[0].tokenIds).toEqual(
+      ref.outputs[0].tokenIds.slice(0, ref.outputs[0].tokenIds.indexOf(stopId) + 1),
+    );
   });
 
   it('several prompts in one call match the same prompts run alone (batched decode)', async () => {
@@ -104,7 +106,9 @@ describe('LLM.generate', () => {
   it('a prompt longer than the context is rejected', async () => {
     const small = await LLM.load(dir, { threads: 1, contextLength: 32 });
     try {
-      await expect(small.generate({ promptTokenIds: new Array(40).fill(9) })).rejects.toThrow(/prompt of 40 tokens does not fit: the context length is 32/);
+      await expect(small.generate({ promptTokenIds: new Array(40).fill(9) })).rejects.toThrow(
+        /prompt of 40 tokens does not fit: the context length is 32/,
+      );
       const [r] = await small.generate({ promptTokenIds: new Array(20).fill(9) }, { temperature: 0, maxTokens: 100 });
       expect(r.outputs[0].finishReason).toBe('length');
       expect(r.outputs[0].tokenIds).toHaveLength(12); // stops at the context length
@@ -145,7 +149,9 @@ describe('LLM.chat and LLM.stream', () => {
 
   it('chat applies the chat template', async () => {
     const [r] = await llm.chat(messages, greedy);
-    expect(r.prompt).toBe('<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n跟我讲讲股市运行的逻辑<|im_end|>\n<|im_start|>assistant\n');
+    expect(r.prompt).toBe(
+      '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n跟我讲讲股市运行的逻辑<|im_end|>\n<|im_start|>assistant\n',
+    );
     expect(r.promptTokenIds.slice(0, 1)).toEqual([151644]);
   });
 
@@ -172,7 +178,11 @@ describe('LLM.chat and LLM.stream', () => {
   it('an AbortSignal stops a stream, and breaking out of the loop frees the sequence', async () => {
     const ac = new AbortController();
     let n = 0;
-    for await (const _ of llm.stream('Hello', { temperature: 0, maxTokens: 200, ignoreEos: true }, { signal: ac.signal })) {
+    for await (const _ of llm.stream(
+      'Hello',
+      { temperature: 0, maxTokens: 200, ignoreEos: true },
+      { signal: ac.signal },
+    )) {
       if (++n === 3) ac.abort();
     }
     expect(n).toBeLessThan(10);

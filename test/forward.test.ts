@@ -23,7 +23,8 @@ function maxLogitError(logits: Float32Array, vocab: number, p: (typeof golden.pr
     golden.columns.forEach((c, j) => {
       err = Math.max(err, Math.abs(logits[i * vocab + c] - p.logits[i][j]));
     });
-    let mx = -Infinity, sum = 0;
+    let mx = -Infinity,
+      sum = 0;
     for (let v = 0; v < vocab; v++) mx = Math.max(mx, logits[i * vocab + v]);
     for (let v = 0; v < vocab; v++) sum += Math.exp(logits[i * vocab + v] - mx);
     err = Math.max(err, Math.abs(mx + Math.log(sum) - p.logsumexp[i]), Math.abs(mx - p.max[i]));
@@ -98,7 +99,8 @@ describe('KV cache', () => {
   });
 
   it('sequences in different slots do not disturb each other, and decodeBatch equals separate decodes', async () => {
-    const a = golden.prompts[0].tokenIds, b = golden.prompts[1].tokenIds;
+    const a = golden.prompts[0].tokenIds,
+      b = golden.prompts[1].tokenIds;
     const vocab = model.config.vocabSize;
     await model.forward(a.slice(0, -1), { seq: 0 });
     await model.forward(b.slice(0, -1), { seq: 1 });
@@ -132,7 +134,12 @@ describe('storage dtypes and layouts', () => {
   it('the same weights stored as bf16, f16, f32 and in 3 shards give matching logits', async () => {
     const p = golden.prompts[0];
     const results: Float32Array[] = [];
-    for (const [dtype, shards] of [['bf16', 1], ['f16', 1], ['f32', 1], ['bf16', 3]] as const) {
+    for (const [dtype, shards] of [
+      ['bf16', 1],
+      ['f16', 1],
+      ['f32', 1],
+      ['bf16', 3],
+    ] as const) {
       const d = makeTempModel({ preset: 'tiny', seed: golden.model.seed, dtype, shards });
       dirs.push(d);
       const model = await loadModel(d, { weights: 'f32', threads: 1 });

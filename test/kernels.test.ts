@@ -57,14 +57,20 @@ function firstFailure(n: number, check: (i: number) => string | null): string | 
 
 /** Naive float64 y[t][r] = sum_k w(r, k) * x[t][k] and sum_k |w(r, k) * x[t][k]| (the error scale). */
 function naiveMatmul(
-  w: (r: number, k: number) => number, rows: number, cols: number,
-  x: ArrayLike<number>, xOff: number, xStride: number, n: number,
+  w: (r: number, k: number) => number,
+  rows: number,
+  cols: number,
+  x: ArrayLike<number>,
+  xOff: number,
+  xStride: number,
+  n: number,
 ): { ref: Float64Array; mag: Float64Array } {
   const ref = new Float64Array(n * rows);
   const mag = new Float64Array(n * rows);
   for (let t = 0; t < n; t++) {
     for (let r = 0; r < rows; r++) {
-      let s = 0, a = 0;
+      let s = 0,
+        a = 0;
       for (let k = 0; k < cols; k++) {
         const p = w(r, k) * x[xOff + t * xStride + k];
         s += p;
@@ -82,8 +88,17 @@ function naiveMatmul(
  * that nothing else in y was written. |y - ref| <= rel * |ref| + magRel * mag.
  */
 function checkOutput(
-  y: Float32Array, yOff: number, yStride: number, rows: number, n: number, r0: number, r1: number,
-  ref: Float64Array, mag: Float64Array, rel: number, magRel: number,
+  y: Float32Array,
+  yOff: number,
+  yStride: number,
+  rows: number,
+  n: number,
+  r0: number,
+  r1: number,
+  ref: Float64Array,
+  mag: Float64Array,
+  rel: number,
+  magRel: number,
 ): string | null {
   const written = new Uint8Array(y.length);
   for (let t = 0; t < n; t++) {
@@ -114,7 +129,8 @@ function q8Weight(m: Matrix, r: number, k: number): number {
  */
 function q4Weight(m: Matrix, r: number, k: number): number {
   const blocks = m.cols / QBLOCK;
-  const b = Math.floor(k / QBLOCK), i = k % QBLOCK;
+  const b = Math.floor(k / QBLOCK),
+    i = k % QBLOCK;
   const word = ((r >> 1) * blocks + b) * 8 + (i >> 2);
   const byte = new Uint8Array(m.q.buffer, m.q.byteOffset, m.q.byteLength)[word * 4 + 2 * (r & 1) + ((i & 3) >> 1)];
   const nib = i & 1 ? byte >> 4 : byte & 0xf;
@@ -203,7 +219,8 @@ describe('dtype conversions', () => {
       const lo = bf16ToF32(h);
       // The neighbour on the other side of x, and the distances.
       const other = bf16ToF32(Math.abs(lo) < Math.abs(x) ? h + 1 : h - 1);
-      const dl = Math.abs(x - lo), dother = Math.abs(x - other);
+      const dl = Math.abs(x - lo),
+        dother = Math.abs(x - other);
       if (dl > dother) return `x=${x}: 0x${h.toString(16)} is not the nearest bf16`;
       if (dl === dother && (h & 1) !== 0) return `x=${x}: tie not rounded to even`;
       return null;
@@ -277,7 +294,8 @@ describe('dtype conversions', () => {
       const h = f32ToF16(x);
       const v = f16ToF32(h);
       if (Math.abs(x) >= 65520) return h === ((x < 0 ? 0x8000 : 0) | 0x7c00) ? null : `${x} should overflow`;
-      const up = f16ToF32(h + 1), down = (h & 0x7fff) === 0 ? -v : f16ToF32(h - 1);
+      const up = f16ToF32(h + 1),
+        down = (h & 0x7fff) === 0 ? -v : f16ToF32(h - 1);
       const d = Math.abs(x - v);
       if (d > Math.abs(x - up) || d > Math.abs(x - down)) return `${x} -> ${v} is not the nearest f16`;
       return null;
@@ -309,7 +327,14 @@ describe('dtype conversions', () => {
 // ---------------------------------------------------------------------------------------------
 
 describe('matmul f32 / bf16 against a float64 triple loop', () => {
-  const shapes: [number, number][] = [[37, 70], [37, 71], [3, 5], [8, 33], [1, 1], [13, 64]];
+  const shapes: [number, number][] = [
+    [37, 70],
+    [37, 71],
+    [3, 5],
+    [8, 33],
+    [1, 1],
+    [13, 64],
+  ];
   const tokens = [1, 3, 4, 5, 9];
 
   function slicesFor(rows: number): [number, number][] {
@@ -337,7 +362,10 @@ describe('matmul f32 / bf16 against a float64 triple loop', () => {
           wAt = (r, k) => bf16ToF32(u16[r * cols + k]);
         }
         for (const n of tokens) {
-          const xOff = 3, xStride = cols + 2, yOff = 5, yStride = rows + 3;
+          const xOff = 3,
+            xStride = cols + 2,
+            yOff = 5,
+            yStride = rows + 3;
           const x = randomF32(rand, xOff + n * xStride, 2);
           const { ref, mag } = naiveMatmul(wAt, rows, cols, x, xOff, xStride, n);
           for (const [r0, r1] of slicesFor(rows)) {
@@ -355,13 +383,19 @@ describe('matmul f32 / bf16 against a float64 triple loop', () => {
 
   it('bf16 results equal f32 results on the widened weights (same kernel after widening)', () => {
     const rand = mulberry32(103);
-    const rows = 21, cols = 45, n = 6;
+    const rows = 21,
+      cols = 45,
+      n = 6;
     const u16 = new Uint16Array(rows * cols);
     for (let i = 0; i < u16.length; i++) u16[i] = f32ToBf16((2 * rand() - 1) * 3);
     const wide = new Float32Array(rows * cols);
     bf16ArrayToF32(u16, 0, wide, 0, rows * cols);
     const x = randomF32(rand, n * cols);
-    for (const [r0, r1] of [[0, rows], [1, 20], [3, 4]] as const) {
+    for (const [r0, r1] of [
+      [0, rows],
+      [1, 20],
+      [3, 4],
+    ] as const) {
       const yb = new Float32Array(n * rows).fill(NaN);
       const yf = new Float32Array(n * rows).fill(NaN);
       matmul(makeMatrix(BF16, rows, cols, { u16 }), x, 0, cols, n, yb, 0, rows, r0, r1, null);
@@ -393,7 +427,9 @@ describe('q8_0 / q4_0 quantization', () => {
 
   it('q8_0: dequantized weights are within d/2 of the originals; the amax element is exact', () => {
     const rand = mulberry32(201);
-    const rows = 9, cols = 96, blocks = cols / QBLOCK;
+    const rows = 9,
+      cols = 96,
+      blocks = cols / QBLOCK;
     const w = weightsWithSpecialBlocks(rand, rows, cols);
     const m = quantizeMatrix(Q8_0, w, rows, cols);
     const deq = new Float32Array(cols);
@@ -427,7 +463,9 @@ describe('q8_0 / q4_0 quantization', () => {
 
   it('q4_0: the signed max maps to -8 exactly; errors <= |d|/2 except where the +7 clamp applies (<= |d|)', () => {
     const rand = mulberry32(202);
-    const rows = 10, cols = 160, blocks = cols / QBLOCK;
+    const rows = 10,
+      cols = 160,
+      blocks = cols / QBLOCK;
     const w = weightsWithSpecialBlocks(rand, rows, cols);
     const m = quantizeMatrix(Q4_0, w, rows, cols);
     const deq = new Float32Array(cols);
@@ -510,7 +548,8 @@ describe('q8_0 / q4_0 quantization', () => {
 
   it('quantizing in row chunks (r0 > 0) equals quantizing in one call', () => {
     const rand = mulberry32(203);
-    const rows = 12, cols = 64;
+    const rows = 12,
+      cols = 64;
     const w = randomF32(rand, rows * cols);
     for (const format of [Q8_0, Q4_0]) {
       const whole = quantizeMatrix(format, w, rows, cols);
@@ -526,7 +565,11 @@ describe('q8_0 / q4_0 quantization', () => {
 
   it('quantizeActivations: int8 values, per-block scale amax/127, error <= d/2, block sums', () => {
     const rand = mulberry32(204);
-    const cols = 96, blocks = cols / QBLOCK, n = 4, xOff = 7, xStride = cols + 5;
+    const cols = 96,
+      blocks = cols / QBLOCK,
+      n = 4,
+      xOff = 7,
+      xStride = cols + 5;
     const x = randomF32(rand, xOff + n * xStride, 3);
     x.fill(0, xOff + xStride, xOff + xStride + QBLOCK); // token 1 block 0 all zero
     const xq = allocQuantizedActivations(n, cols, true);
@@ -536,7 +579,8 @@ describe('q8_0 / q4_0 quantization', () => {
     for (let t = 1; t < n; t++) {
       for (let b = 0; b < blocks; b++) {
         const d = xq.scales[t * blocks + b];
-        let amax = 0, sum = 0;
+        let amax = 0,
+          sum = 0;
         for (let i = 0; i < QBLOCK; i++) amax = Math.max(amax, Math.abs(x[xOff + t * xStride + b * QBLOCK + i]));
         expect(d).toBe(Math.fround(amax / 127));
         for (let i = 0; i < QBLOCK; i++) {
@@ -570,9 +614,17 @@ describe('q8_0 / q4_0 quantization', () => {
 // ---------------------------------------------------------------------------------------------
 
 describe('q8_0 / q4_0 integer matmul kernels', () => {
-  const shapes: [number, number][] = [[64, 96], [2, 32], [10, 160], [7, 64]];
+  const shapes: [number, number][] = [
+    [64, 96],
+    [2, 32],
+    [10, 160],
+    [7, 64],
+  ];
 
-  for (const [fmtName, format] of [['q8_0', Q8_0], ['q4_0', Q4_0]] as const) {
+  for (const [fmtName, format] of [
+    ['q8_0', Q8_0],
+    ['q4_0', Q4_0],
+  ] as const) {
     it(`${fmtName}: equals the float64 dot product of dequantized weights and activations (f32 rounding only)`, () => {
       const rand = mulberry32(300 + format);
       let checked = 0;
@@ -584,30 +636,40 @@ describe('q8_0 / q4_0 integer matmul kernels', () => {
         const m = quantizeMatrix(format, w, rows, cols);
         // q4_0 stays in integers at every n; q8_0 only for n < 4 (its n >= 4 path is tested below).
         for (const n of format === Q4_0 ? [1, 3, 5] : [1, 3]) {
-          const xOff = 2, xStride = cols + 3;
+          const xOff = 2,
+            xStride = cols + 3;
           const x = randomF32(rand, xOff + n * xStride, 4);
           if (n > 1) x.fill(0, xOff + xStride + QBLOCK, xOff + xStride + 2 * QBLOCK); // a zero activation block
           const xq = quantizeX(x, xOff, xStride, n, cols);
           // Exact reference: per block (sum of integer products) * d_w * d_x, in float64.
-          const ref = new Float64Array(n * rows), mag = new Float64Array(n * rows);
+          const ref = new Float64Array(n * rows),
+            mag = new Float64Array(n * rows);
           // Bound on the quantization error against the unquantized f32 product.
-          const qerr = new Float64Array(n * rows), exact = new Float64Array(n * rows);
+          const qerr = new Float64Array(n * rows),
+            exact = new Float64Array(n * rows);
           const deq = new Float32Array(cols);
           for (let r = 0; r < rows; r++) {
             dequantizeRow(m, r, deq);
             for (let t = 0; t < n; t++) {
-              let s = 0, a = 0, e = 0, ex = 0;
+              let s = 0,
+                a = 0,
+                e = 0,
+                ex = 0;
               for (let b = 0; b < blocks; b++) {
-                const dw = m.scales[r * blocks + b], dx = xq.scales[t * blocks + b];
+                const dw = m.scales[r * blocks + b],
+                  dx = xq.scales[t * blocks + b];
                 let isum = 0;
                 for (let i = 0; i < QBLOCK; i++) {
                   const k = b * QBLOCK + i;
-                  const qw = quantWeight(m, r, k), qx = xq.q[t * cols + k];
+                  const qw = quantWeight(m, r, k),
+                    qx = xq.q[t * cols + k];
                   isum += qw * qx;
                   a += Math.abs(qw * dw * qx * dx);
-                  const wv = w[r * cols + k], xv = x[xOff + t * xStride + k];
+                  const wv = w[r * cols + k],
+                    xv = x[xOff + t * xStride + k];
                   ex += wv * xv;
-                  const ew = Math.abs(wv - deq[k]), exq = Math.abs(xv - qx * dx);
+                  const ew = Math.abs(wv - deq[k]),
+                    exq = Math.abs(xv - qx * dx);
                   e += Math.abs(wv) * exq + Math.abs(xv) * ew + ew * exq;
                 }
                 s += isum * dw * dx;
@@ -618,10 +680,14 @@ describe('q8_0 / q4_0 integer matmul kernels', () => {
               exact[t * rows + r] = ex;
             }
           }
-          const slices: [number, number][] = [[0, rows], [0, 1]];
+          const slices: [number, number][] = [
+            [0, rows],
+            [0, 1],
+          ];
           if (rows > 4) slices.push([2, rows - 1], format === Q8_0 ? [3, 6] : [4, 7]);
           for (const [r0, r1] of slices) {
-            const yOff = 1, yStride = rows + 2;
+            const yOff = 1,
+              yStride = rows + 2;
             const y = new Float32Array(yOff + n * yStride + 1).fill(NaN);
             matmul(m, x, xOff, xStride, n, y, yOff, yStride, r0, r1, xq);
             const fail = checkOutput(y, yOff, yStride, rows, n, r0, r1, ref, mag, 2 ** -23, 1e-12);
@@ -640,22 +706,34 @@ describe('q8_0 / q4_0 integer matmul kernels', () => {
   for (const [format, fmtName] of [[Q8_0, 'q8_0']] as const) {
     it(`${fmtName} with n >= 4 (prefill): dequantized weights times unquantized activations`, () => {
       const rand = mulberry32(format * 31 + 5);
-      const rows = 12, cols = 96, n = 6;
+      const rows = 12,
+        cols = 96,
+        n = 6;
       const w = randomF32(rand, rows * cols, 1);
       const m = allocQuantizedMatrix(format, rows, cols);
       if (format === Q8_0) quantizeRowsQ8_0(w, 0, rows, m);
       else quantizeRowsQ4_0(w, 0, rows, m);
       const x = randomF32(rand, n * cols, 4);
       const deq = new Float32Array(cols);
-      for (const [r0, r1] of [[0, rows], [4, 8]] as const) {
+      for (const [r0, r1] of [
+        [0, rows],
+        [4, 8],
+      ] as const) {
         const y = new Float32Array(n * rows).fill(NaN);
         matmul(m, x, 0, cols, n, y, 0, rows, r0, r1, null);
         for (let r = 0; r < rows; r++) {
           dequantizeRow(m, r, deq);
           for (let t = 0; t < n; t++) {
-            if (r < r0 || r >= r1) { expect(y[t * rows + r]).toBeNaN(); continue; }
-            let ref = 0, mag = 0;
-            for (let k = 0; k < cols; k++) { ref += deq[k] * x[t * cols + k]; mag += Math.abs(deq[k] * x[t * cols + k]); }
+            if (r < r0 || r >= r1) {
+              expect(y[t * rows + r]).toBeNaN();
+              continue;
+            }
+            let ref = 0,
+              mag = 0;
+            for (let k = 0; k < cols; k++) {
+              ref += deq[k] * x[t * cols + k];
+              mag += Math.abs(deq[k] * x[t * cols + k]);
+            }
             expect(Math.abs(y[t * rows + r] - ref)).toBeLessThanOrEqual(mag * 1e-6 + 1e-9);
           }
         }
@@ -665,7 +743,8 @@ describe('q8_0 / q4_0 integer matmul kernels', () => {
 
   /** A q4_0 matrix [2, 32 * nibRows[0].length / 32] from explicit nibbles (0..15), scales 1. */
   function q4FromNibbles(nib0: number[], nib1: number[]): Matrix {
-    const cols = nib0.length, blocks = cols / QBLOCK;
+    const cols = nib0.length,
+      blocks = cols / QBLOCK;
     const m = allocQuantizedMatrix(Q4_0, 2, cols);
     m.scales.fill(1);
     for (let b = 0; b < blocks; b++) {
@@ -690,13 +769,13 @@ describe('q8_0 / q4_0 integer matmul kernels', () => {
       ['both 0', all(0), all(0)],
       ['15 / 0', all(15), all(0)],
       ['0 / 15', all(0), all(15)],
-      ['halves split', pattern((k) => ((k % 16) < 8 ? 15 : 0)), pattern((k) => ((k % 16) < 8 ? 0 : 15))],
+      ['halves split', pattern((k) => (k % 16 < 8 ? 15 : 0)), pattern((k) => (k % 16 < 8 ? 0 : 15))],
       ['alternating', pattern((k) => (k & 1 ? 15 : 0)), pattern((k) => (k & 1 ? 0 : 15))],
     ];
     const xCases: [string, number[]][] = [
       ['+127', all(127)],
       ['-127', all(-127)],
-      ['halves +-', pattern((k) => ((k % 16) < 8 ? 127 : -127))],
+      ['halves +-', pattern((k) => (k % 16 < 8 ? 127 : -127))],
       ['alternating', pattern((k) => (k & 1 ? -127 : 127))],
       ['block signs', pattern((k) => (k < 32 ? -127 : 127))],
     ];
@@ -708,7 +787,8 @@ describe('q8_0 / q4_0 integer matmul kernels', () => {
         expect(Array.from(xq.q)).toEqual(xs); // scale 1: the activations are the int8 values themselves
         const y = new Float32Array(2).fill(NaN);
         matmul(m, x, 0, cols, 1, y, 0, 2, 0, 2, xq);
-        let want0 = 0, want1 = 0;
+        let want0 = 0,
+          want1 = 0;
         for (let k = 0; k < cols; k++) {
           want0 += (nib0[k] - 8) * xs[k];
           want1 += (nib1[k] - 8) * xs[k];
@@ -720,7 +800,9 @@ describe('q8_0 / q4_0 integer matmul kernels', () => {
 
   it('q4_0 and q8_0 integer sums are exact on random nibbles/bytes with random +-127-range activations', () => {
     const rand = mulberry32(305);
-    const rows = 6, cols = 128, n = 3;
+    const rows = 6,
+      cols = 128,
+      n = 3;
     for (let trial = 0; trial < 20; trial++) {
       // q4_0 from raw nibbles, all scales 1.
       const nibs: number[][] = [];
@@ -735,10 +817,12 @@ describe('q8_0 / q4_0 integer matmul kernels', () => {
       const m8 = allocQuantizedMatrix(Q8_0, rows, cols);
       m8.scales.fill(1);
       const bytes = new Int8Array(m8.q.buffer);
-      for (let i = 0; i < bytes.length; i++) bytes[i] = trial === 0 ? (i & 1 ? -128 : 127) : Math.floor(rand() * 256) - 128;
+      for (let i = 0; i < bytes.length; i++)
+        bytes[i] = trial === 0 ? (i & 1 ? -128 : 127) : Math.floor(rand() * 256) - 128;
       // Activations: integers with one +-127 per block so the activation scale is exactly 1.
       const x = new Float32Array(n * cols);
-      for (let i = 0; i < x.length; i++) x[i] = i % QBLOCK === 0 ? (rand() < 0.5 ? 127 : -127) : Math.round((2 * rand() - 1) * 127);
+      for (let i = 0; i < x.length; i++)
+        x[i] = i % QBLOCK === 0 ? (rand() < 0.5 ? 127 : -127) : Math.round((2 * rand() - 1) * 127);
       const xq = quantizeX(x, 0, cols, n, cols);
       expect(Array.from(xq.scales).every((d) => d === 1)).toBe(true);
       for (const m of [m4, m8]) {
@@ -764,7 +848,8 @@ describe('q8_0 / q4_0 integer matmul kernels', () => {
 describe('readRow', () => {
   it('returns the dequantized row for every format, at an offset, touching nothing else', () => {
     const rand = mulberry32(401);
-    const rows = 6, cols = 64;
+    const rows = 6,
+      cols = 64;
     const w = randomF32(rand, rows * cols);
     const u16 = new Uint16Array(rows * cols);
     for (let i = 0; i < u16.length; i++) u16[i] = f32ToBf16(w[i]);
@@ -774,7 +859,11 @@ describe('readRow', () => {
     ];
     for (const format of [Q8_0, Q4_0]) {
       const m = quantizeMatrix(format, w, rows, cols);
-      mats.push([format === Q8_0 ? 'q8_0' : 'q4_0', m, (r, k) => Math.fround(quantWeight(m, r, k) * m.scales[r * (cols / QBLOCK) + Math.floor(k / QBLOCK)])]);
+      mats.push([
+        format === Q8_0 ? 'q8_0' : 'q4_0',
+        m,
+        (r, k) => Math.fround(quantWeight(m, r, k) * m.scales[r * (cols / QBLOCK) + Math.floor(k / QBLOCK)]),
+      ]);
     }
     for (const [name, m, ref] of mats) {
       for (let r = 0; r < rows; r++) {
@@ -795,7 +884,8 @@ describe('readRow', () => {
 describe('elementwise ops', () => {
   it('rmsnorm matches x / sqrt(mean(x^2) + eps) * w in float64', () => {
     const rand = mulberry32(501);
-    const n = 37, eps = 1e-6;
+    const n = 37,
+      eps = 1e-6;
     const x = randomF32(rand, n + 4, 5);
     const w = randomF32(rand, n, 2);
     const out = new Float32Array(n + 6).fill(NaN);
@@ -803,7 +893,10 @@ describe('elementwise ops', () => {
     let ss = 0;
     for (let i = 0; i < n; i++) ss += x[4 + i] ** 2;
     const inv = 1 / Math.sqrt(ss / n + eps);
-    for (let i = 0; i < n; i++) expect(Math.abs(out[2 + i] - x[4 + i] * inv * w[i])).toBeLessThanOrEqual(1e-6 * (1 + Math.abs(x[4 + i] * inv * w[i])));
+    for (let i = 0; i < n; i++)
+      expect(Math.abs(out[2 + i] - x[4 + i] * inv * w[i])).toBeLessThanOrEqual(
+        1e-6 * (1 + Math.abs(x[4 + i] * inv * w[i])),
+      );
     expect(Number.isNaN(out[0]) && Number.isNaN(out[1]) && Number.isNaN(out[n + 2])).toBe(true);
     // eps matters for tiny inputs and keeps an all-zero vector finite.
     const tiny = new Float32Array([1e-4, -1e-4, 1e-4, -1e-4]);
@@ -845,7 +938,9 @@ describe('elementwise ops', () => {
 
   it('rope: position 0 is the identity; each (j, j + d/2) pair keeps its norm', () => {
     const rand = mulberry32(502);
-    const headDim = 16, heads = 3, half = 8;
+    const headDim = 16,
+      heads = 3,
+      half = 8;
     const { cos, sin } = ropeTables(40, headDim, 1_000_000);
     const x0 = randomF32(rand, 5 + heads * headDim);
     const x = x0.slice();
@@ -857,8 +952,10 @@ describe('elementwise ops', () => {
       expect(Array.from(y.subarray(0, 5))).toEqual(Array.from(x0.subarray(0, 5)));
       for (let h = 0; h < heads; h++) {
         for (let j = 0; j < half; j++) {
-          const a = 5 + h * headDim + j, b = a + half;
-          const n0 = Math.hypot(x0[a], x0[b]), n1 = Math.hypot(y[a], y[b]);
+          const a = 5 + h * headDim + j,
+            b = a + half;
+          const n0 = Math.hypot(x0[a], x0[b]),
+            n1 = Math.hypot(y[a], y[b]);
           expect(Math.abs(n1 - n0)).toBeLessThanOrEqual(1e-6 * (1 + n0));
         }
       }
@@ -866,7 +963,8 @@ describe('elementwise ops', () => {
       const k0 = randomF32(rand, heads * headDim);
       const k = k0.slice();
       rope(k, 0, heads, headDim, cos, sin, pos * half);
-      let dot0 = 0, dot1 = 0;
+      let dot0 = 0,
+        dot1 = 0;
       for (let i = 0; i < headDim; i++) {
         dot0 += x0[5 + i] * k0[i];
         dot1 += y[5 + i] * k[i];
@@ -891,11 +989,14 @@ describe('elementwise ops', () => {
     const x = randomF32(rand, n + 3, 6);
     const orig = Array.from(x);
     softmax(x, 2, n);
-    let sum = 0, z = 0;
+    let sum = 0,
+      z = 0;
     for (let i = 0; i < n; i++) z += Math.exp(orig[2 + i]);
     for (let i = 0; i < n; i++) {
       sum += x[2 + i];
-      expect(Math.abs(x[2 + i] - Math.exp(orig[2 + i]) / z)).toBeLessThanOrEqual(1e-6 * (Math.exp(orig[2 + i]) / z) + 1e-9);
+      expect(Math.abs(x[2 + i] - Math.exp(orig[2 + i]) / z)).toBeLessThanOrEqual(
+        1e-6 * (Math.exp(orig[2 + i]) / z) + 1e-9,
+      );
     }
     expect(Math.abs(sum - 1)).toBeLessThanOrEqual(1e-6);
     expect([x[0], x[1], x[n + 2]]).toEqual([orig[0], orig[1], orig[n + 2]]);
@@ -946,17 +1047,28 @@ describe('elementwise ops', () => {
 
 // headDim 8 is the main case; 6 also runs the kernel's scalar tail (headDim not a multiple of 4).
 describe.each([8, 6])('attendHead over a paged KV cache (headDim %i)', (headDim) => {
-  const blockSize = 4, kvHeads = 2, numBlocks = 5;
+  const blockSize = 4,
+    kvHeads = 2,
+    numBlocks = 5;
   // Logical block i of the sequence lives in physical block table[2 + i]; entries 0, 1 are
   // another sequence's (tableOff = 2). Physical blocks 1 and 4 are not ours and hold NaN.
   const table = Int32Array.from([4, 1, 3, 0, 2, 1]);
   const tableOff = 2;
 
-  function buildCache(rand: () => number, len: number): { k: Float32Array; v: Float32Array; kAt: (h: number, t: number, d: number) => number; vAt: (h: number, t: number, d: number) => number } {
+  function buildCache(
+    rand: () => number,
+    len: number,
+  ): {
+    k: Float32Array;
+    v: Float32Array;
+    kAt: (h: number, t: number, d: number) => number;
+    vAt: (h: number, t: number, d: number) => number;
+  } {
     const size = numBlocks * kvHeads * blockSize * headDim;
     const k = new Float32Array(size).fill(NaN);
     const v = new Float32Array(size).fill(NaN);
-    const at = (h: number, t: number, d: number) => ((table[tableOff + Math.floor(t / blockSize)] * kvHeads + h) * blockSize + (t % blockSize)) * headDim + d;
+    const at = (h: number, t: number, d: number) =>
+      ((table[tableOff + Math.floor(t / blockSize)] * kvHeads + h) * blockSize + (t % blockSize)) * headDim + d;
     for (let h = 0; h < kvHeads; h++) {
       for (let t = 0; t < len; t++) {
         for (let d = 0; d < headDim; d++) {
@@ -986,11 +1098,13 @@ describe.each([8, 6])('attendHead over a paged KV cache (headDim %i)', (headDim)
           mx = Math.max(mx, s[t]);
         }
         let z = 0;
-        for (let t = 0; t < len; t++) z += (s[t] = Math.exp(s[t] - mx));
+        for (let t = 0; t < len; t++) z += s[t] = Math.exp(s[t] - mx);
         for (let d = 0; d < headDim; d++) {
           let want = 0;
           for (let t = 0; t < len; t++) want += (s[t] / z) * vAt(kvHead, t, d);
-          expect(Math.abs(out[2 + d] - want), `len=${len} head=${kvHead} d=${d}`).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(want)));
+          expect(Math.abs(out[2 + d] - want), `len=${len} head=${kvHead} d=${d}`).toBeLessThanOrEqual(
+            1e-5 * (1 + Math.abs(want)),
+          );
         }
         expect(Number.isNaN(out[0]) && Number.isNaN(out[1]) && Number.isNaN(out[headDim + 2])).toBe(true);
         // The probabilities are left in scores[0..len).

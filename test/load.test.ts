@@ -19,7 +19,15 @@ describe('synthetic Qwen2.5-0.5B', () => {
     expect(fs.statSync(path.join(dir, 'model.safetensors')).size).toBe(988_097_824);
     const model = await loadModel(dir, { weights: 'bf16', threads: 2, contextLength: 256 });
     try {
-      expect(model.config).toMatchObject({ hiddenSize: 896, numLayers: 24, numHeads: 14, numKvHeads: 2, headDim: 64, vocabSize: 151936, tieWordEmbeddings: true });
+      expect(model.config).toMatchObject({
+        hiddenSize: 896,
+        numLayers: 24,
+        numHeads: 14,
+        numKvHeads: 2,
+        headDim: 64,
+        vocabSize: 151936,
+        tieWordEmbeddings: true,
+      });
       const prefill = await model.forward([151644, 872, 198]);
       const step = await model.forward([9707], { startPos: 3 });
       for (const logits of [prefill, step]) {
@@ -27,7 +35,8 @@ describe('synthetic Qwen2.5-0.5B', () => {
         expect(logits.every(Number.isFinite)).toBe(true);
       }
       // Random weights are scaled so the logits are not flat: a std of about 2.5.
-      let mean = 0, sq = 0;
+      let mean = 0,
+        sq = 0;
       for (const v of step) mean += v / step.length;
       for (const v of step) sq += (v - mean) ** 2 / step.length;
       expect(Math.sqrt(sq)).toBeGreaterThan(1);
@@ -64,8 +73,12 @@ describe('bad model directories', () => {
   });
 
   it('a missing or broken config.json is named with the problem', async () => {
-    await expect(loadModel(variant((d) => fs.rmSync(path.join(d, 'config.json'))))).rejects.toThrow(/config\.json: cannot read \(ENOENT\)/);
-    await expect(loadModel(variant((d) => fs.writeFileSync(path.join(d, 'config.json'), '{"hidden_size": 64,')))).rejects.toThrow(/config\.json: invalid JSON/);
+    await expect(loadModel(variant((d) => fs.rmSync(path.join(d, 'config.json'))))).rejects.toThrow(
+      /config\.json: cannot read \(ENOENT\)/,
+    );
+    await expect(
+      loadModel(variant((d) => fs.writeFileSync(path.join(d, 'config.json'), '{"hidden_size": 64,'))),
+    ).rejects.toThrow(/config\.json: invalid JSON/);
   });
 
   it('config fields are validated by name', () => {
@@ -83,19 +96,37 @@ describe('bad model directories', () => {
   });
 
   it('a tensor whose shape does not match config.json is named with both shapes', async () => {
-    const d = variant((d) => editConfig(d, (c) => { c.intermediate_size = 128; }));
-    await expect(loadModel(d, { threads: 1 })).rejects.toThrow(/tensor "model\.layers\.0\.mlp\.gate_proj\.weight" has shape \[160, 64\], expected \[128, 64\]/);
+    const d = variant((d) =>
+      editConfig(d, (c) => {
+        c.intermediate_size = 128;
+      }),
+    );
+    await expect(loadModel(d, { threads: 1 })).rejects.toThrow(
+      /tensor "model\.layers\.0\.mlp\.gate_proj\.weight" has shape \[160, 64\], expected \[128, 64\]/,
+    );
   });
 
   it('a missing tensor is named', async () => {
-    const d = variant((d) => editConfig(d, (c) => { c.num_hidden_layers = 3; }));
+    const d = variant((d) =>
+      editConfig(d, (c) => {
+        c.num_hidden_layers = 3;
+      }),
+    );
     await expect(loadModel(d, { threads: 1 })).rejects.toThrow(SafetensorsError);
-    await expect(loadModel(d, { threads: 1 })).rejects.toThrow(/tensor "model\.layers\.2\.input_layernorm\.weight" not found/);
+    await expect(loadModel(d, { threads: 1 })).rejects.toThrow(
+      /tensor "model\.layers\.2\.input_layernorm\.weight" not found/,
+    );
   });
 
   it('an untied config without lm_head.weight says so', async () => {
-    const d = variant((d) => editConfig(d, (c) => { c.tie_word_embeddings = false; }));
-    await expect(loadModel(d, { threads: 1 })).rejects.toThrow(/"lm_head\.weight" not found, and config\.json has tie_word_embeddings: false/);
+    const d = variant((d) =>
+      editConfig(d, (c) => {
+        c.tie_word_embeddings = false;
+      }),
+    );
+    await expect(loadModel(d, { threads: 1 })).rejects.toThrow(
+      /"lm_head\.weight" not found, and config\.json has tie_word_embeddings: false/,
+    );
   });
 
   it('a truncated checkpoint is named', async () => {
@@ -107,7 +138,13 @@ describe('bad model directories', () => {
   });
 
   it('an unsupported dtype is named', async () => {
-    const d = variant((d) => writeSafetensors(path.join(d, 'model.safetensors'), [{ name: 'model.embed_tokens.weight', dtype: 'F32', shape: [2] }], () => {}));
+    const d = variant((d) =>
+      writeSafetensors(
+        path.join(d, 'model.safetensors'),
+        [{ name: 'model.embed_tokens.weight', dtype: 'F32', shape: [2] }],
+        () => {},
+      ),
+    );
     const f = path.join(d, 'model.safetensors');
     const buf = fs.readFileSync(f);
     fs.writeFileSync(f, Buffer.from(buf.toString('latin1').replace('"F32"', '"I32"'), 'latin1'));
@@ -115,7 +152,9 @@ describe('bad model directories', () => {
   });
 
   it('bad load options are named', async () => {
-    await expect(loadModel(dir, { weights: 'q3_k' as never })).rejects.toThrow(/option weights must be one of f32, bf16, q8_0, q4_0/);
+    await expect(loadModel(dir, { weights: 'q3_k' as never })).rejects.toThrow(
+      /option weights must be one of f32, bf16, q8_0, q4_0/,
+    );
     await expect(loadModel(dir, { threads: 0 })).rejects.toThrow(/option threads must be an integer from 1/);
     await expect(loadModel(dir, { contextLength: 1e9 })).rejects.toThrow(/option contextLength/);
   });
@@ -125,7 +164,9 @@ describe('bad model directories', () => {
     try {
       // tiny: 2 layers * 2 (k,v) * 2 kv heads * 16 dims * 4 bytes = 512 bytes per token -> 128 tokens.
       expect(model.kvCache.capacityTokens).toBe(128);
-      await expect(model.forward(new Array(200).fill(5))).rejects.toThrow(/KV cache full: sequence 0 needs 200 tokens but only 128 fit/);
+      await expect(model.forward(new Array(200).fill(5))).rejects.toThrow(
+        /KV cache full: sequence 0 needs 200 tokens but only 128 fit/,
+      );
       await expect(model.forward(new Array(100).fill(5))).resolves.toHaveLength(151936);
     } finally {
       await model.close();

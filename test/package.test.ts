@@ -8,8 +8,13 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 
 describe('package entry point', () => {
   it("import { loadModel, LLM } from 'qwen-ts' works from plain Node", () => {
-    const script = "const m = await import('qwen-ts'); console.log([typeof m.loadModel, typeof m.LLM, typeof m.QwenTokenizer, typeof m.Sampler].join(','));";
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: root, encoding: 'utf8', timeout: 30_000 });
+    const script =
+      "const m = await import('qwen-ts'); console.log([typeof m.loadModel, typeof m.LLM, typeof m.QwenTokenizer, typeof m.Sampler].join(','));";
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: root,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     expect(r.stderr).toBe('');
     expect(r.stdout.trim()).toBe('function,function,function,function');
   });

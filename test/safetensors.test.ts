@@ -90,7 +90,10 @@ describe('valid files', () => {
     store.readInto(info, new Uint8Array(sab, 16, info.byteLength));
     expectValues(specs[2], new Float32Array(sab, 16, 6));
     expect(new Uint8Array(sab, 0, 16).every((b) => b === 0)).toBe(true);
-    expectError(() => store.readInto(info, new Uint8Array(info.byteLength + 1)), /tensor "c\.f32" is 24 bytes but target is 25/);
+    expectError(
+      () => store.readInto(info, new Uint8Array(info.byteLength + 1)),
+      /tensor "c\.f32" is 24 bytes but target is 25/,
+    );
     store.close();
   });
 
@@ -137,7 +140,10 @@ describe('bad files', () => {
     const file = path.join(dir, 'cut.safetensors');
     writeSafetensors(file, specs, fillSpec);
     fs.truncateSync(file, fs.statSync(file).size - 1);
-    expectError(() => readSafetensorsHeader(file), /cut\.safetensors: tensor "c\.f32".*past the data section.*truncated/);
+    expectError(
+      () => readSafetensorsHeader(file),
+      /cut\.safetensors: tensor "c\.f32".*past the data section.*truncated/,
+    );
   });
 
   test('header length past the end of the file', () => {
@@ -145,7 +151,10 @@ describe('bad files', () => {
     const b = Buffer.alloc(20);
     b.writeBigUInt64LE(100n);
     fs.writeFileSync(file, b);
-    expectError(() => readSafetensorsHeader(file), /hdr\.safetensors: header length 100 runs past the end of the file \(20 bytes\)/);
+    expectError(
+      () => readSafetensorsHeader(file),
+      /hdr\.safetensors: header length 100 runs past the end of the file \(20 bytes\)/,
+    );
   });
 
   test('absurdly large header length', () => {
@@ -183,22 +192,34 @@ describe('bad files', () => {
 
   test.each([[[-1, 2]], [[1.5]], ['3'], [[null]]])('shape %j is not an array of non-negative integers', (shape) => {
     const file = writeRaw('shape.safetensors', { w: t('F32', shape, [0, 4]) }, 4);
-    expectError(() => readSafetensorsHeader(file), /shape\.safetensors: tensor "w": shape .* is not an array of non-negative integers/);
+    expectError(
+      () => readSafetensorsHeader(file),
+      /shape\.safetensors: tensor "w": shape .* is not an array of non-negative integers/,
+    );
   });
 
   test.each([[[-4, 0]], [[0, 4.5]], [[0]], ['0,4']])('data_offsets %j malformed', (offs) => {
     const file = writeRaw('offs.safetensors', { w: t('F32', [1], offs) }, 8);
-    expectError(() => readSafetensorsHeader(file), /offs\.safetensors: tensor "w": data_offsets .* is not a pair of non-negative integers/);
+    expectError(
+      () => readSafetensorsHeader(file),
+      /offs\.safetensors: tensor "w": data_offsets .* is not a pair of non-negative integers/,
+    );
   });
 
   test('data_offsets begin after end', () => {
     const file = writeRaw('order.safetensors', { w: t('F32', [1], [8, 4]) }, 8);
-    expectError(() => readSafetensorsHeader(file), /order\.safetensors: tensor "w": data_offsets \[8, 4\] begin after end/);
+    expectError(
+      () => readSafetensorsHeader(file),
+      /order\.safetensors: tensor "w": data_offsets \[8, 4\] begin after end/,
+    );
   });
 
   test('data_offsets end past the data section', () => {
     const file = writeRaw('range.safetensors', { w: t('F32', [2], [4, 12]) }, 8);
-    expectError(() => readSafetensorsHeader(file), /range\.safetensors: tensor "w": data_offsets end 12 is past the data section \(8 bytes\)/);
+    expectError(
+      () => readSafetensorsHeader(file),
+      /range\.safetensors: tensor "w": data_offsets end 12 is past the data section \(8 bytes\)/,
+    );
   });
 
   test('overlapping tensors', () => {
@@ -208,7 +229,10 @@ describe('bad files', () => {
 
   test('byte size not matching dtype x shape', () => {
     const file = writeRaw('size.safetensors', { w: t('BF16', [2, 3], [0, 8]) }, 8);
-    expectError(() => readSafetensorsHeader(file), /size\.safetensors: tensor "w": byte size 8 does not match BF16 x shape \[2, 3\] = 12 bytes/);
+    expectError(
+      () => readSafetensorsHeader(file),
+      /size\.safetensors: tensor "w": byte size 8 does not match BF16 x shape \[2, 3\] = 12 bytes/,
+    );
   });
 
   test.each(['I64', 'F8_E4M3'])('unsupported dtype %s', (dtype) => {
@@ -222,8 +246,14 @@ describe('bad files', () => {
   test('missing tensor and wrong shape via get', () => {
     writeSafetensors(path.join(dir, 'model.safetensors'), specs, fillSpec);
     const store = TensorStore.open(dir);
-    expectError(() => store.get('lm_head.weight'), new RegExp(`${path.basename(dir)}: tensor "lm_head\\.weight" not found`));
-    expectError(() => store.get('a.bf16', [3, 2]), /model\.safetensors: tensor "a\.bf16" has shape \[2, 3\], expected \[3, 2\]/);
+    expectError(
+      () => store.get('lm_head.weight'),
+      new RegExp(`${path.basename(dir)}: tensor "lm_head\\.weight" not found`),
+    );
+    expectError(
+      () => store.get('a.bf16', [3, 2]),
+      /model\.safetensors: tensor "a\.bf16" has shape \[2, 3\], expected \[3, 2\]/,
+    );
     expectError(() => store.get('a.bf16', [2, 3, 1]), /has shape \[2, 3\], expected \[2, 3, 1\]/);
   });
 
@@ -234,9 +264,16 @@ describe('bad files', () => {
 
 describe('bad index', () => {
   const writeIndex = (index: unknown) =>
-    fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), typeof index === 'string' ? index : JSON.stringify(index));
+    fs.writeFileSync(
+      path.join(dir, 'model.safetensors.index.json'),
+      typeof index === 'string' ? index : JSON.stringify(index),
+    );
   const shard = (name: string, tensors: string[]) =>
-    writeRaw(name, Object.fromEntries(tensors.map((n, i) => [n, { dtype: 'F32', shape: [1], data_offsets: [i * 4, i * 4 + 4] }])), tensors.length * 4);
+    writeRaw(
+      name,
+      Object.fromEntries(tensors.map((n, i) => [n, { dtype: 'F32', shape: [1], data_offsets: [i * 4, i * 4 + 4] }])),
+      tensors.length * 4,
+    );
 
   test('index not valid JSON', () => {
     writeIndex('{"weight_map": ');
@@ -251,7 +288,10 @@ describe('bad index', () => {
   test('shard file listed but missing on disk', () => {
     shard('s1.safetensors', ['a']);
     writeIndex({ weight_map: { a: 's1.safetensors', b: 's2.safetensors' } });
-    expectError(() => TensorStore.open(dir), /index\.json: shard s2\.safetensors \(listed for tensor "b"\) is missing on disk/);
+    expectError(
+      () => TensorStore.open(dir),
+      /index\.json: shard s2\.safetensors \(listed for tensor "b"\) is missing on disk/,
+    );
   });
 
   test('shard file name escaping the directory', () => {
@@ -262,14 +302,20 @@ describe('bad index', () => {
   test('tensor in weight_map absent from its shard', () => {
     shard('s1.safetensors', ['a']);
     writeIndex({ weight_map: { a: 's1.safetensors', b: 's1.safetensors' } });
-    expectError(() => TensorStore.open(dir), /s1\.safetensors: tensor "b" is listed in weight_map but absent from shard/);
+    expectError(
+      () => TensorStore.open(dir),
+      /s1\.safetensors: tensor "b" is listed in weight_map but absent from shard/,
+    );
   });
 
   test('tensor present in two shards', () => {
     shard('s1.safetensors', ['a', 'b']);
     shard('s2.safetensors', ['b', 'c']);
     writeIndex({ weight_map: { a: 's1.safetensors', b: 's1.safetensors', c: 's2.safetensors' } });
-    expectError(() => TensorStore.open(dir), /index\.json: tensor "b" appears in two shards: s1\.safetensors and s2\.safetensors/);
+    expectError(
+      () => TensorStore.open(dir),
+      /index\.json: tensor "b" appears in two shards: s1\.safetensors and s2\.safetensors/,
+    );
   });
 
   test('bad shard header is reported with the shard name', () => {

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it } from 'vitest';
 import {
   Sampler,
   SamplingParamsError,
@@ -9,7 +9,7 @@ import {
   topN,
   validateSamplingParams,
   type SamplingParams,
-} from "../src/sampler/index.js";
+} from '../src/sampler/index.js';
 
 const f32 = (xs: number[]): Float32Array => Float32Array.from(xs);
 
@@ -83,21 +83,29 @@ function randomLogits(n: number, seed: number, scale = 3): Float32Array {
   return out;
 }
 
-describe("rng", () => {
-  it("xoshiro128** matches the reference implementation for state {1,2,3,4}", () => {
+describe('rng', () => {
+  it('xoshiro128** matches the reference implementation for state {1,2,3,4}', () => {
     // Expected values: Vigna's xoshiro128starstar.c, as quoted in Rust rand_xoshiro's tests.
     const r = new Xoshiro128(1, 2, 3, 4);
     const got = Array.from({ length: 10 }, () => r.nextUint32());
-    expect(got).toEqual([11520, 0, 5927040, 70819200, 2031721883, 1637235492, 1287239034, 3734860849, 3729100597, 4258142804]);
+    expect(got).toEqual([
+      11520, 0, 5927040, 70819200, 2031721883, 1637235492, 1287239034, 3734860849, 3729100597, 4258142804,
+    ]);
   });
 
-  it("splitmix64 matches the reference outputs for seed 1234567", () => {
+  it('splitmix64 matches the reference outputs for seed 1234567', () => {
     const s = new SplitMix64(1234567n);
     const got = Array.from({ length: 5 }, () => s.next());
-    expect(got).toEqual([6457827717110365317n, 3203168211198807973n, 9817491932198370423n, 4593380528125082431n, 16408922859458223821n]);
+    expect(got).toEqual([
+      6457827717110365317n,
+      3203168211198807973n,
+      9817491932198370423n,
+      4593380528125082431n,
+      16408922859458223821n,
+    ]);
   });
 
-  it("nextFloat is in [0, 1) and seeded generators repeat", () => {
+  it('nextFloat is in [0, 1) and seeded generators repeat', () => {
     const a = Xoshiro128.fromSeed(7);
     const b = Xoshiro128.fromSeed(7);
     const c = Xoshiro128.fromSeed(-7);
@@ -113,49 +121,49 @@ describe("rng", () => {
   });
 });
 
-describe("argmax / topN", () => {
-  it("argmax takes the lowest index on ties and ignores NaN", () => {
+describe('argmax / topN', () => {
+  it('argmax takes the lowest index on ties and ignores NaN', () => {
     expect(argmax(f32([1, 5, 5, 2]))).toBe(1);
     expect(argmax([NaN, -1, NaN, 3, 3])).toBe(3);
     expect(argmax([-Infinity, -Infinity])).toBe(0);
   });
 
-  it("topN returns the largest values best first, lower id on ties", () => {
+  it('topN returns the largest values best first, lower id on ties', () => {
     expect(topN([1, 9, 3, 9, 7, 0], 3)).toEqual([1, 3, 4]);
     expect(topN([1, 2], 5)).toEqual([1, 0]);
     expect(topN([1, 2], 0)).toEqual([]);
   });
 });
 
-describe("computeDistribution: each stage alone", () => {
+describe('computeDistribution: each stage alone', () => {
   const L = f32([1, 2, 3, 4]);
 
-  it("no parameters: plain softmax", () => {
+  it('no parameters: plain softmax', () => {
     expectClose(computeDistribution(L, {}), softmax([1, 2, 3, 4]));
   });
 
-  it("temperature divides the logits", () => {
+  it('temperature divides the logits', () => {
     expectClose(computeDistribution(L, { temperature: 0.5 }), softmax([2, 4, 6, 8]));
     expectClose(computeDistribution(L, { temperature: 2 }), softmax([0.5, 1, 1.5, 2]));
   });
 
-  it("temperature 0 (and < 1e-5) is greedy, lowest index on ties", () => {
+  it('temperature 0 (and < 1e-5) is greedy, lowest index on ties', () => {
     expect(Array.from(computeDistribution(L, { temperature: 0 }))).toEqual([0, 0, 0, 1]);
     expect(Array.from(computeDistribution(f32([0, 7, 7, 1]), { temperature: 5e-6, topK: 3 }))).toEqual([0, 1, 0, 0]);
   });
 
-  it("top_k 2 keeps exactly softmax([3, 4]) over the two best", () => {
+  it('top_k 2 keeps exactly softmax([3, 4]) over the two best', () => {
     expectClose(computeDistribution(L, { topK: 2 }), over(4, [2, 3], softmax([3, 4])));
     expectClose(computeDistribution(L, { topK: 1 }), [0, 0, 0, 1]);
     expectClose(computeDistribution(L, { topK: 4 }), softmax([1, 2, 3, 4]));
     expectClose(computeDistribution(L, { topK: 100 }), softmax([1, 2, 3, 4]));
   });
 
-  it("top_k keeps every token tied with the k-th (vLLM masks logits < k-th value)", () => {
+  it('top_k keeps every token tied with the k-th (vLLM masks logits < k-th value)', () => {
     expectClose(computeDistribution(f32([1, 3, 3, 2]), { topK: 1 }), [0, 0.5, 0.5, 0]);
   });
 
-  it("top_p keeps the smallest prefix whose mass reaches p", () => {
+  it('top_p keeps the smallest prefix whose mass reaches p', () => {
     // softmax([1,2,3,4]) = [0.032, 0.087, 0.237, 0.644]; cumulative from the top: 0.644, 0.881, 0.968, 1
     expectClose(computeDistribution(L, { topP: 0.5 }), [0, 0, 0, 1]);
     expectClose(computeDistribution(L, { topP: 0.7 }), over(4, [2, 3], softmax([3, 4])));
@@ -164,7 +172,7 @@ describe("computeDistribution: each stage alone", () => {
     expectClose(computeDistribution(L, { topP: 1e-9 }), [0, 0, 0, 1]); // always at least one token
   });
 
-  it("min_p drops tokens below min_p * max prob", () => {
+  it('min_p drops tokens below min_p * max prob', () => {
     // prob / max prob = exp(l - 4) = [0.050, 0.135, 0.368, 1]
     expectClose(computeDistribution(L, { minP: 0.2 }), over(4, [2, 3], softmax([3, 4])));
     expectClose(computeDistribution(L, { minP: 0.1 }), over(4, [1, 2, 3], softmax([2, 3, 4])));
@@ -172,7 +180,7 @@ describe("computeDistribution: each stage alone", () => {
     expectClose(computeDistribution(L, { minP: 0 }), softmax([1, 2, 3, 4]));
   });
 
-  it("stages compose in vLLM order: temperature, top_k, top_p (renormalised), min_p", () => {
+  it('stages compose in vLLM order: temperature, top_k, top_p (renormalised), min_p', () => {
     const logits = f32([0, 1, 2, 3, 4, 5]);
     // T=2 -> [0, .5, 1, 1.5, 2, 2.5]; top_k 4 -> ids 2..5; top_p .8 over those:
     // softmax([1,1.5,2,2.5]) = [.109, .180, .297, .413]: cumulative .413, .710, 1.007 -> ids 3,4,5;
@@ -184,7 +192,7 @@ describe("computeDistribution: each stage alone", () => {
   });
 });
 
-describe("penalties", () => {
+describe('penalties', () => {
   it("repetition, frequency and presence penalties follow vLLM's formulas exactly", () => {
     const logits = f32([2, -1, 0.5, 3, -2]);
     const prompt = [0, 1, 0];
@@ -198,7 +206,7 @@ describe("penalties", () => {
     expectClose(computeDistribution(logits, p, prompt, output), softmax([1, -2.75, 0.5, 0.25, -2]));
   });
 
-  it("repetition penalty < 1 encourages repeats; presence ignores the prompt", () => {
+  it('repetition penalty < 1 encourages repeats; presence ignores the prompt', () => {
     const logits = f32([1, -1, 0]);
     expectClose(computeDistribution(logits, { repetitionPenalty: 0.5 }, [0, 1], []), softmax([2, -0.5, 0]));
     expectClose(computeDistribution(logits, { presencePenalty: 1 }, [0, 1, 2], []), softmax([1, -1, 0]));
@@ -206,7 +214,7 @@ describe("penalties", () => {
     expectClose(computeDistribution(logits, { frequencyPenalty: 0.5 }, [], [0, 0, 0]), softmax([-0.5, -1, 0]));
   });
 
-  it("greedy decoding sees the penalised logits", () => {
+  it('greedy decoding sees the penalised logits', () => {
     const s = new Sampler({ temperature: 0, repetitionPenalty: 10 }, 3);
     expect(s.sample(f32([5, 4, -9]), [0], []).token).toBe(1);
     expect(s.sample(f32([5, 4, -9]), [], []).token).toBe(0);
@@ -220,12 +228,15 @@ describe("penalties", () => {
     expect(() => s.sample(logits, [3], [])).toThrow(RangeError);
     expect(() => s.sample(logits, [0], [1, 7])).toThrow(RangeError);
     // A rejected call leaves no state behind.
-    expectClose(s.distribution(logits, [], []), computeDistribution(logits, { repetitionPenalty: 2, frequencyPenalty: 1 }));
+    expectClose(
+      s.distribution(logits, [], []),
+      computeDistribution(logits, { repetitionPenalty: 2, frequencyPenalty: 1 }),
+    );
     expect(() => s.sample(f32([1, 2]), [], [])).toThrow(/expected 3 logits/);
   });
 });
 
-describe("fast path equals a full-sort reference", () => {
+describe('fast path equals a full-sort reference', () => {
   const cases: SamplingParams[] = [
     { topK: 50 },
     { topP: 0.9 },
@@ -243,30 +254,38 @@ describe("fast path equals a full-sort reference", () => {
         const logits = randomLogits(1000, 100 + j, scale);
         const prompt = [1, 5, 9, 5, 700];
         const output = [9, 9, 42, 999];
-        expectClose(computeDistribution(logits, params, prompt, output), referenceDistribution(logits, params, prompt, output), 1e-12);
+        expectClose(
+          computeDistribution(logits, params, prompt, output),
+          referenceDistribution(logits, params, prompt, output),
+          1e-12,
+        );
       }
     });
   }
 
-  it("quantised logits with many exact ties", () => {
+  it('quantised logits with many exact ties', () => {
     const logits = randomLogits(2000, 5).map((v) => Math.round(v * 2) / 2);
     for (const params of [{ topK: 37 }, { topP: 0.6 }, { topK: 300, topP: 0.9 }] as SamplingParams[]) {
       expectClose(computeDistribution(logits, params), referenceDistribution(logits, params, [], []), 1e-12);
     }
   });
 
-  it("-inf logits (masked tokens) are never kept", () => {
+  it('-inf logits (masked tokens) are never kept', () => {
     const logits = f32([-Infinity, 1, -Infinity, 2, 0]);
     expectClose(computeDistribution(logits, { topK: 4 }), over(5, [1, 3, 4], softmax([1, 2, 0])));
     expectClose(computeDistribution(logits, {}), over(5, [1, 3, 4], softmax([1, 2, 0])));
   });
 
-  it("full Qwen vocabulary (151936): exact, and fast", () => {
+  it('full Qwen vocabulary (151936): exact, and fast', () => {
     const V = 151936;
     const logits = randomLogits(V, 77, 2.5);
     const params: SamplingParams = { temperature: 0.7, topK: 50, topP: 0.9, minP: 0.05, repetitionPenalty: 1.1 };
     const prompt = Array.from({ length: 500 }, (_, i) => (i * 7919) % V);
-    expectClose(computeDistribution(logits, params, prompt, []), referenceDistribution(logits, params, prompt, []), 1e-12);
+    expectClose(
+      computeDistribution(logits, params, prompt, []),
+      referenceDistribution(logits, params, prompt, []),
+      1e-12,
+    );
 
     for (const p of [params, { topP: 0.95 }, {}] as SamplingParams[]) {
       const s = new Sampler({ ...p, seed: 1 }, V);
@@ -281,8 +300,8 @@ describe("fast path equals a full-sort reference", () => {
   });
 });
 
-describe("sampling", () => {
-  it("same seed gives the same 50 tokens; different seeds differ", () => {
+describe('sampling', () => {
+  it('same seed gives the same 50 tokens; different seeds differ', () => {
     const V = 1000;
     const run = (seed: number): number[] => {
       const s = new Sampler({ seed, temperature: 1.2, topP: 0.95, frequencyPenalty: 0.2 }, V);
@@ -296,14 +315,26 @@ describe("sampling", () => {
     expect(new Set(a).size).toBeGreaterThan(10); // it really samples
   });
 
-  it("without a seed, samplers draw from fresh entropy", () => {
+  it('without a seed, samplers draw from fresh entropy', () => {
     const logits = new Float32Array(1000); // uniform
-    const a = Array.from({ length: 20 }, ((s) => () => s.sample(logits).token)(new Sampler({}, 1000)));
-    const b = Array.from({ length: 20 }, ((s) => () => s.sample(logits).token)(new Sampler({}, 1000)));
+    const a = Array.from(
+      { length: 20 },
+      (
+        (s) => () =>
+          s.sample(logits).token
+      )(new Sampler({}, 1000)),
+    );
+    const b = Array.from(
+      { length: 20 },
+      (
+        (s) => () =>
+          s.sample(logits).token
+      )(new Sampler({}, 1000)),
+    );
     expect(a).not.toEqual(b);
   });
 
-  it("greedy equals argmax", () => {
+  it('greedy equals argmax', () => {
     const s = new Sampler({ temperature: 0, topK: 5, topP: 0.1 }, 500);
     for (let step = 0; step < 20; step++) {
       const logits = randomLogits(500, 1000 + step);
@@ -311,7 +342,7 @@ describe("sampling", () => {
     }
   });
 
-  it("sampling frequencies match the distribution (20000 draws, seed 1234, tolerance 0.01)", () => {
+  it('sampling frequencies match the distribution (20000 draws, seed 1234, tolerance 0.01)', () => {
     const logits = f32([0.5, 1.2, -0.3, 2.0, 0.0, 1.5, -1.0, 0.8]);
     const params: SamplingParams = { temperature: 0.8, topK: 6, topP: 0.95, seed: 1234 };
     const dist = computeDistribution(logits, params);
@@ -327,8 +358,8 @@ describe("sampling", () => {
   });
 });
 
-describe("logprobs", () => {
-  it("are log_softmax of the raw logits, before penalties and temperature", () => {
+describe('logprobs', () => {
+  it('are log_softmax of the raw logits, before penalties and temperature', () => {
     const logits = f32([1, 2, 3, 4]);
     const lse = Math.log(Math.exp(1) + Math.exp(2) + Math.exp(3) + Math.exp(4));
     const s = new Sampler({ temperature: 0.3, repetitionPenalty: 2, logprobs: 2, seed: 3 }, 4);
@@ -341,7 +372,7 @@ describe("logprobs", () => {
     }
   });
 
-  it("logprobs 0 gives only the chosen token; unset gives nothing", () => {
+  it('logprobs 0 gives only the chosen token; unset gives nothing', () => {
     const logits = f32([0, 0]);
     const r0 = new Sampler({ logprobs: 0, seed: 1 }, 2).sample(logits);
     expect(r0.logprob).toBeCloseTo(Math.log(0.5), 12);
@@ -352,34 +383,34 @@ describe("logprobs", () => {
   });
 });
 
-describe("validateSamplingParams", () => {
+describe('validateSamplingParams', () => {
   const bad: [SamplingParams, string, RegExp][] = [
-    [{ temperature: -0.1 }, "temperature", /temperature must be non-negative, got -0.1/],
-    [{ temperature: Infinity }, "temperature", /temperature/],
-    [{ temperature: NaN }, "temperature", /temperature/],
-    [{ topP: 0 }, "topP", /top_p must be in \(0, 1\], got 0/],
-    [{ topP: 1.01 }, "topP", /top_p/],
-    [{ topK: 0 }, "topK", /top_k must be -1 \(disable\), or at least 1, got 0/],
-    [{ topK: -2 }, "topK", /top_k/],
-    [{ topK: 2.5 }, "topK", /top_k/],
-    [{ minP: -0.01 }, "minP", /min_p must be in \[0, 1\]/],
-    [{ minP: 1.5 }, "minP", /min_p/],
-    [{ repetitionPenalty: 0 }, "repetitionPenalty", /repetition_penalty must be greater than zero, got 0/],
-    [{ repetitionPenalty: -1 }, "repetitionPenalty", /repetition_penalty/],
-    [{ presencePenalty: 2.5 }, "presencePenalty", /presence_penalty must be in \[-2, 2\], got 2.5/],
-    [{ presencePenalty: -3 }, "presencePenalty", /presence_penalty/],
-    [{ frequencyPenalty: -2.01 }, "frequencyPenalty", /frequency_penalty must be in \[-2, 2\]/],
-    [{ maxTokens: 0 }, "maxTokens", /max_tokens must be an integer of at least 1, got 0/],
-    [{ maxTokens: 1.5 }, "maxTokens", /max_tokens/],
-    [{ seed: 1.5 }, "seed", /seed must be an integer/],
-    [{ logprobs: -1 }, "logprobs", /logprobs must be a non-negative integer/],
-    [{ logprobs: 0.5 }, "logprobs", /logprobs/],
-    [{ stop: "" }, "stop", /stop cannot contain an empty string/],
-    [{ stop: ["ok", ""] }, "stop", /stop cannot contain an empty string/],
-    [{ stop: [1 as unknown as string] }, "stop", /stop must be a string or an array of strings/],
-    [{ stopTokenIds: [-1] }, "stopTokenIds", /stop_token_ids/],
-    [{ temperature: "1" as unknown as number }, "temperature", /temperature/],
-    [{ ignoreEos: 1 as unknown as boolean }, "ignoreEos", /ignore_eos/],
+    [{ temperature: -0.1 }, 'temperature', /temperature must be non-negative, got -0.1/],
+    [{ temperature: Infinity }, 'temperature', /temperature/],
+    [{ temperature: NaN }, 'temperature', /temperature/],
+    [{ topP: 0 }, 'topP', /top_p must be in \(0, 1\], got 0/],
+    [{ topP: 1.01 }, 'topP', /top_p/],
+    [{ topK: 0 }, 'topK', /top_k must be -1 \(disable\), or at least 1, got 0/],
+    [{ topK: -2 }, 'topK', /top_k/],
+    [{ topK: 2.5 }, 'topK', /top_k/],
+    [{ minP: -0.01 }, 'minP', /min_p must be in \[0, 1\]/],
+    [{ minP: 1.5 }, 'minP', /min_p/],
+    [{ repetitionPenalty: 0 }, 'repetitionPenalty', /repetition_penalty must be greater than zero, got 0/],
+    [{ repetitionPenalty: -1 }, 'repetitionPenalty', /repetition_penalty/],
+    [{ presencePenalty: 2.5 }, 'presencePenalty', /presence_penalty must be in \[-2, 2\], got 2.5/],
+    [{ presencePenalty: -3 }, 'presencePenalty', /presence_penalty/],
+    [{ frequencyPenalty: -2.01 }, 'frequencyPenalty', /frequency_penalty must be in \[-2, 2\]/],
+    [{ maxTokens: 0 }, 'maxTokens', /max_tokens must be an integer of at least 1, got 0/],
+    [{ maxTokens: 1.5 }, 'maxTokens', /max_tokens/],
+    [{ seed: 1.5 }, 'seed', /seed must be an integer/],
+    [{ logprobs: -1 }, 'logprobs', /logprobs must be a non-negative integer/],
+    [{ logprobs: 0.5 }, 'logprobs', /logprobs/],
+    [{ stop: '' }, 'stop', /stop cannot contain an empty string/],
+    [{ stop: ['ok', ''] }, 'stop', /stop cannot contain an empty string/],
+    [{ stop: [1 as unknown as string] }, 'stop', /stop must be a string or an array of strings/],
+    [{ stopTokenIds: [-1] }, 'stopTokenIds', /stop_token_ids/],
+    [{ temperature: '1' as unknown as number }, 'temperature', /temperature/],
+    [{ ignoreEos: 1 as unknown as boolean }, 'ignoreEos', /ignore_eos/],
   ];
   for (const [params, param, message] of bad) {
     it(`rejects ${JSON.stringify(params)} naming ${param}`, () => {
@@ -396,22 +427,22 @@ describe("validateSamplingParams", () => {
     });
   }
 
-  it("names the API spelling too", () => {
+  it('names the API spelling too', () => {
     try {
       validateSamplingParams({ topP: 2 });
     } catch (e) {
-      expect((e as SamplingParamsError).apiParam).toBe("top_p");
+      expect((e as SamplingParamsError).apiParam).toBe('top_p');
     }
   });
 
-  it("accepts the edges of every range", () => {
+  it('accepts the edges of every range', () => {
     const ok: SamplingParams[] = [
       {},
       { temperature: 0, topP: 1, topK: -1, minP: 0 },
       { temperature: 2, topP: 1e-6, topK: 1, minP: 1 },
       { repetitionPenalty: 1e-3, presencePenalty: -2, frequencyPenalty: 2 },
       { presencePenalty: 2, frequencyPenalty: -2, seed: -5, maxTokens: 1, logprobs: 0 },
-      { stop: "x", stopTokenIds: [151645], ignoreEos: true },
+      { stop: 'x', stopTokenIds: [151645], ignoreEos: true },
       { stop: [], stopTokenIds: [] },
     ];
     for (const p of ok) expect(() => validateSamplingParams(p)).not.toThrow();

@@ -21,7 +21,9 @@ const messages = [
   { role: 'user' as const, content: 'Tell me about the stock market.' },
 ];
 
-async function start(opts: Partial<Parameters<typeof createServer>[1]> = {}): Promise<{ app: OpenAIServer; base: string }> {
+async function start(
+  opts: Partial<Parameters<typeof createServer>[1]> = {},
+): Promise<{ app: OpenAIServer; base: string }> {
   const a = createServer(llm, { modelName: MODEL, log: false, ...opts });
   const addr = await a.listen(0, '127.0.0.1');
   return { app: a, base: `http://127.0.0.1:${addr.port}` };
@@ -89,13 +91,29 @@ describe('the official openai client', () => {
     expect(typeof r.choices[0].message.content).toBe('string');
     expect(r.choices[0].finish_reason).toBe('length');
     expect(r.choices[0].logprobs).toBeNull();
-    expect(r.usage).toEqual({ prompt_tokens: promptTokens(), completion_tokens: 12, total_tokens: promptTokens() + 12 });
+    expect(r.usage).toEqual({
+      prompt_tokens: promptTokens(),
+      completion_tokens: 12,
+      total_tokens: promptTokens() + 12,
+    });
   });
 
   it('chat: the streamed text equals the non-streamed text for the same seed; role chunk, finish chunk, usage chunk', async () => {
-    const params = { model: MODEL, messages, max_tokens: 20, temperature: 1, top_p: 0.95, seed: 1234, ignore_eos: true };
+    const params = {
+      model: MODEL,
+      messages,
+      max_tokens: 20,
+      temperature: 1,
+      top_p: 0.95,
+      seed: 1234,
+      ignore_eos: true,
+    };
     const full = await client.chat.completions.create(params as OpenAI.ChatCompletionCreateParamsNonStreaming);
-    const stream = await client.chat.completions.create({ ...params, stream: true, stream_options: { include_usage: true } } as OpenAI.ChatCompletionCreateParamsStreaming);
+    const stream = await client.chat.completions.create({
+      ...params,
+      stream: true,
+      stream_options: { include_usage: true },
+    } as OpenAI.ChatCompletionCreateParamsStreaming);
     const chunks: OpenAI.ChatCompletionChunk[] = [];
     for await (const c of stream) chunks.push(c);
     expect(chunks.length).toBeGreaterThan(3);
@@ -120,7 +138,11 @@ describe('the official openai client', () => {
     expect(ref.id).toMatch(/^cmpl-/);
     expect(ref.object).toBe('text_completion');
     expect(ref.choices[0].finish_reason).toBe('length');
-    expect(ref.usage).toEqual({ prompt_tokens: llm.tokenizer.encode('Hello, world').length, completion_tokens: 24, total_tokens: llm.tokenizer.encode('Hello, world').length + 24 });
+    expect(ref.usage).toEqual({
+      prompt_tokens: llm.tokenizer.encode('Hello, world').length,
+      completion_tokens: 24,
+      total_tokens: llm.tokenizer.encode('Hello, world').length + 24,
+    });
     const text = ref.choices[0].text;
     const stop = text.slice(Math.floor(text.length / 2), Math.floor(text.length / 2) + 3);
     const cut = text.slice(0, text.indexOf(stop));
@@ -144,10 +166,27 @@ describe('the official openai client', () => {
 
   it('completions: a list of prompts gives choices per prompt; token ids as the prompt; n with seeds seed + i', async () => {
     const prompts = ['Hello, world', '1 2 3'];
-    const r = await client.completions.create({ model: MODEL, prompt: prompts, max_tokens: 6, temperature: 0.7, seed: 5, n: 2, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming);
+    const r = await client.completions.create({
+      model: MODEL,
+      prompt: prompts,
+      max_tokens: 6,
+      temperature: 0.7,
+      seed: 5,
+      n: 2,
+      ignore_eos: true,
+    } as OpenAI.CompletionCreateParamsNonStreaming);
     expect(r.choices.map((c) => c.index)).toEqual([0, 1, 2, 3]);
     const one = async (prompt: string | number[], seed: number) =>
-      (await client.completions.create({ model: MODEL, prompt, max_tokens: 6, temperature: 0.7, seed, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming)).choices[0].text;
+      (
+        await client.completions.create({
+          model: MODEL,
+          prompt,
+          max_tokens: 6,
+          temperature: 0.7,
+          seed,
+          ignore_eos: true,
+        } as OpenAI.CompletionCreateParamsNonStreaming)
+      ).choices[0].text;
     expect(r.choices[0].text).toBe(await one(prompts[0], 5));
     expect(r.choices[1].text).toBe(await one(prompts[0], 6));
     expect(r.choices[3].text).toBe(await one(prompts[1], 6));
@@ -155,13 +194,29 @@ describe('the official openai client', () => {
     const p = prompts.map((s) => llm.tokenizer.encode(s).length);
     expect(r.usage).toEqual({ prompt_tokens: p[0] + p[1], completion_tokens: 24, total_tokens: p[0] + p[1] + 24 });
 
-    const chat = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 5, n: 3, seed: 9, ignore_eos: true } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+    const chat = await client.chat.completions.create({
+      model: MODEL,
+      messages,
+      max_tokens: 5,
+      n: 3,
+      seed: 9,
+      ignore_eos: true,
+    } as OpenAI.ChatCompletionCreateParamsNonStreaming);
     expect(chat.choices.map((c) => c.index)).toEqual([0, 1, 2]);
     expect(chat.usage!.completion_tokens).toBe(15);
   });
 
   it('logprobs in the OpenAI formats (chat content list, completions token lists)', async () => {
-    const r = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 8, temperature: 0, repetition_penalty: 1, logprobs: true, top_logprobs: 3, ignore_eos: true } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+    const r = await client.chat.completions.create({
+      model: MODEL,
+      messages,
+      max_tokens: 8,
+      temperature: 0,
+      repetition_penalty: 1,
+      logprobs: true,
+      top_logprobs: 3,
+      ignore_eos: true,
+    } as OpenAI.ChatCompletionCreateParamsNonStreaming);
     const content = r.choices[0].logprobs!.content!;
     expect(content).toHaveLength(8);
     for (const t of content) {
@@ -174,37 +229,82 @@ describe('the official openai client', () => {
     const bytes = content.flatMap((t) => t.bytes!);
     expect(Buffer.from(bytes).toString('utf8')).toBe(r.choices[0].message.content);
 
-    const c = await client.completions.create({ model: MODEL, prompt: 'Hello, world', max_tokens: 5, temperature: 0, logprobs: 2, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming);
+    const c = await client.completions.create({
+      model: MODEL,
+      prompt: 'Hello, world',
+      max_tokens: 5,
+      temperature: 0,
+      logprobs: 2,
+      ignore_eos: true,
+    } as OpenAI.CompletionCreateParamsNonStreaming);
     const lp = c.choices[0].logprobs!;
     expect(lp.tokens).toHaveLength(5);
     expect(lp.token_logprobs).toHaveLength(5);
     expect(lp.text_offset![0]).toBe(0);
     expect(lp.top_logprobs!.every((d) => Object.keys(d).length >= 1 && Object.keys(d).length <= 3)).toBe(true);
 
-    const streamed = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 8, temperature: 0, repetition_penalty: 1, logprobs: true, top_logprobs: 3, ignore_eos: true, stream: true } as OpenAI.ChatCompletionCreateParamsStreaming);
+    const streamed = await client.chat.completions.create({
+      model: MODEL,
+      messages,
+      max_tokens: 8,
+      temperature: 0,
+      repetition_penalty: 1,
+      logprobs: true,
+      top_logprobs: 3,
+      ignore_eos: true,
+      stream: true,
+    } as OpenAI.ChatCompletionCreateParamsStreaming);
     const got: unknown[] = [];
     for await (const ch of streamed) got.push(...(ch.choices[0]?.logprobs?.content ?? []));
     expect(got).toEqual(content);
   });
 
   it('vLLM extras in the body: top_k, min_p, repetition_penalty, stop_token_ids', async () => {
-    const ref = await client.completions.create({ model: MODEL, prompt: 'Hello, world', max_tokens: 10, temperature: 0, ignore_eos: true, logprobs: 0 } as OpenAI.CompletionCreateParamsNonStreaming);
+    const ref = await client.completions.create({
+      model: MODEL,
+      prompt: 'Hello, world',
+      max_tokens: 10,
+      temperature: 0,
+      ignore_eos: true,
+      logprobs: 0,
+    } as OpenAI.CompletionCreateParamsNonStreaming);
     expect(ref.choices[0].logprobs!.tokens).toHaveLength(10);
     expect(ref.choices[0].logprobs!.top_logprobs!.every((d) => Object.keys(d).length === 1)).toBe(true); // logprobs 0: the chosen token only
     const tokenIds = llm.tokenizer.encode('Hello, world');
     const { output } = await llm.submit(tokenIds, { temperature: 0, maxTokens: 10, ignoreEos: true });
     const stopId = output.tokenIds[3];
-    const r = await client.completions.create({ model: MODEL, prompt: 'Hello, world', max_tokens: 10, temperature: 0, stop_token_ids: [stopId] } as OpenAI.CompletionCreateParamsNonStreaming);
+    const r = await client.completions.create({
+      model: MODEL,
+      prompt: 'Hello, world',
+      max_tokens: 10,
+      temperature: 0,
+      stop_token_ids: [stopId],
+    } as OpenAI.CompletionCreateParamsNonStreaming);
     expect(r.choices[0].finish_reason).toBe('stop');
     expect((r.choices[0] as unknown as { stop_reason: number }).stop_reason).toBe(stopId);
     expect(r.usage!.completion_tokens).toBe(output.tokenIds.indexOf(stopId) + 1);
-    const s = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 6, temperature: 0.9, top_k: 5, min_p: 0.05, repetition_penalty: 1.1, seed: 3, ignore_eos: true } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+    const s = await client.chat.completions.create({
+      model: MODEL,
+      messages,
+      max_tokens: 6,
+      temperature: 0.9,
+      top_k: 5,
+      min_p: 0.05,
+      repetition_penalty: 1.1,
+      seed: 3,
+      ignore_eos: true,
+    } as OpenAI.ChatCompletionCreateParamsNonStreaming);
     expect(s.usage!.completion_tokens).toBe(6);
   });
 
   it('max_tokens unset: up to the context length minus the prompt (as vLLM)', async () => {
     const prompt = new Array(CONTEXT - 20).fill(9707); // leaves room for 20 tokens
-    const r = await client.completions.create({ model: MODEL, prompt, temperature: 0, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming);
+    const r = await client.completions.create({
+      model: MODEL,
+      prompt,
+      temperature: 0,
+      ignore_eos: true,
+    } as OpenAI.CompletionCreateParamsNonStreaming);
     expect(r.choices[0].finish_reason).toBe('length');
     expect(r.usage).toEqual({ prompt_tokens: CONTEXT - 20, completion_tokens: 20, total_tokens: CONTEXT });
   });
@@ -218,23 +318,77 @@ describe('bad requests', () => {
     ['a JSON array body', () => post(chat, '[1,2]'), 400, null, 'invalid_request_error'],
     ['missing messages', () => post(chat, { model: MODEL }), 400, 'messages', 'invalid_request_error'],
     ['messages not an array', () => post(chat, { messages: 'hi' }), 400, 'messages', 'invalid_request_error'],
-    ['a message without content', () => post(chat, { messages: [{ role: 'user' }] }), 400, 'messages[0].content', 'invalid_request_error'],
-    ['temperature of the wrong type', () => post(chat, { ...good, temperature: 'hot' }), 400, 'temperature', 'invalid_request_error'],
-    ['negative temperature', () => post(chat, { ...good, temperature: -1 }), 400, 'temperature', 'invalid_request_error'],
+    [
+      'a message without content',
+      () => post(chat, { messages: [{ role: 'user' }] }),
+      400,
+      'messages[0].content',
+      'invalid_request_error',
+    ],
+    [
+      'temperature of the wrong type',
+      () => post(chat, { ...good, temperature: 'hot' }),
+      400,
+      'temperature',
+      'invalid_request_error',
+    ],
+    [
+      'negative temperature',
+      () => post(chat, { ...good, temperature: -1 }),
+      400,
+      'temperature',
+      'invalid_request_error',
+    ],
     ['top_p out of range', () => post(chat, { ...good, top_p: 1.5 }), 400, 'top_p', 'invalid_request_error'],
     ['top_k 0', () => post(chat, { ...good, top_k: 0 }), 400, 'top_k', 'invalid_request_error'],
     ['max_tokens 0', () => post(chat, { ...good, max_tokens: 0 }), 400, 'max_tokens', 'invalid_request_error'],
-    ['max_tokens past the context', () => post(chat, { ...good, max_tokens: CONTEXT }), 400, 'max_tokens', 'invalid_request_error'],
+    [
+      'max_tokens past the context',
+      () => post(chat, { ...good, max_tokens: CONTEXT }),
+      400,
+      'max_tokens',
+      'invalid_request_error',
+    ],
     ['stream not a boolean', () => post(chat, { ...good, stream: 'yes' }), 400, 'stream', 'invalid_request_error'],
     ['n too large', () => post(chat, { ...good, n: 1000 }), 400, 'n', 'invalid_request_error'],
     ['stop not strings', () => post(chat, { ...good, stop: [1] }), 400, 'stop', 'invalid_request_error'],
-    ['presence_penalty out of range', () => post('/v1/completions', { prompt: 'x', presence_penalty: 3 }), 400, 'presence_penalty', 'invalid_request_error'],
+    [
+      'presence_penalty out of range',
+      () => post('/v1/completions', { prompt: 'x', presence_penalty: 3 }),
+      400,
+      'presence_penalty',
+      'invalid_request_error',
+    ],
     ['missing prompt', () => post('/v1/completions', { max_tokens: 3 }), 400, 'prompt', 'invalid_request_error'],
-    ['prompt of the wrong type', () => post('/v1/completions', { prompt: { text: 'x' } }), 400, 'prompt', 'invalid_request_error'],
-    ['a token id out of the vocabulary', () => post('/v1/completions', { prompt: [1, -5] }), 400, 'prompt', 'invalid_request_error'],
-    ['a prompt longer than the context', () => post('/v1/completions', { prompt: new Array(CONTEXT + 10).fill(9707) }), 400, 'prompt', 'invalid_request_error'],
+    [
+      'prompt of the wrong type',
+      () => post('/v1/completions', { prompt: { text: 'x' } }),
+      400,
+      'prompt',
+      'invalid_request_error',
+    ],
+    [
+      'a token id out of the vocabulary',
+      () => post('/v1/completions', { prompt: [1, -5] }),
+      400,
+      'prompt',
+      'invalid_request_error',
+    ],
+    [
+      'a prompt longer than the context',
+      () => post('/v1/completions', { prompt: new Array(CONTEXT + 10).fill(9707) }),
+      400,
+      'prompt',
+      'invalid_request_error',
+    ],
     ['an unknown model', () => post(chat, { ...good, model: 'gpt-4' }), 404, 'model', 'not_found_error'],
-    ['a body over the limit', () => post(chat, JSON.stringify({ ...good, pad: 'x'.repeat(1.5 * 2 ** 20) })), 413, null, 'invalid_request_error'],
+    [
+      'a body over the limit',
+      () => post(chat, JSON.stringify({ ...good, pad: 'x'.repeat(1.5 * 2 ** 20) })),
+      413,
+      null,
+      'invalid_request_error',
+    ],
     ['an unknown route', () => fetch(`${base}/v1/nothing`), 404, null, 'not_found_error'],
     ['the wrong method', () => fetch(`${base}${chat}`), 405, null, 'invalid_request_error'],
   ];
@@ -289,7 +443,12 @@ describe('bad requests', () => {
 
 describe('concurrency', () => {
   async function streamText(params: object): Promise<{ text: string; finish: string | null }> {
-    const s = await client.chat.completions.create({ model: MODEL, messages, stream: true, ...params } as OpenAI.ChatCompletionCreateParamsStreaming);
+    const s = await client.chat.completions.create({
+      model: MODEL,
+      messages,
+      stream: true,
+      ...params,
+    } as OpenAI.ChatCompletionCreateParamsStreaming);
     let text = '';
     let finish: string | null = null;
     for await (const c of s) {
@@ -303,7 +462,14 @@ describe('concurrency', () => {
     const a = { max_tokens: 30, seed: 11, temperature: 1, ignore_eos: true };
     const b = { max_tokens: 20, seed: 12, temperature: 1, ignore_eos: true };
     const [ra, rb] = await Promise.all([streamText(a), streamText(b)]);
-    const alone = async (p: object) => (await client.chat.completions.create({ model: MODEL, messages, ...p } as OpenAI.ChatCompletionCreateParamsNonStreaming)).choices[0].message.content;
+    const alone = async (p: object) =>
+      (
+        await client.chat.completions.create({
+          model: MODEL,
+          messages,
+          ...p,
+        } as OpenAI.ChatCompletionCreateParamsNonStreaming)
+      ).choices[0].message.content;
     expect(ra).toEqual({ text: await alone(a), finish: 'length' });
     expect(rb).toEqual({ text: await alone(b), finish: 'length' });
   });
@@ -320,7 +486,8 @@ describe('concurrency', () => {
     expect(r.headers.get('content-type')).toMatch(/text\/event-stream/);
     const reader = r.body!.getReader();
     let seen = '';
-    while (!seen.includes('"content":"') || seen.split('data: ').length < 4) seen += new TextDecoder().decode((await reader.read()).value);
+    while (!seen.includes('"content":"') || seen.split('data: ').length < 4)
+      seen += new TextDecoder().decode((await reader.read()).value);
     expect(llm.load.running).toBe(1);
     ac.abort();
     await waitFor(() => llm.load.running === 0 && llm.load.waiting === 0);
@@ -428,7 +595,19 @@ describe('qwen-ts serve (runServe)', () => {
     const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
     const before = new Set(process.listeners('SIGINT'));
     try {
-      const done = runServe(['--model', dir, '--port', '0', '--threads', '1', '--served-model-name', 'served', '--quiet', '--max-sequences', '2']);
+      const done = runServe([
+        '--model',
+        dir,
+        '--port',
+        '0',
+        '--threads',
+        '1',
+        '--served-model-name',
+        'served',
+        '--quiet',
+        '--max-sequences',
+        '2',
+      ]);
       await waitFor(() => out.some((l) => l.startsWith('listening on ')), 30_000);
       const url = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(out.join(''))![1];
       const c = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'x', maxRetries: 0 });

@@ -21,7 +21,16 @@ export class CliError extends Error {
   }
 }
 
-type NumericKey = 'temperature' | 'topP' | 'topK' | 'minP' | 'repetitionPenalty' | 'presencePenalty' | 'frequencyPenalty' | 'maxTokens' | 'seed';
+type NumericKey =
+  | 'temperature'
+  | 'topP'
+  | 'topK'
+  | 'minP'
+  | 'repetitionPenalty'
+  | 'presencePenalty'
+  | 'frequencyPenalty'
+  | 'maxTokens'
+  | 'seed';
 
 /** Sampling flag -> SamplingParams field. */
 export const SAMPLING_FLAGS: Record<string, NumericKey> = {
@@ -87,7 +96,11 @@ export function parseCommandArgs(
   const args: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    const name = a.startsWith('--') ? a.slice(2) : a.length === 2 && a[0] === '-' ? Object.keys(options).find((k) => options[k].short === a[1]) : undefined;
+    const name = a.startsWith('--')
+      ? a.slice(2)
+      : a.length === 2 && a[0] === '-'
+        ? Object.keys(options).find((k) => options[k].short === a[1])
+        : undefined;
     const next = argv[i + 1];
     if (name && options[name]?.type === 'string' && next !== undefined && /^-(\d|\.\d)/.test(next)) {
       args.push(`--${name}=${next}`);
@@ -147,7 +160,9 @@ export function samplingParamsFrom(values: Record<string, unknown>): SamplingPar
     if (!(e instanceof SamplingParamsError)) throw e;
     const flag = `--${e.apiParam.replace(/_/g, '-')}`;
     if (e.param === 'stop') throw new CliError(`${flag} cannot be an empty string`);
-    throw new CliError(`${flag} must be ${requirementPhrase(e.param, e.message)}, got ${JSON.stringify(raw.get(e.param) ?? '')}`);
+    throw new CliError(
+      `${flag} must be ${requirementPhrase(e.param, e.message)}, got ${JSON.stringify(raw.get(e.param) ?? '')}`,
+    );
   }
   return params;
 }
@@ -186,8 +201,10 @@ export function modelArgsFrom(values: Record<string, unknown>): ModelArgs {
   const preset = typeof values.preset === 'string' ? values.preset : undefined;
   if (model === '') throw new CliError('--model needs a folder');
   if (preset !== undefined) {
-    if (!(preset in PRESETS)) throw new CliError(`--preset must be one of ${Object.keys(PRESETS).join(', ')}, got ${JSON.stringify(preset)}`);
-    if (model !== undefined) throw new CliError('--preset chooses the synthetic model used without --model; give one or the other');
+    if (!(preset in PRESETS))
+      throw new CliError(`--preset must be one of ${Object.keys(PRESETS).join(', ')}, got ${JSON.stringify(preset)}`);
+    if (model !== undefined)
+      throw new CliError('--preset chooses the synthetic model used without --model; give one or the other');
   }
   return { model, preset, load };
 }

@@ -8,7 +8,16 @@ import type { LLM } from '../engine/llm.js';
 import type { CompletionOutput, RequestMetrics } from '../engine/request.js';
 import type { SamplingParams } from '../sampler/params.js';
 import type { ChatMessage } from '../tokenizer/index.js';
-import { HELP_OPTION, MODEL_HELP, MODEL_OPTIONS, SAMPLING_HELP, SAMPLING_OPTIONS, modelArgsFrom, parseCommandArgs, samplingParamsFrom } from './args.js';
+import {
+  HELP_OPTION,
+  MODEL_HELP,
+  MODEL_OPTIONS,
+  SAMPLING_HELP,
+  SAMPLING_OPTIONS,
+  modelArgsFrom,
+  parseCommandArgs,
+  samplingParamsFrom,
+} from './args.js';
 import { dim, loadLLM, note, statsLine } from './common.js';
 
 export const CHAT_USAGE = 'usage: qwen-ts chat [--model DIR] [--system TEXT] [sampling options]';
@@ -57,7 +66,12 @@ class MutableStdout extends Writable {
 }
 
 export async function runChat(argv: string[]): Promise<number> {
-  const { values } = parseCommandArgs(argv, { ...HELP_OPTION, system: { type: 'string' }, ...MODEL_OPTIONS, ...SAMPLING_OPTIONS }, CHAT_USAGE, false);
+  const { values } = parseCommandArgs(
+    argv,
+    { ...HELP_OPTION, system: { type: 'string' }, ...MODEL_OPTIONS, ...SAMPLING_OPTIONS },
+    CHAT_USAGE,
+    false,
+  );
   if (values.help) {
     process.stdout.write(CHAT_HELP);
     return 0;
@@ -156,7 +170,10 @@ class ChatSession {
   async run(): Promise<void> {
     this.rl.on('SIGINT', this.onSigint);
     process.on('SIGINT', this.onSigint);
-    if (this.tty) process.stderr.write(dim('Chat with the model. /help lists the commands; Ctrl-C stops an answer, Ctrl-D quits.') + '\n');
+    if (this.tty)
+      process.stderr.write(
+        dim('Chat with the model. /help lists the commands; Ctrl-C stops an answer, Ctrl-D quits.') + '\n',
+      );
     try {
       this.prompt();
       for (;;) {

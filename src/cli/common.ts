@@ -22,9 +22,12 @@ const seconds = (s: number) => `${s < 10 ? s.toFixed(2) : s.toFixed(1)} s`;
 export function resolveModelDir(args: ModelArgs): string {
   if (args.model !== undefined) {
     const dir = path.resolve(args.model);
-    if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new CliError(`--model: ${args.model} is not a folder`);
+    if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory())
+      throw new CliError(`--model: ${args.model} is not a folder`);
     if (!fs.existsSync(path.join(dir, 'config.json'))) {
-      throw new CliError(`--model: ${args.model} has no config.json (expected a Hugging Face Qwen2/Qwen2.5 model folder)`);
+      throw new CliError(
+        `--model: ${args.model} has no config.json (expected a Hugging Face Qwen2/Qwen2.5 model folder)`,
+      );
     }
     return dir;
   }
@@ -33,7 +36,9 @@ export function resolveModelDir(args: ModelArgs): string {
   const announce = (dir: string) => {
     if (announced) return;
     announced = true;
-    note(`no --model given: using a synthetic ${presetTitle(preset)} with random weights (its text is meaningless) at ${dir}`);
+    note(
+      `no --model given: using a synthetic ${presetTitle(preset)} with random weights (its text is meaningless) at ${dir}`,
+    );
   };
   const r = ensureSyntheticModel(preset, {
     onMaking: (dir) => {
@@ -58,7 +63,9 @@ export async function loadLLM(args: ModelArgs): Promise<LLM> {
     if (m) throw new CliError(`--context-length ${m[1]}`);
     throw e;
   }
-  note(`loaded ${dir} (${llm.model.weights.format}, ${llm.model.threads} thread${llm.model.threads === 1 ? '' : 's'}) in ${seconds((performance.now() - t0) / 1000)}`);
+  note(
+    `loaded ${dir} (${llm.model.weights.format}, ${llm.model.threads} thread${llm.model.threads === 1 ? '' : 's'}) in ${seconds((performance.now() - t0) / 1000)}`,
+  );
   return llm;
 }
 

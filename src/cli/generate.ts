@@ -1,9 +1,20 @@
 // `qwen-ts generate`: complete one prompt (or answer it as a chat message), streaming to stdout.
 import type { ChatMessage } from '../tokenizer/index.js';
-import { CliError, HELP_OPTION, MODEL_HELP, MODEL_OPTIONS, SAMPLING_HELP, SAMPLING_OPTIONS, modelArgsFrom, parseCommandArgs, samplingParamsFrom } from './args.js';
+import {
+  CliError,
+  HELP_OPTION,
+  MODEL_HELP,
+  MODEL_OPTIONS,
+  SAMPLING_HELP,
+  SAMPLING_OPTIONS,
+  modelArgsFrom,
+  parseCommandArgs,
+  samplingParamsFrom,
+} from './args.js';
 import { dim, loadLLM, note, statsLine } from './common.js';
 
-export const GENERATE_USAGE = 'usage: qwen-ts generate [--model DIR] [--chat] [--system TEXT] [--json] [sampling options] "prompt"';
+export const GENERATE_USAGE =
+  'usage: qwen-ts generate [--model DIR] [--chat] [--system TEXT] [--json] [sampling options] "prompt"';
 
 export const GENERATE_HELP = `${GENERATE_USAGE}
 
@@ -30,13 +41,22 @@ Examples:
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  return Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '');
 }
 
 export async function runGenerate(argv: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs(
     argv,
-    { ...HELP_OPTION, chat: { type: 'boolean' }, system: { type: 'string' }, json: { type: 'boolean' }, ...MODEL_OPTIONS, ...SAMPLING_OPTIONS },
+    {
+      ...HELP_OPTION,
+      chat: { type: 'boolean' },
+      system: { type: 'string' },
+      json: { type: 'boolean' },
+      ...MODEL_OPTIONS,
+      ...SAMPLING_OPTIONS,
+    },
     GENERATE_USAGE,
     true,
   );
@@ -51,7 +71,8 @@ export async function runGenerate(argv: string[]): Promise<number> {
 
   let prompt: string;
   if (positionals.length === 0 || (positionals.length === 1 && positionals[0] === '-')) {
-    if (positionals.length === 0 && process.stdin.isTTY) throw new CliError('a prompt is needed, e.g. qwen-ts generate "Once upon a time"', 2, GENERATE_USAGE);
+    if (positionals.length === 0 && process.stdin.isTTY)
+      throw new CliError('a prompt is needed, e.g. qwen-ts generate "Once upon a time"', 2, GENERATE_USAGE);
     prompt = await readStdin();
   } else {
     prompt = positionals.join(' ');

@@ -28,13 +28,16 @@ function main(): void {
     console.error(`make-model: ${msg}\n${usage}`);
     process.exit(2);
   };
-  if (!values.preset || !(values.preset in PRESETS)) return fail(`--preset must be one of ${Object.keys(PRESETS).join(', ')}`);
+  if (!values.preset || !(values.preset in PRESETS))
+    return fail(`--preset must be one of ${Object.keys(PRESETS).join(', ')}`);
   if (!values.out) return fail('--out DIR is required');
   const seed = Number(values.seed);
   if (!Number.isInteger(seed) || seed < 0) return fail(`--seed must be a non-negative integer, got "${values.seed}"`);
-  if (!['bf16', 'f16', 'f32'].includes(values.dtype!)) return fail(`--dtype must be bf16, f16 or f32, got "${values.dtype}"`);
+  if (!['bf16', 'f16', 'f32'].includes(values.dtype!))
+    return fail(`--dtype must be bf16, f16 or f32, got "${values.dtype}"`);
   const shards = Number(values.shards);
-  if (!Number.isInteger(shards) || shards < 1) return fail(`--shards must be a positive integer, got "${values.shards}"`);
+  if (!Number.isInteger(shards) || shards < 1)
+    return fail(`--shards must be a positive integer, got "${values.shards}"`);
   const t0 = performance.now();
   writeSyntheticModel(values.out, {
     preset: values.preset,
@@ -43,7 +46,9 @@ function main(): void {
     shards,
     overrides: values.untied ? { tie_word_embeddings: false } : undefined,
   });
-  console.log(`wrote synthetic ${values.preset} (seed ${seed}, ${values.dtype}) to ${values.out} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  console.log(
+    `wrote synthetic ${values.preset} (seed ${seed}, ${values.dtype}) to ${values.out} in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+  );
 }
 
 main();

@@ -93,7 +93,8 @@ export class LLM {
     hooks: { onDelta?: (delta: string) => void; signal?: AbortSignal; index?: number } = {},
   ): Promise<{ output: CompletionOutput; metrics: RequestMetrics }> {
     const p = this.resolveParams(params);
-    if (promptTokenIds.length === 0) return Promise.reject(new RangeError('the prompt is empty: at least one token is needed'));
+    if (promptTokenIds.length === 0)
+      return Promise.reject(new RangeError('the prompt is empty: at least one token is needed'));
     return new Promise((resolve, reject) => {
       const stops = p.stop === undefined ? [] : typeof p.stop === 'string' ? [p.stop] : p.stop;
       const seq: Sequence = {
@@ -112,7 +113,12 @@ export class LLM {
         slot: -1,
         onDelta: hooks.onDelta && ((d) => hooks.onDelta!(d)),
         resolve: (s) => {
-          const output: CompletionOutput = { index: hooks.index ?? 0, text: s.text, tokenIds: s.outputIds, finishReason: s.finishReason! };
+          const output: CompletionOutput = {
+            index: hooks.index ?? 0,
+            text: s.text,
+            tokenIds: s.outputIds,
+            finishReason: s.finishReason!,
+          };
           if (s.stopReason !== undefined) output.stopReason = s.stopReason;
           if (s.wantLogprobs) output.logprobs = s.logprobs;
           resolve({ output, metrics: metricsOf(s) });
@@ -133,7 +139,11 @@ export class LLM {
   }
 
   /** Complete each prompt; all prompts run together (batched decode). One result per prompt. */
-  async generate(prompts: PromptInput | PromptInput[], params: SamplingParams = {}, opts: GenerateOptions = {}): Promise<RequestOutput[]> {
+  async generate(
+    prompts: PromptInput | PromptInput[],
+    params: SamplingParams = {},
+    opts: GenerateOptions = {},
+  ): Promise<RequestOutput[]> {
     const list = Array.isArray(prompts) ? prompts : [prompts];
     const encoded = list.map((p) => this.encodePrompt(p));
     this.resolveParams(params); // reject bad parameters before anything starts
@@ -149,7 +159,9 @@ export class LLM {
       if (bar) {
         const width = 30;
         const filled = Math.round((width * done) / total);
-        process.stderr.write(`\rProcessed prompts [${'='.repeat(filled)}${' '.repeat(width - filled)}] ${done}/${total}, ${tokensPerSec.toFixed(1)} tok/s${done === total ? '\n' : ''}`);
+        process.stderr.write(
+          `\rProcessed prompts [${'='.repeat(filled)}${' '.repeat(width - filled)}] ${done}/${total}, ${tokensPerSec.toFixed(1)} tok/s${done === total ? '\n' : ''}`,
+        );
       }
     };
     const results = await Promise.all(
@@ -165,7 +177,11 @@ export class LLM {
   }
 
   /** Apply the chat template to each conversation (one, or a list of them) and generate. */
-  async chat(messages: ChatMessage[] | ChatMessage[][], params: SamplingParams = {}, opts: GenerateOptions & ChatOptions = {}): Promise<RequestOutput[]> {
+  async chat(
+    messages: ChatMessage[] | ChatMessage[][],
+    params: SamplingParams = {},
+    opts: GenerateOptions & ChatOptions = {},
+  ): Promise<RequestOutput[]> {
     const conversations = Array.isArray(messages[0]) ? (messages as ChatMessage[][]) : [messages as ChatMessage[]];
     const prompts = conversations.map((c) => this.applyChatTemplate(c, opts.chatTemplate));
     return this.generate(prompts, params, opts);
@@ -176,8 +192,14 @@ export class LLM {
    * as is; an array of chat messages gets the chat template. Stop with opts.signal or by leaving
    * the loop (break), which frees the sequence's cache at once.
    */
-  async *stream(input: PromptInput | ChatMessage[], params: SamplingParams = {}, opts: StreamOptions = {}): AsyncGenerator<string, void, undefined> {
-    const { promptTokenIds } = Array.isArray(input) ? this.encodePrompt(this.applyChatTemplate(input)) : this.encodePrompt(input);
+  async *stream(
+    input: PromptInput | ChatMessage[],
+    params: SamplingParams = {},
+    opts: StreamOptions = {},
+  ): AsyncGenerator<string, void, undefined> {
+    const { promptTokenIds } = Array.isArray(input)
+      ? this.encodePrompt(this.applyChatTemplate(input))
+      : this.encodePrompt(input);
     const queue: string[] = [];
     let wake: (() => void) | null = null;
     let finished = false;

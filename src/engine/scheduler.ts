@@ -30,7 +30,11 @@ export class Scheduler {
     const cache = this.model.kvCache;
     const need = seq.promptIds.length + 1;
     if (need > cache.capacityTokens || need > cache.contextLength) {
-      seq.reject(new RangeError(`prompt of ${seq.promptIds.length} tokens does not fit: the context length is ${cache.contextLength} and the KV cache holds ${cache.capacityTokens} tokens`));
+      seq.reject(
+        new RangeError(
+          `prompt of ${seq.promptIds.length} tokens does not fit: the context length is ${cache.contextLength} and the KV cache holds ${cache.capacityTokens} tokens`,
+        ),
+      );
       return;
     }
     this.waiting.push(seq);
@@ -89,7 +93,11 @@ export class Scheduler {
     const active = this.running.filter((s) => !s.finishReason && this.reserveNextPosition(s));
     for (let i = 0; i < active.length; i += maxRows) {
       const batch = active.slice(i, i + maxRows);
-      const steps = batch.map((s) => ({ seq: s.slot, token: s.outputIds[s.outputIds.length - 1], pos: s.promptIds.length + s.outputIds.length - 1 }));
+      const steps = batch.map((s) => ({
+        seq: s.slot,
+        token: s.outputIds[s.outputIds.length - 1],
+        pos: s.promptIds.length + s.outputIds.length - 1,
+      }));
       let logits: Float32Array;
       try {
         logits = await this.model.decodeBatch(steps);
@@ -138,7 +146,10 @@ export class Scheduler {
       seq.stopReason = token;
     } else if (appendText(seq, seq.decoder.push(token))) {
       seq.finishReason = 'stop';
-    } else if (seq.outputIds.length >= seq.maxTokens || seq.promptIds.length + seq.outputIds.length >= this.model.kvCache.contextLength) {
+    } else if (
+      seq.outputIds.length >= seq.maxTokens ||
+      seq.promptIds.length + seq.outputIds.length >= this.model.kvCache.contextLength
+    ) {
       seq.finishReason = 'length';
     }
     if (seq.finishReason && seq.stopReason === undefined) appendText(seq, seq.decoder.flush());

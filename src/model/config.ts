@@ -48,7 +48,8 @@ export function readJsonFile(file: string): Record<string, unknown> {
   } catch (e) {
     throw new ConfigError(`${file}: invalid JSON (${(e as Error).message})`);
   }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ConfigError(`${file}: expected a JSON object`);
+  if (typeof json !== 'object' || json === null || Array.isArray(json))
+    throw new ConfigError(`${file}: expected a JSON object`);
   return json as Record<string, unknown>;
 }
 
@@ -74,7 +75,9 @@ function optionalTokenIds(json: Record<string, unknown>, key: string, file: stri
   const ids = Array.isArray(v) ? v : [v];
   for (const id of ids) {
     if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
-      throw new ConfigError(`${file}: field "${key}" must be a token id or a list of token ids, got ${JSON.stringify(v)}`);
+      throw new ConfigError(
+        `${file}: field "${key}" must be a token id or a list of token ids, got ${JSON.stringify(v)}`,
+      );
     }
   }
   return ids as number[];
@@ -82,14 +85,19 @@ function optionalTokenIds(json: Record<string, unknown>, key: string, file: stri
 
 export function parseModelConfig(json: Record<string, unknown>, file = 'config.json'): ModelConfig {
   const modelType = String(json.model_type ?? 'qwen2');
-  if (modelType !== 'qwen2') throw new ConfigError(`${file}: field "model_type" is "${modelType}", only "qwen2" (Qwen2 / Qwen2.5) is supported`);
+  if (modelType !== 'qwen2')
+    throw new ConfigError(`${file}: field "model_type" is "${modelType}", only "qwen2" (Qwen2 / Qwen2.5) is supported`);
   const act = json.hidden_act ?? 'silu';
   if (act !== 'silu') throw new ConfigError(`${file}: field "hidden_act" is ${JSON.stringify(act)}, expected "silu"`);
   const hiddenSize = positiveInt(json, 'hidden_size', file);
   const numHeads = positiveInt(json, 'num_attention_heads', file);
   const numKvHeads = json.num_key_value_heads === undefined ? numHeads : positiveInt(json, 'num_key_value_heads', file);
-  if (hiddenSize % numHeads !== 0) throw new ConfigError(`${file}: hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads}`);
-  if (numHeads % numKvHeads !== 0) throw new ConfigError(`${file}: num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
+  if (hiddenSize % numHeads !== 0)
+    throw new ConfigError(`${file}: hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads}`);
+  if (numHeads % numKvHeads !== 0)
+    throw new ConfigError(
+      `${file}: num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`,
+    );
   const headDim = hiddenSize / numHeads;
   if (headDim % 2 !== 0) throw new ConfigError(`${file}: head dimension ${headDim} must be even for rotary embeddings`);
   if (json.rope_scaling !== undefined && json.rope_scaling !== null) {
@@ -130,10 +138,12 @@ export function loadGenerationConfig(dir: string, config: ModelConfig): Generati
   const num = (key: string): number | undefined => {
     const v = json[key];
     if (v === undefined || v === null) return undefined;
-    if (typeof v !== 'number' || !Number.isFinite(v)) throw new ConfigError(`${file}: field "${key}" must be a number, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isFinite(v))
+      throw new ConfigError(`${file}: field "${key}" must be a number, got ${JSON.stringify(v)}`);
     return v;
   };
-  const eos = optionalTokenIds(json, 'eos_token_id', file) ?? (config.eosTokenId === undefined ? [] : [config.eosTokenId].flat());
+  const eos =
+    optionalTokenIds(json, 'eos_token_id', file) ?? (config.eosTokenId === undefined ? [] : [config.eosTokenId].flat());
   return {
     eosTokenIds: eos,
     bosTokenId: optionalTokenIds(json, 'bos_token_id', file)?.[0],

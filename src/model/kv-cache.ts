@@ -37,9 +37,14 @@ export class KvCache {
     this.bytesPerToken = c.numLayers * 2 * c.numKvHeads * c.headDim * 4;
     const maxBlocksPerSeq = Math.ceil(contextLength / BLOCK_SIZE);
     // Never more blocks than all sequences at full context could use.
-    this.numBlocks = Math.min(Math.floor(budgetBytes / (this.bytesPerToken * BLOCK_SIZE)), maxSequences * maxBlocksPerSeq);
+    this.numBlocks = Math.min(
+      Math.floor(budgetBytes / (this.bytesPerToken * BLOCK_SIZE)),
+      maxSequences * maxBlocksPerSeq,
+    );
     if (this.numBlocks < 1) {
-      throw new KvCacheFullError(`KV cache budget of ${budgetBytes} bytes is smaller than one block (${this.bytesPerToken * BLOCK_SIZE} bytes)`);
+      throw new KvCacheFullError(
+        `KV cache budget of ${budgetBytes} bytes is smaller than one block (${this.bytesPerToken * BLOCK_SIZE} bytes)`,
+      );
     }
     const perLayer = this.numBlocks * c.numKvHeads * BLOCK_SIZE * c.headDim;
     const k: Float32Array[] = [];
@@ -48,7 +53,12 @@ export class KvCache {
       k.push(new Float32Array(new SharedArrayBuffer(perLayer * 4)));
       v.push(new Float32Array(new SharedArrayBuffer(perLayer * 4)));
     }
-    this.arrays = { k, v, blockTables: new Int32Array(new SharedArrayBuffer(maxSequences * maxBlocksPerSeq * 4)), maxBlocksPerSeq };
+    this.arrays = {
+      k,
+      v,
+      blockTables: new Int32Array(new SharedArrayBuffer(maxSequences * maxBlocksPerSeq * 4)),
+      maxBlocksPerSeq,
+    };
     this.lengths = new Array(maxSequences).fill(0);
     this.blocksOf = Array.from({ length: maxSequences }, () => []);
     this.free = Array.from({ length: this.numBlocks }, (_, i) => this.numBlocks - 1 - i);

@@ -40,9 +40,13 @@ function checkInt(name: string, v: number | undefined, min: number, max = Number
 }
 
 export async function loadModel(dir: string, options: LoadOptions = {}): Promise<Qwen2Model> {
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`loadModel: model directory ${dir} does not exist`);
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory())
+    throw new Error(`loadModel: model directory ${dir} does not exist`);
   const format = options.weights ?? DEFAULT_WEIGHTS;
-  if (!WEIGHT_FORMATS.includes(format)) throw new RangeError(`loadModel: option weights must be one of ${WEIGHT_FORMATS.join(', ')}, got ${JSON.stringify(format)}`);
+  if (!WEIGHT_FORMATS.includes(format))
+    throw new RangeError(
+      `loadModel: option weights must be one of ${WEIGHT_FORMATS.join(', ')}, got ${JSON.stringify(format)}`,
+    );
   checkInt('threads', options.threads, 1, 64);
   checkInt('maxSequences', options.maxSequences, 1, 4096);
   checkInt('maxBatchTokens', options.maxBatchTokens, 1, 4096);

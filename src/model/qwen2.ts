@@ -15,7 +15,17 @@ import type { ThreadPool } from '../tensor/pool.js';
 import { allocQuantizedActivations, quantizeActivations } from '../tensor/quantize.js';
 import type { GenerationConfig, ModelConfig } from './config.js';
 import { BLOCK_SIZE, KvCache } from './kv-cache.js';
-import { OP_ATTENTION, OP_DOWN, OP_GATE_UP, OP_LM_HEAD, OP_O_PROJ, OP_QKV, type Dims, type ForwardState, type Scratch } from './runner.js';
+import {
+  OP_ATTENTION,
+  OP_DOWN,
+  OP_GATE_UP,
+  OP_LM_HEAD,
+  OP_O_PROJ,
+  OP_QKV,
+  type Dims,
+  type ForwardState,
+  type Scratch,
+} from './runner.js';
 import type { ModelWeights } from './weights.js';
 
 export interface ForwardOptions {
@@ -113,10 +123,14 @@ export class Qwen2Model {
       throw new RangeError(`forward: seq ${seq} is out of range (0..${cache.maxSequences - 1})`);
     }
     if (!Number.isInteger(startPos) || startPos < 0 || startPos > cache.lengths[seq]) {
-      throw new RangeError(`forward: startPos ${startPos} must be an integer from 0 to ${cache.lengths[seq]} (the tokens cached for sequence ${seq})`);
+      throw new RangeError(
+        `forward: startPos ${startPos} must be an integer from 0 to ${cache.lengths[seq]} (the tokens cached for sequence ${seq})`,
+      );
     }
     if (startPos + n > this.dims.contextLength) {
-      throw new RangeError(`forward: ${startPos + n} positions exceed the context length of ${this.dims.contextLength}`);
+      throw new RangeError(
+        `forward: ${startPos + n} positions exceed the context length of ${this.dims.contextLength}`,
+      );
     }
     this.checkTokens(tokenIds);
     cache.reserve(seq, startPos + n);
@@ -140,7 +154,8 @@ export class Qwen2Model {
   /** One decode step for several sequences at once: logits [steps.length, vocab]. */
   async decodeBatch(steps: DecodeStep[]): Promise<Float32Array> {
     const n = steps.length;
-    if (n === 0 || n > this.dims.maxRows) throw new RangeError(`decodeBatch: 1 to ${this.dims.maxRows} steps, got ${n}`);
+    if (n === 0 || n > this.dims.maxRows)
+      throw new RangeError(`decodeBatch: 1 to ${this.dims.maxRows} steps, got ${n}`);
     const cache = this.kvCache;
     const seen = new Set<number>();
     for (const s of steps) {
@@ -149,7 +164,9 @@ export class Qwen2Model {
       }
       seen.add(s.seq);
       if (!Number.isInteger(s.pos) || s.pos < 0 || s.pos > cache.lengths[s.seq] || s.pos >= this.dims.contextLength) {
-        throw new RangeError(`decodeBatch: pos ${s.pos} of seq ${s.seq} is invalid (${cache.lengths[s.seq]} tokens cached, context ${this.dims.contextLength})`);
+        throw new RangeError(
+          `decodeBatch: pos ${s.pos} of seq ${s.seq} is invalid (${cache.lengths[s.seq]} tokens cached, context ${this.dims.contextLength})`,
+        );
       }
     }
     const tokens = steps.map((s) => s.token);
@@ -201,7 +218,14 @@ export class Qwen2Model {
    * Rows 0..n-1 of the batch (tokens[t0..t0+n), positions and sequences already in scratch.rows).
    * Writes the logits of the last `logitRows` rows to out[outOff..], row-major.
    */
-  private forwardRows(tokens: ArrayLike<number>, t0: number, n: number, logitRows: number, out: Float32Array, outOff: number): void {
+  private forwardRows(
+    tokens: ArrayLike<number>,
+    t0: number,
+    n: number,
+    logitRows: number,
+    out: Float32Array,
+    outOff: number,
+  ): void {
     const start = this.profileMs ? performance.now() : 0;
     const opsBefore = this.profileMs ? this.opsTotal() : 0;
     this.forwardLayers(tokens, t0, n, logitRows, out, outOff);
@@ -222,8 +246,18 @@ export class Qwen2Model {
     this.profileMs[OP_NAMES[op]] += performance.now() - t;
   }
 
-  private forwardLayers(tokens: ArrayLike<number>, t0: number, n: number, logitRows: number, out: Float32Array, outOff: number): void {
-    const d = this.dims, s = this.scratch, w = this.weights, eps = this.config.rmsNormEps;
+  private forwardLayers(
+    tokens: ArrayLike<number>,
+    t0: number,
+    n: number,
+    logitRows: number,
+    out: Float32Array,
+    outOff: number,
+  ): void {
+    const d = this.dims,
+      s = this.scratch,
+      w = this.weights,
+      eps = this.config.rmsNormEps;
     for (let i = 0; i < n; i++) readRow(w.embed, tokens[t0 + i], s.x, i * d.hidden);
 
     for (let l = 0; l < w.layers.length; l++) {
@@ -237,7 +271,8 @@ export class Qwen2Model {
       this.run(OP_O_PROJ, l, n);
       addInPlace(s.x, 0, s.xb2, 0, n * d.hidden);
 
-      for (let i = 0; i < n; i++) rmsnorm(s.xb, i * d.hidden, s.x, i * d.hidden, layer.postAttentionNorm, d.hidden, eps);
+      for (let i = 0; i < n; i++)
+        rmsnorm(s.xb, i * d.hidden, s.x, i * d.hidden, layer.postAttentionNorm, d.hidden, eps);
       this.quantize(s.xb, n, 'hidden');
       this.run(OP_GATE_UP, l, n);
       this.quantize(s.hb, n, 'inter');
@@ -264,11 +299,15 @@ export class Qwen2Model {
 
   /** RoPE on q and k of each row at its position, then k and v into the sequence's cache blocks. */
   private applyRopeAndCache(layer: number, n: number): void {
-    const d = this.dims, s = this.scratch, kv = this.kvCache.arrays;
+    const d = this.dims,
+      s = this.scratch,
+      kv = this.kvCache.arrays;
     const half = d.headDim >> 1;
-    const kc = kv.k[layer], vc = kv.v[layer];
+    const kc = kv.k[layer],
+      vc = kv.v[layer];
     for (let i = 0; i < n; i++) {
-      const seq = s.rows[2 * i], pos = s.rows[2 * i + 1];
+      const seq = s.rows[2 * i],
+        pos = s.rows[2 * i + 1];
       rope(s.q, i * d.qDim, d.heads, d.headDim, this.rope.cos, this.rope.sin, pos * half);
       rope(s.k, i * d.kvDim, d.kvHeads, d.headDim, this.rope.cos, this.rope.sin, pos * half);
       const block = kv.blockTables[seq * kv.maxBlocksPerSeq + Math.floor(pos / BLOCK_SIZE)];

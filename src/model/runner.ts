@@ -64,7 +64,16 @@ export function createRunner(state: ForwardState): OpRunner {
   const scores = new Float32Array(d.contextLength); // this thread's attention scores
   const quantized = w.layers[0].qProj.format >= 2;
 
-  function mm(m: Matrix, x: Float32Array, xq: QuantizedActivations, n: number, y: Float32Array, part: number, parts: number, bias: Float32Array | null): void {
+  function mm(
+    m: Matrix,
+    x: Float32Array,
+    xq: QuantizedActivations,
+    n: number,
+    y: Float32Array,
+    part: number,
+    parts: number,
+    bias: Float32Array | null,
+  ): void {
     const [r0, r1] = splitRange(m.rows, part, parts, ALIGN);
     if (r0 >= r1) return;
     matmul(m, x, 0, m.cols, n, y, 0, m.rows, r0, r1, quantized ? xq : null);
@@ -87,12 +96,23 @@ export function createRunner(state: ForwardState): OpRunner {
         for (let it = i0; it < i1; it++) {
           const row = (it / d.heads) | 0;
           const h = it - row * d.heads;
-          const seq = s.rows[2 * row], pos = s.rows[2 * row + 1];
+          const seq = s.rows[2 * row],
+            pos = s.rows[2 * row + 1];
           attendHead(
-            s.q, row * d.qDim + h * d.headDim, kv.k[args[0]], kv.v[args[0]],
-            kv.blockTables, seq * kv.maxBlocksPerSeq,
-            (h / group) | 0, d.kvHeads, d.headDim, d.blockSize,
-            pos + 1, scores, s.att, row * d.qDim + h * d.headDim,
+            s.q,
+            row * d.qDim + h * d.headDim,
+            kv.k[args[0]],
+            kv.v[args[0]],
+            kv.blockTables,
+            seq * kv.maxBlocksPerSeq,
+            (h / group) | 0,
+            d.kvHeads,
+            d.headDim,
+            d.blockSize,
+            pos + 1,
+            scores,
+            s.att,
+            row * d.qDim + h * d.headDim,
           );
         }
         return;

@@ -49,7 +49,10 @@ function readFully(fd: number, target: Uint8Array, pos: number, where: string): 
 }
 
 /** Parse and validate one file's header. */
-export function readSafetensorsHeader(file: string): { tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
+export function readSafetensorsHeader(file: string): {
+  tensors: Map<string, TensorInfo>;
+  metadata: Record<string, string>;
+} {
   file = path.resolve(file);
   let fd: number;
   try {
@@ -120,13 +123,23 @@ function parseHeader(file: string, json: string, base: number, size: number) {
     const [begin, end] = offsets as [number, number];
     if (begin > end) fail(where, `data_offsets [${begin}, ${end}] begin after end`);
     if (end > dataSize)
-      fail(where, `data_offsets end ${end} is past the data section (${dataSize} bytes): file truncated or offsets out of range`);
+      fail(
+        where,
+        `data_offsets end ${end} is past the data section (${dataSize} bytes): file truncated or offsets out of range`,
+      );
     const dt = dtype as SafetensorsDType;
     const expected = (shape as number[]).reduce((a, b) => a * b, 1) * DTYPE_BYTES[dt];
     if (end - begin !== expected)
       fail(where, `byte size ${end - begin} does not match ${dt} x shape ${fmtShape(shape)} = ${expected} bytes`);
     spans.push({ name, begin, end });
-    tensors.set(name, { name, dtype: dt, shape: shape as number[], file, dataStart: base + begin, byteLength: expected });
+    tensors.set(name, {
+      name,
+      dtype: dt,
+      shape: shape as number[],
+      file,
+      dataStart: base + begin,
+      byteLength: expected,
+    });
   }
 
   // Overlaps would let one tensor's writes (or bad data) silently alias another's.
@@ -180,7 +193,10 @@ export class TensorStore {
   /** Read target.length bytes of the tensor starting `offset` bytes into it (for chunked conversion). */
   readRange(info: TensorInfo, offset: number, target: Uint8Array): void {
     if (offset < 0 || offset + target.byteLength > info.byteLength)
-      fail(info.file, `tensor "${info.name}": range [${offset}, ${offset + target.byteLength}) is outside its ${info.byteLength} bytes`);
+      fail(
+        info.file,
+        `tensor "${info.name}": range [${offset}, ${offset + target.byteLength}) is outside its ${info.byteLength} bytes`,
+      );
     let fd = this.fds.get(info.file);
     if (fd === undefined) {
       try {

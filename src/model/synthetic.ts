@@ -20,9 +20,36 @@ export interface SyntheticPreset {
 
 // The real Qwen2.5 shapes; `tiny` keeps the real vocabulary so the real tokenizer applies.
 export const PRESETS: Record<string, SyntheticPreset> = {
-  tiny: { hidden_size: 64, intermediate_size: 160, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 151936, max_position_embeddings: 32768, tie_word_embeddings: true },
-  'qwen2.5-0.5b': { hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24, num_attention_heads: 14, num_key_value_heads: 2, vocab_size: 151936, max_position_embeddings: 32768, tie_word_embeddings: true },
-  'qwen2.5-1.5b': { hidden_size: 1536, intermediate_size: 8960, num_hidden_layers: 28, num_attention_heads: 12, num_key_value_heads: 2, vocab_size: 151936, max_position_embeddings: 32768, tie_word_embeddings: true },
+  tiny: {
+    hidden_size: 64,
+    intermediate_size: 160,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    vocab_size: 151936,
+    max_position_embeddings: 32768,
+    tie_word_embeddings: true,
+  },
+  'qwen2.5-0.5b': {
+    hidden_size: 896,
+    intermediate_size: 4864,
+    num_hidden_layers: 24,
+    num_attention_heads: 14,
+    num_key_value_heads: 2,
+    vocab_size: 151936,
+    max_position_embeddings: 32768,
+    tie_word_embeddings: true,
+  },
+  'qwen2.5-1.5b': {
+    hidden_size: 1536,
+    intermediate_size: 8960,
+    num_hidden_layers: 28,
+    num_attention_heads: 12,
+    num_key_value_heads: 2,
+    vocab_size: 151936,
+    max_position_embeddings: 32768,
+    tie_word_embeddings: true,
+  },
 };
 
 export interface SyntheticOptions {
@@ -70,13 +97,20 @@ function distribution(name: string, shape: number[], p: SyntheticPreset): { cent
   if (name.endsWith('.bias')) return { center: 0, halfWidth: 0.1 * sqrt3 };
   // Embedding/lm_head std 2.5/sqrt(hidden): after the final RMSNorm the logits then have std ~2.5,
   // peaked enough that sampling is not uniform over 152k tokens.
-  if (name.includes('embed_tokens') || name.startsWith('lm_head')) return { center: 0, halfWidth: (2.5 / Math.sqrt(p.hidden_size)) * sqrt3 };
+  if (name.includes('embed_tokens') || name.startsWith('lm_head'))
+    return { center: 0, halfWidth: (2.5 / Math.sqrt(p.hidden_size)) * sqrt3 };
   // Projections keep activations at unit scale: std 1/sqrt(fan_in).
   return { center: 0, halfWidth: sqrt3 / Math.sqrt(shape[1]) };
 }
 
 export function tensorSpecs(p: SyntheticPreset, dtype: WritableDType): TensorSpec[] {
-  const { hidden_size: h, intermediate_size: ff, num_attention_heads: heads, num_key_value_heads: kvHeads, vocab_size: vocab } = p;
+  const {
+    hidden_size: h,
+    intermediate_size: ff,
+    num_attention_heads: heads,
+    num_key_value_heads: kvHeads,
+    vocab_size: vocab,
+  } = p;
   const kvDim = (h / heads) * kvHeads;
   const specs: TensorSpec[] = [{ name: 'model.embed_tokens.weight', dtype, shape: [vocab, h] }];
   for (let l = 0; l < p.num_hidden_layers; l++) {
@@ -136,7 +170,8 @@ function f32BitsToF16(u: number): number {
 
 export function writeSyntheticModel(outDir: string, opts: SyntheticOptions): void {
   const base = PRESETS[opts.preset];
-  if (!base) throw new Error(`make-model: unknown preset "${opts.preset}" (expected one of ${Object.keys(PRESETS).join(', ')})`);
+  if (!base)
+    throw new Error(`make-model: unknown preset "${opts.preset}" (expected one of ${Object.keys(PRESETS).join(', ')})`);
   const p = { ...base, ...opts.overrides };
   const seed = opts.seed ?? 0;
   const dtype: WritableDType = opts.dtype === 'f32' ? 'F32' : opts.dtype === 'f16' ? 'F16' : 'BF16';
@@ -188,7 +223,8 @@ export function writeSyntheticModel(outDir: string, opts: SyntheticOptions): voi
 
   const specs = tensorSpecs(p, dtype);
   const fill = (s: TensorSpec, bytes: Uint8Array) => fillTensor(s, bytes, p, seed);
-  for (const f of fs.readdirSync(outDir)) if (f.endsWith('.safetensors') || f.endsWith('.safetensors.index.json')) fs.rmSync(path.join(outDir, f));
+  for (const f of fs.readdirSync(outDir))
+    if (f.endsWith('.safetensors') || f.endsWith('.safetensors.index.json')) fs.rmSync(path.join(outDir, f));
   if (shards <= 1) {
     writeSafetensors(path.join(outDir, 'model.safetensors'), specs, fill);
     return;
@@ -203,5 +239,8 @@ export function writeSyntheticModel(outDir: string, opts: SyntheticOptions): voi
     writeSafetensors(path.join(outDir, file), group, fill);
   }
   const totalSize = specs.reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1) * (dtype === 'F32' ? 4 : 2), 0);
-  fs.writeFileSync(path.join(outDir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + '\n');
+  fs.writeFileSync(
+    path.join(outDir, 'model.safetensors.index.json'),
+    JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + '\n',
+  );
 }

@@ -2,7 +2,17 @@
 // read once from disk into its final SharedArrayBuffer storage (bf16 -> bf16 with no conversion at
 // all); conversions and quantization go through a small chunk of rows, never a second full copy.
 import { bf16ArrayToF32, f16ArrayToF32, f32ToBf16 } from '../tensor/dtype.js';
-import { BF16, F32, FORMAT_CODES, makeMatrix, Q4_0, QBLOCK, sharedFloat32, type Matrix, type WeightFormat } from '../tensor/matrix.js';
+import {
+  BF16,
+  F32,
+  FORMAT_CODES,
+  makeMatrix,
+  Q4_0,
+  QBLOCK,
+  sharedFloat32,
+  type Matrix,
+  type WeightFormat,
+} from '../tensor/matrix.js';
 import { allocQuantizedMatrix, quantizeRowsQ4_0, quantizeRowsQ8_0 } from '../tensor/quantize.js';
 import type { ModelConfig } from './config.js';
 import { SafetensorsError, type TensorInfo, type TensorStore } from './safetensors.js';
@@ -86,9 +96,11 @@ function loadMatrix(store: TensorStore, name: string, rows: number, cols: number
   // Its own buffer: readRowsF32 uses the shared raw buffer while filling this one.
   const buf = new Float32Array(chunkBuffers(chunkRows * cols).f32.buffer, 0, chunkRows * cols);
   const m =
-    code === F32 ? makeMatrix(F32, rows, cols, { f32: sharedFloat32(rows * cols) })
-    : code === BF16 ? makeMatrix(BF16, rows, cols, { u16: new Uint16Array(new SharedArrayBuffer(rows * cols * 2)) })
-    : allocQuantizedMatrix(code, rows, cols);
+    code === F32
+      ? makeMatrix(F32, rows, cols, { f32: sharedFloat32(rows * cols) })
+      : code === BF16
+        ? makeMatrix(BF16, rows, cols, { u16: new Uint16Array(new SharedArrayBuffer(rows * cols * 2)) })
+        : allocQuantizedMatrix(code, rows, cols);
   for (let r0 = 0; r0 < rows; r0 += chunkRows) {
     const n = Math.min(chunkRows, rows - r0);
     readRowsF32(store, info, r0, n, buf);
@@ -136,7 +148,9 @@ function loadAll(store: TensorStore, c: ModelConfig, format: WeightFormat): Mode
   let lmHead = embed;
   if (!c.tieWordEmbeddings) {
     if (!store.has('lm_head.weight')) {
-      throw new SafetensorsError(`${store.dir}: tensor "lm_head.weight" not found, and config.json has tie_word_embeddings: false`);
+      throw new SafetensorsError(
+        `${store.dir}: tensor "lm_head.weight" not found, and config.json has tie_word_embeddings: false`,
+      );
     }
     lmHead = loadMatrix(store, 'lm_head.weight', c.vocabSize, h, format);
   }

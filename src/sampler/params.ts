@@ -47,19 +47,19 @@ export const DEFAULT_SAMPLING_PARAMS = {
 
 // camelCase field -> vLLM / OpenAI API name, for messages and for the server's `param` field.
 const API_NAMES: Record<keyof SamplingParams, string> = {
-  temperature: "temperature",
-  topP: "top_p",
-  topK: "top_k",
-  minP: "min_p",
-  repetitionPenalty: "repetition_penalty",
-  presencePenalty: "presence_penalty",
-  frequencyPenalty: "frequency_penalty",
-  seed: "seed",
-  maxTokens: "max_tokens",
-  stop: "stop",
-  stopTokenIds: "stop_token_ids",
-  logprobs: "logprobs",
-  ignoreEos: "ignore_eos",
+  temperature: 'temperature',
+  topP: 'top_p',
+  topK: 'top_k',
+  minP: 'min_p',
+  repetitionPenalty: 'repetition_penalty',
+  presencePenalty: 'presence_penalty',
+  frequencyPenalty: 'frequency_penalty',
+  seed: 'seed',
+  maxTokens: 'max_tokens',
+  stop: 'stop',
+  stopTokenIds: 'stop_token_ids',
+  logprobs: 'logprobs',
+  ignoreEos: 'ignore_eos',
 };
 
 export class SamplingParamsError extends Error {
@@ -69,51 +69,57 @@ export class SamplingParamsError extends Error {
   readonly apiParam: string;
   constructor(param: keyof SamplingParams, message: string) {
     super(message);
-    this.name = "SamplingParamsError";
+    this.name = 'SamplingParamsError';
     this.param = param;
     this.apiParam = API_NAMES[param];
   }
 }
 
 function fail(param: keyof SamplingParams, requirement: string, value: unknown): never {
-  const shown = typeof value === "string" ? JSON.stringify(value) : String(value);
+  const shown = typeof value === 'string' ? JSON.stringify(value) : String(value);
   throw new SamplingParamsError(param, `${API_NAMES[param]} must be ${requirement}, got ${shown}.`);
 }
 
-function checkNumber(p: SamplingParams, key: keyof SamplingParams, requirement: string, ok: (v: number) => boolean): void {
+function checkNumber(
+  p: SamplingParams,
+  key: keyof SamplingParams,
+  requirement: string,
+  ok: (v: number) => boolean,
+): void {
   const v = p[key];
   if (v === undefined) return;
-  if (typeof v !== "number" || !Number.isFinite(v) || !ok(v)) fail(key, requirement, v);
+  if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) fail(key, requirement, v);
 }
 
 /** Throws SamplingParamsError naming the first invalid parameter. Unset parameters are fine. */
 export function validateSamplingParams(p: SamplingParams): void {
-  if (p === null || typeof p !== "object") throw new TypeError("sampling params must be an object");
-  checkNumber(p, "temperature", "non-negative", (v) => v >= 0);
-  checkNumber(p, "topP", "in (0, 1]", (v) => v > 0 && v <= 1);
+  if (p === null || typeof p !== 'object') throw new TypeError('sampling params must be an object');
+  checkNumber(p, 'temperature', 'non-negative', (v) => v >= 0);
+  checkNumber(p, 'topP', 'in (0, 1]', (v) => v > 0 && v <= 1);
   // vLLM now also accepts 0 as "disabled"; we keep the older, stricter rule: -1 or >= 1.
-  checkNumber(p, "topK", "-1 (disable), or at least 1", (v) => Number.isInteger(v) && (v === -1 || v >= 1));
-  checkNumber(p, "minP", "in [0, 1]", (v) => v >= 0 && v <= 1);
-  checkNumber(p, "repetitionPenalty", "greater than zero", (v) => v > 0);
-  checkNumber(p, "presencePenalty", "in [-2, 2]", (v) => v >= -2 && v <= 2);
-  checkNumber(p, "frequencyPenalty", "in [-2, 2]", (v) => v >= -2 && v <= 2);
-  checkNumber(p, "seed", "an integer", (v) => Number.isSafeInteger(v));
-  checkNumber(p, "maxTokens", "an integer of at least 1", (v) => Number.isSafeInteger(v) && v >= 1);
-  checkNumber(p, "logprobs", "a non-negative integer", (v) => Number.isSafeInteger(v) && v >= 0);
+  checkNumber(p, 'topK', '-1 (disable), or at least 1', (v) => Number.isInteger(v) && (v === -1 || v >= 1));
+  checkNumber(p, 'minP', 'in [0, 1]', (v) => v >= 0 && v <= 1);
+  checkNumber(p, 'repetitionPenalty', 'greater than zero', (v) => v > 0);
+  checkNumber(p, 'presencePenalty', 'in [-2, 2]', (v) => v >= -2 && v <= 2);
+  checkNumber(p, 'frequencyPenalty', 'in [-2, 2]', (v) => v >= -2 && v <= 2);
+  checkNumber(p, 'seed', 'an integer', (v) => Number.isSafeInteger(v));
+  checkNumber(p, 'maxTokens', 'an integer of at least 1', (v) => Number.isSafeInteger(v) && v >= 1);
+  checkNumber(p, 'logprobs', 'a non-negative integer', (v) => Number.isSafeInteger(v) && v >= 0);
 
   if (p.stop !== undefined) {
-    const stops = typeof p.stop === "string" ? [p.stop] : p.stop;
-    if (!Array.isArray(stops)) fail("stop", "a string or an array of strings", p.stop);
+    const stops = typeof p.stop === 'string' ? [p.stop] : p.stop;
+    if (!Array.isArray(stops)) fail('stop', 'a string or an array of strings', p.stop);
     for (const s of stops) {
-      if (typeof s !== "string") fail("stop", "a string or an array of strings", s);
-      if (s === "") throw new SamplingParamsError("stop", "stop cannot contain an empty string.");
+      if (typeof s !== 'string') fail('stop', 'a string or an array of strings', s);
+      if (s === '') throw new SamplingParamsError('stop', 'stop cannot contain an empty string.');
     }
   }
   if (p.stopTokenIds !== undefined) {
-    if (!Array.isArray(p.stopTokenIds)) fail("stopTokenIds", "an array of token ids", p.stopTokenIds);
+    if (!Array.isArray(p.stopTokenIds)) fail('stopTokenIds', 'an array of token ids', p.stopTokenIds);
     for (const id of p.stopTokenIds) {
-      if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 0) fail("stopTokenIds", "non-negative integers", id);
+      if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0)
+        fail('stopTokenIds', 'non-negative integers', id);
     }
   }
-  if (p.ignoreEos !== undefined && typeof p.ignoreEos !== "boolean") fail("ignoreEos", "a boolean", p.ignoreEos);
+  if (p.ignoreEos !== undefined && typeof p.ignoreEos !== 'boolean') fail('ignoreEos', 'a boolean', p.ignoreEos);
 }

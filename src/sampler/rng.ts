@@ -5,7 +5,7 @@
 // the seeding procedure its authors recommend (it turns any 64-bit seed, including 0, into a
 // well-mixed non-zero state).
 
-import { getRandomValues } from "node:crypto";
+import { getRandomValues } from 'node:crypto';
 
 const MASK64 = (1n << 64n) - 1n;
 
@@ -32,7 +32,7 @@ export class Xoshiro128 {
 
   /** Raw state constructor (the four words must not all be zero). Prefer fromSeed/fromEntropy. */
   constructor(s0: number, s1: number, s2: number, s3: number) {
-    if ((s0 | s1 | s2 | s3) === 0) throw new RangeError("xoshiro128** state must not be all zero");
+    if ((s0 | s1 | s2 | s3) === 0) throw new RangeError('xoshiro128** state must not be all zero');
     this.s0 = s0 >>> 0;
     this.s1 = s1 >>> 0;
     this.s2 = s2 >>> 0;

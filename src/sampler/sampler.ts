@@ -18,8 +18,8 @@
 // vocabulary would give. exp() is the costly part, so with top-k it is only computed for the
 // survivors. All big buffers are allocated once per Sampler and reused.
 
-import { Xoshiro128 } from "./rng.js";
-import { DEFAULT_SAMPLING_PARAMS, SAMPLING_EPS, validateSamplingParams, type SamplingParams } from "./params.js";
+import { Xoshiro128 } from './rng.js';
+import { DEFAULT_SAMPLING_PARAMS, SAMPLING_EPS, validateSamplingParams, type SamplingParams } from './params.js';
 
 export interface TokenLogprob {
   token: number;
@@ -80,15 +80,16 @@ export class Sampler {
 
   constructor(params: SamplingParams, vocabSize: number) {
     validateSamplingParams(params);
-    if (!Number.isSafeInteger(vocabSize) || vocabSize < 1) throw new RangeError(`vocabSize must be a positive integer, got ${vocabSize}`);
+    if (!Number.isSafeInteger(vocabSize) || vocabSize < 1)
+      throw new RangeError(`vocabSize must be a positive integer, got ${vocabSize}`);
     this.vocabSize = vocabSize;
     this.temperature = params.temperature ?? DEFAULT_SAMPLING_PARAMS.temperature;
     this.greedy = this.temperature < SAMPLING_EPS;
     // Like vLLM, greedy ignores the truncation parameters.
-    this.topP = this.greedy ? 1 : params.topP ?? DEFAULT_SAMPLING_PARAMS.topP;
+    this.topP = this.greedy ? 1 : (params.topP ?? DEFAULT_SAMPLING_PARAMS.topP);
     const k = params.topK ?? DEFAULT_SAMPLING_PARAMS.topK;
     this.topK = this.greedy || k >= vocabSize ? -1 : k;
-    this.minP = this.greedy ? 0 : params.minP ?? DEFAULT_SAMPLING_PARAMS.minP;
+    this.minP = this.greedy ? 0 : (params.minP ?? DEFAULT_SAMPLING_PARAMS.minP);
     this.repetitionPenalty = params.repetitionPenalty ?? DEFAULT_SAMPLING_PARAMS.repetitionPenalty;
     this.presencePenalty = params.presencePenalty ?? DEFAULT_SAMPLING_PARAMS.presencePenalty;
     this.frequencyPenalty = params.frequencyPenalty ?? DEFAULT_SAMPLING_PARAMS.frequencyPenalty;
@@ -100,12 +101,16 @@ export class Sampler {
   }
 
   /** Picks the next token. `logits` is not modified. */
-  sample(logits: Float32Array, promptTokenIds: ArrayLike<number> = [], outputTokenIds: ArrayLike<number> = []): SampleResult {
+  sample(
+    logits: Float32Array,
+    promptTokenIds: ArrayLike<number> = [],
+    outputTokenIds: ArrayLike<number> = [],
+  ): SampleResult {
     this.checkLogits(logits);
     let token: number;
     if (this.greedy) {
       token = argmax(this.hasPenalties() ? this.penalized(logits, promptTokenIds, outputTokenIds) : logits);
-      if (token < 0) throw new Error("Sampler: logits contain no comparable value (all NaN?)");
+      if (token < 0) throw new Error('Sampler: logits contain no comparable value (all NaN?)');
     } else {
       const n = this.prepare(logits, promptTokenIds, outputTokenIds);
       token = this.draw(n);
@@ -116,7 +121,11 @@ export class Sampler {
   }
 
   /** The final distribution sample() draws from (one-hot when greedy). Allocates; for tests and tools. */
-  distribution(logits: Float32Array, promptTokenIds: ArrayLike<number> = [], outputTokenIds: ArrayLike<number> = []): Float64Array {
+  distribution(
+    logits: Float32Array,
+    promptTokenIds: ArrayLike<number> = [],
+    outputTokenIds: ArrayLike<number> = [],
+  ): Float64Array {
     this.checkLogits(logits);
     const out = new Float64Array(this.vocabSize);
     if (this.greedy) {
@@ -139,7 +148,8 @@ export class Sampler {
   }
 
   private checkId(t: number): void {
-    if (!(Number.isInteger(t) && t >= 0 && t < this.vocabSize)) throw new RangeError(`Sampler: token id ${t} out of range`);
+    if (!(Number.isInteger(t) && t >= 0 && t < this.vocabSize))
+      throw new RangeError(`Sampler: token id ${t} out of range`);
   }
 
   /** Copies the logits into this.x and applies the three penalties (vLLM's apply_penalties). */
@@ -205,7 +215,7 @@ export class Sampler {
       if (t !== 1) x[i] = v = v / t;
       if (v > m) m = v;
     }
-    if (!Number.isFinite(m)) throw new Error("Sampler: logits have no finite maximum (all -inf/NaN, or +inf)");
+    if (!Number.isFinite(m)) throw new Error('Sampler: logits have no finite maximum (all -inf/NaN, or +inf)');
 
     // Without top-k/top-p every token is kept; otherwise fullBins and the edge list describe
     // the kept set: all tokens in bins < fullBins, plus edge[0..edgeLen).
@@ -338,7 +348,7 @@ export class Sampler {
       if (r < acc) return this.cand[j]!;
     }
     // Rounding can leave r == acc at the very end: take the last candidate.
-    if (n === 0) throw new Error("Sampler: no token left to sample");
+    if (n === 0) throw new Error('Sampler: no token left to sample');
     return this.cand[n - 1]!;
   }
 
@@ -378,7 +388,7 @@ export function topN(values: ArrayLike<number>, n: number): number[] {
     if (values[i] !== values[i]) continue; // NaN
     if (heap.length < n) {
       heap.push(i);
-      for (let c = heap.length - 1; c > 0; ) {
+      for (let c = heap.length - 1; c > 0;) {
         const p = (c - 1) >> 1;
         if (!worse(heap[c]!, heap[p]!)) break;
         [heap[c], heap[p]] = [heap[p]!, heap[c]!];
@@ -399,5 +409,9 @@ export function computeDistribution(
   promptTokenIds: ArrayLike<number> = [],
   outputTokenIds: ArrayLike<number> = [],
 ): Float64Array {
-  return new Sampler({ ...params, seed: params.seed ?? 0 }, logits.length).distribution(logits, promptTokenIds, outputTokenIds);
+  return new Sampler({ ...params, seed: params.seed ?? 0 }, logits.length).distribution(
+    logits,
+    promptTokenIds,
+    outputTokenIds,
+  );
 }

@@ -22,8 +22,10 @@ export class Admission {
     readonly maxConcurrency: number,
     readonly maxQueue: number,
   ) {
-    if (!Number.isInteger(maxConcurrency) || maxConcurrency < 1) throw new RangeError(`maxConcurrency must be a positive integer, got ${maxConcurrency}`);
-    if (!Number.isInteger(maxQueue) || maxQueue < 0) throw new RangeError(`maxQueue must be a non-negative integer, got ${maxQueue}`);
+    if (!Number.isInteger(maxConcurrency) || maxConcurrency < 1)
+      throw new RangeError(`maxConcurrency must be a positive integer, got ${maxConcurrency}`);
+    if (!Number.isInteger(maxQueue) || maxQueue < 0)
+      throw new RangeError(`maxQueue must be a non-negative integer, got ${maxQueue}`);
   }
 
   get running(): number {

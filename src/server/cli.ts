@@ -41,7 +41,8 @@ function intFlag(values: Record<string, unknown>, flag: string, min: number, max
   const v = values[flag];
   if (typeof v !== 'string') return undefined;
   const n = /^\s*\d+\s*$/.test(v) ? Number(v) : NaN;
-  if (!Number.isSafeInteger(n) || n < min || n > max) throw new CliError(`--${flag} must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`, 2);
+  if (!Number.isSafeInteger(n) || n < min || n > max)
+    throw new CliError(`--${flag} must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`, 2);
   return n;
 }
 
@@ -64,13 +65,16 @@ export async function runServe(argv: string[]): Promise<number> {
   modelArgs.load.maxSequences = intFlag(values, 'max-sequences', 1, 4096) ?? 8;
   const servedName = typeof values['served-model-name'] === 'string' ? values['served-model-name'] : undefined;
   if (servedName === '') throw new CliError('--served-model-name cannot be empty');
-  const apiKey = (typeof values['api-key'] === 'string' ? values['api-key'] : undefined) || process.env.QWEN_TS_API_KEY || undefined;
+  const apiKey =
+    (typeof values['api-key'] === 'string' ? values['api-key'] : undefined) || process.env.QWEN_TS_API_KEY || undefined;
 
   const modelDir = resolveModelDir(modelArgs); // --model, or the cached synthetic model
   const llm = await loadLLM({ ...modelArgs, model: modelDir, preset: undefined });
   const modelName = servedName ?? path.basename(modelDir);
   const cache = llm.model.kvCache;
-  note(`context ${cache.contextLength} tokens, ${cache.maxSequences} sequences at once, KV cache for ${cache.capacityTokens} tokens`);
+  note(
+    `context ${cache.contextLength} tokens, ${cache.maxSequences} sequences at once, KV cache for ${cache.capacityTokens} tokens`,
+  );
   const app = createServer(llm, { modelName, apiKey, maxConcurrency, maxQueue, log: values.quiet !== true });
   let address;
   try {

@@ -28,29 +28,64 @@ export const badRequest = (message: string, param: string | null = null, code: s
   new ApiError(400, message, 'invalid_request_error', param, code);
 
 export const unauthorized = (): ApiError =>
-  new ApiError(401, 'Incorrect or missing API key: send it as "Authorization: Bearer KEY".', 'authentication_error', null, 'invalid_api_key', {
-    'WWW-Authenticate': 'Bearer',
-  });
+  new ApiError(
+    401,
+    'Incorrect or missing API key: send it as "Authorization: Bearer KEY".',
+    'authentication_error',
+    null,
+    'invalid_api_key',
+    {
+      'WWW-Authenticate': 'Bearer',
+    },
+  );
 
-export const routeNotFound = (path: string): ApiError => new ApiError(404, `No route for ${path}.`, 'not_found_error', null, 'not_found');
+export const routeNotFound = (path: string): ApiError =>
+  new ApiError(404, `No route for ${path}.`, 'not_found_error', null, 'not_found');
 
 export const modelNotFound = (model: string, served: string): ApiError =>
-  new ApiError(404, `The model \`${model}\` does not exist. This server serves \`${served}\`.`, 'not_found_error', 'model', 'model_not_found');
+  new ApiError(
+    404,
+    `The model \`${model}\` does not exist. This server serves \`${served}\`.`,
+    'not_found_error',
+    'model',
+    'model_not_found',
+  );
 
 export const methodNotAllowed = (method: string, path: string, allow: string[]): ApiError =>
-  new ApiError(405, `Method ${method} is not allowed for ${path}; use ${allow.join(' or ')}.`, 'invalid_request_error', null, 'method_not_allowed', {
-    Allow: allow.join(', '),
-  });
+  new ApiError(
+    405,
+    `Method ${method} is not allowed for ${path}; use ${allow.join(' or ')}.`,
+    'invalid_request_error',
+    null,
+    'method_not_allowed',
+    {
+      Allow: allow.join(', '),
+    },
+  );
 
 export const payloadTooLarge = (limit: number): ApiError =>
-  new ApiError(413, `The request body is larger than the limit of ${limit} bytes.`, 'invalid_request_error', null, 'request_too_large');
+  new ApiError(
+    413,
+    `The request body is larger than the limit of ${limit} bytes.`,
+    'invalid_request_error',
+    null,
+    'request_too_large',
+  );
 
 export const queueFull = (maxQueue: number): ApiError =>
-  new ApiError(429, `The server is busy: ${maxQueue} requests are already waiting. Retry later.`, 'rate_limit_error', null, 'rate_limit_exceeded', {
-    'Retry-After': '1',
-  });
+  new ApiError(
+    429,
+    `The server is busy: ${maxQueue} requests are already waiting. Retry later.`,
+    'rate_limit_error',
+    null,
+    'rate_limit_exceeded',
+    {
+      'Retry-After': '1',
+    },
+  );
 
 export const unavailable = (message = 'The server is shutting down.'): ApiError =>
   new ApiError(503, message, 'server_error', null, 'service_unavailable');
 
-export const internalError = (message: string): ApiError => new ApiError(500, message, 'server_error', null, 'internal_error');
+export const internalError = (message: string): ApiError =>
+  new ApiError(500, message, 'server_error', null, 'internal_error');

@@ -15,7 +15,11 @@ export interface Usage {
   total_tokens: number;
 }
 
-export const usage = (prompt: number, completion: number): Usage => ({ prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion });
+export const usage = (prompt: number, completion: number): Usage => ({
+  prompt_tokens: prompt,
+  completion_tokens: completion,
+  total_tokens: prompt + completion,
+});
 
 // JSON has no -Infinity; vLLM reports impossible tokens as -9999.
 const finite = (x: number): number => (Number.isFinite(x) ? x : -9999);
@@ -65,7 +69,12 @@ export class TokenText {
 }
 
 export interface ChatLogprobs {
-  content: { token: string; logprob: number; bytes: number[]; top_logprobs: { token: string; logprob: number; bytes: number[] }[] }[];
+  content: {
+    token: string;
+    logprob: number;
+    bytes: number[];
+    top_logprobs: { token: string; logprob: number; bytes: number[] }[];
+  }[];
   refusal: null;
 }
 

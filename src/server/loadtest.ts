@@ -19,7 +19,15 @@ interface Result {
 
 const LOOPBACK = new Set(['127.0.0.1', '[::1]', 'localhost']);
 
-async function one(url: string, model: string | undefined, apiKey: string | undefined, maxTokens: number, client: number, i: number, signal: AbortSignal): Promise<Result> {
+async function one(
+  url: string,
+  model: string | undefined,
+  apiKey: string | undefined,
+  maxTokens: number,
+  client: number,
+  i: number,
+  signal: AbortSignal,
+): Promise<Result> {
   const t0 = performance.now();
   let ttft = NaN;
   try {
@@ -42,7 +50,14 @@ async function one(url: string, model: string | undefined, apiKey: string | unde
     });
     if (res.status !== 200) {
       const text = await res.text();
-      return { ok: false, status: res.status, tokens: 0, ttft, latency: (performance.now() - t0) / 1000, error: text.slice(0, 200) };
+      return {
+        ok: false,
+        status: res.status,
+        tokens: 0,
+        ttft,
+        latency: (performance.now() - t0) / 1000,
+        error: text.slice(0, 200),
+      };
     }
     const reader = res.body!.getReader();
     const decoder = new TextDecoder();
@@ -57,7 +72,11 @@ async function one(url: string, model: string | undefined, apiKey: string | unde
         const event = buf.slice(0, at);
         buf = buf.slice(at + 2);
         if (!event.startsWith('data: ') || event === 'data: [DONE]') continue;
-        const chunk = JSON.parse(event.slice(6)) as { choices: { delta?: { content?: string } }[]; usage?: { completion_tokens: number } | null; error?: unknown };
+        const chunk = JSON.parse(event.slice(6)) as {
+          choices: { delta?: { content?: string } }[];
+          usage?: { completion_tokens: number } | null;
+          error?: unknown;
+        };
         if (chunk.error) throw new Error(JSON.stringify(chunk.error));
         if (Number.isNaN(ttft) && chunk.choices[0]?.delta?.content) ttft = (performance.now() - t0) / 1000;
         if (chunk.usage) tokens = chunk.usage.completion_tokens;
@@ -67,7 +86,14 @@ async function one(url: string, model: string | undefined, apiKey: string | unde
   } catch (e) {
     const err = e as Error & { cause?: { code?: string; message?: string } };
     const cause = err.cause ? ` (${err.cause.code ?? err.cause.message})` : '';
-    return { ok: false, status: 0, tokens: 0, ttft, latency: (performance.now() - t0) / 1000, error: `${err.message}${cause} after ${((performance.now() - t0) / 1000).toFixed(1)} s` };
+    return {
+      ok: false,
+      status: 0,
+      tokens: 0,
+      ttft,
+      latency: (performance.now() - t0) / 1000,
+      error: `${err.message}${cause} after ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    };
   }
 }
 
@@ -93,15 +119,24 @@ async function main(): Promise<void> {
     },
   });
   const url = new URL(values.url!);
-  if (!LOOPBACK.has(url.hostname)) throw new Error(`loadtest: only loopback targets are allowed (127.0.0.1, [::1], localhost), got ${url.hostname}`);
+  if (!LOOPBACK.has(url.hostname))
+    throw new Error(`loadtest: only loopback targets are allowed (127.0.0.1, [::1], localhost), got ${url.hostname}`);
   const base = url.origin;
   const levels = values.concurrency!.split(',').map(Number);
   const requests = Number(values.requests);
   const maxTokens = Number(values['max-tokens']);
   const levelSeconds = Number(values['level-seconds']);
   const graceSeconds = Number(values['grace-seconds']);
-  if (levels.some((c) => !Number.isInteger(c) || c < 1 || c > 64) || !(requests >= 1 && requests <= 20) || !(maxTokens >= 1 && maxTokens <= 1024) || !(levelSeconds > 0 && levelSeconds <= 600) || !(graceSeconds >= 0 && graceSeconds <= 300)) {
-    throw new Error('loadtest: --concurrency 1..64 each, --requests 1..20, --max-tokens 1..1024, --level-seconds up to 600, --grace-seconds up to 300');
+  if (
+    levels.some((c) => !Number.isInteger(c) || c < 1 || c > 64) ||
+    !(requests >= 1 && requests <= 20) ||
+    !(maxTokens >= 1 && maxTokens <= 1024) ||
+    !(levelSeconds > 0 && levelSeconds <= 600) ||
+    !(graceSeconds >= 0 && graceSeconds <= 300)
+  ) {
+    throw new Error(
+      'loadtest: --concurrency 1..64 each, --requests 1..20, --max-tokens 1..1024, --level-seconds up to 600, --grace-seconds up to 300',
+    );
   }
   const health = await fetch(`${base}/health`);
   if (health.status !== 200) throw new Error(`loadtest: ${base}/health answered ${health.status}`);
@@ -115,7 +150,8 @@ async function main(): Promise<void> {
     const results: Result[] = [];
     await Promise.all(
       Array.from({ length: c }, async (_, client) => {
-        for (let i = 0; i < requests && performance.now() < stopAt; i++) results.push(await one(base, values.model, values['api-key'], maxTokens, client, i, hard.signal));
+        for (let i = 0; i < requests && performance.now() < stopAt; i++)
+          results.push(await one(base, values.model, values['api-key'], maxTokens, client, i, hard.signal));
       }),
     );
     clearTimeout(timer);
@@ -130,7 +166,10 @@ async function main(): Promise<void> {
       requestsPerSec: +(ok.length / wall).toFixed(3),
       tokensPerSec: +(tokens / wall).toFixed(2),
       meanTtft: +mean(ok.map((r) => r.ttft)).toFixed(2),
-      p50Latency: +pct(ok.map((r) => r.latency), 50).toFixed(2),
+      p50Latency: +pct(
+        ok.map((r) => r.latency),
+        50,
+      ).toFixed(2),
       maxLatency: +Math.max(...ok.map((r) => r.latency)).toFixed(2),
     };
     rows.push(row);

@@ -29,7 +29,11 @@ class Histogram {
   render(): string[] {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
     this.buckets.forEach((b, i) => lines.push(`${this.name}_bucket{le="${fmt(b)}"} ${this.counts[i]}`));
-    lines.push(`${this.name}_bucket{le="+Inf"} ${this.count}`, `${this.name}_sum ${fmt(this.sum)}`, `${this.name}_count ${this.count}`);
+    lines.push(
+      `${this.name}_bucket{le="+Inf"} ${this.count}`,
+      `${this.name}_sum ${fmt(this.sum)}`,
+      `${this.name}_count ${this.count}`,
+    );
     return lines;
   }
 }
@@ -48,15 +52,21 @@ export class Metrics {
   private requests = new Map<string, number>(); // `${endpoint}\u0000${status}` -> count
   private promptTokens = 0;
   private generationTokens = 0;
-  private ttft = new Histogram(`${PREFIX}_time_to_first_token_seconds`, 'Seconds from request arrival to the first generated token.', [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
-  ]);
-  private e2e = new Histogram(`${PREFIX}_e2e_request_latency_seconds`, 'Seconds from request arrival to the end of the response (generation requests).', [
-    0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300,
-  ]);
-  private queueTime = new Histogram(`${PREFIX}_request_queue_time_seconds`, 'Seconds a generation request waited for admission and a KV cache slot.', [
-    0.001, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60,
-  ]);
+  private ttft = new Histogram(
+    `${PREFIX}_time_to_first_token_seconds`,
+    'Seconds from request arrival to the first generated token.',
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+  );
+  private e2e = new Histogram(
+    `${PREFIX}_e2e_request_latency_seconds`,
+    'Seconds from request arrival to the end of the response (generation requests).',
+    [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300],
+  );
+  private queueTime = new Histogram(
+    `${PREFIX}_request_queue_time_seconds`,
+    'Seconds a generation request waited for admission and a KV cache slot.',
+    [0.001, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60],
+  );
   private lastDecodeTps = 0;
   private finished: { at: number; tokens: number }[] = [];
   private readonly started = Date.now();
@@ -69,7 +79,14 @@ export class Metrics {
   }
 
   /** One finished generation request. */
-  observeGeneration(r: { promptTokens: number; completionTokens: number; ttft?: number; e2e: number; queue?: number; decodeTokensPerSec?: number }): void {
+  observeGeneration(r: {
+    promptTokens: number;
+    completionTokens: number;
+    ttft?: number;
+    e2e: number;
+    queue?: number;
+    decodeTokensPerSec?: number;
+  }): void {
     this.promptTokens += r.promptTokens;
     this.generationTokens += r.completionTokens;
     if (r.ttft !== undefined) this.ttft.observe(r.ttft);
@@ -89,25 +106,50 @@ export class Metrics {
     const now = Date.now();
     this.prune(now);
     const lines: string[] = [];
-    const counter = (name: string, help: string, value: number) => lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`, `${name} ${fmt(value)}`);
-    const gauge = (name: string, help: string, value: number) => lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, `${name} ${fmt(value)}`);
+    const counter = (name: string, help: string, value: number) =>
+      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`, `${name} ${fmt(value)}`);
+    const gauge = (name: string, help: string, value: number) =>
+      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, `${name} ${fmt(value)}`);
 
-    lines.push(`# HELP ${PREFIX}_requests_total HTTP requests by endpoint and status code.`, `# TYPE ${PREFIX}_requests_total counter`);
+    lines.push(
+      `# HELP ${PREFIX}_requests_total HTTP requests by endpoint and status code.`,
+      `# TYPE ${PREFIX}_requests_total counter`,
+    );
     for (const [k, v] of [...this.requests].sort()) {
       const [endpoint, status] = k.split('\u0000');
       lines.push(`${PREFIX}_requests_total${labelText({ endpoint, status })} ${v}`);
     }
     counter(`${PREFIX}_prompt_tokens_total`, 'Prompt tokens of finished generation requests.', this.promptTokens);
-    counter(`${PREFIX}_generation_tokens_total`, 'Generated tokens of finished generation requests.', this.generationTokens);
+    counter(
+      `${PREFIX}_generation_tokens_total`,
+      'Generated tokens of finished generation requests.',
+      this.generationTokens,
+    );
     lines.push(...this.ttft.render(), ...this.e2e.render(), ...this.queueTime.render());
-    gauge(`${PREFIX}_decode_tokens_per_second`, 'Decode speed of the last finished sequence (tokens/s after its first token).', this.lastDecodeTps);
+    gauge(
+      `${PREFIX}_decode_tokens_per_second`,
+      'Decode speed of the last finished sequence (tokens/s after its first token).',
+      this.lastDecodeTps,
+    );
     const span = Math.min(WINDOW_MS, now - this.started) / 1000;
     const recent = this.finished.reduce((s, f) => s + f.tokens, 0);
-    gauge(`${PREFIX}_generation_throughput_tokens_per_second`, `Generated tokens of requests finished in the last ${WINDOW_MS / 1000} s, per second.`, span > 0 ? recent / span : 0);
+    gauge(
+      `${PREFIX}_generation_throughput_tokens_per_second`,
+      `Generated tokens of requests finished in the last ${WINDOW_MS / 1000} s, per second.`,
+      span > 0 ? recent / span : 0,
+    );
     const e = this.gauges.engine();
     const s = this.gauges.server();
-    gauge(`${PREFIX}_num_requests_running`, 'Sequences generating in the engine (each holds a KV cache slot).', e.running);
-    gauge(`${PREFIX}_num_requests_waiting`, 'Sequences waiting in the engine for a KV cache slot, plus requests in the server queue.', e.waiting + s.queued);
+    gauge(
+      `${PREFIX}_num_requests_running`,
+      'Sequences generating in the engine (each holds a KV cache slot).',
+      e.running,
+    );
+    gauge(
+      `${PREFIX}_num_requests_waiting`,
+      'Sequences waiting in the engine for a KV cache slot, plus requests in the server queue.',
+      e.waiting + s.queued,
+    );
     gauge(`${PREFIX}_server_requests_in_flight`, 'Generation requests admitted by the server.', s.running);
     gauge(`${PREFIX}_server_requests_queued`, 'Generation requests waiting in the server queue.', s.queued);
     return lines.join('\n') + '\n';

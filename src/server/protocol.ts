@@ -52,7 +52,8 @@ const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typ
 function field<T>(body: Body, name: string, ok: (v: unknown) => boolean, expected: string): T | undefined {
   const v = body[name];
   if (v === undefined || v === null) return undefined;
-  if (!ok(v)) throw badRequest(`${name} must be ${expected}, got ${typeName(v)}${typeof v === 'number' ? ` ${v}` : ''}.`, name);
+  if (!ok(v))
+    throw badRequest(`${name} must be ${expected}, got ${typeName(v)}${typeof v === 'number' ? ` ${v}` : ''}.`, name);
   return v as T;
 }
 
@@ -86,20 +87,29 @@ function samplingFields(body: Body): { params: SamplingParams; maxTokens: number
       (v) => typeof v === 'string' || (Array.isArray(v) && v.every((s) => typeof s === 'string')),
       'a string or an array of strings',
     ),
-    stopTokenIds: field<number[]>(body, 'stop_token_ids', (v) => Array.isArray(v) && v.every(isInt), 'an array of integer token ids'),
+    stopTokenIds: field<number[]>(
+      body,
+      'stop_token_ids',
+      (v) => Array.isArray(v) && v.every(isInt),
+      'an array of integer token ids',
+    ),
   };
   // An empty stop list means no stop strings.
   if (Array.isArray(params.stop) && params.stop.length === 0) params.stop = undefined;
   const maxCompletion = int(body, 'max_completion_tokens');
   const maxTokens = maxCompletion ?? int(body, 'max_tokens');
   const maxTokensParam = maxCompletion !== undefined ? 'max_completion_tokens' : 'max_tokens';
-  if (maxTokens !== undefined && maxTokens < 1) throw badRequest(`${maxTokensParam} must be at least 1, got ${maxTokens}.`, maxTokensParam);
+  if (maxTokens !== undefined && maxTokens < 1)
+    throw badRequest(`${maxTokensParam} must be at least 1, got ${maxTokens}.`, maxTokensParam);
 
   const logitBias = field<Record<string, unknown>>(body, 'logit_bias', isObject, 'an object');
   if (logitBias && Object.keys(logitBias).length > 0) throw badRequest('logit_bias is not supported.', 'logit_bias');
   const format = field<Record<string, unknown>>(body, 'response_format', isObject, 'an object');
   if (format && format.type !== undefined && format.type !== 'text') {
-    throw badRequest(`response_format of type ${JSON.stringify(format.type)} is not supported; only "text".`, 'response_format');
+    throw badRequest(
+      `response_format of type ${JSON.stringify(format.type)} is not supported; only "text".`,
+      'response_format',
+    );
   }
   return { params, maxTokens, maxTokensParam };
 }
@@ -114,7 +124,11 @@ function commonFields(body: Body): { n: number; stream: boolean; includeUsage: b
   let includeUsage = false;
   if (streamOptions) {
     const v = streamOptions.include_usage;
-    if (v !== undefined && v !== null && typeof v !== 'boolean') throw badRequest(`stream_options.include_usage must be a boolean, got ${typeName(v)}.`, 'stream_options.include_usage');
+    if (v !== undefined && v !== null && typeof v !== 'boolean')
+      throw badRequest(
+        `stream_options.include_usage must be a boolean, got ${typeName(v)}.`,
+        'stream_options.include_usage',
+      );
     includeUsage = v === true;
   }
   return { n, stream, includeUsage };
@@ -129,7 +143,10 @@ function normalizeMessages(messages: unknown): unknown {
       if (typeof part === 'string') return part;
       if (isObject(part) && part.type === 'text' && typeof part.text === 'string') return part.text;
       const kind = isObject(part) && typeof part.type === 'string' ? ` of type ${JSON.stringify(part.type)}` : '';
-      throw badRequest(`messages[${i}].content[${j}]: content parts${kind} are not supported; only text parts.`, `messages[${i}].content[${j}]`);
+      throw badRequest(
+        `messages[${i}].content[${j}]: content parts${kind} are not supported; only text parts.`,
+        `messages[${i}].content[${j}]`,
+      );
     });
     return { ...m, content: texts.join('\n') };
   });
@@ -176,7 +193,11 @@ function sequencesFor(
         'context_length_exceeded',
       );
     }
-    const maxTokens = Math.min(sampling.maxTokens ?? room, room, sampling.maxTokens === undefined && fromConfig !== undefined ? fromConfig : Infinity);
+    const maxTokens = Math.min(
+      sampling.maxTokens ?? room,
+      room,
+      sampling.maxTokens === undefined && fromConfig !== undefined ? fromConfig : Infinity,
+    );
     for (let i = 0; i < n; i++) {
       const params: SamplingParams = { ...sampling.params, maxTokens, logprobs };
       if (params.seed !== undefined) params.seed += i;
@@ -203,8 +224,10 @@ export function parseChatRequest(llm: LLM, servedName: string, body: Body): Gene
   const sampling = samplingFields(body);
   const wantLogprobs = bool(body, 'logprobs') ?? false;
   const top = int(body, 'top_logprobs');
-  if (top !== undefined && (top < 0 || top > MAX_TOP_LOGPROBS)) throw badRequest(`top_logprobs must be from 0 to ${MAX_TOP_LOGPROBS}, got ${top}.`, 'top_logprobs');
-  if (top !== undefined && top > 0 && !wantLogprobs) throw badRequest('top_logprobs needs logprobs set to true.', 'top_logprobs');
+  if (top !== undefined && (top < 0 || top > MAX_TOP_LOGPROBS))
+    throw badRequest(`top_logprobs must be from 0 to ${MAX_TOP_LOGPROBS}, got ${top}.`, 'top_logprobs');
+  if (top !== undefined && top > 0 && !wantLogprobs)
+    throw badRequest('top_logprobs needs logprobs set to true.', 'top_logprobs');
   const tools = field<object[]>(body, 'tools', Array.isArray, 'an array');
   const addGenerationPrompt = bool(body, 'add_generation_prompt') ?? true;
   const kwargs = field<Record<string, unknown>>(body, 'chat_template_kwargs', isObject, 'an object');
@@ -238,7 +261,10 @@ function tokenIdArray(llm: LLM, v: unknown[], param: string): number[] {
   const vocab = llm.model.config.vocabSize;
   v.forEach((id, i) => {
     if (!isInt(id) || (id as number) < 0 || (id as number) >= vocab) {
-      throw badRequest(`${param}[${i}] must be a token id from 0 to ${vocab - 1}, got ${typeName(id)} ${String(id)}.`, param);
+      throw badRequest(
+        `${param}[${i}] must be a token id from 0 to ${vocab - 1}, got ${typeName(id)} ${String(id)}.`,
+        param,
+      );
     }
   });
   return v as number[];
@@ -251,9 +277,11 @@ export function parseCompletionRequest(llm: LLM, servedName: string, body: Body)
   const common = commonFields(body);
   const sampling = samplingFields(body);
   const logprobs = int(body, 'logprobs');
-  if (logprobs !== undefined && (logprobs < 0 || logprobs > MAX_TOP_LOGPROBS)) throw badRequest(`logprobs must be from 0 to ${MAX_TOP_LOGPROBS}, got ${logprobs}.`, 'logprobs');
+  if (logprobs !== undefined && (logprobs < 0 || logprobs > MAX_TOP_LOGPROBS))
+    throw badRequest(`logprobs must be from 0 to ${MAX_TOP_LOGPROBS}, got ${logprobs}.`, 'logprobs');
   const echo = bool(body, 'echo') ?? false;
-  if (echo && logprobs !== undefined) throw badRequest('echo together with logprobs (prompt logprobs) is not supported.', 'echo');
+  if (echo && logprobs !== undefined)
+    throw badRequest('echo together with logprobs (prompt logprobs) is not supported.', 'echo');
   const suffix = field<string>(body, 'suffix', (v) => typeof v === 'string', 'a string');
   if (suffix) throw badRequest('suffix is not supported.', 'suffix');
 
@@ -272,10 +300,15 @@ export function parseCompletionRequest(llm: LLM, servedName: string, body: Body)
   } else if (Array.isArray(raw) && raw.length > 0 && raw.every(Array.isArray)) {
     prompts = (raw as unknown[][]).map((ids, i) => fromIds(ids, `prompt[${i}]`));
   } else {
-    throw badRequest('prompt must be a string, an array of strings, an array of token ids or an array of token id arrays.', 'prompt');
+    throw badRequest(
+      'prompt must be a string, an array of strings, an array of token ids or an array of token id arrays.',
+      'prompt',
+    );
   }
-  if (prompts.length > MAX_PROMPTS) throw badRequest(`At most ${MAX_PROMPTS} prompts per request, got ${prompts.length}.`, 'prompt');
-  if (prompts.length * common.n > MAX_PROMPTS) throw badRequest(`At most ${MAX_PROMPTS} completions (prompts × n) per request.`, 'n');
+  if (prompts.length > MAX_PROMPTS)
+    throw badRequest(`At most ${MAX_PROMPTS} prompts per request, got ${prompts.length}.`, 'prompt');
+  if (prompts.length * common.n > MAX_PROMPTS)
+    throw badRequest(`At most ${MAX_PROMPTS} completions (prompts × n) per request.`, 'n');
   return {
     endpoint: 'completion',
     prompts,

@@ -68,7 +68,8 @@ const ROUTES: Record<string, { route: Route; methods: string[] }> = {
 function matchRoute(path: string): { route: Route; methods: string[]; label: string } | null {
   const exact = ROUTES[path];
   if (exact) return { ...exact, label: path };
-  if (path.startsWith('/v1/models/') && path.length > '/v1/models/'.length) return { route: 'model', methods: ['GET'], label: '/v1/models/{id}' };
+  if (path.startsWith('/v1/models/') && path.length > '/v1/models/'.length)
+    return { route: 'model', methods: ['GET'], label: '/v1/models/{id}' };
   return null;
 }
 
@@ -90,7 +91,8 @@ interface Ctx {
 const SHUTDOWN = Symbol('shutdown');
 
 export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
-  if (typeof opts.modelName !== 'string' || opts.modelName === '') throw new TypeError('createServer: modelName must be a non-empty string');
+  if (typeof opts.modelName !== 'string' || opts.modelName === '')
+    throw new TypeError('createServer: modelName must be a non-empty string');
   const maxBodyBytes = opts.maxBodyBytes ?? 1 << 20;
   const admission = new Admission(opts.maxConcurrency ?? llm.model.kvCache.maxSequences, opts.maxQueue ?? 64);
   const metrics = new Metrics({
@@ -99,7 +101,12 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
   });
   const tokenText = new TokenText(llm.tokenizer);
   const created = unixSeconds();
-  const writeLog = opts.log === false ? null : typeof opts.log === 'function' ? opts.log : (line: string) => process.stderr.write(line + '\n');
+  const writeLog =
+    opts.log === false
+      ? null
+      : typeof opts.log === 'function'
+        ? opts.log
+        : (line: string) => process.stderr.write(line + '\n');
   const apiKey = opts.apiKey ? Buffer.from(opts.apiKey) : null;
   const contexts = new Set<Ctx>();
   let closing: Promise<void> | null = null;
@@ -136,7 +143,8 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
     handle(ctx, match).catch((e) => fail(ctx, e));
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-    if (socket.writable && err.code !== 'ECONNRESET') socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    if (socket.writable && err.code !== 'ECONNRESET')
+      socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
     else socket.destroy();
   });
 
@@ -145,14 +153,26 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
     metrics.countRequest(ctx.label, status);
     if (!writeLog) return;
     const secs = ((performance.now() - ctx.start) / 1000).toFixed(3);
-    const tokens = ctx.promptTokens !== undefined ? ` prompt_tokens=${ctx.promptTokens} completion_tokens=${ctx.completionTokens ?? 0}` : '';
+    const tokens =
+      ctx.promptTokens !== undefined
+        ? ` prompt_tokens=${ctx.promptTokens} completion_tokens=${ctx.completionTokens ?? 0}`
+        : '';
     writeLog(`${new Date().toISOString()} ${ctx.method} ${ctx.path} ${status}${tokens} ${secs}s`);
   }
 
-  function sendJson(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  function sendJson(
+    res: http.ServerResponse,
+    status: number,
+    body: unknown,
+    headers: Record<string, string> = {},
+  ): void {
     if (res.headersSent || res.destroyed) return;
     const text = JSON.stringify(body);
-    res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), ...headers });
+    res.writeHead(status, {
+      'Content-Type': 'application/json',
+      'Content-Length': Buffer.byteLength(text),
+      ...headers,
+    });
     res.end(text);
   }
 
@@ -160,7 +180,8 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
   function fail(ctx: Ctx, e: unknown): void {
     if (ctx.clientGone || ctx.res.destroyed) return;
     const err = e instanceof ApiError ? e : internalError(`Internal error: ${(e as Error)?.message ?? String(e)}`);
-    if (!(e instanceof ApiError) && writeLog) writeLog(`error in ${ctx.method} ${ctx.path}: ${(e as Error)?.stack ?? String(e)}`);
+    if (!(e instanceof ApiError) && writeLog)
+      writeLog(`error in ${ctx.method} ${ctx.path}: ${(e as Error)?.stack ?? String(e)}`);
     if (ctx.res.headersSent) {
       if (!ctx.res.writableEnded) {
         ctx.res.write(`data: ${JSON.stringify(err.toBody())}\n\ndata: [DONE]\n\n`);
@@ -225,7 +246,8 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
     } catch (e) {
       throw badRequest(`The request body is not valid JSON: ${(e as Error).message}`, null, 'invalid_json');
     }
-    if (body === null || typeof body !== 'object' || Array.isArray(body)) throw badRequest('The request body must be a JSON object.', null, 'invalid_json');
+    if (body === null || typeof body !== 'object' || Array.isArray(body))
+      throw badRequest('The request body must be a JSON object.', null, 'invalid_json');
     return body as Record<string, unknown>;
   }
 
@@ -256,7 +278,8 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
         return;
       case 'model': {
         const id = decodeURIComponent(ctx.path.slice('/v1/models/'.length));
-        if (id !== opts.modelName) throw new ApiError(404, `The model \`${id}\` does not exist.`, 'not_found_error', 'model', 'model_not_found');
+        if (id !== opts.modelName)
+          throw new ApiError(404, `The model \`${id}\` does not exist.`, 'not_found_error', 'model', 'model_not_found');
         sendJson(ctx.res, 200, modelCard());
         return;
       }
@@ -268,7 +291,10 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
 
   async function generate(ctx: Ctx, route: 'chat' | 'completions'): Promise<void> {
     const body = await readJsonObject(ctx.req);
-    const request = route === 'chat' ? parseChatRequest(llm, opts.modelName, body) : parseCompletionRequest(llm, opts.modelName, body);
+    const request =
+      route === 'chat'
+        ? parseChatRequest(llm, opts.modelName, body)
+        : parseCompletionRequest(llm, opts.modelName, body);
     ctx.promptTokens = request.prompts.reduce((s, p) => s + p.ids.length, 0);
     let release: () => void;
     try {
@@ -340,7 +366,8 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
     const failed = results.find((r) => r.error !== undefined);
     if (failed) throw internalError(`Generation failed: ${(failed.error as Error)?.message ?? String(failed.error)}`);
     if (ctx.abort.signal.aborted) {
-      if (ctx.abort.signal.reason === SHUTDOWN) throw unavailable('The server shut down before the generation finished.');
+      if (ctx.abort.signal.reason === SHUTDOWN)
+        throw unavailable('The server shut down before the generation finished.');
       return; // the client is gone
     }
     const outputs = results.map((r) => r.output!).sort((a, b) => a.index - b.index);
@@ -376,7 +403,8 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
           return {
             index: o.index,
             text: prefix + o.text,
-            logprobs: request.logprobs !== undefined ? completionLogprobs(o.logprobs ?? [], tokenText, prefix.length) : null,
+            logprobs:
+              request.logprobs !== undefined ? completionLogprobs(o.logprobs ?? [], tokenText, prefix.length) : null,
             finish_reason: finishReason(o),
             stop_reason: o.stopReason ?? null,
           };
@@ -392,9 +420,19 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
   function openStream(ctx: Ctx, request: GenerationRequest) {
     const { res } = ctx;
     const chat = request.endpoint === 'chat';
-    const base = { id: requestId(chat ? 'chatcmpl' : 'cmpl'), object: chat ? 'chat.completion.chunk' : 'text_completion', created: unixSeconds(), model: opts.modelName };
+    const base = {
+      id: requestId(chat ? 'chatcmpl' : 'cmpl'),
+      object: chat ? 'chat.completion.chunk' : 'text_completion',
+      created: unixSeconds(),
+      model: opts.modelName,
+    };
     const withUsage = request.includeUsage ? { usage: null } : {};
-    res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
+    res.writeHead(200, {
+      'Content-Type': 'text/event-stream; charset=utf-8',
+      'Cache-Control': 'no-cache',
+      Connection: 'keep-alive',
+      'X-Accel-Buffering': 'no',
+    });
     res.flushHeaders();
     const send = (obj: unknown) => {
       if (!res.writableEnded && !res.destroyed) res.write(`data: ${JSON.stringify(obj)}\n\n`);
@@ -404,8 +442,14 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
         ? { index, delta: content === null ? {} : { content }, logprobs: null, finish_reason: null, ...extra }
         : { index, text: content ?? '', logprobs: null, finish_reason: null, ...extra };
     for (const s of request.sequences) {
-      if (chat) send({ ...base, choices: [{ index: s.index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }], ...withUsage });
-      else if (request.echo) send({ ...base, choices: [choice(s.index, request.prompts[s.prompt].text)], ...withUsage });
+      if (chat)
+        send({
+          ...base,
+          choices: [{ index: s.index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }],
+          ...withUsage,
+        });
+      else if (request.echo)
+        send({ ...base, choices: [choice(s.index, request.prompts[s.prompt].text)], ...withUsage });
     }
     return {
       delta(index: number, text: string) {
@@ -418,7 +462,13 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
           // The engine reports text deltas, not tokens: every token's logprobs come with the last chunk.
           logprobs = chat ? chatLogprobs(o.logprobs ?? [], tokenText) : completionLogprobs(o.logprobs ?? [], tokenText);
         }
-        send({ ...base, choices: [choice(o.index, null, { logprobs, finish_reason: finishReason(o), stop_reason: o.stopReason ?? null })], ...withUsage });
+        send({
+          ...base,
+          choices: [
+            choice(o.index, null, { logprobs, finish_reason: finishReason(o), stop_reason: o.stopReason ?? null }),
+          ],
+          ...withUsage,
+        });
       },
       end(u: ReturnType<typeof usage>) {
         if (request.includeUsage) send({ ...base, choices: [], usage: u });

@@ -6,13 +6,20 @@
 import { softmax } from './ops.js';
 
 export function attendHead(
-  q: Float32Array, qOff: number,
-  k: Float32Array, v: Float32Array,
-  blockTable: Int32Array, tableOff: number,
-  kvHead: number, kvHeads: number, headDim: number, blockSize: number,
+  q: Float32Array,
+  qOff: number,
+  k: Float32Array,
+  v: Float32Array,
+  blockTable: Int32Array,
+  tableOff: number,
+  kvHead: number,
+  kvHeads: number,
+  headDim: number,
+  blockSize: number,
   len: number,
   scores: Float32Array,
-  out: Float32Array, outOff: number,
+  out: Float32Array,
+  outOff: number,
 ): void {
   const scale = 1 / Math.sqrt(headDim);
   const blockStride = blockSize * headDim;
@@ -21,7 +28,10 @@ export function attendHead(
     const tEnd = Math.min(len, t0 + blockSize);
     for (let t = t0; t < tEnd; t++) {
       const ko = base + (t - t0) * headDim;
-      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      let s0 = 0,
+        s1 = 0,
+        s2 = 0,
+        s3 = 0;
       let d = 0;
       for (; d + 4 <= headDim; d += 4) {
         s0 += q[qOff + d] * k[ko + d];

@@ -30,7 +30,12 @@ const EMPTY_F32 = new Float32Array(0);
 const EMPTY_U16 = new Uint16Array(0);
 const EMPTY_I32 = new Int32Array(0);
 
-export function makeMatrix(format: number, rows: number, cols: number, parts: Partial<Pick<Matrix, 'f32' | 'u16' | 'q' | 'scales'>>): Matrix {
+export function makeMatrix(
+  format: number,
+  rows: number,
+  cols: number,
+  parts: Partial<Pick<Matrix, 'f32' | 'u16' | 'q' | 'scales'>>,
+): Matrix {
   return {
     format,
     rows,

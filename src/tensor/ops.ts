@@ -1,7 +1,15 @@
 // Elementwise and normalisation kernels. Plain functions over typed arrays with explicit offsets.
 
 /** out[o..o+n) = x[xo..xo+n) / rms(x) * weight; accumulates in f64 as the reference does in f32/f64. */
-export function rmsnorm(out: Float32Array, outOff: number, x: Float32Array, xOff: number, weight: Float32Array, n: number, eps: number): void {
+export function rmsnorm(
+  out: Float32Array,
+  outOff: number,
+  x: Float32Array,
+  xOff: number,
+  weight: Float32Array,
+  n: number,
+  eps: number,
+): void {
   let ss = 0;
   for (let i = 0; i < n; i++) {
     const v = x[xOff + i];
@@ -15,7 +23,15 @@ export function rmsnorm(out: Float32Array, outOff: number, x: Float32Array, xOff
  * Rotary embedding, rotate-half (NEOX) layout as in HF Qwen2: dimension j pairs with j + headDim/2.
  * `cos`/`sin` hold [headDim/2] values for this position; applied to `heads` consecutive heads at x[off..].
  */
-export function rope(x: Float32Array, off: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array, csOff: number): void {
+export function rope(
+  x: Float32Array,
+  off: number,
+  heads: number,
+  headDim: number,
+  cos: Float32Array,
+  sin: Float32Array,
+  csOff: number,
+): void {
   const half = headDim >> 1;
   for (let h = 0; h < heads; h++) {
     const base = off + h * headDim;

@@ -59,7 +59,12 @@ export class ThreadPool {
   private seq = 0;
   private closed = false;
 
-  private constructor(threads: number, private mainRunner: OpRunner, piscina: Piscina | null, control: Int32Array) {
+  private constructor(
+    threads: number,
+    private mainRunner: OpRunner,
+    piscina: Piscina | null,
+    control: Int32Array,
+  ) {
     this.threads = threads;
     this.piscina = piscina;
     this.control = control;
@@ -70,7 +75,12 @@ export class ThreadPool {
    * `runnerModule` exports `createRunner(state): OpRunner`; each worker imports it and builds its
    * own runner over `state` (typed arrays over SharedArrayBuffers are shared, not copied).
    */
-  static async create(threads: number, runnerModule: URL, runnerState: unknown, mainRunner: OpRunner): Promise<ThreadPool> {
+  static async create(
+    threads: number,
+    runnerModule: URL,
+    runnerState: unknown,
+    mainRunner: OpRunner,
+  ): Promise<ThreadPool> {
     if (!Number.isInteger(threads) || threads < 1 || threads > MAX_WORKERS) {
       throw new RangeError(`threads must be an integer from 1 to ${MAX_WORKERS}, got ${threads}`);
     }
@@ -89,7 +99,11 @@ export class ThreadPool {
     let failure: unknown = null;
     for (let w = 0; w < workers; w++) {
       const task: WorkerTask = { control, index: w + 1, parts: threads, runnerUrl, runnerState };
-      pool.tasks.push(piscina.run(task).catch((e) => { failure = e; }));
+      pool.tasks.push(
+        piscina.run(task).catch((e) => {
+          failure = e;
+        }),
+      );
     }
     // Wait (asynchronously) until every worker has imported its runner, or one failed.
     const t0 = Date.now();

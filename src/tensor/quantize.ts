@@ -24,7 +24,14 @@ export function allocQuantizedActivations(maxN: number, cols: number, shared: bo
 }
 
 /** Quantize rows t0 <= t < t1 of x [*, cols] (row stride xStride) into xq. */
-export function quantizeActivations(x: Float32Array, xOff: number, xStride: number, t0: number, t1: number, xq: QuantizedActivations): void {
+export function quantizeActivations(
+  x: Float32Array,
+  xOff: number,
+  xStride: number,
+  t0: number,
+  t1: number,
+  xq: QuantizedActivations,
+): void {
   const cols = xq.cols;
   const blocks = cols / QBLOCK;
   for (let t = t0; t < t1; t++) {
@@ -78,26 +85,58 @@ export function quantizeRowsQ8_0(rowsF32: Float32Array, r0: number, nRows: numbe
   }
 }
 
-export function matmulQ8_0(m: Matrix, xq: QuantizedActivations, n: number, y: Float32Array, yOff: number, yStride: number, r0: number, r1: number): void {
+export function matmulQ8_0(
+  m: Matrix,
+  xq: QuantizedActivations,
+  n: number,
+  y: Float32Array,
+  yOff: number,
+  yStride: number,
+  r0: number,
+  r1: number,
+): void {
   const cols = m.cols;
   const blocks = cols / QBLOCK;
-  const wq = m.q, ws = m.scales, xv = xq.q, xs = xq.scales;
+  const wq = m.q,
+    ws = m.scales,
+    xv = xq.q,
+    xs = xq.scales;
   for (let t = 0; t < n; t++) {
     const xo = t * cols;
     const xso = t * blocks;
     let r = r0;
     // Two rows per pass: each activation load feeds two integer multiply-adds.
     for (; r + 2 <= r1; r += 2) {
-      let acc0 = 0, acc1 = 0;
-      const w0o = (r * cols) >> 2, w1o = w0o + (cols >> 2);
+      let acc0 = 0,
+        acc1 = 0;
+      const w0o = (r * cols) >> 2,
+        w1o = w0o + (cols >> 2);
       for (let b = 0; b < blocks; b++) {
-        let s0 = 0, s1 = 0;
-        const wb = b * 8, xb = xo + b * QBLOCK;
+        let s0 = 0,
+          s1 = 0;
+        const wb = b * 8,
+          xb = xo + b * QBLOCK;
         for (let j = 0; j < 8; j++) {
-          const a = wq[w0o + wb + j], c = wq[w1o + wb + j];
-          const x0 = xv[xb + 4 * j], x1 = xv[xb + 4 * j + 1], x2 = xv[xb + 4 * j + 2], x3 = xv[xb + 4 * j + 3];
-          s0 = (s0 + Math.imul((a << 24) >> 24, x0) + Math.imul((a << 16) >> 24, x1) + Math.imul((a << 8) >> 24, x2) + Math.imul(a >> 24, x3)) | 0;
-          s1 = (s1 + Math.imul((c << 24) >> 24, x0) + Math.imul((c << 16) >> 24, x1) + Math.imul((c << 8) >> 24, x2) + Math.imul(c >> 24, x3)) | 0;
+          const a = wq[w0o + wb + j],
+            c = wq[w1o + wb + j];
+          const x0 = xv[xb + 4 * j],
+            x1 = xv[xb + 4 * j + 1],
+            x2 = xv[xb + 4 * j + 2],
+            x3 = xv[xb + 4 * j + 3];
+          s0 =
+            (s0 +
+              Math.imul((a << 24) >> 24, x0) +
+              Math.imul((a << 16) >> 24, x1) +
+              Math.imul((a << 8) >> 24, x2) +
+              Math.imul(a >> 24, x3)) |
+            0;
+          s1 =
+            (s1 +
+              Math.imul((c << 24) >> 24, x0) +
+              Math.imul((c << 16) >> 24, x1) +
+              Math.imul((c << 8) >> 24, x2) +
+              Math.imul(c >> 24, x3)) |
+            0;
         }
         const xd = xs[xso + b];
         acc0 += s0 * ws[r * blocks + b] * xd;
@@ -112,8 +151,15 @@ export function matmulQ8_0(m: Matrix, xq: QuantizedActivations, n: number, y: Fl
       for (let b = 0; b < blocks; b++) {
         let s = 0;
         for (let j = 0; j < 8; j++) {
-          const a = wq[wo + b * 8 + j], xb = xo + b * QBLOCK + 4 * j;
-          s = (s + Math.imul((a << 24) >> 24, xv[xb]) + Math.imul((a << 16) >> 24, xv[xb + 1]) + Math.imul((a << 8) >> 24, xv[xb + 2]) + Math.imul(a >> 24, xv[xb + 3])) | 0;
+          const a = wq[wo + b * 8 + j],
+            xb = xo + b * QBLOCK + 4 * j;
+          s =
+            (s +
+              Math.imul((a << 24) >> 24, xv[xb]) +
+              Math.imul((a << 16) >> 24, xv[xb + 1]) +
+              Math.imul((a << 8) >> 24, xv[xb + 2]) +
+              Math.imul(a >> 24, xv[xb + 3])) |
+            0;
         }
         acc += s * ws[r * blocks + b] * xs[xso + b];
       }
@@ -140,11 +186,15 @@ export function quantizeRowsQ4_0(rowsF32: Float32Array, r0: number, nRows: numbe
       for (let half = 0; half < 2; half++) {
         const o = (r + half) * cols + b * QBLOCK;
         // Signed max, llama.cpp style: the largest-magnitude value maps to -8 exactly.
-        let max = 0, amax = 0;
+        let max = 0,
+          amax = 0;
         for (let i = 0; i < QBLOCK; i++) {
           const v = rowsF32[o + i];
           const a = v < 0 ? -v : v;
-          if (a > amax) { amax = a; max = v; }
+          if (a > amax) {
+            amax = a;
+            max = v;
+          }
         }
         const d = max / -8;
         const id = d === 0 ? 0 : 1 / d;
@@ -164,12 +214,25 @@ export function quantizeRowsQ4_0(rowsF32: Float32Array, r0: number, nRows: numbe
   }
 }
 
-export function matmulQ4_0(m: Matrix, xq: QuantizedActivations, n: number, y: Float32Array, yOff: number, yStride: number, r0: number, r1: number): void {
+export function matmulQ4_0(
+  m: Matrix,
+  xq: QuantizedActivations,
+  n: number,
+  y: Float32Array,
+  yOff: number,
+  yStride: number,
+  r0: number,
+  r1: number,
+): void {
   if (r0 % 2 !== 0) throw new RangeError(`matmulQ4_0: row slices start on even rows (row pairs), got ${r0}`);
   const cols = m.cols;
   const blocks = cols / QBLOCK;
   const pairStride = blocks * 8; // words per row pair
-  const wq = m.q, ws = m.scales, xv = xq.q, xs = xq.scales, xsum = xq.sums;
+  const wq = m.q,
+    ws = m.scales,
+    xv = xq.q,
+    xs = xq.scales,
+    xsum = xq.sums;
   for (let t = 0; t < n; t++) {
     const xo = t * cols;
     const xso = t * blocks;
@@ -179,23 +242,31 @@ export function matmulQ4_0(m: Matrix, xq: QuantizedActivations, n: number, y: Fl
     rows4Q4_0(wq, ws, pairStride, blocks, r0, r4, xv, xo, xs, xsum, xso, y, yOff + t * yStride);
     r = r4;
     for (; r < r1; r += 2) {
-      let acc0 = 0, acc1 = 0;
+      let acc0 = 0,
+        acc1 = 0;
       let wo = (r >> 1) * pairStride;
       for (let b = 0; b < blocks; b++, wo += 8) {
-        let lo = 0, hi = 0;
+        let lo = 0,
+          hi = 0;
         for (let h = 0; h < 8; h += 4) {
           let s = 0;
           for (let j = h; j < h + 4; j++) {
             const word = wq[wo + j];
             const xj = xo + b * QBLOCK + 4 * j;
-            s = (s + Math.imul(word & 0xf000f, xv[xj]) + Math.imul((word >>> 4) & 0xf000f, xv[xj + 1])
-              + Math.imul((word >>> 8) & 0xf000f, xv[xj + 2]) + Math.imul((word >>> 12) & 0xf000f, xv[xj + 3])) | 0;
+            s =
+              (s +
+                Math.imul(word & 0xf000f, xv[xj]) +
+                Math.imul((word >>> 4) & 0xf000f, xv[xj + 1]) +
+                Math.imul((word >>> 8) & 0xf000f, xv[xj + 2]) +
+                Math.imul((word >>> 12) & 0xf000f, xv[xj + 3])) |
+              0;
           }
           const l = (s << 16) >> 16;
           lo += l;
           hi += (s - l) >> 16;
         }
-        const xd = xs[xso + b], bsum = 8 * xsum[xso + b];
+        const xd = xs[xso + b],
+          bsum = 8 * xsum[xso + b];
         acc0 += (lo - bsum) * ws[r * blocks + b] * xd;
         acc1 += (hi - bsum) * ws[(r + 1) * blocks + b] * xd;
       }
@@ -207,52 +278,102 @@ export function matmulQ4_0(m: Matrix, xq: QuantizedActivations, n: number, y: Fl
 
 /** Rows [r0, r4) (a multiple of 4, r0 even), 4 at a time, against one token's activations. */
 function rows4Q4_0(
-  wq: Int32Array, ws: Float32Array, pairStride: number, blocks: number, r0: number, r4: number,
-  xv: Int32Array, xo: number, xs: Float32Array, xsum: Int32Array, xso: number,
-  y: Float32Array, yo: number,
+  wq: Int32Array,
+  ws: Float32Array,
+  pairStride: number,
+  blocks: number,
+  r0: number,
+  r4: number,
+  xv: Int32Array,
+  xo: number,
+  xs: Float32Array,
+  xsum: Int32Array,
+  xso: number,
+  y: Float32Array,
+  yo: number,
 ): void {
   for (let r = r0; r < r4; r += 4) {
-  let acc0 = 0, acc1 = 0, acc2 = 0, acc3 = 0;
-  let wo = (r >> 1) * pairStride, so = r * blocks;
-  for (let b = 0; b < blocks; b++, wo += 8, so++) {
-    const xb = xo + b * QBLOCK;
-    let s = 0, u = 0;
-    for (let j = 0; j < 4; j++) {
-      const x0 = xv[xb + 4 * j], x1 = xv[xb + 4 * j + 1], x2 = xv[xb + 4 * j + 2], x3 = xv[xb + 4 * j + 3];
-      const p = wq[wo + j], q = wq[wo + pairStride + j];
-      s = (s + Math.imul(p & 0xf000f, x0) + Math.imul((p >>> 4) & 0xf000f, x1) + Math.imul((p >>> 8) & 0xf000f, x2) + Math.imul((p >>> 12) & 0xf000f, x3)) | 0;
-      u = (u + Math.imul(q & 0xf000f, x0) + Math.imul((q >>> 4) & 0xf000f, x1) + Math.imul((q >>> 8) & 0xf000f, x2) + Math.imul((q >>> 12) & 0xf000f, x3)) | 0;
+    let acc0 = 0,
+      acc1 = 0,
+      acc2 = 0,
+      acc3 = 0;
+    let wo = (r >> 1) * pairStride,
+      so = r * blocks;
+    for (let b = 0; b < blocks; b++, wo += 8, so++) {
+      const xb = xo + b * QBLOCK;
+      let s = 0,
+        u = 0;
+      for (let j = 0; j < 4; j++) {
+        const x0 = xv[xb + 4 * j],
+          x1 = xv[xb + 4 * j + 1],
+          x2 = xv[xb + 4 * j + 2],
+          x3 = xv[xb + 4 * j + 3];
+        const p = wq[wo + j],
+          q = wq[wo + pairStride + j];
+        s =
+          (s +
+            Math.imul(p & 0xf000f, x0) +
+            Math.imul((p >>> 4) & 0xf000f, x1) +
+            Math.imul((p >>> 8) & 0xf000f, x2) +
+            Math.imul((p >>> 12) & 0xf000f, x3)) |
+          0;
+        u =
+          (u +
+            Math.imul(q & 0xf000f, x0) +
+            Math.imul((q >>> 4) & 0xf000f, x1) +
+            Math.imul((q >>> 8) & 0xf000f, x2) +
+            Math.imul((q >>> 12) & 0xf000f, x3)) |
+          0;
+      }
+      // Split the lanes after 16 columns, before they can overflow.
+      let l = (s << 16) >> 16;
+      let lo0 = l,
+        hi0 = (s - l) >> 16;
+      l = (u << 16) >> 16;
+      let lo1 = l,
+        hi1 = (u - l) >> 16;
+      s = 0;
+      u = 0;
+      for (let j = 4; j < 8; j++) {
+        const x0 = xv[xb + 4 * j],
+          x1 = xv[xb + 4 * j + 1],
+          x2 = xv[xb + 4 * j + 2],
+          x3 = xv[xb + 4 * j + 3];
+        const p = wq[wo + j],
+          q = wq[wo + pairStride + j];
+        s =
+          (s +
+            Math.imul(p & 0xf000f, x0) +
+            Math.imul((p >>> 4) & 0xf000f, x1) +
+            Math.imul((p >>> 8) & 0xf000f, x2) +
+            Math.imul((p >>> 12) & 0xf000f, x3)) |
+          0;
+        u =
+          (u +
+            Math.imul(q & 0xf000f, x0) +
+            Math.imul((q >>> 4) & 0xf000f, x1) +
+            Math.imul((q >>> 8) & 0xf000f, x2) +
+            Math.imul((q >>> 12) & 0xf000f, x3)) |
+          0;
+      }
+      l = (s << 16) >> 16;
+      lo0 += l;
+      hi0 += (s - l) >> 16;
+      l = (u << 16) >> 16;
+      lo1 += l;
+      hi1 += (u - l) >> 16;
+      // sum (q + 8) * x - 8 * sum x  = sum q * x
+      const xd = xs[xso + b],
+        bsum = 8 * xsum[xso + b];
+      acc0 += (lo0 - bsum) * ws[so] * xd;
+      acc1 += (hi0 - bsum) * ws[so + blocks] * xd;
+      acc2 += (lo1 - bsum) * ws[so + 2 * blocks] * xd;
+      acc3 += (hi1 - bsum) * ws[so + 3 * blocks] * xd;
     }
-    // Split the lanes after 16 columns, before they can overflow.
-    let l = (s << 16) >> 16;
-    let lo0 = l, hi0 = (s - l) >> 16;
-    l = (u << 16) >> 16;
-    let lo1 = l, hi1 = (u - l) >> 16;
-    s = 0;
-    u = 0;
-    for (let j = 4; j < 8; j++) {
-      const x0 = xv[xb + 4 * j], x1 = xv[xb + 4 * j + 1], x2 = xv[xb + 4 * j + 2], x3 = xv[xb + 4 * j + 3];
-      const p = wq[wo + j], q = wq[wo + pairStride + j];
-      s = (s + Math.imul(p & 0xf000f, x0) + Math.imul((p >>> 4) & 0xf000f, x1) + Math.imul((p >>> 8) & 0xf000f, x2) + Math.imul((p >>> 12) & 0xf000f, x3)) | 0;
-      u = (u + Math.imul(q & 0xf000f, x0) + Math.imul((q >>> 4) & 0xf000f, x1) + Math.imul((q >>> 8) & 0xf000f, x2) + Math.imul((q >>> 12) & 0xf000f, x3)) | 0;
-    }
-    l = (s << 16) >> 16;
-    lo0 += l;
-    hi0 += (s - l) >> 16;
-    l = (u << 16) >> 16;
-    lo1 += l;
-    hi1 += (u - l) >> 16;
-    // sum (q + 8) * x - 8 * sum x  = sum q * x
-    const xd = xs[xso + b], bsum = 8 * xsum[xso + b];
-    acc0 += (lo0 - bsum) * ws[so] * xd;
-    acc1 += (hi0 - bsum) * ws[so + blocks] * xd;
-    acc2 += (lo1 - bsum) * ws[so + 2 * blocks] * xd;
-    acc3 += (hi1 - bsum) * ws[so + 3 * blocks] * xd;
-  }
-  y[yo + r] = acc0;
-  y[yo + r + 1] = acc1;
-  y[yo + r + 2] = acc2;
-  y[yo + r + 3] = acc3;
+    y[yo + r] = acc0;
+    y[yo + r + 1] = acc1;
+    y[yo + r + 2] = acc2;
+    y[yo + r + 3] = acc3;
   }
 }
 
@@ -303,6 +424,6 @@ export function allocQuantizedMatrix(format: number, rows: number, cols: number)
   const words = format === Q8_0 ? (rows * cols) / 4 : (rows * cols) / 8;
   return makeMatrix(format, rows, cols, {
     q: new Int32Array(new SharedArrayBuffer(words * 4)),
-    scales: new Float32Array(new SharedArrayBuffer((rows * cols / QBLOCK) * 4)),
+    scales: new Float32Array(new SharedArrayBuffer(((rows * cols) / QBLOCK) * 4)),
   });
 }

@@ -6,7 +6,7 @@
 // and vLLM's one bit of pre-processing: tool-call arguments given as a JSON string (the OpenAI
 // wire format) are parsed into an object, because templates do `arguments | tojson`.
 
-import { Template } from "@huggingface/jinja";
+import { Template } from '@huggingface/jinja';
 
 export interface ToolCall {
   id?: string;
@@ -37,17 +37,17 @@ export class ChatTemplateError extends Error {
   readonly field: string;
   constructor(field: string, message: string) {
     super(message);
-    this.name = "ChatTemplateError";
+    this.name = 'ChatTemplateError';
     this.field = field;
   }
 }
 
 function typeName(v: unknown): string {
-  return v === null ? "null" : Array.isArray(v) ? "array" : typeof v;
+  return v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v;
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === "object" && !Array.isArray(v);
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
 function normalizeToolCall(tc: unknown, path: string): ToolCall {
@@ -55,13 +55,16 @@ function normalizeToolCall(tc: unknown, path: string): ToolCall {
   // Templates accept both {function: {name, arguments}} (OpenAI) and a bare {name, arguments}.
   const fnPath = isPlainObject(tc.function) ? `${path}.function` : path;
   const fn = isPlainObject(tc.function) ? tc.function : tc;
-  if (typeof fn.name !== "string" || fn.name === "") {
-    throw new ChatTemplateError(`${fnPath}.name`, `${fnPath}.name must be a non-empty string, got ${typeName(fn.name)}`);
+  if (typeof fn.name !== 'string' || fn.name === '') {
+    throw new ChatTemplateError(
+      `${fnPath}.name`,
+      `${fnPath}.name must be a non-empty string, got ${typeName(fn.name)}`,
+    );
   }
   let args = fn.arguments ?? {};
-  if (typeof args === "string") {
+  if (typeof args === 'string') {
     try {
-      args = JSON.parse(args === "" ? "{}" : args);
+      args = JSON.parse(args === '' ? '{}' : args);
     } catch {
       throw new ChatTemplateError(`${fnPath}.arguments`, `${fnPath}.arguments is not valid JSON`);
     }
@@ -76,28 +79,31 @@ function normalizeToolCall(tc: unknown, path: string): ToolCall {
 /** Checks the messages and returns shallow copies ready for the template (inputs are not mutated). */
 export function validateMessages(messages: unknown): ChatMessage[] {
   if (!Array.isArray(messages)) {
-    throw new ChatTemplateError("messages", `messages must be an array, got ${typeName(messages)}`);
+    throw new ChatTemplateError('messages', `messages must be an array, got ${typeName(messages)}`);
   }
-  if (messages.length === 0) throw new ChatTemplateError("messages", "messages must not be empty");
+  if (messages.length === 0) throw new ChatTemplateError('messages', 'messages must not be empty');
   return messages.map((m: unknown, i): ChatMessage => {
     const path = `messages[${i}]`;
     if (!isPlainObject(m)) throw new ChatTemplateError(path, `${path} must be an object, got ${typeName(m)}`);
-    if (typeof m.role !== "string" || m.role === "") {
+    if (typeof m.role !== 'string' || m.role === '') {
       throw new ChatTemplateError(`${path}.role`, `${path}.role must be a non-empty string, got ${typeName(m.role)}`);
     }
     const out: ChatMessage = { ...m, role: m.role, content: m.content as string | null };
     if (m.tool_calls !== undefined && m.tool_calls !== null) {
       if (!Array.isArray(m.tool_calls)) {
-        throw new ChatTemplateError(`${path}.tool_calls`, `${path}.tool_calls must be an array, got ${typeName(m.tool_calls)}`);
+        throw new ChatTemplateError(
+          `${path}.tool_calls`,
+          `${path}.tool_calls must be an array, got ${typeName(m.tool_calls)}`,
+        );
       }
       out.tool_calls = m.tool_calls.map((tc: unknown, j) => normalizeToolCall(tc, `${path}.tool_calls[${j}]`));
     } else {
       delete out.tool_calls; // a null here would be truthy-tested by templates as "no tool calls" anyway
     }
     const hasToolCalls = out.tool_calls !== undefined && out.tool_calls.length > 0;
-    if (typeof m.content !== "string") {
-      if (m.role === "assistant" && hasToolCalls && (m.content === null || m.content === undefined)) {
-        out.content = "";
+    if (typeof m.content !== 'string') {
+      if (m.role === 'assistant' && hasToolCalls && (m.content === null || m.content === undefined)) {
+        out.content = '';
       } else {
         throw new ChatTemplateError(`${path}.content`, `${path}.content must be a string, got ${typeName(m.content)}`);
       }
@@ -122,14 +128,16 @@ function compile(source: string): Template {
 }
 
 export function applyChatTemplate(template: string, messages: ChatMessage[], opts: ChatTemplateOptions = {}): string {
-  if (typeof template !== "string" || template === "") {
-    throw new ChatTemplateError("template", "chat template must be a non-empty string");
+  if (typeof template !== 'string' || template === '') {
+    throw new ChatTemplateError('template', 'chat template must be a non-empty string');
   }
   const msgs = validateMessages(messages);
   if (opts.tools !== undefined && opts.tools !== null) {
-    if (!Array.isArray(opts.tools)) throw new ChatTemplateError("tools", `tools must be an array, got ${typeName(opts.tools)}`);
+    if (!Array.isArray(opts.tools))
+      throw new ChatTemplateError('tools', `tools must be an array, got ${typeName(opts.tools)}`);
     opts.tools.forEach((t, i) => {
-      if (!isPlainObject(t)) throw new ChatTemplateError(`tools[${i}]`, `tools[${i}] must be an object, got ${typeName(t)}`);
+      if (!isPlainObject(t))
+        throw new ChatTemplateError(`tools[${i}]`, `tools[${i}] must be an object, got ${typeName(t)}`);
     });
   }
   const context: Record<string, unknown> = {

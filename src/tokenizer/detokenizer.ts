@@ -28,7 +28,7 @@ export interface StreamDecoderOptions {
   skipSpecialTokens?: boolean;
 }
 
-const REPLACEMENT_CHAR = "\uFFFD";
+const REPLACEMENT_CHAR = '\uFFFD';
 
 export class StreamDecoder {
   private readonly tokenizer: Decoder;
@@ -37,7 +37,7 @@ export class StreamDecoder {
   // token whose text has not been emitted yet.
   private window: number[] = [];
   private readOffset = 0;
-  private prefixText = "";
+  private prefixText = '';
 
   constructor(tokenizer: Decoder, opts: StreamDecoderOptions = {}) {
     this.tokenizer = tokenizer;
@@ -50,7 +50,7 @@ export class StreamDecoder {
     const newText = this.decode(this.window);
     if (newText.length <= this.prefixText.length || newText.endsWith(REPLACEMENT_CHAR)) {
       // Incomplete UTF-8 sequence (or a skipped special token): hold back until more arrives.
-      return "";
+      return '';
     }
     const delta = newText.slice(this.prefixText.length);
     this.window = this.window.slice(this.readOffset);
@@ -61,11 +61,11 @@ export class StreamDecoder {
 
   /** Emits whatever is held back (an unfinished character becomes U+FFFD, as decode() would). */
   flush(): string {
-    if (this.readOffset === this.window.length) return "";
+    if (this.readOffset === this.window.length) return '';
     const delta = this.decode(this.window).slice(this.prefixText.length);
     this.window = [];
     this.readOffset = 0;
-    this.prefixText = "";
+    this.prefixText = '';
     return delta;
   }
 

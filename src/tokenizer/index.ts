@@ -1,5 +1,5 @@
 // Public API of the text side: tokenizer, chat template, streaming detokenizer.
-export { QwenTokenizer, type EncodeOptions, type DecodeOptions } from "./tokenizer.js";
+export { QwenTokenizer, type EncodeOptions, type DecodeOptions } from './tokenizer.js';
 export {
   applyChatTemplate,
   validateMessages,
@@ -7,5 +7,5 @@ export {
   type ChatMessage,
   type ChatTemplateOptions,
   type ToolCall,
-} from "./chat-template.js";
-export { StreamDecoder, type StreamDecoderOptions, type Decoder } from "./detokenizer.js";
+} from './chat-template.js';
+export { StreamDecoder, type StreamDecoderOptions, type Decoder } from './detokenizer.js';

@@ -7,10 +7,10 @@
 // tokens from tokenizer_config.json, an empty-safe decode, and the chat template.
 // The ids are checked against an independent Python implementation in test/tokenizer.test.ts.
 
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
-import { Tokenizer } from "@huggingface/tokenizers";
-import { applyChatTemplate, type ChatMessage, type ChatTemplateOptions } from "./chat-template.js";
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { applyChatTemplate, type ChatMessage, type ChatTemplateOptions } from './chat-template.js';
 
 export interface EncodeOptions {
   /** Let the post-processor add BOS/EOS-style tokens. Qwen has none, so this changes nothing;
@@ -54,7 +54,7 @@ interface AddedTokenJson {
 async function readJson(path: string): Promise<unknown> {
   let text: string;
   try {
-    text = await readFile(path, "utf8");
+    text = await readFile(path, 'utf8');
   } catch (err) {
     throw new Error(`QwenTokenizer: cannot read ${path}: ${(err as Error).message}`);
   }
@@ -67,8 +67,8 @@ async function readJson(path: string): Promise<unknown> {
 
 // tokenizer_config.json stores special tokens either as a string or as an AddedToken object.
 function tokenContent(value: unknown): string | null {
-  if (typeof value === "string") return value;
-  if (value !== null && typeof value === "object" && typeof (value as { content?: unknown }).content === "string") {
+  if (typeof value === 'string') return value;
+  if (value !== null && typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string') {
     return (value as { content: string }).content;
   }
   return null;
@@ -97,7 +97,7 @@ export class QwenTokenizer {
     this.tok = new Tokenizer(tokenizerJson, tokenizerConfig) as HfTokenizer;
     this.config = tokenizerConfig as TokenizerConfig;
 
-    const added = ((tokenizerJson as { added_tokens?: AddedTokenJson[] }).added_tokens ?? []);
+    const added = (tokenizerJson as { added_tokens?: AddedTokenJson[] }).added_tokens ?? [];
     const addedMap = new Map<string, number>();
     const special = new Set<number>();
     for (const t of added) {
@@ -112,7 +112,7 @@ export class QwenTokenizer {
     this.vocabSize = maxId + 1;
 
     const ct = this.config.chat_template;
-    this.chatTemplate = typeof ct === "string" ? ct : null;
+    this.chatTemplate = typeof ct === 'string' ? ct : null;
 
     const idOf = (tok: string | null): number | null => (tok === null ? null : (this.tokenToId(tok) ?? null));
     this.eosToken = tokenContent(this.config.eos_token);
@@ -125,20 +125,20 @@ export class QwenTokenizer {
 
   /** Loads tokenizer.json and tokenizer_config.json from a model directory. */
   static async fromDir(dir: string): Promise<QwenTokenizer> {
-    const tokenizerPath = join(dir, "tokenizer.json");
-    const configPath = join(dir, "tokenizer_config.json");
+    const tokenizerPath = join(dir, 'tokenizer.json');
+    const configPath = join(dir, 'tokenizer_config.json');
     const [tokenizerJson, config] = await Promise.all([readJson(tokenizerPath), readJson(configPath)]);
-    if (tokenizerJson === null || typeof tokenizerJson !== "object" || !("model" in tokenizerJson)) {
+    if (tokenizerJson === null || typeof tokenizerJson !== 'object' || !('model' in tokenizerJson)) {
       throw new Error(`QwenTokenizer: ${tokenizerPath} is not a tokenizer.json (no "model" key)`);
     }
-    if (config === null || typeof config !== "object" || Array.isArray(config)) {
+    if (config === null || typeof config !== 'object' || Array.isArray(config)) {
       throw new Error(`QwenTokenizer: ${configPath} must contain a JSON object`);
     }
     return new QwenTokenizer(tokenizerJson, config);
   }
 
   encode(text: string, opts: EncodeOptions = {}): number[] {
-    if (typeof text !== "string") throw new TypeError("QwenTokenizer.encode: text must be a string");
+    if (typeof text !== 'string') throw new TypeError('QwenTokenizer.encode: text must be a string');
     return this.tok.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids;
   }
 
@@ -153,7 +153,7 @@ export class QwenTokenizer {
       }
       if (id < this.vocabSize) known.push(id);
     }
-    if (known.length === 0) return ""; // the library throws on an empty array
+    if (known.length === 0) return ''; // the library throws on an empty array
     return this.tok.decode(known, { skip_special_tokens: opts.skipSpecialTokens ?? false });
   }
 
@@ -173,12 +173,12 @@ export class QwenTokenizer {
   /** Renders the model's chat template. The special-token strings from the config
    *  (bos_token, eos_token, ...) are available to the template, as in transformers. */
   applyChatTemplate(messages: ChatMessage[], opts: ChatTemplateOptions = {}): string {
-    if (this.chatTemplate === null) throw new Error("QwenTokenizer: tokenizer_config.json has no chat_template");
+    if (this.chatTemplate === null) throw new Error('QwenTokenizer: tokenizer_config.json has no chat_template');
     const extra: Record<string, unknown> = {
-      bos_token: this.bosToken ?? "",
-      eos_token: this.eosToken ?? "",
-      pad_token: this.padToken ?? "",
-      unk_token: tokenContent(this.config.unk_token) ?? "",
+      bos_token: this.bosToken ?? '',
+      eos_token: this.eosToken ?? '',
+      pad_token: this.padToken ?? '',
+      unk_token: tokenContent(this.config.unk_token) ?? '',
       ...opts.extra,
     };
     return applyChatTemplate(this.chatTemplate, messages, { ...opts, extra });
