@@ -88,7 +88,8 @@ describe('bad model directories', () => {
     expect(bad({ hidden_size: '64' })).toThrow(/field "hidden_size" must be a positive integer, got "64"/);
     expect(bad({ num_attention_heads: 3 })).toThrow(/hidden_size 64 is not a multiple of num_attention_heads 3/);
     expect(bad({ num_key_value_heads: 3 })).toThrow(/num_attention_heads 4 is not a multiple of num_key_value_heads 3/);
-    expect(bad({ model_type: 'llama' })).toThrow(/only "qwen2"/);
+    expect(bad({ model_type: 'mistral' })).toThrow(/field "model_type" is "mistral", supported/);
+    expect(bad({ model_type: 'llama', attention_bias: 'no' })).toThrow(/field "attention_bias" must be true or false/);
     expect(bad({ rope_theta: 0 })).toThrow(/field "rope_theta" must be a positive number/);
     expect(bad({ tie_word_embeddings: 'yes' })).toThrow(/tie_word_embeddings/);
     expect(bad({ rope_scaling: { type: 'yarn', factor: 4 } })).toThrow(/rope_scaling/);

@@ -16,6 +16,8 @@ export interface ModelConfig {
   rmsNormEps: number;
   ropeTheta: number;
   tieWordEmbeddings: boolean;
+  /** q/k/v projections have biases: always for qwen2, `attention_bias` for llama. */
+  attentionBias: boolean;
   maxPositionEmbeddings: number;
   torchDtype: string;
   bosTokenId?: number;
@@ -85,26 +87,34 @@ function optionalTokenIds(json: Record<string, unknown>, key: string, file: stri
 
 export function parseModelConfig(json: Record<string, unknown>, file = 'config.json'): ModelConfig {
   const modelType = String(json.model_type ?? 'qwen2');
-  if (modelType !== 'qwen2')
-    throw new ConfigError(`${file}: field "model_type" is "${modelType}", only "qwen2" (Qwen2 / Qwen2.5) is supported`);
+  if (modelType !== 'qwen2' && modelType !== 'llama')
+    throw new ConfigError(
+      `${file}: field "model_type" is "${modelType}", supported: "qwen2" (Qwen2 / Qwen2.5), "llama"`,
+    );
   const act = json.hidden_act ?? 'silu';
   if (act !== 'silu') throw new ConfigError(`${file}: field "hidden_act" is ${JSON.stringify(act)}, expected "silu"`);
   const hiddenSize = positiveInt(json, 'hidden_size', file);
   const numHeads = positiveInt(json, 'num_attention_heads', file);
   const numKvHeads = json.num_key_value_heads === undefined ? numHeads : positiveInt(json, 'num_key_value_heads', file);
-  if (hiddenSize % numHeads !== 0)
+  if (json.head_dim == null && hiddenSize % numHeads !== 0)
     throw new ConfigError(`${file}: hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads}`);
   if (numHeads % numKvHeads !== 0)
     throw new ConfigError(
       `${file}: num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`,
     );
-  const headDim = hiddenSize / numHeads;
+  const headDim =
+    json.head_dim === undefined || json.head_dim === null ? hiddenSize / numHeads : positiveInt(json, 'head_dim', file);
   if (headDim % 2 !== 0) throw new ConfigError(`${file}: head dimension ${headDim} must be even for rotary embeddings`);
   if (json.rope_scaling !== undefined && json.rope_scaling !== null) {
     throw new ConfigError(`${file}: field "rope_scaling" is set; rope scaling (YaRN) is not supported yet`);
   }
   const tie = json.tie_word_embeddings ?? false;
   if (typeof tie !== 'boolean') throw new ConfigError(`${file}: field "tie_word_embeddings" must be true or false`);
+  const attentionBias = modelType === 'qwen2' ? true : (json.attention_bias ?? false);
+  if (typeof attentionBias !== 'boolean')
+    throw new ConfigError(`${file}: field "attention_bias" must be true or false`);
+  if (json.mlp_bias === true)
+    throw new ConfigError(`${file}: field "mlp_bias" is true; MLP biases are not supported yet`);
   const eos = optionalTokenIds(json, 'eos_token_id', file);
   const bos = optionalTokenIds(json, 'bos_token_id', file);
   return {
@@ -119,6 +129,7 @@ export function parseModelConfig(json: Record<string, unknown>, file = 'config.j
     rmsNormEps: positiveNumber(json, 'rms_norm_eps', file, 1e-6),
     ropeTheta: positiveNumber(json, 'rope_theta', file, 10000),
     tieWordEmbeddings: tie,
+    attentionBias,
     maxPositionEmbeddings: positiveInt(json, 'max_position_embeddings', file),
     torchDtype: String(json.torch_dtype ?? 'bfloat16'),
     bosTokenId: bos?.[0],

@@ -20,11 +20,11 @@ import { SafetensorsError, type TensorInfo, type TensorStore } from './safetenso
 export interface LayerWeights {
   inputNorm: Float32Array; // [hidden]
   qProj: Matrix; // [heads*headDim, hidden]
-  qBias: Float32Array;
+  qBias: Float32Array | null; // null without attention biases (Llama)
   kProj: Matrix; // [kvHeads*headDim, hidden]
-  kBias: Float32Array;
+  kBias: Float32Array | null; // null without attention biases (Llama)
   vProj: Matrix; // [kvHeads*headDim, hidden]
-  vBias: Float32Array;
+  vBias: Float32Array | null; // null without attention biases (Llama)
   oProj: Matrix; // [hidden, heads*headDim], no bias
   postAttentionNorm: Float32Array; // [hidden]
   gateProj: Matrix; // [intermediate, hidden]
@@ -127,16 +127,17 @@ function loadAll(store: TensorStore, c: ModelConfig, format: WeightFormat): Mode
   const kvDim = c.numKvHeads * c.headDim;
   const embed = loadMatrix(store, 'model.embed_tokens.weight', c.vocabSize, h, format);
   const layers: LayerWeights[] = [];
+  const bias = (name: string, n: number) => (c.attentionBias ? loadVector(store, name, n) : null);
   for (let l = 0; l < c.numLayers; l++) {
     const p = `model.layers.${l}.`;
     layers.push({
       inputNorm: loadVector(store, p + 'input_layernorm.weight', h),
       qProj: loadMatrix(store, p + 'self_attn.q_proj.weight', qDim, h, format),
-      qBias: loadVector(store, p + 'self_attn.q_proj.bias', qDim),
+      qBias: bias(p + 'self_attn.q_proj.bias', qDim),
       kProj: loadMatrix(store, p + 'self_attn.k_proj.weight', kvDim, h, format),
-      kBias: loadVector(store, p + 'self_attn.k_proj.bias', kvDim),
+      kBias: bias(p + 'self_attn.k_proj.bias', kvDim),
       vProj: loadMatrix(store, p + 'self_attn.v_proj.weight', kvDim, h, format),
-      vBias: loadVector(store, p + 'self_attn.v_proj.bias', kvDim),
+      vBias: bias(p + 'self_attn.v_proj.bias', kvDim),
       oProj: loadMatrix(store, p + 'self_attn.o_proj.weight', h, qDim, format),
       postAttentionNorm: loadVector(store, p + 'post_attention_layernorm.weight', h),
       gateProj: loadMatrix(store, p + 'mlp.gate_proj.weight', c.intermediateSize, h, format),
