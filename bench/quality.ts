@@ -4,7 +4,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadModel, writeSyntheticModel, type WeightFormat } from '../src/index.js';
+import { loadModel, type WeightFormat } from '../src/index.js';
+import { writeSyntheticModel } from '../src/synthetic.js';
 
 export interface QualityRow {
   weights: WeightFormat;

@@ -4,7 +4,8 @@
 // text is meaningless but the speed is real.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { LLM, writeSyntheticModel } from 'qwen-ts';
+import { LLM } from 'qwen-ts';
+import { writeSyntheticModel } from 'qwen-ts/synthetic';
 
 let modelDir = process.argv[2];
 if (!modelDir) {

@@ -10,12 +10,7 @@ export {
   type StreamOptions,
   type ChatOptions,
 } from './engine/llm.js';
-export type {
-  CompletionOutput,
-  FinishReason,
-  RequestMetrics,
-  TokenLogprob as OutputLogprob,
-} from './engine/request.js';
+export type { CompletionOutput, FinishReason, RequestMetrics } from './engine/request.js';
 
 // The model: load a Hugging Face Qwen2 directory, run forward passes.
 export { loadModel, WEIGHT_FORMATS, DEFAULT_WEIGHTS, type LoadOptions } from './model/load.js';
@@ -23,8 +18,12 @@ export { Qwen2Model, Qwen2Model as Model, type ForwardOptions, type DecodeStep }
 export { ConfigError, type ModelConfig, type GenerationConfig } from './model/config.js';
 export { SafetensorsError, TensorStore, type TensorInfo } from './model/safetensors.js';
 export { KvCacheFullError } from './model/kv-cache.js';
-export { writeSyntheticModel, PRESETS, type SyntheticOptions } from './model/synthetic.js';
 export type { WeightFormat } from './tensor/matrix.js';
+
+// The OpenAI-compatible HTTP server over an LLM (what `qwen-ts serve` runs).
+export { createServer, type ServerOptions, type OpenAIServer } from './server/server.js';
+
+// Synthetic models (random weights, for speed) are in the subpath export 'qwen-ts/synthetic'.
 
 // Text and sampling.
 export * from './tokenizer/index.js';

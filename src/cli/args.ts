@@ -53,6 +53,7 @@ export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   threads: { type: 'string', short: 't' },
   weights: { type: 'string' },
   'context-length': { type: 'string' },
+  'check-tensors': { type: 'boolean' },
 };
 
 export const SAMPLING_OPTIONS: Record<string, OptionSpec> = {
@@ -63,13 +64,16 @@ export const SAMPLING_OPTIONS: Record<string, OptionSpec> = {
 export const HELP_OPTION: Record<string, OptionSpec> = { help: { type: 'boolean', short: 'h' } };
 
 export const MODEL_HELP = `Model:
-  -m, --model DIR            a Hugging Face Qwen2/Qwen2.5 folder (config.json, *.safetensors, tokenizer.json).
-                             Without it: a synthetic model with random weights, made once in the cache
+  -m, --model DIR            a Hugging Face model folder (config.json, *.safetensors, tokenizer.json):
+                             Qwen2 / Qwen2.5, Llama. Without it: the bundled stories260K demo model
+                             (a tiny trained story model, MIT, llama2.c; it has no chat template)
+      --preset NAME          instead of --model, a synthetic Qwen2.5-shaped model with random weights, for
+                             speed: ${Object.keys(PRESETS).join(', ')}; made once in the cache
                              ($QWEN_TS_CACHE, or $XDG_CACHE_HOME/qwen-ts, or ~/.cache/qwen-ts)
-      --preset NAME          the synthetic model without --model: ${Object.keys(PRESETS).join(', ')} (default qwen2.5-0.5b)
   -t, --threads N            kernel threads (default: all cores)
       --weights FORMAT       weights in memory: ${WEIGHT_FORMATS.join(', ')} (default ${DEFAULT_WEIGHTS})
-      --context-length N     longest conversation in tokens (default: the model's, at most 32768)`;
+      --context-length N     longest conversation in tokens (default: the model's, at most 32768)
+      --check-tensors        scan the weights for NaN/Inf while loading (slower load)`;
 
 export const SAMPLING_HELP = `Sampling (unset: the model's generation_config.json, then vLLM's defaults):
       --temperature T        0 = greedy
@@ -197,6 +201,7 @@ export function modelArgsFrom(values: Record<string, unknown>): ModelArgs {
     }
     load.weights = weights as WeightFormat;
   }
+  if (values['check-tensors'] === true) load.checkTensors = true;
   const model = typeof values.model === 'string' ? values.model : undefined;
   const preset = typeof values.preset === 'string' ? values.preset : undefined;
   if (model === '') throw new CliError('--model needs a folder');
@@ -204,7 +209,7 @@ export function modelArgsFrom(values: Record<string, unknown>): ModelArgs {
     if (!(preset in PRESETS))
       throw new CliError(`--preset must be one of ${Object.keys(PRESETS).join(', ')}, got ${JSON.stringify(preset)}`);
     if (model !== undefined)
-      throw new CliError('--preset chooses the synthetic model used without --model; give one or the other');
+      throw new CliError('--preset chooses a synthetic model instead of --model; give one or the other');
   }
   return { model, preset, load };
 }

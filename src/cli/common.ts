@@ -4,7 +4,8 @@ import * as path from 'node:path';
 import { LLM } from '../engine/llm.js';
 import type { CompletionOutput, RequestMetrics } from '../engine/request.js';
 import { CliError, type ModelArgs } from './args.js';
-import { DEFAULT_PRESET, ensureSyntheticModel, presetTitle } from './synthetic-cache.js';
+import { assetPath } from '../package-root.js';
+import { ensureSyntheticModel, presetTitle } from './synthetic-cache.js';
 
 /** Diagnostics go to stderr, prefixed like every CLI message. */
 export function note(message: string): void {
@@ -18,7 +19,10 @@ export function dim(text: string): string {
 
 const seconds = (s: number) => `${s < 10 ? s.toFixed(2) : s.toFixed(1)} s`;
 
-/** The model folder: --model, or the cached synthetic model (made on first use). */
+/** The demo model shipped in the package: llama2.c's stories260K (MIT), a tiny trained story model. */
+export const DEMO_MODEL = 'stories260K';
+
+/** The model folder: --model, a synthetic model for --preset (made on first use), else the bundled demo model. */
 export function resolveModelDir(args: ModelArgs): string {
   if (args.model !== undefined) {
     const dir = path.resolve(args.model);
@@ -31,13 +35,18 @@ export function resolveModelDir(args: ModelArgs): string {
     }
     return dir;
   }
-  const preset = args.preset ?? DEFAULT_PRESET;
+  if (args.preset === undefined) {
+    const dir = assetPath(DEMO_MODEL);
+    note(`no --model given: using the bundled ${DEMO_MODEL} demo model (a 260K-parameter story model, MIT, llama2.c)`);
+    return dir;
+  }
+  const preset = args.preset;
   let announced = false;
   const announce = (dir: string) => {
     if (announced) return;
     announced = true;
     note(
-      `no --model given: using a synthetic ${presetTitle(preset)} with random weights (its text is meaningless) at ${dir}`,
+      `--preset ${preset}: using a synthetic ${presetTitle(preset)} with random weights (its text is meaningless) at ${dir}`,
     );
   };
   const r = ensureSyntheticModel(preset, {

@@ -4,14 +4,14 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { packageRoot } from '../model/synthetic.js';
+import { packageRoot } from '../package-root.js';
 import { CliError } from './args.js';
 import { CHAT_HELP, runChat } from './chat.js';
 import { GENERATE_HELP, runGenerate } from './generate.js';
 
 const USAGE = 'usage: qwen-ts <command> [options]   (qwen-ts --help for the commands)';
 
-const HELP = `qwen-ts: Qwen2.5 language models on the CPU, in pure TypeScript.
+const HELP = `qwen-ts: Qwen2.5 and Llama language models on the CPU, in pure TypeScript.
 
 usage: qwen-ts <command> [options]
 
@@ -27,8 +27,10 @@ Options:
   -h, --help      this help
   -v, --version   the version
 
-Without --model, generate and chat run a synthetic Qwen2.5-0.5B with random weights (its text
-is meaningless), made once in $QWEN_TS_CACHE (else $XDG_CACHE_HOME/qwen-ts, else ~/.cache/qwen-ts).
+Without --model, generate and chat run the bundled stories260K demo model (a tiny trained story
+model, MIT, llama2.c); --preset tiny|qwen2.5-0.5b|qwen2.5-1.5b runs a synthetic Qwen2.5-shaped
+model with random weights instead (for speed), made once in $QWEN_TS_CACHE (else
+$XDG_CACHE_HOME/qwen-ts, else ~/.cache/qwen-ts).
 QWEN_TS_DEBUG=1 prints stack traces of errors.
 
 Run 'qwen-ts <command> --help' for a command's options.
@@ -74,7 +76,9 @@ async function runServe(args: string[]): Promise<number> {
 async function runBench(args: string[]): Promise<number> {
   const script = path.join(packageRoot(), 'dist', 'bench', 'bench.js');
   if (!fs.existsSync(script)) {
-    process.stderr.write(`qwen-ts: bench is not available yet in this build (${script} is missing)\n`);
+    process.stderr.write(
+      `qwen-ts: bench runs from a clone of the repository (npm run bench); it is not in the installed package (${script} is missing)\n`,
+    );
     return args.includes('--help') || args.includes('-h') ? 0 : 1;
   }
   return runNode(script, args);
@@ -150,16 +154,9 @@ function reportError(e: unknown): number {
   return 1;
 }
 
-// Run when executed (`qwen-ts`, `node dist/src/cli/main.js`), not when imported.
-function invokedDirectly(): boolean {
-  try {
-    return pathToFileURL(fs.realpathSync(process.argv[1])).href === import.meta.url;
-  } catch {
-    return false;
-  }
-}
-if (invokedDirectly()) {
-  main(process.argv.slice(2)).then(
+/** Runs the command line and sets process.exitCode; the entry point of bin/qwen-ts.js. */
+export function run(argv: string[]): void {
+  main(argv).then(
     (code) => {
       process.exitCode = code;
     },
@@ -168,3 +165,13 @@ if (invokedDirectly()) {
     },
   );
 }
+
+// Run when executed (`node dist/src/cli/main.js`), not when imported.
+function invokedDirectly(): boolean {
+  try {
+    return pathToFileURL(fs.realpathSync(process.argv[1])).href === import.meta.url;
+  } catch {
+    return false;
+  }
+}
+if (invokedDirectly()) run(process.argv.slice(2));

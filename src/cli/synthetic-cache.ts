@@ -1,4 +1,4 @@
-// The synthetic model the CLI runs when no --model is given: written once into the cache folder
+// The synthetic model the CLI runs for --preset NAME: written once into the cache folder
 // and reused. It is written into a temporary folder next to its final place and renamed, so an
 // interrupted write never leaves a half model behind that a later run would take for a whole one.
 import * as fs from 'node:fs';
@@ -6,7 +6,6 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { writeSyntheticModel } from '../model/synthetic.js';
 
-export const DEFAULT_PRESET = 'qwen2.5-0.5b';
 const SEED = 0;
 const TMP_PREFIX = '.tmp-';
 

@@ -1,14 +1,10 @@
 // One generation request as the engine tracks it: tokens, sampler, incremental text, stops.
-import type { Sampler } from '../sampler/index.js';
+import type { Sampler, TokenLogprob } from '../sampler/index.js';
 import type { StreamDecoder } from '../tokenizer/index.js';
 
 export type FinishReason = 'stop' | 'length' | 'abort';
 
-export interface TokenLogprob {
-  token: number;
-  logprob: number;
-  topLogprobs?: { token: number; logprob: number }[];
-}
+export type { TokenLogprob };
 
 export interface RequestMetrics {
   /** Seconds from arrival to the first generated token. */

@@ -25,6 +25,8 @@ export interface LoadOptions {
   kvCacheBytes?: number;
   /** Tokens per forward chunk: prefill runs in chunks of this many rows. Default 64. */
   maxBatchTokens?: number;
+  /** Scan every weight for NaN/Inf while loading (llama.cpp's --check-tensors); an error names the tensor. Default false. */
+  checkTensors?: boolean;
 }
 
 export const WEIGHT_FORMATS: readonly WeightFormat[] = ['f32', 'bf16', 'q8_0', 'q4_0'];
@@ -40,8 +42,9 @@ function checkInt(name: string, v: number | undefined, min: number, max = Number
 }
 
 export async function loadModel(dir: string, options: LoadOptions = {}): Promise<Qwen2Model> {
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory())
-    throw new Error(`loadModel: model directory ${dir} does not exist`);
+  if (!fs.existsSync(dir)) throw new Error(`loadModel: model directory ${dir} does not exist`);
+  if (!fs.statSync(dir).isDirectory())
+    throw new Error(`loadModel: ${dir} is a file; expected the model directory (config.json, *.safetensors, ...)`);
   const format = options.weights ?? DEFAULT_WEIGHTS;
   if (!WEIGHT_FORMATS.includes(format))
     throw new RangeError(
@@ -51,13 +54,22 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   checkInt('maxSequences', options.maxSequences, 1, 4096);
   checkInt('maxBatchTokens', options.maxBatchTokens, 1, 4096);
   checkInt('kvCacheBytes', options.kvCacheBytes, 1);
+  if (options.checkTensors !== undefined && typeof options.checkTensors !== 'boolean')
+    throw new TypeError(
+      `loadModel: option checkTensors must be true or false, got ${JSON.stringify(options.checkTensors)}`,
+    );
   const config = loadModelConfig(dir);
   checkInt('contextLength', options.contextLength, 1, config.maxPositionEmbeddings);
   const generationConfig = loadGenerationConfig(dir, config);
   const store = TensorStore.open(dir);
   let weights;
   try {
+    if (options.checkTensors) store.checkValues();
     weights = loadWeights(store, config, format);
+    // As vLLM: a tied checkpoint may still carry lm_head.weight, and old ones carry RoPE's inv_freq buffers.
+    store.checkAllUsed(
+      (name) => name.endsWith('.rotary_emb.inv_freq') || (config.tieWordEmbeddings && name === 'lm_head.weight'),
+    );
   } finally {
     store.close();
   }

@@ -54,6 +54,8 @@ export function readSafetensorsHeader(file: string): {
   metadata: Record<string, string>;
 } {
   file = path.resolve(file);
+  if (fs.existsSync(file) && fs.statSync(file).isDirectory())
+    fail(file, 'is a directory, expected a .safetensors file');
   let fd: number;
   try {
     fd = fs.openSync(file, 'r');
@@ -142,18 +144,36 @@ function parseHeader(file: string, json: string, base: number, size: number) {
     });
   }
 
-  // Overlaps would let one tensor's writes (or bad data) silently alias another's.
+  // The tensors must tile the data section exactly (the format forbids holes and trailing bytes):
+  // a gap or an overlap means the header does not describe this data, e.g. a header length off
+  // by one, which would otherwise load every tensor shifted and give NaN logits.
   spans.sort((a, b) => a.begin - b.begin || a.end - b.end);
-  for (let i = 1; i < spans.length; i++) {
-    const [p, c] = [spans[i - 1], spans[i]];
-    if (c.begin < p.end) fail(file, `tensors "${p.name}" and "${c.name}" overlap (bytes ${c.begin}..${p.end})`);
+  let covered = 0;
+  let last = '';
+  for (const span of spans) {
+    if (span.begin < covered)
+      fail(file, `tensors "${last}" and "${span.name}" overlap (bytes ${span.begin}..${covered} of the data section)`);
+    if (span.begin > covered)
+      fail(
+        file,
+        `bytes ${covered}..${span.begin} of the data section belong to no tensor (a hole before "${span.name}"): the header does not describe this data`,
+      );
+    covered = span.end;
+    last = span.name;
   }
+  if (covered !== dataSize)
+    fail(
+      file,
+      `${dataSize - covered} trailing bytes after the last tensor (the tensors cover ${covered} of the data section's ${dataSize} bytes): the header does not describe this data`,
+    );
   return { tensors, metadata };
 }
 
 /** A model directory's tensors: model.safetensors, or the shards listed in model.safetensors.index.json. */
 export class TensorStore {
   private fds = new Map<string, number>();
+  /** Names looked up with get(): after loading, every other tensor is one the config did not ask for. */
+  private used = new Set<string>();
 
   private constructor(
     readonly dir: string,
@@ -178,9 +198,50 @@ export class TensorStore {
   get(name: string, shape?: readonly number[]): TensorInfo {
     const info = this.tensors.get(name);
     if (!info) fail(this.dir, `tensor "${name}" not found`);
+    this.used.add(name);
     if (shape && (shape.length !== info.shape.length || shape.some((d, i) => d !== info.shape[i])))
       fail(info.file, `tensor "${name}" has shape ${fmtShape(info.shape)}, expected ${fmtShape(shape)}`);
     return info;
+  }
+
+  /**
+   * Throws naming the tensors that no get() asked for (except those `ignorable` accepts): weights
+   * in the file that the config does not use, e.g. layers beyond num_hidden_layers, mean the
+   * config and the checkpoint disagree, and running anyway would silently compute something else.
+   */
+  checkAllUsed(ignorable: (name: string) => boolean = () => false): void {
+    const unused = [...this.tensors.keys()].filter((n) => !this.used.has(n) && !ignorable(n)).sort();
+    if (unused.length === 0) return;
+    const shown = unused.slice(0, 8).map((n) => `"${n}"`);
+    if (unused.length > 8) shown.push(`and ${unused.length - 8} more`);
+    fail(
+      this.dir,
+      `${unused.length} tensor${unused.length === 1 ? '' : 's'} in the checkpoint ${unused.length === 1 ? 'is' : 'are'} not used by config.json (${shown.join(', ')}): does num_hidden_layers (or attention_bias, tie_word_embeddings) match the weights?`,
+    );
+  }
+
+  /**
+   * Scans every tensor for NaN and infinities (as llama.cpp's --check-tensors): a damaged
+   * checkpoint then fails at load, naming the tensor and the element, instead of giving NaN logits.
+   */
+  checkValues(): void {
+    const chunk = new Uint8Array(1 << 20);
+    for (const info of this.tensors.values()) {
+      const elemBytes = DTYPE_BYTES[info.dtype];
+      for (let offset = 0; offset < info.byteLength; offset += chunk.length) {
+        const bytes = chunk.subarray(0, Math.min(chunk.length, info.byteLength - offset));
+        this.readRange(info, offset, bytes);
+        const at = firstNonFinite(bytes, info.dtype);
+        if (at >= 0) {
+          const index = offset / elemBytes + at;
+          const view = new DataView(bytes.buffer, bytes.byteOffset + at * elemBytes, elemBytes);
+          const bits = elemBytes === 4 ? view.getUint32(0, true) : view.getUint16(0, true);
+          const mantissa = elemBytes === 4 ? bits & 0x7fffff : info.dtype === 'F16' ? bits & 0x3ff : bits & 0x7f;
+          const what = mantissa !== 0 ? 'NaN' : bits >>> (elemBytes * 8 - 1) ? '-Inf' : 'Inf';
+          fail(info.file, `tensor "${info.name}" holds ${what} at element ${index} (shape ${fmtShape(info.shape)})`);
+        }
+      }
+    }
   }
 
   /** Read the tensor's raw bytes straight from disk into `target` (no intermediate copy). */
@@ -222,10 +283,32 @@ export class TensorStore {
   }
 }
 
+/** Index of the first NaN or infinity among little-endian values of `dtype` in `bytes`, or -1. */
+function firstNonFinite(bytes: Uint8Array, dtype: SafetensorsDType): number {
+  // All exponent bits set means Inf or NaN, in every IEEE format; test the bits, not the value.
+  if (dtype === 'F32') {
+    const n = bytes.length >>> 2;
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+    for (let i = 0; i < n; i++) if ((view.getUint32(i * 4, true) & 0x7f800000) === 0x7f800000) return i;
+    return -1;
+  }
+  const exponent = dtype === 'F16' ? 0x7c00 : 0x7f80;
+  const n = bytes.length >>> 1;
+  for (let i = 0; i < n; i++) if (((bytes[2 * i] | (bytes[2 * i + 1] << 8)) & exponent) === exponent) return i;
+  return -1;
+}
+
 function openSharded(dir: string, indexPath: string): Map<string, TensorInfo> {
+  if (fs.statSync(indexPath).isDirectory()) fail(indexPath, 'is a directory, expected the JSON index of the shards');
+  let text: string;
+  try {
+    text = fs.readFileSync(indexPath, 'utf8');
+  } catch (e) {
+    fail(indexPath, `cannot read: ${(e as Error).message}`);
+  }
   let index: unknown;
   try {
-    index = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
+    index = JSON.parse(text);
   } catch (e) {
     fail(indexPath, `index is not valid JSON (${(e as Error).message})`);
   }

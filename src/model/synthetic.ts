@@ -3,7 +3,7 @@
 // every code path that reads a real model directory reads these unchanged.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { assetPath } from '../package-root.js';
 import { f32BitsToBf16, f32ToF16 } from '../tensor/dtype.js';
 import { writeSafetensors, type TensorSpec, type WritableDType } from './safetensors-writer.js';
 
@@ -60,17 +60,6 @@ export interface SyntheticOptions {
   shards?: number;
   /** Override preset fields, e.g. { tie_word_embeddings: false }. */
   overrides?: Partial<SyntheticPreset>;
-}
-
-/** The package root, found from this file whether it runs from src/ (tests) or dist/src/. */
-export function packageRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!fs.existsSync(path.join(dir, 'assets', 'qwen2.5-tokenizer'))) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error('qwen-ts: cannot find the assets/ folder of the package');
-    dir = up;
-  }
-  return dir;
 }
 
 // mulberry32: tiny, fast, and identical on every platform (pure 32-bit integer math).
@@ -218,7 +207,7 @@ export function writeSyntheticModel(outDir: string, opts: SyntheticOptions): voi
   };
   fs.writeFileSync(path.join(outDir, 'generation_config.json'), JSON.stringify(generationConfig, null, 2) + '\n');
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) {
-    fs.copyFileSync(path.join(packageRoot(), 'assets', 'qwen2.5-tokenizer', f), path.join(outDir, f));
+    fs.copyFileSync(assetPath('qwen2.5-tokenizer', f), path.join(outDir, f));
   }
 
   const specs = tensorSpecs(p, dtype);

@@ -21,9 +21,12 @@
 import { Xoshiro128 } from './rng.js';
 import { DEFAULT_SAMPLING_PARAMS, SAMPLING_EPS, validateSamplingParams, type SamplingParams } from './params.js';
 
+/** A token id and its log-probability; in an output, the chosen token with its most likely alternatives. */
 export interface TokenLogprob {
   token: number;
   logprob: number;
+  /** The request's `logprobs` most likely tokens at this position, best first (outputs only). */
+  topLogprobs?: TokenLogprob[];
 }
 
 export interface SampleResult {
