@@ -134,14 +134,14 @@ describe('qwen-ts chat', () => {
   });
 });
 
-describe('qwen-ts without --model', () => {
+describe('qwen-ts --preset', () => {
   it('makes the synthetic model in the cache once, then reuses it', () => {
     const args = ['generate', '--preset', 'tiny', '--threads', '1', '--max-tokens', '2', 'Hi'];
     const dir = path.join(cache, 'models', 'tiny-seed0');
     const first = run(args);
     expect(first.code, first.stderr).toBe(0);
     expect(first.stderr).toContain(
-      `no --model given: using a synthetic tiny Qwen2.5-shaped model with random weights (its text is meaningless) at ${dir}`,
+      `--preset tiny: using a synthetic tiny Qwen2.5-shaped model with random weights (its text is meaningless) at ${dir}`,
     );
     expect(first.stderr).toMatch(/made the synthetic model in [\d.]+ s/);
     expect(fs.existsSync(path.join(dir, 'config.json'))).toBe(true);

@@ -9,6 +9,7 @@ import type { CompletionOutput, RequestMetrics } from '../engine/request.js';
 import type { SamplingParams } from '../sampler/params.js';
 import type { ChatMessage } from '../tokenizer/index.js';
 import {
+  CliError,
   HELP_OPTION,
   MODEL_HELP,
   MODEL_OPTIONS,
@@ -81,6 +82,8 @@ export async function runChat(argv: string[]): Promise<number> {
   const system = values.system as string | undefined;
   const llm = await loadLLM(modelArgs);
   try {
+    if (system !== undefined && llm.tokenizer.chatTemplate === null)
+      throw new CliError('--system: this model has no chat template, so it cannot take a system message');
     await new ChatSession(llm, params, system).run();
   } finally {
     await llm.close();
@@ -98,12 +101,15 @@ class ChatSession {
   private closed = false;
   private answering: AbortController | null = null;
   private sigintArmed = false;
+  /** No chat template: each line is a text to continue, with no conversation history. */
+  private readonly completionOnly: boolean;
 
   constructor(
     private llm: LLM,
     private params: SamplingParams,
     private system: string | undefined,
   ) {
+    this.completionOnly = llm.tokenizer.chatTemplate === null;
     this.reset();
     this.rl = readline.createInterface({
       input: process.stdin,
@@ -170,6 +176,10 @@ class ChatSession {
   async run(): Promise<void> {
     this.rl.on('SIGINT', this.onSigint);
     process.on('SIGINT', this.onSigint);
+    if (this.completionOnly)
+      note(
+        'this model has no chat template: each line you type is continued as plain text, without the conversation history (give --model a chat model to chat)',
+      );
     if (this.tty)
       process.stderr.write(
         dim('Chat with the model. /help lists the commands; Ctrl-C stops an answer, Ctrl-D quits.') + '\n',
@@ -231,7 +241,10 @@ class ChatSession {
     let finished: { output: CompletionOutput; metrics: RequestMetrics } | null = null;
     let promptTokens = 0;
     try {
-      const { promptTokenIds } = this.llm.encodePrompt(this.llm.applyChatTemplate(this.messages));
+      // A model without a chat template (the stories260K demo) continues each line as plain text.
+      const { promptTokenIds } = this.completionOnly
+        ? this.llm.encodePrompt(userText)
+        : this.llm.encodeChat(this.messages);
       promptTokens = promptTokenIds.length;
       for await (const delta of this.llm.stream({ promptTokenIds }, this.params, {
         signal: controller.signal,
@@ -258,5 +271,6 @@ class ChatSession {
       process.stderr.write(dim(statsLine(promptTokens, f.output, f.metrics)) + '\n');
     }
     this.messages.push({ role: 'assistant', content: f ? f.output.text : text });
+    if (this.completionOnly) this.reset();
   }
 }

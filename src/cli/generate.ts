@@ -34,8 +34,9 @@ ${MODEL_HELP}
 ${SAMPLING_HELP}
 
 Examples:
+  qwen-ts generate --temperature 0 "Once upon a time"        (the bundled stories260K demo model)
   qwen-ts generate --model ./Qwen2.5-0.5B-Instruct --chat --temperature 0 "What is 2+2?"
-  qwen-ts generate --max-tokens 32 --seed 1 "Once upon a time"
+  qwen-ts generate --preset qwen2.5-0.5b --max-tokens 32 --seed 1 "Hello"   (synthetic, for speed)
 `;
 
 async function readStdin(): Promise<string> {
@@ -97,11 +98,15 @@ export async function runGenerate(argv: string[]): Promise<number> {
     const messages: ChatMessage[] = [];
     if (system !== undefined) messages.push({ role: 'system', content: system });
     messages.push({ role: 'user', content: prompt });
-    const text = chat ? llm.applyChatTemplate(messages) : prompt;
-    const { promptTokenIds } = llm.encodePrompt(text);
+    if (chat && llm.tokenizer.chatTemplate === null)
+      throw new CliError(
+        `--chat: this model has no chat template (${modelArgs.model ?? 'the bundled stories260K demo model'} only continues text); leave out --chat/--system, or give --model a chat model`,
+      );
+    const input = chat ? llm.encodeChat(messages) : llm.encodePrompt(prompt);
+    const { promptTokenIds } = input;
 
     if (values.json) {
-      const [result] = await llm.generate(text, params, { signal: controller.signal, progressBar: false });
+      const [result] = await llm.generate(input, params, { signal: controller.signal, progressBar: false });
       process.stdout.write(JSON.stringify(result, null, 2) + '\n');
       process.stderr.write(dim(statsLine(result.promptTokenIds.length, result.outputs[0], result.metrics)) + '\n');
       return controller.signal.aborted ? 130 : 0;

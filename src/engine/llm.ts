@@ -55,7 +55,7 @@ export class LLM {
 
   /** The sampling parameters a request runs with: the request's, then generation_config.json's. */
   resolveParams(params: SamplingParams = {}): SamplingParams {
-    validateSamplingParams(params);
+    const request = validateSamplingParams(params); // camelCase names only (snake_case aliases mapped)
     const g = this.model.generationConfig;
     const fromModel: SamplingParams = {};
     if (g.temperature !== undefined) fromModel.temperature = g.doSample === false ? 0 : g.temperature;
@@ -64,14 +64,15 @@ export class LLM {
     if (g.minP !== undefined) fromModel.minP = g.minP;
     if (g.repetitionPenalty !== undefined) fromModel.repetitionPenalty = g.repetitionPenalty;
     if (g.maxNewTokens !== undefined) fromModel.maxTokens = g.maxNewTokens;
-    const defined = Object.fromEntries(Object.entries(params).filter(([, v]) => v !== undefined));
+    const defined = Object.fromEntries(Object.entries(request).filter(([, v]) => v !== undefined));
     return { maxTokens: DEFAULT_MAX_TOKENS, ...fromModel, ...defined };
   }
 
   encodePrompt(input: PromptInput): { prompt: string; promptTokenIds: number[] } {
     if (typeof input === 'string') return { prompt: input, promptTokenIds: this.tokenizer.encode(input) };
     if (input && typeof input === 'object' && 'promptTokenIds' in input && Array.isArray(input.promptTokenIds)) {
-      return { prompt: this.tokenizer.decode(input.promptTokenIds), promptTokenIds: input.promptTokenIds };
+      const text = 'prompt' in input && typeof input.prompt === 'string' ? input.prompt : undefined;
+      return { prompt: text ?? this.tokenizer.decode(input.promptTokenIds), promptTokenIds: input.promptTokenIds };
     }
     if (input && typeof input === 'object' && 'prompt' in input && typeof input.prompt === 'string') {
       return { prompt: input.prompt, promptTokenIds: this.tokenizer.encode(input.prompt) };
@@ -81,6 +82,12 @@ export class LLM {
 
   applyChatTemplate(messages: ChatMessage[], opts: ChatTemplateOptions = {}): string {
     return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true, ...opts });
+  }
+
+  /** The chat template applied, then encoded without adding BOS: the template writes it (as vLLM and HF). */
+  encodeChat(messages: ChatMessage[], opts: ChatTemplateOptions = {}): { prompt: string; promptTokenIds: number[] } {
+    const prompt = this.applyChatTemplate(messages, opts);
+    return { prompt, promptTokenIds: this.tokenizer.encode(prompt, { addSpecialTokens: false }) };
   }
 
   /**
@@ -101,7 +108,7 @@ export class LLM {
         promptIds: promptTokenIds,
         outputIds: [],
         sampler: new Sampler(p, this.model.config.vocabSize),
-        decoder: new StreamDecoder(this.tokenizer, { skipSpecialTokens: true }),
+        decoder: new StreamDecoder(this.tokenizer, { skipSpecialTokens: true, prompt: promptTokenIds }),
         maxTokens: p.maxTokens!,
         stop: stops,
         stopTokenIds: new Set(p.stopTokenIds ?? []),
@@ -183,7 +190,7 @@ export class LLM {
     opts: GenerateOptions & ChatOptions = {},
   ): Promise<RequestOutput[]> {
     const conversations = Array.isArray(messages[0]) ? (messages as ChatMessage[][]) : [messages as ChatMessage[]];
-    const prompts = conversations.map((c) => this.applyChatTemplate(c, opts.chatTemplate));
+    const prompts = conversations.map((c) => this.encodeChat(c, opts.chatTemplate));
     return this.generate(prompts, params, opts);
   }
 
@@ -197,9 +204,7 @@ export class LLM {
     params: SamplingParams = {},
     opts: StreamOptions = {},
   ): AsyncGenerator<string, void, undefined> {
-    const { promptTokenIds } = Array.isArray(input)
-      ? this.encodePrompt(this.applyChatTemplate(input))
-      : this.encodePrompt(input);
+    const { promptTokenIds } = Array.isArray(input) ? this.encodeChat(input) : this.encodePrompt(input);
     const queue: string[] = [];
     let wake: (() => void) | null = null;
     let finished = false;

@@ -1,6 +1,7 @@
 // config.json and generation_config.json of a Hugging Face Qwen2 model directory, validated.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { SamplingParamsError, validateSamplingParams, type SamplingParams } from '../sampler/params.js';
 
 export class ConfigError extends Error {}
 
@@ -38,6 +39,8 @@ export interface GenerationConfig {
 }
 
 export function readJsonFile(file: string): Record<string, unknown> {
+  if (fs.existsSync(file) && fs.statSync(file).isDirectory())
+    throw new ConfigError(`${file}: is a directory, expected a JSON file`);
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
@@ -142,6 +145,16 @@ export function loadModelConfig(dir: string): ModelConfig {
   return parseModelConfig(readJsonFile(file), file);
 }
 
+/** generation_config.json fields that are sampling defaults -> the SamplingParams they become. */
+const GENERATION_SAMPLING_FIELDS: Record<string, keyof SamplingParams> = {
+  temperature: 'temperature',
+  top_p: 'topP',
+  top_k: 'topK',
+  min_p: 'minP',
+  repetition_penalty: 'repetitionPenalty',
+  max_new_tokens: 'maxTokens',
+};
+
 /** generation_config.json is optional; without it the eos ids come from config.json. */
 export function loadGenerationConfig(dir: string, config: ModelConfig): GenerationConfig {
   const file = path.join(dir, 'generation_config.json');
@@ -155,6 +168,20 @@ export function loadGenerationConfig(dir: string, config: ModelConfig): Generati
   };
   const eos =
     optionalTokenIds(json, 'eos_token_id', file) ?? (config.eosTokenId === undefined ? [] : [config.eosTokenId].flat());
+  if (json.do_sample !== undefined && json.do_sample !== null && typeof json.do_sample !== 'boolean')
+    throw new ConfigError(`${file}: field "do_sample" must be true or false, got ${JSON.stringify(json.do_sample)}`);
+  // The sampling defaults get the same checks as a request's parameters, at load rather than in every request.
+  for (const [key, param] of Object.entries(GENERATION_SAMPLING_FIELDS)) {
+    let v = num(key);
+    if (v === undefined) continue;
+    if (key === 'top_k' && v === 0) v = -1; // transformers' "off"
+    try {
+      validateSamplingParams({ [param]: v });
+    } catch (e) {
+      if (!(e instanceof SamplingParamsError)) throw e;
+      throw new ConfigError(`${file}: field "${key}" ${e.message.replace(/^\S+ /, '').replace(/\.$/, '')}`);
+    }
+  }
   return {
     eosTokenIds: eos,
     bosTokenId: optionalTokenIds(json, 'bos_token_id', file)?.[0],

@@ -1,4 +1,6 @@
 // Sampling parameters: vLLM's SamplingParams in camelCase, with vLLM's defaults and checks.
+// vLLM's snake_case names are accepted as aliases; any other key is an error (a misspelt
+// parameter must not be silently ignored).
 //
 // Validation happens once per request, before anything runs, so a bad value fails fast with
 // the parameter's name (the OpenAI-compatible server reports it as `param`).
@@ -45,81 +47,145 @@ export const DEFAULT_SAMPLING_PARAMS = {
   frequencyPenalty: 0,
 } as const;
 
-// camelCase field -> vLLM / OpenAI API name, for messages and for the server's `param` field.
-const API_NAMES: Record<keyof SamplingParams, string> = {
-  temperature: 'temperature',
-  topP: 'top_p',
-  topK: 'top_k',
-  minP: 'min_p',
-  repetitionPenalty: 'repetition_penalty',
-  presencePenalty: 'presence_penalty',
-  frequencyPenalty: 'frequency_penalty',
-  seed: 'seed',
-  maxTokens: 'max_tokens',
-  stop: 'stop',
-  stopTokenIds: 'stop_token_ids',
-  logprobs: 'logprobs',
-  ignoreEos: 'ignore_eos',
+/** Most top log-probabilities per token a request may ask for (as the server and OpenAI's API). */
+export const MAX_LOGPROBS = 20;
+
+/** Checks one parameter's value (never undefined); throws SamplingParamsError via fail(). */
+type Check = (value: unknown, param: keyof SamplingParams) => void;
+
+/**
+ * Every sampling parameter: its SamplingParams (camelCase) name -> vLLM's snake_case name, also
+ * accepted as an alias, and the check of its value. Adding a parameter is one line here plus its
+ * field in SamplingParams (the mapped type makes a missing line a compile error).
+ */
+const PARAMS: { [K in keyof Required<SamplingParams>]: { api: string; check: Check } } = {
+  temperature: { api: 'temperature', check: number('non-negative', (v) => v >= 0) },
+  topP: { api: 'top_p', check: number('in (0, 1]', (v) => v > 0 && v <= 1) },
+  // vLLM now also accepts 0 as "disabled"; we keep the older, stricter rule: -1 or >= 1.
+  topK: {
+    api: 'top_k',
+    check: number('-1 (disable), or at least 1', (v) => Number.isInteger(v) && (v === -1 || v >= 1)),
+  },
+  minP: { api: 'min_p', check: number('in [0, 1]', (v) => v >= 0 && v <= 1) },
+  repetitionPenalty: { api: 'repetition_penalty', check: number('greater than zero', (v) => v > 0) },
+  presencePenalty: { api: 'presence_penalty', check: number('in [-2, 2]', (v) => v >= -2 && v <= 2) },
+  frequencyPenalty: { api: 'frequency_penalty', check: number('in [-2, 2]', (v) => v >= -2 && v <= 2) },
+  seed: { api: 'seed', check: number('an integer', (v) => Number.isSafeInteger(v)) },
+  maxTokens: { api: 'max_tokens', check: number('an integer of at least 1', (v) => Number.isSafeInteger(v) && v >= 1) },
+  stop: { api: 'stop', check: checkStop },
+  stopTokenIds: { api: 'stop_token_ids', check: checkTokenIds },
+  logprobs: {
+    api: 'logprobs',
+    check: number(
+      `an integer from 0 to ${MAX_LOGPROBS}`,
+      (v) => Number.isSafeInteger(v) && v >= 0 && v <= MAX_LOGPROBS,
+    ),
+  },
+  ignoreEos: { api: 'ignore_eos', check: boolean },
 };
 
+type ParamName = keyof SamplingParams;
+const NAMES = Object.keys(PARAMS) as ParamName[];
+/** snake_case alias -> SamplingParams name. */
+const BY_API = new Map<string, ParamName>(NAMES.map((k) => [PARAMS[k].api, k]));
+
 export class SamplingParamsError extends Error {
-  /** The SamplingParams field name (camelCase), e.g. "topP". */
-  readonly param: keyof SamplingParams;
-  /** The same parameter as spelled in the vLLM / OpenAI API, e.g. "top_p". */
+  /** The SamplingParams field name (camelCase), e.g. "topP"; for an unknown key, the key itself. */
+  readonly param: string;
+  /** The same parameter as spelled in the vLLM / OpenAI API, e.g. "top_p"; for an unknown key, the key. */
   readonly apiParam: string;
-  constructor(param: keyof SamplingParams, message: string) {
+  constructor(param: string, message: string) {
     super(message);
     this.name = 'SamplingParamsError';
     this.param = param;
-    this.apiParam = API_NAMES[param];
+    this.apiParam = (PARAMS as Record<string, { api: string } | undefined>)[param]?.api ?? param;
   }
 }
 
-function fail(param: keyof SamplingParams, requirement: string, value: unknown): never {
+function fail(param: ParamName, requirement: string, value: unknown): never {
   const shown = typeof value === 'string' ? JSON.stringify(value) : String(value);
-  throw new SamplingParamsError(param, `${API_NAMES[param]} must be ${requirement}, got ${shown}.`);
+  throw new SamplingParamsError(param, `${PARAMS[param].api} must be ${requirement}, got ${shown}.`);
 }
 
-function checkNumber(
-  p: SamplingParams,
-  key: keyof SamplingParams,
-  requirement: string,
-  ok: (v: number) => boolean,
-): void {
-  const v = p[key];
-  if (v === undefined) return;
-  if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) fail(key, requirement, v);
+function number(requirement: string, ok: (v: number) => boolean): Check {
+  return (v, param) => {
+    if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) fail(param, requirement, v);
+  };
 }
 
-/** Throws SamplingParamsError naming the first invalid parameter. Unset parameters are fine. */
-export function validateSamplingParams(p: SamplingParams): void {
-  if (p === null || typeof p !== 'object') throw new TypeError('sampling params must be an object');
-  checkNumber(p, 'temperature', 'non-negative', (v) => v >= 0);
-  checkNumber(p, 'topP', 'in (0, 1]', (v) => v > 0 && v <= 1);
-  // vLLM now also accepts 0 as "disabled"; we keep the older, stricter rule: -1 or >= 1.
-  checkNumber(p, 'topK', '-1 (disable), or at least 1', (v) => Number.isInteger(v) && (v === -1 || v >= 1));
-  checkNumber(p, 'minP', 'in [0, 1]', (v) => v >= 0 && v <= 1);
-  checkNumber(p, 'repetitionPenalty', 'greater than zero', (v) => v > 0);
-  checkNumber(p, 'presencePenalty', 'in [-2, 2]', (v) => v >= -2 && v <= 2);
-  checkNumber(p, 'frequencyPenalty', 'in [-2, 2]', (v) => v >= -2 && v <= 2);
-  checkNumber(p, 'seed', 'an integer', (v) => Number.isSafeInteger(v));
-  checkNumber(p, 'maxTokens', 'an integer of at least 1', (v) => Number.isSafeInteger(v) && v >= 1);
-  checkNumber(p, 'logprobs', 'a non-negative integer', (v) => Number.isSafeInteger(v) && v >= 0);
+function boolean(v: unknown, param: ParamName): void {
+  if (typeof v !== 'boolean') fail(param, 'a boolean', v);
+}
 
-  if (p.stop !== undefined) {
-    const stops = typeof p.stop === 'string' ? [p.stop] : p.stop;
-    if (!Array.isArray(stops)) fail('stop', 'a string or an array of strings', p.stop);
-    for (const s of stops) {
-      if (typeof s !== 'string') fail('stop', 'a string or an array of strings', s);
-      if (s === '') throw new SamplingParamsError('stop', 'stop cannot contain an empty string.');
-    }
+function checkStop(v: unknown, param: ParamName): void {
+  const stops = typeof v === 'string' ? [v] : v;
+  if (!Array.isArray(stops)) fail(param, 'a string or an array of strings', v);
+  for (const s of stops) {
+    if (typeof s !== 'string') fail(param, 'a string or an array of strings', s);
+    if (s === '') throw new SamplingParamsError(param, 'stop cannot contain an empty string.');
   }
-  if (p.stopTokenIds !== undefined) {
-    if (!Array.isArray(p.stopTokenIds)) fail('stopTokenIds', 'an array of token ids', p.stopTokenIds);
-    for (const id of p.stopTokenIds) {
-      if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0)
-        fail('stopTokenIds', 'non-negative integers', id);
-    }
+}
+
+function checkTokenIds(v: unknown, param: ParamName): void {
+  if (!Array.isArray(v)) fail(param, 'an array of token ids', v);
+  for (const id of v) {
+    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) fail(param, 'non-negative integers', id);
   }
-  if (p.ignoreEos !== undefined && typeof p.ignoreEos !== 'boolean') fail('ignoreEos', 'a boolean', p.ignoreEos);
+}
+
+/** Levenshtein distance, for "did you mean". */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
+/** The valid name (camelCase or snake_case) closest to `key`. */
+export function closestName(key: string, names: readonly string[]): string {
+  let best = names[0];
+  let bestDistance = Infinity;
+  for (const name of names) {
+    const d = editDistance(key.toLowerCase(), name.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [name, d];
+  }
+  return best;
+}
+
+/**
+ * Checks the parameters and returns them with camelCase names only (a new object; the input is not
+ * changed). vLLM's snake_case names (`max_tokens`, `top_p`, ...) are accepted as aliases; giving
+ * both spellings of one parameter, or any other key, throws SamplingParamsError naming the key and
+ * the closest valid name. Unset (or undefined) parameters are fine.
+ */
+export function validateSamplingParams(p: SamplingParams): SamplingParams {
+  if (p === null || typeof p !== 'object' || Array.isArray(p)) throw new TypeError('sampling params must be an object');
+  const out: Record<string, unknown> = {};
+  const spelledAs = new Map<ParamName, string>();
+  for (const [key, value] of Object.entries(p)) {
+    const name = key in PARAMS ? (key as ParamName) : BY_API.get(key);
+    if (name === undefined) {
+      const valid = NAMES.flatMap((n) => (PARAMS[n].api === n ? [n] : [n, PARAMS[n].api]));
+      throw new SamplingParamsError(
+        key,
+        `unknown sampling parameter ${JSON.stringify(key)}; did you mean ${JSON.stringify(closestName(key, valid))}?`,
+      );
+    }
+    if (value === undefined) continue;
+    const other = spelledAs.get(name);
+    if (other !== undefined)
+      throw new SamplingParamsError(
+        name,
+        `${other} and ${key} are the same parameter (${PARAMS[name].api}); give only one of them.`,
+      );
+    spelledAs.set(name, key);
+    PARAMS[name].check(value, name);
+    out[name] = value;
+  }
+  return out as SamplingParams;
 }

@@ -82,7 +82,7 @@ export class Sampler {
   private total = 0; // sum of e over cand after prepare()
 
   constructor(params: SamplingParams, vocabSize: number) {
-    validateSamplingParams(params);
+    params = validateSamplingParams(params); // snake_case aliases -> camelCase
     if (!Number.isSafeInteger(vocabSize) || vocabSize < 1)
       throw new RangeError(`vocabSize must be a positive integer, got ${vocabSize}`);
     this.vocabSize = vocabSize;

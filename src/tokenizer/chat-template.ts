@@ -76,6 +76,9 @@ function normalizeToolCall(tc: unknown, path: string): ToolCall {
   return (fn === tc ? newFn : { ...tc, function: newFn }) as ToolCall;
 }
 
+/** The roles chat templates render (OpenAI's and vLLM's, as Qwen2.5's template knows them). */
+export const CHAT_ROLES: readonly string[] = ['system', 'user', 'assistant', 'tool'];
+
 /** Checks the messages and returns shallow copies ready for the template (inputs are not mutated). */
 export function validateMessages(messages: unknown): ChatMessage[] {
   if (!Array.isArray(messages)) {
@@ -87,6 +90,13 @@ export function validateMessages(messages: unknown): ChatMessage[] {
     if (!isPlainObject(m)) throw new ChatTemplateError(path, `${path} must be an object, got ${typeName(m)}`);
     if (typeof m.role !== 'string' || m.role === '') {
       throw new ChatTemplateError(`${path}.role`, `${path}.role must be a non-empty string, got ${typeName(m.role)}`);
+    }
+    if (!CHAT_ROLES.includes(m.role)) {
+      // Templates render only the roles they know and skip the others without a word.
+      throw new ChatTemplateError(
+        `${path}.role`,
+        `${path}.role ${JSON.stringify(m.role)} is not a chat role: expected one of ${CHAT_ROLES.join(', ')}`,
+      );
     }
     const out: ChatMessage = { ...m, role: m.role, content: m.content as string | null };
     if (m.tool_calls !== undefined && m.tool_calls !== null) {

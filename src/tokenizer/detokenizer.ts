@@ -26,7 +26,17 @@ export interface Decoder {
 
 export interface StreamDecoderOptions {
   skipSpecialTokens?: boolean;
+  /**
+   * The prompt's token ids: its last few are decoded as context (never emitted), so the first
+   * generated token's text is its text after the prompt. Without them a SentencePiece "▁time"
+   * decodes to "time" (the decoder strips a text's leading space), losing the space after
+   * "Once upon a".
+   */
+  prompt?: ArrayLike<number>;
 }
+
+/** Prompt tokens kept as context (vLLM's INITIAL_INCREMENTAL_DETOKENIZATION_OFFSET). */
+const PROMPT_CONTEXT = 5;
 
 const REPLACEMENT_CHAR = '\uFFFD';
 
@@ -42,6 +52,10 @@ export class StreamDecoder {
   constructor(tokenizer: Decoder, opts: StreamDecoderOptions = {}) {
     this.tokenizer = tokenizer;
     this.skipSpecialTokens = opts.skipSpecialTokens ?? false;
+    const prompt = opts.prompt ?? [];
+    for (let i = Math.max(0, prompt.length - PROMPT_CONTEXT); i < prompt.length; i++) this.window.push(prompt[i]!);
+    this.readOffset = this.window.length;
+    this.prefixText = this.decode(this.window);
   }
 
   /** Adds one generated token; returns the newly completed text (often "", never a broken character). */
@@ -75,6 +89,7 @@ export class StreamDecoder {
   }
 
   private decode(ids: number[]): string {
+    if (ids.length === 0) return '';
     return this.tokenizer.decode(ids, { skipSpecialTokens: this.skipSpecialTokens });
   }
 }

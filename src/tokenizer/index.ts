@@ -3,6 +3,7 @@ export { QwenTokenizer, type EncodeOptions, type DecodeOptions } from './tokeniz
 export {
   applyChatTemplate,
   validateMessages,
+  CHAT_ROLES,
   ChatTemplateError,
   type ChatMessage,
   type ChatTemplateOptions,

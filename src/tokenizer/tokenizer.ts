@@ -1,20 +1,23 @@
-// QwenTokenizer: a thin, typed wrapper around @huggingface/tokenizers for Qwen2.5.
+// QwenTokenizer: a thin, typed wrapper around @huggingface/tokenizers for Hugging Face model folders.
 //
 // Qwen2.5 is a byte-level BPE (GPT-2 style) with an NFC normalizer, a custom pre-tokenizer
 // regex (digits are split one by one) and 22 "added tokens" (<|endoftext|>, <|im_start|>, ...).
-// @huggingface/tokenizers handles all of that from tokenizer.json; this file adds what the
-// engine needs on top: loading from a directory with clear errors, the ids of the special
-// tokens from tokenizer_config.json, an empty-safe decode, and the chat template.
-// The ids are checked against an independent Python implementation in test/tokenizer.test.ts.
+// Llama-family models (stories260K, TinyLlama, ...) use a SentencePiece-style BPE with byte
+// fallback and put a BOS token in front of every text. @huggingface/tokenizers handles the
+// vocabularies from tokenizer.json; this file adds what the engine needs on top: loading from a
+// directory with errors naming the file, the special tokens from tokenizer_config.json, BOS/EOS
+// added the way transformers adds them, an empty-safe decode, and the chat template.
+// The Qwen ids are checked against an independent Python implementation in test/tokenizer.test.ts.
 
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { applyChatTemplate, type ChatMessage, type ChatTemplateOptions } from './chat-template.js';
+import { applyChatTemplate, ChatTemplateError, type ChatMessage, type ChatTemplateOptions } from './chat-template.js';
 
 export interface EncodeOptions {
-  /** Let the post-processor add BOS/EOS-style tokens. Qwen has none, so this changes nothing;
-   *  kept for API parity with HF. Special tokens written in the text are always recognised. */
+  /** Add the tokenizer's BOS/EOS (`prefixIds` / `suffixIds`; none for Qwen). Default true, as in HF.
+   *  A rendered chat template already holds them: encode it with false, as vLLM and HF do.
+   *  Special tokens written in the text are always recognised. */
   addSpecialTokens?: boolean;
 }
 
@@ -27,6 +30,8 @@ export interface DecodeOptions {
 /** The subset of tokenizer_config.json we read. */
 interface TokenizerConfig {
   chat_template?: unknown;
+  add_bos_token?: unknown;
+  add_eos_token?: unknown;
   eos_token?: unknown;
   bos_token?: unknown;
   pad_token?: unknown;
@@ -56,6 +61,8 @@ async function readJson(path: string): Promise<unknown> {
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EISDIR') throw new Error(`QwenTokenizer: ${path} is a directory, expected a JSON file`);
     throw new Error(`QwenTokenizer: cannot read ${path}: ${(err as Error).message}`);
   }
   try {
@@ -74,6 +81,49 @@ function tokenContent(value: unknown): string | null {
   return null;
 }
 
+/**
+ * chat_template is a string, or (newer transformers) a list of named templates of which "default"
+ * is the one apply_chat_template uses.
+ */
+function chatTemplateOf(value: unknown, bad: (expected: string, v: unknown) => never): string | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value === 'string') return value;
+  if (Array.isArray(value)) {
+    const named = value.find(
+      (t) => t !== null && typeof t === 'object' && (t as { name?: unknown }).name === 'default',
+    );
+    const template = (named as { template?: unknown } | undefined)?.template;
+    if (typeof template === 'string') return template;
+  }
+  return bad('a string (or a list of {name, template} with a "default")', value);
+}
+
+interface TemplatePiece {
+  SpecialToken?: { id: string };
+  Sequence?: { id: string };
+}
+
+/**
+ * The special tokens a TemplateProcessing post-processor (possibly inside a Sequence) puts around
+ * a single text: `<s> $A` gives prefix ["<s>"]. Other post-processors (ByteLevel: Qwen) add none.
+ */
+function templateSpecialTokens(postProcessor: unknown): { prefix: string[]; suffix: string[] } {
+  const none = { prefix: [], suffix: [] };
+  if (postProcessor === null || typeof postProcessor !== 'object') return none;
+  const pp = postProcessor as { type?: string; processors?: unknown[]; single?: TemplatePiece[] };
+  if (pp.type === 'Sequence' && Array.isArray(pp.processors)) {
+    for (const p of pp.processors) {
+      const found = templateSpecialTokens(p);
+      if (found.prefix.length + found.suffix.length > 0) return found;
+    }
+    return none;
+  }
+  if (pp.type !== 'TemplateProcessing' || !Array.isArray(pp.single)) return none;
+  const at = pp.single.findIndex((piece) => piece.Sequence !== undefined);
+  const specials = (pieces: TemplatePiece[]) => pieces.flatMap((p) => (p.SpecialToken ? [p.SpecialToken.id] : []));
+  return { prefix: specials(pp.single.slice(0, at)), suffix: specials(pp.single.slice(at + 1)) };
+}
+
 export class QwenTokenizer {
   /** Number of ids the tokenizer knows (BPE vocab + added tokens): 151665 for Qwen2.5.
    *  The model's embedding/logits are padded to 151936; ids in between decode to "". */
@@ -89,13 +139,41 @@ export class QwenTokenizer {
   readonly specialTokenIds: ReadonlySet<number>;
   /** All added tokens (special or not), content -> id. */
   readonly addedTokens: ReadonlyMap<string, number>;
+  /** Ids encode() puts in front of a text with addSpecialTokens (e.g. [bos]); [] for Qwen. */
+  readonly prefixIds: readonly number[];
+  /** Ids encode() appends with addSpecialTokens (e.g. [eos] with add_eos_token); usually []. */
+  readonly suffixIds: readonly number[];
 
   private readonly tok: HfTokenizer;
   private readonly config: TokenizerConfig;
+  private readonly configFile: string;
 
-  constructor(tokenizerJson: object, tokenizerConfig: object) {
-    this.tok = new Tokenizer(tokenizerJson, tokenizerConfig) as HfTokenizer;
+  /**
+   * From the parsed tokenizer.json and tokenizer_config.json. `source` names them in errors
+   * (fromDir passes the folder).
+   */
+  constructor(tokenizerJson: object, tokenizerConfig: object, source = 'tokenizer.json') {
+    try {
+      this.tok = new Tokenizer(tokenizerJson, tokenizerConfig) as HfTokenizer;
+    } catch (err) {
+      throw new Error(`QwenTokenizer: ${source} is not a tokenizer the library can build: ${(err as Error).message}`);
+    }
     this.config = tokenizerConfig as TokenizerConfig;
+    const configFile = source.endsWith('tokenizer.json')
+      ? source.replace(/tokenizer\.json$/, 'tokenizer_config.json')
+      : 'tokenizer_config.json';
+    this.configFile = configFile;
+    const bad = (field: string, expected: string, v: unknown): never => {
+      throw new Error(`QwenTokenizer: ${configFile}: field "${field}" must be ${expected}, got ${JSON.stringify(v)}`);
+    };
+    for (const field of ['bos_token', 'eos_token', 'pad_token', 'unk_token']) {
+      const v = this.config[field];
+      if (v !== undefined && v !== null && tokenContent(v) === null) bad(field, 'a token string', v);
+    }
+    for (const field of ['add_bos_token', 'add_eos_token']) {
+      const v = this.config[field];
+      if (v !== undefined && v !== null && typeof v !== 'boolean') bad(field, 'true or false', v);
+    }
 
     const added = (tokenizerJson as { added_tokens?: AddedTokenJson[] }).added_tokens ?? [];
     const addedMap = new Map<string, number>();
@@ -111,8 +189,7 @@ export class QwenTokenizer {
     for (const id of this.tok.get_vocab(true).values()) if (id > maxId) maxId = id;
     this.vocabSize = maxId + 1;
 
-    const ct = this.config.chat_template;
-    this.chatTemplate = typeof ct === 'string' ? ct : null;
+    this.chatTemplate = chatTemplateOf(this.config.chat_template, (expected, v) => bad('chat_template', expected, v));
 
     const idOf = (tok: string | null): number | null => (tok === null ? null : (this.tokenToId(tok) ?? null));
     this.eosToken = tokenContent(this.config.eos_token);
@@ -121,6 +198,32 @@ export class QwenTokenizer {
     this.bosTokenId = idOf(this.bosToken);
     this.padToken = tokenContent(this.config.pad_token);
     this.padTokenId = idOf(this.padToken);
+
+    // BOS/EOS as transformers adds them: Llama-style tokenizers say so with add_bos_token /
+    // add_eos_token in tokenizer_config.json (and transformers rebuilds the post-processor from
+    // them); otherwise tokenizer.json's TemplateProcessing post-processor decides (Llama 3).
+    const fromTemplate = templateSpecialTokens((tokenizerJson as { post_processor?: unknown }).post_processor);
+    const idsOf = (tokens: string[], what: string): number[] =>
+      tokens.map((t) => {
+        const id = this.tokenToId(t);
+        if (id === undefined)
+          throw new Error(`QwenTokenizer: ${source}: the ${what} token ${JSON.stringify(t)} is not in the vocabulary`);
+        return id;
+      });
+    const addBos = this.config.add_bos_token;
+    const addEos = this.config.add_eos_token;
+    this.prefixIds =
+      typeof addBos === 'boolean'
+        ? addBos
+          ? idsOf([this.bosToken ?? bad('bos_token', 'set when add_bos_token is true', null)], 'bos')
+          : []
+        : idsOf(fromTemplate.prefix, 'post-processor');
+    this.suffixIds =
+      typeof addEos === 'boolean'
+        ? addEos
+          ? idsOf([this.eosToken ?? bad('eos_token', 'set when add_eos_token is true', null)], 'eos')
+          : []
+        : idsOf(fromTemplate.suffix, 'post-processor');
   }
 
   /** Loads tokenizer.json and tokenizer_config.json from a model directory. */
@@ -134,12 +237,18 @@ export class QwenTokenizer {
     if (config === null || typeof config !== 'object' || Array.isArray(config)) {
       throw new Error(`QwenTokenizer: ${configPath} must contain a JSON object`);
     }
-    return new QwenTokenizer(tokenizerJson, config);
+    return new QwenTokenizer(tokenizerJson, config, tokenizerPath);
   }
 
   encode(text: string, opts: EncodeOptions = {}): number[] {
     if (typeof text !== 'string') throw new TypeError('QwenTokenizer.encode: text must be a string');
-    return this.tok.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids;
+    // The post-processor's own special tokens are replaced by prefixIds/suffixIds (the same ones,
+    // unless tokenizer_config.json's add_bos_token / add_eos_token say otherwise).
+    const ids = this.tok.encode(text, { add_special_tokens: false }).ids;
+    if (opts.addSpecialTokens === false) return ids;
+    // A text that already starts with the BOS (written out, e.g. "<s>Once") does not get a second one.
+    const hasPrefix = this.prefixIds.length > 0 && this.prefixIds.every((id, i) => ids[i] === id);
+    return [...(hasPrefix ? [] : this.prefixIds), ...ids, ...this.suffixIds];
   }
 
   decode(ids: ArrayLike<number>, opts: DecodeOptions = {}): string {
@@ -173,7 +282,11 @@ export class QwenTokenizer {
   /** Renders the model's chat template. The special-token strings from the config
    *  (bos_token, eos_token, ...) are available to the template, as in transformers. */
   applyChatTemplate(messages: ChatMessage[], opts: ChatTemplateOptions = {}): string {
-    if (this.chatTemplate === null) throw new Error('QwenTokenizer: tokenizer_config.json has no chat_template');
+    if (this.chatTemplate === null)
+      throw new ChatTemplateError(
+        'chat_template',
+        `this model has no chat template (no chat_template in ${this.configFile}): it only continues text; give it a plain prompt`,
+      );
     const extra: Record<string, unknown> = {
       bos_token: this.bosToken ?? '',
       eos_token: this.eosToken ?? '',
