@@ -153,6 +153,12 @@ describe('model folders', () => {
     }
   });
 
+  it('an unknown load option is an error naming the closest one', async () => {
+    await expect(loadModel(MODEL, { thread: 1 } as never)).rejects.toThrow(
+      'loadModel: unknown option "thread"; did you mean "threads"?',
+    );
+  });
+
   it('tensors the config does not use are an error naming them (num_hidden_layers smaller than the file)', async () => {
     const dir = modelCopy('fewer-layers', (d) =>
       editJson(path.join(d, 'config.json'), (j) => (j.num_hidden_layers = 4)),

@@ -1,6 +1,7 @@
 // loadModel: a Hugging Face Qwen2 model directory -> a ready Qwen2Model with its worker threads.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import { closestName } from '../sampler/params.js';
 import type { WeightFormat } from '../tensor/matrix.js';
 import { ThreadPool } from '../tensor/pool.js';
 import { loadGenerationConfig, loadModelConfig } from './config.js';
@@ -41,7 +42,24 @@ function checkInt(name: string, v: number | undefined, min: number, max = Number
   }
 }
 
+// Every load option, so that a misspelt one is an error rather than silently ignored.
+const LOAD_OPTIONS: Record<keyof LoadOptions, true> = {
+  weights: true,
+  threads: true,
+  maxSequences: true,
+  contextLength: true,
+  kvCacheBytes: true,
+  maxBatchTokens: true,
+  checkTensors: true,
+};
+
 export async function loadModel(dir: string, options: LoadOptions = {}): Promise<Qwen2Model> {
+  for (const key of Object.keys(options)) {
+    if (!(key in LOAD_OPTIONS))
+      throw new TypeError(
+        `loadModel: unknown option ${JSON.stringify(key)}; did you mean ${JSON.stringify(closestName(key, Object.keys(LOAD_OPTIONS)))}?`,
+      );
+  }
   if (!fs.existsSync(dir)) throw new Error(`loadModel: model directory ${dir} does not exist`);
   if (!fs.statSync(dir).isDirectory())
     throw new Error(`loadModel: ${dir} is a file; expected the model directory (config.json, *.safetensors, ...)`);
