@@ -45,6 +45,10 @@ describe('fixture', () => {
 });
 
 describe('encode matches the independent reference tokenizer', () => {
+  it('Qwen adds no BOS or EOS (add_bos_token: false, ByteLevel post-processor)', () => {
+    expect(tok.prefixIds).toEqual([]);
+    expect(tok.suffixIds).toEqual([]);
+  });
   for (const c of GOLDENS.cases) {
     it(`${c.name}: ${JSON.stringify(c.text).slice(0, 50)}`, () => {
       expect(tok.encode(c.text)).toEqual(c.ids);

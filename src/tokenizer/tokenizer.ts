@@ -120,6 +120,7 @@ function templateSpecialTokens(postProcessor: unknown): { prefix: string[]; suff
   }
   if (pp.type !== 'TemplateProcessing' || !Array.isArray(pp.single)) return none;
   const at = pp.single.findIndex((piece) => piece.Sequence !== undefined);
+  if (at < 0) return none;
   const specials = (pieces: TemplatePiece[]) => pieces.flatMap((p) => (p.SpecialToken ? [p.SpecialToken.id] : []));
   return { prefix: specials(pp.single.slice(0, at)), suffix: specials(pp.single.slice(at + 1)) };
 }
@@ -149,8 +150,8 @@ export class QwenTokenizer {
   private readonly configFile: string;
 
   /**
-   * From the parsed tokenizer.json and tokenizer_config.json. `source` names them in errors
-   * (fromDir passes the folder).
+   * From the parsed tokenizer.json and tokenizer_config.json. `source` is the tokenizer.json path,
+   * for errors (fromDir passes it; tokenizer_config.json is assumed beside it).
    */
   constructor(tokenizerJson: object, tokenizerConfig: object, source = 'tokenizer.json') {
     try {
