@@ -59,24 +59,27 @@ type Check = (value: unknown, param: keyof SamplingParams) => void;
  * field in SamplingParams (the mapped type makes a missing line a compile error).
  */
 const PARAMS: { [K in keyof Required<SamplingParams>]: { api: string; check: Check } } = {
-  temperature: { api: 'temperature', check: number('non-negative', (v) => v >= 0) },
-  topP: { api: 'top_p', check: number('in (0, 1]', (v) => v > 0 && v <= 1) },
+  temperature: { api: 'temperature', check: numeric('non-negative', (v) => v >= 0) },
+  topP: { api: 'top_p', check: numeric('in (0, 1]', (v) => v > 0 && v <= 1) },
   // vLLM now also accepts 0 as "disabled"; we keep the older, stricter rule: -1 or >= 1.
   topK: {
     api: 'top_k',
-    check: number('-1 (disable), or at least 1', (v) => Number.isInteger(v) && (v === -1 || v >= 1)),
+    check: numeric('-1 (disable), or at least 1', (v) => Number.isInteger(v) && (v === -1 || v >= 1)),
   },
-  minP: { api: 'min_p', check: number('in [0, 1]', (v) => v >= 0 && v <= 1) },
-  repetitionPenalty: { api: 'repetition_penalty', check: number('greater than zero', (v) => v > 0) },
-  presencePenalty: { api: 'presence_penalty', check: number('in [-2, 2]', (v) => v >= -2 && v <= 2) },
-  frequencyPenalty: { api: 'frequency_penalty', check: number('in [-2, 2]', (v) => v >= -2 && v <= 2) },
-  seed: { api: 'seed', check: number('an integer', (v) => Number.isSafeInteger(v)) },
-  maxTokens: { api: 'max_tokens', check: number('an integer of at least 1', (v) => Number.isSafeInteger(v) && v >= 1) },
+  minP: { api: 'min_p', check: numeric('in [0, 1]', (v) => v >= 0 && v <= 1) },
+  repetitionPenalty: { api: 'repetition_penalty', check: numeric('greater than zero', (v) => v > 0) },
+  presencePenalty: { api: 'presence_penalty', check: numeric('in [-2, 2]', (v) => v >= -2 && v <= 2) },
+  frequencyPenalty: { api: 'frequency_penalty', check: numeric('in [-2, 2]', (v) => v >= -2 && v <= 2) },
+  seed: { api: 'seed', check: numeric('an integer', (v) => Number.isSafeInteger(v)) },
+  maxTokens: {
+    api: 'max_tokens',
+    check: numeric('an integer of at least 1', (v) => Number.isSafeInteger(v) && v >= 1),
+  },
   stop: { api: 'stop', check: checkStop },
   stopTokenIds: { api: 'stop_token_ids', check: checkTokenIds },
   logprobs: {
     api: 'logprobs',
-    check: number(
+    check: numeric(
       `an integer from 0 to ${MAX_LOGPROBS}`,
       (v) => Number.isSafeInteger(v) && v >= 0 && v <= MAX_LOGPROBS,
     ),
@@ -107,7 +110,7 @@ function fail(param: ParamName, requirement: string, value: unknown): never {
   throw new SamplingParamsError(param, `${PARAMS[param].api} must be ${requirement}, got ${shown}.`);
 }
 
-function number(requirement: string, ok: (v: number) => boolean): Check {
+function numeric(requirement: string, ok: (v: number) => boolean): Check {
   return (v, param) => {
     if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) fail(param, requirement, v);
   };

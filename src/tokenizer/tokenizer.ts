@@ -147,7 +147,6 @@ export class QwenTokenizer {
 
   private readonly tok: HfTokenizer;
   private readonly config: TokenizerConfig;
-  private readonly configFile: string;
 
   /**
    * From the parsed tokenizer.json and tokenizer_config.json. `source` is the tokenizer.json path,
@@ -163,7 +162,6 @@ export class QwenTokenizer {
     const configFile = source.endsWith('tokenizer.json')
       ? source.replace(/tokenizer\.json$/, 'tokenizer_config.json')
       : 'tokenizer_config.json';
-    this.configFile = configFile;
     const bad = (field: string, expected: string, v: unknown): never => {
       throw new Error(`QwenTokenizer: ${configFile}: field "${field}" must be ${expected}, got ${JSON.stringify(v)}`);
     };
@@ -286,7 +284,8 @@ export class QwenTokenizer {
     if (this.chatTemplate === null)
       throw new ChatTemplateError(
         'chat_template',
-        `this model has no chat template (no chat_template in ${this.configFile}): it only continues text; give it a plain prompt`,
+        // No folder in the message: the HTTP server passes it on to clients.
+        'this model has no chat template (no chat_template in its tokenizer_config.json): it only continues text; give it a plain prompt',
       );
     const extra: Record<string, unknown> = {
       bos_token: this.bosToken ?? '',
