@@ -3,6 +3,8 @@
 // Validation happens once per request, before anything runs, so a bad value fails fast with
 // the parameter's name (the OpenAI-compatible server reports it as `param`).
 
+import { compileStructuredOutput, StructuredOutputError, type StructuredOutput } from './structured/index.js';
+
 export interface SamplingParams {
   /** Softmax temperature; 0 (or < 1e-5) means greedy. Default 1. */
   temperature?: number;
@@ -30,6 +32,18 @@ export interface SamplingParams {
   logprobs?: number;
   /** Keep generating after EOS (enforced by the engine). */
   ignoreEos?: boolean;
+
+  // --- Structured output, logits processors, n (issue 11) ---
+  /** Constrain the output to a JSON schema, a regex, a choice or tool-call blocks (constrained decoding). */
+  structuredOutput?: StructuredOutput;
+  /** Token id -> value added to its logit before sampling, in [-100, 100] (OpenAI's logit_bias). */
+  logitBias?: Record<number, number>;
+  /** EOS and stopTokenIds cannot be sampled before this many tokens are generated. Default 0. */
+  minTokens?: number;
+  /** Words that are never generated (vLLM's bad_words: their tokens, with and without a leading space). */
+  badWords?: string[];
+  /** Completions per prompt, for LLM.generate/chat (seeds seed, seed + 1, ...). Default 1. */
+  n?: number;
 }
 
 /** Below this temperature, sampling is greedy (vLLM's _SAMPLING_EPS). */
@@ -60,6 +74,12 @@ const API_NAMES: Record<keyof SamplingParams, string> = {
   stopTokenIds: 'stop_token_ids',
   logprobs: 'logprobs',
   ignoreEos: 'ignore_eos',
+  // issue 11
+  structuredOutput: 'structured_output',
+  logitBias: 'logit_bias',
+  minTokens: 'min_tokens',
+  badWords: 'bad_words',
+  n: 'n',
 };
 
 export class SamplingParamsError extends Error {
@@ -122,4 +142,42 @@ export function validateSamplingParams(p: SamplingParams): void {
     }
   }
   if (p.ignoreEos !== undefined && typeof p.ignoreEos !== 'boolean') fail('ignoreEos', 'a boolean', p.ignoreEos);
+  validateIssue11Params(p);
+}
+
+/** Maximum n for LLM.generate/chat (as the server's MAX_N). */
+export const MAX_N = 16;
+
+// --- Structured output, logits processors, n (issue 11) ---
+function validateIssue11Params(p: SamplingParams): void {
+  checkNumber(p, 'minTokens', 'a non-negative integer', (v) => Number.isSafeInteger(v) && v >= 0);
+  checkNumber(p, 'n', `an integer from 1 to ${MAX_N}`, (v) => Number.isSafeInteger(v) && v >= 1 && v <= MAX_N);
+  if (p.minTokens !== undefined && p.maxTokens !== undefined && p.minTokens > p.maxTokens)
+    fail('minTokens', `at most max_tokens (${p.maxTokens})`, p.minTokens);
+  if (p.logitBias !== undefined) {
+    if (p.logitBias === null || typeof p.logitBias !== 'object' || Array.isArray(p.logitBias))
+      fail('logitBias', 'an object mapping token ids to numbers', p.logitBias);
+    for (const [id, bias] of Object.entries(p.logitBias)) {
+      if (!/^(0|[1-9][0-9]*)$/.test(id) || !Number.isSafeInteger(Number(id)))
+        fail('logitBias', 'keyed by token ids (non-negative integers)', id);
+      if (typeof bias !== 'number' || !Number.isFinite(bias) || bias < -100 || bias > 100)
+        fail('logitBias', `a number in [-100, 100] for token ${id}`, bias);
+    }
+  }
+  if (p.badWords !== undefined) {
+    if (!Array.isArray(p.badWords)) fail('badWords', 'an array of strings', p.badWords);
+    for (const w of p.badWords) {
+      if (typeof w !== 'string') fail('badWords', 'an array of strings', w);
+      if (w.trim() === '') throw new SamplingParamsError('badWords', 'bad_words cannot contain an empty word.');
+    }
+  }
+  if (p.structuredOutput !== undefined) {
+    try {
+      compileStructuredOutput(p.structuredOutput); // cached: the sampler reuses this
+    } catch (e) {
+      if (!(e instanceof StructuredOutputError)) throw e;
+      const at = e.path ? ` (at ${e.path})` : '';
+      throw new SamplingParamsError('structuredOutput', `structured_output: ${e.message}${at}.`);
+    }
+  }
 }

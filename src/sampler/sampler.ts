@@ -20,6 +20,13 @@
 
 import { Xoshiro128 } from './rng.js';
 import { DEFAULT_SAMPLING_PARAMS, SAMPLING_EPS, validateSamplingParams, type SamplingParams } from './params.js';
+import { LogitsProcessors } from './processors.js';
+import type { TokenVocabulary } from './structured/index.js';
+
+export interface SamplerOptions {
+  /** Token bytes and EOS ids: needed by structuredOutput, badWords and minTokens. */
+  vocabulary?: TokenVocabulary;
+}
 
 export interface TokenLogprob {
   token: number;
@@ -63,6 +70,8 @@ export class Sampler {
   readonly numLogprobs: number | undefined;
   readonly greedy: boolean;
   private readonly rng: Xoshiro128;
+  /** logitBias, badWords, minTokens, structuredOutput; null when none is set. */
+  private readonly processors: LogitsProcessors | null;
 
   // Scratch, sized to the vocabulary, reused by every call.
   private readonly x: Float64Array; // processed logits
@@ -78,10 +87,11 @@ export class Sampler {
   private edgeLen = 0;
   private total = 0; // sum of e over cand after prepare()
 
-  constructor(params: SamplingParams, vocabSize: number) {
+  constructor(params: SamplingParams, vocabSize: number, options: SamplerOptions = {}) {
     validateSamplingParams(params);
     if (!Number.isSafeInteger(vocabSize) || vocabSize < 1)
       throw new RangeError(`vocabSize must be a positive integer, got ${vocabSize}`);
+    this.processors = LogitsProcessors.create(params, vocabSize, options.vocabulary);
     this.vocabSize = vocabSize;
     this.temperature = params.temperature ?? DEFAULT_SAMPLING_PARAMS.temperature;
     this.greedy = this.temperature < SAMPLING_EPS;
@@ -107,6 +117,8 @@ export class Sampler {
     outputTokenIds: ArrayLike<number> = [],
   ): SampleResult {
     this.checkLogits(logits);
+    const raw = logits;
+    if (this.processors) logits = this.processors.apply(logits, promptTokenIds, outputTokenIds);
     let token: number;
     if (this.greedy) {
       token = argmax(this.hasPenalties() ? this.penalized(logits, promptTokenIds, outputTokenIds) : logits);
@@ -116,7 +128,7 @@ export class Sampler {
       token = this.draw(n);
     }
     const result: SampleResult = { token };
-    if (this.numLogprobs !== undefined) this.addLogprobs(logits, result);
+    if (this.numLogprobs !== undefined) this.addLogprobs(raw, result);
     return result;
   }
 
@@ -127,6 +139,7 @@ export class Sampler {
     outputTokenIds: ArrayLike<number> = [],
   ): Float64Array {
     this.checkLogits(logits);
+    if (this.processors) logits = this.processors.apply(logits, promptTokenIds, outputTokenIds);
     const out = new Float64Array(this.vocabSize);
     if (this.greedy) {
       out[argmax(this.hasPenalties() ? this.penalized(logits, promptTokenIds, outputTokenIds) : logits)] = 1;
@@ -408,8 +421,9 @@ export function computeDistribution(
   params: SamplingParams,
   promptTokenIds: ArrayLike<number> = [],
   outputTokenIds: ArrayLike<number> = [],
+  options: SamplerOptions = {},
 ): Float64Array {
-  return new Sampler({ ...params, seed: params.seed ?? 0 }, logits.length).distribution(
+  return new Sampler({ ...params, seed: params.seed ?? 0 }, logits.length, options).distribution(
     logits,
     promptTokenIds,
     outputTokenIds,
