@@ -171,7 +171,10 @@ export function toolFunctions(tools: readonly object[]): ToolFunctionSpec[] {
  * function (exactly one call of it); undefined for "auto" and "none". Throws a RangeError when
  * the named function is not among the tools.
  */
-export function toolChoiceConstraint(tools: readonly object[], choice: ToolChoice | undefined): StructuredOutput | undefined {
+export function toolChoiceConstraint(
+  tools: readonly object[],
+  choice: ToolChoice | undefined,
+): StructuredOutput | undefined {
   if (choice === undefined || choice === 'auto' || choice === 'none') return undefined;
   const fns = toolFunctions(tools);
   if (choice === 'required') return { type: 'toolCall', functions: fns, multiple: true };

@@ -13,13 +13,18 @@ export class LogitsProcessors {
   private readonly endIds: number[];
   private readonly constraint: ConstraintState | null;
   private readonly maxTokens: number;
+  /** Tokens left with a finite logit by the last apply() (the vocabulary size when not counted). */
+  finiteCount: number;
 
   private constructor(params: SamplingParams, vocabSize: number, vocab: TokenVocabulary | undefined) {
     this.out = new Float32Array(vocabSize);
     this.bias = Object.entries(params.logitBias ?? {}).map(([id, b]) => [Number(id), b]);
     for (const [id] of this.bias)
       if (id >= vocabSize)
-        throw new SamplingParamsError('logitBias', `logit_bias has token id ${id}, beyond the vocabulary (${vocabSize}).`);
+        throw new SamplingParamsError(
+          'logitBias',
+          `logit_bias has token id ${id}, beyond the vocabulary (${vocabSize}).`,
+        );
     const needVocab = (what: keyof SamplingParams) => {
       if (!vocab) throw new SamplingParamsError(what, `the sampler needs a vocabulary for ${what}.`);
       if (vocab.size !== vocabSize)
@@ -40,8 +45,11 @@ export class LogitsProcessors {
     }
     this.minTokens = params.minTokens ?? 0;
     this.endIds = this.minTokens > 0 ? [...needVocab('minTokens').eosIds, ...(params.stopTokenIds ?? [])] : [];
-    this.constraint = params.structuredOutput ? constraintFor(params.structuredOutput, needVocab('structuredOutput')) : null;
+    this.constraint = params.structuredOutput
+      ? constraintFor(params.structuredOutput, needVocab('structuredOutput'))
+      : null;
     this.maxTokens = params.maxTokens ?? Infinity;
+    this.finiteCount = vocabSize;
   }
 
   static create(params: SamplingParams, vocabSize: number, vocab?: TokenVocabulary): LogitsProcessors | null {
@@ -57,6 +65,7 @@ export class LogitsProcessors {
   apply(logits: Float32Array, _prompt: ArrayLike<number>, output: ArrayLike<number>): Float32Array {
     const x = this.out;
     x.set(logits);
+    this.finiteCount = x.length;
     for (const [id, b] of this.bias) x[id] = x[id]! + b;
     for (const ids of this.badWords) {
       const k = ids.length - 1;
@@ -74,7 +83,15 @@ export class LogitsProcessors {
         else if (x[i]! > -Infinity) finite++;
       }
       // bad_words or min_tokens removed every token the constraint allows: the constraint wins.
-      if (finite === 0) for (let i = 0; i < x.length; i++) if ((bits[i >>> 5]! >>> (i & 31)) & 1) x[i] = logits[i]!;
+      if (finite === 0) {
+        for (let i = 0; i < x.length; i++) {
+          if ((bits[i >>> 5]! >>> (i & 31)) & 1) {
+            x[i] = logits[i]!;
+            finite++;
+          }
+        }
+      }
+      this.finiteCount = finite;
     }
     return x;
   }

@@ -63,6 +63,7 @@ export class Sampler {
   readonly temperature: number;
   readonly topP: number;
   readonly topK: number; // -1 = off
+  private stepTopK = -1; // topK for this step: off when the logits processors left no more than k tokens
   readonly minP: number;
   readonly repetitionPenalty: number;
   readonly presencePenalty: number;
@@ -219,6 +220,8 @@ export class Sampler {
    *  with unnormalised weights in e, their sum in this.total. Returns n. */
   private prepare(logits: Float32Array, prompt: ArrayLike<number>, output: ArrayLike<number>): number {
     const V = this.vocabSize;
+    // Masked (-inf) tokens all fall in the last bin: a k beyond the tokens left would sort that bin.
+    this.stepTopK = this.processors && this.processors.finiteCount <= this.topK ? -1 : this.topK;
     const x = this.penalized(logits, prompt, output);
     const e = this.e;
     const t = this.temperature;
@@ -234,7 +237,7 @@ export class Sampler {
     // the kept set: all tokens in bins < fullBins, plus edge[0..edgeLen).
     let fullBins = NUM_BINS;
     this.edgeLen = 0;
-    if (this.topK < 0 && this.topP >= 1) {
+    if (this.stepTopK < 0 && this.topP >= 1) {
       for (let i = 0; i < V; i++) e[i] = Math.exp(x[i]! - m); // NaN logits give NaN: never drawn
     } else {
       const bin = (this.bin ??= new Uint16Array(V));
@@ -244,7 +247,7 @@ export class Sampler {
       mass.fill(0);
       // With top-k, only the k survivors need exp() (the expensive part of this loop), and
       // top-p renormalises over them, so the exponentials wait until the cut is known.
-      const expNow = this.topK < 0;
+      const expNow = this.stepTopK < 0;
       for (let i = 0; i < V; i++) {
         const d = m - x[i]!;
         // !(d < limit) also sends -inf and NaN logits to the last bin.
@@ -258,14 +261,14 @@ export class Sampler {
         }
       }
       let keptMass = 0;
-      if (this.topK > 0) {
+      if (this.stepTopK > 0) {
         // Find the bin holding the k-th best token; bins before it are kept whole.
         let above = 0;
         let b = 0;
-        while (above + count[b]! < this.topK) above += count[b++]!;
+        while (above + count[b]! < this.stepTopK) above += count[b++]!;
         this.collectEdge(b);
-        const kth = x[this.edge[this.topK - above - 1]!]!;
-        let n = this.topK - above;
+        const kth = x[this.edge[this.stepTopK - above - 1]!]!;
+        let n = this.stepTopK - above;
         while (n < this.edgeLen && x[this.edge[n]!]! >= kth) n++; // ties with the k-th are kept, as in vLLM
         this.edgeLen = n;
         fullBins = b;

@@ -155,7 +155,8 @@ export class ConstraintState {
         continue;
       }
       const next = this.guide.advance(this.state, t);
-      if (next === DEAD) throw new Error(`structured output: token ${t} at output position ${this.consumed} breaks the constraint`);
+      if (next === DEAD)
+        throw new Error(`structured output: token ${t} at output position ${this.consumed} breaks the constraint`);
       this.state = next;
     }
   }

@@ -69,7 +69,11 @@ function fragOf(spec: StructuredOutput): Frag {
         throw e;
       }
     case 'choice':
-      if (!Array.isArray(spec.choices) || spec.choices.length === 0 || !spec.choices.every((c) => typeof c === 'string'))
+      if (
+        !Array.isArray(spec.choices) ||
+        spec.choices.length === 0 ||
+        !spec.choices.every((c) => typeof c === 'string')
+      )
         throw new StructuredOutputError('choices must be a non-empty array of strings', 'choices');
       return alt(...spec.choices.map(literal));
     case 'toolCall': {

@@ -26,19 +26,74 @@ export class SchemaError extends Error {
 
 export const FREE_DEPTH = 5;
 
-const ws = star(bytesOf(byteSet([[0x20, 0x20], [0x09, 0x0a], [0x0d, 0x0d]])));
-const hex = bytesOf(byteSet([[0x30, 0x39], [0x41, 0x46], [0x61, 0x66]]));
+const ws = star(
+  bytesOf(
+    byteSet([
+      [0x20, 0x20],
+      [0x09, 0x0a],
+      [0x0d, 0x0d],
+    ]),
+  ),
+);
+const hex = bytesOf(
+  byteSet([
+    [0x30, 0x39],
+    [0x41, 0x46],
+    [0x61, 0x66],
+  ]),
+);
 const digit = bytesOf(byteSet([[0x30, 0x39]]));
 const digits = loop1(digit);
-const plainChar = bytesOf(byteSet([[0x20, 0x21], [0x23, 0x5b], [0x5d, 0x7f]])); // not " or \
-const escape = seq(literal('\\'), alt(bytesOf(byteSet([[0x22, 0x22], [0x5c, 0x5c], [0x2f, 0x2f], [0x62, 0x62], [0x66, 0x66], [0x6e, 0x6e], [0x72, 0x72], [0x74, 0x74]])), seq(literal('u'), hex, hex, hex, hex)));
+const plainChar = bytesOf(
+  byteSet([
+    [0x20, 0x21],
+    [0x23, 0x5b],
+    [0x5d, 0x7f],
+  ]),
+); // not " or \
+const escape = seq(
+  literal('\\'),
+  alt(
+    bytesOf(
+      byteSet([
+        [0x22, 0x22],
+        [0x5c, 0x5c],
+        [0x2f, 0x2f],
+        [0x62, 0x62],
+        [0x66, 0x66],
+        [0x6e, 0x6e],
+        [0x72, 0x72],
+        [0x74, 0x74],
+      ]),
+    ),
+    seq(literal('u'), hex, hex, hex, hex),
+  ),
+);
 export const jsonString: Frag = seq(literal('"'), star(alt(plainChar, escape, utf8Multibyte)), literal('"'));
 const intPart = seq(optional(literal('-')), alt(literal('0'), seq(bytesOf(byteSet([[0x31, 0x39]])), star(digit))));
 export const jsonInteger: Frag = intPart;
 export const jsonNumber: Frag = seq(
   intPart,
   optional(seq(literal('.'), digits)),
-  optional(seq(bytesOf(byteSet([[0x45, 0x45], [0x65, 0x65]])), optional(bytesOf(byteSet([[0x2b, 0x2b], [0x2d, 0x2d]]))), digits)),
+  optional(
+    seq(
+      bytesOf(
+        byteSet([
+          [0x45, 0x45],
+          [0x65, 0x65],
+        ]),
+      ),
+      optional(
+        bytesOf(
+          byteSet([
+            [0x2b, 0x2b],
+            [0x2d, 0x2d],
+          ]),
+        ),
+      ),
+      digits,
+    ),
+  ),
 );
 const scalars: Frag[] = [jsonString, jsonNumber, literal('true'), literal('false'), literal('null')];
 
@@ -113,7 +168,9 @@ export function schemaFrag(schema: unknown, path = ''): Frag {
       case 'null':
         return literal('null');
       case 'array':
-        return arrayOf(schema.items === undefined ? anyValue(FREE_DEPTH - 1) : schemaFrag(schema.items, join(path, 'items')));
+        return arrayOf(
+          schema.items === undefined ? anyValue(FREE_DEPTH - 1) : schemaFrag(schema.items, join(path, 'items')),
+        );
       default:
         return objectFrag(schema, path);
     }
@@ -147,7 +204,13 @@ function objectFrag(schema: Record<string, unknown>, path: string): Frag {
       );
   const names = Object.keys(props);
   const members = names.map((name) =>
-    seq(literal(JSON.stringify(name)), ws, literal(':'), ws, schemaFrag(props[name], join(join(path, 'properties'), name))),
+    seq(
+      literal(JSON.stringify(name)),
+      ws,
+      literal(':'),
+      ws,
+      schemaFrag(props[name], join(join(path, 'properties'), name)),
+    ),
   );
   const isRequired = names.map((n) => required.includes(n));
   const comma = seq(ws, literal(','), ws);

@@ -7,7 +7,20 @@
 //
 // The NFA reads UTF-8 bytes: a literal non-ASCII character is its byte sequence, and . or a
 // negated class matches one whole UTF-8 character, so {m,n} still counts characters.
-import { alt, byteSet, bytesOf, empty, literal, loop1, optional, repeat, seq, star, type ByteSet, type Frag } from './nfa.js';
+import {
+  alt,
+  byteSet,
+  bytesOf,
+  empty,
+  literal,
+  loop1,
+  optional,
+  repeat,
+  seq,
+  star,
+  type ByteSet,
+  type Frag,
+} from './nfa.js';
 
 export class RegexSyntaxError extends Error {
   constructor(
@@ -39,8 +52,16 @@ function classFrag(c: CharClass): Frag {
 }
 
 const DIGIT: [number, number][] = [[0x30, 0x39]];
-const WORD: [number, number][] = [[0x30, 0x39], [0x41, 0x5a], [0x61, 0x7a], [0x5f, 0x5f]];
-const SPACE: [number, number][] = [[0x09, 0x0d], [0x20, 0x20]];
+const WORD: [number, number][] = [
+  [0x30, 0x39],
+  [0x41, 0x5a],
+  [0x61, 0x7a],
+  [0x5f, 0x5f],
+];
+const SPACE: [number, number][] = [
+  [0x09, 0x0d],
+  [0x20, 0x20],
+];
 
 function shorthand(ch: string): CharClass | null {
   const ascii = (ranges: [number, number][], negate: boolean): CharClass => {
@@ -218,7 +239,8 @@ class Parser {
           this.i++;
         }
         hi = h.charCodeAt(0);
-        if (hi < lo) this.fail(`the reversed range "${String.fromCharCode(lo)}-${h}"`, `${String.fromCharCode(lo)}-${h}`);
+        if (hi < lo)
+          this.fail(`the reversed range "${String.fromCharCode(lo)}-${h}"`, `${String.fromCharCode(lo)}-${h}`);
       }
       if (hi > 0x7f) this.fail('a non-ASCII character inside a class', String.fromCharCode(hi));
       for (let b = lo; b <= hi; b++) set[b] = 1;

@@ -46,7 +46,11 @@ function byteDecoder(): Map<number, number> {
 }
 
 /** Makes the vocabulary of a byte-level BPE tokenizer (Qwen2.5's) for `size` logits rows. */
-export function vocabularyFromTokenizer(tok: VocabularySource, size: number, eosIds: readonly number[]): TokenVocabulary {
+export function vocabularyFromTokenizer(
+  tok: VocabularySource,
+  size: number,
+  eosIds: readonly number[],
+): TokenVocabulary {
   const bytes: (Uint8Array | null)[] = new Array(size).fill(null);
   const map = byteDecoder();
   const addedIds = new Set(tok.addedTokens.values());
