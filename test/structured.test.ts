@@ -17,6 +17,7 @@ import {
   type TokenVocabulary,
 } from '../src/sampler/structured/index.js';
 import { QwenTokenizer } from '../src/tokenizer/index.js';
+import { validate } from './helpers/json-validator.js';
 import { makeTempModel, removeDir } from './helpers/models.js';
 
 const TOKENIZER_DIR = new URL('../assets/qwen2.5-tokenizer', import.meta.url).pathname;
@@ -28,45 +29,6 @@ beforeAll(async () => {
   tok = await QwenTokenizer.fromDir(TOKENIZER_DIR);
   vocab = vocabularyFromTokenizer(tok, 151936, EOS);
 });
-
-/** Independent validator for the supported subset (properties in any order, like JSON schema). */
-function validate(v: unknown, s: Record<string, unknown>, path = '$'): string[] {
-  if ('const' in s) return JSON.stringify(v) === JSON.stringify(s.const) ? [] : [`${path}: not the const`];
-  if (Array.isArray(s.enum))
-    return s.enum.some((e) => JSON.stringify(e) === JSON.stringify(v)) ? [] : [`${path}: not in enum`];
-  if (Array.isArray(s.anyOf)) {
-    const ok = s.anyOf.some((b) => validate(v, b as Record<string, unknown>, path).length === 0);
-    return ok ? [] : [`${path}: no anyOf branch matches`];
-  }
-  const types = s.type === undefined ? [] : Array.isArray(s.type) ? s.type : [s.type];
-  const is = (t: string): boolean =>
-    t === 'string'
-      ? typeof v === 'string'
-      : t === 'number'
-        ? typeof v === 'number'
-        : t === 'integer'
-          ? Number.isInteger(v)
-          : t === 'boolean'
-            ? typeof v === 'boolean'
-            : t === 'null'
-              ? v === null
-              : t === 'array'
-                ? Array.isArray(v)
-                : v !== null && typeof v === 'object' && !Array.isArray(v);
-  if (types.length > 0 && !types.some(is)) return [`${path}: expected ${types.join('|')}, got ${JSON.stringify(v)}`];
-  const errors: string[] = [];
-  if (v !== null && typeof v === 'object' && !Array.isArray(v) && s.properties) {
-    const props = s.properties as Record<string, Record<string, unknown>>;
-    for (const r of (s.required as string[]) ?? []) if (!(r in v)) errors.push(`${path}: missing ${r}`);
-    for (const [k, x] of Object.entries(v)) {
-      if (!(k in props)) errors.push(`${path}: extra property ${k}`);
-      else errors.push(...validate(x, props[k]!, `${path}.${k}`));
-    }
-  }
-  if (Array.isArray(v) && s.items)
-    v.forEach((x, i) => errors.push(...validate(x, s.items as Record<string, unknown>, `${path}[${i}]`)));
-  return errors;
-}
 
 describe('validator used by these tests', () => {
   it('rejects what it should (a test that cannot fail is a defect)', () => {
@@ -189,14 +151,40 @@ describe('token trie and guide on the real Qwen2.5 vocabulary', () => {
     );
     let s = g.start;
     for (const t of tok.encode('{"a": "abc')) s = g.advance(s, t);
-    // 2 tokens left: this one must end the string so that "}" fits in the last.
-    const ids = allowedIds(g.allowed(s, 2));
-    expect(ids.length).toBeGreaterThan(0);
-    for (const id of ids) expect(tok.decode([id])).toMatch(/^[^"]*"\s*}?$/);
-    expect(ids).not.toContain(tok.encode('hello')[0]);
-    expect(allowedIds(g.allowed(s, 10))).toContain(tok.encode('hello')[0]);
-    // 1 token left: only a token that completes the object.
-    for (const id of allowedIds(g.allowed(s, 1))) expect(tok.decode([id])).toMatch(/^[^"]*"\s*}$/);
+    // Bytes still to write after a token, found by completing the text with JSON.parse.
+    const prefix = '{"a": "abc';
+    const toWrite = (id: number): number => {
+      const t = prefix + tok.decode([id]);
+      for (const suffix of ['', '}', '"}', 'n"}']) {
+        try {
+          JSON.parse(t + suffix);
+          return suffix.length;
+        } catch {
+          // try a longer completion
+        }
+      }
+      return Infinity;
+    };
+    const hello = tok.encode('hello')[0]!;
+    const backslash = tok.encode('\\')[0]!;
+    // With k tokens left, a token is allowed only if what remains fits in k - 2 tokens (one token per
+    // byte at worst, one token for EOS); when nothing fits, it must bring completion one byte closer
+    // (here 2 bytes are missing: '"}').
+    for (const k of [1, 2, 3, 4, 5]) {
+      const ids = allowedIds(g.allowed(s, k));
+      expect(ids.length).toBeGreaterThan(0);
+      for (const id of ids)
+        expect(toWrite(id), `${k}: ${JSON.stringify(tok.decode([id]))}`).toBeLessThanOrEqual(Math.max(k - 2, 1));
+    }
+    expect(allowedIds(g.allowed(s, 1))).toContain(tok.encode('"}')[0]);
+    expect(allowedIds(g.allowed(s, 2))).toContain(tok.encode('"')[0]);
+    expect(allowedIds(g.allowed(s, 2))).not.toContain(hello);
+    expect(allowedIds(g.allowed(s, 3))).not.toContain(hello);
+    expect(allowedIds(g.allowed(s, 4))).toContain(hello);
+    expect(allowedIds(g.allowed(s, 4))).not.toContain(backslash);
+    expect(allowedIds(g.allowed(s, 5))).toContain(backslash);
+    const done = g.advance(s, tok.encode('"}')[0]!);
+    expect(allowedIds(g.allowed(done, 1))).toEqual([...EOS].sort((a, b) => a - b));
   });
 });
 

@@ -118,7 +118,8 @@ function extraSamplingFields(body: Body): SamplingParams {
   const logitBias = field<Record<string, unknown>>(body, 'logit_bias', isObject, 'an object');
   if (logitBias && Object.keys(logitBias).length > 0) {
     for (const [k, v] of Object.entries(logitBias))
-      if (!isNum(v)) throw badRequest(`logit_bias[${JSON.stringify(k)}] must be a number, got ${typeName(v)}.`, 'logit_bias');
+      if (!isNum(v))
+        throw badRequest(`logit_bias[${JSON.stringify(k)}] must be a number, got ${typeName(v)}.`, 'logit_bias');
     out.logitBias = logitBias as Record<number, number>;
   }
   out.minTokens = int(body, 'min_tokens');
@@ -171,8 +172,11 @@ function structuredOutputField(body: Body): { spec: StructuredOutput; param: str
     }
   }
   if (guidedJson !== undefined && guidedJson !== null) {
-    if (!isObject(guidedJson)) throw badRequest(`guided_json must be a JSON schema object, got ${typeName(guidedJson)}.`, 'guided_json');
-    const spec = compiled({ type: 'json', schema: guidedJson }, 'guided_json', (p) => p.replace(/^schema/, 'guided_json'));
+    if (!isObject(guidedJson))
+      throw badRequest(`guided_json must be a JSON schema object, got ${typeName(guidedJson)}.`, 'guided_json');
+    const spec = compiled({ type: 'json', schema: guidedJson }, 'guided_json', (p) =>
+      p.replace(/^schema/, 'guided_json'),
+    );
     found.push({ spec, param: 'guided_json' });
   }
   const choices = field<string[]>(
@@ -181,10 +185,17 @@ function structuredOutputField(body: Body): { spec: StructuredOutput; param: str
     (v) => Array.isArray(v) && v.length > 0 && v.every((c) => typeof c === 'string'),
     'a non-empty array of strings',
   );
-  if (choices) found.push({ spec: compiled({ type: 'choice', choices }, 'guided_choice', () => 'guided_choice'), param: 'guided_choice' });
+  if (choices)
+    found.push({
+      spec: compiled({ type: 'choice', choices }, 'guided_choice', () => 'guided_choice'),
+      param: 'guided_choice',
+    });
   const pattern = field<string>(body, 'guided_regex', (v) => typeof v === 'string', 'a string');
   if (pattern !== undefined)
-    found.push({ spec: compiled({ type: 'regex', pattern }, 'guided_regex', () => 'guided_regex'), param: 'guided_regex' });
+    found.push({
+      spec: compiled({ type: 'regex', pattern }, 'guided_regex', () => 'guided_regex'),
+      param: 'guided_regex',
+    });
   if (found.length > 1)
     throw badRequest(`Only one of ${found.map((f) => f.param).join(' and ')} can be used at a time.`, found[1]!.param);
   return found[0];
@@ -201,7 +212,10 @@ function toolFields(body: Body): { tools: object[]; choice: ToolChoice } {
     if (typeof fn.name !== 'string' || fn.name === '')
       throw badRequest(`tools[${i}].function.name must be a non-empty string.`, `tools[${i}].function.name`);
     if (fn.parameters !== undefined && fn.parameters !== null && !isObject(fn.parameters))
-      throw badRequest(`tools[${i}].function.parameters must be a JSON schema object.`, `tools[${i}].function.parameters`);
+      throw badRequest(
+        `tools[${i}].function.parameters must be a JSON schema object.`,
+        `tools[${i}].function.parameters`,
+      );
   });
   const raw = body.tool_choice ?? undefined;
   let choice: ToolChoice;
@@ -215,7 +229,10 @@ function toolFields(body: Body): { tools: object[]; choice: ToolChoice } {
       'tool_choice',
     );
   if ((choice === 'required' || typeof choice === 'object') && tools.length === 0)
-    throw badRequest(`tool_choice ${typeof choice === 'object' ? 'naming a function' : '"required"'} needs tools.`, 'tool_choice');
+    throw badRequest(
+      `tool_choice ${typeof choice === 'object' ? 'naming a function' : '"required"'} needs tools.`,
+      'tool_choice',
+    );
   return { tools: tools as object[], choice };
 }
 
@@ -229,11 +246,15 @@ function chatConstraint(body: Body, tools: object[], choice: ToolChoice): Struct
     throw badRequest(`${(e as Error).message}.`, 'tool_choice');
   }
   if (!forced) return other?.spec;
-  if (other) throw badRequest(`tool_choice ${JSON.stringify(choice)} cannot be combined with ${other.param}.`, other.param);
+  if (other)
+    throw badRequest(`tool_choice ${JSON.stringify(choice)} cannot be combined with ${other.param}.`, other.param);
   return compiled(forced, 'tools', (p) => {
     const m = /^functions\[(\d+)\]\.parameters(.*)$/.exec(p);
     if (!m) return 'tools';
-    const index = typeof choice === 'object' ? tools.findIndex((t) => (t as { function: { name: string } }).function.name === choice.function.name) : Number(m[1]);
+    const index =
+      typeof choice === 'object'
+        ? tools.findIndex((t) => (t as { function: { name: string } }).function.name === choice.function.name)
+        : Number(m[1]);
     return `tools[${index}].function.parameters${m[2]}`;
   });
 }
@@ -308,7 +329,10 @@ function sequencesFor(
   const vocab = llm.model.config.vocabSize;
   for (const id of Object.keys(sampling.params.logitBias ?? {}))
     if (Number(id) >= vocab)
-      throw badRequest(`logit_bias has token id ${id}; this model's token ids go from 0 to ${vocab - 1}.`, 'logit_bias');
+      throw badRequest(
+        `logit_bias has token id ${id}; this model's token ids go from 0 to ${vocab - 1}.`,
+        'logit_bias',
+      );
   const sequences: SequenceSpec[] = [];
   prompts.forEach((p, pi) => {
     checkPromptLength(llm, p, promptParam);

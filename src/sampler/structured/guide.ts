@@ -8,8 +8,8 @@
 //
 // Token budget: near max_tokens a free-running value (a long string, a deep object) would be cut
 // and fail to parse. dist[s] is the fewest bytes from s to a complete value, and every byte is a
-// token of its own, so when a token would leave more bytes to write than tokens remain, it is
-// dropped; generation then closes the value in time.
+// token of its own, so when a token would leave more bytes to write than tokens remain (keeping
+// one for EOS), it is dropped; generation then closes the value in time.
 import { DEAD, type LazyDfa } from './nfa.js';
 import { trieOf, type TokenTrie, type TokenVocabulary } from './vocabulary.js';
 
@@ -63,21 +63,23 @@ export class TokenGuide {
       m = { bits, farther, maxEndDist: this.walk(state, Infinity, bits, farther) };
       this.memo.set(state, m);
     }
-    const budget = tokensLeft - 1;
-    if (m.maxEndDist <= budget) return m.bits;
+    // One token stays for EOS, so that a value finished in time ends with "stop", not "length".
+    // Every token can bring the value one byte closer (single-byte tokens), so "one byte closer"
+    // is always possible: when even that does not fit the budget, it is what is asked.
     const here = this.dfa.dist[state]!;
+    const budget = Math.max(tokensLeft - 2, here - 1);
+    if (m.maxEndDist <= budget) return m.bits;
     this.scratch.set(m.bits);
     if (budget >= here) {
-      // Drop the tokens after which the rest no longer fits.
+      // Every token that does not move away from completion fits: drop those that go too far.
       for (let k = 0; k < m.farther.length; k += 2) {
         const t = m.farther[k]!;
         if (m.farther[k + 1]! > budget) this.scratch[t >>> 5]! &= ~(1 << (t & 31));
       }
       return this.scratch;
     }
-    // Even the shortest completion does not fit: keep only tokens that make progress.
     this.scratch.fill(0);
-    this.walk(state, here - 1, this.scratch, null);
+    this.walk(state, budget, this.scratch, null);
     return this.scratch;
   }
 

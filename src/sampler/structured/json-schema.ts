@@ -5,6 +5,8 @@
 // anyOf, and the annotations title, description, $schema, default, examples. Anything else is a
 // SchemaError naming the keyword and where it is.
 //
+// Whitespace is limited to nothing, a space, or a newline and indentation (see `ws`).
+// Whitespace is limited to nothing, a space, or a newline and indentation (see `ws`).
 // Object members come out in the order `properties` lists them, each optional one may be left
 // out, and no other member is allowed (this keeps the language regular: one NFA, no stack).
 // A value the schema leaves free (json_object, an object without properties, an array without
@@ -26,13 +28,23 @@ export class SchemaError extends Error {
 
 export const FREE_DEPTH = 5;
 
-const ws = star(
-  bytesOf(
-    byteSet([
-      [0x20, 0x20],
-      [0x09, 0x0a],
-      [0x0d, 0x0d],
-    ]),
+// Whitespace between tokens: nothing, one space, or one newline and an indentation of spaces and
+// tabs. That covers compact and pretty-printed JSON, and keeps a model from padding a value with
+// whitespace runs (a known failure of "any whitespace" JSON modes).
+const ws = optional(
+  alt(
+    literal(' '),
+    seq(
+      literal('\n'),
+      star(
+        bytesOf(
+          byteSet([
+            [0x20, 0x20],
+            [0x09, 0x09],
+          ]),
+        ),
+      ),
+    ),
   ),
 );
 const hex = bytesOf(
