@@ -141,6 +141,7 @@ export class ToolCallStreamParser {
     else if (this.mode === 'call') {
       const call = parseBlock(this.buf, false);
       if (call) this.addCall(ev, call);
+      else if (this.calls === 0) addContent(ev, TOOL_CALL_START + this.buf); // as non-streamed: plain text
     }
     this.buf = '';
     return ev;
