@@ -78,9 +78,19 @@ export class LogitsProcessors {
       this.constraint.sync(output);
       const bits = this.constraint.mask(this.maxTokens - output.length);
       let finite = 0;
-      for (let i = 0; i < x.length; i++) {
-        if (((bits[i >>> 5]! >>> (i & 31)) & 1) === 0) x[i] = -Infinity;
-        else if (x[i]! > -Infinity) finite++;
+      // Word by word: most words of a mask are all zeros (between JSON values) or all ones (in a string).
+      const V = x.length;
+      for (let w = 0, i = 0; i < V; w++, i += 32) {
+        const word = bits[w]!;
+        const end = Math.min(i + 32, V);
+        if (word === 0) {
+          for (let j = i; j < end; j++) x[j] = -Infinity;
+        } else {
+          for (let j = i; j < end; j++) {
+            if (((word >>> (j - i)) & 1) === 0) x[j] = -Infinity;
+            else if (x[j]! > -Infinity) finite++;
+          }
+        }
       }
       // bad_words or min_tokens removed every token the constraint allows: the constraint wins.
       if (finite === 0) {
