@@ -245,6 +245,27 @@ describe('generation with the tiny model (random weights), 20 seeds each', () =>
     return texts;
   };
 
+  it('library chat with tools: toolChoice names a function, the output carries the parsed call', async () => {
+    const parameters = {
+      type: 'object',
+      properties: { city: { type: 'string' }, days: { type: 'integer' } },
+      required: ['city', 'days'],
+    };
+    const tools = [{ type: 'function', function: { name: 'forecast', parameters } }];
+    const [r] = await llm.chat(
+      [{ role: 'user', content: 'Forecast for Oslo?' }],
+      { maxTokens: 60, seed: 4, n: 2 },
+      { chatTemplate: { tools }, toolChoice: { type: 'function', function: { name: 'forecast' } } },
+    );
+    expect(r!.outputs).toHaveLength(2);
+    for (const o of r!.outputs) {
+      expect(o.text.startsWith('<tool_call>\n{"name": "forecast", "arguments": ')).toBe(true);
+      expect(o.toolCalls).toHaveLength(1);
+      expect(o.toolCalls![0]!.function.name).toBe('forecast');
+      expect(validate(JSON.parse(o.toolCalls![0]!.function.arguments), parameters)).toEqual([]);
+    }
+  });
+
   it('json_schema: every output parses and validates', async () => {
     const schema = {
       type: 'object',
