@@ -18,11 +18,12 @@ interface Mask {
   /** Largest dist of the state after any allowed token (decides whether the budget bites). */
   maxEndDist: number;
   /** Allowed tokens that leave more to write than `state` does, as (token, dist after it) pairs. */
-  farther: number[];
+  farther: Int32Array;
 }
 
-/** Masks kept per guide; beyond this the memo starts over (a mask is vocab/8 bytes: 19 KB for Qwen). */
-const MAX_MEMO_STATES = 1024;
+/** Masks kept per guide; beyond this the memo starts over (a mask is vocab/8 bytes: 19 KB for Qwen;
+ *  with the 16 compiled specs kept in index.ts, at most ~80 MB of masks). */
+const MAX_MEMO_STATES = 256;
 
 export class TokenGuide {
   readonly trie: TokenTrie;
@@ -60,7 +61,8 @@ export class TokenGuide {
       if (this.memo.size >= MAX_MEMO_STATES) this.memo.clear();
       const bits = new Uint32Array(this.words);
       const farther: number[] = [];
-      m = { bits, farther, maxEndDist: this.walk(state, Infinity, bits, farther) };
+      const maxEndDist = this.walk(state, Infinity, bits, farther);
+      m = { bits, farther: Int32Array.from(farther), maxEndDist };
       this.memo.set(state, m);
     }
     // One token stays for EOS, so that a value finished in time ends with "stop", not "length".

@@ -115,7 +115,7 @@ function wrapSchema(schema: unknown, path: string): Frag {
 
 // Compiled automata by spec, most recently used last.
 const compiled = new Map<string, LazyDfa>();
-const MAX_COMPILED = 64;
+const MAX_COMPILED = 16;
 
 /** Compiles (or fetches from the cache) the automaton of a spec; throws StructuredOutputError. */
 export function compileStructuredOutput(spec: StructuredOutput): LazyDfa {
