@@ -19,6 +19,7 @@ import {
   type ChildResult,
   type E2ePlan,
 } from './e2e.js';
+import { printConstraintBench, runConstraintBench } from './constraint.js';
 import { dimsFromConfig, dimsFromPreset, runKernels, type KernelDims, type KernelResult } from './kernels.js';
 import { machineBasics, measureBandwidth, measureDispatch, type DispatchCost } from './machine.js';
 
@@ -252,6 +253,16 @@ async function main(): Promise<number> {
     log(`kernels: done in ${since(tk)}`);
   }
 
+  // ---- Constrained decoding (structured output): per-step cost of the token mask ----
+  let constraint: Awaited<ReturnType<typeof runConstraintBench>> | null = null;
+  if (opts.kernels) {
+    const tc = performance.now();
+    log('constrained decoding...');
+    constraint = await runConstraintBench({ quick });
+    printConstraintBench(constraint);
+    log(`constrained decoding: done in ${since(tc)}`);
+  }
+
   // ---- End to end ----
   const results: ResultRow[] = [];
   const errors: { model: string; weights: string; threads: number; error: string }[] = [];
@@ -412,6 +423,7 @@ async function main(): Promise<number> {
         dispatch,
       },
       kernels,
+      constraint: constraint && { ...constraint, results: constraint.results.map(({ text, ...r }) => (void text, r)) },
       results,
       errors,
       seconds,

@@ -12,6 +12,17 @@ export {
 } from './engine/llm.js';
 export type { CompletionOutput, FinishReason, RequestMetrics } from './engine/request.js';
 
+// Tool calls in the output (Qwen2.5's <tool_call> blocks, parsed as vLLM's hermes parser does).
+export {
+  parseToolCalls,
+  ToolCallStreamParser,
+  toolChoiceConstraint,
+  type ToolCall as ParsedToolCall,
+  type ToolCallDelta,
+  type ToolChoice,
+  type ParsedOutput,
+} from './engine/tool-calls.js';
+
 // The model: load a Hugging Face Qwen2 directory, run forward passes.
 export { loadModel, WEIGHT_FORMATS, DEFAULT_WEIGHTS, type LoadOptions } from './model/load.js';
 export { Qwen2Model, Qwen2Model as Model, type ForwardOptions, type DecodeStep } from './model/qwen2.js';

@@ -3,9 +3,11 @@
 import { loadModel, type LoadOptions } from '../model/load.js';
 import type { Qwen2Model } from '../model/qwen2.js';
 import { Sampler, validateSamplingParams, type SamplingParams } from '../sampler/index.js';
+import { vocabularyFromTokenizer, type TokenVocabulary } from '../sampler/structured/index.js';
 import { QwenTokenizer, StreamDecoder, type ChatMessage, type ChatTemplateOptions } from '../tokenizer/index.js';
 import { metricsOf, type CompletionOutput, type RequestMetrics, type Sequence } from './request.js';
 import { Scheduler } from './scheduler.js';
+import { parseToolCalls, toolChoiceConstraint, type ToolChoice } from './tool-calls.js';
 
 export type PromptInput = string | { prompt: string } | { promptTokenIds: number[] };
 
@@ -32,6 +34,8 @@ export interface StreamOptions {
 
 export interface ChatOptions {
   chatTemplate?: ChatTemplateOptions;
+  /** With chatTemplate.tools: "required" or a named function force tool calls (constrained decoding); "none" leaves the tools out of the prompt. Default "auto". */
+  toolChoice?: ToolChoice;
 }
 
 /** Default max_tokens when neither the request nor generation_config.json sets one. */
@@ -39,6 +43,7 @@ export const DEFAULT_MAX_TOKENS = 256;
 
 export class LLM {
   private scheduler: Scheduler;
+  private vocabulary: TokenVocabulary | null = null;
 
   private constructor(
     readonly model: Qwen2Model,
@@ -66,6 +71,16 @@ export class LLM {
     if (g.maxNewTokens !== undefined) fromModel.maxTokens = g.maxNewTokens;
     const defined = Object.fromEntries(Object.entries(request).filter(([, v]) => v !== undefined));
     return { maxTokens: DEFAULT_MAX_TOKENS, ...fromModel, ...defined };
+  }
+
+  /** Token byte strings for constrained decoding, bad_words and min_tokens (built on first use). */
+  tokenVocabulary(): TokenVocabulary {
+    const eos = this.model.generationConfig.eosTokenIds;
+    return (this.vocabulary ??= vocabularyFromTokenizer(
+      this.tokenizer,
+      this.model.config.vocabSize,
+      eos.length > 0 ? eos : this.tokenizer.eosTokenId !== null ? [this.tokenizer.eosTokenId] : [],
+    ));
   }
 
   encodePrompt(input: PromptInput): { prompt: string; promptTokenIds: number[] } {
@@ -107,7 +122,10 @@ export class LLM {
       const seq: Sequence = {
         promptIds: promptTokenIds,
         outputIds: [],
-        sampler: new Sampler(p, this.model.config.vocabSize),
+        sampler: new Sampler(p, this.model.config.vocabSize, {
+          vocabulary:
+            p.structuredOutput || p.badWords?.length || (p.minTokens ?? 0) > 0 ? this.tokenVocabulary() : undefined,
+        }),
         decoder: new StreamDecoder(this.tokenizer, { skipSpecialTokens: true, prompt: promptTokenIds }),
         maxTokens: p.maxTokens!,
         stop: stops,
@@ -171,13 +189,22 @@ export class LLM {
         );
       }
     };
+    const n = params.n ?? 1;
     const results = await Promise.all(
       encoded.map(async (e) => {
-        // As in vLLM, every prompt gets its own generator seeded with params.seed.
-        const { output, metrics } = await this.submit(e.promptTokenIds, params, { signal: opts.signal });
+        // As in vLLM, every prompt gets its own generator seeded with params.seed; its n completions seed + i.
+        const runs = await Promise.all(
+          Array.from({ length: n }, (_, i) =>
+            this.submit(e.promptTokenIds, params.seed === undefined ? params : { ...params, seed: params.seed + i }, {
+              signal: opts.signal,
+              index: i,
+            }),
+          ),
+        );
         done++;
         progress();
-        return { prompt: e.prompt, promptTokenIds: e.promptTokenIds, outputs: [output], metrics };
+        const outputs = runs.map((r) => r.output);
+        return { prompt: e.prompt, promptTokenIds: e.promptTokenIds, outputs, metrics: runs[0]!.metrics };
       }),
     );
     return results;
@@ -190,8 +217,20 @@ export class LLM {
     opts: GenerateOptions & ChatOptions = {},
   ): Promise<RequestOutput[]> {
     const conversations = Array.isArray(messages[0]) ? (messages as ChatMessage[][]) : [messages as ChatMessage[]];
-    const prompts = conversations.map((c) => this.encodeChat(c, opts.chatTemplate));
-    return this.generate(prompts, params, opts);
+    const tools = opts.chatTemplate?.tools ?? [];
+    const template = opts.toolChoice === 'none' ? { ...opts.chatTemplate, tools: undefined } : opts.chatTemplate;
+    const prompts = conversations.map((c) => this.encodeChat(c, template));
+    const forced = tools.length > 0 ? toolChoiceConstraint(tools, opts.toolChoice) : undefined;
+    const results = await this.generate(prompts, forced ? { ...params, structuredOutput: forced } : params, opts);
+    if (tools.length > 0 && opts.toolChoice !== 'none') {
+      for (const r of results) {
+        for (const o of r.outputs) {
+          const calls = parseToolCalls(o.text).toolCalls;
+          if (calls.length > 0) o.toolCalls = calls;
+        }
+      }
+    }
+    return results;
   }
 
   /**
@@ -204,6 +243,7 @@ export class LLM {
     params: SamplingParams = {},
     opts: StreamOptions = {},
   ): AsyncGenerator<string, void, undefined> {
+    if ((params.n ?? 1) !== 1) throw new RangeError('stream() makes one completion: n must be 1');
     const { promptTokenIds } = Array.isArray(input) ? this.encodeChat(input) : this.encodePrompt(input);
     const queue: string[] = [];
     let wake: (() => void) | null = null;

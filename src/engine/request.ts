@@ -1,6 +1,7 @@
 // One generation request as the engine tracks it: tokens, sampler, incremental text, stops.
 import type { Sampler, TokenLogprob } from '../sampler/index.js';
 import type { StreamDecoder } from '../tokenizer/index.js';
+import type { ToolCall } from './tool-calls.js';
 
 export type FinishReason = 'stop' | 'length' | 'abort';
 
@@ -25,6 +26,8 @@ export interface CompletionOutput {
   /** The stop string or stop token id that ended generation, if any. */
   stopReason?: string | number;
   logprobs?: TokenLogprob[];
+  /** LLM.chat with tools: the tool calls parsed from `text` (see tool-calls.ts); absent when there are none. */
+  toolCalls?: ToolCall[];
 }
 
 /** Internal state of one sequence being generated. */

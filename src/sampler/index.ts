@@ -9,3 +9,13 @@ export {
 } from './params.js';
 export { Sampler, argmax, topN, computeDistribution, type SampleResult, type TokenLogprob } from './sampler.js';
 export { Xoshiro128, SplitMix64 } from './rng.js';
+// Structured output (constrained decoding) and the vocabulary it needs (issue 11).
+export {
+  type StructuredOutput,
+  type ToolFunctionSpec,
+  type TokenVocabulary,
+  StructuredOutputError,
+  compileStructuredOutput,
+  vocabularyFromTokenizer,
+} from './structured/index.js';
+export { type SamplerOptions } from './sampler.js';

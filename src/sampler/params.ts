@@ -5,6 +5,8 @@
 // Validation happens once per request, before anything runs, so a bad value fails fast with
 // the parameter's name (the OpenAI-compatible server reports it as `param`).
 
+import { compileStructuredOutput, StructuredOutputError, type StructuredOutput } from './structured/index.js';
+
 export interface SamplingParams {
   /** Softmax temperature; 0 (or < 1e-5) means greedy. Default 1. */
   temperature?: number;
@@ -32,6 +34,18 @@ export interface SamplingParams {
   logprobs?: number;
   /** Keep generating after EOS (enforced by the engine). */
   ignoreEos?: boolean;
+
+  // --- Structured output, logits processors, n (issue 11) ---
+  /** Constrain the output to a JSON schema, a regex, a choice or tool-call blocks (constrained decoding). */
+  structuredOutput?: StructuredOutput;
+  /** Token id -> value added to its logit before sampling, in [-100, 100] (OpenAI's logit_bias). */
+  logitBias?: Record<number, number>;
+  /** EOS and stopTokenIds cannot be sampled before this many tokens are generated. Default 0. */
+  minTokens?: number;
+  /** Words that are never generated (vLLM's bad_words: their tokens, with and without a leading space). */
+  badWords?: string[];
+  /** Completions per prompt, for LLM.generate/chat (seeds seed, seed + 1, ...). Default 1. */
+  n?: number;
 }
 
 /** Below this temperature, sampling is greedy (vLLM's _SAMPLING_EPS). */
@@ -46,6 +60,9 @@ export const DEFAULT_SAMPLING_PARAMS = {
   presencePenalty: 0,
   frequencyPenalty: 0,
 } as const;
+
+/** Maximum n for LLM.generate/chat (as the server's MAX_N). */
+export const MAX_N = 16;
 
 /** Most top log-probabilities per token a request may ask for (as the server and OpenAI's API). */
 export const MAX_LOGPROBS = 20;
@@ -85,6 +102,18 @@ const PARAMS: { [K in keyof Required<SamplingParams>]: { api: string; check: Che
     ),
   },
   ignoreEos: { api: 'ignore_eos', check: boolean },
+  // Structured output and logits processors (processors.ts, structured/).
+  structuredOutput: { api: 'structured_output', check: checkStructuredOutput },
+  logitBias: { api: 'logit_bias', check: checkLogitBias },
+  minTokens: {
+    api: 'min_tokens',
+    check: numeric('a non-negative integer', (v) => Number.isSafeInteger(v) && v >= 0),
+  },
+  badWords: { api: 'bad_words', check: checkBadWords },
+  n: {
+    api: 'n',
+    check: numeric(`an integer from 1 to ${MAX_N}`, (v) => Number.isSafeInteger(v) && v >= 1 && v <= MAX_N),
+  },
 };
 
 type ParamName = keyof SamplingParams;
@@ -190,5 +219,36 @@ export function validateSamplingParams(p: SamplingParams): SamplingParams {
     PARAMS[name].check(value, name);
     out[name] = value;
   }
-  return out as SamplingParams;
+  const checked = out as SamplingParams;
+  if (checked.minTokens !== undefined && checked.maxTokens !== undefined && checked.minTokens > checked.maxTokens)
+    fail('minTokens', `at most max_tokens (${checked.maxTokens})`, checked.minTokens);
+  return checked;
+}
+
+function checkLogitBias(v: unknown, param: ParamName): void {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) fail(param, 'an object mapping token ids to numbers', v);
+  for (const [id, bias] of Object.entries(v)) {
+    if (!/^(0|[1-9][0-9]*)$/.test(id) || !Number.isSafeInteger(Number(id)))
+      fail(param, 'keyed by token ids (non-negative integers)', id);
+    if (typeof bias !== 'number' || !Number.isFinite(bias) || bias < -100 || bias > 100)
+      fail(param, `a number in [-100, 100] for token ${id}`, bias);
+  }
+}
+
+function checkBadWords(v: unknown, param: ParamName): void {
+  if (!Array.isArray(v)) fail(param, 'an array of strings', v);
+  for (const w of v) {
+    if (typeof w !== 'string') fail(param, 'an array of strings', w);
+    if (w.trim() === '') throw new SamplingParamsError(param, 'bad_words cannot contain an empty word.');
+  }
+}
+
+function checkStructuredOutput(v: unknown, param: ParamName): void {
+  try {
+    compileStructuredOutput(v as StructuredOutput); // cached: the sampler reuses this
+  } catch (e) {
+    if (!(e instanceof StructuredOutputError)) throw e;
+    const at = e.path ? ` (at ${e.path})` : '';
+    throw new SamplingParamsError(param, `structured_output: ${e.message}${at}.`);
+  }
 }

@@ -20,6 +20,13 @@
 
 import { Xoshiro128 } from './rng.js';
 import { DEFAULT_SAMPLING_PARAMS, SAMPLING_EPS, validateSamplingParams, type SamplingParams } from './params.js';
+import { LogitsProcessors } from './processors.js';
+import type { TokenVocabulary } from './structured/index.js';
+
+export interface SamplerOptions {
+  /** Token bytes and EOS ids: needed by structuredOutput, badWords and minTokens. */
+  vocabulary?: TokenVocabulary;
+}
 
 /** A token id and its log-probability; in an output, the chosen token with its most likely alternatives. */
 export interface TokenLogprob {
@@ -59,6 +66,7 @@ export class Sampler {
   readonly temperature: number;
   readonly topP: number;
   readonly topK: number; // -1 = off
+  private stepTopK = -1; // topK for this step: off when the logits processors left no more than k tokens
   readonly minP: number;
   readonly repetitionPenalty: number;
   readonly presencePenalty: number;
@@ -66,6 +74,8 @@ export class Sampler {
   readonly numLogprobs: number | undefined;
   readonly greedy: boolean;
   private readonly rng: Xoshiro128;
+  /** logitBias, badWords, minTokens, structuredOutput; null when none is set. */
+  private readonly processors: LogitsProcessors | null;
 
   // Scratch, sized to the vocabulary, reused by every call.
   private readonly x: Float64Array; // processed logits
@@ -81,10 +91,11 @@ export class Sampler {
   private edgeLen = 0;
   private total = 0; // sum of e over cand after prepare()
 
-  constructor(params: SamplingParams, vocabSize: number) {
+  constructor(params: SamplingParams, vocabSize: number, options: SamplerOptions = {}) {
     params = validateSamplingParams(params); // snake_case aliases -> camelCase
     if (!Number.isSafeInteger(vocabSize) || vocabSize < 1)
       throw new RangeError(`vocabSize must be a positive integer, got ${vocabSize}`);
+    this.processors = LogitsProcessors.create(params, vocabSize, options.vocabulary);
     this.vocabSize = vocabSize;
     this.temperature = params.temperature ?? DEFAULT_SAMPLING_PARAMS.temperature;
     this.greedy = this.temperature < SAMPLING_EPS;
@@ -110,6 +121,8 @@ export class Sampler {
     outputTokenIds: ArrayLike<number> = [],
   ): SampleResult {
     this.checkLogits(logits);
+    const raw = logits;
+    if (this.processors) logits = this.processors.apply(logits, promptTokenIds, outputTokenIds);
     let token: number;
     if (this.greedy) {
       token = argmax(this.hasPenalties() ? this.penalized(logits, promptTokenIds, outputTokenIds) : logits);
@@ -119,7 +132,7 @@ export class Sampler {
       token = this.draw(n);
     }
     const result: SampleResult = { token };
-    if (this.numLogprobs !== undefined) this.addLogprobs(logits, result);
+    if (this.numLogprobs !== undefined) this.addLogprobs(raw, result);
     return result;
   }
 
@@ -130,6 +143,7 @@ export class Sampler {
     outputTokenIds: ArrayLike<number> = [],
   ): Float64Array {
     this.checkLogits(logits);
+    if (this.processors) logits = this.processors.apply(logits, promptTokenIds, outputTokenIds);
     const out = new Float64Array(this.vocabSize);
     if (this.greedy) {
       out[argmax(this.hasPenalties() ? this.penalized(logits, promptTokenIds, outputTokenIds) : logits)] = 1;
@@ -209,6 +223,8 @@ export class Sampler {
    *  with unnormalised weights in e, their sum in this.total. Returns n. */
   private prepare(logits: Float32Array, prompt: ArrayLike<number>, output: ArrayLike<number>): number {
     const V = this.vocabSize;
+    // Masked (-inf) tokens all fall in the last bin: a k beyond the tokens left would sort that bin.
+    this.stepTopK = this.processors && this.processors.finiteCount <= this.topK ? -1 : this.topK;
     const x = this.penalized(logits, prompt, output);
     const e = this.e;
     const t = this.temperature;
@@ -224,7 +240,7 @@ export class Sampler {
     // the kept set: all tokens in bins < fullBins, plus edge[0..edgeLen).
     let fullBins = NUM_BINS;
     this.edgeLen = 0;
-    if (this.topK < 0 && this.topP >= 1) {
+    if (this.stepTopK < 0 && this.topP >= 1) {
       for (let i = 0; i < V; i++) e[i] = Math.exp(x[i]! - m); // NaN logits give NaN: never drawn
     } else {
       const bin = (this.bin ??= new Uint16Array(V));
@@ -234,7 +250,7 @@ export class Sampler {
       mass.fill(0);
       // With top-k, only the k survivors need exp() (the expensive part of this loop), and
       // top-p renormalises over them, so the exponentials wait until the cut is known.
-      const expNow = this.topK < 0;
+      const expNow = this.stepTopK < 0;
       for (let i = 0; i < V; i++) {
         const d = m - x[i]!;
         // !(d < limit) also sends -inf and NaN logits to the last bin.
@@ -248,14 +264,14 @@ export class Sampler {
         }
       }
       let keptMass = 0;
-      if (this.topK > 0) {
+      if (this.stepTopK > 0) {
         // Find the bin holding the k-th best token; bins before it are kept whole.
         let above = 0;
         let b = 0;
-        while (above + count[b]! < this.topK) above += count[b++]!;
+        while (above + count[b]! < this.stepTopK) above += count[b++]!;
         this.collectEdge(b);
-        const kth = x[this.edge[this.topK - above - 1]!]!;
-        let n = this.topK - above;
+        const kth = x[this.edge[this.stepTopK - above - 1]!]!;
+        let n = this.stepTopK - above;
         while (n < this.edgeLen && x[this.edge[n]!]! >= kth) n++; // ties with the k-th are kept, as in vLLM
         this.edgeLen = n;
         fullBins = b;
@@ -411,8 +427,9 @@ export function computeDistribution(
   params: SamplingParams,
   promptTokenIds: ArrayLike<number> = [],
   outputTokenIds: ArrayLike<number> = [],
+  options: SamplerOptions = {},
 ): Float64Array {
-  return new Sampler({ ...params, seed: params.seed ?? 0 }, logits.length).distribution(
+  return new Sampler({ ...params, seed: params.seed ?? 0 }, logits.length, options).distribution(
     logits,
     promptTokenIds,
     outputTokenIds,

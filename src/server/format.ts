@@ -1,6 +1,7 @@
 // Engine outputs -> OpenAI response objects (ids, choices, usage, logprobs).
 import { randomUUID } from 'node:crypto';
-import type { TokenLogprob } from '../engine/request.js';
+import type { CompletionOutput, TokenLogprob } from '../engine/request.js';
+import { parseToolCalls, ToolCallStreamParser, type StreamEvent, type ToolCall } from '../engine/tool-calls.js';
 import type { QwenTokenizer } from '../tokenizer/index.js';
 
 export function requestId(prefix: 'chatcmpl' | 'cmpl'): string {
@@ -118,5 +119,61 @@ export function completionLogprobs(lp: TokenLogprob[], tt: TokenText, offset = 0
     out.text_offset.push(at);
     at += t.length;
   }
+  return out;
+}
+
+// --- Tool calls in chat responses (issue 11) ---
+
+export type ChatFinishReason = 'stop' | 'length' | 'tool_calls';
+
+/** The assistant message and finish_reason of a finished chat choice. */
+export function chatChoiceMessage(
+  o: CompletionOutput,
+  parseTools: boolean,
+): {
+  message: { role: 'assistant'; content: string | null; tool_calls?: ToolCall[] };
+  finish_reason: ChatFinishReason;
+} {
+  const base: ChatFinishReason = o.finishReason === 'length' ? 'length' : 'stop';
+  if (!parseTools) return { message: { role: 'assistant', content: o.text }, finish_reason: base };
+  const parsed = parseToolCalls(o.text);
+  if (parsed.toolCalls.length === 0) return { message: { role: 'assistant', content: o.text }, finish_reason: base };
+  return {
+    message: { role: 'assistant', content: parsed.content, tool_calls: parsed.toolCalls },
+    finish_reason: base === 'stop' ? 'tool_calls' : base,
+  };
+}
+
+/**
+ * Streamed chat deltas of one choice: plain text deltas, or with tools, text until a tool-call
+ * block starts and then one `tool_calls` delta per call (see ToolCallStreamParser).
+ */
+export class ChatDeltaStream {
+  private readonly parser: ToolCallStreamParser | null;
+  constructor(parseTools: boolean) {
+    this.parser = parseTools ? new ToolCallStreamParser() : null;
+  }
+
+  /** The delta objects for a piece of text (none, one or two). */
+  push(text: string): Record<string, unknown>[] {
+    if (!this.parser) return text === '' ? [] : [{ content: text }];
+    return deltasOf(this.parser.push(text));
+  }
+
+  /** Whatever was held back, at the end of the output. */
+  finish(): Record<string, unknown>[] {
+    return this.parser ? deltasOf(this.parser.finish()) : [];
+  }
+
+  finishReason(o: CompletionOutput): ChatFinishReason {
+    if (o.finishReason === 'length') return 'length';
+    return this.parser && this.parser.callCount > 0 ? 'tool_calls' : 'stop';
+  }
+}
+
+function deltasOf(ev: StreamEvent): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  if (ev.content !== undefined) out.push({ content: ev.content });
+  if (ev.toolCalls) out.push({ tool_calls: ev.toolCalls });
   return out;
 }

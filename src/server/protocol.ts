@@ -4,7 +4,9 @@
 // field (`param`) before anything is queued; value ranges are checked by validateSamplingParams
 // (SamplingParamsError carries the API name of the parameter).
 import type { LLM } from '../engine/llm.js';
+import { toolChoiceConstraint, type ToolChoice } from '../engine/tool-calls.js';
 import { SamplingParamsError, type SamplingParams } from '../sampler/index.js';
+import { compileStructuredOutput, StructuredOutputError, type StructuredOutput } from '../sampler/structured/index.js';
 import { ChatTemplateError, type ChatMessage } from '../tokenizer/index.js';
 import { badRequest, modelNotFound } from './errors.js';
 
@@ -33,6 +35,8 @@ export interface GenerationRequest {
   logprobs: number | undefined;
   /** Completions only: return the prompt in front of the completion. */
   echo: boolean;
+  /** Chat with tools (tool_choice not "none"): parse <tool_call> blocks into tool_calls. */
+  parseTools: boolean;
 }
 
 /** Limits on what a single request may ask for. */
@@ -102,16 +106,157 @@ function samplingFields(body: Body): { params: SamplingParams; maxTokens: number
   if (maxTokens !== undefined && maxTokens < 1)
     throw badRequest(`${maxTokensParam} must be at least 1, got ${maxTokens}.`, maxTokensParam);
 
+  Object.assign(params, extraSamplingFields(body));
+  return { params, maxTokens, maxTokensParam };
+}
+
+// --- issue 11: logit_bias, min_tokens, bad_words, response_format, guided_*, tools ---
+
+/** logit_bias, min_tokens, bad_words (ranges are checked by validateSamplingParams). */
+function extraSamplingFields(body: Body): SamplingParams {
+  const out: SamplingParams = {};
   const logitBias = field<Record<string, unknown>>(body, 'logit_bias', isObject, 'an object');
-  if (logitBias && Object.keys(logitBias).length > 0) throw badRequest('logit_bias is not supported.', 'logit_bias');
+  if (logitBias && Object.keys(logitBias).length > 0) {
+    for (const [k, v] of Object.entries(logitBias))
+      if (!isNum(v))
+        throw badRequest(`logit_bias[${JSON.stringify(k)}] must be a number, got ${typeName(v)}.`, 'logit_bias');
+    out.logitBias = logitBias as Record<number, number>;
+  }
+  out.minTokens = int(body, 'min_tokens');
+  out.badWords = field<string[]>(
+    body,
+    'bad_words',
+    (v) => Array.isArray(v) && v.every((w) => typeof w === 'string'),
+    'an array of strings',
+  );
+  return out;
+}
+
+/** Compiles a structured-output spec now, so a bad schema or pattern is a 400 naming the API field. */
+function compiled(spec: StructuredOutput, param: string, specPathToApi: (path: string) => string): StructuredOutput {
+  try {
+    compileStructuredOutput(spec);
+  } catch (e) {
+    if (e instanceof StructuredOutputError) throw badRequest(`${param}: ${e.message}.`, specPathToApi(e.path));
+    throw e;
+  }
+  return spec;
+}
+
+/** response_format (non-text), guided_json, guided_choice, guided_regex: at most one of them. */
+function structuredOutputField(body: Body): { spec: StructuredOutput; param: string } | undefined {
+  const found: { spec: StructuredOutput; param: string }[] = [];
   const format = field<Record<string, unknown>>(body, 'response_format', isObject, 'an object');
   if (format && format.type !== undefined && format.type !== 'text') {
-    throw badRequest(
-      `response_format of type ${JSON.stringify(format.type)} is not supported; only "text".`,
-      'response_format',
-    );
+    if (format.type === 'json_object') found.push({ spec: { type: 'json' }, param: 'response_format' });
+    else if (format.type === 'json_schema') {
+      const js = format.json_schema;
+      if (!isObject(js) || !isObject(js.schema))
+        throw badRequest('response_format.json_schema.schema must be an object.', 'response_format.json_schema.schema');
+      const spec = compiled({ type: 'json', schema: js.schema }, 'response_format', (p) =>
+        p.startsWith('schema') ? `response_format.json_schema.${p}` : 'response_format.json_schema',
+      );
+      found.push({ spec, param: 'response_format' });
+    } else
+      throw badRequest(
+        `response_format.type must be "text", "json_object" or "json_schema", got ${JSON.stringify(format.type)}.`,
+        'response_format.type',
+      );
   }
-  return { params, maxTokens, maxTokensParam };
+  let guidedJson = body.guided_json;
+  if (typeof guidedJson === 'string') {
+    try {
+      guidedJson = JSON.parse(guidedJson);
+    } catch {
+      throw badRequest('guided_json is a string that is not valid JSON.', 'guided_json');
+    }
+  }
+  if (guidedJson !== undefined && guidedJson !== null) {
+    if (!isObject(guidedJson))
+      throw badRequest(`guided_json must be a JSON schema object, got ${typeName(guidedJson)}.`, 'guided_json');
+    const spec = compiled({ type: 'json', schema: guidedJson }, 'guided_json', (p) =>
+      p.replace(/^schema/, 'guided_json'),
+    );
+    found.push({ spec, param: 'guided_json' });
+  }
+  const choices = field<string[]>(
+    body,
+    'guided_choice',
+    (v) => Array.isArray(v) && v.length > 0 && v.every((c) => typeof c === 'string'),
+    'a non-empty array of strings',
+  );
+  if (choices)
+    found.push({
+      spec: compiled({ type: 'choice', choices }, 'guided_choice', () => 'guided_choice'),
+      param: 'guided_choice',
+    });
+  const pattern = field<string>(body, 'guided_regex', (v) => typeof v === 'string', 'a string');
+  if (pattern !== undefined)
+    found.push({
+      spec: compiled({ type: 'regex', pattern }, 'guided_regex', () => 'guided_regex'),
+      param: 'guided_regex',
+    });
+  if (found.length > 1)
+    throw badRequest(`Only one of ${found.map((f) => f.param).join(' and ')} can be used at a time.`, found[1]!.param);
+  return found[0];
+}
+
+/** tools and tool_choice of a chat request, checked. */
+function toolFields(body: Body): { tools: object[]; choice: ToolChoice } {
+  const tools = field<unknown[]>(body, 'tools', Array.isArray, 'an array') ?? [];
+  tools.forEach((t, i) => {
+    if (!isObject(t) || (t.type !== undefined && t.type !== 'function'))
+      throw badRequest(`tools[${i}] must be {"type": "function", "function": {...}}.`, `tools[${i}]`);
+    const fn = t.function;
+    if (!isObject(fn)) throw badRequest(`tools[${i}].function must be an object.`, `tools[${i}].function`);
+    if (typeof fn.name !== 'string' || fn.name === '')
+      throw badRequest(`tools[${i}].function.name must be a non-empty string.`, `tools[${i}].function.name`);
+    if (fn.parameters !== undefined && fn.parameters !== null && !isObject(fn.parameters))
+      throw badRequest(
+        `tools[${i}].function.parameters must be a JSON schema object.`,
+        `tools[${i}].function.parameters`,
+      );
+  });
+  const raw = body.tool_choice ?? undefined;
+  let choice: ToolChoice;
+  if (raw === undefined || raw === null) choice = tools.length > 0 ? 'auto' : 'none';
+  else if (raw === 'none' || raw === 'auto' || raw === 'required') choice = raw;
+  else if (isObject(raw) && isObject(raw.function) && typeof raw.function.name === 'string')
+    choice = { type: 'function', function: { name: raw.function.name } };
+  else
+    throw badRequest(
+      'tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}.',
+      'tool_choice',
+    );
+  if ((choice === 'required' || typeof choice === 'object') && tools.length === 0)
+    throw badRequest(
+      `tool_choice ${typeof choice === 'object' ? 'naming a function' : '"required"'} needs tools.`,
+      'tool_choice',
+    );
+  return { tools: tools as object[], choice };
+}
+
+/** The constraint a chat request asks for: a forced tool call, or response_format / guided_*. */
+function chatConstraint(body: Body, tools: object[], choice: ToolChoice): StructuredOutput | undefined {
+  const other = structuredOutputField(body);
+  let forced: StructuredOutput | undefined;
+  try {
+    forced = toolChoiceConstraint(tools, choice);
+  } catch (e) {
+    throw badRequest(`${(e as Error).message}.`, 'tool_choice');
+  }
+  if (!forced) return other?.spec;
+  if (other)
+    throw badRequest(`tool_choice ${JSON.stringify(choice)} cannot be combined with ${other.param}.`, other.param);
+  return compiled(forced, 'tools', (p) => {
+    const m = /^functions\[(\d+)\]\.parameters(.*)$/.exec(p);
+    if (!m) return 'tools';
+    const index =
+      typeof choice === 'object'
+        ? tools.findIndex((t) => (t as { function: { name: string } }).function.name === choice.function.name)
+        : Number(m[1]);
+    return `tools[${index}].function.parameters${m[2]}`;
+  });
 }
 
 function commonFields(body: Body): { n: number; stream: boolean; includeUsage: boolean } {
@@ -181,6 +326,13 @@ function sequencesFor(
 ): SequenceSpec[] {
   const limit = contextLimit(llm);
   const fromConfig = llm.model.generationConfig.maxNewTokens;
+  const vocab = llm.model.config.vocabSize;
+  for (const id of Object.keys(sampling.params.logitBias ?? {}))
+    if (Number(id) >= vocab)
+      throw badRequest(
+        `logit_bias has token id ${id}; this model's token ids go from 0 to ${vocab - 1}.`,
+        'logit_bias',
+      );
   const sequences: SequenceSpec[] = [];
   prompts.forEach((p, pi) => {
     checkPromptLength(llm, p, promptParam);
@@ -228,7 +380,9 @@ export function parseChatRequest(llm: LLM, servedName: string, body: Body): Gene
     throw badRequest(`top_logprobs must be from 0 to ${MAX_TOP_LOGPROBS}, got ${top}.`, 'top_logprobs');
   if (top !== undefined && top > 0 && !wantLogprobs)
     throw badRequest('top_logprobs needs logprobs set to true.', 'top_logprobs');
-  const tools = field<object[]>(body, 'tools', Array.isArray, 'an array');
+  const { tools, choice } = toolFields(body);
+  const constraint = chatConstraint(body, tools, choice);
+  if (constraint) sampling.params.structuredOutput = constraint;
   const addGenerationPrompt = bool(body, 'add_generation_prompt') ?? true;
   const kwargs = field<Record<string, unknown>>(body, 'chat_template_kwargs', isObject, 'an object');
 
@@ -236,7 +390,7 @@ export function parseChatRequest(llm: LLM, servedName: string, body: Body): Gene
   try {
     text = llm.applyChatTemplate(normalizeMessages(body.messages) as ChatMessage[], {
       addGenerationPrompt,
-      ...(tools && tools.length > 0 && body.tool_choice !== 'none' ? { tools } : {}),
+      ...(tools.length > 0 && choice !== 'none' ? { tools } : {}),
       ...(kwargs ? { extra: kwargs } : {}),
     });
   } catch (e) {
@@ -254,6 +408,7 @@ export function parseChatRequest(llm: LLM, servedName: string, body: Body): Gene
     includeUsage: common.includeUsage,
     logprobs,
     echo: false,
+    parseTools: tools.length > 0 && choice !== 'none',
   };
 }
 
@@ -276,6 +431,8 @@ export function parseCompletionRequest(llm: LLM, servedName: string, body: Body)
   if (raw === undefined || raw === null) throw badRequest('prompt is required.', 'prompt');
   const common = commonFields(body);
   const sampling = samplingFields(body);
+  const constraint = structuredOutputField(body);
+  if (constraint) sampling.params.structuredOutput = constraint.spec;
   const logprobs = int(body, 'logprobs');
   if (logprobs !== undefined && (logprobs < 0 || logprobs > MAX_TOP_LOGPROBS))
     throw badRequest(`logprobs must be from 0 to ${MAX_TOP_LOGPROBS}, got ${logprobs}.`, 'logprobs');
@@ -318,5 +475,6 @@ export function parseCompletionRequest(llm: LLM, servedName: string, body: Body)
     includeUsage: common.includeUsage,
     logprobs,
     echo,
+    parseTools: false,
   };
 }

@@ -24,7 +24,16 @@ import {
   unavailable,
   type ErrorBody,
 } from './errors.js';
-import { chatLogprobs, completionLogprobs, requestId, TokenText, unixSeconds, usage } from './format.js';
+import {
+  ChatDeltaStream,
+  chatChoiceMessage,
+  chatLogprobs,
+  completionLogprobs,
+  requestId,
+  TokenText,
+  unixSeconds,
+  usage,
+} from './format.js';
 import { Metrics } from './metrics.js';
 import { parseChatRequest, parseCompletionRequest, type GenerationRequest } from './protocol.js';
 
@@ -385,9 +394,8 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
         model: opts.modelName,
         choices: outputs.map((o) => ({
           index: o.index,
-          message: { role: 'assistant', content: o.text },
+          ...chatChoiceMessage(o, request.parseTools), // message, finish_reason (tool_calls)
           logprobs: request.logprobs !== undefined ? chatLogprobs(o.logprobs ?? [], tokenText) : null,
-          finish_reason: finishReason(o),
           stop_reason: o.stopReason ?? null,
         })),
         usage: u,
@@ -441,6 +449,12 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
       chat
         ? { index, delta: content === null ? {} : { content }, logprobs: null, finish_reason: null, ...extra }
         : { index, text: content ?? '', logprobs: null, finish_reason: null, ...extra };
+    // Chat deltas per choice: with tools, <tool_call> blocks become tool_calls deltas.
+    const deltas = new Map(request.sequences.map((s) => [s.index, new ChatDeltaStream(request.parseTools)]));
+    const sendDeltas = (index: number, list: Record<string, unknown>[]) => {
+      for (const delta of list)
+        send({ ...base, choices: [{ index, delta, logprobs: null, finish_reason: null }], ...withUsage });
+    };
     for (const s of request.sequences) {
       if (chat)
         send({
@@ -453,7 +467,8 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
     }
     return {
       delta(index: number, text: string) {
-        send({ ...base, choices: [choice(index, text)], ...withUsage });
+        if (chat) sendDeltas(index, deltas.get(index)!.push(text));
+        else send({ ...base, choices: [choice(index, text)], ...withUsage });
       },
       finish(o: CompletionOutput) {
         if (o.finishReason === 'abort') return;
@@ -462,11 +477,11 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
           // The engine reports text deltas, not tokens: every token's logprobs come with the last chunk.
           logprobs = chat ? chatLogprobs(o.logprobs ?? [], tokenText) : completionLogprobs(o.logprobs ?? [], tokenText);
         }
+        if (chat) sendDeltas(o.index, deltas.get(o.index)!.finish());
+        const reason = chat ? deltas.get(o.index)!.finishReason(o) : finishReason(o);
         send({
           ...base,
-          choices: [
-            choice(o.index, null, { logprobs, finish_reason: finishReason(o), stop_reason: o.stopReason ?? null }),
-          ],
+          choices: [choice(o.index, null, { logprobs, finish_reason: reason, stop_reason: o.stopReason ?? null })],
           ...withUsage,
         });
       },

@@ -1,0 +1,108 @@
+// Logits processors that run before the sampler's penalties, in vLLM's order: logit_bias,
+// bad_words, min_tokens, then the structured-output mask. They write into a scratch copy; the
+// raw logits stay untouched for logprobs.
+import { SamplingParamsError, type SamplingParams } from './params.js';
+import { constraintFor, type ConstraintState, type TokenVocabulary } from './structured/index.js';
+
+export class LogitsProcessors {
+  private readonly out: Float32Array;
+  private readonly bias: [number, number][];
+  /** Token sequences of the bad words: the last token is banned after the others. */
+  private readonly badWords: number[][];
+  private readonly minTokens: number;
+  private readonly endIds: number[];
+  private readonly constraint: ConstraintState | null;
+  private readonly maxTokens: number;
+  /** Tokens left with a finite logit by the last apply() (the vocabulary size when not counted). */
+  finiteCount: number;
+
+  private constructor(params: SamplingParams, vocabSize: number, vocab: TokenVocabulary | undefined) {
+    this.out = new Float32Array(vocabSize);
+    this.bias = Object.entries(params.logitBias ?? {}).map(([id, b]) => [Number(id), b]);
+    for (const [id] of this.bias)
+      if (id >= vocabSize)
+        throw new SamplingParamsError(
+          'logitBias',
+          `logit_bias has token id ${id}, beyond the vocabulary (${vocabSize}).`,
+        );
+    const needVocab = (what: keyof SamplingParams) => {
+      if (!vocab) throw new SamplingParamsError(what, `the sampler needs a vocabulary for ${what}.`);
+      if (vocab.size !== vocabSize)
+        throw new RangeError(`Sampler: the vocabulary has ${vocab.size} tokens but the logits ${vocabSize}`);
+      return vocab;
+    };
+    this.badWords = [];
+    if (params.badWords && params.badWords.length > 0) {
+      const v = needVocab('badWords');
+      if (!v.encode) throw new SamplingParamsError('badWords', 'the vocabulary cannot tokenize bad_words.');
+      for (const word of params.badWords) {
+        const plain = v.encode(word.trimStart());
+        this.badWords.push(plain);
+        // With a leading space it is another token sequence mid-text; kept when it is a new first token of the same length, as vLLM does.
+        const spaced = v.encode(' ' + word.trimStart());
+        if (spaced.length > 0 && spaced[0] !== plain[0] && spaced.length === plain.length) this.badWords.push(spaced);
+      }
+    }
+    this.minTokens = params.minTokens ?? 0;
+    this.endIds = this.minTokens > 0 ? [...needVocab('minTokens').eosIds, ...(params.stopTokenIds ?? [])] : [];
+    this.constraint = params.structuredOutput
+      ? constraintFor(params.structuredOutput, needVocab('structuredOutput'))
+      : null;
+    this.maxTokens = params.maxTokens ?? Infinity;
+    this.finiteCount = vocabSize;
+  }
+
+  static create(params: SamplingParams, vocabSize: number, vocab?: TokenVocabulary): LogitsProcessors | null {
+    const any =
+      (params.logitBias && Object.keys(params.logitBias).length > 0) ||
+      (params.badWords && params.badWords.length > 0) ||
+      (params.minTokens ?? 0) > 0 ||
+      params.structuredOutput !== undefined;
+    return any ? new LogitsProcessors(params, vocabSize, vocab) : null;
+  }
+
+  /** The processed logits (a scratch buffer, valid until the next call). */
+  apply(logits: Float32Array, _prompt: ArrayLike<number>, output: ArrayLike<number>): Float32Array {
+    const x = this.out;
+    x.set(logits);
+    this.finiteCount = x.length;
+    for (const [id, b] of this.bias) x[id] = x[id]! + b;
+    for (const ids of this.badWords) {
+      const k = ids.length - 1;
+      let match = output.length >= k;
+      for (let j = 0; match && j < k; j++) match = output[output.length - k + j] === ids[j];
+      if (match) x[ids[k]!] = -Infinity;
+    }
+    if (output.length < this.minTokens) for (const id of this.endIds) x[id] = -Infinity;
+    if (this.constraint) {
+      this.constraint.sync(output);
+      const bits = this.constraint.mask(this.maxTokens - output.length);
+      let finite = 0;
+      // Word by word: most words of a mask are all zeros (between JSON values) or all ones (in a string).
+      const V = x.length;
+      for (let w = 0, i = 0; i < V; w++, i += 32) {
+        const word = bits[w]!;
+        const end = Math.min(i + 32, V);
+        if (word === 0) {
+          for (let j = i; j < end; j++) x[j] = -Infinity;
+        } else {
+          for (let j = i; j < end; j++) {
+            if (((word >>> (j - i)) & 1) === 0) x[j] = -Infinity;
+            else if (x[j]! > -Infinity) finite++;
+          }
+        }
+      }
+      // bad_words or min_tokens removed every token the constraint allows: the constraint wins.
+      if (finite === 0) {
+        for (let i = 0; i < x.length; i++) {
+          if ((bits[i >>> 5]! >>> (i & 31)) & 1) {
+            x[i] = logits[i]!;
+            finite++;
+          }
+        }
+      }
+      this.finiteCount = finite;
+    }
+    return x;
+  }
+}
