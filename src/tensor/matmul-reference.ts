@@ -1,11 +1,11 @@
-// Y[t, r] = sum_k W[r, k] * X[t, k] for tokens t < n and output rows r0 <= r < r1.
-// One call computes a slice of output rows so that threads can split a matrix between them.
-// Matrix-vector (n = 1, decode) and matrix-matrix (n > 1, prefill) share the entry point.
+// The matmul kernels as they were before issue 12, kept unchanged beside the fast ones in
+// matmul.ts (as llm.c keeps its naive kernel): the baseline that `npm run bench` measures the fast
+// kernels against in the same run, and a second implementation the kernel tests check.
 //
-// The f32 micro-kernel works on 4 weight rows at a time: each activation value loaded is reused
-// 4 times, and 8 independent accumulators keep the FP add latency hidden. For prefill, 4 rows x
-// 4 tokens = 16 accumulators reuse each loaded weight across 4 tokens.
-import { BF16, F32, Q4_0, Q8_0, QBLOCK, type Matrix } from './matrix.js';
+// Y[t, r] = sum_k W[r, k] * X[t, k] for tokens t < n and output rows r0 <= r < r1.
+// f32: 4 weight rows at a time, 8 accumulators for a single token, 4 rows x 4 tokens = 16
+// accumulators for prefill. bf16 widens on the fly (decode) or 4-row f32 panels (prefill).
+import { BF16, F32, Q4_0, Q8_0, type Matrix } from './matrix.js';
 import { dequantizeRowInto, matmulQ4_0, matmulQ8_0, type QuantizedActivations } from './quantize.js';
 
 // bf16 rows are widened here before the f32 micro-kernel runs on them: 4 rows at a time.
@@ -19,7 +19,7 @@ function ensureRowScratch(n: number): void {
   }
 }
 
-export function matmul(
+export function matmulReference(
   m: Matrix,
   x: Float32Array,
   xOff: number,
@@ -49,11 +49,11 @@ export function matmul(
       else matmulQ8_0(m, xq!, n, y, yOff, yStride, r0, r1);
       return;
   }
-  throw new Error(`matmul: unknown weight format ${m.format}`);
+  throw new Error(`matmulReference: unknown weight format ${m.format}`);
 }
 
 /** f32 weights w [rows, cols] starting at row 0 of `w`. */
-export function matmulF32(
+function matmulF32(
   w: Float32Array,
   cols: number,
   x: Float32Array,
@@ -323,18 +323,3 @@ function widenRows(m: Matrix, r: number, nr: number, out: Float32Array, outBits:
   }
   for (let i = 0; i < nr; i++) dequantizeRowInto(m, r + i, out, i * cols);
 }
-
-/** Dequantize row r of any format into out[outOff..outOff+cols) (embedding lookup). */
-export function readRow(m: Matrix, r: number, out: Float32Array, outOff: number): void {
-  const cols = m.cols;
-  if (m.format === F32) {
-    out.set(m.f32.subarray(r * cols, (r + 1) * cols), outOff);
-  } else if (m.format === BF16) {
-    const o32 = new Uint32Array(out.buffer, out.byteOffset, out.length);
-    for (let k = 0; k < cols; k++) o32[outOff + k] = m.u16[r * cols + k] << 16;
-  } else {
-    dequantizeRowInto(m, r, out, outOff);
-  }
-}
-
-export { QBLOCK };
