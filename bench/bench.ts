@@ -20,6 +20,7 @@ import {
   type E2ePlan,
 } from './e2e.js';
 import { dimsFromConfig, dimsFromPreset, runKernels, type KernelDims, type KernelResult } from './kernels.js';
+import { runScalarLimit, type ScalarRow } from './scalar.js';
 import { machineBasics, measureBandwidth, measureDispatch, type DispatchCost } from './machine.js';
 
 function usage(): string {
@@ -32,8 +33,10 @@ function usage(): string {
   --model DIR          bench a model directory (Hugging Face layout) instead of synthetic models
   --weights LIST       weight formats: ${WEIGHT_FORMATS.join(', ')} (default all; f32,q8_0 with --quick)
   --threads LIST       thread counts (default 1,${os.availableParallelism()})
-  --kernels-only       machine and kernel sections only
+  --kernels-only       machine, scalar-limit and kernel sections only
+  --scalar-only        machine and scalar-limit sections only (each kernel's % of the scalar C loop)
   --e2e-only           machine and end-to-end sections only
+  --compare-before     end to end also with the kernels of before (src/tensor/matmul-reference.ts)
   --cache DIR          where synthetic models are written and reused (default <repo>/.cache/models)
   --prompt-tokens LIST prefill prompt lengths (default 128,512)
   --decode-steps N     timed decode steps (default 128)
@@ -62,8 +65,10 @@ interface Options {
   models: { name: string; preset: string | null; dir: string | null }[];
   weights: WeightFormat[];
   threads: number[];
+  scalar: boolean;
   kernels: boolean;
   e2e: boolean;
+  compareBefore: boolean;
   cacheDir: string;
   promptTokens: number[] | null;
   decodeSteps: number | null;
@@ -85,6 +90,8 @@ function parseOptions(argv: string[]): Options | null {
         threads: { type: 'string' },
         'kernels-only': { type: 'boolean' },
         'e2e-only': { type: 'boolean' },
+        'scalar-only': { type: 'boolean' },
+        'compare-before': { type: 'boolean' },
         cache: { type: 'string' },
         'prompt-tokens': { type: 'string' },
         'decode-steps': { type: 'string' },
@@ -98,7 +105,8 @@ function parseOptions(argv: string[]): Options | null {
   if (v.help) return null;
   const quick = v.quick ?? false;
 
-  if (v['kernels-only'] && v['e2e-only']) throw new UsageError('--kernels-only and --e2e-only exclude each other');
+  if ([v['kernels-only'], v['e2e-only'], v['scalar-only']].filter(Boolean).length > 1)
+    throw new UsageError('--kernels-only, --scalar-only and --e2e-only exclude each other');
   if (v.model !== undefined && v.models !== undefined)
     throw new UsageError('use either --model DIR or --models LIST, not both');
 
@@ -152,8 +160,10 @@ function parseOptions(argv: string[]): Options | null {
     models,
     weights: [...new Set(weights)],
     threads: [...new Set(threads)],
-    kernels: !v['e2e-only'],
-    e2e: !v['kernels-only'],
+    scalar: !v['e2e-only'],
+    kernels: !v['e2e-only'] && !v['scalar-only'],
+    e2e: !v['kernels-only'] && !v['scalar-only'],
+    compareBefore: v['compare-before'] ?? false,
     cacheDir: v.cache !== undefined ? path.resolve(v.cache) : path.join(repoRoot(), '.cache', 'models'),
   };
 }
@@ -229,6 +239,28 @@ async function main(): Promise<number> {
 
   const since = (t: number) => `${((performance.now() - t) / 1000).toFixed(1)} s`;
   log(`machine: done in ${since(started)}`);
+
+  // ---- Scalar limit ----
+  const scalar: ScalarRow[] = [];
+  if (opts.scalar) {
+    const ts = performance.now();
+    log('scalar limit...');
+    for (const m of opts.models) {
+      const dims: KernelDims = m.preset ? dimsFromPreset(PRESETS[m.preset]) : dimsFromConfig(loadModelConfig(m.dir!));
+      scalar.push(
+        ...runScalarLimit({
+          model: m.name,
+          dims,
+          formats: opts.weights,
+          prefillN: quick ? 16 : 64,
+          rounds: quick ? 1 : 7,
+          millis: quick ? 20 : 100,
+          cacheDir: opts.cacheDir,
+        }),
+      );
+    }
+    log(`scalar limit: done in ${since(ts)}`);
+  }
 
   // ---- Kernels ----
   const kernels: KernelResult[] = [];
@@ -411,6 +443,7 @@ async function main(): Promise<number> {
         dispatchMicros: dispatch2.hotMicros,
         dispatch,
       },
+      scalar,
       kernels,
       results,
       errors,
