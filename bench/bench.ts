@@ -171,6 +171,8 @@ function parseOptions(argv: string[]): Options | null {
 interface ResultRow {
   model: string;
   weights: WeightFormat;
+  /** 'before': run with src/tensor/matmul-reference.ts (--compare-before). */
+  kernels: 'before' | 'now';
   threads: number;
   promptTokens: number;
   prefillTokensPerSec: number;
@@ -322,7 +324,7 @@ async function main(): Promise<number> {
         `batch: decodeBatch of ${plan.batchSize} sequences x ${plan.batchCalls} steps after ${plan.batchWarmupSteps}; roofline = bandwidth / weight bytes per token)`,
       [
         { title: 'model', width: 14, align: 'left' },
-        { title: 'weights', width: 7, align: 'left' },
+        { title: 'weights', width: 15, align: 'left' },
         { title: 'thr', width: 3 },
         { title: 'load s', width: 6 },
         { title: 'prompt', width: 6 },
@@ -348,57 +350,60 @@ async function main(): Promise<number> {
           for (const threads of opts.threads) errors.push({ model: m.name, weights, threads, error });
           continue;
         }
-        for (const threads of opts.threads) {
-          log(`  e2e ${m.name} ${weights} x${threads}...`);
-          let r: ChildResult;
-          try {
-            r = await runInChild(script, { model: m.name, dir, weights, threads, plan });
-          } catch (e) {
-            const error = (e as Error).message;
-            log(`  e2e ${m.name} ${weights} x${threads} FAILED: ${error}`);
-            errors.push({ model: m.name, weights, threads, error });
-            continue;
+        for (const threads of opts.threads)
+          for (const before of opts.compareBefore ? [true, false] : [false]) {
+            const label = before ? `${weights} (before)` : weights;
+            log(`  e2e ${m.name} ${label} x${threads}...`);
+            let r: ChildResult;
+            try {
+              r = await runInChild(script, { model: m.name, dir, weights, threads, plan, before });
+            } catch (e) {
+              const error = (e as Error).message;
+              log(`  e2e ${m.name} ${label} x${threads} FAILED: ${error}`);
+              errors.push({ model: m.name, weights: label, threads, error });
+              continue;
+            }
+            const roofline = (bandwidthFor(threads) * 1e9) / r.weightBytesPerToken;
+            for (const p of r.prefill) {
+              const row: ResultRow = {
+                model: m.name,
+                weights,
+                kernels: before ? 'before' : 'now',
+                threads,
+                promptTokens: p.tokens,
+                prefillTokensPerSec: p.tokensPerSec,
+                decodeTokensPerSec: r.decodeTokensPerSec,
+                decodeMsP50: r.decodeMsP50,
+                decodeProfileMsPerToken: r.decodeProfileMs,
+                decodeSteps: r.decodeSteps,
+                batchedDecodeTokensPerSec: r.batchedDecodeTokensPerSec,
+                batchSize: r.batchSize,
+                batchSpeedup: r.batchedDecodeTokensPerSec / r.decodeTokensPerSec,
+                rooflineTokensPerSec: roofline,
+                weightBytesPerToken: r.weightBytesPerToken,
+                kvCacheBytesPerToken: r.kvCacheBytesPerToken,
+                loadSeconds: r.loadSeconds,
+                rssAfterLoadBytes: r.rssAfterLoadBytes,
+                peakRssBytes: r.peakRssBytes,
+              };
+              results.push(row);
+              table.row([
+                row.model,
+                label,
+                String(threads),
+                num(row.loadSeconds),
+                String(row.promptTokens),
+                num(row.prefillTokensPerSec),
+                num(row.decodeTokensPerSec),
+                num(row.batchedDecodeTokensPerSec),
+                `${num(row.batchSpeedup)}x`,
+                num(roofline),
+                `${num((100 * row.decodeTokensPerSec) / roofline)}%`,
+                mb(row.weightBytesPerToken),
+                mb(row.peakRssBytes),
+              ]);
+            }
           }
-          const roofline = (bandwidthFor(threads) * 1e9) / r.weightBytesPerToken;
-          for (const p of r.prefill) {
-            const row: ResultRow = {
-              model: m.name,
-              weights,
-              threads,
-              promptTokens: p.tokens,
-              prefillTokensPerSec: p.tokensPerSec,
-              decodeTokensPerSec: r.decodeTokensPerSec,
-              decodeMsP50: r.decodeMsP50,
-              decodeProfileMsPerToken: r.decodeProfileMs,
-              decodeSteps: r.decodeSteps,
-              batchedDecodeTokensPerSec: r.batchedDecodeTokensPerSec,
-              batchSize: r.batchSize,
-              batchSpeedup: r.batchedDecodeTokensPerSec / r.decodeTokensPerSec,
-              rooflineTokensPerSec: roofline,
-              weightBytesPerToken: r.weightBytesPerToken,
-              kvCacheBytesPerToken: r.kvCacheBytesPerToken,
-              loadSeconds: r.loadSeconds,
-              rssAfterLoadBytes: r.rssAfterLoadBytes,
-              peakRssBytes: r.peakRssBytes,
-            };
-            results.push(row);
-            table.row([
-              row.model,
-              weights,
-              String(threads),
-              num(row.loadSeconds),
-              String(row.promptTokens),
-              num(row.prefillTokensPerSec),
-              num(row.decodeTokensPerSec),
-              num(row.batchedDecodeTokensPerSec),
-              `${num(row.batchSpeedup)}x`,
-              num(roofline),
-              `${num((100 * row.decodeTokensPerSec) / roofline)}%`,
-              mb(row.weightBytesPerToken),
-              mb(row.peakRssBytes),
-            ]);
-          }
-        }
       }
     }
   }
@@ -410,7 +415,7 @@ async function main(): Promise<number> {
       'Decode profile: milliseconds per token in each operation (serial = norms, rope, cache writes, quantizing activations, embedding, residuals)',
       [
         { title: 'model', width: 14, align: 'left' },
-        { title: 'weights', width: 7, align: 'left' },
+        { title: 'weights', width: 15, align: 'left' },
         { title: 'thr', width: 3 },
         ...ops.map((o) => ({ title: o, width: Math.max(7, o.length) })),
         { title: 'total', width: 7 },
@@ -418,13 +423,13 @@ async function main(): Promise<number> {
     );
     const seen = new Set<string>();
     for (const r of results) {
-      const key = `${r.model} ${r.weights} ${r.threads}`;
+      const key = `${r.model} ${r.weights} ${r.kernels} ${r.threads}`;
       if (seen.has(key)) continue;
       seen.add(key);
       const ms = ops.map((o) => r.decodeProfileMsPerToken[o]);
       profile.row([
         r.model,
-        r.weights,
+        r.kernels === 'before' ? `${r.weights} (before)` : r.weights,
         String(r.threads),
         ...ms.map((v) => v.toFixed(1)),
         ms.reduce((a, b) => a + b, 0).toFixed(1),

@@ -127,6 +127,7 @@ export function runScalarLimit(opts: ScalarOptions): ScalarRow[] {
           warmupTime: 20,
           warmupIterations: 1,
           throws: true,
+          now: cpuMillis,
         });
         const xqArg = quantized ? xq : null;
         bench.add('before', () => matmulReference(m, x, 0, s.cols, n, y, 0, s.rows, 0, rowsTimed, xqArg));

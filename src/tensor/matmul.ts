@@ -12,6 +12,7 @@
 //   4 rows x 4 tokens register block reads 8 consecutive doubles from two arrays per 16
 //   multiply-adds, with no conversions left in the inner loop.
 import { BF16, F32, Q4_0, Q8_0, QBLOCK, type Matrix } from './matrix.js';
+import { matmulReference } from './matmul-reference.js';
 import { dequantizeRowInto, matmulQ4_0, matmulQ8_0, type QuantizedActivations } from './quantize.js';
 
 // bf16 rows are widened here before the f32 micro-kernel runs on them: 4 rows at a time.
@@ -24,6 +25,9 @@ function ensureRowScratch(n: number): void {
     rowScratchBits = new Uint32Array(rowScratch.buffer);
   }
 }
+
+// QWEN_TS_MATMUL=reference runs the kernels of before instead (the bench's --compare-before).
+const USE_REFERENCE = typeof process !== 'undefined' && process.env.QWEN_TS_MATMUL === 'reference';
 
 export function matmul(
   m: Matrix,
@@ -38,6 +42,10 @@ export function matmul(
   r1: number,
   xq: QuantizedActivations | null,
 ): void {
+  if (USE_REFERENCE) {
+    matmulReference(m, x, xOff, xStride, n, y, yOff, yStride, r0, r1, xq);
+    return;
+  }
   switch (m.format) {
     case F32:
       if (n >= PANEL_MIN_TOKENS) matmulPanels(m, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
