@@ -601,6 +601,25 @@ describe('q8_0 / q4_0 quantization', () => {
     expect(xq.sums[1 * blocks]).toBe(0);
   });
 
+  it('quantizeActivations quantizes only whole 32-blocks when cols is not a multiple of 32 (172: 5 blocks)', () => {
+    const cols = 172,
+      n = 2;
+    const xq = allocQuantizedActivations(n, cols, false);
+    expect(xq.scales.length).toBe(n * 5);
+    const rand = mulberry32(77);
+    const x = randomF32(rand, n * cols, 3);
+    quantizeActivations(x, 0, cols, 0, n, xq);
+    for (let t = 0; t < n; t++) {
+      for (let b = 0; b < 5; b++) {
+        let amax = 0;
+        for (let i = 0; i < QBLOCK; i++) amax = Math.max(amax, Math.abs(x[t * cols + b * QBLOCK + i]));
+        expect(xq.scales[t * 5 + b]).toBeCloseTo(amax / 127, 6);
+      }
+      // The 12-column tail is left alone (its matrix stays bf16, which never reads xq).
+      for (let k = 160; k < cols; k++) expect(xq.q[t * cols + k]).toBe(0);
+    }
+  });
+
   it('allocQuantizedMatrix / quantizeRowsQ4_0 reject shapes the kernels cannot handle', () => {
     expect(() => allocQuantizedMatrix(Q8_0, 4, 48)).toThrow(/multiple of 32/);
     expect(() => allocQuantizedMatrix(Q4_0, 4, 33)).toThrow(/multiple of 32/);

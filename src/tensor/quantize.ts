@@ -11,8 +11,10 @@ export interface QuantizedActivations {
   sums: Int32Array; // [n, cols/32] sum of q in the block (q4_0 stores weights offset by +8)
 }
 
+// Only whole 32-blocks are quantized: a matrix whose cols are not a multiple of 32 is never stored
+// quantized (loadMatrix keeps it bf16), so e.g. stories260K's 172-wide down_proj input never reads them.
 export function allocQuantizedActivations(maxN: number, cols: number, shared: boolean): QuantizedActivations {
-  const blocks = cols / QBLOCK;
+  const blocks = Math.floor(cols / QBLOCK);
   const mk = (bytes: number) => (shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes));
   return {
     n: 0,
@@ -33,7 +35,7 @@ export function quantizeActivations(
   xq: QuantizedActivations,
 ): void {
   const cols = xq.cols;
-  const blocks = cols / QBLOCK;
+  const blocks = Math.floor(cols / QBLOCK);
   for (let t = t0; t < t1; t++) {
     for (let b = 0; b < blocks; b++) {
       const xo = xOff + t * xStride + b * QBLOCK;
