@@ -1,6 +1,7 @@
 // The matmul kernels as they were before issue 12, kept unchanged beside the fast ones in
 // matmul.ts (as llm.c keeps its naive kernel): the baseline that `npm run bench` measures the fast
-// kernels against in the same run, and a second implementation the kernel tests check.
+// kernels against in the same run, and a second implementation the kernel tests check. matmul.ts
+// shares the pieces that measurement did not improve on (prefill, bf16, q8_0/q4_0).
 //
 // Y[t, r] = sum_k W[r, k] * X[t, k] for tokens t < n and output rows r0 <= r < r1.
 // f32: 4 weight rows at a time, 8 accumulators for a single token, 4 rows x 4 tokens = 16
@@ -53,7 +54,7 @@ export function matmulReference(
 }
 
 /** f32 weights w [rows, cols] starting at row 0 of `w`. */
-function matmulF32(
+export function matmulF32(
   w: Float32Array,
   cols: number,
   x: Float32Array,
@@ -206,7 +207,7 @@ function rows4F32(
 
 const PANEL_MIN_TOKENS = 4;
 
-function matmulBf16(
+export function matmulBf16(
   m: Matrix,
   x: Float32Array,
   xOff: number,
@@ -281,7 +282,7 @@ const castBits = new Int32Array(8);
 const castFloats = new Float32Array(castBits.buffer);
 
 /** Widen 4 rows at a time (any non-f32 format) to f32, then the 4x4 blocked kernel over all tokens. */
-function matmulPanels(
+export function matmulPanels(
   m: Matrix,
   x: Float32Array,
   xOff: number,
