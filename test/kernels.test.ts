@@ -709,6 +709,7 @@ describe('q8_0 / q4_0 integer matmul kernels', () => {
             [0, 1],
           ];
           if (rows > 4) slices.push([2, rows - 1], format === Q8_0 ? [3, 6] : [4, 7]);
+          if (rows > 8 && format === Q8_0) slices.push([1, 8]); // a 4-row group and a 3-row tail
           for (const [r0, r1] of slices) {
             const yOff = 1,
               yStride = rows + 2;
@@ -716,6 +717,11 @@ describe('q8_0 / q4_0 integer matmul kernels', () => {
             matmul(m, x, xOff, xStride, n, y, yOff, yStride, r0, r1, xq);
             const fail = checkOutput(y, yOff, yStride, rows, n, r0, r1, ref, mag, 2 ** -23, 1e-12);
             expect(fail, `${fmtName} ${rows}x${cols} n=${n} rows [${r0},${r1})`).toBeNull();
+            // The kernels of before (matmul-reference.ts) meet the same bound.
+            const yRef = new Float32Array(y.length).fill(NaN);
+            matmulReference(m, x, xOff, xStride, n, yRef, yOff, yStride, r0, r1, xq);
+            const failRef = checkOutput(yRef, yOff, yStride, rows, n, r0, r1, ref, mag, 2 ** -23, 1e-12);
+            expect(failRef, `reference ${fmtName} ${rows}x${cols} n=${n} rows [${r0},${r1})`).toBeNull();
             // And the whole pipeline stays within the rigorous quantization error bound.
             const approx = checkOutput(y, yOff, yStride, rows, n, r0, r1, exact, qerr, 1e-6, 1 + 1e-6);
             expect(approx, `${fmtName} vs unquantized, ${rows}x${cols} n=${n}`).toBeNull();

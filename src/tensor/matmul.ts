@@ -3,14 +3,14 @@
 // Matrix-vector (n < 4, decode) and matrix-matrix (n >= 4, prefill) share the entry point.
 //
 // matmul-reference.ts keeps the kernels as they were before; `npm run bench` measures both beside
-// the scalar C loop (tools/scalar-limit.c). Only the f32 decode kernel changed: 4 weight rows x 1
-// token, two columns per step, 4 accumulators, so that nothing spills out of x64's 16 FP registers
-// (the 8 accumulators of before did). Prefill keeps the 4 rows x 4 tokens f32 register block of
+// the scalar C loop (tools/scalar-limit.c). Only decode kernels changed: f32 takes 4 weight rows x
+// 1 token, two columns per step, 4 accumulators, so that nothing spills out of x64's 16 FP
+// registers (the 8 accumulators of before did); q8_0 takes 4 rows per pass instead of 2. Prefill keeps the 4 rows x 4 tokens f32 register block of
 // before: float64 panels (weights and tokens widened once and interleaved) and other block shapes
 // (2x4, 3x4, 4x2, 5x2, 2x5, 3x3, 2x8) measured no faster at n = 64 and slower at n = 4..16.
 import { BF16, F32, Q4_0, Q8_0, QBLOCK, type Matrix } from './matrix.js';
 import { matmulBf16, matmulF32, matmulPanels, matmulReference } from './matmul-reference.js';
-import { dequantizeRowInto, matmulQ4_0, matmulQ8_0, type QuantizedActivations } from './quantize.js';
+import { dequantizeRowInto, matmulQ4_0, matmulQ8_0Rows4, type QuantizedActivations } from './quantize.js';
 
 // QWEN_TS_MATMUL=reference runs the kernels of before instead (the bench's --compare-before).
 const USE_REFERENCE = typeof process !== 'undefined' && process.env.QWEN_TS_MATMUL === 'reference';
@@ -49,7 +49,7 @@ export function matmul(
       // reuses each across all n tokens in the 4x4 register-blocked kernel.
       if (m.format === Q4_0) matmulQ4_0(m, xq!, n, y, yOff, yStride, r0, r1);
       else if (n >= PANEL_MIN_TOKENS) matmulPanels(m, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
-      else matmulQ8_0(m, xq!, n, y, yOff, yStride, r0, r1);
+      else matmulQ8_0Rows4(m, xq!, n, y, yOff, yStride, r0, r1);
       return;
   }
   throw new Error(`matmul: unknown weight format ${m.format}`);
