@@ -21,6 +21,7 @@ import {
 } from './e2e.js';
 import { printConstraintBench, runConstraintBench } from './constraint.js';
 import { dimsFromConfig, dimsFromPreset, runKernels, type KernelDims, type KernelResult } from './kernels.js';
+import { runScalarLimit, type ScalarRow } from './scalar.js';
 import { machineBasics, measureBandwidth, measureDispatch, type DispatchCost } from './machine.js';
 
 function usage(): string {
@@ -33,8 +34,10 @@ function usage(): string {
   --model DIR          bench a model directory (Hugging Face layout) instead of synthetic models
   --weights LIST       weight formats: ${WEIGHT_FORMATS.join(', ')} (default all; f32,q8_0 with --quick)
   --threads LIST       thread counts (default 1,${os.availableParallelism()})
-  --kernels-only       machine and kernel sections only
+  --kernels-only       machine, scalar-limit and kernel sections only
+  --scalar-only        machine and scalar-limit sections only (each kernel's % of the scalar C loop)
   --e2e-only           machine and end-to-end sections only
+  --compare-before     end to end also with the kernels of before (src/tensor/matmul-reference.ts)
   --cache DIR          where synthetic models are written and reused (default <repo>/.cache/models)
   --prompt-tokens LIST prefill prompt lengths (default 128,512)
   --decode-steps N     timed decode steps (default 128)
@@ -63,8 +66,10 @@ interface Options {
   models: { name: string; preset: string | null; dir: string | null }[];
   weights: WeightFormat[];
   threads: number[];
+  scalar: boolean;
   kernels: boolean;
   e2e: boolean;
+  compareBefore: boolean;
   cacheDir: string;
   promptTokens: number[] | null;
   decodeSteps: number | null;
@@ -86,6 +91,8 @@ function parseOptions(argv: string[]): Options | null {
         threads: { type: 'string' },
         'kernels-only': { type: 'boolean' },
         'e2e-only': { type: 'boolean' },
+        'scalar-only': { type: 'boolean' },
+        'compare-before': { type: 'boolean' },
         cache: { type: 'string' },
         'prompt-tokens': { type: 'string' },
         'decode-steps': { type: 'string' },
@@ -99,7 +106,8 @@ function parseOptions(argv: string[]): Options | null {
   if (v.help) return null;
   const quick = v.quick ?? false;
 
-  if (v['kernels-only'] && v['e2e-only']) throw new UsageError('--kernels-only and --e2e-only exclude each other');
+  if ([v['kernels-only'], v['e2e-only'], v['scalar-only']].filter(Boolean).length > 1)
+    throw new UsageError('--kernels-only, --scalar-only and --e2e-only exclude each other');
   if (v.model !== undefined && v.models !== undefined)
     throw new UsageError('use either --model DIR or --models LIST, not both');
 
@@ -153,8 +161,10 @@ function parseOptions(argv: string[]): Options | null {
     models,
     weights: [...new Set(weights)],
     threads: [...new Set(threads)],
-    kernels: !v['e2e-only'],
-    e2e: !v['kernels-only'],
+    scalar: !v['e2e-only'],
+    kernels: !v['e2e-only'] && !v['scalar-only'],
+    e2e: !v['kernels-only'] && !v['scalar-only'],
+    compareBefore: v['compare-before'] ?? false,
     cacheDir: v.cache !== undefined ? path.resolve(v.cache) : path.join(repoRoot(), '.cache', 'models'),
   };
 }
@@ -162,6 +172,8 @@ function parseOptions(argv: string[]): Options | null {
 interface ResultRow {
   model: string;
   weights: WeightFormat;
+  /** 'before': run with src/tensor/matmul-reference.ts (--compare-before). */
+  kernels: 'before' | 'now';
   threads: number;
   promptTokens: number;
   prefillTokensPerSec: number;
@@ -230,6 +242,28 @@ async function main(): Promise<number> {
 
   const since = (t: number) => `${((performance.now() - t) / 1000).toFixed(1)} s`;
   log(`machine: done in ${since(started)}`);
+
+  // ---- Scalar limit ----
+  const scalar: ScalarRow[] = [];
+  if (opts.scalar) {
+    const ts = performance.now();
+    log('scalar limit...');
+    for (const m of opts.models) {
+      const dims: KernelDims = m.preset ? dimsFromPreset(PRESETS[m.preset]) : dimsFromConfig(loadModelConfig(m.dir!));
+      scalar.push(
+        ...runScalarLimit({
+          model: m.name,
+          dims,
+          formats: opts.weights,
+          prefillN: quick ? 16 : 64,
+          rounds: quick ? 1 : 7,
+          millis: quick ? 20 : 100,
+          cacheDir: opts.cacheDir,
+        }),
+      );
+    }
+    log(`scalar limit: done in ${since(ts)}`);
+  }
 
   // ---- Kernels ----
   const kernels: KernelResult[] = [];
@@ -301,7 +335,7 @@ async function main(): Promise<number> {
         `batch: decodeBatch of ${plan.batchSize} sequences x ${plan.batchCalls} steps after ${plan.batchWarmupSteps}; roofline = bandwidth / weight bytes per token)`,
       [
         { title: 'model', width: 14, align: 'left' },
-        { title: 'weights', width: 7, align: 'left' },
+        { title: 'weights', width: 15, align: 'left' },
         { title: 'thr', width: 3 },
         { title: 'load s', width: 6 },
         { title: 'prompt', width: 6 },
@@ -327,57 +361,60 @@ async function main(): Promise<number> {
           for (const threads of opts.threads) errors.push({ model: m.name, weights, threads, error });
           continue;
         }
-        for (const threads of opts.threads) {
-          log(`  e2e ${m.name} ${weights} x${threads}...`);
-          let r: ChildResult;
-          try {
-            r = await runInChild(script, { model: m.name, dir, weights, threads, plan });
-          } catch (e) {
-            const error = (e as Error).message;
-            log(`  e2e ${m.name} ${weights} x${threads} FAILED: ${error}`);
-            errors.push({ model: m.name, weights, threads, error });
-            continue;
+        for (const threads of opts.threads)
+          for (const before of opts.compareBefore ? [true, false] : [false]) {
+            const label = before ? `${weights} (before)` : weights;
+            log(`  e2e ${m.name} ${label} x${threads}...`);
+            let r: ChildResult;
+            try {
+              r = await runInChild(script, { model: m.name, dir, weights, threads, plan, before });
+            } catch (e) {
+              const error = (e as Error).message;
+              log(`  e2e ${m.name} ${label} x${threads} FAILED: ${error}`);
+              errors.push({ model: m.name, weights: label, threads, error });
+              continue;
+            }
+            const roofline = (bandwidthFor(threads) * 1e9) / r.weightBytesPerToken;
+            for (const p of r.prefill) {
+              const row: ResultRow = {
+                model: m.name,
+                weights,
+                kernels: before ? 'before' : 'now',
+                threads,
+                promptTokens: p.tokens,
+                prefillTokensPerSec: p.tokensPerSec,
+                decodeTokensPerSec: r.decodeTokensPerSec,
+                decodeMsP50: r.decodeMsP50,
+                decodeProfileMsPerToken: r.decodeProfileMs,
+                decodeSteps: r.decodeSteps,
+                batchedDecodeTokensPerSec: r.batchedDecodeTokensPerSec,
+                batchSize: r.batchSize,
+                batchSpeedup: r.batchedDecodeTokensPerSec / r.decodeTokensPerSec,
+                rooflineTokensPerSec: roofline,
+                weightBytesPerToken: r.weightBytesPerToken,
+                kvCacheBytesPerToken: r.kvCacheBytesPerToken,
+                loadSeconds: r.loadSeconds,
+                rssAfterLoadBytes: r.rssAfterLoadBytes,
+                peakRssBytes: r.peakRssBytes,
+              };
+              results.push(row);
+              table.row([
+                row.model,
+                label,
+                String(threads),
+                num(row.loadSeconds),
+                String(row.promptTokens),
+                num(row.prefillTokensPerSec),
+                num(row.decodeTokensPerSec),
+                num(row.batchedDecodeTokensPerSec),
+                `${num(row.batchSpeedup)}x`,
+                num(roofline),
+                `${num((100 * row.decodeTokensPerSec) / roofline)}%`,
+                mb(row.weightBytesPerToken),
+                mb(row.peakRssBytes),
+              ]);
+            }
           }
-          const roofline = (bandwidthFor(threads) * 1e9) / r.weightBytesPerToken;
-          for (const p of r.prefill) {
-            const row: ResultRow = {
-              model: m.name,
-              weights,
-              threads,
-              promptTokens: p.tokens,
-              prefillTokensPerSec: p.tokensPerSec,
-              decodeTokensPerSec: r.decodeTokensPerSec,
-              decodeMsP50: r.decodeMsP50,
-              decodeProfileMsPerToken: r.decodeProfileMs,
-              decodeSteps: r.decodeSteps,
-              batchedDecodeTokensPerSec: r.batchedDecodeTokensPerSec,
-              batchSize: r.batchSize,
-              batchSpeedup: r.batchedDecodeTokensPerSec / r.decodeTokensPerSec,
-              rooflineTokensPerSec: roofline,
-              weightBytesPerToken: r.weightBytesPerToken,
-              kvCacheBytesPerToken: r.kvCacheBytesPerToken,
-              loadSeconds: r.loadSeconds,
-              rssAfterLoadBytes: r.rssAfterLoadBytes,
-              peakRssBytes: r.peakRssBytes,
-            };
-            results.push(row);
-            table.row([
-              row.model,
-              weights,
-              String(threads),
-              num(row.loadSeconds),
-              String(row.promptTokens),
-              num(row.prefillTokensPerSec),
-              num(row.decodeTokensPerSec),
-              num(row.batchedDecodeTokensPerSec),
-              `${num(row.batchSpeedup)}x`,
-              num(roofline),
-              `${num((100 * row.decodeTokensPerSec) / roofline)}%`,
-              mb(row.weightBytesPerToken),
-              mb(row.peakRssBytes),
-            ]);
-          }
-        }
       }
     }
   }
@@ -389,7 +426,7 @@ async function main(): Promise<number> {
       'Decode profile: milliseconds per token in each operation (serial = norms, rope, cache writes, quantizing activations, embedding, residuals)',
       [
         { title: 'model', width: 14, align: 'left' },
-        { title: 'weights', width: 7, align: 'left' },
+        { title: 'weights', width: 15, align: 'left' },
         { title: 'thr', width: 3 },
         ...ops.map((o) => ({ title: o, width: Math.max(7, o.length) })),
         { title: 'total', width: 7 },
@@ -397,13 +434,13 @@ async function main(): Promise<number> {
     );
     const seen = new Set<string>();
     for (const r of results) {
-      const key = `${r.model} ${r.weights} ${r.threads}`;
+      const key = `${r.model} ${r.weights} ${r.kernels} ${r.threads}`;
       if (seen.has(key)) continue;
       seen.add(key);
       const ms = ops.map((o) => r.decodeProfileMsPerToken[o]);
       profile.row([
         r.model,
-        r.weights,
+        r.kernels === 'before' ? `${r.weights} (before)` : r.weights,
         String(r.threads),
         ...ms.map((v) => v.toFixed(1)),
         ms.reduce((a, b) => a + b, 0).toFixed(1),
@@ -422,6 +459,7 @@ async function main(): Promise<number> {
         dispatchMicros: dispatch2.hotMicros,
         dispatch,
       },
+      scalar,
       kernels,
       constraint: constraint && { ...constraint, results: constraint.results.map(({ text, ...r }) => (void text, r)) },
       results,

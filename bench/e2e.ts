@@ -36,6 +36,8 @@ export interface ChildConfig {
   weights: WeightFormat;
   threads: number;
   plan: E2ePlan;
+  /** Run with the kernels of before (QWEN_TS_MATMUL=reference: src/tensor/matmul-reference.ts). */
+  before?: boolean;
 }
 
 export interface PrefillResult {
@@ -217,7 +219,8 @@ async function runConfiguration(cfg: ChildConfig): Promise<ChildResult> {
 export function runInChild(script: string, cfg: ChildConfig): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
     // The child's stdout goes to our stderr: under --json, stdout carries only the JSON object.
-    const child = fork(script, [CHILD_FLAG, JSON.stringify(cfg)], { stdio: ['ignore', 2, 2, 'ipc'] });
+    const env = cfg.before ? { ...process.env, QWEN_TS_MATMUL: 'reference' } : process.env;
+    const child = fork(script, [CHILD_FLAG, JSON.stringify(cfg)], { stdio: ['ignore', 2, 2, 'ipc'], env });
     let msg: ChildMessage | null = null;
     child.on('message', (m) => {
       msg = m as ChildMessage;

@@ -136,7 +136,7 @@ function timeIt(name: string, fn: () => void, quick: boolean): Timing {
 }
 
 /** The weight matrix in `format`, built from f32 rows `src` (a SharedArrayBuffer view). */
-function buildMatrix(format: WeightFormat, src: Float32Array, rows: number, cols: number): Matrix {
+export function buildMatrix(format: WeightFormat, src: Float32Array, rows: number, cols: number): Matrix {
   switch (format) {
     case 'f32':
       return makeMatrix(F32, rows, cols, { f32: src });

@@ -1,10 +1,14 @@
 // Quality of each weight format against f32: max |logit error|, mean KL divergence and top-1
 // agreement over every position of a prompt (default 256 tokens), on a model directory.
 //   node dist/bench/quality.js [--model DIR] [--tokens N] [--formats bf16,q8_0,q4_0] [--json]
+// A model directory with expected/*.txt (a trained model's greedy texts, e.g. stories260K's from
+// llama2.c's run.c) is measured on those texts instead, teacher-forced, with one more figure: the
+// greedy-agreement length, how many tokens each format's greedy continuation of the text's prompt
+// (its file name: once-upon-a-time.txt -> "Once upon a time") follows the expected text.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadModel, type WeightFormat } from '../src/index.js';
+import { loadModel, QwenTokenizer, type WeightFormat } from '../src/index.js';
 import { writeSyntheticModel } from '../src/synthetic.js';
 
 export interface QualityRow {
@@ -13,6 +17,10 @@ export interface QualityRow {
   maxAbsLogitError: number;
   meanKl: number;
   top1Agreement: number;
+  /** Texts only: tokens of the greedy continuation equal to the expected text's, per text. */
+  greedyAgreement?: number[];
+  /** Texts only: tokens in each expected continuation. */
+  greedyOf?: number[];
 }
 
 function logSoftmax(x: Float32Array, off: number, n: number, out: Float64Array): void {
@@ -22,6 +30,111 @@ function logSoftmax(x: Float32Array, off: number, n: number, out: Float64Array):
   for (let i = 0; i < n; i++) sum += Math.exp(x[off + i] - max);
   const lse = max + Math.log(sum);
   for (let i = 0; i < n; i++) out[i] = x[off + i] - lse;
+}
+
+/** Accumulates max |error|, KL(ref || q) and top-1 agreement of logits [positions, vocab] against ref. */
+function compareLogits(ref: Float32Array, logits: Float32Array, positions: number, vocab: number) {
+  const p = new Float64Array(vocab),
+    q = new Float64Array(vocab);
+  let maxErr = 0,
+    kl = 0,
+    agree = 0;
+  for (let t = 0; t < positions; t++) {
+    const off = t * vocab;
+    for (let v = 0; v < vocab; v++) maxErr = Math.max(maxErr, Math.abs(logits[off + v] - ref[off + v]));
+    if (argmax(ref, off, vocab) === argmax(logits, off, vocab)) agree++;
+    logSoftmax(ref, off, vocab, p);
+    logSoftmax(logits, off, vocab, q);
+    let k = 0;
+    for (let v = 0; v < vocab; v++) k += Math.exp(p[v]) * (p[v] - q[v]);
+    kl += k;
+  }
+  return { maxErr, kl, agree };
+}
+
+function argmax(x: Float32Array, off: number, n: number): number {
+  let best = 0;
+  for (let i = 1; i < n; i++) if (x[off + i] > x[off + best]) best = i;
+  return best;
+}
+
+/** Texts of `dir`/expected/*.txt with the prompt each continues (from its file name). */
+export function expectedTexts(dir: string): { name: string; prompt: string; text: string }[] {
+  const ex = path.join(dir, 'expected');
+  if (!fs.existsSync(ex)) return [];
+  return fs
+    .readdirSync(ex)
+    .filter((f) => f.endsWith('.txt'))
+    .sort()
+    .map((f) => {
+      const words = f.slice(0, -4).replace(/-/g, ' ');
+      const prompt = words[0].toUpperCase() + words.slice(1);
+      const text = fs.readFileSync(path.join(ex, f), 'utf8').replace(/\n$/, '');
+      if (!text.startsWith(prompt)) throw new Error(`${path.join(ex, f)}: does not start with its prompt "${prompt}"`);
+      return { name: f, prompt, text };
+    });
+}
+
+/**
+ * Each format against f32 on a trained model's expected greedy texts, teacher-forced. The f32 row
+ * compares f32 with the texts themselves (its greedy agreement says how far f32 reproduces them).
+ */
+export async function measureTextQuality(
+  dir: string,
+  formats: WeightFormat[],
+  threads?: number,
+): Promise<{ texts: string[]; rows: QualityRow[] }> {
+  const tok = await QwenTokenizer.fromDir(dir);
+  const texts = expectedTexts(dir);
+  if (texts.length === 0) throw new Error(`${dir}: no expected/*.txt texts`);
+  const seqs = texts.map((t) => ({ ids: tok.encode(t.text), promptLen: tok.encode(t.prompt).length }));
+  const logitsOf = async (weights: WeightFormat) => {
+    const model = await loadModel(dir, { weights, threads });
+    try {
+      const out: Float32Array[] = [];
+      for (const s of seqs) out.push(await model.forward(s.ids, { allLogits: true }));
+      return { logits: out, vocab: model.config.vocabSize };
+    } finally {
+      await model.close();
+    }
+  };
+  // Tokens the greedy continuation of the prompt shares with `next` (the text, or f32's argmax).
+  const greedyRun = (logits: Float32Array, vocab: number, ids: number[], promptLen: number) => {
+    let n = 0;
+    for (let t = promptLen - 1; t + 1 < ids.length; t++, n++)
+      if (argmax(logits, t * vocab, vocab) !== ids[t + 1]) break;
+    return n;
+  };
+  const ref = await logitsOf('f32');
+  const rows: QualityRow[] = [];
+  for (const weights of ['f32' as WeightFormat, ...formats]) {
+    const got = weights === 'f32' ? ref : await logitsOf(weights);
+    let maxErr = 0,
+      kl = 0,
+      agree = 0,
+      positions = 0;
+    const greedy: number[] = [],
+      of: number[] = [];
+    seqs.forEach((s, i) => {
+      const c = compareLogits(ref.logits[i], got.logits[i], s.ids.length, ref.vocab);
+      maxErr = Math.max(maxErr, c.maxErr);
+      kl += c.kl;
+      agree += c.agree;
+      positions += s.ids.length;
+      greedy.push(greedyRun(got.logits[i], ref.vocab, s.ids, s.promptLen));
+      of.push(s.ids.length - s.promptLen);
+    });
+    rows.push({
+      weights,
+      positions,
+      maxAbsLogitError: maxErr,
+      meanKl: kl / positions,
+      top1Agreement: agree / positions,
+      greedyAgreement: greedy,
+      greedyOf: of,
+    });
+  }
+  return { texts: texts.map((t) => t.name), rows };
 }
 
 export async function measureQuality(
@@ -37,37 +150,17 @@ export async function measureQuality(
   const refLogits = await ref.forward(ids, { allLogits: true });
   await ref.close();
   const rows: QualityRow[] = [];
-  const p = new Float64Array(vocab),
-    q = new Float64Array(vocab);
   for (const weights of formats) {
     const model = await loadModel(dir, { weights, threads, contextLength: Math.max(512, tokens) });
     const logits = await model.forward(ids, { allLogits: true });
     await model.close();
-    let maxErr = 0,
-      kl = 0,
-      agree = 0;
-    for (let t = 0; t < tokens; t++) {
-      const off = t * vocab;
-      let a = 0,
-        b = 0;
-      for (let v = 0; v < vocab; v++) {
-        maxErr = Math.max(maxErr, Math.abs(logits[off + v] - refLogits[off + v]));
-        if (refLogits[off + v] > refLogits[off + a]) a = v;
-        if (logits[off + v] > logits[off + b]) b = v;
-      }
-      if (a === b) agree++;
-      logSoftmax(refLogits, off, vocab, p);
-      logSoftmax(logits, off, vocab, q);
-      let k = 0;
-      for (let v = 0; v < vocab; v++) k += Math.exp(p[v]) * (p[v] - q[v]);
-      kl += k;
-    }
+    const c = compareLogits(refLogits, logits, tokens, vocab);
     rows.push({
       weights,
       positions: tokens,
-      maxAbsLogitError: maxErr,
-      meanKl: kl / tokens,
-      top1Agreement: agree / tokens,
+      maxAbsLogitError: c.maxErr,
+      meanKl: c.kl / tokens,
+      top1Agreement: c.agree / tokens,
     });
   }
   return rows;
@@ -90,12 +183,27 @@ async function main(): Promise<void> {
       writeSyntheticModel(dir, { preset: 'qwen2.5-0.5b', seed: 0 });
   }
   const formats = values.formats!.split(',') as WeightFormat[];
-  const rows = await measureQuality(
-    dir,
-    Number(values.tokens),
-    formats,
-    values.threads ? Number(values.threads) : undefined,
-  );
+  const threads = values.threads ? Number(values.threads) : undefined;
+  if (expectedTexts(dir).length > 0) {
+    const { texts, rows } = await measureTextQuality(dir, formats, threads);
+    if (values.json) {
+      console.log(JSON.stringify({ model: dir, reference: 'f32', texts, rows }));
+      return;
+    }
+    console.log(`quality against f32 weights on ${dir}'s expected texts (${texts.join(', ')}), teacher-forced`);
+    console.log(
+      '(f32 row: f32 against the texts themselves; greedy = tokens of the greedy continuation equal to the text)',
+    );
+    console.log('weights  positions  max|logit err|  mean KL     top-1 agreement  greedy agreement');
+    for (const r of rows) {
+      const greedy = r.greedyAgreement!.map((g, i) => `${g}/${r.greedyOf![i]}`).join(', ');
+      console.log(
+        `${r.weights.padEnd(8)} ${String(r.positions).padStart(9)}  ${r.maxAbsLogitError.toFixed(4).padStart(13)}  ${r.meanKl.toExponential(3).padStart(10)}  ${(100 * r.top1Agreement).toFixed(1).padStart(14)}%  ${greedy}`,
+      );
+    }
+    return;
+  }
+  const rows = await measureQuality(dir, Number(values.tokens), formats, threads);
   if (values.json) {
     console.log(JSON.stringify({ model: dir, reference: 'f32', rows }));
     return;

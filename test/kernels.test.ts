@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { attendHead } from '../src/tensor/attention.js';
 import { bf16ArrayToF32, bf16ToF32, f16ArrayToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/tensor/dtype.js';
+import { matmulReference } from '../src/tensor/matmul-reference.js';
 import { matmul, readRow } from '../src/tensor/matmul.js';
 import { BF16, F32, makeMatrix, Q4_0, Q8_0, QBLOCK, type Matrix } from '../src/tensor/matrix.js';
 import { addInPlace, rmsnorm, rope, ropeTables, softmax, swiglu } from '../src/tensor/ops.js';
@@ -335,7 +336,7 @@ describe('matmul f32 / bf16 against a float64 triple loop', () => {
     [1, 1],
     [13, 64],
   ];
-  const tokens = [1, 3, 4, 5, 9];
+  const tokens = [1, 3, 4, 5, 8, 9];
 
   function slicesFor(rows: number): [number, number][] {
     const s: [number, number][] = [[0, rows]];
@@ -344,42 +345,46 @@ describe('matmul f32 / bf16 against a float64 triple loop', () => {
     return s;
   }
 
-  for (const format of ['f32', 'bf16'] as const) {
-    it(`${format}: every shape, token count and row slice (tolerance 1e-6 rel + 1e-9 of sum|w*x|)`, () => {
-      const rand = mulberry32(format === 'f32' ? 101 : 102);
-      let checked = 0;
-      for (const [rows, cols] of shapes) {
-        const wf = randomF32(rand, rows * cols);
-        let m: Matrix;
-        let wAt: (r: number, k: number) => number;
-        if (format === 'f32') {
-          m = makeMatrix(F32, rows, cols, { f32: wf });
-          wAt = (r, k) => wf[r * cols + k];
-        } else {
-          const u16 = new Uint16Array(rows * cols);
-          for (let i = 0; i < u16.length; i++) u16[i] = f32ToBf16(wf[i]);
-          m = makeMatrix(BF16, rows, cols, { u16 });
-          wAt = (r, k) => bf16ToF32(u16[r * cols + k]);
-        }
-        for (const n of tokens) {
-          const xOff = 3,
-            xStride = cols + 2,
-            yOff = 5,
-            yStride = rows + 3;
-          const x = randomF32(rand, xOff + n * xStride, 2);
-          const { ref, mag } = naiveMatmul(wAt, rows, cols, x, xOff, xStride, n);
-          for (const [r0, r1] of slicesFor(rows)) {
-            const y = new Float32Array(yOff + n * yStride + 4).fill(NaN);
-            matmul(m, x, xOff, xStride, n, y, yOff, yStride, r0, r1, null);
-            const fail = checkOutput(y, yOff, yStride, rows, n, r0, r1, ref, mag, 1e-6, 1e-9);
-            expect(fail, `${format} ${rows}x${cols} n=${n} rows [${r0},${r1})`).toBeNull();
-            checked++;
+  for (const [kernelName, kernel] of [
+    ['matmul', matmul],
+    ['matmulReference', matmulReference],
+  ] as const)
+    for (const format of ['f32', 'bf16'] as const) {
+      it(`${kernelName} ${format}: every shape, token count and row slice (tolerance 1e-6 rel + 1e-9 of sum|w*x|)`, () => {
+        const rand = mulberry32(format === 'f32' ? 101 : 102);
+        let checked = 0;
+        for (const [rows, cols] of shapes) {
+          const wf = randomF32(rand, rows * cols);
+          let m: Matrix;
+          let wAt: (r: number, k: number) => number;
+          if (format === 'f32') {
+            m = makeMatrix(F32, rows, cols, { f32: wf });
+            wAt = (r, k) => wf[r * cols + k];
+          } else {
+            const u16 = new Uint16Array(rows * cols);
+            for (let i = 0; i < u16.length; i++) u16[i] = f32ToBf16(wf[i]);
+            m = makeMatrix(BF16, rows, cols, { u16 });
+            wAt = (r, k) => bf16ToF32(u16[r * cols + k]);
+          }
+          for (const n of tokens) {
+            const xOff = 3,
+              xStride = cols + 2,
+              yOff = 5,
+              yStride = rows + 3;
+            const x = randomF32(rand, xOff + n * xStride, 2);
+            const { ref, mag } = naiveMatmul(wAt, rows, cols, x, xOff, xStride, n);
+            for (const [r0, r1] of slicesFor(rows)) {
+              const y = new Float32Array(yOff + n * yStride + 4).fill(NaN);
+              kernel(m, x, xOff, xStride, n, y, yOff, yStride, r0, r1, null);
+              const fail = checkOutput(y, yOff, yStride, rows, n, r0, r1, ref, mag, 1e-6, 1e-9);
+              expect(fail, `${kernelName} ${format} ${rows}x${cols} n=${n} rows [${r0},${r1})`).toBeNull();
+              checked++;
+            }
           }
         }
-      }
-      expect(checked).toBeGreaterThan(100);
-    });
-  }
+        expect(checked).toBeGreaterThan(100);
+      });
+    }
 
   it('bf16 results equal f32 results on the widened weights (same kernel after widening)', () => {
     const rand = mulberry32(103);
@@ -596,6 +601,25 @@ describe('q8_0 / q4_0 quantization', () => {
     expect(xq.sums[1 * blocks]).toBe(0);
   });
 
+  it('quantizeActivations quantizes only whole 32-blocks when cols is not a multiple of 32 (172: 5 blocks)', () => {
+    const cols = 172,
+      n = 2;
+    const xq = allocQuantizedActivations(n, cols, false);
+    expect(xq.scales.length).toBe(n * 5);
+    const rand = mulberry32(77);
+    const x = randomF32(rand, n * cols, 3);
+    quantizeActivations(x, 0, cols, 0, n, xq);
+    for (let t = 0; t < n; t++) {
+      for (let b = 0; b < 5; b++) {
+        let amax = 0;
+        for (let i = 0; i < QBLOCK; i++) amax = Math.max(amax, Math.abs(x[t * cols + b * QBLOCK + i]));
+        expect(xq.scales[t * 5 + b]).toBeCloseTo(amax / 127, 6);
+      }
+      // The 12-column tail is left alone (its matrix stays bf16, which never reads xq).
+      for (let k = 160; k < cols; k++) expect(xq.q[t * cols + k]).toBe(0);
+    }
+  });
+
   it('allocQuantizedMatrix / quantizeRowsQ4_0 reject shapes the kernels cannot handle', () => {
     expect(() => allocQuantizedMatrix(Q8_0, 4, 48)).toThrow(/multiple of 32/);
     expect(() => allocQuantizedMatrix(Q4_0, 4, 33)).toThrow(/multiple of 32/);
@@ -685,6 +709,7 @@ describe('q8_0 / q4_0 integer matmul kernels', () => {
             [0, 1],
           ];
           if (rows > 4) slices.push([2, rows - 1], format === Q8_0 ? [3, 6] : [4, 7]);
+          if (rows > 8 && format === Q8_0) slices.push([1, 8]); // a 4-row group and a 3-row tail
           for (const [r0, r1] of slices) {
             const yOff = 1,
               yStride = rows + 2;
@@ -692,6 +717,11 @@ describe('q8_0 / q4_0 integer matmul kernels', () => {
             matmul(m, x, xOff, xStride, n, y, yOff, yStride, r0, r1, xq);
             const fail = checkOutput(y, yOff, yStride, rows, n, r0, r1, ref, mag, 2 ** -23, 1e-12);
             expect(fail, `${fmtName} ${rows}x${cols} n=${n} rows [${r0},${r1})`).toBeNull();
+            // The kernels of before (matmul-reference.ts) meet the same bound.
+            const yRef = new Float32Array(y.length).fill(NaN);
+            matmulReference(m, x, xOff, xStride, n, yRef, yOff, yStride, r0, r1, xq);
+            const failRef = checkOutput(yRef, yOff, yStride, rows, n, r0, r1, ref, mag, 2 ** -23, 1e-12);
+            expect(failRef, `reference ${fmtName} ${rows}x${cols} n=${n} rows [${r0},${r1})`).toBeNull();
             // And the whole pipeline stays within the rigorous quantization error bound.
             const approx = checkOutput(y, yOff, yStride, rows, n, r0, r1, exact, qerr, 1e-6, 1 + 1e-6);
             expect(approx, `${fmtName} vs unquantized, ${rows}x${cols} n=${n}`).toBeNull();

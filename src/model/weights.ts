@@ -1,7 +1,7 @@
 // Loads a Qwen2 checkpoint's tensors into the weight format chosen at load time. Every tensor is
 // read once from disk into its final SharedArrayBuffer storage (bf16 -> bf16 with no conversion at
 // all); conversions and quantization go through a small chunk of rows, never a second full copy.
-import { bf16ArrayToF32, f16ArrayToF32, f32ToBf16 } from '../tensor/dtype.js';
+import { bf16ArrayToF32, f16ArrayToF32 } from '../tensor/dtype.js';
 import {
   BF16,
   F32,
@@ -85,11 +85,15 @@ function loadMatrix(store: TensorStore, name: string, rows: number, cols: number
   if (code === BF16 && info.dtype === 'BF16') {
     const u16 = new Uint16Array(new SharedArrayBuffer(info.byteLength));
     store.readInto(info, new Uint8Array(u16.buffer));
+    progress.done += info.byteLength;
+    showProgress();
     return makeMatrix(BF16, rows, cols, { u16 });
   }
   if (code === F32 && info.dtype === 'F32') {
     const f32 = sharedFloat32(rows * cols);
     store.readInto(info, new Uint8Array(f32.buffer));
+    progress.done += info.byteLength;
+    showProgress();
     return makeMatrix(F32, rows, cols, { f32 });
   }
   const chunkRows = Math.max(2, Math.floor(CHUNK_BYTES / (cols * 4)) & ~1);
@@ -103,19 +107,68 @@ function loadMatrix(store: TensorStore, name: string, rows: number, cols: number
         : allocQuantizedMatrix(code, rows, cols);
   for (let r0 = 0; r0 < rows; r0 += chunkRows) {
     const n = Math.min(chunkRows, rows - r0);
-    readRowsF32(store, info, r0, n, buf);
-    if (code === F32) m.f32.set(buf.subarray(0, n * cols), r0 * cols);
-    else if (code === BF16) for (let i = 0; i < n * cols; i++) m.u16[r0 * cols + i] = f32ToBf16(buf[i]);
+    // f32 is widened straight into its final place: one pass over the destination, not two.
+    if (code === F32) readRowsF32(store, info, r0, n, m.f32.subarray(r0 * cols, (r0 + n) * cols));
+    else readRowsF32(store, info, r0, n, buf);
+    if (code === F32) {
+      // done above
+    } else if (code === BF16) narrowToBf16(buf, n * cols, m.u16, r0 * cols);
     else if (code === Q4_0) quantizeRowsQ4_0(buf, r0, n, m);
     else quantizeRowsQ8_0(buf, r0, n, m);
+    progress.done += n * cols * (info.byteLength / (rows * cols));
+    showProgress();
   }
   return m;
 }
 
+/** out[outOff + i] = the bf16 nearest to src[i] (ties to even, NaN stays NaN), for i < count. */
+function narrowToBf16(src: Float32Array, count: number, out: Uint16Array, outOff: number): void {
+  const bits = new Uint32Array(src.buffer, src.byteOffset, count);
+  for (let i = 0; i < count; i++) {
+    const u = bits[i];
+    out[outOff + i] =
+      (u & 0x7f800000) === 0x7f800000 && (u & 0x007fffff) !== 0
+        ? (u >>> 16) | 0x40
+        : (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
+  }
+}
+
+// A progress line on stderr for loads that take over a second, when stderr is a terminal.
+const progress = { store: null as TensorStore | null, total: 0, done: 0, start: 0, shown: false };
+
+function startProgress(store: TensorStore): void {
+  let total = 0;
+  for (const t of store.tensors.values()) total += t.byteLength;
+  progress.store = store;
+  progress.total = total;
+  progress.done = 0;
+  progress.start = performance.now();
+  progress.shown = false;
+}
+
+function showProgress(): void {
+  const seconds = (performance.now() - progress.start) / 1000;
+  if (!process.stderr.isTTY || seconds < 1 || progress.total === 0) return;
+  const pct = Math.min(100, (100 * progress.done) / progress.total);
+  const mb = (b: number) => (b / 2 ** 20).toFixed(0);
+  process.stderr.write(
+    `\rloading weights: ${pct.toFixed(0)}% (${mb(progress.done)} / ${mb(progress.total)} MB of ${progress.store!.dir}) ${seconds.toFixed(1)} s`,
+  );
+  progress.shown = true;
+}
+
+function endProgress(): void {
+  if (progress.shown) process.stderr.write('\r\x1b[K');
+  progress.store = null;
+  progress.shown = false;
+}
+
 export function loadWeights(store: TensorStore, c: ModelConfig, format: WeightFormat): ModelWeights {
+  startProgress(store);
   try {
     return loadAll(store, c, format);
   } finally {
+    endProgress();
     chunkF32 = new Float32Array(0);
     chunkRaw = new Uint16Array(0);
   }
