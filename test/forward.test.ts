@@ -1,8 +1,12 @@
-// The forward pass against the float64 numpy reference (tools/reference_qwen2.py), and the KV cache.
+// The forward pass against the float64 numpy reference (tools/reference_qwen2.py), layer by layer
+// and at the logits, for one synthetic model of each family; the plain reference forward
+// (src/model/reference.ts) against the same goldens and as the oracle of the quantized formats;
+// and the KV cache.
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel, type Model } from '../src/index.js';
-import { argmax, makeTempModel, readGolden, removeDir, sha256File } from './helpers/models.js';
+import { newReferenceCache, referenceForward, referenceWeights } from '../src/model/reference.js';
+import { argmax, makeTempModel, readGolden, removeDir, sha256File, type Golden } from './helpers/models.js';
 
 // f32 accumulation over hidden 64 / intermediate 160 against a float64 reference: the largest
 // difference seen is ~3e-6, so 1e-4 absolute leaves room without hiding a real error (a wrong
@@ -17,10 +21,12 @@ beforeAll(() => {
 });
 afterAll(() => removeDir(dir));
 
-function maxLogitError(logits: Float32Array, vocab: number, p: (typeof golden.prompts)[number]): number {
+type GoldenPrompt = Golden['prompts'][number];
+
+function maxLogitError(logits: Float32Array, vocab: number, p: GoldenPrompt, g: Golden = golden): number {
   let err = 0;
   for (let i = 0; i < p.tokenIds.length; i++) {
-    golden.columns.forEach((c, j) => {
+    g.columns.forEach((c, j) => {
       err = Math.max(err, Math.abs(logits[i * vocab + c] - p.logits[i][j]));
     });
     let mx = -Infinity,
@@ -32,21 +38,120 @@ function maxLogitError(logits: Float32Array, vocab: number, p: (typeof golden.pr
   return err;
 }
 
-describe('tiny synthetic model vs the numpy reference', () => {
-  it('make-model writes the exact model the goldens were computed from', () => {
-    expect(sha256File(path.join(dir, 'model.safetensors'))).toBe(golden.model.safetensorsSha256);
-  });
+/**
+ * The first layer whose residual stream differs from the golden by more than the tolerance at
+ * some position, as "layer L position P: got X, expected Y", or null. hidden[l] is [positions, hidden].
+ */
+function firstLayerDifference(hidden: Float32Array[], p: GoldenPrompt, tolerance: number): string | null {
+  for (let l = 0; l < p.layers.length; l++) {
+    const width = p.layers[l][0].length;
+    for (let pos = 0; pos < p.tokenIds.length; pos++) {
+      for (let i = 0; i < width; i++) {
+        const got = hidden[l][pos * width + i],
+          want = p.layers[l][pos][i];
+        // The residual stream grows to ~10 in magnitude: relative beyond 1.
+        if (!(Math.abs(got - want) <= tolerance * Math.max(1, Math.abs(want))))
+          return `layer ${l} position ${pos} element ${i}: got ${got}, expected ${want}`;
+      }
+    }
+  }
+  return null;
+}
 
-  for (const weights of ['f32', 'bf16'] as const) {
-    for (const threads of [1, 2]) {
+/** Runs `forward` with the model's per-layer hook on and returns the residual stream after each layer. */
+async function withLayerOutputs<T>(
+  model: Model,
+  positions: number,
+  run: () => Promise<T>,
+): Promise<[T, Float32Array[]]> {
+  const hidden = model.dims.hidden;
+  const layers = Array.from({ length: model.config.numLayers }, () => new Float32Array(positions * hidden));
+  let row0 = 0; // first position of the chunk being run
+  model.onLayerOutput = (l, x, rows) => {
+    layers[l].set(x.subarray(0, rows * hidden), row0 * hidden);
+    if (l === layers.length - 1) row0 += rows;
+  };
+  try {
+    return [await run(), layers];
+  } finally {
+    model.onLayerOutput = null;
+  }
+}
+
+const FAMILIES = [
+  { preset: 'tiny', what: 'Qwen2.5: q/k/v biases, tied head' },
+  { preset: 'tiny-qwen3', what: 'Qwen3: head_dim 32 != 64/4, q_norm/k_norm, no biases' },
+  { preset: 'tiny-llama3', what: 'Llama 3: llama3 rope scaling, no biases, untied head' },
+];
+
+for (const { preset, what } of FAMILIES) {
+  describe(`${preset} (${what}) vs the numpy reference`, () => {
+    const g = readGolden(preset);
+    let modelDir: string;
+    beforeAll(() => {
+      modelDir = makeTempModel({ preset, seed: g.model.seed });
+    });
+    afterAll(() => removeDir(modelDir));
+
+    it('make-model writes the exact model the goldens were computed from', () => {
+      expect(sha256File(path.join(modelDir, 'model.safetensors'))).toBe(g.model.safetensorsSha256);
+    });
+
+    it(`the plain reference forward (reference.ts) matches layer by layer and at the logits within ${TOLERANCE}`, async () => {
+      const model = await loadModel(modelDir, { weights: 'f32', threads: 1 });
+      const c = model.config;
+      const w = referenceWeights(model.weights);
+      await model.close();
+      for (const p of g.prompts) {
+        const n = p.tokenIds.length;
+        const cache = newReferenceCache(c, n);
+        const hidden = Array.from({ length: c.numLayers }, () => new Float32Array(n * c.hiddenSize));
+        const logits = new Float32Array(n * c.vocabSize);
+        for (let pos = 0; pos < n; pos++) {
+          const onLayer = (l: number, x: Float32Array) => hidden[l].set(x, pos * c.hiddenSize);
+          logits.set(referenceForward(c, w, cache, p.tokenIds[pos], pos, onLayer), pos * c.vocabSize);
+        }
+        expect(firstLayerDifference(hidden, p, TOLERANCE)).toBeNull();
+        expect(maxLogitError(logits, c.vocabSize, p, g)).toBeLessThan(TOLERANCE);
+      }
+    });
+
+    it(`the fast forward matches layer by layer and at the logits (f32, 1 thread, prefill chunks of 7)`, async () => {
+      const model = await loadModel(modelDir, { weights: 'f32', threads: 1, maxBatchTokens: 7 });
+      try {
+        for (const p of g.prompts) {
+          const n = p.tokenIds.length;
+          const [logits, hidden] = await withLayerOutputs(model, n, () =>
+            model.forward(p.tokenIds, { allLogits: true }),
+          );
+          expect(firstLayerDifference(hidden, p, TOLERANCE)).toBeNull();
+          expect(maxLogitError(logits, model.config.vocabSize, p, g)).toBeLessThan(TOLERANCE);
+        }
+      } finally {
+        await model.close();
+      }
+    });
+
+    const combos: ['f32' | 'bf16', number][] =
+      preset === 'tiny'
+        ? [
+            ['f32', 2],
+            ['bf16', 1],
+            ['bf16', 2],
+          ]
+        : [
+            ['f32', 2],
+            ['bf16', 2],
+          ];
+    for (const [weights, threads] of combos) {
       it(`logits of every position match within ${TOLERANCE} (${weights}, ${threads} thread${threads > 1 ? 's' : ''})`, async () => {
-        const model = await loadModel(dir, { weights, threads });
+        const model = await loadModel(modelDir, { weights, threads });
         try {
           const vocab = model.config.vocabSize;
-          for (const p of golden.prompts) {
+          for (const p of g.prompts) {
             const logits = await model.forward(p.tokenIds, { allLogits: true });
             expect(logits.length).toBe(p.tokenIds.length * vocab);
-            expect(maxLogitError(logits, vocab, p)).toBeLessThan(TOLERANCE);
+            expect(maxLogitError(logits, vocab, p, g)).toBeLessThan(TOLERANCE);
             for (let i = 0; i < p.tokenIds.length; i++) expect(argmax(logits, i * vocab, vocab)).toBe(p.argmax[i]);
           }
         } finally {
@@ -54,19 +159,39 @@ describe('tiny synthetic model vs the numpy reference', () => {
         }
       });
     }
-  }
 
-  it('prefill chunks smaller than the prompt give the same logits (maxBatchTokens 7)', async () => {
-    const model = await loadModel(dir, { weights: 'f32', threads: 1, maxBatchTokens: 7 });
-    try {
-      const p = golden.prompts[2];
-      const logits = await model.forward(p.tokenIds, { allLogits: true });
-      expect(maxLogitError(logits, model.config.vocabSize, p)).toBeLessThan(TOLERANCE);
-    } finally {
-      await model.close();
-    }
+    it('decode token by token equals the prefill, and a batched decode equals separate ones', async () => {
+      const model = await loadModel(modelDir, { weights: 'f32', threads: 2 });
+      try {
+        const vocab = model.config.vocabSize;
+        const p = g.prompts[1];
+        const prefill = await model.forward(p.tokenIds, { allLogits: true, seq: 0 });
+        let err = 0;
+        for (let i = 0; i < p.tokenIds.length; i++) {
+          const decoded = await model.forward([p.tokenIds[i]], { startPos: i, seq: 1 });
+          for (let v = 0; v < vocab; v++) err = Math.max(err, Math.abs(decoded[v] - prefill[i * vocab + v]));
+        }
+        expect(err).toBeLessThan(1e-5);
+        expect(maxLogitError(prefill, vocab, p, g)).toBeLessThan(TOLERANCE);
+
+        const a = g.prompts[0].tokenIds;
+        await model.forward(a.slice(0, -1), { seq: 2 });
+        const batched = await model.decodeBatch([
+          { seq: 2, token: a[a.length - 1], pos: a.length - 1 },
+          { seq: 1, token: p.tokenIds[0], pos: p.tokenIds.length }, // seq 1 continues after the prompt
+        ]);
+        const fullA = await model.forward(a, { seq: 3 });
+        const fullP = await model.forward([...p.tokenIds, p.tokenIds[0]], { seq: 4 });
+        err = 0;
+        for (let v = 0; v < vocab; v++)
+          err = Math.max(err, Math.abs(batched[v] - fullA[v]), Math.abs(batched[vocab + v] - fullP[v]));
+        expect(err).toBeLessThan(1e-5);
+      } finally {
+        await model.close();
+      }
+    });
   });
-});
+}
 
 describe('KV cache', () => {
   let model: Model;

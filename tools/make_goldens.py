@@ -1,11 +1,13 @@
-"""Writes golden logits for the TypeScript engine's tests from the float64 numpy reference of HF Qwen2.
+"""Writes golden logits and per-layer hidden states for the TypeScript engine's tests from the float64 numpy
+reference of HF Qwen2 / Qwen3 / Llama (tools/reference_qwen2.py).
 
 usage: python3 tools/make_goldens.py MODEL_DIR OUT_JSON
 
 MODEL_DIR is normally a synthetic model from `node dist/src/cli/make-model.js`, whose config.json records the
 preset and seed under "qwen_ts_synthetic"; they are copied into the fixture so its provenance is clear.
 The full logits (vocab 151936 per position) are too big to commit, so per position we keep 512 columns plus
-the full-vocab argmax, max and logsumexp, which together catch both local and global errors.
+the full-vocab argmax, max and logsumexp, which together catch both local and global errors; and the residual
+stream after every layer at every position, so that a failing test names the first layer that differs.
 """
 import argparse
 import hashlib
@@ -65,11 +67,12 @@ def main():
     single = os.path.join(args.model_dir, "model.safetensors")
     out = {
         "about": "Golden logits from tools/reference_qwen2.py, an independent float64 numpy reference of HF "
-                 "transformers' Qwen2ForCausalLM forward (weights widened from their stored dtype), run on a "
-                 f"synthetic model made by `node dist/src/cli/make-model.js --preset {preset} "
+                 f"transformers' {model['config']['architectures'][0]} forward (weights widened from their stored "
+                 f"dtype), run on a synthetic model made by `node dist/src/cli/make-model.js --preset {preset} "
                  f"--out DIR --seed {seed}`. Per position: logits at `columns`, and the full-vocab "
-                 "argmax, max and logsumexp. Floats rounded to 8 significant digits.",
-        "command": f"python3 tools/make_goldens.py {args.model_dir} {args.out_json}",
+                 "argmax, max and logsumexp; `layers[l][pos]`: the residual stream after layer l. "
+                 "Floats rounded to 8 significant digits.",
+        "command": f"python3 tools/make_goldens.py MODEL_DIR {args.out_json}",
         "model": {
             "preset": preset,
             "seed": seed,
@@ -79,7 +82,7 @@ def main():
         "prompts": [],
     }
     for ids in prompts():
-        logits = forward(model, ids)
+        logits, layers = forward(model, ids, return_layers=True)
         m = logits.max(axis=1)
         lse = m + np.log(np.exp(logits - m[:, None]).sum(axis=1))
         out["prompts"].append({
@@ -88,6 +91,7 @@ def main():
             "argmax": logits.argmax(axis=1).tolist(),
             "max": [sig8(v) for v in m],
             "logsumexp": [sig8(v) for v in lse],
+            "layers": [[[sig8(v) for v in row] for row in h] for h in layers],
         })
         print(f"prompt of {len(ids)} tokens: argmax {out['prompts'][-1]['argmax'][:8]}...", file=sys.stderr)
 

@@ -89,7 +89,7 @@ def test_softmax_rows():
     w, c = ref.Weights(model), CONFIG
     n = 7
     x = ref.rms_norm(w("model.embed_tokens.weight")[:n], w("model.layers.0.input_layernorm.weight"), 1e-6)
-    cos, sin = ref.rope_cos_sin(np.arange(n), 8, c["rope_theta"])
+    cos, sin = ref.rope_cos_sin(np.arange(n), ref.rope_inv_freq(c, 8))
     _, probs = ref.attention_layer(w, "model.layers.0.self_attn.", x, cos, sin, c)
     assert probs.shape == (4, n, n)
     assert np.abs(probs.sum(axis=-1) - 1).max() < 1e-12
