@@ -3,8 +3,8 @@ and LlamaForCausalLM forward passes.
 
 The three differ only in small ways, each switched on here by config.json as in transformers:
   qwen2  q/k/v biases always
-  qwen3  attention_bias (default false); head_dim from the config; q_norm / k_norm: RMSNorm over each head of q
-         and k after the projection, before RoPE
+  qwen3  attention_bias (q/k/v and o_proj, default false); head_dim from the config; q_norm / k_norm: RMSNorm over
+         each head of q and k after the projection, before RoPE
   llama  attention_bias (q/k/v *and* o_proj), mlp_bias; head_dim optional; rope_scaling "linear" or "llama3"
 
 Used only to produce golden fixtures for the TypeScript engine (see tools/make_goldens.py), so it favours
@@ -176,7 +176,7 @@ def attention_layer(w, p, x, cos, sin, config):
     k_rep, v_rep = np.repeat(k, group, axis=0), np.repeat(v, group, axis=0)
     probs = attention_probs(q, k_rep)
     out = (probs @ v_rep).transpose(1, 0, 2).reshape(n, heads * head_dim)
-    o_bias = w(p + "o_proj.bias") if family == "llama" and config.get("attention_bias", False) else 0.0
+    o_bias = w(p + "o_proj.bias") if family != "qwen2" and config.get("attention_bias", False) else 0.0
     return out @ w(p + "o_proj.weight").T + o_bias, probs
 
 

@@ -36,7 +36,7 @@ export interface ModelConfig {
   tieWordEmbeddings: boolean;
   /** q/k/v projections have biases: always for qwen2, `attention_bias` for llama and qwen3. */
   attentionBias: boolean;
-  /** o_proj has a bias: llama with `attention_bias` (qwen2 and qwen3 never). */
+  /** o_proj has a bias: llama and qwen3 with `attention_bias` (their attention is HF's LlamaAttention); qwen2 never. */
   oProjBias: boolean;
   /** gate/up/down projections have biases: llama's `mlp_bias`. */
   mlpBias: boolean;
@@ -206,7 +206,7 @@ export function parseModelConfig(json: Record<string, unknown>, file = 'config.j
   if (headDim % 2 !== 0) throw new ConfigError(`${file}: head dimension ${headDim} must be even for rotary embeddings`);
   const tie = optionalBool(json, 'tie_word_embeddings', file, false);
   // Qwen2 always has q/k/v biases (and no attention_bias field); Llama and Qwen3 say so in attention_bias,
-  // which for Llama also puts a bias on o_proj.
+  // which also puts a bias on o_proj.
   const attentionBias = modelType === 'qwen2' ? true : optionalBool(json, 'attention_bias', file, false);
   const mlpBias = modelType === 'llama' ? optionalBool(json, 'mlp_bias', file, false) : false;
   if (modelType !== 'llama' && json.mlp_bias === true)
@@ -227,7 +227,7 @@ export function parseModelConfig(json: Record<string, unknown>, file = 'config.j
     ropeScaling: parseRopeScaling(json, file),
     tieWordEmbeddings: tie,
     attentionBias,
-    oProjBias: modelType === 'llama' && attentionBias,
+    oProjBias: modelType !== 'qwen2' && attentionBias,
     mlpBias,
     qkNorm: modelType === 'qwen3',
     maxPositionEmbeddings: positiveInt(json, 'max_position_embeddings', file),

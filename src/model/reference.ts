@@ -7,6 +7,7 @@
 //   Qwen2 / Qwen2.5   biases on q, k, v
 //   Qwen3 (dense)     RMSNorm of each head of q and k before RoPE (q_norm, k_norm); head_dim free
 //   Llama 1/2/3.x     optional biases (attention_bias, also on o; mlp_bias); llama3 rope scaling
+//   (Qwen3 and Llama share HF's LlamaAttention: attention_bias puts biases on q, k, v and o.)
 import { readRow } from '../tensor/matmul.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { ropeFrequencies } from '../tensor/ops.js';

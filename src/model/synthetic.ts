@@ -23,7 +23,7 @@ export interface SyntheticPreset {
   /** Default 1e6 (Qwen). */
   rope_theta?: number;
   rope_scaling?: Record<string, number | string>;
-  /** llama / qwen3: biases on q, k, v (and o for llama). Default false. */
+  /** llama / qwen3: biases on q, k, v and o. Default false. */
   attention_bias?: boolean;
   /** llama: biases on gate, up, down. Default false. */
   mlp_bias?: boolean;
@@ -163,7 +163,7 @@ export function tensorSpecs(p: SyntheticPreset, dtype: WritableDType): TensorSpe
   const qDim = heads * headDim;
   const kvDim = kvHeads * headDim;
   const qkvBias = family === 'qwen2' || p.attention_bias === true;
-  const oBias = family === 'llama' && p.attention_bias === true;
+  const oBias = family !== 'qwen2' && p.attention_bias === true;
   const mlpBias = family === 'llama' && p.mlp_bias === true;
   const specs: TensorSpec[] = [{ name: 'model.embed_tokens.weight', dtype, shape: [vocab, h] }];
   for (let l = 0; l < p.num_hidden_layers; l++) {

@@ -28,7 +28,7 @@ export interface LayerWeights {
   qNorm: Float32Array | null; // [headDim]: qwen3's per-head RMSNorm of q before RoPE
   kNorm: Float32Array | null; // [headDim]: same for k
   oProj: Matrix; // [hidden, heads*headDim]
-  oBias: Float32Array | null; // [hidden]: llama with attention_bias only
+  oBias: Float32Array | null; // [hidden]: llama and qwen3 with attention_bias
   postAttentionNorm: Float32Array; // [hidden]
   gateProj: Matrix; // [intermediate, hidden]
   gateBias: Float32Array | null; // [intermediate]: llama's mlp_bias
