@@ -258,8 +258,8 @@ export class Qwen2Model {
       this.matmul(s.q, s.xb, layer.qProj, layer.qBias, n);
       this.matmul(s.k, s.xb, layer.kProj, layer.kBias, n);
       this.matmul(s.v, s.xb, layer.vProj, layer.vBias, n);
-      if (layer.qNorm && layer.kNorm) this.qkNorm(layer.qNorm, layer.kNorm, n);
-      this.ropeAndCache(l, n);
+      if (layer.qNorm && layer.kNorm) this.qkNorm(s.q, s.k, layer.qNorm, layer.kNorm, n);
+      this.ropeAndCache(s.q, s.k, s.v, l, n);
       this.attention(s.attnOut, s.q, l, n);
       this.matmul(s.xb2, s.attnOut, layer.oProj, layer.oBias, n);
       addInPlace(s.x, 0, s.xb2, 0, n * d.hidden);
@@ -320,18 +320,17 @@ export class Qwen2Model {
   }
 
   /** Qwen3: RMSNorm of every head of q and k (one [headDim] weight each), before RoPE. */
-  private qkNorm(qNorm: Float32Array, kNorm: Float32Array, n: number): void {
+  private qkNorm(q: Float32Array, k: Float32Array, qNorm: Float32Array, kNorm: Float32Array, n: number): void {
     const d = this.dims,
-      s = this.scratch,
       eps = this.config.rmsNormEps;
     for (let i = 0; i < n; i++) {
-      rmsnormHeads(s.q, i * d.qDim, d.heads, d.headDim, qNorm, eps);
-      rmsnormHeads(s.k, i * d.kvDim, d.kvHeads, d.headDim, kNorm, eps);
+      rmsnormHeads(q, i * d.qDim, d.heads, d.headDim, qNorm, eps);
+      rmsnormHeads(k, i * d.kvDim, d.kvHeads, d.headDim, kNorm, eps);
     }
   }
 
   /** RoPE on q and k of each row at its position, then k and v into the sequence's cache blocks. */
-  private ropeAndCache(layer: number, n: number): void {
+  private ropeAndCache(q: Float32Array, k: Float32Array, v: Float32Array, layer: number, n: number): void {
     const d = this.dims,
       s = this.scratch,
       kv = this.kvCache.arrays;
@@ -341,15 +340,15 @@ export class Qwen2Model {
     for (let i = 0; i < n; i++) {
       const seq = s.rows[2 * i],
         pos = s.rows[2 * i + 1];
-      rope(s.q, i * d.qDim, d.heads, d.headDim, this.rope.cos, this.rope.sin, pos * half);
-      rope(s.k, i * d.kvDim, d.kvHeads, d.headDim, this.rope.cos, this.rope.sin, pos * half);
+      rope(q, i * d.qDim, d.heads, d.headDim, this.rope.cos, this.rope.sin, pos * half);
+      rope(k, i * d.kvDim, d.kvHeads, d.headDim, this.rope.cos, this.rope.sin, pos * half);
       const block = kv.blockTables[seq * kv.maxBlocksPerSeq + Math.floor(pos / BLOCK_SIZE)];
       const slot = pos % BLOCK_SIZE;
       for (let h = 0; h < d.kvHeads; h++) {
         const dst = ((block * d.kvHeads + h) * BLOCK_SIZE + slot) * d.headDim;
         const src = i * d.kvDim + h * d.headDim;
-        kc.set(s.k.subarray(src, src + d.headDim), dst);
-        vc.set(s.v.subarray(src, src + d.headDim), dst);
+        kc.set(k.subarray(src, src + d.headDim), dst);
+        vc.set(v.subarray(src, src + d.headDim), dst);
       }
     }
   }
