@@ -117,15 +117,6 @@ describe('variants without goldens, against the plain reference forward', () => 
   // written twice. f32 sums in different orders: ~4e-6 apart on the goldens' models.
   const cases: { what: string; opts: SyntheticOptions; check: (m: Awaited<ReturnType<typeof loadModel>>) => void }[] = [
     {
-      what: 'llama with attention_bias (q, k, v and o biases) and mlp_bias',
-      opts: { preset: 'tiny-llama3', overrides: { attention_bias: true, mlp_bias: true } },
-      check: (m) => {
-        const l = m.weights.layers[1];
-        for (const b of [l.qBias, l.kBias, l.vBias, l.oBias, l.gateBias, l.upBias, l.downBias])
-          expect(b).not.toBeNull();
-      },
-    },
-    {
       what: 'llama with linear rope scaling and a tied head',
       opts: {
         preset: 'tiny-llama3',

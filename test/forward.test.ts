@@ -80,17 +80,19 @@ async function withLayerOutputs<T>(
 }
 
 const FAMILIES = [
-  { preset: 'tiny', what: 'Qwen2.5: q/k/v biases, tied head' },
-  { preset: 'tiny-qwen3', what: 'Qwen3: head_dim 32 != 64/4, q_norm/k_norm, no biases' },
-  { preset: 'tiny-llama3', what: 'Llama 3: llama3 rope scaling, no biases, untied head' },
+  { golden: 'tiny', what: 'Qwen2.5: q/k/v biases, tied head' },
+  { golden: 'tiny-qwen3', what: 'Qwen3: head_dim 32 != 64/4, q_norm/k_norm, no biases' },
+  { golden: 'tiny-llama3', what: 'Llama 3: llama3 rope scaling, no biases, untied head' },
+  { golden: 'tiny-llama3-bias', what: 'Llama 3 with attention_bias (q, k, v, o) and mlp_bias' },
 ];
 
-for (const { preset, what } of FAMILIES) {
-  describe(`${preset} (${what}) vs the numpy reference`, () => {
-    const g = readGolden(preset);
+for (const { golden: name, what } of FAMILIES) {
+  describe(`${name} (${what}) vs the numpy reference`, () => {
+    const g = readGolden(name);
+    const preset = g.model.preset;
     let modelDir: string;
     beforeAll(() => {
-      modelDir = makeTempModel({ preset, seed: g.model.seed });
+      modelDir = makeTempModel({ preset, seed: g.model.seed, overrides: g.model.overrides ?? undefined });
     });
     afterAll(() => removeDir(modelDir));
 
@@ -134,7 +136,7 @@ for (const { preset, what } of FAMILIES) {
     });
 
     const combos: ['f32' | 'bf16', number][] =
-      preset === 'tiny'
+      name === 'tiny'
         ? [
             ['f32', 2],
             ['bf16', 1],

@@ -58,30 +58,33 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model_dir")
     ap.add_argument("out_json")
+    ap.add_argument("--prompts", type=int, default=3, help="how many of the three prompts (fewer: a smaller fixture)")
     args = ap.parse_args()
 
     model = load_model(args.model_dir)
     synthetic = model["config"].get("qwen_ts_synthetic", {})
-    preset, seed = synthetic.get("preset"), synthetic.get("seed")
+    preset, seed, overrides = synthetic.get("preset"), synthetic.get("seed"), synthetic.get("overrides")
     cols = columns(model["config"]["vocab_size"])
     single = os.path.join(args.model_dir, "model.safetensors")
     out = {
         "about": "Golden logits from tools/reference_qwen2.py, an independent float64 numpy reference of HF "
                  f"transformers' {model['config']['architectures'][0]} forward (weights widened from their stored "
                  f"dtype), run on a synthetic model made by `node dist/src/cli/make-model.js --preset {preset} "
-                 f"--out DIR --seed {seed}`. Per position: logits at `columns`, and the full-vocab "
+                 f"--out DIR --seed {seed}`" + (f" with overrides {json.dumps(overrides)}" if overrides else "") + ". Per position: logits at `columns`, and the full-vocab "
                  "argmax, max and logsumexp; `layers[l][pos]`: the residual stream after layer l. "
                  "Floats rounded to 8 significant digits.",
-        "command": f"python3 tools/make_goldens.py MODEL_DIR {args.out_json}",
+        "command": f"python3 tools/make_goldens.py MODEL_DIR {args.out_json}"
+                   + (f" --prompts {args.prompts}" if args.prompts != 3 else ""),
         "model": {
             "preset": preset,
             "seed": seed,
+            "overrides": overrides,
             "safetensorsSha256": sha256(single) if os.path.exists(single) else None,
         },
         "columns": cols,
         "prompts": [],
     }
-    for ids in prompts():
+    for ids in prompts()[: args.prompts]:
         logits, layers = forward(model, ids, return_layers=True)
         m = logits.max(axis=1)
         lse = m + np.log(np.exp(logits - m[:, None]).sum(axis=1))

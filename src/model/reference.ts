@@ -162,7 +162,10 @@ export function referenceForward(
       let max = -Infinity;
       for (let t = 0; t <= pos; t++) max = Math.max(max, scores[t]);
       let sum = 0;
-      for (let t = 0; t <= pos; t++) sum += scores[t] = Math.exp(scores[t] - max);
+      for (let t = 0; t <= pos; t++) {
+        scores[t] = Math.exp(scores[t] - max); // softmax, max-subtracted so exp never overflows
+        sum += scores[t];
+      }
       for (let i = 0; i < headDim; i++) {
         let acc = 0;
         for (let t = 0; t <= pos; t++) acc += (scores[t] / sum) * cache.value[l][t * kvDim + kvh * headDim + i];

@@ -298,7 +298,12 @@ export function writeSyntheticModel(outDir: string, opts: SyntheticOptions): voi
   const config = {
     ...familyConfig(p),
     ...sharedConfig(p, dtype),
-    qwen_ts_synthetic: { preset: opts.preset, seed, note: 'random weights: the text this model writes is meaningless' },
+    qwen_ts_synthetic: {
+      preset: opts.preset,
+      seed,
+      ...(opts.overrides ? { overrides: opts.overrides } : {}),
+      note: 'random weights: the text this model writes is meaningless',
+    },
   };
   fs.writeFileSync(path.join(outDir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
   const generationConfig = {

@@ -20,7 +20,7 @@ export function removeDir(dir: string | undefined): void {
 }
 
 export interface Golden {
-  model: { preset: string; seed: number; safetensorsSha256: string };
+  model: { preset: string; seed: number; overrides?: SyntheticOptions['overrides'] | null; safetensorsSha256: string };
   columns: number[];
   prompts: {
     tokenIds: number[];
