@@ -45,6 +45,90 @@ describe('config.json of each family', () => {
     expect(parseModelConfig({ ...base, rope_scaling: { rope_type: 'default' } }).ropeScaling).toBeNull();
   });
 
+  it('the config.json of Llama-3.2-1B and Qwen3-0.6B as published on the hub parse', () => {
+    const llama32 = {
+      architectures: ['LlamaForCausalLM'],
+      attention_bias: false,
+      attention_dropout: 0.0,
+      bos_token_id: 128000,
+      eos_token_id: 128001,
+      head_dim: 64,
+      hidden_act: 'silu',
+      hidden_size: 2048,
+      initializer_range: 0.02,
+      intermediate_size: 8192,
+      max_position_embeddings: 131072,
+      mlp_bias: false,
+      model_type: 'llama',
+      num_attention_heads: 32,
+      num_hidden_layers: 16,
+      num_key_value_heads: 8,
+      pretraining_tp: 1,
+      rms_norm_eps: 1e-5,
+      rope_scaling: {
+        factor: 32.0,
+        high_freq_factor: 4.0,
+        low_freq_factor: 1.0,
+        original_max_position_embeddings: 8192,
+        rope_type: 'llama3',
+      },
+      rope_theta: 500000.0,
+      tie_word_embeddings: true,
+      torch_dtype: 'bfloat16',
+      use_cache: true,
+      vocab_size: 128256,
+    };
+    expect(parseModelConfig(llama32)).toMatchObject({
+      headDim: 64,
+      numKvHeads: 8,
+      rmsNormEps: 1e-5,
+      attentionBias: false,
+      mlpBias: false,
+      tieWordEmbeddings: true,
+      ropeScaling: {
+        type: 'llama3',
+        factor: 32,
+        lowFreqFactor: 1,
+        highFreqFactor: 4,
+        originalMaxPositionEmbeddings: 8192,
+      },
+    });
+    const qwen3 = {
+      architectures: ['Qwen3ForCausalLM'],
+      attention_bias: false,
+      attention_dropout: 0.0,
+      bos_token_id: 151643,
+      eos_token_id: 151645,
+      head_dim: 128,
+      hidden_act: 'silu',
+      hidden_size: 1024,
+      initializer_range: 0.02,
+      intermediate_size: 3072,
+      max_position_embeddings: 40960,
+      max_window_layers: 28,
+      model_type: 'qwen3',
+      num_attention_heads: 16,
+      num_hidden_layers: 28,
+      num_key_value_heads: 8,
+      rms_norm_eps: 1e-6,
+      rope_scaling: null,
+      rope_theta: 1000000,
+      sliding_window: null,
+      tie_word_embeddings: true,
+      torch_dtype: 'bfloat16',
+      use_cache: true,
+      use_sliding_window: false,
+      vocab_size: 151936,
+    };
+    // head_dim 128 while hidden_size / heads is 64: q_proj is [2048, 1024].
+    expect(parseModelConfig(qwen3)).toMatchObject({
+      headDim: 128,
+      qkNorm: true,
+      attentionBias: false,
+      ropeScaling: null,
+    });
+  });
+
   it('unsupported features and bad values are named errors', () => {
     const qwen3 = readConfig(model({ preset: 'tiny-qwen3' }));
     const llama = readConfig(model({ preset: 'tiny-llama3' }));
