@@ -185,7 +185,7 @@ export class Qwen2Model {
   /**
    * Start (or restart) a per-operation profile of forward passes; profile() returns the
    * milliseconds spent in each parallel operation and in the rest ('serial': norms, rope, cache
-   * writes, activation quantization, embedding lookups, residual adds).
+   * writes, q/k norms, embedding lookups, residual adds; activations are quantized inside the matmuls).
    */
   startProfile(): void {
     this.profileMs = Object.fromEntries([...PROFILE_KEYS, 'serial'].map((k) => [k, 0]));
