@@ -423,7 +423,7 @@ async function main(): Promise<number> {
     // Where decode time goes, per operation (the place to look when a target is not reached).
     const ops = Object.keys(results[0].decodeProfileMsPerToken);
     const profile = new StreamTable(
-      'Decode profile: milliseconds per token in each operation (serial = norms, rope, cache writes, quantizing activations, embedding, residuals)',
+      'Decode profile: milliseconds per token in each operation (serial = norms, rope, cache writes, embedding, residuals)',
       [
         { title: 'model', width: 14, align: 'left' },
         { title: 'weights', width: 15, align: 'left' },

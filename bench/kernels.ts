@@ -43,7 +43,7 @@ export function dimsFromPreset(p: SyntheticPreset): KernelDims {
     intermediate: p.intermediate_size,
     heads: p.num_attention_heads,
     kvHeads: p.num_key_value_heads,
-    headDim: p.hidden_size / p.num_attention_heads,
+    headDim: p.head_dim ?? p.hidden_size / p.num_attention_heads,
     vocab: p.vocab_size,
   };
 }

@@ -1,11 +1,13 @@
-"""Writes golden logits for the TypeScript engine's tests from the float64 numpy reference of HF Qwen2.
+"""Writes golden logits and per-layer hidden states for the TypeScript engine's tests from the float64 numpy
+reference of HF Qwen2 / Qwen3 / Llama (tools/reference_qwen2.py).
 
 usage: python3 tools/make_goldens.py MODEL_DIR OUT_JSON
 
 MODEL_DIR is normally a synthetic model from `node dist/src/cli/make-model.js`, whose config.json records the
 preset and seed under "qwen_ts_synthetic"; they are copied into the fixture so its provenance is clear.
 The full logits (vocab 151936 per position) are too big to commit, so per position we keep 512 columns plus
-the full-vocab argmax, max and logsumexp, which together catch both local and global errors.
+the full-vocab argmax, max and logsumexp, which together catch both local and global errors; and the residual
+stream after every layer at every position, so that a failing test names the first layer that differs.
 """
 import argparse
 import hashlib
@@ -56,30 +58,34 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model_dir")
     ap.add_argument("out_json")
+    ap.add_argument("--prompts", type=int, default=3, help="how many of the three prompts (fewer: a smaller fixture)")
     args = ap.parse_args()
 
     model = load_model(args.model_dir)
     synthetic = model["config"].get("qwen_ts_synthetic", {})
-    preset, seed = synthetic.get("preset"), synthetic.get("seed")
+    preset, seed, overrides = synthetic.get("preset"), synthetic.get("seed"), synthetic.get("overrides")
     cols = columns(model["config"]["vocab_size"])
     single = os.path.join(args.model_dir, "model.safetensors")
     out = {
         "about": "Golden logits from tools/reference_qwen2.py, an independent float64 numpy reference of HF "
-                 "transformers' Qwen2ForCausalLM forward (weights widened from their stored dtype), run on a "
-                 f"synthetic model made by `node dist/src/cli/make-model.js --preset {preset} "
-                 f"--out DIR --seed {seed}`. Per position: logits at `columns`, and the full-vocab "
-                 "argmax, max and logsumexp. Floats rounded to 8 significant digits.",
-        "command": f"python3 tools/make_goldens.py {args.model_dir} {args.out_json}",
+                 f"transformers' {model['config']['architectures'][0]} forward (weights widened from their stored "
+                 f"dtype), run on a synthetic model made by `node dist/src/cli/make-model.js --preset {preset} "
+                 f"--out DIR --seed {seed}`" + (f" with overrides {json.dumps(overrides)}" if overrides else "") + ". Per position: logits at `columns`, and the full-vocab "
+                 "argmax, max and logsumexp; `layers[l][pos]`: the residual stream after layer l. "
+                 "Floats rounded to 8 significant digits.",
+        "command": f"python3 tools/make_goldens.py MODEL_DIR {args.out_json}"
+                   + (f" --prompts {args.prompts}" if args.prompts != 3 else ""),
         "model": {
             "preset": preset,
             "seed": seed,
+            "overrides": overrides,
             "safetensorsSha256": sha256(single) if os.path.exists(single) else None,
         },
         "columns": cols,
         "prompts": [],
     }
-    for ids in prompts():
-        logits = forward(model, ids)
+    for ids in prompts()[: args.prompts]:
+        logits, layers = forward(model, ids, return_layers=True)
         m = logits.max(axis=1)
         lse = m + np.log(np.exp(logits - m[:, None]).sum(axis=1))
         out["prompts"].append({
@@ -88,6 +94,7 @@ def main():
             "argmax": logits.argmax(axis=1).tolist(),
             "max": [sig8(v) for v in m],
             "logsumexp": [sig8(v) for v in lse],
+            "layers": [[[sig8(v) for v in row] for row in h] for h in layers],
         })
         print(f"prompt of {len(ids)} tokens: argmax {out['prompts'][-1]['argmax'][:8]}...", file=sys.stderr)
 

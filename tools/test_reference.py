@@ -1,4 +1,5 @@
 """Self-checks for tools/reference_qwen2.py. Run by hand: python3 tools/test_reference.py"""
+import math
 import os
 import sys
 
@@ -89,7 +90,7 @@ def test_softmax_rows():
     w, c = ref.Weights(model), CONFIG
     n = 7
     x = ref.rms_norm(w("model.embed_tokens.weight")[:n], w("model.layers.0.input_layernorm.weight"), 1e-6)
-    cos, sin = ref.rope_cos_sin(np.arange(n), 8, c["rope_theta"])
+    cos, sin = ref.rope_cos_sin(np.arange(n), ref.rope_inv_freq(c, 8))
     _, probs = ref.attention_layer(w, "model.layers.0.self_attn.", x, cos, sin, c)
     assert probs.shape == (4, n, n)
     assert np.abs(probs.sum(axis=-1) - 1).max() < 1e-12
@@ -111,6 +112,55 @@ def test_zeroed_layers():
     x = E[ids]
     expected = (x / np.sqrt((x ** 2).mean(axis=1, keepdims=True) + 1e-6)) @ E.T
     assert np.abs(ref.forward(model, ids) - expected).max() < 1e-12
+
+
+def test_llama3_inv_freq():
+    """rope_inv_freq's llama3 branch against a scalar, one-frequency-at-a-time reading of Meta's apply_scaling."""
+    scaling = dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                   original_max_position_embeddings=8192)
+    config = dict(rope_theta=500000.0, rope_scaling=scaling)
+    for head_dim in (64, 128):
+        got = ref.rope_inv_freq(config, head_dim)
+        base = ref.rope_inv_freq(dict(rope_theta=500000.0), head_dim)
+        for j, f in enumerate(base):
+            wavelen = 2 * math.pi / f
+            if wavelen < 8192 / 4.0:
+                want = f
+            elif wavelen > 8192 / 1.0:
+                want = f / 8.0
+            else:
+                smooth = (8192 / wavelen - 1.0) / (4.0 - 1.0)
+                want = (1 - smooth) * f / 8.0 + smooth * f
+            assert abs(got[j] - want) <= 1e-15 * abs(want), (head_dim, j, got[j], want)
+        # Llama 3.1 8B (head_dim 128): the three regimes all occur.
+        kept, slowed = (got == base).sum(), np.isclose(got, base / 8.0, rtol=1e-15).sum()
+        assert kept > 0 and slowed > 0 and kept + slowed < len(base), (kept, slowed)
+    linear = ref.rope_inv_freq(dict(rope_theta=10000.0, rope_scaling=dict(type="linear", factor=4.0)), 16)
+    assert np.allclose(linear * 4.0, ref.rope_inv_freq(dict(rope_theta=10000.0), 16), rtol=1e-15)
+
+
+def test_qk_norm_and_o_bias():
+    """Qwen3: a q_norm/k_norm weight of zeros makes every score 0 (uniform attention); o_proj.bias adds once."""
+    config = dict(CONFIG, model_type="qwen3", head_dim=8, attention_bias=True)
+    model = random_model(CONFIG)
+    t = model["tensors"]
+    for i in range(CONFIG["num_hidden_layers"]):
+        p = f"model.layers.{i}.self_attn."
+        t[p + "q_norm.weight"] = np.zeros(8, dtype=np.float32)
+        t[p + "k_norm.weight"] = np.ones(8, dtype=np.float32)
+        t[p + "o_proj.bias"] = np.full(CONFIG["hidden_size"], 0.25, dtype=np.float32)
+    model["config"] = config
+    w = ref.Weights(model)
+    n = 5
+    x = ref.rms_norm(w("model.embed_tokens.weight")[:n], w("model.layers.0.input_layernorm.weight"), 1e-6)
+    cos, sin = ref.rope_cos_sin(np.arange(n), ref.rope_inv_freq(config, 8))
+    out, probs = ref.attention_layer(w, "model.layers.0.self_attn.", x, cos, sin, config)
+    causal = np.tril(np.ones((n, n))) / np.arange(1, n + 1)[:, None]
+    assert np.abs(probs - causal[None]).max() < 1e-12
+    # o_proj.bias is added: zeroing o_proj.weight leaves exactly the bias.
+    t["model.layers.0.self_attn.o_proj.weight"] = np.zeros_like(t["model.layers.0.self_attn.o_proj.weight"])
+    out, _ = ref.attention_layer(ref.Weights(model), "model.layers.0.self_attn.", x, cos, sin, config)
+    assert np.all(out == 0.25)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,25 @@
-// config.json and generation_config.json of a Hugging Face Qwen2 model directory, validated.
+// config.json and generation_config.json of a Hugging Face model directory, validated. Supported
+// families: Qwen2 / Qwen2.5 (model_type "qwen2"), Qwen3 dense ("qwen3") and Llama 1/2/3.x ("llama").
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { SamplingParamsError, validateSamplingParams, type SamplingParams } from '../sampler/params.js';
 
 export class ConfigError extends Error {}
+
+/**
+ * How RoPE frequencies are rescaled for long contexts (HF's rope_scaling). `linear` divides every
+ * frequency by `factor`; `llama3` (Llama 3.1/3.2) leaves high frequencies alone, divides low ones
+ * by `factor` and interpolates in between (HF's _compute_llama3_parameters).
+ */
+export type RopeScaling =
+  | { type: 'linear'; factor: number }
+  | {
+      type: 'llama3';
+      factor: number;
+      lowFreqFactor: number;
+      highFreqFactor: number;
+      originalMaxPositionEmbeddings: number;
+    };
 
 export interface ModelConfig {
   modelType: string;
@@ -16,9 +32,17 @@ export interface ModelConfig {
   vocabSize: number;
   rmsNormEps: number;
   ropeTheta: number;
+  /** null: plain RoPE. */
+  ropeScaling: RopeScaling | null;
   tieWordEmbeddings: boolean;
-  /** q/k/v projections have biases: always for qwen2, `attention_bias` for llama. */
+  /** q/k/v projections have biases: always for qwen2, `attention_bias` for llama and qwen3. */
   attentionBias: boolean;
+  /** o_proj has a bias: llama and qwen3 with `attention_bias` (their attention is HF's LlamaAttention); qwen2 never. */
+  oProjBias: boolean;
+  /** gate/up/down projections have biases: llama's `mlp_bias`. */
+  mlpBias: boolean;
+  /** Per-head RMSNorm of q and k after the projection, before RoPE (qwen3's q_norm / k_norm). */
+  qkNorm: boolean;
   maxPositionEmbeddings: number;
   torchDtype: string;
   bosTokenId?: number;
@@ -88,17 +112,92 @@ function optionalTokenIds(json: Record<string, unknown>, key: string, file: stri
   return ids as number[];
 }
 
+const MODEL_TYPES = ['qwen2', 'qwen3', 'llama'];
+
+function optionalBool(json: Record<string, unknown>, key: string, file: string, fallback: boolean): boolean {
+  const v = json[key] ?? fallback;
+  if (typeof v !== 'boolean')
+    throw new ConfigError(`${file}: field "${key}" must be true or false, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/** Features of kindred architectures that this engine does not implement: refuse, naming the field. */
+function rejectUnsupported(json: Record<string, unknown>, file: string): void {
+  for (const key of ['num_experts', 'num_local_experts', 'n_routed_experts', 'moe_intermediate_size']) {
+    const v = json[key];
+    if (v !== undefined && v !== null && v !== 0)
+      throw new ConfigError(
+        `${file}: field "${key}" is ${JSON.stringify(v)}: mixture-of-experts models are not supported (dense models only)`,
+      );
+  }
+  if (json.use_sliding_window === true)
+    throw new ConfigError(`${file}: field "use_sliding_window" is true: sliding-window attention is not supported`);
+  const layerTypes = json.layer_types;
+  if (Array.isArray(layerTypes)) {
+    const i = layerTypes.findIndex((t) => t !== 'full_attention');
+    if (i >= 0)
+      throw new ConfigError(
+        `${file}: field "layer_types[${i}]" is ${JSON.stringify(layerTypes[i])}: only "full_attention" layers are supported (no sliding-window layers)`,
+      );
+  }
+  const partial = json.partial_rotary_factor;
+  if (partial !== undefined && partial !== null && partial !== 1)
+    throw new ConfigError(`${file}: field "partial_rotary_factor" is ${JSON.stringify(partial)}: only 1 is supported`);
+}
+
+function parseRopeScaling(json: Record<string, unknown>, file: string): RopeScaling | null {
+  const rs = json.rope_scaling;
+  if (rs === undefined || rs === null) return null;
+  if (typeof rs !== 'object' || Array.isArray(rs))
+    throw new ConfigError(`${file}: field "rope_scaling" must be an object or null, got ${JSON.stringify(rs)}`);
+  const o = rs as Record<string, unknown>;
+  // Newer configs say rope_type, older ones type.
+  const key = o.rope_type !== undefined ? 'rope_type' : 'type';
+  const type = o[key];
+  const field = (name: string) => {
+    const v = o[name];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
+      throw new ConfigError(
+        `${file}: field "rope_scaling.${name}" must be a positive number, got ${JSON.stringify(v)}`,
+      );
+    return v;
+  };
+  if (type === 'default') return null;
+  if (type === 'linear') return { type, factor: field('factor') };
+  if (type === 'llama3') {
+    const scaling: RopeScaling = {
+      type,
+      factor: field('factor'),
+      lowFreqFactor: field('low_freq_factor'),
+      highFreqFactor: field('high_freq_factor'),
+      originalMaxPositionEmbeddings: field('original_max_position_embeddings'),
+    };
+    if (scaling.highFreqFactor <= scaling.lowFreqFactor)
+      throw new ConfigError(
+        `${file}: field "rope_scaling.high_freq_factor" (${scaling.highFreqFactor}) must be greater than low_freq_factor (${scaling.lowFreqFactor})`,
+      );
+    return scaling;
+  }
+  throw new ConfigError(
+    `${file}: field "rope_scaling.${key}" is ${JSON.stringify(type)}: supported rope scaling types are "linear", "llama3" and "default"`,
+  );
+}
+
 export function parseModelConfig(json: Record<string, unknown>, file = 'config.json'): ModelConfig {
   const modelType = String(json.model_type ?? 'qwen2');
-  if (modelType !== 'qwen2' && modelType !== 'llama')
+  if (!MODEL_TYPES.includes(modelType))
     throw new ConfigError(
-      `${file}: field "model_type" is "${modelType}", supported: "qwen2" (Qwen2 / Qwen2.5), "llama"`,
+      `${file}: field "model_type" is "${modelType}", supported: "qwen2" (Qwen2 / Qwen2.5), "qwen3" (Qwen3 dense), "llama" (Llama 1/2/3.x, SmolLM2, TinyLlama)`,
     );
+  rejectUnsupported(json, file);
   const act = json.hidden_act ?? 'silu';
   if (act !== 'silu') throw new ConfigError(`${file}: field "hidden_act" is ${JSON.stringify(act)}, expected "silu"`);
   const hiddenSize = positiveInt(json, 'hidden_size', file);
   const numHeads = positiveInt(json, 'num_attention_heads', file);
-  const numKvHeads = json.num_key_value_heads === undefined ? numHeads : positiveInt(json, 'num_key_value_heads', file);
+  const numKvHeads =
+    json.num_key_value_heads === undefined || json.num_key_value_heads === null
+      ? numHeads
+      : positiveInt(json, 'num_key_value_heads', file);
   if (json.head_dim == null && hiddenSize % numHeads !== 0)
     throw new ConfigError(`${file}: hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads}`);
   if (numHeads % numKvHeads !== 0)
@@ -108,16 +207,13 @@ export function parseModelConfig(json: Record<string, unknown>, file = 'config.j
   const headDim =
     json.head_dim === undefined || json.head_dim === null ? hiddenSize / numHeads : positiveInt(json, 'head_dim', file);
   if (headDim % 2 !== 0) throw new ConfigError(`${file}: head dimension ${headDim} must be even for rotary embeddings`);
-  if (json.rope_scaling !== undefined && json.rope_scaling !== null) {
-    throw new ConfigError(`${file}: field "rope_scaling" is set; rope scaling (YaRN) is not supported yet`);
-  }
-  const tie = json.tie_word_embeddings ?? false;
-  if (typeof tie !== 'boolean') throw new ConfigError(`${file}: field "tie_word_embeddings" must be true or false`);
-  const attentionBias = modelType === 'qwen2' ? true : (json.attention_bias ?? false);
-  if (typeof attentionBias !== 'boolean')
-    throw new ConfigError(`${file}: field "attention_bias" must be true or false`);
-  if (json.mlp_bias === true)
-    throw new ConfigError(`${file}: field "mlp_bias" is true; MLP biases are not supported yet`);
+  const tie = optionalBool(json, 'tie_word_embeddings', file, false);
+  // Qwen2 always has q/k/v biases (and no attention_bias field); Llama and Qwen3 say so in attention_bias,
+  // which also puts a bias on o_proj.
+  const attentionBias = modelType === 'qwen2' ? true : optionalBool(json, 'attention_bias', file, false);
+  const mlpBias = modelType === 'llama' ? optionalBool(json, 'mlp_bias', file, false) : false;
+  if (modelType !== 'llama' && json.mlp_bias === true)
+    throw new ConfigError(`${file}: field "mlp_bias" is true, which ${modelType} models do not have`);
   const eos = optionalTokenIds(json, 'eos_token_id', file);
   const bos = optionalTokenIds(json, 'bos_token_id', file);
   return {
@@ -131,8 +227,12 @@ export function parseModelConfig(json: Record<string, unknown>, file = 'config.j
     vocabSize: positiveInt(json, 'vocab_size', file),
     rmsNormEps: positiveNumber(json, 'rms_norm_eps', file, 1e-6),
     ropeTheta: positiveNumber(json, 'rope_theta', file, 10000),
+    ropeScaling: parseRopeScaling(json, file),
     tieWordEmbeddings: tie,
     attentionBias,
+    oProjBias: modelType !== 'qwen2' && attentionBias,
+    mlpBias,
+    qkNorm: modelType === 'qwen3',
     maxPositionEmbeddings: positiveInt(json, 'max_position_embeddings', file),
     torchDtype: String(json.torch_dtype ?? 'bfloat16'),
     bosTokenId: bos?.[0],

@@ -1,12 +1,10 @@
-// loadModel: a Hugging Face Qwen2 model directory -> a ready Qwen2Model with its worker threads.
+// loadModel: a Hugging Face Qwen2 / Qwen3 / Llama model directory -> a ready Qwen2Model with its worker threads.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { closestName } from '../sampler/params.js';
 import type { WeightFormat } from '../tensor/matrix.js';
-import { ThreadPool } from '../tensor/pool.js';
 import { loadGenerationConfig, loadModelConfig } from './config.js';
 import { Qwen2Model } from './qwen2.js';
-import { createRunner } from './runner.js';
 import { TensorStore } from './safetensors.js';
 import { loadWeights } from './weights.js';
 
@@ -93,15 +91,11 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   } finally {
     store.close();
   }
-  const model = new Qwen2Model(config, generationConfig, weights, {
+  return Qwen2Model.create(config, generationConfig, weights, {
     maxBatchTokens: options.maxBatchTokens ?? 64,
     maxSequences: options.maxSequences ?? 8,
     contextLength: options.contextLength ?? Math.min(config.maxPositionEmbeddings, 32768),
     kvCacheBytes: options.kvCacheBytes ?? 1 << 30,
+    threads: options.threads ?? os.availableParallelism(),
   });
-  const threads = options.threads ?? os.availableParallelism();
-  const state = model.forwardState;
-  const pool = await ThreadPool.create(threads, new URL('./runner.js', import.meta.url), state, createRunner(state));
-  model.attachPool(pool);
-  return model;
 }

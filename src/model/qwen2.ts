@@ -1,27 +1,29 @@
-// The Qwen2 / Qwen2.5 decoder, as in HF transformers' modeling_qwen2:
+// The fast forward pass: the decoder of HF transformers' Qwen2 / Qwen3 / Llama, multi-threaded,
+// over a paged KV cache, for a batch of rows at once. src/model/reference.ts is the same math in
+// one plain function; read it first.
 //
 //   x = embed[token]
 //   for each layer:
-//     h = rmsnorm(x) ; q,k,v = h·Wq+bq, h·Wk+bk, h·Wv+bv ; rope(q, k) ; x += attention(q, cache)·Wo
-//     h = rmsnorm(x) ; x += (silu(h·Wgate) * (h·Wup))·Wdown
+//     xb = rmsnorm(x) ; q,k,v = xb·Wq+bq, xb·Wk+bk, xb·Wv+bv ; (qwen3: rmsnorm each head of q, k)
+//     rope(q, k) ; cache k, v ; attnOut = attention(q, cache) ; x += attnOut·Wo
+//     xb = rmsnorm(x) ; x += (silu(xb·Wgate) * (xb·Wup))·Wdown
 //   logits = rmsnorm(x)·Wlm
 //
 // A forward call processes a batch of rows; each row is one token of one sequence at one position.
 // A prefill is many rows of one sequence, a batched decode one row of each of many sequences.
 import { readRow } from '../tensor/matmul.js';
-import { sharedFloat32 } from '../tensor/matrix.js';
-import { addInPlace, rmsnorm, rope, ropeTables } from '../tensor/ops.js';
-import type { ThreadPool } from '../tensor/pool.js';
-import { allocQuantizedActivations, quantizeActivations } from '../tensor/quantize.js';
+import { sharedFloat32, type Matrix } from '../tensor/matrix.js';
+import { addInPlace, rmsnorm, rmsnormHeads, rope, ropeTables } from '../tensor/ops.js';
+import { ThreadPool } from '../tensor/pool.js';
 import type { GenerationConfig, ModelConfig } from './config.js';
 import { BLOCK_SIZE, KvCache } from './kv-cache.js';
 import {
+  bufferTable,
+  createRunner,
   OP_ATTENTION,
-  OP_DOWN,
-  OP_GATE_UP,
-  OP_LM_HEAD,
-  OP_O_PROJ,
-  OP_QKV,
+  OP_MATMUL,
+  OP_SWIGLU,
+  weightTable,
   type Dims,
   type ForwardState,
   type Scratch,
@@ -37,8 +39,19 @@ export interface ForwardOptions {
   seq?: number;
 }
 
-/** Names of the parallel operations, indexed by op code, for profiles. */
-export const OP_NAMES = ['', 'qkv', 'attention', 'o_proj', 'gate_up', 'down', 'lm_head'];
+/** Where profile() puts the time of the parallel operations. */
+export const PROFILE_KEYS = ['qkv', 'attention', 'o_proj', 'gate_up', 'down', 'lm_head'] as const;
+// Profile key of each matmul weight slot (runner.ts's weightTable order: q k v o gate up down, per layer).
+const SLOT_PROFILE_KEYS = ['qkv', 'qkv', 'qkv', 'o_proj', 'gate_up', 'gate_up', 'down'] as const;
+
+export interface ModelOptions {
+  maxBatchTokens: number;
+  maxSequences: number;
+  contextLength: number;
+  kvCacheBytes: number;
+  /** Threads for the kernels, the calling thread included. */
+  threads: number;
+}
 
 export interface DecodeStep {
   seq: number;
@@ -51,62 +64,49 @@ export class Qwen2Model {
   readonly kvCache: KvCache;
   private scratch: Scratch;
   private rope: { cos: Float32Array; sin: Float32Array };
-  private quantized: boolean;
-  private pool!: ThreadPool;
+  // Numbers by which the parallel operations name buffers and weights (runner.ts).
+  private bufferIds: Map<Float32Array, number>;
+  private weightIds: Map<Matrix, number>;
+  private weightSlotBiases: (Float32Array | null)[];
   /** Milliseconds per operation since profiling was enabled (null: off). */
   private profileMs: Record<string, number> | null = null;
+  /**
+   * Debugging hook: called after each layer with the residual stream x [rows, hidden] (tests use
+   * it to name the first layer that differs from the reference).
+   */
+  onLayerOutput: ((layer: number, x: Float32Array, rows: number) => void) | null = null;
 
-  constructor(
+  /** A model with its worker threads started: the only way to make one. */
+  static async create(
+    config: ModelConfig,
+    generationConfig: GenerationConfig,
+    weights: ModelWeights,
+    opts: ModelOptions,
+  ): Promise<Qwen2Model> {
+    const state = forwardState(config, weights, opts);
+    // Workers get plain typed arrays over the same SharedArrayBuffers, not the KvCache object.
+    const shared: ForwardState = { dims: state.dims, weights, kv: state.kv, scratch: state.scratch };
+    const runnerModule = new URL('./runner.js', import.meta.url);
+    const pool = await ThreadPool.create(opts.threads, runnerModule, shared, createRunner(shared));
+    return new Qwen2Model(config, generationConfig, weights, state, opts, pool);
+  }
+
+  private constructor(
     readonly config: ModelConfig,
     readonly generationConfig: GenerationConfig,
     readonly weights: ModelWeights,
-    opts: { maxBatchTokens: number; maxSequences: number; contextLength: number; kvCacheBytes: number },
+    state: ForwardState & { kvCache: KvCache },
+    opts: ModelOptions,
+    private pool: ThreadPool,
   ) {
-    const c = config;
-    const rows = opts.maxBatchTokens;
-    this.dims = {
-      hidden: c.hiddenSize,
-      qDim: c.numHeads * c.headDim,
-      kvDim: c.numKvHeads * c.headDim,
-      heads: c.numHeads,
-      kvHeads: c.numKvHeads,
-      headDim: c.headDim,
-      intermediate: c.intermediateSize,
-      vocab: c.vocabSize,
-      maxRows: rows,
-      maxLogitRows: Math.min(rows, opts.maxSequences),
-      blockSize: BLOCK_SIZE,
-      contextLength: opts.contextLength,
-    };
-    const d = this.dims;
-    this.kvCache = new KvCache(c, opts.maxSequences, opts.contextLength, opts.kvCacheBytes);
-    this.quantized = weights.layers[0].qProj.format >= 2;
-    const q = this.quantized;
-    this.scratch = {
-      x: sharedFloat32(rows * d.hidden),
-      xb: sharedFloat32(rows * d.hidden),
-      q: sharedFloat32(rows * d.qDim),
-      k: sharedFloat32(rows * d.kvDim),
-      v: sharedFloat32(rows * d.kvDim),
-      att: sharedFloat32(rows * d.qDim),
-      xb2: sharedFloat32(rows * d.hidden),
-      hb: sharedFloat32(rows * d.intermediate),
-      hb2: sharedFloat32(rows * d.intermediate),
-      logits: sharedFloat32(d.maxLogitRows * d.vocab),
-      xqHidden: allocQuantizedActivations(q ? rows : 0, d.hidden, true),
-      xqInter: allocQuantizedActivations(q ? rows : 0, d.intermediate, true),
-      rows: new Int32Array(new SharedArrayBuffer(rows * 2 * 4)),
-    };
-    this.rope = ropeTables(opts.contextLength, c.headDim, c.ropeTheta);
-  }
-
-  /** What the runner in each thread needs: all of it lives in SharedArrayBuffers. */
-  get forwardState(): ForwardState {
-    return { dims: this.dims, weights: this.weights, kv: this.kvCache.arrays, scratch: this.scratch };
-  }
-
-  attachPool(pool: ThreadPool): void {
-    this.pool = pool;
+    this.dims = state.dims;
+    this.kvCache = state.kvCache;
+    this.scratch = state.scratch;
+    this.rope = ropeTables(opts.contextLength, config.headDim, config.ropeTheta, config.ropeScaling);
+    this.bufferIds = new Map(bufferTable(this.scratch).map((b, i) => [b, i]));
+    const { matrices, biases } = weightTable(weights);
+    this.weightIds = new Map(matrices.map((m, i) => [m, i]));
+    this.weightSlotBiases = biases;
   }
 
   get threads(): number {
@@ -185,10 +185,10 @@ export class Qwen2Model {
   /**
    * Start (or restart) a per-operation profile of forward passes; profile() returns the
    * milliseconds spent in each parallel operation and in the rest ('serial': norms, rope, cache
-   * writes, activation quantization, embedding lookups, residual adds).
+   * writes, q/k norms, embedding lookups, residual adds; activations are quantized inside the matmuls).
    */
   startProfile(): void {
-    this.profileMs = Object.fromEntries([...OP_NAMES.slice(1), 'serial'].map((k) => [k, 0]));
+    this.profileMs = Object.fromEntries([...PROFILE_KEYS, 'serial'].map((k) => [k, 0]));
   }
 
   profile(): Record<string, number> | null {
@@ -202,7 +202,7 @@ export class Qwen2Model {
   }
 
   async close(): Promise<void> {
-    await this.pool?.close();
+    await this.pool.close();
   }
 
   private checkTokens(ids: ArrayLike<number>): void {
@@ -234,16 +234,8 @@ export class Qwen2Model {
 
   private opsTotal(): number {
     let t = 0;
-    for (const k of OP_NAMES.slice(1)) t += this.profileMs![k];
+    for (const k of PROFILE_KEYS) t += this.profileMs![k];
     return t;
-  }
-
-  /** One parallel operation over all threads (timed when profiling). */
-  private run(op: number, layer: number, n: number): void {
-    if (!this.profileMs) return this.pool.run(op, layer, n);
-    const t = performance.now();
-    this.pool.run(op, layer, n);
-    this.profileMs[OP_NAMES[op]] += performance.now() - t;
   }
 
   private forwardLayers(
@@ -256,49 +248,89 @@ export class Qwen2Model {
   ): void {
     const d = this.dims,
       s = this.scratch,
-      w = this.weights,
-      eps = this.config.rmsNormEps;
+      w = this.weights;
     for (let i = 0; i < n; i++) readRow(w.embed, tokens[t0 + i], s.x, i * d.hidden);
 
     for (let l = 0; l < w.layers.length; l++) {
       const layer = w.layers[l];
-      for (let i = 0; i < n; i++) rmsnorm(s.xb, i * d.hidden, s.x, i * d.hidden, layer.inputNorm, d.hidden, eps);
-      this.quantize(s.xb, n, 'hidden');
-      this.run(OP_QKV, l, n);
-      this.applyRopeAndCache(l, n);
-      this.run(OP_ATTENTION, l, n);
-      this.quantize(s.att, n, 'hidden');
-      this.run(OP_O_PROJ, l, n);
+      // Attention block.
+      this.rmsnormRows(s.xb, s.x, layer.inputNorm, n);
+      this.matmul(s.q, s.xb, layer.qProj, layer.qBias, n);
+      this.matmul(s.k, s.xb, layer.kProj, layer.kBias, n);
+      this.matmul(s.v, s.xb, layer.vProj, layer.vBias, n);
+      if (layer.qNorm && layer.kNorm) this.qkNorm(s.q, s.k, layer.qNorm, layer.kNorm, n);
+      this.ropeAndCache(s.q, s.k, s.v, l, n);
+      this.attention(s.attnOut, s.q, l, n);
+      this.matmul(s.xb2, s.attnOut, layer.oProj, layer.oBias, n);
       addInPlace(s.x, 0, s.xb2, 0, n * d.hidden);
 
-      for (let i = 0; i < n; i++)
-        rmsnorm(s.xb, i * d.hidden, s.x, i * d.hidden, layer.postAttentionNorm, d.hidden, eps);
-      this.quantize(s.xb, n, 'hidden');
-      this.run(OP_GATE_UP, l, n);
-      this.quantize(s.hb, n, 'inter');
-      this.run(OP_DOWN, l, n);
+      // MLP block (SwiGLU).
+      this.rmsnormRows(s.xb, s.x, layer.postAttentionNorm, n);
+      this.matmul(s.hb, s.xb, layer.gateProj, layer.gateBias, n);
+      this.matmul(s.hb2, s.xb, layer.upProj, layer.upBias, n);
+      this.swiglu(s.hb, s.hb2, n);
+      this.matmul(s.xb2, s.hb, layer.downProj, layer.downBias, n);
       addInPlace(s.x, 0, s.xb2, 0, n * d.hidden);
+      if (this.onLayerOutput) this.onLayerOutput(l, s.x, n);
     }
 
     // The head, for the last logitRows rows, a few rows at a time: the logits scratch holds only
     // maxLogitRows rows ([rows, vocab] for a whole prefill chunk would be 39 MB for nothing).
     for (let r0 = n - logitRows; r0 < n; r0 += d.maxLogitRows) {
       const m = Math.min(d.maxLogitRows, n - r0);
-      for (let i = 0; i < m; i++) rmsnorm(s.xb, i * d.hidden, s.x, (r0 + i) * d.hidden, w.finalNorm, d.hidden, eps);
-      this.quantize(s.xb, m, 'hidden');
-      this.run(OP_LM_HEAD, 0, m);
+      this.rmsnormRows(s.xb, s.x.subarray(r0 * d.hidden), w.finalNorm, m);
+      this.matmul(s.logits, s.xb, w.lmHead, null, m);
       out.set(s.logits.subarray(0, m * d.vocab), outOff + (r0 - (n - logitRows)) * d.vocab);
     }
   }
 
-  private quantize(x: Float32Array, n: number, which: 'hidden' | 'inter'): void {
-    if (!this.quantized) return;
-    const xq = which === 'hidden' ? this.scratch.xqHidden : this.scratch.xqInter;
-    quantizeActivations(x, 0, xq.cols, 0, n, xq);
+  /** out[i] = rmsnorm(x[i]) * weight for rows i < n, each [hidden]. */
+  private rmsnormRows(out: Float32Array, x: Float32Array, weight: Float32Array, n: number): void {
+    const h = this.dims.hidden;
+    for (let i = 0; i < n; i++) rmsnorm(out, i * h, x, i * h, weight, h, this.config.rmsNormEps);
+  }
+
+  /** out[n, W.rows] = x[n, W.cols]·Wᵀ + bias, on all threads (x quantized inside for q8_0/q4_0 weights). */
+  private matmul(out: Float32Array, x: Float32Array, w: Matrix, bias: Float32Array | null, n: number): void {
+    const slot = this.weightIds.get(w)!;
+    // The runner adds the bias stored with the weight; the one named here must be that one.
+    if (this.weightSlotBiases[slot] !== bias) throw new Error('matmul: bias does not belong to the weight');
+    const slots = SLOT_PROFILE_KEYS.length;
+    const key = slot === this.weightIds.size - 1 ? 'lm_head' : SLOT_PROFILE_KEYS[slot % slots];
+    this.run(key, OP_MATMUL, this.bufferIds.get(out)!, this.bufferIds.get(x)!, slot, n);
+  }
+
+  /** out[i, head] = softmax(q[i, head]·Kᵀ/√headDim)·V over row i's cached positions, on all threads. */
+  private attention(out: Float32Array, q: Float32Array, layer: number, n: number): void {
+    this.run('attention', OP_ATTENTION, this.bufferIds.get(out)!, this.bufferIds.get(q)!, layer, n);
+  }
+
+  /** gate = silu(gate) * up, rows [n, intermediate], on all threads. */
+  private swiglu(gate: Float32Array, up: Float32Array, n: number): void {
+    const width = this.dims.intermediate;
+    this.run('gate_up', OP_SWIGLU, this.bufferIds.get(gate)!, this.bufferIds.get(up)!, width, n);
+  }
+
+  /** One parallel operation over all threads (timed when profiling). */
+  private run(key: string, op: number, ...args: number[]): void {
+    if (!this.profileMs) return this.pool.run(op, ...args);
+    const t = performance.now();
+    this.pool.run(op, ...args);
+    this.profileMs[key] += performance.now() - t;
+  }
+
+  /** Qwen3: RMSNorm of every head of q and k (one [headDim] weight each), before RoPE. */
+  private qkNorm(q: Float32Array, k: Float32Array, qNorm: Float32Array, kNorm: Float32Array, n: number): void {
+    const d = this.dims,
+      eps = this.config.rmsNormEps;
+    for (let i = 0; i < n; i++) {
+      rmsnormHeads(q, i * d.qDim, d.heads, d.headDim, qNorm, eps);
+      rmsnormHeads(k, i * d.kvDim, d.kvHeads, d.headDim, kNorm, eps);
+    }
   }
 
   /** RoPE on q and k of each row at its position, then k and v into the sequence's cache blocks. */
-  private applyRopeAndCache(layer: number, n: number): void {
+  private ropeAndCache(q: Float32Array, k: Float32Array, v: Float32Array, layer: number, n: number): void {
     const d = this.dims,
       s = this.scratch,
       kv = this.kvCache.arrays;
@@ -308,16 +340,50 @@ export class Qwen2Model {
     for (let i = 0; i < n; i++) {
       const seq = s.rows[2 * i],
         pos = s.rows[2 * i + 1];
-      rope(s.q, i * d.qDim, d.heads, d.headDim, this.rope.cos, this.rope.sin, pos * half);
-      rope(s.k, i * d.kvDim, d.kvHeads, d.headDim, this.rope.cos, this.rope.sin, pos * half);
+      rope(q, i * d.qDim, d.heads, d.headDim, this.rope.cos, this.rope.sin, pos * half);
+      rope(k, i * d.kvDim, d.kvHeads, d.headDim, this.rope.cos, this.rope.sin, pos * half);
       const block = kv.blockTables[seq * kv.maxBlocksPerSeq + Math.floor(pos / BLOCK_SIZE)];
       const slot = pos % BLOCK_SIZE;
       for (let h = 0; h < d.kvHeads; h++) {
         const dst = ((block * d.kvHeads + h) * BLOCK_SIZE + slot) * d.headDim;
         const src = i * d.kvDim + h * d.headDim;
-        kc.set(s.k.subarray(src, src + d.headDim), dst);
-        vc.set(s.v.subarray(src, src + d.headDim), dst);
+        kc.set(k.subarray(src, src + d.headDim), dst);
+        vc.set(v.subarray(src, src + d.headDim), dst);
       }
     }
   }
+}
+
+/** Shapes, KV cache and activation buffers: everything the threads share, allocated once. */
+function forwardState(c: ModelConfig, weights: ModelWeights, opts: ModelOptions): ForwardState & { kvCache: KvCache } {
+  const rows = opts.maxBatchTokens;
+  const d: Dims = {
+    hidden: c.hiddenSize,
+    qDim: c.numHeads * c.headDim,
+    kvDim: c.numKvHeads * c.headDim,
+    heads: c.numHeads,
+    kvHeads: c.numKvHeads,
+    headDim: c.headDim,
+    intermediate: c.intermediateSize,
+    vocab: c.vocabSize,
+    maxRows: rows,
+    maxLogitRows: Math.min(rows, opts.maxSequences),
+    blockSize: BLOCK_SIZE,
+    contextLength: opts.contextLength,
+  };
+  const kvCache = new KvCache(c, opts.maxSequences, opts.contextLength, opts.kvCacheBytes);
+  const scratch: Scratch = {
+    x: sharedFloat32(rows * d.hidden),
+    xb: sharedFloat32(rows * d.hidden),
+    q: sharedFloat32(rows * d.qDim),
+    k: sharedFloat32(rows * d.kvDim),
+    v: sharedFloat32(rows * d.kvDim),
+    attnOut: sharedFloat32(rows * d.qDim),
+    xb2: sharedFloat32(rows * d.hidden),
+    hb: sharedFloat32(rows * d.intermediate),
+    hb2: sharedFloat32(rows * d.intermediate),
+    logits: sharedFloat32(d.maxLogitRows * d.vocab),
+    rows: new Int32Array(new SharedArrayBuffer(rows * 2 * 4)),
+  };
+  return { dims: d, weights, kv: kvCache.arrays, scratch, kvCache };
 }

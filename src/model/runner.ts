@@ -1,21 +1,23 @@
-// The parallel operations of the Qwen2 forward pass. The main thread and every worker thread each
+// The parallel operations of the fast forward pass. The main thread and every worker thread each
 // build a runner over the same shared state and run their part of each operation: matrix rows
-// (and attention heads) are split between threads; nothing but the part index differs.
+// (and attention heads, and SwiGLU columns) are split between threads; nothing but the part index
+// differs. Operations name their inputs and outputs by number (an index into `buffers` and
+// `weights` below), so the model's forward reads like run.c: matmul(out, x, W, bias, n).
 import { attendHead } from '../tensor/attention.js';
 import { matmul } from '../tensor/matmul.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { swiglu } from '../tensor/ops.js';
 import { splitRange, type OpRunner } from '../tensor/pool.js';
-import type { QuantizedActivations } from '../tensor/quantize.js';
+import { allocQuantizedActivations, quantizeActivations, type QuantizedActivations } from '../tensor/quantize.js';
 import type { KvCacheArrays } from './kv-cache.js';
 import type { ModelWeights } from './weights.js';
 
-export const OP_QKV = 1; // (layer, n): q, k, v = xb·Wq + bq, xb·Wk + bk, xb·Wv + bv
-export const OP_ATTENTION = 2; // (layer, n): att = softmax(q·kᵀ/√d)·v over each row's cached positions
-export const OP_O_PROJ = 3; // (layer, n): xb2 = att·Wo
-export const OP_GATE_UP = 4; // (layer, n): hb = silu(xb·Wgate) * (xb·Wup)
-export const OP_DOWN = 5; // (layer, n): xb2 = hb·Wdown
-export const OP_LM_HEAD = 6; // (n): logits = xb·Wlm
+/** (out, x, weight, n): buffers[out][n, W.rows] = buffers[x][n, W.cols]·Wᵀ + bias, with W, bias = weight slot `weight`. */
+export const OP_MATMUL = 1;
+/** (out, q, layer, n): buffers[out] = softmax(q·Kᵀ/√headDim)·V per row and head, over the row's cached positions. */
+export const OP_ATTENTION = 2;
+/** (gate, up, width, n): buffers[gate][n, width] = silu(gate) * up. */
+export const OP_SWIGLU = 3;
 
 export interface Dims {
   hidden: number;
@@ -39,14 +41,32 @@ export interface Scratch {
   q: Float32Array; // [maxRows, qDim]
   k: Float32Array; // [maxRows, kvDim]
   v: Float32Array; // [maxRows, kvDim]
-  att: Float32Array; // attention output [maxRows, qDim]
+  attnOut: Float32Array; // attention output, heads concatenated [maxRows, qDim]
   xb2: Float32Array; // block output before the residual add [maxRows, hidden]
-  hb: Float32Array; // gate / SwiGLU [maxRows, intermediate]
+  hb: Float32Array; // gate, then silu(gate) * up [maxRows, intermediate]
   hb2: Float32Array; // up [maxRows, intermediate]
   logits: Float32Array; // [maxLogitRows, vocab]
-  xqHidden: QuantizedActivations; // xb or att quantized, for q8_0/q4_0 weights
-  xqInter: QuantizedActivations; // hb quantized
   rows: Int32Array; // [maxRows, 2]: sequence slot and position of each row
+}
+
+/** The activation buffers an operation can name, in the order of their numbers. */
+export const BUFFER_NAMES = ['x', 'xb', 'q', 'k', 'v', 'attnOut', 'xb2', 'hb', 'hb2', 'logits'] as const;
+
+export function bufferTable(s: Scratch): Float32Array[] {
+  return BUFFER_NAMES.map((name) => s[name]);
+}
+
+/** The matrices an operation can name, each with its bias (or null): per layer q, k, v, o, gate, up, down; then the head. */
+export function weightTable(w: ModelWeights): { matrices: Matrix[]; biases: (Float32Array | null)[] } {
+  const matrices: Matrix[] = [];
+  const biases: (Float32Array | null)[] = [];
+  for (const l of w.layers) {
+    matrices.push(l.qProj, l.kProj, l.vProj, l.oProj, l.gateProj, l.upProj, l.downProj);
+    biases.push(l.qBias, l.kBias, l.vBias, l.oBias, l.gateBias, l.upBias, l.downBias);
+  }
+  matrices.push(w.lmHead);
+  biases.push(null);
+  return { matrices, biases };
 }
 
 export interface ForwardState {
@@ -60,79 +80,76 @@ export interface ForwardState {
 const ALIGN = 4;
 
 export function createRunner(state: ForwardState): OpRunner {
-  const { dims: d, weights: w, kv, scratch: s } = state;
+  const { dims: d, kv, scratch: s } = state;
+  const buffers = bufferTable(s);
+  const { matrices, biases } = weightTable(state.weights);
   const scores = new Float32Array(d.contextLength); // this thread's attention scores
-  const quantized = w.layers[0].qProj.format >= 2;
-
-  function mm(
-    m: Matrix,
-    x: Float32Array,
-    xq: QuantizedActivations,
-    n: number,
-    y: Float32Array,
-    part: number,
-    parts: number,
-    bias: Float32Array | null,
-  ): void {
-    const [r0, r1] = splitRange(m.rows, part, parts, ALIGN);
-    if (r0 >= r1) return;
-    matmul(m, x, 0, m.cols, n, y, 0, m.rows, r0, r1, quantized ? xq : null);
-    if (bias) for (let t = 0; t < n; t++) for (let r = r0; r < r1; r++) y[t * m.rows + r] += bias[r];
-  }
+  // This thread's int8 copy of a matmul's input, for q8_0/q4_0 weights: one per input width.
+  const quantized = new Map<number, QuantizedActivations>();
+  for (const m of matrices)
+    if (m.format >= 2 && !quantized.has(m.cols))
+      quantized.set(m.cols, allocQuantizedActivations(d.maxRows, m.cols, false));
 
   return (op, args, part, parts) => {
-    const layer = w.layers[args[0]];
-    const n = args[1];
     switch (op) {
-      case OP_QKV:
-        mm(layer.qProj, s.xb, s.xqHidden, n, s.q, part, parts, layer.qBias);
-        mm(layer.kProj, s.xb, s.xqHidden, n, s.k, part, parts, layer.kBias);
-        mm(layer.vProj, s.xb, s.xqHidden, n, s.v, part, parts, layer.vBias);
+      case OP_MATMUL: {
+        const out = buffers[args[0]],
+          x = buffers[args[1]],
+          m = matrices[args[2]],
+          bias = biases[args[2]],
+          n = args[3];
+        const [r0, r1] = splitRange(m.rows, part, parts, ALIGN);
+        if (r0 >= r1) return;
+        // Every thread quantizes the whole input for itself: n×cols work beside n×cols×rows/threads.
+        const xq = quantized.get(m.cols) ?? null;
+        if (m.format >= 2) quantizeActivations(x, 0, m.cols, 0, n, xq!);
+        matmul(m, x, 0, m.cols, n, out, 0, m.rows, r0, r1, m.format >= 2 ? xq : null);
+        if (bias) for (let t = 0; t < n; t++) for (let r = r0; r < r1; r++) out[t * m.rows + r] += bias[r];
         return;
+      }
       case OP_ATTENTION: {
-        const items = n * d.heads;
-        const [i0, i1] = splitRange(items, part, parts, 1);
-        const group = d.heads / d.kvHeads;
+        const out = buffers[args[0]],
+          q = buffers[args[1]],
+          layer = args[2],
+          n = args[3];
+        const [i0, i1] = splitRange(n * d.heads, part, parts, 1);
+        const group = d.heads / d.kvHeads; // GQA: query head h reads kv head h / group
         for (let it = i0; it < i1; it++) {
           const row = (it / d.heads) | 0;
           const h = it - row * d.heads;
           const seq = s.rows[2 * row],
             pos = s.rows[2 * row + 1];
+          const off = row * d.qDim + h * d.headDim;
+          const kvHead = (h / group) | 0;
+          const table = seq * kv.maxBlocksPerSeq;
           attendHead(
-            s.q,
-            row * d.qDim + h * d.headDim,
-            kv.k[args[0]],
-            kv.v[args[0]],
+            q,
+            off,
+            kv.k[layer],
+            kv.v[layer],
             kv.blockTables,
-            seq * kv.maxBlocksPerSeq,
-            (h / group) | 0,
+            table,
+            kvHead,
             d.kvHeads,
             d.headDim,
             d.blockSize,
             pos + 1,
             scores,
-            s.att,
-            row * d.qDim + h * d.headDim,
+            out,
+            off,
           );
         }
         return;
       }
-      case OP_O_PROJ:
-        mm(layer.oProj, s.att, s.xqHidden, n, s.xb2, part, parts, null);
-        return;
-      case OP_GATE_UP: {
-        mm(layer.gateProj, s.xb, s.xqHidden, n, s.hb, part, parts, null);
-        mm(layer.upProj, s.xb, s.xqHidden, n, s.hb2, part, parts, null);
-        const [r0, r1] = splitRange(d.intermediate, part, parts, ALIGN);
-        for (let t = 0; t < n; t++) swiglu(s.hb, t * d.intermediate + r0, s.hb2, t * d.intermediate + r0, r1 - r0);
+      case OP_SWIGLU: {
+        const gate = buffers[args[0]],
+          up = buffers[args[1]],
+          width = args[2],
+          n = args[3];
+        const [c0, c1] = splitRange(width, part, parts, ALIGN);
+        for (let t = 0; t < n; t++) swiglu(gate, t * width + c0, up, t * width + c0, c1 - c0);
         return;
       }
-      case OP_DOWN:
-        mm(layer.downProj, s.hb, s.xqInter, n, s.xb2, part, parts, null);
-        return;
-      case OP_LM_HEAD:
-        mm(w.lmHead, s.xb, s.xqHidden, n, s.logits, part, parts, null);
-        return;
     }
     throw new Error(`unknown operation ${op}`);
   };

@@ -1,4 +1,4 @@
-// Synthetic Qwen2.5 models: random weights with the real shapes, written in the Hugging Face layout
+// Synthetic Qwen2.5 / Qwen3 / Llama models: random weights with the real shapes, written in the Hugging Face layout
 // (config.json, generation_config.json, model.safetensors or shards + index, tokenizer files), so that
 // every code path that reads a real model directory reads these unchanged.
 import * as fs from 'node:fs';
@@ -16,6 +16,17 @@ export interface SyntheticPreset {
   vocab_size: number;
   max_position_embeddings: number;
   tie_word_embeddings: boolean;
+  /** Default "qwen2". */
+  model_type?: 'qwen2' | 'qwen3' | 'llama';
+  /** Default hidden_size / num_attention_heads. */
+  head_dim?: number;
+  /** Default 1e6 (Qwen). */
+  rope_theta?: number;
+  rope_scaling?: Record<string, number | string>;
+  /** llama / qwen3: biases on q, k, v and o. Default false. */
+  attention_bias?: boolean;
+  /** llama: biases on gate, up, down. Default false. */
+  mlp_bias?: boolean;
 }
 
 // The real Qwen2.5 shapes; `tiny` keeps the real vocabulary so the real tokenizer applies.
@@ -29,6 +40,42 @@ export const PRESETS: Record<string, SyntheticPreset> = {
     vocab_size: 151936,
     max_position_embeddings: 32768,
     tie_word_embeddings: true,
+  },
+  // Qwen3 dense: head_dim 32 != 64/4, so q_proj is [128, 64]; q_norm / k_norm; no biases.
+  'tiny-qwen3': {
+    model_type: 'qwen3',
+    hidden_size: 64,
+    intermediate_size: 160,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    head_dim: 32,
+    vocab_size: 151936,
+    max_position_embeddings: 40960,
+    tie_word_embeddings: true,
+    rope_theta: 1000000,
+  },
+  // Llama 3.x with llama3 rope scaling. original_max_position_embeddings 64 (8192 in Llama 3) puts
+  // the wavelength cut-offs (16 and 64) inside this head_dim 16's range: of the 8 frequencies, one
+  // stays, one is blended and six are divided by 8, so the scaling changes the logits.
+  'tiny-llama3': {
+    model_type: 'llama',
+    hidden_size: 64,
+    intermediate_size: 160,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    vocab_size: 151936,
+    max_position_embeddings: 2048,
+    tie_word_embeddings: false,
+    rope_theta: 500000,
+    rope_scaling: {
+      rope_type: 'llama3',
+      factor: 8,
+      low_freq_factor: 1,
+      high_freq_factor: 4,
+      original_max_position_embeddings: 64,
+    },
   },
   'qwen2.5-0.5b': {
     hidden_size: 896,
@@ -100,24 +147,35 @@ export function tensorSpecs(p: SyntheticPreset, dtype: WritableDType): TensorSpe
     num_key_value_heads: kvHeads,
     vocab_size: vocab,
   } = p;
-  const kvDim = (h / heads) * kvHeads;
+  const family = p.model_type ?? 'qwen2';
+  const headDim = p.head_dim ?? h / heads;
+  const qDim = heads * headDim;
+  const kvDim = kvHeads * headDim;
+  const qkvBias = family === 'qwen2' || p.attention_bias === true;
+  const oBias = family !== 'qwen2' && p.attention_bias === true;
+  const mlpBias = family === 'llama' && p.mlp_bias === true;
   const specs: TensorSpec[] = [{ name: 'model.embed_tokens.weight', dtype, shape: [vocab, h] }];
   for (let l = 0; l < p.num_hidden_layers; l++) {
     const pre = `model.layers.${l}.`;
-    specs.push(
-      { name: pre + 'input_layernorm.weight', dtype, shape: [h] },
-      { name: pre + 'self_attn.q_proj.weight', dtype, shape: [h, h] },
-      { name: pre + 'self_attn.q_proj.bias', dtype, shape: [h] },
-      { name: pre + 'self_attn.k_proj.weight', dtype, shape: [kvDim, h] },
-      { name: pre + 'self_attn.k_proj.bias', dtype, shape: [kvDim] },
-      { name: pre + 'self_attn.v_proj.weight', dtype, shape: [kvDim, h] },
-      { name: pre + 'self_attn.v_proj.bias', dtype, shape: [kvDim] },
-      { name: pre + 'self_attn.o_proj.weight', dtype, shape: [h, h] },
-      { name: pre + 'post_attention_layernorm.weight', dtype, shape: [h] },
-      { name: pre + 'mlp.gate_proj.weight', dtype, shape: [ff, h] },
-      { name: pre + 'mlp.up_proj.weight', dtype, shape: [ff, h] },
-      { name: pre + 'mlp.down_proj.weight', dtype, shape: [h, ff] },
-    );
+    const add = (has: boolean, name: string, shape: number[]) => has && specs.push({ name: pre + name, dtype, shape });
+    add(true, 'input_layernorm.weight', [h]);
+    add(true, 'self_attn.q_proj.weight', [qDim, h]);
+    add(qkvBias, 'self_attn.q_proj.bias', [qDim]);
+    add(true, 'self_attn.k_proj.weight', [kvDim, h]);
+    add(qkvBias, 'self_attn.k_proj.bias', [kvDim]);
+    add(true, 'self_attn.v_proj.weight', [kvDim, h]);
+    add(qkvBias, 'self_attn.v_proj.bias', [kvDim]);
+    add(family === 'qwen3', 'self_attn.q_norm.weight', [headDim]);
+    add(family === 'qwen3', 'self_attn.k_norm.weight', [headDim]);
+    add(true, 'self_attn.o_proj.weight', [h, qDim]);
+    add(oBias, 'self_attn.o_proj.bias', [h]);
+    add(true, 'post_attention_layernorm.weight', [h]);
+    add(true, 'mlp.gate_proj.weight', [ff, h]);
+    add(mlpBias, 'mlp.gate_proj.bias', [ff]);
+    add(true, 'mlp.up_proj.weight', [ff, h]);
+    add(mlpBias, 'mlp.up_proj.bias', [ff]);
+    add(true, 'mlp.down_proj.weight', [h, ff]);
+    add(mlpBias, 'mlp.down_proj.bias', [h]);
   }
   specs.push({ name: 'model.norm.weight', dtype, shape: [h] });
   if (!p.tie_word_embeddings) specs.push({ name: 'lm_head.weight', dtype, shape: [vocab, h] });
@@ -157,6 +215,65 @@ function f32BitsToF16(u: number): number {
   return f32ToF16(cvtF[0]);
 }
 
+/** config.json fields common to the three families. */
+function sharedConfig(p: SyntheticPreset, dtype: WritableDType): Record<string, unknown> {
+  return {
+    attention_dropout: 0.0,
+    bos_token_id: 151643,
+    eos_token_id: 151645,
+    hidden_act: 'silu',
+    hidden_size: p.hidden_size,
+    initializer_range: 0.02,
+    intermediate_size: p.intermediate_size,
+    max_position_embeddings: p.max_position_embeddings,
+    num_attention_heads: p.num_attention_heads,
+    num_hidden_layers: p.num_hidden_layers,
+    num_key_value_heads: p.num_key_value_heads,
+    rms_norm_eps: 1e-6,
+    rope_theta: p.rope_theta ?? 1000000.0,
+    tie_word_embeddings: p.tie_word_embeddings,
+    torch_dtype: { BF16: 'bfloat16', F16: 'float16', F32: 'float32' }[dtype],
+    use_cache: true,
+    vocab_size: p.vocab_size,
+  };
+}
+
+/** The fields of config.json that tell the families apart, as their HF checkpoints write them. */
+function familyConfig(p: SyntheticPreset): Record<string, unknown> {
+  const family = p.model_type ?? 'qwen2';
+  if (family === 'llama')
+    return {
+      architectures: ['LlamaForCausalLM'],
+      model_type: 'llama',
+      attention_bias: p.attention_bias ?? false,
+      mlp_bias: p.mlp_bias ?? false,
+      head_dim: p.head_dim ?? p.hidden_size / p.num_attention_heads,
+      pretraining_tp: 1,
+      rope_scaling: p.rope_scaling ?? null,
+      transformers_version: '4.45.0',
+    };
+  if (family === 'qwen3')
+    return {
+      architectures: ['Qwen3ForCausalLM'],
+      model_type: 'qwen3',
+      attention_bias: p.attention_bias ?? false,
+      head_dim: p.head_dim ?? p.hidden_size / p.num_attention_heads,
+      max_window_layers: p.num_hidden_layers,
+      rope_scaling: p.rope_scaling ?? null,
+      sliding_window: null,
+      use_sliding_window: false,
+      transformers_version: '4.51.0',
+    };
+  return {
+    architectures: ['Qwen2ForCausalLM'],
+    model_type: 'qwen2',
+    max_window_layers: p.num_hidden_layers,
+    sliding_window: p.max_position_embeddings,
+    use_sliding_window: false,
+    transformers_version: '4.43.1',
+  };
+}
+
 export function writeSyntheticModel(outDir: string, opts: SyntheticOptions): void {
   const base = PRESETS[opts.preset];
   if (!base)
@@ -168,30 +285,14 @@ export function writeSyntheticModel(outDir: string, opts: SyntheticOptions): voi
   fs.mkdirSync(outDir, { recursive: true });
 
   const config = {
-    architectures: ['Qwen2ForCausalLM'],
-    attention_dropout: 0.0,
-    bos_token_id: 151643,
-    eos_token_id: 151645,
-    hidden_act: 'silu',
-    hidden_size: p.hidden_size,
-    initializer_range: 0.02,
-    intermediate_size: p.intermediate_size,
-    max_position_embeddings: p.max_position_embeddings,
-    max_window_layers: p.num_hidden_layers,
-    model_type: 'qwen2',
-    num_attention_heads: p.num_attention_heads,
-    num_hidden_layers: p.num_hidden_layers,
-    num_key_value_heads: p.num_key_value_heads,
-    rms_norm_eps: 1e-6,
-    rope_theta: 1000000.0,
-    sliding_window: p.max_position_embeddings,
-    tie_word_embeddings: p.tie_word_embeddings,
-    torch_dtype: { BF16: 'bfloat16', F16: 'float16', F32: 'float32' }[dtype],
-    transformers_version: '4.43.1',
-    use_cache: true,
-    use_sliding_window: false,
-    vocab_size: p.vocab_size,
-    qwen_ts_synthetic: { preset: opts.preset, seed, note: 'random weights: the text this model writes is meaningless' },
+    ...familyConfig(p),
+    ...sharedConfig(p, dtype),
+    qwen_ts_synthetic: {
+      preset: opts.preset,
+      seed,
+      ...(opts.overrides ? { overrides: opts.overrides } : {}),
+      note: 'random weights: the text this model writes is meaningless',
+    },
   };
   fs.writeFileSync(path.join(outDir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
   const generationConfig = {

@@ -1,4 +1,4 @@
-// Loads a Qwen2 checkpoint's tensors into the weight format chosen at load time. Every tensor is
+// Loads a Qwen2 / Qwen3 / Llama checkpoint's tensors into the weight format chosen at load time. Every tensor is
 // read once from disk into its final SharedArrayBuffer storage (bf16 -> bf16 with no conversion at
 // all); conversions and quantization go through a small chunk of rows, never a second full copy.
 import { bf16ArrayToF32, f16ArrayToF32 } from '../tensor/dtype.js';
@@ -20,16 +20,22 @@ import { SafetensorsError, type TensorInfo, type TensorStore } from './safetenso
 export interface LayerWeights {
   inputNorm: Float32Array; // [hidden]
   qProj: Matrix; // [heads*headDim, hidden]
-  qBias: Float32Array | null; // null without attention biases (Llama)
+  qBias: Float32Array | null; // [heads*headDim]; qwen2 always, llama/qwen3 with attention_bias
   kProj: Matrix; // [kvHeads*headDim, hidden]
-  kBias: Float32Array | null; // null without attention biases (Llama)
+  kBias: Float32Array | null; // [kvHeads*headDim]
   vProj: Matrix; // [kvHeads*headDim, hidden]
-  vBias: Float32Array | null; // null without attention biases (Llama)
-  oProj: Matrix; // [hidden, heads*headDim], no bias
+  vBias: Float32Array | null; // [kvHeads*headDim]
+  qNorm: Float32Array | null; // [headDim]: qwen3's per-head RMSNorm of q before RoPE
+  kNorm: Float32Array | null; // [headDim]: same for k
+  oProj: Matrix; // [hidden, heads*headDim]
+  oBias: Float32Array | null; // [hidden]: llama and qwen3 with attention_bias
   postAttentionNorm: Float32Array; // [hidden]
   gateProj: Matrix; // [intermediate, hidden]
+  gateBias: Float32Array | null; // [intermediate]: llama's mlp_bias
   upProj: Matrix; // [intermediate, hidden]
+  upBias: Float32Array | null; // [intermediate]
   downProj: Matrix; // [hidden, intermediate]
+  downBias: Float32Array | null; // [hidden]
 }
 
 export interface ModelWeights {
@@ -180,22 +186,30 @@ function loadAll(store: TensorStore, c: ModelConfig, format: WeightFormat): Mode
   const kvDim = c.numKvHeads * c.headDim;
   const embed = loadMatrix(store, 'model.embed_tokens.weight', c.vocabSize, h, format);
   const layers: LayerWeights[] = [];
-  const bias = (name: string, n: number) => (c.attentionBias ? loadVector(store, name, n) : null);
+  const inter = c.intermediateSize;
+  // Optional vectors: null when the family (config) has none, so a missing tensor is an error.
+  const vector = (has: boolean, name: string, n: number) => (has ? loadVector(store, name, n) : null);
   for (let l = 0; l < c.numLayers; l++) {
     const p = `model.layers.${l}.`;
     layers.push({
       inputNorm: loadVector(store, p + 'input_layernorm.weight', h),
       qProj: loadMatrix(store, p + 'self_attn.q_proj.weight', qDim, h, format),
-      qBias: bias(p + 'self_attn.q_proj.bias', qDim),
+      qBias: vector(c.attentionBias, p + 'self_attn.q_proj.bias', qDim),
       kProj: loadMatrix(store, p + 'self_attn.k_proj.weight', kvDim, h, format),
-      kBias: bias(p + 'self_attn.k_proj.bias', kvDim),
+      kBias: vector(c.attentionBias, p + 'self_attn.k_proj.bias', kvDim),
       vProj: loadMatrix(store, p + 'self_attn.v_proj.weight', kvDim, h, format),
-      vBias: bias(p + 'self_attn.v_proj.bias', kvDim),
+      vBias: vector(c.attentionBias, p + 'self_attn.v_proj.bias', kvDim),
+      qNorm: vector(c.qkNorm, p + 'self_attn.q_norm.weight', c.headDim),
+      kNorm: vector(c.qkNorm, p + 'self_attn.k_norm.weight', c.headDim),
       oProj: loadMatrix(store, p + 'self_attn.o_proj.weight', h, qDim, format),
+      oBias: vector(c.oProjBias, p + 'self_attn.o_proj.bias', h),
       postAttentionNorm: loadVector(store, p + 'post_attention_layernorm.weight', h),
-      gateProj: loadMatrix(store, p + 'mlp.gate_proj.weight', c.intermediateSize, h, format),
-      upProj: loadMatrix(store, p + 'mlp.up_proj.weight', c.intermediateSize, h, format),
-      downProj: loadMatrix(store, p + 'mlp.down_proj.weight', h, c.intermediateSize, format),
+      gateProj: loadMatrix(store, p + 'mlp.gate_proj.weight', inter, h, format),
+      gateBias: vector(c.mlpBias, p + 'mlp.gate_proj.bias', inter),
+      upProj: loadMatrix(store, p + 'mlp.up_proj.weight', inter, h, format),
+      upBias: vector(c.mlpBias, p + 'mlp.up_proj.bias', inter),
+      downProj: loadMatrix(store, p + 'mlp.down_proj.weight', h, inter, format),
+      downBias: vector(c.mlpBias, p + 'mlp.down_proj.bias', h),
     });
   }
   const finalNorm = loadVector(store, 'model.norm.weight', h);

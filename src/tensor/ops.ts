@@ -46,20 +46,80 @@ export function rope(
   }
 }
 
-/** cos/sin tables [maxPos, headDim/2]; angles in f64 so long positions keep their precision. */
-export function ropeTables(maxPos: number, headDim: number, theta: number): { cos: Float32Array; sin: Float32Array } {
+/** RoPE frequency rescaling (the model config's rope_scaling); see ropeFrequencies. */
+export type RopeScalingSpec =
+  | { type: 'linear'; factor: number }
+  | {
+      type: 'llama3';
+      factor: number;
+      lowFreqFactor: number;
+      highFreqFactor: number;
+      originalMaxPositionEmbeddings: number;
+    };
+
+/**
+ * The headDim/2 rotation frequencies theta^(-2j/headDim), rescaled as HF's rope_scaling says:
+ * `linear` divides all by factor; `llama3` keeps wavelengths shorter than
+ * original/highFreqFactor, divides those longer than original/lowFreqFactor by factor, and blends
+ * linearly (in original/wavelength) in between (HF's _compute_llama3_parameters).
+ */
+export function ropeFrequencies(headDim: number, theta: number, scaling: RopeScalingSpec | null = null): Float64Array {
   const half = headDim >> 1;
+  const freq = new Float64Array(half);
+  for (let j = 0; j < half; j++) {
+    const f = 1 / Math.pow(theta, (2 * j) / headDim);
+    if (scaling === null) freq[j] = f;
+    else if (scaling.type === 'linear') freq[j] = f / scaling.factor;
+    else {
+      const { factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings: old } = scaling;
+      const wavelen = (2 * Math.PI) / f;
+      if (wavelen < old / highFreqFactor) freq[j] = f;
+      else if (wavelen > old / lowFreqFactor) freq[j] = f / factor;
+      else {
+        const smooth = (old / wavelen - lowFreqFactor) / (highFreqFactor - lowFreqFactor);
+        freq[j] = (1 - smooth) * (f / factor) + smooth * f;
+      }
+    }
+  }
+  return freq;
+}
+
+/** cos/sin tables [maxPos, headDim/2]; angles in f64 so long positions keep their precision. */
+export function ropeTables(
+  maxPos: number,
+  headDim: number,
+  theta: number,
+  scaling: RopeScalingSpec | null = null,
+): { cos: Float32Array; sin: Float32Array } {
+  const half = headDim >> 1;
+  const freq = ropeFrequencies(headDim, theta, scaling);
   const cos = new Float32Array(maxPos * half);
   const sin = new Float32Array(maxPos * half);
   for (let j = 0; j < half; j++) {
-    const invFreq = 1 / Math.pow(theta, (2 * j) / headDim);
     for (let p = 0; p < maxPos; p++) {
-      const angle = p * invFreq;
+      const angle = p * freq[j];
       cos[p * half + j] = Math.cos(angle);
       sin[p * half + j] = Math.sin(angle);
     }
   }
   return { cos, sin };
+}
+
+/** Qwen3's q_norm / k_norm: RMSNorm of each of `heads` consecutive heads at x[off..], in place, one weight [headDim] for all. */
+export function rmsnormHeads(
+  x: Float32Array,
+  off: number,
+  heads: number,
+  headDim: number,
+  weight: Float32Array,
+  eps: number,
+): void {
+  for (let h = 0; h < heads; h++) rmsnorm(x, off + h * headDim, x, off + h * headDim, weight, headDim, eps);
+}
+
+/** x[off..off+n) += bias[0..n) */
+export function addBias(x: Float32Array, off: number, bias: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) x[off + i] += bias[i];
 }
 
 /** In-place softmax of x[off..off+n), max-subtracted so exp never overflows. */

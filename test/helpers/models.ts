@@ -20,13 +20,21 @@ export function removeDir(dir: string | undefined): void {
 }
 
 export interface Golden {
-  model: { preset: string; seed: number; safetensorsSha256: string };
+  model: { preset: string; seed: number; overrides?: SyntheticOptions['overrides'] | null; safetensorsSha256: string };
   columns: number[];
-  prompts: { tokenIds: number[]; logits: number[][]; argmax: number[]; max: number[]; logsumexp: number[] }[];
+  prompts: {
+    tokenIds: number[];
+    logits: number[][];
+    argmax: number[];
+    max: number[];
+    logsumexp: number[];
+    layers: number[][][]; // [layer][position][hidden]: the residual stream after each layer
+  }[];
 }
 
-export function readGolden(): Golden {
-  return JSON.parse(fs.readFileSync(new URL('../fixtures/golden/tiny.json', import.meta.url), 'utf8')) as Golden;
+/** Goldens of a synthetic preset from tools/make_goldens.py (test/fixtures/golden/PRESET.json). */
+export function readGolden(preset = 'tiny'): Golden {
+  return JSON.parse(fs.readFileSync(new URL(`../fixtures/golden/${preset}.json`, import.meta.url), 'utf8')) as Golden;
 }
 
 export function argmax(x: Float32Array, off: number, n: number): number {
