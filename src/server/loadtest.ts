@@ -62,6 +62,12 @@ export interface Percentiles {
   max: number;
 }
 
+/** GET /health latencies (seconds) while a scenario ran, and the probes that failed. */
+export interface HealthReport extends Percentiles {
+  failed: number;
+  errors: string[];
+}
+
 export interface LevelReport {
   concurrency: number;
   requests: number;
@@ -74,7 +80,7 @@ export interface LevelReport {
   /** Gaps between consecutive streamed chunks of one answer, all answers pooled. */
   itl: Percentiles;
   latency: Percentiles;
-  health: Percentiles;
+  health: HealthReport;
   errors: string[];
 }
 
@@ -92,7 +98,7 @@ export interface ChatReport {
   turns: ChatTurn[];
   turn2Ttft: number;
   lastTurnTtft: number;
-  health: Percentiles;
+  health: HealthReport;
 }
 
 export interface LongPromptReport {
@@ -101,7 +107,7 @@ export interface LongPromptReport {
   latency: number;
   ok: boolean;
   error?: string;
-  health: Percentiles;
+  health: HealthReport;
 }
 
 export interface LoadReport {
@@ -244,9 +250,10 @@ async function streamChat(
   return result;
 }
 
-/** GET /health every intervalMs (one at a time) until stopped; the latencies in seconds. */
-function probeHealth(base: string, intervalMs: number): { stop: () => Promise<number[]> } {
+/** GET /health every intervalMs (one at a time) until stopped: latencies of the 200s, and failures. */
+function probeHealth(base: string, intervalMs: number): { stop: () => Promise<HealthReport> } {
   const latencies: number[] = [];
+  const failures: string[] = [];
   let running = true;
   const loop = (async () => {
     while (running) {
@@ -255,8 +262,10 @@ function probeHealth(base: string, intervalMs: number): { stop: () => Promise<nu
         const res = await fetch(`${base}/health`);
         await res.text();
         if (res.status === 200) latencies.push((performance.now() - t0) / 1000);
-      } catch {
-        // a failed probe is not a latency; the scenario's own errors say why
+        else failures.push(`status ${res.status}`);
+      } catch (e) {
+        const err = e as Error & { cause?: { code?: string; message?: string } };
+        failures.push(`${err.message}${err.cause ? ` (${err.cause.code ?? err.cause.message})` : ''}`);
       }
       const wait = intervalMs - (performance.now() - t0);
       if (running && wait > 0) await new Promise((r) => setTimeout(r, wait));
@@ -266,7 +275,7 @@ function probeHealth(base: string, intervalMs: number): { stop: () => Promise<nu
     async stop() {
       running = false;
       await loop;
-      return latencies;
+      return { ...summarize(latencies), failed: failures.length, errors: [...new Set(failures)] };
     },
   };
 }
@@ -316,7 +325,7 @@ async function runLevel(base: string, o: LoadTestOptions, c: number): Promise<Le
   );
   clearTimeout(timer);
   const seconds = (performance.now() - t0) / 1000;
-  const healthLatencies = await health.stop();
+  const healthReport = await health.stop();
   const ok = results.filter((r) => r.ok);
   const tokens = ok.reduce((s, r) => s + r.completionTokens, 0);
   return {
@@ -329,7 +338,7 @@ async function runLevel(base: string, o: LoadTestOptions, c: number): Promise<Le
     ttft: summarize(ok.map((r) => r.ttft).filter((t) => !Number.isNaN(t))),
     itl: summarize(ok.flatMap((r) => r.gaps)),
     latency: summarize(ok.map((r) => r.latency)),
-    health: summarize(healthLatencies),
+    health: healthReport,
     errors: [...new Set(results.filter((r) => !r.ok).map((r) => r.error ?? `status ${r.status}`))],
   };
 }
@@ -362,7 +371,7 @@ async function runChat(base: string, o: LoadTestOptions): Promise<ChatReport> {
     turns,
     turn2Ttft: turns[1]?.ttft ?? NaN,
     lastTurnTtft: turns.length === o.chatTurns ? turns[turns.length - 1].ttft : NaN,
-    health: summarize(await health.stop()),
+    health: await health.stop(),
   };
 }
 
@@ -379,7 +388,7 @@ async function runLongPrompt(base: string, o: LoadTestOptions): Promise<LongProm
     latency: r.latency,
     ok: r.ok,
     ...(r.error ? { error: r.error } : {}),
-    health: summarize(await health.stop()),
+    health: await health.stop(),
   };
 }
 
@@ -431,16 +440,26 @@ export async function runLoadTest(opts: LoadTestOptions): Promise<LoadReport> {
     levels.push(level);
     opts.log?.(
       `concurrency ${c}: ${level.requests} requests (${level.failed} failed) in ${level.seconds.toFixed(1)} s, ` +
-        `${level.tokensPerSec.toFixed(2)} tok/s, TTFT p50 ${fmt(level.ttft.p50)} s${level.errors.length ? `; errors: ${level.errors.join(' | ')}` : ''}`,
+        `${level.tokensPerSec.toFixed(2)} tok/s, TTFT p50/p95 ${fmt(level.ttft.p50)}/${fmt(level.ttft.p95)} s, ` +
+        `ITL p50/p95 ${ms(level.itl.p50)}/${ms(level.itl.p95)} ms, ${healthLine(level.health)}` +
+        `${level.errors.length ? `; errors: ${level.errors.join(' | ')}` : ''}`,
     );
   }
   const chat = opts.chatTurns > 0 ? await runChat(base, opts) : null;
+  if (chat) opts.log?.(`chat: ${healthLine(chat.health)}`);
   const longPrompt = opts.longPromptTokens > 0 ? await runLongPrompt(base, opts) : null;
+  if (longPrompt)
+    opts.log?.(
+      `long prompt: ${longPrompt.promptTokens} tokens, TTFT ${fmt(longPrompt.ttft)} s${longPrompt.error ? ` (${longPrompt.error})` : ''}, ${healthLine(longPrompt.health)}`,
+    );
   return { url: base, levels, chat, longPrompt };
 }
 
 const fmt = (x: number, digits = 3) => (Number.isNaN(x) ? '-' : x.toFixed(digits));
 const ms = (x: number) => (Number.isNaN(x) ? '-' : (x * 1000).toFixed(0));
+const healthLine = (h: HealthReport) =>
+  `/health p50/p95/max ${ms(h.p50)}/${ms(h.p95)}/${ms(h.max)} ms (${h.n} probes` +
+  `${h.failed ? `, ${h.failed} failed: ${h.errors.join(' | ')}` : ''})`;
 
 /** The report as Markdown tables (seconds for TTFT, milliseconds for ITL and /health). */
 export function formatReport(r: LoadReport): string {
@@ -509,7 +528,12 @@ async function main(argv: string[]): Promise<void> {
     url: values.url!,
     model: values.model,
     apiKey: values['api-key'],
-    concurrency: values.concurrency === undefined ? d.concurrency : values.concurrency.split(',').map(Number),
+    concurrency:
+      values.concurrency === undefined
+        ? d.concurrency
+        : values.concurrency.trim() === '' // '' skips the levels
+          ? []
+          : values.concurrency.split(',').map(Number),
     requests: num('requests', d.requests),
     maxTokens: num('max-tokens', d.maxTokens),
     levelSeconds: num('level-seconds', d.levelSeconds),
