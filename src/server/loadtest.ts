@@ -13,6 +13,7 @@
 //   chat         one conversation of --chat-turns turns; each turn resends the whole history with the
 //                previous answer, so each turn's TTFT shows what a prefix cache saves.
 //   long prompt  one prompt of about --long-prompt-tokens tokens.
+import * as http from 'node:http';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import { isLoopbackAddress } from './access.js';
@@ -139,6 +140,47 @@ export function summarize(xs: readonly number[]): Percentiles {
   };
 }
 
+// node:http rather than fetch: fetch (undici) gives up on a response whose headers or next body
+// bytes take over 300 s, which a long prefill on a slow machine does.
+const agent = new http.Agent({ keepAlive: true });
+
+interface Response {
+  status: number;
+  body: AsyncIterable<Buffer>;
+  text(): Promise<string>;
+}
+
+function send(
+  url: string,
+  method: string,
+  headers: Record<string, string>,
+  body?: string,
+  signal?: AbortSignal,
+): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, headers, agent, signal }, (res) => {
+      resolve({
+        status: res.statusCode ?? 0,
+        body: res,
+        async text() {
+          const chunks: Buffer[] = [];
+          for await (const c of res) chunks.push(c as Buffer);
+          return Buffer.concat(chunks).toString('utf8');
+        },
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** An error's message with its system code (ECONNRESET, ...). */
+function describeError(e: unknown): string {
+  const err = e as Error & { code?: string; cause?: { code?: string; message?: string } };
+  const code = err.code ?? err.cause?.code ?? err.cause?.message;
+  return code && !err.message.includes(code) ? `${err.message} (${code})` : err.message;
+}
+
 /** One streamed chat request, timed. */
 interface StreamResult {
   ok: boolean;
@@ -187,13 +229,14 @@ async function streamChat(
     cachedTokens: null,
   };
   try {
-    const res = await fetch(`${base}/v1/chat/completions`, {
-      method: 'POST',
-      headers: {
+    const res = await send(
+      `${base}/v1/chat/completions`,
+      'POST',
+      {
         'Content-Type': 'application/json',
         ...(opts.apiKey ? { Authorization: `Bearer ${opts.apiKey}` } : {}),
       },
-      body: JSON.stringify({
+      JSON.stringify({
         ...(opts.model ? { model: opts.model } : {}),
         messages,
         max_tokens: maxTokens,
@@ -203,20 +246,17 @@ async function streamChat(
         stream_options: { include_usage: true },
       }),
       signal,
-    });
+    );
     result.status = res.status;
     if (res.status !== 200) {
       result.error = `${res.status} ${(await res.text()).slice(0, 200)}`;
       result.latency = since();
       return result;
     }
-    const reader = res.body!.getReader();
     const decoder = new TextDecoder();
     let buf = '';
     let last = NaN;
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
+    for await (const value of res.body) {
       buf += decoder.decode(value, { stream: true });
       let at: number;
       while ((at = buf.indexOf('\n\n')) >= 0) {
@@ -242,9 +282,7 @@ async function streamChat(
     }
     result.ok = true;
   } catch (e) {
-    const err = e as Error & { cause?: { code?: string; message?: string } };
-    const cause = err.cause ? ` (${err.cause.code ?? err.cause.message})` : '';
-    result.error = `${err.message}${cause} after ${since().toFixed(1)} s`;
+    result.error = `${describeError(e)} after ${since().toFixed(1)} s`;
   }
   result.latency = since();
   return result;
@@ -259,13 +297,12 @@ function probeHealth(base: string, intervalMs: number): { stop: () => Promise<He
     while (running) {
       const t0 = performance.now();
       try {
-        const res = await fetch(`${base}/health`);
+        const res = await send(`${base}/health`, 'GET', {});
         await res.text();
         if (res.status === 200) latencies.push((performance.now() - t0) / 1000);
         else failures.push(`status ${res.status}`);
       } catch (e) {
-        const err = e as Error & { cause?: { code?: string; message?: string } };
-        failures.push(`${err.message}${err.cause ? ` (${err.cause.code ?? err.cause.message})` : ''}`);
+        failures.push(describeError(e));
       }
       const wait = intervalMs - (performance.now() - t0);
       if (running && wait > 0) await new Promise((r) => setTimeout(r, wait));
@@ -431,7 +468,15 @@ export function checkLoadTestOptions(o: LoadTestOptions): string {
 /** Runs the scenarios one after the other against a running server. */
 export async function runLoadTest(opts: LoadTestOptions): Promise<LoadReport> {
   const base = checkLoadTestOptions(opts);
-  const health = await fetch(`${base}/health`);
+  try {
+    return await runScenarios(base, opts);
+  } finally {
+    agent.destroy(); // idle keep-alive sockets would keep the process alive
+  }
+}
+
+async function runScenarios(base: string, opts: LoadTestOptions): Promise<LoadReport> {
+  const health = await send(`${base}/health`, 'GET', {});
   await health.text();
   if (health.status !== 200) throw new Error(`loadtest: ${base}/health answered ${health.status}`);
   const levels: LevelReport[] = [];
