@@ -502,6 +502,7 @@ async function runScenarios(base: string, opts: LoadTestOptions): Promise<LoadRe
 
 const fmt = (x: number, digits = 3) => (Number.isNaN(x) ? '-' : x.toFixed(digits));
 const ms = (x: number) => (Number.isNaN(x) ? '-' : (x * 1000).toFixed(0));
+const failedProbes = (h: HealthReport) => (h.failed ? `, ${h.failed} probes failed: ${h.errors.join(' | ')}` : '');
 const healthLine = (h: HealthReport) =>
   `/health p50/p95/max ${ms(h.p50)}/${ms(h.p95)}/${ms(h.max)} ms (${h.n} probes` +
   `${h.failed ? `, ${h.failed} failed: ${h.errors.join(' | ')}` : ''})`;
@@ -517,7 +518,8 @@ export function formatReport(r: LoadReport): string {
     for (const l of r.levels)
       lines.push(
         `| ${l.concurrency} | ${l.requests} (${l.failed}) | ${fmt(l.tokensPerSec, 2)} | ${fmt(l.ttft.p50)} / ${fmt(l.ttft.p95)} | ` +
-          `${ms(l.itl.p50)} / ${ms(l.itl.p95)} | ${ms(l.health.p50)} / ${ms(l.health.p95)} / ${ms(l.health.max)} |`,
+          `${ms(l.itl.p50)} / ${ms(l.itl.p95)} | ${ms(l.health.p50)} / ${ms(l.health.p95)} / ${ms(l.health.max)}` +
+          `${l.health.failed ? ` (${l.health.failed} failed)` : ''} |`,
       );
   }
   if (r.chat) {
@@ -525,7 +527,7 @@ export function formatReport(r: LoadReport): string {
     lines.push(
       '',
       `Multi-turn chat (${c.turns.length} turns): turn-2 TTFT ${fmt(c.turn2Ttft)} s, last-turn TTFT ${fmt(c.lastTurnTtft)} s; ` +
-        `/health p50 / p95 / max ${ms(c.health.p50)} / ${ms(c.health.p95)} / ${ms(c.health.max)} ms`,
+        `/health p50 / p95 / max ${ms(c.health.p50)} / ${ms(c.health.p95)} / ${ms(c.health.max)} ms${failedProbes(c.health)}`,
       '',
       '| turn | prompt tokens | cached | TTFT (s) |',
       '|---|---|---|---|',
@@ -540,7 +542,7 @@ export function formatReport(r: LoadReport): string {
     lines.push(
       '',
       `Long prompt: ${l.promptTokens} tokens, TTFT ${fmt(l.ttft)} s${l.ok ? '' : ` (failed: ${l.error})`}; ` +
-        `/health during it p50 / p95 / max ${ms(l.health.p50)} / ${ms(l.health.p95)} / ${ms(l.health.max)} ms (${l.health.n} probes)`,
+        `/health during it p50 / p95 / max ${ms(l.health.p50)} / ${ms(l.health.p95)} / ${ms(l.health.max)} ms (${l.health.n} probes)${failedProbes(l.health)}`,
     );
   }
   return lines.join('\n');
