@@ -3,6 +3,7 @@
 import * as path from 'node:path';
 import { CliError, HELP_OPTION, MODEL_HELP, MODEL_OPTIONS, modelArgsFrom, parseCommandArgs } from '../cli/args.js';
 import { loadLLM, note, resolveModelDir } from '../cli/common.js';
+import { isLoopbackAddress, parseAllowedOrigins } from './access.js';
 import { createServer } from './server.js';
 
 export const SERVE_HELP = `Usage: qwen-ts serve [options]
@@ -16,6 +17,10 @@ Server:
       --served-model-name NAME
                              the model id clients see (default: the model folder's name)
       --api-key KEY          require "Authorization: Bearer KEY" on /v1 (or set QWEN_TS_API_KEY)
+      --allowed-origins LIST comma list of browser origins whose pages may call the server, e.g.
+                             http://localhost:3000,https://app.example; '*' for any. Default: only
+                             this server's own origin (http://localhost:PORT, http://127.0.0.1:PORT).
+                             Requests without an Origin header (curl, SDKs) are not affected.
       --max-concurrency N    requests generating at once (default: --max-sequences)
       --max-queue N          requests waiting beyond those before 429 (default 64)
       --max-sequences N      KV cache slots: sequences decoded together (default 8)
@@ -30,6 +35,7 @@ const SERVE_OPTIONS = {
   port: { type: 'string' },
   'served-model-name': { type: 'string' },
   'api-key': { type: 'string' },
+  'allowed-origins': { type: 'string' },
   'max-concurrency': { type: 'string' },
   'max-queue': { type: 'string' },
   'max-sequences': { type: 'string' },
@@ -44,6 +50,31 @@ function intFlag(values: Record<string, unknown>, flag: string, min: number, max
   if (!Number.isSafeInteger(n) || n < min || n > max)
     throw new CliError(`--${flag} must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`, 2);
   return n;
+}
+
+/** --api-key, else $QWEN_TS_API_KEY; an empty one (a forgotten variable) is an error, not "no key". */
+function apiKeyFrom(flag: unknown, env: string | undefined): string | undefined {
+  const [key, name] = typeof flag === 'string' ? [flag, '--api-key'] : [env, 'QWEN_TS_API_KEY'];
+  if (key === undefined) return undefined;
+  if (key.trim() === '')
+    throw new CliError(`${name} is empty: give a key, or leave ${name} out to serve without one`, 2);
+  if (key.trim() !== key) throw new CliError(`${name} must not begin or end with spaces`, 2);
+  return key;
+}
+
+function allowedOriginsFrom(flag: unknown): string[] | undefined {
+  if (typeof flag !== 'string') return undefined;
+  const list = flag.split(',').map((o) => o.trim());
+  if (list.some((o) => o === ''))
+    throw new CliError(
+      `--allowed-origins must be a comma list of origins such as http://localhost:3000, or '*', got ${JSON.stringify(flag)}`,
+      2,
+    );
+  try {
+    return parseAllowedOrigins(list, '--allowed-origins');
+  } catch (e) {
+    throw new CliError((e as Error).message, 2);
+  }
 }
 
 /**
@@ -65,8 +96,8 @@ export async function runServe(argv: string[]): Promise<number> {
   modelArgs.load.maxSequences = intFlag(values, 'max-sequences', 1, 4096) ?? 8;
   const servedName = typeof values['served-model-name'] === 'string' ? values['served-model-name'] : undefined;
   if (servedName === '') throw new CliError('--served-model-name cannot be empty');
-  const apiKey =
-    (typeof values['api-key'] === 'string' ? values['api-key'] : undefined) || process.env.QWEN_TS_API_KEY || undefined;
+  const apiKey = apiKeyFrom(values['api-key'], process.env.QWEN_TS_API_KEY);
+  const allowedOrigins = allowedOriginsFrom(values['allowed-origins']);
 
   const modelDir = resolveModelDir(modelArgs); // --model, or the cached synthetic model
   const llm = await loadLLM({ ...modelArgs, model: modelDir, preset: undefined });
@@ -75,7 +106,14 @@ export async function runServe(argv: string[]): Promise<number> {
   note(
     `context ${cache.contextLength} tokens, ${cache.maxSequences} sequences at once, KV cache for ${cache.capacityTokens} tokens`,
   );
-  const app = createServer(llm, { modelName, apiKey, maxConcurrency, maxQueue, log: values.quiet !== true });
+  const app = createServer(llm, {
+    modelName,
+    apiKey,
+    allowedOrigins,
+    maxConcurrency,
+    maxQueue,
+    log: values.quiet !== true,
+  });
   let address;
   try {
     address = await app.listen(port, host);
@@ -86,6 +124,10 @@ export async function runServe(argv: string[]): Promise<number> {
   const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   process.stdout.write(`listening on http://${shown}:${address.port}\n`);
   note(`serving "${modelName}"${apiKey ? ' (API key required)' : ''}; Ctrl-C to stop`);
+  if (!isLoopbackAddress(address.address))
+    note(
+      `${host} is not a loopback address: any Host name is served (no DNS-rebinding check)${apiKey ? '' : '; consider --api-key'}`,
+    );
 
   return new Promise<number>((resolve) => {
     let stopping = false;

@@ -89,3 +89,45 @@ export const unavailable = (message = 'The server is shutting down.'): ApiError 
 
 export const internalError = (message: string): ApiError =>
   new ApiError(500, message, 'server_error', null, 'internal_error');
+
+/**
+ * The raw HTTP response for an error Node's parser reports on a connection (the 'clientError'
+ * event: no request object exists), as OpenAI JSON: 408 when the headers or the request did not
+ * arrive within headersTimeout / requestTimeout, 431 for headers over the size limit, 400 for
+ * anything else malformed. The connection is closed after it.
+ */
+export function clientErrorResponse(err: NodeJS.ErrnoException): string {
+  let e: ApiError;
+  switch (err.code) {
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      e = new ApiError(
+        408,
+        'The request did not arrive in time (its headers within headersTimeout, all of it within requestTimeout).',
+        'invalid_request_error',
+        null,
+        'request_timeout',
+      );
+      break;
+    case 'HPE_HEADER_OVERFLOW':
+      e = new ApiError(
+        431,
+        'The request headers are larger than the server accepts.',
+        'invalid_request_error',
+        null,
+        'headers_too_large',
+      );
+      break;
+    default:
+      e = badRequest(
+        `Malformed HTTP request: ${err.message}${err.code ? ` (${err.code})` : ''}.`,
+        null,
+        'bad_http_request',
+      );
+  }
+  const reason = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' }[e.status];
+  const body = JSON.stringify(e.toBody());
+  return (
+    `HTTP/1.1 ${e.status} ${reason}\r\nContent-Type: application/json\r\n` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+  );
+}

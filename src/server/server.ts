@@ -5,16 +5,20 @@
 //   GET  /health, /metrics               liveness, Prometheus metrics
 // The engine's scheduler batches whatever runs at once; this layer admits at most maxConcurrency
 // requests, queues maxQueue more (FIFO), answers 429 beyond that, and aborts the generation of a
-// client that goes away (its KV cache slot is freed at the next step).
+// client that goes away (its KV cache slot is freed at the next step). Host, Origin and CORS rules
+// (against DNS rebinding and foreign web pages) are in access.ts.
 import { timingSafeEqual } from 'node:crypto';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { LLM } from '../engine/llm.js';
 import type { CompletionOutput, RequestMetrics } from '../engine/request.js';
+import { AccessPolicy } from './access.js';
 import { Admission, QueueFullError } from './admission.js';
 import {
   ApiError,
   badRequest,
+  clientErrorResponse,
   internalError,
   methodNotAllowed,
   payloadTooLarge,
@@ -40,8 +44,21 @@ import { parseChatRequest, parseCompletionRequest, type GenerationRequest } from
 export interface ServerOptions {
   /** The model id clients see (and must send as `model`, if they send one). */
   modelName: string;
-  /** When set, /v1 routes need `Authorization: Bearer <apiKey>`. */
+  /** When set, /v1 routes need `Authorization: Bearer <apiKey>`. An empty key is an error. */
   apiKey?: string;
+  /**
+   * Browser origins (scheme://host[:port]) whose pages may call the server, '*' for any. Requests
+   * without Origin, and same-host origins (http://localhost:PORT, http://127.0.0.1:PORT), are always
+   * allowed; any other Origin gets 403. Default none.
+   */
+  allowedOrigins?: string[];
+  /** Time to receive a request's headers before a 408 (Node's headersTimeout). Default 60 s. */
+  headersTimeoutMs?: number;
+  /**
+   * Time to receive a whole request, body included, before a 408 (Node's requestTimeout; it ends
+   * once the request is read, so it does not limit a long streamed answer). Default 300 s.
+   */
+  requestTimeoutMs?: number;
   /** Generation requests running at once; default the model's maxSequences (KV cache slots). */
   maxConcurrency?: number;
   /** Generation requests waiting beyond those; more get 429. Default 64. */
@@ -102,6 +119,20 @@ const SHUTDOWN = Symbol('shutdown');
 export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
   if (typeof opts.modelName !== 'string' || opts.modelName === '')
     throw new TypeError('createServer: modelName must be a non-empty string');
+  if (
+    opts.apiKey !== undefined &&
+    (typeof opts.apiKey !== 'string' || opts.apiKey.trim() !== opts.apiKey || !opts.apiKey)
+  )
+    throw new TypeError(
+      'createServer: apiKey must be a non-empty string without surrounding spaces (leave it out for no key)',
+    );
+  const access = new AccessPolicy(opts.allowedOrigins ?? []);
+  const headersTimeout = timeoutOption(opts.headersTimeoutMs, 'headersTimeoutMs', 60_000);
+  const requestTimeout = timeoutOption(opts.requestTimeoutMs, 'requestTimeoutMs', 300_000);
+  if (headersTimeout > requestTimeout)
+    throw new TypeError(
+      `createServer: headersTimeoutMs (${headersTimeout}) must not exceed requestTimeoutMs (${requestTimeout})`,
+    );
   const maxBodyBytes = opts.maxBodyBytes ?? 1 << 20;
   const admission = new Admission(opts.maxConcurrency ?? llm.model.kvCache.maxSequences, opts.maxQueue ?? 64);
   const metrics = new Metrics({
@@ -124,7 +155,17 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
   // can stall for a whole prefill. Node's 5 s keep-alive timer, firing after such a stall before
   // the socket is read, would reset a connection that a client has just reused: keep idle
   // connections for longer than any step takes (clients then close first).
-  const server = http.createServer({ noDelay: true, keepAliveTimeout: 65_000 }, (req, res) => {
+  // headersTimeout/requestTimeout bound slow clients (slowloris); both stop counting once the request
+  // is read, so a long answer is not cut. Node checks them every connectionsCheckingInterval (30 s by
+  // default: a quarter of the headers timeout here, so a 408 comes close to on time).
+  const serverOptions: http.ServerOptions = {
+    noDelay: true,
+    keepAliveTimeout: 65_000,
+    headersTimeout,
+    requestTimeout,
+    connectionsCheckingInterval: Math.max(50, Math.min(5000, Math.floor(headersTimeout / 4))),
+  };
+  const server = http.createServer(serverOptions, (req, res) => {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q >= 0 ? url.slice(0, q) : url;
@@ -151,10 +192,17 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
     });
     handle(ctx, match).catch((e) => fail(ctx, e));
   });
-  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-    if (socket.writable && err.code !== 'ECONNRESET')
-      socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
-    else socket.destroy();
+  // A connection Node's parser gave up on (malformed, headers too large, too slow): answer in
+  // OpenAI JSON, unless a response is already under way on it (writing then would corrupt it).
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    const inFlight = (socket as Duplex & { _httpMessage?: http.ServerResponse })._httpMessage;
+    if (!socket.writable || err.code === 'ECONNRESET' || inFlight?.headersSent) {
+      socket.destroy();
+      return;
+    }
+    socket.end(clientErrorResponse(err));
+    // end() lets the client read the answer and close; one that never does is dropped later.
+    setTimeout(() => socket.destroy(), 5000).unref();
   });
 
   function finishLog(ctx: Ctx): void {
@@ -271,7 +319,13 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
   });
 
   async function handle(ctx: Ctx, match: ReturnType<typeof matchRoute>): Promise<void> {
+    const bound = server.address();
+    access.check(ctx.req, ctx.res, typeof bound === 'object' ? bound : null, match?.methods ?? null);
     if (!match) throw routeNotFound(ctx.path);
+    if (ctx.method === 'OPTIONS') {
+      ctx.res.writeHead(204, { Allow: [...match.methods, 'OPTIONS'].join(', ') }).end();
+      return;
+    }
     if (!match.methods.includes(ctx.method)) throw methodNotAllowed(ctx.method, ctx.path, match.methods);
     if (closing) throw unavailable();
     if (ctx.path.startsWith('/v1/')) checkAuth(ctx.req);
@@ -527,4 +581,11 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
       return closing;
     },
   };
+}
+
+function timeoutOption(value: number | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isSafeInteger(value) || value < 1)
+    throw new TypeError(`createServer: ${name} must be a positive integer of milliseconds, got ${value}`);
+  return value;
 }
