@@ -145,6 +145,7 @@ export class EngineClient {
         return;
       }
       case 'done': {
+        this.state = m.state; // the request's end is seen with the state that follows it
         const p = this.pending.get(m.id);
         if (!p) return;
         this.settle(m.id, p, () =>
@@ -153,6 +154,7 @@ export class EngineClient {
         return;
       }
       case 'failed': {
+        this.state = m.state;
         const p = this.pending.get(m.id);
         if (!p) return;
         this.settle(m.id, p, () => p.reject(p.localError ?? reviveError(m.error)));

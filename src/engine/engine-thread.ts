@@ -77,11 +77,11 @@ async function main(): Promise<void> {
         >['output'];
         if (s.stopReason !== undefined) output.stopReason = s.stopReason;
         if (s.wantLogprobs) output.logprobs = s.logprobs;
-        post({ type: 'done', id: m.id, output, metrics: metricsOf(s) });
+        post({ type: 'done', id: m.id, output, metrics: metricsOf(s), state: state() });
       },
       reject: (e) => {
         live.delete(m.id);
-        post({ type: 'failed', id: m.id, error: serializeError(e) });
+        post({ type: 'failed', id: m.id, error: serializeError(e), state: state() });
       },
       arrival: Math.min(arrival, performance.now()),
       prefillStart: 0,
@@ -99,7 +99,7 @@ async function main(): Promise<void> {
           submit(m);
         } catch (e) {
           live.delete(m.id);
-          post({ type: 'failed', id: m.id, error: serializeError(e) });
+          post({ type: 'failed', id: m.id, error: serializeError(e), state: state() });
         }
         return;
       case 'abort': {

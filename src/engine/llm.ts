@@ -6,6 +6,8 @@
 // plain-data messages with the engine, so the caller's event loop never waits for a forward pass.
 import type { GenerationConfig, ModelConfig } from '../model/config.js';
 import { validateSamplingParams, type SamplingParams } from '../sampler/index.js';
+import { Piscina } from 'piscina';
+import { runnableUrl } from '../tensor/pool.js';
 import { QwenTokenizer, type ChatMessage, type ChatTemplateOptions } from '../tokenizer/index.js';
 import { EngineClient } from './client.js';
 import type { EngineOptions, EngineState, ModelInfo } from './messages.js';
@@ -40,6 +42,12 @@ export interface ChatOptions {
   chatTemplate?: ChatTemplateOptions;
 }
 
+/**
+ * Texts of at least this many characters are tokenized in a separate thread by LLM.tokenize
+ * (about 2 ms per KB here: a 900 KB prompt would hold the event loop for seconds).
+ */
+export const LARGE_TEXT_CHARS = 32 * 1024;
+
 /** Default max_tokens when neither the request nor generation_config.json sets one. */
 export const DEFAULT_MAX_TOKENS = 256;
 
@@ -47,9 +55,12 @@ export class LLM {
   /** The model's configuration and the engine's sizes (the weights live in the engine thread). */
   readonly model: ModelInfo;
 
+  private tokenizerThread: Piscina | null = null;
+
   private constructor(
     private engine: EngineClient,
     readonly tokenizer: QwenTokenizer,
+    private dir: string,
   ) {
     this.model = engine.info;
   }
@@ -67,7 +78,7 @@ export class LLM {
       await engine.then((c) => c.close()).catch(() => {});
       throw e;
     }
-    return new LLM(await engine, tokenizer);
+    return new LLM(await engine, tokenizer, dir);
   }
 
   get config(): ModelConfig {
@@ -102,6 +113,27 @@ export class LLM {
       return { prompt: input.prompt, promptTokenIds: this.tokenizer.encode(input.prompt) };
     }
     throw new TypeError('a prompt must be a string, { prompt: string } or { promptTokenIds: number[] }');
+  }
+
+  /**
+   * Token ids of a text, like tokenizer.encode, without holding this thread for a large text:
+   * from LARGE_TEXT_CHARS characters on, the work runs in a tokenizer thread (started on first
+   * use, idle threads do not keep the process alive).
+   */
+  async tokenize(text: string, opts: { addSpecialTokens?: boolean } = {}): Promise<number[]> {
+    if (typeof text !== 'string' || text.length < LARGE_TEXT_CHARS) return this.tokenizer.encode(text, opts);
+    this.tokenizerThread ??= new Piscina({
+      filename: runnableUrl(new URL('./tokenize-task.js', import.meta.url)).href,
+      minThreads: 0,
+      maxThreads: 1,
+      idleTimeout: 30_000,
+    });
+    const ids = (await this.tokenizerThread.run({
+      dir: this.dir,
+      text,
+      addSpecialTokens: opts.addSpecialTokens ?? true,
+    })) as Int32Array;
+    return Array.from(ids);
   }
 
   applyChatTemplate(messages: ChatMessage[], opts: ChatTemplateOptions = {}): string {
@@ -250,6 +282,11 @@ export class LLM {
     return { waiting: this.engine.state.waiting, running: this.engine.state.running };
   }
 
+  /** The engine's state as of its last step (load, KV cache use, prefix cache counters). */
+  get state(): EngineState {
+    return this.engine.state;
+  }
+
   /** The engine's state now: load, KV cache use, prefix cache counters. */
   stats(): Promise<EngineState> {
     return this.engine.fresh();
@@ -257,6 +294,6 @@ export class LLM {
 
   /** Stop the engine thread and its kernel threads; requests still running are rejected. */
   async close(): Promise<void> {
-    await this.engine.close();
+    await Promise.all([this.engine.close(), this.tokenizerThread?.destroy()]);
   }
 }

@@ -74,8 +74,8 @@ export type FromEngine =
   | { type: 'ready'; info: ModelInfo; state: EngineState }
   | { type: 'load-error'; error: SerializedError }
   | { type: 'delta'; id: number; text: string }
-  | { type: 'done'; id: number; output: FinishedOutput; metrics: RequestMetrics }
-  | { type: 'failed'; id: number; error: SerializedError }
+  | { type: 'done'; id: number; output: FinishedOutput; metrics: RequestMetrics; state: EngineState }
+  | { type: 'failed'; id: number; error: SerializedError; state: EngineState }
   | { type: 'state'; state: EngineState }
   | { type: 'closed' };
 

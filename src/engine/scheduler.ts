@@ -263,12 +263,10 @@ export class Scheduler {
   }
 
   private dropFinished(): void {
-    const still: Sequence[] = [];
-    for (const s of this.running) {
-      if (s.finishReason) this.finish(s);
-      else still.push(s);
-    }
-    this.running = still;
+    const done = this.running.filter((s) => s.finishReason);
+    if (done.length === 0) return;
+    this.running = this.running.filter((s) => !s.finishReason);
+    for (const s of done) this.finish(s);
   }
 
   private release(seq: Sequence): void {
