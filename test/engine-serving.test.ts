@@ -86,6 +86,28 @@ describe('chunked prefill', () => {
   });
 });
 
+describe('admission', () => {
+  it('two prompts that cannot both fit in the KV cache run one after the other', async () => {
+    // tiny: 512 bytes per token, so 64 KiB holds 128 tokens; each prompt needs 71 (5 blocks).
+    const small = await LLM.load(dir, { threads: 1, kvCacheBytes: 64 * 1024, maxBatchTokens: 8 });
+    try {
+      const params = { ...greedy, maxTokens: 4 };
+      const prompts = [longPrompt.slice(0, 70), longPrompt.slice(40, 110)].map((p) => ({ promptTokenIds: p }));
+      const together = await small.generate(prompts, params);
+      for (let i = 0; i < 2; i++) {
+        const [alone] = await small.generate(prompts[i], params);
+        expect(together[i].outputs[0].tokenIds).toEqual(alone.outputs[0].tokenIds);
+        expect(together[i].outputs[0].finishReason).toBe('length');
+      }
+      // The second waited for the first to finish: its queue time covers the first's whole run.
+      const [first, second] = together.map((r) => r.metrics);
+      expect(second.queueSeconds).toBeGreaterThanOrEqual(first.totalSeconds - first.queueSeconds - 0.05);
+    } finally {
+      await small.close();
+    }
+  });
+});
+
 describe('fault isolation', () => {
   it('an onDelta that throws fails that request with its error; the others and the next one go on', async () => {
     const boom = new Error('boom in onDelta');

@@ -133,13 +133,7 @@ export class Scheduler {
     for (const s of this.running) {
       if (room === 0) break;
       if (s.finishReason || s.computed >= s.promptIds.length) continue;
-      const take = Math.min(room, s.promptIds.length - s.computed);
-      try {
-        this.model.kvCache.reserve(s.slot, s.computed + take);
-      } catch (e) {
-        if (!(e instanceof KvCacheFullError) || this.running.length === 1) this.fail(s, e);
-        continue; // wait until running sequences free blocks
-      }
+      const take = Math.min(room, s.promptIds.length - s.computed); // blocks reserved at admission
       if (s.prefillStart === 0) s.prefillStart = performance.now();
       for (let i = 0; i < take; i++) {
         const pos = s.computed + i;
@@ -185,18 +179,35 @@ export class Scheduler {
     });
   }
 
+  /**
+   * Give waiting sequences a slot, their cached prefix and blocks for their whole prompt (so two
+   * half-read prompts can never wait on each other for blocks).
+   */
   private admit(): void {
     const cache = this.model.kvCache;
     while (this.waiting.length > 0 && this.freeSlots.length > 0) {
       const seq = this.waiting[0];
-      if (seq.promptIds.length + 1 > cache.freeTokens && this.running.length > 0) return; // wait for blocks
-      this.waiting.shift();
-      seq.slot = this.freeSlots.pop()!;
+      const slot = this.freeSlots[this.freeSlots.length - 1];
       // The last prompt token is always computed: its logits give the first generated token.
-      seq.cachedTokens = this.prefixCaching ? cache.matchPrefix(seq.slot, seq.promptIds, seq.promptIds.length - 1) : 0;
-      seq.computed = seq.cachedTokens;
+      const cached = this.prefixCaching ? cache.matchPrefix(slot, seq.promptIds, seq.promptIds.length - 1) : 0;
+      try {
+        cache.ensure(slot, seq.promptIds.length + 1);
+      } catch (e) {
+        this.model.resetCache(slot);
+        if (e instanceof KvCacheFullError && this.running.length > 0) return; // wait for blocks
+        this.waiting.shift();
+        seq.finishReason = 'abort';
+        seq.error = e;
+        this.finish(seq);
+        continue;
+      }
+      this.waiting.shift();
+      this.freeSlots.pop();
+      seq.slot = slot;
+      seq.cachedTokens = cached;
+      seq.computed = cached;
       this.counters.promptTokens += seq.promptIds.length;
-      this.counters.cachedPromptTokens += seq.cachedTokens;
+      this.counters.cachedPromptTokens += cached;
       this.running.push(seq);
     }
   }
@@ -207,7 +218,7 @@ export class Scheduler {
    */
   private reserveNextPosition(seq: Sequence): boolean {
     try {
-      this.model.kvCache.reserve(seq.slot, seq.computed + 1);
+      this.model.kvCache.ensure(seq.slot, seq.computed + 1);
       return true;
     } catch (e) {
       if (!(e instanceof KvCacheFullError)) throw e;

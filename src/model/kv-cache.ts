@@ -136,6 +136,12 @@ export class KvCache {
     }
   }
 
+  /** Make positions [0, length) of `seq` writable, keeping any blocks it holds beyond them. */
+  ensure(seq: number, length: number): void {
+    this.checkSeq(seq);
+    if (Math.ceil(length / BLOCK_SIZE) > this.blocksOf[seq].length) this.reserve(seq, length);
+  }
+
   /** Forget a sequence and return its blocks to the pool (registered ones stay cached). */
   release(seq: number): void {
     this.reserve(seq, 0);

@@ -208,7 +208,7 @@ export class Qwen2Model {
     }
     const tokens = rows.map((r) => r.token);
     this.checkTokens(tokens);
-    for (const [seq, end] of next) cache.reserve(seq, Math.max(end, cache.lengths[seq]));
+    for (const [seq, end] of next) cache.ensure(seq, end);
     rows.forEach((r, i) => {
       this.scratch.rows[2 * i] = r.seq;
       this.scratch.rows[2 * i + 1] = r.pos;
