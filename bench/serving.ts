@@ -3,7 +3,7 @@
 //     health: /health latency (sequential probes) while a --prompt-tokens prompt is prefilled
 //     load:   --concurrency 1,4,8 clients, --requests each, streamed chat of --max-tokens tokens:
 //             time to first token and inter-token latency, p50 / p95
-//     chat:   a --turns turn chat through the library (prefix cache on, then off): TTFT per turn
+//     chat:   a --turns turn chat through the library (--prefix-caching on,off): TTFT per turn
 // --dist picks the build whose CLI serves (e.g. an older checkout's dist/) for before/after runs.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
@@ -22,6 +22,7 @@ const { values } = parseArgs({
     requests: { type: 'string', default: '2' },
     'max-tokens': { type: 'string', default: '32' },
     turns: { type: 'string', default: '10' },
+    'prefix-caching': { type: 'string', default: 'on,off' },
     port: { type: 'string', default: '8911' },
   },
 });
@@ -163,7 +164,7 @@ async function load(): Promise<void> {
 
 async function chat(): Promise<void> {
   const { LLM } = (await import(path.join(dist, 'src/engine/llm.js'))) as typeof import('../src/engine/llm.js');
-  for (const prefixCaching of [true, false]) {
+  for (const prefixCaching of values['prefix-caching']!.split(',').map((v) => v === 'on')) {
     const llm = await LLM.load(values.model!, { threads: Number(values.threads), prefixCaching });
     const messages: { role: string; content: string }[] = [{ role: 'system', content: 'You are a helpful assistant.' }];
     const ttft: string[] = [];
