@@ -9,6 +9,9 @@ export {
   type GenerateOptions,
   type StreamOptions,
   type ChatOptions,
+  type EngineOptions,
+  type EngineState,
+  type ModelInfo,
 } from './engine/llm.js';
 export type { CompletionOutput, FinishReason, RequestMetrics } from './engine/request.js';
 

@@ -134,7 +134,7 @@ describe('KV cache budget', () => {
       const lengths = outs.map((o) => o.tokenIds.length).sort((x, y) => x - y);
       expect(lengths[0]).toBeLessThan(60);
       expect(lengths[1]).toBe(60);
-      expect(small.model.kvCache.freeTokens).toBe(128);
+      expect((await small.stats()).freeTokens).toBe(128);
     } finally {
       await small.close();
     }
@@ -189,6 +189,6 @@ describe('LLM.chat and LLM.stream', () => {
     for await (const _ of llm.stream('Hello', { temperature: 0, maxTokens: 200 })) break;
     await new Promise((r) => setTimeout(r, 50));
     expect(llm.load).toEqual({ waiting: 0, running: 0 });
-    expect(llm.model.kvCache.freeTokens).toBe(llm.model.kvCache.capacityTokens);
+    expect((await llm.stats()).freeTokens).toBe(llm.model.kvCache.capacityTokens);
   });
 });

@@ -95,6 +95,7 @@ describe('the official openai client', () => {
       prompt_tokens: promptTokens(),
       completion_tokens: 12,
       total_tokens: promptTokens() + 12,
+      prompt_tokens_details: { cached_tokens: expect.any(Number) },
     });
   });
 
@@ -142,6 +143,7 @@ describe('the official openai client', () => {
       prompt_tokens: llm.tokenizer.encode('Hello, world').length,
       completion_tokens: 24,
       total_tokens: llm.tokenizer.encode('Hello, world').length + 24,
+      prompt_tokens_details: { cached_tokens: 0 }, // shorter than one cache block
     });
     const text = ref.choices[0].text;
     const stop = text.slice(Math.floor(text.length / 2), Math.floor(text.length / 2) + 3);
@@ -192,7 +194,12 @@ describe('the official openai client', () => {
     expect(r.choices[3].text).toBe(await one(prompts[1], 6));
     expect(await one(llm.tokenizer.encode(prompts[1]), 6)).toBe(r.choices[3].text);
     const p = prompts.map((s) => llm.tokenizer.encode(s).length);
-    expect(r.usage).toEqual({ prompt_tokens: p[0] + p[1], completion_tokens: 24, total_tokens: p[0] + p[1] + 24 });
+    expect(r.usage).toEqual({
+      prompt_tokens: p[0] + p[1],
+      completion_tokens: 24,
+      total_tokens: p[0] + p[1] + 24,
+      prompt_tokens_details: { cached_tokens: expect.any(Number) },
+    });
 
     const chat = await client.chat.completions.create({
       model: MODEL,
@@ -306,7 +313,12 @@ describe('the official openai client', () => {
       ignore_eos: true,
     } as OpenAI.CompletionCreateParamsNonStreaming);
     expect(r.choices[0].finish_reason).toBe('length');
-    expect(r.usage).toEqual({ prompt_tokens: CONTEXT - 20, completion_tokens: 20, total_tokens: CONTEXT });
+    expect(r.usage).toEqual({
+      prompt_tokens: CONTEXT - 20,
+      completion_tokens: 20,
+      total_tokens: CONTEXT,
+      prompt_tokens_details: { cached_tokens: expect.any(Number) },
+    });
   });
 });
 

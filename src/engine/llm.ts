@@ -1,13 +1,20 @@
 // LLM: the vLLM offline API in TypeScript. Load a model directory once, then generate, chat or
 // stream with SamplingParams; unset sampling parameters default to generation_config.json's.
-import { loadModel, type LoadOptions } from '../model/load.js';
-import type { Qwen2Model } from '../model/qwen2.js';
-import { Sampler, validateSamplingParams, type SamplingParams } from '../sampler/index.js';
-import { vocabularyFromTokenizer, type TokenVocabulary } from '../sampler/structured/index.js';
-import { QwenTokenizer, StreamDecoder, type ChatMessage, type ChatTemplateOptions } from '../tokenizer/index.js';
-import { metricsOf, type CompletionOutput, type RequestMetrics, type Sequence } from './request.js';
-import { Scheduler } from './scheduler.js';
+//
+// The model runs in the engine thread (engine-thread.ts: scheduler, forward pass, sampling); this
+// object lives on the caller's thread, tokenizes and applies the chat template, and exchanges
+// plain-data messages with the engine, so the caller's event loop never waits for a forward pass.
+import type { GenerationConfig, ModelConfig } from '../model/config.js';
+import { validateSamplingParams, type SamplingParams } from '../sampler/index.js';
+import { Piscina } from 'piscina';
+import { runnableUrl } from '../tensor/pool.js';
+import { QwenTokenizer, type ChatMessage, type ChatTemplateOptions } from '../tokenizer/index.js';
+import { EngineClient } from './client.js';
 import { parseToolCalls, toolChoiceConstraint, type ToolChoice } from './tool-calls.js';
+import type { EngineOptions, EngineState, ModelInfo } from './messages.js';
+import type { CompletionOutput, RequestMetrics } from './request.js';
+
+export type { EngineOptions, EngineState, ModelInfo } from './messages.js';
 
 export type PromptInput = string | { prompt: string } | { promptTokenIds: number[] };
 
@@ -38,24 +45,51 @@ export interface ChatOptions {
   toolChoice?: ToolChoice;
 }
 
+/**
+ * Texts of at least this many characters are tokenized in a separate thread by LLM.tokenize
+ * (about 2 ms per KB here: a 900 KB prompt would hold the event loop for seconds).
+ */
+export const LARGE_TEXT_CHARS = 32 * 1024;
+
 /** Default max_tokens when neither the request nor generation_config.json sets one. */
 export const DEFAULT_MAX_TOKENS = 256;
 
 export class LLM {
-  private scheduler: Scheduler;
-  private vocabulary: TokenVocabulary | null = null;
+  /** The model's configuration and the engine's sizes (the weights live in the engine thread). */
+  readonly model: ModelInfo;
+
+  private tokenizerThread: Piscina | null = null;
 
   private constructor(
-    readonly model: Qwen2Model,
+    private engine: EngineClient,
     readonly tokenizer: QwenTokenizer,
+    private dir: string,
   ) {
-    this.scheduler = new Scheduler(model);
+    this.model = engine.info;
   }
 
-  static async load(dir: string, options: LoadOptions = {}): Promise<LLM> {
-    const tokenizer = await QwenTokenizer.fromDir(dir);
-    const model = await loadModel(dir, options);
-    return new LLM(model, tokenizer);
+  /**
+   * Load a model directory: the tokenizer here, the model in a new engine thread. Options are
+   * loadModel's plus `prefixCaching` (default true).
+   */
+  static async load(dir: string, options: EngineOptions = {}): Promise<LLM> {
+    const engine = EngineClient.start(dir, options);
+    let tokenizer: QwenTokenizer;
+    try {
+      tokenizer = await QwenTokenizer.fromDir(dir);
+    } catch (e) {
+      await engine.then((c) => c.close()).catch(() => {});
+      throw e;
+    }
+    return new LLM(await engine, tokenizer, dir);
+  }
+
+  get config(): ModelConfig {
+    return this.model.config;
+  }
+
+  get generationConfig(): GenerationConfig {
+    return this.model.generationConfig;
   }
 
   /** The sampling parameters a request runs with: the request's, then generation_config.json's. */
@@ -73,16 +107,6 @@ export class LLM {
     return { maxTokens: DEFAULT_MAX_TOKENS, ...fromModel, ...defined };
   }
 
-  /** Token byte strings for constrained decoding, bad_words and min_tokens (built on first use). */
-  tokenVocabulary(): TokenVocabulary {
-    const eos = this.model.generationConfig.eosTokenIds;
-    return (this.vocabulary ??= vocabularyFromTokenizer(
-      this.tokenizer,
-      this.model.config.vocabSize,
-      eos.length > 0 ? eos : this.tokenizer.eosTokenId !== null ? [this.tokenizer.eosTokenId] : [],
-    ));
-  }
-
   encodePrompt(input: PromptInput): { prompt: string; promptTokenIds: number[] } {
     if (typeof input === 'string') return { prompt: input, promptTokenIds: this.tokenizer.encode(input) };
     if (input && typeof input === 'object' && 'promptTokenIds' in input && Array.isArray(input.promptTokenIds)) {
@@ -93,6 +117,27 @@ export class LLM {
       return { prompt: input.prompt, promptTokenIds: this.tokenizer.encode(input.prompt) };
     }
     throw new TypeError('a prompt must be a string, { prompt: string } or { promptTokenIds: number[] }');
+  }
+
+  /**
+   * Token ids of a text, like tokenizer.encode, without holding this thread for a large text:
+   * from LARGE_TEXT_CHARS characters on, the work runs in a tokenizer thread (started on first
+   * use, idle threads do not keep the process alive).
+   */
+  async tokenize(text: string, opts: { addSpecialTokens?: boolean } = {}): Promise<number[]> {
+    if (typeof text !== 'string' || text.length < LARGE_TEXT_CHARS) return this.tokenizer.encode(text, opts);
+    this.tokenizerThread ??= new Piscina({
+      filename: runnableUrl(new URL('./tokenize-task.js', import.meta.url)).href,
+      minThreads: 0,
+      maxThreads: 1,
+      idleTimeout: 30_000,
+    });
+    const ids = (await this.tokenizerThread.run({
+      dir: this.dir,
+      text,
+      addSpecialTokens: opts.addSpecialTokens ?? true,
+    })) as Int32Array;
+    return Array.from(ids);
   }
 
   applyChatTemplate(messages: ChatMessage[], opts: ChatTemplateOptions = {}): string {
@@ -114,53 +159,26 @@ export class LLM {
     params: SamplingParams,
     hooks: { onDelta?: (delta: string) => void; signal?: AbortSignal; index?: number } = {},
   ): Promise<{ output: CompletionOutput; metrics: RequestMetrics }> {
-    const p = this.resolveParams(params);
+    let p: SamplingParams;
+    try {
+      p = this.resolveParams(params);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     if (promptTokenIds.length === 0)
       return Promise.reject(new RangeError('the prompt is empty: at least one token is needed'));
-    return new Promise((resolve, reject) => {
-      const stops = p.stop === undefined ? [] : typeof p.stop === 'string' ? [p.stop] : p.stop;
-      const seq: Sequence = {
-        promptIds: promptTokenIds,
-        outputIds: [],
-        sampler: new Sampler(p, this.model.config.vocabSize, {
-          vocabulary:
-            p.structuredOutput || p.badWords?.length || (p.minTokens ?? 0) > 0 ? this.tokenVocabulary() : undefined,
-        }),
-        decoder: new StreamDecoder(this.tokenizer, { skipSpecialTokens: true, prompt: promptTokenIds }),
-        maxTokens: p.maxTokens!,
-        stop: stops,
-        stopTokenIds: new Set(p.stopTokenIds ?? []),
-        eosIds: new Set(p.ignoreEos ? [] : this.model.generationConfig.eosTokenIds),
-        wantLogprobs: p.logprobs !== undefined,
-        logprobs: [],
-        text: '',
-        emitted: 0,
-        slot: -1,
-        onDelta: hooks.onDelta && ((d) => hooks.onDelta!(d)),
-        resolve: (s) => {
-          const output: CompletionOutput = {
-            index: hooks.index ?? 0,
-            text: s.text,
-            tokenIds: s.outputIds,
-            finishReason: s.finishReason!,
-          };
-          if (s.stopReason !== undefined) output.stopReason = s.stopReason;
-          if (s.wantLogprobs) output.logprobs = s.logprobs;
-          resolve({ output, metrics: metricsOf(s) });
-        },
-        reject,
-        arrival: performance.now(),
-        prefillStart: 0,
-        firstToken: 0,
-        finished: 0,
-      };
-      if (hooks.signal) {
-        if (hooks.signal.aborted) seq.finishReason = 'abort';
-        hooks.signal.addEventListener('abort', () => this.scheduler.abort(seq), { once: true });
-      }
-      this.scheduler.submit(seq);
-      if (seq.finishReason === 'abort') this.scheduler.abort(seq);
-    });
+    const cache = this.model.kvCache;
+    if (promptTokenIds.length + 1 > Math.min(cache.capacityTokens, cache.contextLength)) {
+      return Promise.reject(
+        new RangeError(
+          `prompt of ${promptTokenIds.length} tokens does not fit: the context length is ${cache.contextLength} and the KV cache holds ${cache.capacityTokens} tokens`,
+        ),
+      );
+    }
+    return this.engine.submit(promptTokenIds, p, hooks).then(({ output, metrics }) => ({
+      output: { index: hooks.index ?? 0, ...output },
+      metrics,
+    }));
   }
 
   /** Complete each prompt; all prompts run together (batched decode). One result per prompt. */
@@ -175,10 +193,10 @@ export class LLM {
     const total = encoded.length;
     const bar = opts.progressBar ?? (process.stderr.isTTY === true && total > 1);
     const t0 = performance.now();
-    const tokens0 = this.scheduler.generatedTokens;
+    const tokens0 = this.engine.state.generatedTokens;
     let done = 0;
     const progress = () => {
-      const generatedTokens = this.scheduler.generatedTokens - tokens0;
+      const generatedTokens = this.engine.state.generatedTokens - tokens0;
       const tokensPerSec = generatedTokens / ((performance.now() - t0) / 1000);
       opts.onProgress?.({ done, total, generatedTokens, tokensPerSec });
       if (bar) {
@@ -289,12 +307,23 @@ export class LLM {
     }
   }
 
-  /** Requests waiting for a slot and sequences generating now. */
+  /** Requests waiting for a slot and sequences generating now (as of the engine's last step). */
   get load(): { waiting: number; running: number } {
-    return { waiting: this.scheduler.queueLength, running: this.scheduler.runningCount };
+    return { waiting: this.engine.state.waiting, running: this.engine.state.running };
   }
 
+  /** The engine's state as of its last step (load, KV cache use, prefix cache counters). */
+  get state(): EngineState {
+    return this.engine.state;
+  }
+
+  /** The engine's state now: load, KV cache use, prefix cache counters. */
+  stats(): Promise<EngineState> {
+    return this.engine.fresh();
+  }
+
+  /** Stop the engine thread and its kernel threads; requests still running are rejected. */
   async close(): Promise<void> {
-    await this.model.close();
+    await Promise.all([this.engine.close(), this.tokenizerThread?.destroy()]);
   }
 }

@@ -16,6 +16,8 @@ export interface RequestMetrics {
   /** Generated tokens after the first, per second of decoding. */
   decodeTokensPerSec: number;
   totalSeconds: number;
+  /** Prompt tokens whose KV came from the prefix cache (vLLM's num_cached_tokens). */
+  cachedTokens: number;
 }
 
 export interface CompletionOutput {
@@ -30,8 +32,9 @@ export interface CompletionOutput {
   toolCalls?: ToolCall[];
 }
 
-/** Internal state of one sequence being generated. */
+/** Internal state of one sequence being generated (in the engine thread). */
 export interface Sequence {
+  id: number;
   promptIds: number[];
   outputIds: number[];
   sampler: Sampler;
@@ -46,6 +49,12 @@ export interface Sequence {
   text: string;
   emitted: number;
   slot: number; // KV cache slot, -1 while waiting
+  /** Positions whose keys and values are in the cache (prompt chunks read so far, then decoded tokens). */
+  computed: number;
+  /** Prompt positions taken from the prefix cache. */
+  cachedTokens: number;
+  /** Set when the sequence failed: it is rejected with this instead of resolved. */
+  error?: unknown;
   finishReason?: FinishReason;
   stopReason?: string | number;
   onDelta?: (delta: string, seq: Sequence) => void;
@@ -109,8 +118,9 @@ export function metricsOf(seq: Sequence): RequestMetrics {
   return {
     timeToFirstToken: s(seq.firstToken - seq.arrival),
     queueSeconds: s(seq.prefillStart - seq.arrival),
-    prefillTokensPerSec: prefill > 0 ? seq.promptIds.length / prefill : 0,
+    prefillTokensPerSec: prefill > 0 ? (seq.promptIds.length - seq.cachedTokens) / prefill : 0,
     decodeTokensPerSec: decode > 0 ? (seq.outputIds.length - 1) / decode : 0,
     totalSeconds: s(seq.finished - seq.arrival),
+    cachedTokens: seq.cachedTokens,
   };
 }

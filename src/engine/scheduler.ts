@@ -1,21 +1,60 @@
-// Continuous batching, in the manner of vLLM's scheduler: requests wait in a FIFO queue until a
-// KV cache slot and enough cache blocks are free, are prefilled one by one, then decode together
-// one token per step, all running sequences sharing one pass over the weights per step. Finished
-// or aborted sequences leave at once and free their slot for the next waiting request.
+// Continuous batching with chunked prefill, in the manner of vLLM's scheduler. Requests wait in a
+// FIFO queue until a KV cache slot and enough cache blocks are free. Every step is one pass over
+// the weights carrying the next token of each decoding sequence plus chunks of prompts being read,
+// at most maxBatchTokens rows in all, so running streams keep flowing while a long prompt is
+// prefilled, and an abort takes effect at the next step. A new sequence first takes the longest
+// cached prefix of its prompt from the KV cache (prefix caching) and only computes the rest.
+// Finished, aborted or failed sequences leave at once and free their slot; an exception while
+// serving one sequence (sampler, callback, NaN logits) fails that sequence only.
 import { KvCacheFullError } from '../model/kv-cache.js';
 import type { Qwen2Model } from '../model/qwen2.js';
 import { appendText, takeStreamable, type Sequence } from './request.js';
+
+export interface SchedulerOptions {
+  /** Reuse the KV cache of earlier sequences' identical prefixes. Default true. */
+  prefixCaching?: boolean;
+  /** Testing: block the engine thread this long in every step (simulates a slow model). */
+  stepDelayMs?: number;
+}
+
+/** Counters since the scheduler started. */
+export interface SchedulerCounters {
+  generatedTokens: number;
+  /** Prompt tokens of admitted sequences, and how many of them came from the prefix cache. */
+  promptTokens: number;
+  cachedPromptTokens: number;
+}
+
+/** One row of a step: a token of a sequence at a position; `logits` when the next token is sampled from it. */
+interface Row {
+  seq: Sequence;
+  token: number;
+  pos: number;
+  logits: boolean;
+}
+
+export class NonFiniteLogitsError extends Error {
+  override name = 'NonFiniteLogitsError';
+}
 
 export class Scheduler {
   private waiting: Sequence[] = [];
   private running: Sequence[] = [];
   private freeSlots: number[];
   private looping = false;
-  /** Tokens generated since the scheduler started (for progress and metrics). */
-  generatedTokens = 0;
+  private prefixCaching: boolean;
+  private stepDelayMs: number;
+  readonly counters: SchedulerCounters = { generatedTokens: 0, promptTokens: 0, cachedPromptTokens: 0 };
+  /** Called after every step (the engine thread reports its state to the main thread). */
+  onStep: (() => void) | null = null;
 
-  constructor(private model: Qwen2Model) {
+  constructor(
+    private model: Qwen2Model,
+    opts: SchedulerOptions = {},
+  ) {
     this.freeSlots = Array.from({ length: model.kvCache.maxSequences }, (_, i) => model.kvCache.maxSequences - 1 - i);
+    this.prefixCaching = opts.prefixCaching ?? true;
+    this.stepDelayMs = opts.stepDelayMs ?? 0;
   }
 
   get queueLength(): number {
@@ -24,6 +63,10 @@ export class Scheduler {
 
   get runningCount(): number {
     return this.running.length;
+  }
+
+  get generatedTokens(): number {
+    return this.counters.generatedTokens;
   }
 
   submit(seq: Sequence): void {
@@ -41,10 +84,11 @@ export class Scheduler {
     if (!this.looping) void this.loop();
   }
 
-  /** Stop a sequence; it finishes with reason 'abort' at the next step and frees its cache. */
-  abort(seq: Sequence): void {
+  /** Stop a sequence; it finishes with reason 'abort' (or fails with `error`) at the next step and frees its cache. */
+  abort(seq: Sequence, error?: unknown): void {
     if (seq.finishReason) return;
     seq.finishReason = 'abort';
+    if (error !== undefined) seq.error = error;
     const w = this.waiting.indexOf(seq);
     if (w >= 0) {
       this.waiting.splice(w, 1);
@@ -56,59 +100,116 @@ export class Scheduler {
     this.looping = true;
     try {
       while (this.waiting.length > 0 || this.running.length > 0) {
+        try {
+          await this.step();
+        } catch (e) {
+          // A bug outside any one sequence's work: fail those running, keep the engine alive.
+          for (const s of this.running) this.fail(s, e);
+        }
         this.dropFinished();
-        await this.admit();
-        await this.decodeStep();
-        // Let I/O (new requests, disconnects, aborts, stream consumers) run between steps.
+        if (this.stepDelayMs > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, this.stepDelayMs);
+        this.onStep?.();
+        // Let messages (new requests, aborts) in between steps.
         await new Promise((r) => setImmediate(r));
       }
     } finally {
       this.looping = false;
+      this.onStep?.();
     }
   }
 
-  private async admit(): Promise<void> {
+  /** One pass over the weights (more only when the decoding sequences alone exceed maxBatchTokens). */
+  private async step(): Promise<void> {
+    this.dropFinished();
+    this.admit();
+    const maxRows = this.model.dims.maxRows;
+    const rows: Row[] = [];
+    for (const s of this.running) {
+      if (s.finishReason || s.computed < s.promptIds.length || !this.reserveNextPosition(s)) continue;
+      rows.push({ seq: s, token: s.outputIds[s.outputIds.length - 1], pos: s.computed, logits: true });
+    }
+    // Prompt chunks fill the rest of the last pass, oldest sequence first.
+    let room = maxRows - (rows.length % maxRows);
+    for (const s of this.running) {
+      if (room === 0) break;
+      if (s.finishReason || s.computed >= s.promptIds.length) continue;
+      const take = Math.min(room, s.promptIds.length - s.computed); // blocks reserved at admission
+      if (s.prefillStart === 0) s.prefillStart = performance.now();
+      for (let i = 0; i < take; i++) {
+        const pos = s.computed + i;
+        rows.push({ seq: s, token: s.promptIds[pos], pos, logits: pos === s.promptIds.length - 1 });
+      }
+      room -= take;
+    }
+    for (let i = 0; i < rows.length; i += maxRows) await this.runPass(rows.slice(i, i + maxRows));
+  }
+
+  private async runPass(rows: Row[]): Promise<void> {
+    // Rows whose logits are needed go last: the model computes the head for the last rows only.
+    // Row order does not change the result: every row's key and value enter the cache before any
+    // row attends, and each row attends to its own sequence's positions up to its own.
+    const withLogits = rows.filter((r) => r.logits);
+    const ordered = [...rows.filter((r) => !r.logits), ...withLogits];
+    const seqs = new Set(rows.map((r) => r.seq));
+    let logits: Float32Array;
+    try {
+      logits = await this.model.forwardBatch(
+        ordered.map((r) => ({ seq: r.seq.slot, token: r.token, pos: r.pos })),
+        withLogits.length,
+      );
+    } catch (e) {
+      for (const s of seqs) this.fail(s, e);
+      return;
+    }
+    for (const r of ordered) r.seq.computed = r.pos + 1;
+    if (this.prefixCaching) {
+      for (const s of seqs) {
+        const p = s.promptIds,
+          o = s.outputIds;
+        this.model.kvCache.registerFullBlocks(s.slot, (pos) => (pos < p.length ? p[pos] : o[pos - p.length]));
+      }
+    }
+    const vocab = this.model.config.vocabSize;
+    withLogits.forEach((r, j) => {
+      try {
+        this.accept(r.seq, logits, j * vocab);
+      } catch (e) {
+        this.fail(r.seq, e);
+      }
+    });
+  }
+
+  /**
+   * Give waiting sequences a slot, their cached prefix and blocks for their whole prompt (so two
+   * half-read prompts can never wait on each other for blocks).
+   */
+  private admit(): void {
     const cache = this.model.kvCache;
     while (this.waiting.length > 0 && this.freeSlots.length > 0) {
       const seq = this.waiting[0];
-      if (seq.promptIds.length + 1 > cache.freeTokens && this.running.length > 0) return; // wait for blocks
-      this.waiting.shift();
-      seq.slot = this.freeSlots.pop()!;
-      seq.prefillStart = performance.now();
-      this.running.push(seq);
+      const slot = this.freeSlots[this.freeSlots.length - 1];
+      // The last prompt token is always computed: its logits give the first generated token.
+      const cached = this.prefixCaching ? cache.matchPrefix(slot, seq.promptIds, seq.promptIds.length - 1) : 0;
       try {
-        const logits = await this.model.forward(seq.promptIds, { seq: seq.slot });
-        this.accept(seq, logits, 0);
+        cache.ensure(slot, seq.promptIds.length + 1);
       } catch (e) {
-        this.fail(seq, e);
-      }
-      await new Promise((r) => setImmediate(r));
-      this.dropFinished();
-    }
-  }
-
-  private async decodeStep(): Promise<void> {
-    const vocab = this.model.config.vocabSize;
-    const maxRows = this.model.dims.maxRows;
-    const active = this.running.filter((s) => !s.finishReason && this.reserveNextPosition(s));
-    for (let i = 0; i < active.length; i += maxRows) {
-      const batch = active.slice(i, i + maxRows);
-      const steps = batch.map((s) => ({
-        seq: s.slot,
-        token: s.outputIds[s.outputIds.length - 1],
-        pos: s.promptIds.length + s.outputIds.length - 1,
-      }));
-      let logits: Float32Array;
-      try {
-        logits = await this.model.decodeBatch(steps);
-      } catch (e) {
-        // Most likely the KV cache ran out of blocks: end these sequences, keep the server alive.
-        for (const s of batch) this.fail(s, e);
+        this.model.resetCache(slot);
+        if (e instanceof KvCacheFullError && this.running.length > 0) return; // wait for blocks
+        this.waiting.shift();
+        seq.finishReason = 'abort';
+        seq.error = e;
+        this.finish(seq);
         continue;
       }
-      batch.forEach((s, j) => this.accept(s, logits, j * vocab));
+      this.waiting.shift();
+      this.freeSlots.pop();
+      seq.slot = slot;
+      seq.cachedTokens = cached;
+      seq.computed = cached;
+      this.counters.promptTokens += seq.promptIds.length;
+      this.counters.cachedPromptTokens += cached;
+      this.running.push(seq);
     }
-    this.dropFinished();
   }
 
   /**
@@ -117,13 +218,13 @@ export class Scheduler {
    */
   private reserveNextPosition(seq: Sequence): boolean {
     try {
-      this.model.kvCache.reserve(seq.slot, seq.promptIds.length + seq.outputIds.length);
+      this.model.kvCache.ensure(seq.slot, seq.computed + 1);
       return true;
     } catch (e) {
       if (!(e instanceof KvCacheFullError)) throw e;
       seq.finishReason = 'length';
       appendText(seq, seq.decoder.flush());
-      this.model.resetCache(seq.slot); // at once, so the sequences after it in this step can use its blocks
+      this.release(seq); // at once, so the sequences after it in this step can use its blocks
       return false;
     }
   }
@@ -132,11 +233,20 @@ export class Scheduler {
   private accept(seq: Sequence, logits: Float32Array, off: number): void {
     if (seq.finishReason) return;
     const vocab = this.model.config.vocabSize;
-    const r = seq.sampler.sample(logits.subarray(off, off + vocab), seq.promptIds, seq.outputIds);
+    const row = logits.subarray(off, off + vocab);
+    for (let i = 0; i < vocab; i++) {
+      const x = row[i];
+      if (x !== x || x === Infinity) {
+        throw new NonFiniteLogitsError(
+          `the model produced ${x} logits (token ${i}) at position ${seq.computed - 1} of this sequence: the weights or activations hold NaN or Inf values`,
+        );
+      }
+    }
+    const r = seq.sampler.sample(row, seq.promptIds, seq.outputIds);
     const token = r.token;
     if (seq.outputIds.length === 0) seq.firstToken = performance.now();
     seq.outputIds.push(token);
-    this.generatedTokens++;
+    this.counters.generatedTokens++;
     if (seq.wantLogprobs) seq.logprobs.push({ token, logprob: r.logprob ?? 0, topLogprobs: r.topLogprobs });
 
     if (seq.eosIds.has(token)) {
@@ -158,31 +268,41 @@ export class Scheduler {
   }
 
   private fail(seq: Sequence, e: unknown): void {
+    if (seq.error !== undefined) return;
     seq.finishReason = 'abort';
-    seq.reject(e);
-    seq.resolve = () => {};
+    seq.error = e;
   }
 
   private dropFinished(): void {
-    const still: Sequence[] = [];
-    for (const s of this.running) {
-      if (s.finishReason) this.finish(s);
-      else still.push(s);
-    }
-    this.running = still;
+    const done = this.running.filter((s) => s.finishReason);
+    if (done.length === 0) return;
+    this.running = this.running.filter((s) => !s.finishReason);
+    for (const s of done) this.finish(s);
+  }
+
+  private release(seq: Sequence): void {
+    if (seq.slot < 0) return;
+    this.model.resetCache(seq.slot);
+    this.freeSlots.push(seq.slot);
+    seq.slot = -1;
   }
 
   private finish(seq: Sequence): void {
-    if (seq.slot >= 0) {
-      this.model.resetCache(seq.slot);
-      this.freeSlots.push(seq.slot);
-      seq.slot = -1;
-    }
+    this.release(seq);
     seq.finished = performance.now();
     if (seq.firstToken === 0) seq.firstToken = seq.finished;
     if (seq.prefillStart === 0) seq.prefillStart = seq.finished;
-    const rest = takeStreamable(seq);
-    if (rest !== '' && seq.onDelta) seq.onDelta(rest, seq);
+    if (seq.error !== undefined) {
+      seq.reject(seq.error);
+      return;
+    }
+    try {
+      const rest = takeStreamable(seq);
+      if (rest !== '' && seq.onDelta) seq.onDelta(rest, seq);
+    } catch (e) {
+      seq.reject(e);
+      return;
+    }
     seq.resolve(seq);
   }
 }

@@ -183,6 +183,43 @@ export class Qwen2Model {
   }
 
   /**
+   * One pass over the weights for rows of any sequences (the engine's mixed step: prompt chunks
+   * and decode tokens together). Each sequence's rows have consecutive positions starting at most
+   * at its cached length. Returns the logits of the last `logitRows` rows, [logitRows, vocab].
+   */
+  async forwardBatch(rows: DecodeStep[], logitRows: number): Promise<Float32Array> {
+    const n = rows.length;
+    if (n === 0 || n > this.dims.maxRows)
+      throw new RangeError(`forwardBatch: 1 to ${this.dims.maxRows} rows, got ${n}`);
+    if (!Number.isInteger(logitRows) || logitRows < 0 || logitRows > n)
+      throw new RangeError(`forwardBatch: logitRows must be from 0 to ${n}, got ${logitRows}`);
+    const cache = this.kvCache;
+    const next = new Map<number, number>();
+    for (const r of rows) {
+      if (!Number.isInteger(r.seq) || r.seq < 0 || r.seq >= cache.maxSequences)
+        throw new RangeError(`forwardBatch: seq ${r.seq} is out of range (0..${cache.maxSequences - 1})`);
+      const expected = next.get(r.seq);
+      const ok = expected === undefined ? r.pos <= cache.lengths[r.seq] : r.pos === expected;
+      if (!Number.isInteger(r.pos) || r.pos < 0 || !ok || r.pos >= this.dims.contextLength)
+        throw new RangeError(
+          `forwardBatch: pos ${r.pos} of seq ${r.seq} is invalid (${cache.lengths[r.seq]} tokens cached, context ${this.dims.contextLength})`,
+        );
+      next.set(r.seq, r.pos + 1);
+    }
+    const tokens = rows.map((r) => r.token);
+    this.checkTokens(tokens);
+    for (const [seq, end] of next) cache.ensure(seq, end);
+    rows.forEach((r, i) => {
+      this.scratch.rows[2 * i] = r.seq;
+      this.scratch.rows[2 * i + 1] = r.pos;
+    });
+    const out = new Float32Array(logitRows * this.dims.vocab);
+    this.forwardRows(tokens, 0, n, logitRows, out, 0);
+    for (const [seq, end] of next) cache.lengths[seq] = end;
+    return out;
+  }
+
+  /**
    * Start (or restart) a per-operation profile of forward passes; profile() returns the
    * milliseconds spent in each parallel operation and in the rest ('serial': norms, rope, cache
    * writes, q/k norms, embedding lookups, residual adds; activations are quantized inside the matmuls).

@@ -14,12 +14,15 @@ export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** Prompt tokens served from the prefix cache (as vLLM and OpenAI report them). */
+  prompt_tokens_details?: { cached_tokens: number };
 }
 
-export const usage = (prompt: number, completion: number): Usage => ({
+export const usage = (prompt: number, completion: number, cached?: number): Usage => ({
   prompt_tokens: prompt,
   completion_tokens: completion,
   total_tokens: prompt + completion,
+  ...(cached !== undefined ? { prompt_tokens_details: { cached_tokens: cached } } : {}),
 });
 
 // JSON has no -Infinity; vLLM reports impossible tokens as -9999.

@@ -39,8 +39,18 @@ class Histogram {
 }
 
 export interface GaugeSource {
-  /** Sequences generating in the engine, and waiting in the engine for a KV cache slot. */
-  engine(): { running: number; waiting: number };
+  /**
+   * Sequences generating in the engine and waiting in it for a KV cache slot; KV cache tokens free
+   * and in all; prompt tokens admitted and how many of them came from the prefix cache.
+   */
+  engine(): {
+    running: number;
+    waiting: number;
+    freeTokens?: number;
+    capacityTokens?: number;
+    promptTokens?: number;
+    cachedPromptTokens?: number;
+  };
   /** Requests admitted by the server, and waiting in the server's queue. */
   server(): { running: number; queued: number };
 }
@@ -150,6 +160,20 @@ export class Metrics {
       'Sequences waiting in the engine for a KV cache slot, plus requests in the server queue.',
       e.waiting + s.queued,
     );
+    if (e.capacityTokens !== undefined && e.freeTokens !== undefined)
+      gauge(
+        `${PREFIX}_kv_cache_usage_ratio`,
+        'Share of the KV cache held by running sequences (blocks kept only for prefix reuse count as free).',
+        e.capacityTokens > 0 ? 1 - e.freeTokens / e.capacityTokens : 0,
+      );
+    if (e.promptTokens !== undefined && e.cachedPromptTokens !== undefined) {
+      counter(`${PREFIX}_prefix_cache_queries_total`, 'Prompt tokens looked up in the prefix cache.', e.promptTokens);
+      counter(
+        `${PREFIX}_prefix_cache_hits_total`,
+        'Prompt tokens found in the prefix cache (their prefill was skipped).',
+        e.cachedPromptTokens,
+      );
+    }
     gauge(`${PREFIX}_server_requests_in_flight`, 'Generation requests admitted by the server.', s.running);
     gauge(`${PREFIX}_server_requests_queued`, 'Generation requests waiting in the server queue.', s.queued);
     return lines.join('\n') + '\n';

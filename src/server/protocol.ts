@@ -369,7 +369,7 @@ function sequencesFor(
   return sequences;
 }
 
-export function parseChatRequest(llm: LLM, servedName: string, body: Body): GenerationRequest {
+export async function parseChatRequest(llm: LLM, servedName: string, body: Body): Promise<GenerationRequest> {
   checkModel(body, servedName);
   if (body.messages === undefined || body.messages === null) throw badRequest('messages is required.', 'messages');
   const common = commonFields(body);
@@ -397,7 +397,7 @@ export function parseChatRequest(llm: LLM, servedName: string, body: Body): Gene
     if (e instanceof ChatTemplateError) throw badRequest(e.message, e.field);
     throw badRequest(`The chat template failed on these messages: ${(e as Error).message}`, 'messages');
   }
-  const prompt = { text, ids: llm.tokenizer.encode(text, { addSpecialTokens: false }) };
+  const prompt = { text, ids: await llm.tokenize(text, { addSpecialTokens: false }) };
   const logprobs = wantLogprobs ? (top ?? 0) : undefined;
   return {
     endpoint: 'chat',
@@ -425,7 +425,7 @@ function tokenIdArray(llm: LLM, v: unknown[], param: string): number[] {
   return v as number[];
 }
 
-export function parseCompletionRequest(llm: LLM, servedName: string, body: Body): GenerationRequest {
+export async function parseCompletionRequest(llm: LLM, servedName: string, body: Body): Promise<GenerationRequest> {
   checkModel(body, servedName);
   const raw = body.prompt;
   if (raw === undefined || raw === null) throw badRequest('prompt is required.', 'prompt');
@@ -443,15 +443,17 @@ export function parseCompletionRequest(llm: LLM, servedName: string, body: Body)
   if (suffix) throw badRequest('suffix is not supported.', 'suffix');
 
   let prompts: EncodedPrompt[];
-  const fromText = (s: string): EncodedPrompt => ({ text: s, ids: llm.tokenizer.encode(s) });
+  const fromText = async (s: string): Promise<EncodedPrompt> => ({ text: s, ids: await llm.tokenize(s) });
   const fromIds = (ids: unknown[], param: string): EncodedPrompt => {
     const checked = tokenIdArray(llm, ids, param);
     return { text: llm.tokenizer.decode(checked), ids: checked };
   };
   if (typeof raw === 'string') {
-    prompts = [fromText(raw)];
+    prompts = [await fromText(raw)];
   } else if (Array.isArray(raw) && raw.length > 0 && raw.every((p) => typeof p === 'string')) {
-    prompts = (raw as string[]).map(fromText);
+    if (raw.length > MAX_PROMPTS)
+      throw badRequest(`At most ${MAX_PROMPTS} prompts per request, got ${raw.length}.`, 'prompt');
+    prompts = await Promise.all((raw as string[]).map(fromText));
   } else if (Array.isArray(raw) && raw.length > 0 && raw.every((p) => typeof p === 'number')) {
     prompts = [fromIds(raw, 'prompt')];
   } else if (Array.isArray(raw) && raw.length > 0 && raw.every(Array.isArray)) {

@@ -136,7 +136,7 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
   const maxBodyBytes = opts.maxBodyBytes ?? 1 << 20;
   const admission = new Admission(opts.maxConcurrency ?? llm.model.kvCache.maxSequences, opts.maxQueue ?? 64);
   const metrics = new Metrics({
-    engine: () => llm.load,
+    engine: () => llm.state,
     server: () => ({ running: admission.running, queued: admission.queued }),
   });
   const tokenText = new TokenText(llm.tokenizer);
@@ -356,8 +356,8 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
     const body = await readJsonObject(ctx.req);
     const request =
       route === 'chat'
-        ? parseChatRequest(llm, opts.modelName, body)
-        : parseCompletionRequest(llm, opts.modelName, body);
+        ? await parseChatRequest(llm, opts.modelName, body)
+        : await parseCompletionRequest(llm, opts.modelName, body);
     ctx.promptTokens = request.prompts.reduce((s, p) => s + p.ids.length, 0);
     let release: () => void;
     try {
@@ -434,7 +434,11 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
       return; // the client is gone
     }
     const outputs = results.map((r) => r.output!).sort((a, b) => a.index - b.index);
-    const u = usage(ctx.promptTokens ?? 0, ctx.completionTokens);
+    // Cached prompt tokens: those of each prompt's first sequence (the n copies share one prompt).
+    const cached = results
+      .filter((r, i) => r.metrics && request.sequences[i].index % request.n === 0)
+      .reduce((sum, r) => sum + r.metrics!.cachedTokens, 0);
+    const u = usage(ctx.promptTokens ?? 0, ctx.completionTokens, cached);
     if (stream) {
       stream.end(u);
       return;

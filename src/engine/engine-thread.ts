@@ -1,0 +1,151 @@
+// The engine thread: loads the model (this thread is thread 0 of its kernel pool) and a tokenizer
+// (stream decoding, stop strings, and whatever the sampler needs), runs the scheduler, and talks
+// to the main thread only by messages. The main thread stays free for HTTP, streams and parsing.
+import { parentPort, workerData } from 'node:worker_threads';
+import { loadModel } from '../model/load.js';
+import type { Qwen2Model } from '../model/qwen2.js';
+import { Sampler } from '../sampler/index.js';
+import { vocabularyFromTokenizer, type TokenVocabulary } from '../sampler/structured/index.js';
+import { QwenTokenizer, StreamDecoder } from '../tokenizer/index.js';
+import {
+  reviveError,
+  serializeError,
+  type EngineInit,
+  type EngineState,
+  type FromEngine,
+  type ModelInfo,
+  type ToEngine,
+} from './messages.js';
+import { metricsOf, type Sequence } from './request.js';
+import { Scheduler } from './scheduler.js';
+
+const port = parentPort!;
+const post = (m: FromEngine) => port.postMessage(m);
+
+async function main(): Promise<void> {
+  const init = workerData as EngineInit;
+  let model: Qwen2Model;
+  let tokenizer: QwenTokenizer;
+  try {
+    tokenizer = await QwenTokenizer.fromDir(init.dir);
+    model = await loadModel(init.dir, init.options);
+  } catch (e) {
+    post({ type: 'load-error', error: serializeError(e) });
+    return;
+  }
+  const prefixCaching = init.options.prefixCaching ?? true;
+  const stepDelayMs = Number(process.env.QWEN_TS_DEBUG_STEP_DELAY_MS ?? 0) || 0;
+  const scheduler = new Scheduler(model, { prefixCaching, stepDelayMs });
+  const live = new Map<number, Sequence>();
+  const cache = model.kvCache;
+  const state = (): EngineState => ({
+    waiting: scheduler.queueLength,
+    running: scheduler.runningCount,
+    freeTokens: cache.freeTokens,
+    capacityTokens: cache.capacityTokens,
+    cachedIdleTokens: cache.cachedIdleTokens,
+    ...scheduler.counters,
+  });
+  scheduler.onStep = () => post({ type: 'state', state: state() });
+
+  // Token byte strings for constrained decoding, bad_words and min_tokens: built on first use.
+  let vocabulary: TokenVocabulary | null = null;
+  const tokenVocabulary = (): TokenVocabulary => {
+    const eos = model.generationConfig.eosTokenIds;
+    const eosIds = eos.length > 0 ? eos : tokenizer.eosTokenId !== null ? [tokenizer.eosTokenId] : [];
+    return (vocabulary ??= vocabularyFromTokenizer(tokenizer, model.config.vocabSize, eosIds));
+  };
+
+  const submit = (m: Extract<ToEngine, { type: 'submit' }>): void => {
+    const p = m.params;
+    const stops = p.stop === undefined ? [] : typeof p.stop === 'string' ? [p.stop] : p.stop;
+    const arrival = m.arrivalEpochMs - performance.timeOrigin;
+    const seq: Sequence = {
+      id: m.id,
+      promptIds: m.promptIds,
+      outputIds: [],
+      sampler: new Sampler(p, model.config.vocabSize, {
+        vocabulary: p.structuredOutput || p.badWords?.length || (p.minTokens ?? 0) > 0 ? tokenVocabulary() : undefined,
+      }),
+      decoder: new StreamDecoder(tokenizer, { skipSpecialTokens: true, prompt: m.promptIds }),
+      maxTokens: p.maxTokens!,
+      stop: stops,
+      stopTokenIds: new Set(p.stopTokenIds ?? []),
+      eosIds: new Set(p.ignoreEos ? [] : model.generationConfig.eosTokenIds),
+      wantLogprobs: p.logprobs !== undefined,
+      logprobs: [],
+      text: '',
+      emitted: 0,
+      slot: -1,
+      computed: 0,
+      cachedTokens: 0,
+      onDelta: m.streaming ? (text) => post({ type: 'delta', id: m.id, text }) : undefined,
+      resolve: (s) => {
+        live.delete(m.id);
+        const output = { text: s.text, tokenIds: s.outputIds, finishReason: s.finishReason! } as Extract<
+          FromEngine,
+          { type: 'done' }
+        >['output'];
+        if (s.stopReason !== undefined) output.stopReason = s.stopReason;
+        if (s.wantLogprobs) output.logprobs = s.logprobs;
+        post({ type: 'done', id: m.id, output, metrics: metricsOf(s), state: state() });
+      },
+      reject: (e) => {
+        live.delete(m.id);
+        post({ type: 'failed', id: m.id, error: serializeError(e), state: state() });
+      },
+      arrival: Math.min(arrival, performance.now()),
+      prefillStart: 0,
+      firstToken: 0,
+      finished: 0,
+    };
+    live.set(m.id, seq);
+    scheduler.submit(seq);
+  };
+
+  port.on('message', (m: ToEngine) => {
+    switch (m.type) {
+      case 'submit':
+        try {
+          submit(m);
+        } catch (e) {
+          live.delete(m.id);
+          post({ type: 'failed', id: m.id, error: serializeError(e), state: state() });
+        }
+        return;
+      case 'abort': {
+        const seq = live.get(m.id);
+        if (seq) scheduler.abort(seq, m.error && reviveError(m.error));
+        return;
+      }
+      case 'state':
+        post({ type: 'state', state: state() });
+        return;
+      case 'close':
+        for (const seq of live.values()) scheduler.abort(seq, new Error('the LLM was closed'));
+        void model.close().finally(() => {
+          post({ type: 'closed' });
+          port.close();
+        });
+        return;
+    }
+  });
+
+  const info: ModelInfo = {
+    config: model.config,
+    generationConfig: model.generationConfig,
+    kvCache: {
+      maxSequences: cache.maxSequences,
+      contextLength: cache.contextLength,
+      capacityTokens: cache.capacityTokens,
+      blockSize: model.dims.blockSize,
+    },
+    weights: { format: model.weights.format },
+    threads: model.threads,
+    maxBatchTokens: model.dims.maxRows,
+    prefixCaching,
+  };
+  post({ type: 'ready', info, state: state() });
+}
+
+void main();

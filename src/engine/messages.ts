@@ -1,0 +1,95 @@
+// What the main thread and the engine thread say to each other (structured clone: plain data).
+import type { GenerationConfig, ModelConfig } from '../model/config.js';
+import type { LoadOptions } from '../model/load.js';
+import type { SamplingParams } from '../sampler/index.js';
+import type { WeightFormat } from '../tensor/matrix.js';
+import type { FinishReason, RequestMetrics, TokenLogprob } from './request.js';
+
+export interface EngineOptions extends LoadOptions {
+  /** Reuse the KV cache of identical prompt prefixes across requests and chat turns. Default true. */
+  prefixCaching?: boolean;
+}
+
+export interface EngineInit {
+  dir: string;
+  options: EngineOptions;
+}
+
+/** The model as the main thread sees it: its configuration and the engine's fixed sizes. */
+export interface ModelInfo {
+  config: ModelConfig;
+  generationConfig: GenerationConfig;
+  kvCache: { maxSequences: number; contextLength: number; capacityTokens: number; blockSize: number };
+  weights: { format: WeightFormat };
+  threads: number;
+  maxBatchTokens: number;
+  prefixCaching: boolean;
+}
+
+/** The engine's state after its last step. */
+export interface EngineState {
+  waiting: number;
+  running: number;
+  /** KV cache tokens that can be allocated (free blocks and cached blocks no sequence uses). */
+  freeTokens: number;
+  capacityTokens: number;
+  /** KV cache tokens kept for prefix reuse by no running sequence. */
+  cachedIdleTokens: number;
+  generatedTokens: number;
+  /** Prompt tokens admitted, and how many of them were found in the prefix cache. */
+  promptTokens: number;
+  cachedPromptTokens: number;
+}
+
+export interface SerializedError {
+  name: string;
+  message: string;
+  stack?: string;
+}
+
+export interface FinishedOutput {
+  text: string;
+  tokenIds: number[];
+  finishReason: FinishReason;
+  stopReason?: string | number;
+  logprobs?: TokenLogprob[];
+}
+
+export type ToEngine =
+  | {
+      type: 'submit';
+      id: number;
+      promptIds: number[];
+      /** Resolved (request over generation_config.json) and validated on the main thread. */
+      params: SamplingParams;
+      streaming: boolean;
+      /** performance.timeOrigin + performance.now() on the main thread when the request arrived. */
+      arrivalEpochMs: number;
+    }
+  | { type: 'abort'; id: number; error?: SerializedError }
+  | { type: 'state' }
+  | { type: 'close' };
+
+export type FromEngine =
+  | { type: 'ready'; info: ModelInfo; state: EngineState }
+  | { type: 'load-error'; error: SerializedError }
+  | { type: 'delta'; id: number; text: string }
+  | { type: 'done'; id: number; output: FinishedOutput; metrics: RequestMetrics; state: EngineState }
+  | { type: 'failed'; id: number; error: SerializedError; state: EngineState }
+  | { type: 'state'; state: EngineState }
+  | { type: 'closed' };
+
+export function serializeError(e: unknown): SerializedError {
+  if (e instanceof Error) return { name: e.name, message: e.message, stack: e.stack };
+  return { name: 'Error', message: String(e) };
+}
+
+const ERROR_TYPES: Record<string, ErrorConstructor> = { RangeError, TypeError, SyntaxError, Error };
+
+/** The error again on this side: the built-in type when it was one, else an Error with the original name. */
+export function reviveError(s: SerializedError): Error {
+  const err = new (ERROR_TYPES[s.name] ?? Error)(s.message);
+  if (err.name !== s.name) Object.defineProperty(err, 'name', { value: s.name, configurable: true, writable: true });
+  if (s.stack) err.stack = s.stack;
+  return err;
+}
