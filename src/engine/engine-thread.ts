@@ -28,7 +28,8 @@ async function main(): Promise<void> {
   let tokenizer: QwenTokenizer;
   try {
     tokenizer = await QwenTokenizer.fromDir(init.dir);
-    model = await loadModel(init.dir, init.options);
+    const { prefixCaching: _prefixCaching, ...loadOptions } = init.options; // the engine's option, not the model's
+    model = await loadModel(init.dir, loadOptions);
   } catch (e) {
     post({ type: 'load-error', error: serializeError(e) });
     return;
