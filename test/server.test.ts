@@ -593,7 +593,14 @@ describe('API key, health, metrics', () => {
   it('closes gracefully: queued and new requests get 503 or a closed connection', async () => {
     const s = await start();
     const inflight = post('/v1/completions', { prompt: 'Hello', max_tokens: 5 }, {}, s.base);
-    await new Promise((r) => setTimeout(r, 20));
+    // Close only once the server holds the request: a connection still idle at close() is dropped.
+    let settled = false;
+    void inflight.finally(() => (settled = true));
+    for (let i = 0; i < 500 && !settled; i++) {
+      const text = await (await fetch(`${s.base}/metrics`)).text();
+      if (/^qwen_ts_server_requests_in_flight [1-9]/m.test(text)) break;
+      await new Promise((r) => setTimeout(r, 2));
+    }
     await s.app.close({ graceMs: 5000 });
     expect((await inflight).status).toBe(200);
     await expect(fetch(`${s.base}/health`)).rejects.toThrow();
