@@ -55,6 +55,13 @@ export function matmul(
   throw new Error(`matmul: unknown weight format ${m.format}`);
 }
 
+// Index ranges for V8's typer. Turbofan adds int32 indices with an overflow check (add + jo) unless
+// it can prove the sum fits; masking an offset into [0, 2^30) and a column count into [0, 2^29)
+// proves `offset + k + 1` < 2^31, so each load loses its add-and-branch. The masks change nothing
+// while every index is below 2^30 (matvecF32 checks that and otherwise runs the plain kernel).
+const OFFSET_MASK = 0x3fffffff;
+const COLS_MASK = 0x1fffffff;
+
 /** f32 weights w [rows, cols] starting at row 0 of `w`, one token at a time (decode). */
 export function matvecF32(
   w: Float32Array,
@@ -69,16 +76,21 @@ export function matvecF32(
   r0: number,
   r1: number,
 ): void {
-  const even = cols & ~1;
+  if (w.length > OFFSET_MASK || x.length > OFFSET_MASK || cols > COLS_MASK) {
+    matmulF32(w, cols, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
+    return;
+  }
+  const colsM = cols & COLS_MASK;
+  const even = colsM & ~1;
   for (let t = 0; t < n; t++) {
-    const xo = xOff + t * xStride;
+    const xo = (xOff + t * xStride) & OFFSET_MASK;
     const yt = yOff + t * yStride;
     let r = r0;
     for (; r + 4 <= r1; r += 4) {
-      const o0 = r * cols,
-        o1 = o0 + cols,
-        o2 = o1 + cols,
-        o3 = o2 + cols;
+      const o0 = (r * colsM) & OFFSET_MASK,
+        o1 = (o0 + colsM) & OFFSET_MASK,
+        o2 = (o1 + colsM) & OFFSET_MASK,
+        o3 = (o2 + colsM) & OFFSET_MASK;
       let a0 = 0,
         a1 = 0,
         a2 = 0,
@@ -91,7 +103,7 @@ export function matvecF32(
         a2 += w[o2 + k] * v0 + w[o2 + k + 1] * v1;
         a3 += w[o3 + k] * v0 + w[o3 + k + 1] * v1;
       }
-      if (even < cols) {
+      if (even < colsM) {
         const v0 = x[xo + even];
         a0 += w[o0 + even] * v0;
         a1 += w[o1 + even] * v0;
@@ -104,9 +116,9 @@ export function matvecF32(
       y[yt + r + 3] = a3;
     }
     for (; r < r1; r++) {
-      const wo = r * cols;
+      const wo = r * colsM;
       let a = 0;
-      for (let k = 0; k < cols; k++) a += w[wo + k] * x[xo + k];
+      for (let k = 0; k < colsM; k++) a += w[wo + k] * x[xo + k];
       y[yt + r] = a;
     }
   }
