@@ -5,9 +5,16 @@
 // matmul-reference.ts keeps the kernels as they were before; `npm run bench` measures both beside
 // the scalar C loop (tools/scalar-limit.c). Only decode kernels changed: f32 takes 4 weight rows x
 // 1 token, two columns per step, 4 accumulators, so that nothing spills out of x64's 16 FP
-// registers (the 8 accumulators of before did); q8_0 takes 4 rows per pass instead of 2. Prefill keeps the 4 rows x 4 tokens f32 register block of
-// before: float64 panels (weights and tokens widened once and interleaved) and other block shapes
-// (2x4, 3x4, 4x2, 5x2, 2x5, 3x3, 2x8) measured no faster at n = 64 and slower at n = 4..16.
+// registers (the 8 accumulators of before did), and masks its offsets so that V8 drops the int32
+// overflow check from each index (see OFFSET_MASK; 1.09x -> 1.18x of before on a quiet machine);
+// q8_0 takes 4 rows per pass instead of 2.
+//
+// Prefill keeps the 4 rows x 4 tokens f32 register block of before. V8 gives doubles 15 registers
+// and schedules a block's multiplies before its adds, so every block that reuses loads enough
+// spills; on a quiet machine (bench/f32-variants.ts) none beat 4x4 at n = 64: 2x2, 3x2, 2x3, 3x3,
+// 4x2, 2x4, 4x3, 3x4, x widened once to float64 and interleaved by token (4x4, 2x4, 4x2), and the
+// offset masks. Widening x for decode, 2 rows x 4 columns, 4 rows x 4 columns, 8 rows x 1 column
+// and Math.fround (float32 arithmetic: 0.5x) measured no faster either.
 import { BF16, F32, Q4_0, Q8_0, QBLOCK, type Matrix } from './matrix.js';
 import { matmulBf16, matmulF32, matmulPanels, matmulReference } from './matmul-reference.js';
 import { dequantizeRowInto, matmulQ4_0, matmulQ8_0Rows4, type QuantizedActivations } from './quantize.js';
