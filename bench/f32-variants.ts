@@ -8,8 +8,9 @@
 //           4.2-4.4; 4x4 columns 3.8-4.1; 2 rows x 4 columns 3.9-4.3; 8x1 4.0-4.5; |0 on indices
 //           4.0-4.2; per-row subarrays 3.8-4.4; Math.fround 2.1.
 //   prefill now 4x4 4.8-5.1; 4x4 with x interleaved f64 4.7-5.0; 2x4 / 4x2 interleaved 4.5-4.7;
-//           offset masks 4.5-4.7; 2x2 3.1-4.7, 3x2 4.0-5.1, 2x3 3.6-4.1, 3x3 4.0-4.4, 4x2 3.7-4.3,
-//           2x4 3.6-4.2, 4x3 3.8-4.0, 3x4 3.9-4.4 (generated block shapes, masked offsets).
+//           offset masks 4.5-4.7. Generated block shapes with masked offsets, in two runs once the
+//           machine was quiet (earlier runs under load are not comparable): 3x2 5.9-6.0 (adopted),
+//           2x3 5.8-6.1, 3x3 5.2-5.4, 4x3 5.1-5.4, 3x4 5.1-5.4, 4x2 4.7, 2x4 4.6-4.7, 2x2 4.6-4.7.
 // The code of the clear losers (|0, subarrays, 4x4 / 2x4 columns for decode, masked 4x4 / 2x4 prefill)
 // is not kept; their figures are.
 import { matmulF32 } from '../src/tensor/matmul-reference.js';

@@ -3,18 +3,18 @@
 // Matrix-vector (n < 4, decode) and matrix-matrix (n >= 4, prefill) share the entry point.
 //
 // matmul-reference.ts keeps the kernels as they were before; `npm run bench` measures both beside
-// the scalar C loop (tools/scalar-limit.c). Only decode kernels changed: f32 takes 4 weight rows x
+// the scalar C loop (tools/scalar-limit.c). Decode: f32 takes 4 weight rows x
 // 1 token, two columns per step, 4 accumulators, so that nothing spills out of x64's 16 FP
 // registers (the 8 accumulators of before did), and masks its offsets so that V8 drops the int32
 // overflow check from each index (see OFFSET_MASK; 1.09x -> 1.18x of before on a quiet machine);
 // q8_0 takes 4 rows per pass instead of 2.
 //
-// Prefill keeps the 4 rows x 4 tokens f32 register block of before. V8 gives doubles 15 registers
-// and schedules a block's multiplies before its adds, so every block that reuses loads enough
-// spills; on a quiet machine (bench/f32-variants.ts) none beat 4x4 at n = 64: 2x2, 3x2, 2x3, 3x3,
-// 4x2, 2x4, 4x3, 3x4, x widened once to float64 and interleaved by token (4x4, 2x4, 4x2), and the
-// offset masks. Widening x for decode, 2 rows x 4 columns, 4 rows x 4 columns, 8 rows x 1 column
-// and Math.fround (float32 arithmetic: 0.5x) measured no faster either.
+// f32 prefill takes 3 rows x 2 tokens per register block (matmulF32Rows3) instead of 4 x 4: V8
+// gives doubles 15 registers and computes a block's products before its adds, so 16 accumulators
+// spilled about 20 values per column step; 6 accumulators and 5 loads fit (1.15-1.18x at n = 64,
+// quiet machine). 2x3 measured the same; 2x2, 3x3, 4x2, 2x4, 4x3, 3x4, x widened once to float64
+// and interleaved by token, Math.fround and, for decode, widened x, 4 columns per step or 8 rows x
+// 1 column measured slower (bench/f32-variants.ts keeps them with their figures).
 import { BF16, F32, Q4_0, Q8_0, QBLOCK, type Matrix } from './matrix.js';
 import { matmulBf16, matmulF32, matmulPanels, matmulReference } from './matmul-reference.js';
 import { dequantizeRowInto, matmulQ4_0, matmulQ8_0Rows4, type QuantizedActivations } from './quantize.js';
