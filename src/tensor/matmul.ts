@@ -191,7 +191,23 @@ export function matmulF32Rows3(
       y[y1 + 1] = a11;
       y[y1 + 2] = a21;
     }
-    if (t < n) matvecF32(w, cols, x, xOff + t * xStride, xStride, 1, y, yOff + t * yStride, yStride, r, r + 3);
+    if (t < n) {
+      // The odd last token: same 3 rows, 1 token (matvecF32's 4-row block would not apply).
+      const x0 = (xOff + t * xStride) & OFFSET_MASK;
+      let a0 = 0,
+        a1 = 0,
+        a2 = 0;
+      for (let k = 0; k < colsM; k++) {
+        const v0 = x[x0 + k];
+        a0 += w[o0 + k] * v0;
+        a1 += w[o1 + k] * v0;
+        a2 += w[o2 + k] * v0;
+      }
+      const y0 = yOff + t * yStride + r;
+      y[y0] = a0;
+      y[y0 + 1] = a1;
+      y[y0 + 2] = a2;
+    }
   }
   if (r < r1) matvecF32(w, cols, x, xOff, xStride, n, y, yOff, yStride, r, r1);
 }
