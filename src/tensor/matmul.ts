@@ -3,11 +3,18 @@
 // Matrix-vector (n < 4, decode) and matrix-matrix (n >= 4, prefill) share the entry point.
 //
 // matmul-reference.ts keeps the kernels as they were before; `npm run bench` measures both beside
-// the scalar C loop (tools/scalar-limit.c). Only decode kernels changed: f32 takes 4 weight rows x
+// the scalar C loop (tools/scalar-limit.c). Decode: f32 takes 4 weight rows x
 // 1 token, two columns per step, 4 accumulators, so that nothing spills out of x64's 16 FP
-// registers (the 8 accumulators of before did); q8_0 takes 4 rows per pass instead of 2. Prefill keeps the 4 rows x 4 tokens f32 register block of
-// before: float64 panels (weights and tokens widened once and interleaved) and other block shapes
-// (2x4, 3x4, 4x2, 5x2, 2x5, 3x3, 2x8) measured no faster at n = 64 and slower at n = 4..16.
+// registers (the 8 accumulators of before did), and masks its offsets so that V8 drops the int32
+// overflow check from each index (see OFFSET_MASK; 1.09x -> 1.18x of before on a quiet machine);
+// q8_0 takes 4 rows per pass instead of 2.
+//
+// f32 prefill takes 3 rows x 2 tokens per register block (matmulF32Rows3) instead of 4 x 4: V8
+// gives doubles 15 registers and computes a block's products before its adds, so 16 accumulators
+// spilled about 20 values per column step; 6 accumulators and 5 loads fit (1.15-1.18x at n = 64,
+// quiet machine). 2x3 measured the same; 2x2, 3x3, 4x2, 2x4, 4x3, 3x4, x widened once to float64
+// and interleaved by token, Math.fround and, for decode, widened x, 4 columns per step or 8 rows x
+// 1 column measured slower (bench/f32-variants.ts keeps them with their figures).
 import { BF16, F32, Q4_0, Q8_0, QBLOCK, type Matrix } from './matrix.js';
 import { matmulBf16, matmulF32, matmulPanels, matmulReference } from './matmul-reference.js';
 import { dequantizeRowInto, matmulQ4_0, matmulQ8_0Rows4, type QuantizedActivations } from './quantize.js';
@@ -36,7 +43,7 @@ export function matmul(
   }
   switch (m.format) {
     case F32:
-      if (n >= PANEL_MIN_TOKENS) matmulF32(m.f32, m.cols, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
+      if (n >= PANEL_MIN_TOKENS) matmulF32Rows3(m.f32, m.cols, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
       else matvecF32(m.f32, m.cols, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
       return;
     case BF16:
@@ -55,6 +62,13 @@ export function matmul(
   throw new Error(`matmul: unknown weight format ${m.format}`);
 }
 
+// Index ranges for V8's typer. Turbofan adds int32 indices with an overflow check (add + jo) unless
+// it can prove the sum fits; masking an offset into [0, 2^30) and a column count into [0, 2^29)
+// proves `offset + k + 1` < 2^31, so each load loses its add-and-branch. The masks change nothing
+// while every index is below 2^30 (matvecF32 checks that and otherwise runs the plain kernel).
+const OFFSET_MASK = 0x3fffffff;
+const COLS_MASK = 0x1fffffff;
+
 /** f32 weights w [rows, cols] starting at row 0 of `w`, one token at a time (decode). */
 export function matvecF32(
   w: Float32Array,
@@ -69,16 +83,21 @@ export function matvecF32(
   r0: number,
   r1: number,
 ): void {
-  const even = cols & ~1;
+  if (w.length > OFFSET_MASK || x.length > OFFSET_MASK || cols > COLS_MASK) {
+    matmulF32(w, cols, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
+    return;
+  }
+  const colsM = cols & COLS_MASK;
+  const even = colsM & ~1;
   for (let t = 0; t < n; t++) {
-    const xo = xOff + t * xStride;
+    const xo = (xOff + t * xStride) & OFFSET_MASK;
     const yt = yOff + t * yStride;
     let r = r0;
     for (; r + 4 <= r1; r += 4) {
-      const o0 = r * cols,
-        o1 = o0 + cols,
-        o2 = o1 + cols,
-        o3 = o2 + cols;
+      const o0 = (r * colsM) & OFFSET_MASK,
+        o1 = (o0 + colsM) & OFFSET_MASK,
+        o2 = (o1 + colsM) & OFFSET_MASK,
+        o3 = (o2 + colsM) & OFFSET_MASK;
       let a0 = 0,
         a1 = 0,
         a2 = 0,
@@ -91,7 +110,7 @@ export function matvecF32(
         a2 += w[o2 + k] * v0 + w[o2 + k + 1] * v1;
         a3 += w[o3 + k] * v0 + w[o3 + k + 1] * v1;
       }
-      if (even < cols) {
+      if (even < colsM) {
         const v0 = x[xo + even];
         a0 += w[o0 + even] * v0;
         a1 += w[o1 + even] * v0;
@@ -104,12 +123,93 @@ export function matvecF32(
       y[yt + r + 3] = a3;
     }
     for (; r < r1; r++) {
-      const wo = r * cols;
+      const wo = r * colsM;
       let a = 0;
-      for (let k = 0; k < cols; k++) a += w[wo + k] * x[xo + k];
+      for (let k = 0; k < colsM; k++) a += w[wo + k] * x[xo + k];
       y[yt + r] = a;
     }
   }
+}
+
+/**
+ * f32 weights w [rows, cols], 3 rows x 2 tokens per register block (prefill). 6 accumulators and 5
+ * loaded values leave room in V8's 15 double registers for the products, which V8 computes before
+ * the adds: the 4x4 block of before (16 accumulators) spills about 20 values per column step.
+ */
+export function matmulF32Rows3(
+  w: Float32Array,
+  cols: number,
+  x: Float32Array,
+  xOff: number,
+  xStride: number,
+  n: number,
+  y: Float32Array,
+  yOff: number,
+  yStride: number,
+  r0: number,
+  r1: number,
+): void {
+  if (w.length > OFFSET_MASK || x.length > OFFSET_MASK || cols > COLS_MASK) {
+    matmulF32(w, cols, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
+    return;
+  }
+  const colsM = cols & COLS_MASK;
+  let r = r0;
+  for (; r + 3 <= r1; r += 3) {
+    const o0 = (r * colsM) & OFFSET_MASK,
+      o1 = (o0 + colsM) & OFFSET_MASK,
+      o2 = (o1 + colsM) & OFFSET_MASK;
+    let t = 0;
+    for (; t + 2 <= n; t += 2) {
+      const x0 = (xOff + t * xStride) & OFFSET_MASK,
+        x1 = (x0 + xStride) & OFFSET_MASK;
+      let a00 = 0,
+        a01 = 0,
+        a10 = 0,
+        a11 = 0,
+        a20 = 0,
+        a21 = 0;
+      for (let k = 0; k < colsM; k++) {
+        const w0 = w[o0 + k],
+          w1 = w[o1 + k],
+          w2 = w[o2 + k];
+        const v0 = x[x0 + k],
+          v1 = x[x1 + k];
+        a00 += w0 * v0;
+        a01 += w0 * v1;
+        a10 += w1 * v0;
+        a11 += w1 * v1;
+        a20 += w2 * v0;
+        a21 += w2 * v1;
+      }
+      const y0 = yOff + t * yStride + r,
+        y1 = y0 + yStride;
+      y[y0] = a00;
+      y[y0 + 1] = a10;
+      y[y0 + 2] = a20;
+      y[y1] = a01;
+      y[y1 + 1] = a11;
+      y[y1 + 2] = a21;
+    }
+    if (t < n) {
+      // The odd last token: same 3 rows, 1 token (matvecF32's 4-row block would not apply).
+      const x0 = (xOff + t * xStride) & OFFSET_MASK;
+      let a0 = 0,
+        a1 = 0,
+        a2 = 0;
+      for (let k = 0; k < colsM; k++) {
+        const v0 = x[x0 + k];
+        a0 += w[o0 + k] * v0;
+        a1 += w[o1 + k] * v0;
+        a2 += w[o2 + k] * v0;
+      }
+      const y0 = yOff + t * yStride + r;
+      y[y0] = a0;
+      y[y0 + 1] = a1;
+      y[y0 + 2] = a2;
+    }
+  }
+  if (r < r1) matvecF32(w, cols, x, xOff, xStride, n, y, yOff, yStride, r, r1);
 }
 
 /** Dequantize row r of any format into out[outOff..outOff+cols) (embedding lookup). */
