@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { SamplingParamsError, validateSamplingParams, type SamplingParams } from '../sampler/params.js';
+import type { RopeScalingSpec } from '../tensor/ops.js';
 
 export class ConfigError extends Error {}
 
@@ -11,15 +12,7 @@ export class ConfigError extends Error {}
  * frequency by `factor`; `llama3` (Llama 3.1/3.2) leaves high frequencies alone, divides low ones
  * by `factor` and interpolates in between (HF's _compute_llama3_parameters).
  */
-export type RopeScaling =
-  | { type: 'linear'; factor: number }
-  | {
-      type: 'llama3';
-      factor: number;
-      lowFreqFactor: number;
-      highFreqFactor: number;
-      originalMaxPositionEmbeddings: number;
-    };
+export type RopeScaling = RopeScalingSpec;
 
 export interface ModelConfig {
   modelType: string;

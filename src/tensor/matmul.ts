@@ -14,7 +14,9 @@
 // spilled about 20 values per column step; 6 accumulators and 5 loads fit (1.15-1.18x at n = 64,
 // quiet machine). 2x3 measured the same; 2x2, 3x3, 4x2, 2x4, 4x3, 3x4, x widened once to float64
 // and interleaved by token, Math.fround and, for decode, widened x, 4 columns per step or 8 rows x
-// 1 column measured slower (bench/f32-variants.ts keeps them with their figures).
+// 1 column measured slower (quiet 2-core Zen VM, GFLOP/s against scalar C's 9-10 decode, 11 prefill:
+// decode masked 4x2 4.7-5.0, unmasked 4.3-4.4, widened x 4.2-4.4, 8x1 4.0-4.5, Math.fround 2.1;
+// prefill 3x2 5.9-6.0, 2x3 5.8-6.1, 3x3 5.2-5.4, 4x3/3x4 5.1-5.4, 4x4 4.8-5.1, 4x2/2x4/2x2 4.6-4.7).
 import { BF16, F32, Q4_0, Q8_0, QBLOCK, type Matrix } from './matrix.js';
 import { matmulBf16, matmulF32, matmulPanels, matmulReference } from './matmul-reference.js';
 import { dequantizeRowInto, matmulQ4_0, matmulQ8_0Rows4, type QuantizedActivations } from './quantize.js';
