@@ -19,12 +19,18 @@
 // prefill 3x2 5.9-6.0, 2x3 5.8-6.1, 3x3 5.2-5.4, 4x3/3x4 5.1-5.4, 4x4 4.8-5.1, 4x2/2x4/2x2 4.6-4.7).
 import { BF16, F32, Q4_0, Q8_0, QBLOCK, type Matrix } from './matrix.js';
 import { matmulBf16, matmulF32, matmulPanels, matmulReference } from './matmul-reference.js';
+import { lanesApply, matmulLanes } from './lanes.js';
 import { dequantizeRowInto, matmulQ4_0, matmulQ8_0Rows4, type QuantizedActivations } from './quantize.js';
 
 // QWEN_TS_MATMUL=reference runs the kernels of before instead (the bench's --compare-before).
 const USE_REFERENCE = typeof process !== 'undefined' && process.env.QWEN_TS_MATMUL === 'reference';
 
 const PANEL_MIN_TOKENS = 4;
+// Measured on the 0.5B gate/up shape (GFLOP/s, same run): q4_0 lanes pass its SWAR kernel between
+// n = 7 and 8 (n = 8: 6.1-6.5 against 5.4; n = 6: 4.7 against 5.4), q8_0 lanes pass its integer
+// kernel at n = 4 (3.7 against 3.0).
+const LANES_MIN_TOKENS_Q4_0 = 8;
+const LANES_MIN_TOKENS_Q8_0 = 4;
 
 export function matmul(
   m: Matrix,
@@ -53,10 +59,14 @@ export function matmul(
       return;
     case Q8_0:
     case Q4_0:
-      // q4_0's SWAR integer kernel (two multiply-adds per Math.imul) beats widening at every n.
-      // q8_0 decode (n < 4) stays in integers; its prefill widens 4-row f32 panels once and
-      // reuses each across all n tokens in the 4x4 register-blocked kernel.
-      if (m.format === Q4_0) matmulQ4_0(m, xq!, n, y, yOff, yStride, r0, r1);
+      // From a few tokens on (prefill, batched decode), several tokens' products per float64
+      // multiply (lanes.ts): q4_0 packs 3 tokens, q8_0 2, so the break-even differs. Below it, the
+      // integer kernels: q4_0 SWAR (two multiply-adds per Math.imul), q8_0 4 rows per pass.
+      // Without quantized activations (xq null: a caller that has only f32 x), q8_0 prefill widens
+      // 4-row f32 panels.
+      if (xq !== null && n >= (m.format === Q4_0 ? LANES_MIN_TOKENS_Q4_0 : LANES_MIN_TOKENS_Q8_0) && lanesApply(m, n))
+        matmulLanes(m, xq, n, y, yOff, yStride, r0, r1);
+      else if (m.format === Q4_0) matmulQ4_0(m, xq!, n, y, yOff, yStride, r0, r1);
       else if (n >= PANEL_MIN_TOKENS) matmulPanels(m, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
       else matmulQ8_0Rows4(m, xq!, n, y, yOff, yStride, r0, r1);
       return;

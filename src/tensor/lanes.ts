@@ -1,0 +1,319 @@
+// Prefill and batched decode for q4_0 and q8_0 weights: several integer multiply-adds per float64
+// multiply. A float64 holds every integer below 2^53 exactly, so three tokens' int8 activations
+// packed into one double, X = x0 + x1 * L + x2 * L^2, times one integer weight w gives
+// w*x0 + w*x1 * L + w*x2 * L^2: three products in one multiply, and summed over a 32-block the three
+// lanes stay apart as long as each lane's sum stays below L / 2 in magnitude. The weights of a few
+// rows are widened once into a float64 panel and reused by every group of three tokens, so the
+// inner loop is one load per row and one for the packed activations, then a multiply and an add per
+// row: 3 multiply-adds per row per column against f32's 1 (and no float32 -> float64 conversions).
+//
+// Lane widths (int8 activations are -127..127):
+//   q4_0: weights -8..7, |32 products| <= 32 * 8 * 127 = 32512 < 2^15: L = 2^16, three lanes, 2^47.
+//   q8_0: weights -127..127, |32 products| <= 516128 < 2^19: L = 2^20, only two lanes fit in 53 bits
+//         (three would need 2^60), so q8_0 packs token pairs.
+import { Q4_0, QBLOCK, type Matrix } from './matrix.js';
+import type { QuantizedActivations } from './quantize.js';
+
+// Per thread (each worker has its own module instance): grown to the largest call, then reused.
+let panelScratch: Float64Array = new Float64Array(0);
+let packedScratch: Float64Array = new Float64Array(0);
+let accScratch: Float64Array = new Float64Array(0);
+let xsScratch: Float64Array = new Float64Array(0);
+
+function grow(a: Float64Array, n: number): Float64Array {
+  return a.length >= n ? a : new Float64Array(n);
+}
+
+// Offsets masked into [0, 2^30) so that V8's typer can prove `offset + k` fits an int32 and drops
+// its overflow check (as matmul.ts does); the caller checks that every index is below 2^30.
+const OFFSET_MASK = 0x3fffffff;
+
+// Rounds a double to the nearest integer for |v| < 2^51 with two adds (no call).
+const ROUND = 6755399441055744; // 1.5 * 2^52
+
+/** Lanes per double and lane spacing for a weight format (see the header). */
+export function laneShape(format: number): { lanes: number; spacing: number } {
+  return format === Q4_0 ? { lanes: 3, spacing: 65536 } : { lanes: 2, spacing: 1048576 };
+}
+
+/**
+ * packed [groups, cols]: packed[g, k] = sum_i q[g*lanes + i, k] * spacing^i over tokens below n;
+ * groups = ceil(n / lanes) rounded up to a multiple of 3 (the kernel takes three groups at a time),
+ * the padding groups zero.
+ */
+export function packActivations(
+  xq: QuantizedActivations,
+  n: number,
+  lanes: number,
+  spacing: number,
+  packed: Float64Array,
+): number {
+  const cols = xq.cols;
+  const q = xq.q;
+  const groups = Math.ceil(Math.ceil(n / lanes) / 3) * 3;
+  packed.fill(0, 0, groups * cols);
+  for (let t = 0; t < n; t++) {
+    const po = ((t / lanes) | 0) * cols;
+    const scale = spacing ** (t % lanes);
+    const qo = t * cols;
+    for (let k = 0; k < cols; k++) packed[po + k] += q[qo + k] * scale;
+  }
+  return groups;
+}
+
+/** Widen q4_0 row r (any parity) into panel[po, po + cols) as signed integers -8..7. */
+function widenRowQ4_0(m: Matrix, r: number, panel: Float64Array, po: number): void {
+  const blocks = m.cols / QBLOCK;
+  const wq = m.q;
+  const wo = (r >> 1) * blocks * 8;
+  const shift = 16 * (r & 1);
+  for (let w = 0; w < blocks * 8; w++) {
+    const word = wq[wo + w] >>> shift;
+    const k = po + 4 * w; // word w of the row holds columns 4w..4w+3 (8 words per 32-block)
+    panel[k] = (word & 15) - 8;
+    panel[k + 1] = ((word >>> 4) & 15) - 8;
+    panel[k + 2] = ((word >>> 8) & 15) - 8;
+    panel[k + 3] = ((word >>> 12) & 15) - 8;
+  }
+}
+
+/** Widen q8_0 row r into panel[po, po + cols) as signed integers -127..127. */
+function widenRowQ8_0(m: Matrix, r: number, panel: Float64Array, po: number): void {
+  const words = m.cols >> 2;
+  const wq = m.q;
+  const wo = r * words;
+  for (let j = 0; j < words; j++) {
+    const word = wq[wo + j];
+    panel[po + 4 * j] = (word << 24) >> 24;
+    panel[po + 4 * j + 1] = (word << 16) >> 24;
+    panel[po + 4 * j + 2] = (word << 8) >> 24;
+    panel[po + 4 * j + 3] = word >> 24;
+  }
+}
+
+/** True when matmulLanes can run this matrix (q8_0/q4_0 and every index below 2^30). */
+export function lanesApply(m: Matrix, n: number): boolean {
+  const { lanes } = laneShape(m.format);
+  return m.cols * (Math.ceil(n / lanes) + 3) < OFFSET_MASK && 2 * m.cols < OFFSET_MASK;
+}
+
+/**
+ * Y[t, r] = sum_k W[r, k] * X[t, k] for q4_0 or q8_0 weights W, tokens t < n, rows [r0, r1), from
+ * the int8 activations xq. Register block: 2 weight rows x 3 packed groups (9 tokens for q4_0, 6 for
+ * q8_0) = 6 accumulators, 5 loads and 6 multiply-adds per column: it fits x64's FP registers (2x2
+ * groups and 3x2 measured slower, 4x1 and 6x1 much slower).
+ */
+export function matmulLanes(
+  m: Matrix,
+  xq: QuantizedActivations,
+  n: number,
+  y: Float32Array,
+  yOff: number,
+  yStride: number,
+  r0: number,
+  r1: number,
+): void {
+  const cols = m.cols & 0x1fffffff;
+  const blocks = cols / QBLOCK;
+  const q4 = m.format === Q4_0;
+  const { lanes, spacing } = laneShape(m.format);
+  const groupsMax = Math.ceil(Math.ceil(n / lanes) / 3) * 3;
+  packedScratch = grow(packedScratch, groupsMax * cols);
+  panelScratch = grow(panelScratch, 2 * cols);
+  accScratch = grow(accScratch, 2 * groupsMax * lanes);
+  const packed = packedScratch,
+    panel = panelScratch,
+    acc = accScratch; // acc[t, row]: this row pair's outputs for every token (float64 across blocks)
+  const groups = packActivations(xq, n, lanes, spacing, packed);
+  // Activation scales transposed to [blocks, nPad] (tokens past n scaled by 0), so that a block's
+  // tokens sit side by side.
+  const nPad = groups * lanes;
+  xsScratch = grow(xsScratch, blocks * nPad);
+  const xsT = xsScratch;
+  xsT.fill(0, 0, blocks * nPad);
+  for (let t = 0; t < n; t++) for (let b = 0; b < blocks; b++) xsT[b * nPad + t] = xq.scales[t * blocks + b];
+  const ws = m.scales;
+  for (let r = r0; r < r1; r += 2) {
+    const two = r + 1 < r1; // an odd last row runs as a pair with a zero row
+    if (q4) widenRowQ4_0(m, r, panel, 0);
+    else widenRowQ8_0(m, r, panel, 0);
+    if (!two) panel.fill(0, cols, 2 * cols);
+    else if (q4) widenRowQ4_0(m, r + 1, panel, cols);
+    else widenRowQ8_0(m, r + 1, panel, cols);
+    acc.fill(0, 0, 2 * groups * lanes);
+    for (let g = 0; g < groups; g += 3) {
+      const t0 = g * lanes;
+      if (q4) rowPairQ4(panel, cols, packed, g * cols, ws, r, two ? r + 1 : r, xsT, nPad, t0, acc);
+      else rowPairQ8(panel, cols, packed, g * cols, ws, r, two ? r + 1 : r, xsT, nPad, t0, acc);
+    }
+    for (let t = 0; t < n; t++) {
+      y[yOff + t * yStride + r] = acc[2 * t];
+      if (two) y[yOff + t * yStride + r + 1] = acc[2 * t + 1];
+    }
+  }
+}
+
+const L1 = 65536,
+  L2 = L1 * L1,
+  INV_L1 = 1 / L1,
+  INV_L2 = 1 / L2;
+
+/**
+ * q4_0: acc[2t + i] += row (rA, rB)[i] . token t for the 9 tokens t0..t0+8 packed in groups g..g+2
+ * (from packed offset xOff), block by block. Its own function so that the inner loop has the
+ * registers to itself; the lanes are split right after each block's column loop.
+ */
+function rowPairQ4(
+  panel: Float64Array,
+  cols: number,
+  packed: Float64Array,
+  xOff: number,
+  ws: Float32Array,
+  rA: number,
+  rB: number,
+  xsT: Float64Array,
+  nPad: number,
+  t0: number,
+  acc: Float64Array,
+): void {
+  const c = cols & 0x1fffffff;
+  const xa = xOff & OFFSET_MASK,
+    xb = (xa + c) & OFFSET_MASK,
+    xc = (xb + c) & OFFSET_MASK;
+  const blocks = c / QBLOCK;
+  for (let b = 0; b < blocks; b++) {
+    let a0 = 0,
+      a1 = 0,
+      a2 = 0,
+      b0 = 0,
+      b1 = 0,
+      b2 = 0;
+    const k0 = (b * QBLOCK) & OFFSET_MASK;
+    for (let k = k0; k < k0 + QBLOCK; k++) {
+      const x0 = packed[xa + k],
+        x1 = packed[xb + k],
+        x2 = packed[xc + k];
+      const p = panel[k],
+        q = panel[c + k];
+      a0 += p * x0;
+      a1 += p * x1;
+      a2 += p * x2;
+      b0 += q * x0;
+      b1 += q * x1;
+      b2 += q * x2;
+    }
+    const wA = ws[rA * blocks + b],
+      wB = ws[rB * blocks + b];
+    const so = b * nPad + t0;
+    const o = 2 * t0;
+    splitQ4(a0, b0, wA, wB, xsT, so, acc, o);
+    splitQ4(a1, b1, wA, wB, xsT, so + 3, acc, o + 6);
+    splitQ4(a2, b2, wA, wB, xsT, so + 6, acc, o + 12);
+  }
+}
+
+const M1 = 1048576,
+  INV_M1 = 1 / M1;
+
+/** q8_0: as rowPairQ4 for the 6 tokens t0..t0+5 packed two per double in groups g..g+2. */
+function rowPairQ8(
+  panel: Float64Array,
+  cols: number,
+  packed: Float64Array,
+  xOff: number,
+  ws: Float32Array,
+  rA: number,
+  rB: number,
+  xsT: Float64Array,
+  nPad: number,
+  t0: number,
+  acc: Float64Array,
+): void {
+  const c = cols & 0x1fffffff;
+  const xa = xOff & OFFSET_MASK,
+    xb = (xa + c) & OFFSET_MASK,
+    xc = (xb + c) & OFFSET_MASK;
+  const blocks = c / QBLOCK;
+  for (let b = 0; b < blocks; b++) {
+    let a0 = 0,
+      a1 = 0,
+      a2 = 0,
+      b0 = 0,
+      b1 = 0,
+      b2 = 0;
+    const k0 = (b * QBLOCK) & OFFSET_MASK;
+    for (let k = k0; k < k0 + QBLOCK; k++) {
+      const x0 = packed[xa + k],
+        x1 = packed[xb + k],
+        x2 = packed[xc + k];
+      const p = panel[k],
+        q = panel[c + k];
+      a0 += p * x0;
+      a1 += p * x1;
+      a2 += p * x2;
+      b0 += q * x0;
+      b1 += q * x1;
+      b2 += q * x2;
+    }
+    const wA = ws[rA * blocks + b],
+      wB = ws[rB * blocks + b];
+    const so = b * nPad + t0;
+    const o = 2 * t0;
+    splitQ8(a0, b0, wA, wB, xsT, so, acc, o);
+    splitQ8(a1, b1, wA, wB, xsT, so + 2, acc, o + 4);
+    splitQ8(a2, b2, wA, wB, xsT, so + 4, acc, o + 8);
+  }
+}
+
+/**
+ * Split the block sums sa (row A) and sb (row B) of one q4_0 group into their three tokens' lanes
+ * (top lane first: round(s / L^2), then round(rest / L), the rest is the low lane) and add them,
+ * scaled, to acc[o + 2i + row] for token i of the group.
+ */
+function splitQ4(
+  sa: number,
+  sb: number,
+  wA: number,
+  wB: number,
+  xsT: Float64Array,
+  so: number,
+  acc: Float64Array,
+  o: number,
+): void {
+  const ha = sa * INV_L2 + ROUND - ROUND,
+    hb = sb * INV_L2 + ROUND - ROUND;
+  const ra = sa - ha * L2,
+    rb = sb - hb * L2;
+  const ma = ra * INV_L1 + ROUND - ROUND,
+    mb = rb * INV_L1 + ROUND - ROUND;
+  const d0 = xsT[so],
+    d1 = xsT[so + 1],
+    d2 = xsT[so + 2];
+  acc[o] += (ra - ma * L1) * wA * d0;
+  acc[o + 1] += (rb - mb * L1) * wB * d0;
+  acc[o + 2] += ma * wA * d1;
+  acc[o + 3] += mb * wB * d1;
+  acc[o + 4] += ha * wA * d2;
+  acc[o + 5] += hb * wB * d2;
+}
+
+/** As splitQ4 for a q8_0 group of two tokens (one split at M1). */
+function splitQ8(
+  sa: number,
+  sb: number,
+  wA: number,
+  wB: number,
+  xsT: Float64Array,
+  so: number,
+  acc: Float64Array,
+  o: number,
+): void {
+  const ha = sa * INV_M1 + ROUND - ROUND,
+    hb = sb * INV_M1 + ROUND - ROUND;
+  const d0 = xsT[so],
+    d1 = xsT[so + 1];
+  acc[o] += (sa - ha * M1) * wA * d0;
+  acc[o + 1] += (sb - hb * M1) * wB * d0;
+  acc[o + 2] += ha * wA * d1;
+  acc[o + 3] += hb * wB * d1;
+}
