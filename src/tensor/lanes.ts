@@ -34,26 +34,33 @@ const OFFSET_MASK = 0x3fffffff;
 // Rounds a double to the nearest integer for |v| < 2^51 with two adds (no call).
 const ROUND = 6755399441055744; // 1.5 * 2^52
 
-/** Lanes per double and lane spacing for a weight format (see the header). */
-export function laneShape(format: number): { lanes: number; spacing: number } {
-  return format === Q4_0 ? { lanes: 3, spacing: 65536 } : { lanes: 2, spacing: 1048576 };
+/**
+ * Lanes per double and lane spacing for a weight format (see the header), and the register block:
+ * weight rows x packed groups. q4_0 takes 2 rows x 3 groups (9 tokens), q8_0 3 rows x 2 groups
+ * (4 tokens, so that a batch of 8 fills two blocks exactly); both are 6 accumulators and 5 loads.
+ */
+export function laneShape(format: number): { lanes: number; spacing: number; rows: number; groups: number } {
+  return format === Q4_0
+    ? { lanes: 3, spacing: 65536, rows: 2, groups: 3 }
+    : { lanes: 2, spacing: 1048576, rows: 3, groups: 2 };
 }
 
 /**
  * packed [groups, cols]: packed[g, k] = sum_i q[g*lanes + i, k] * spacing^i over tokens below n;
- * groups = ceil(n / lanes) rounded up to a multiple of 3 (the kernel takes three groups at a time),
- * the padding groups zero.
+ * groups = ceil(n / lanes) rounded up to a multiple of `groupBlock` (the groups the kernel takes at
+ * a time), the padding groups zero.
  */
 export function packActivations(
   xq: QuantizedActivations,
   n: number,
   lanes: number,
   spacing: number,
+  groupBlock: number,
   packed: Float64Array,
 ): number {
   const cols = xq.cols;
   const q = xq.q;
-  const groups = Math.ceil(Math.ceil(n / lanes) / 3) * 3;
+  const groups = Math.ceil(Math.ceil(n / lanes) / groupBlock) * groupBlock;
   packed.fill(0, 0, groups * cols);
   for (let t = 0; t < n; t++) {
     const po = ((t / lanes) | 0) * cols;
@@ -97,14 +104,14 @@ function widenRowQ8_0(m: Matrix, r: number, panel: Float64Array, po: number): vo
 /** True when matmulLanes can run this matrix (q8_0/q4_0 and every index below 2^30). */
 export function lanesApply(m: Matrix, n: number): boolean {
   const { lanes } = laneShape(m.format);
-  return m.cols * (Math.ceil(n / lanes) + 3) < OFFSET_MASK && 2 * m.cols < OFFSET_MASK;
+  return m.cols * (Math.ceil(n / lanes) + 3) < OFFSET_MASK && 3 * m.cols < OFFSET_MASK;
 }
 
 /**
  * Y[t, r] = sum_k W[r, k] * X[t, k] for q4_0 or q8_0 weights W, tokens t < n, rows [r0, r1), from
- * the int8 activations xq. Register block: 2 weight rows x 3 packed groups (9 tokens for q4_0, 6 for
- * q8_0) = 6 accumulators, 5 loads and 6 multiply-adds per column: it fits x64's FP registers (2x2
- * groups and 3x2 measured slower, 4x1 and 6x1 much slower).
+ * the int8 activations xq. Register blocks (laneShape): 6 accumulators, 5 loads and 6 multiply-adds
+ * per column fit x64's FP registers; in a scratch loop of the bare column sums (2 rows x 3 groups,
+ * GFLOP/s of lane products) 3x2 and 2x3 ran 17-19, 4x2 14-15, 6x1 13, 4x1 12.
  */
 export function matmulLanes(
   m: Matrix,
@@ -119,15 +126,15 @@ export function matmulLanes(
   const cols = m.cols & 0x1fffffff;
   const blocks = cols / QBLOCK;
   const q4 = m.format === Q4_0;
-  const { lanes, spacing } = laneShape(m.format);
-  const groupsMax = Math.ceil(Math.ceil(n / lanes) / 3) * 3;
+  const { lanes, spacing, rows: R, groups: G } = laneShape(m.format);
+  const groupsMax = Math.ceil(Math.ceil(n / lanes) / G) * G;
   packedScratch = grow(packedScratch, groupsMax * cols);
-  panelScratch = grow(panelScratch, 2 * cols);
-  accScratch = grow(accScratch, 2 * groupsMax * lanes);
+  panelScratch = grow(panelScratch, R * cols);
+  accScratch = grow(accScratch, R * groupsMax * lanes);
   const packed = packedScratch,
-    panel = panelScratch,
-    acc = accScratch; // acc[t, row]: this row pair's outputs for every token (float64 across blocks)
-  const groups = packActivations(xq, n, lanes, spacing, packed);
+    panel = panelScratch, // [R, cols]: the weight rows r..r+R-1 as float64 integers
+    acc = accScratch; // [nPad, R]: their outputs for every token, float64 across blocks
+  const groups = packActivations(xq, n, lanes, spacing, G, packed);
   // Activation scales transposed to [blocks, nPad] (tokens past n scaled by 0), so that a block's
   // tokens sit side by side.
   const nPad = groups * lanes;
@@ -136,22 +143,22 @@ export function matmulLanes(
   xsT.fill(0, 0, blocks * nPad);
   for (let t = 0; t < n; t++) for (let b = 0; b < blocks; b++) xsT[b * nPad + t] = xq.scales[t * blocks + b];
   const ws = m.scales;
-  for (let r = r0; r < r1; r += 2) {
-    const two = r + 1 < r1; // an odd last row runs as a pair with a zero row
-    if (q4) widenRowQ4_0(m, r, panel, 0);
-    else widenRowQ8_0(m, r, panel, 0);
-    if (!two) panel.fill(0, cols, 2 * cols);
-    else if (q4) widenRowQ4_0(m, r + 1, panel, cols);
-    else widenRowQ8_0(m, r + 1, panel, cols);
-    acc.fill(0, 0, 2 * groups * lanes);
-    for (let g = 0; g < groups; g += 3) {
-      if (q4) rowPairQ4(panel, cols, packed, g * cols, ws, r, two ? r + 1 : r, xsT, nPad, g * lanes, acc);
-      else rowPairQ8(panel, cols, packed, g * cols, ws, r, two ? r + 1 : r, xsT, nPad, g * lanes, acc);
+  for (let r = r0; r < r1; r += R) {
+    const live = Math.min(R, r1 - r); // the last rows of a slice run with zero rows beside them
+    for (let i = 0; i < R; i++) {
+      if (i >= live) panel.fill(0, i * cols, (i + 1) * cols);
+      else if (q4) widenRowQ4_0(m, r + i, panel, i * cols);
+      else widenRowQ8_0(m, r + i, panel, i * cols);
     }
-    for (let t = 0; t < n; t++) {
-      y[yOff + t * yStride + r] = acc[2 * t];
-      if (two) y[yOff + t * yStride + r + 1] = acc[2 * t + 1];
+    acc.fill(0, 0, R * nPad);
+    // A zero row's scale is read from row r (any valid row: its sums are 0 and its outputs unused).
+    const rB = live > 1 ? r + 1 : r,
+      rC = live > 2 ? r + 2 : r;
+    for (let g = 0; g < groups; g += G) {
+      if (q4) rowPairQ4(panel, cols, packed, g * cols, ws, r, rB, xsT, nPad, g * lanes, acc);
+      else rowTripleQ8(panel, cols, packed, g * cols, ws, r, rB, rC, xsT, nPad, g * lanes, acc);
     }
+    for (let t = 0; t < n; t++) for (let i = 0; i < live; i++) y[yOff + t * yStride + r + i] = acc[R * t + i];
   }
 }
 
@@ -163,8 +170,8 @@ const L1 = 65536,
 /**
  * q4_0: acc[2t + i] += row (rA, rB)[i] . token t for the 9 tokens t0..t0+8 packed in groups g..g+2
  * (from packed offset xOff), block by block. Its own function so that the inner loop has the
- * registers to itself; the lanes are split right after each block's columns. rowPairQ8 is the same
- * loop for q8_0: one function serving both formats ran the second format used 20% slower.
+ * registers to itself; the lanes are split right after each block's columns. One function per
+ * format: a function serving both ran the second format used 20% slower.
  */
 function rowPairQ4(
   panel: Float64Array,
@@ -226,8 +233,11 @@ function rowPairQ4(
   }
 }
 
-/** q8_0: as rowPairQ4 for the 6 tokens t0..t0+5 packed two per double in groups g..g+2. */
-function rowPairQ8(
+/**
+ * q8_0: acc[3t + i] += row (rA, rB, rC)[i] . token t for the 4 tokens t0..t0+3 packed two per
+ * double in groups g, g+1, block by block (as rowPairQ4, with 3 rows x 2 groups).
+ */
+function rowTripleQ8(
   panel: Float64Array,
   cols: number,
   packed: Float64Array,
@@ -235,55 +245,56 @@ function rowPairQ8(
   ws: Float32Array,
   rA: number,
   rB: number,
+  rC: number,
   xsT: Float64Array,
   nPad: number,
   t0: number,
   acc: Float64Array,
 ): void {
   const c = cols & 0x1fffffff;
+  const c2 = (2 * c) & OFFSET_MASK;
   const xa = xOff & OFFSET_MASK,
-    xb = (xa + c) & OFFSET_MASK,
-    xc = (xb + c) & OFFSET_MASK;
+    xb = (xa + c) & OFFSET_MASK;
   const blocks = c / QBLOCK;
   for (let b = 0; b < blocks; b++) {
     let a0 = 0,
       a1 = 0,
-      a2 = 0,
       b0 = 0,
       b1 = 0,
-      b2 = 0;
+      c0 = 0,
+      c1 = 0;
     const k0 = (b * QBLOCK) & OFFSET_MASK;
     for (let k = k0; k < k0 + QBLOCK; k += 2) {
       let x0 = packed[xa + k],
-        x1 = packed[xb + k],
-        x2 = packed[xc + k];
+        x1 = packed[xb + k];
       let p = panel[k],
-        q = panel[c + k];
+        q = panel[c + k],
+        u = panel[c2 + k];
       a0 += p * x0;
       a1 += p * x1;
-      a2 += p * x2;
       b0 += q * x0;
       b1 += q * x1;
-      b2 += q * x2;
+      c0 += u * x0;
+      c1 += u * x1;
       x0 = packed[xa + k + 1];
       x1 = packed[xb + k + 1];
-      x2 = packed[xc + k + 1];
       p = panel[k + 1];
       q = panel[c + k + 1];
+      u = panel[c2 + k + 1];
       a0 += p * x0;
       a1 += p * x1;
-      a2 += p * x2;
       b0 += q * x0;
       b1 += q * x1;
-      b2 += q * x2;
+      c0 += u * x0;
+      c1 += u * x1;
     }
     const wA = ws[rA * blocks + b],
-      wB = ws[rB * blocks + b];
+      wB = ws[rB * blocks + b],
+      wC = ws[rC * blocks + b];
     const so = b * nPad + t0;
-    const o = 2 * t0;
-    splitQ8(a0, b0, wA, wB, xsT, so, acc, o);
-    splitQ8(a1, b1, wA, wB, xsT, so + 2, acc, o + 4);
-    splitQ8(a2, b2, wA, wB, xsT, so + 4, acc, o + 8);
+    const o = 3 * t0;
+    splitQ8(a0, b0, c0, wA, wB, wC, xsT, so, acc, o);
+    splitQ8(a1, b1, c1, wA, wB, wC, xsT, so + 2, acc, o + 6);
   }
 }
 
@@ -322,23 +333,28 @@ function splitQ4(
   acc[o + 5] += hb * wB * d2;
 }
 
-/** As splitQ4 for a q8_0 group of two tokens (one split at M1). */
+/** As splitQ4 for three rows' sums of a q8_0 group of two tokens (one split at M1), acc[o + 3t + row]. */
 function splitQ8(
   sa: number,
   sb: number,
+  sc: number,
   wA: number,
   wB: number,
+  wC: number,
   xsT: Float64Array,
   so: number,
   acc: Float64Array,
   o: number,
 ): void {
   const ha = sa * INV_M1 + ROUND - ROUND,
-    hb = sb * INV_M1 + ROUND - ROUND;
+    hb = sb * INV_M1 + ROUND - ROUND,
+    hc = sc * INV_M1 + ROUND - ROUND;
   const d0 = xsT[so],
     d1 = xsT[so + 1];
   acc[o] += (sa - ha * M1) * wA * d0;
   acc[o + 1] += (sb - hb * M1) * wB * d0;
-  acc[o + 2] += ha * wA * d1;
-  acc[o + 3] += hb * wB * d1;
+  acc[o + 2] += (sc - hc * M1) * wC * d0;
+  acc[o + 3] += ha * wA * d1;
+  acc[o + 4] += hb * wB * d1;
+  acc[o + 5] += hc * wC * d1;
 }

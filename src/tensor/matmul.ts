@@ -27,8 +27,8 @@ const USE_REFERENCE = typeof process !== 'undefined' && process.env.QWEN_TS_MATM
 
 const PANEL_MIN_TOKENS = 4;
 // Measured on the 0.5B gate/up shape (GFLOP/s, same run): q4_0 lanes pass its SWAR kernel between
-// n = 7 and 8 (n = 8: 6.1-6.5 against 5.4; n = 6: 4.7 against 5.4), q8_0 lanes pass its integer
-// kernel at n = 4 (3.7 against 3.0).
+// n = 7 and 8 (n = 8: 6.4-6.6 against 5.4; n = 6: 4.7 against 5.4), q8_0 lanes pass its integer
+// kernel at n = 4 (5.1 against 3.7).
 const LANES_MIN_TOKENS_Q4_0 = 8;
 const LANES_MIN_TOKENS_Q8_0 = 4;
 
