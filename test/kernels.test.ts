@@ -841,6 +841,27 @@ describe('q8_0 / q4_0 integer matmul kernels', () => {
     }
   });
 
+  it('float64 lanes repack when the same activation buffer is quantized again (lanes.ts caches the packing)', () => {
+    const rand = mulberry32(306);
+    const rows = 8,
+      cols = 64,
+      n = 9;
+    for (const format of [Q4_0, Q8_0]) {
+      const m = quantizeMatrix(format, randomF32(rand, rows * cols, 1), rows, cols);
+      const xq = allocQuantizedActivations(n, cols, false);
+      for (let round = 0; round < 3; round++) {
+        const x = randomF32(rand, n * cols, 2);
+        quantizeActivations(x, 0, cols, 0, n, xq);
+        const y = new Float32Array(n * rows).fill(NaN);
+        matmul(m, x, 0, cols, n, y, 0, rows, 0, 4, xq);
+        matmul(m, x, 0, cols, n, y, 0, rows, 4, rows, xq); // a second chunk reuses the packing
+        const fresh = new Float32Array(n * rows).fill(NaN);
+        matmul(m, x, 0, cols, n, fresh, 0, rows, 0, rows, quantizeX(x, 0, cols, n, cols));
+        expect(Array.from(y), `format ${format} round ${round}`).toEqual(Array.from(fresh));
+      }
+    }
+  });
+
   it('q4_0 and q8_0 integer sums are exact on random nibbles/bytes with random +-127-range activations', () => {
     const rand = mulberry32(305);
     const rows = 6,

@@ -22,6 +22,11 @@ let panelScratch: Float64Array = new Float64Array(0);
 let packedScratch: Float64Array = new Float64Array(0);
 let accScratch: Float64Array = new Float64Array(0);
 let xsScratch: Float64Array = new Float64Array(0);
+// What packedScratch and xsScratch hold: xq at its version, n tokens, packed for a format.
+let packedFrom: QuantizedActivations | null = null;
+let packedVersion = -1;
+let packedN = 0;
+let packedFormat = -1;
 
 function grow(a: Float64Array, n: number): Float64Array {
   return a.length >= n ? a : new Float64Array(n);
@@ -127,21 +132,30 @@ export function matmulLanes(
   const blocks = cols / QBLOCK;
   const q4 = m.format === Q4_0;
   const { lanes, spacing, rows: R, groups: G } = laneShape(m.format);
-  const groupsMax = Math.ceil(Math.ceil(n / lanes) / G) * G;
-  packedScratch = grow(packedScratch, groupsMax * cols);
+  const groups = Math.ceil(Math.ceil(n / lanes) / G) * G;
+  const nPad = groups * lanes;
+  if (packedScratch.length < groups * cols || xsScratch.length < blocks * nPad) packedFrom = null;
+  packedScratch = grow(packedScratch, groups * cols);
   panelScratch = grow(panelScratch, R * cols);
-  accScratch = grow(accScratch, R * groupsMax * lanes);
+  accScratch = grow(accScratch, R * nPad);
   const packed = packedScratch,
     panel = panelScratch, // [R, cols]: the weight rows r..r+R-1 as float64 integers
     acc = accScratch; // [nPad, R]: their outputs for every token, float64 across blocks
-  const groups = packActivations(xq, n, lanes, spacing, G, packed);
-  // Activation scales transposed to [blocks, nPad] (tokens past n scaled by 0), so that a block's
-  // tokens sit side by side.
-  const nPad = groups * lanes;
   xsScratch = grow(xsScratch, blocks * nPad);
   const xsT = xsScratch;
-  xsT.fill(0, 0, blocks * nPad);
-  for (let t = 0; t < n; t++) for (let b = 0; b < blocks; b++) xsT[b * nPad + t] = xq.scales[t * blocks + b];
+  // A thread runs several row chunks of one matrix, or several matrices, on the same activations:
+  // pack them once.
+  if (packedFrom !== xq || packedVersion !== xq.version || packedN !== n || packedFormat !== m.format) {
+    packActivations(xq, n, lanes, spacing, G, packed);
+    // Activation scales transposed to [blocks, nPad] (tokens past n scaled by 0), so that a block's
+    // tokens sit side by side.
+    xsT.fill(0, 0, blocks * nPad);
+    for (let t = 0; t < n; t++) for (let b = 0; b < blocks; b++) xsT[b * nPad + t] = xq.scales[t * blocks + b];
+    packedFrom = xq;
+    packedVersion = xq.version;
+    packedN = n;
+    packedFormat = m.format;
+  }
   const ws = m.scales;
   for (let r = r0; r < r1; r += R) {
     const live = Math.min(R, r1 - r); // the last rows of a slice run with zero rows beside them

@@ -9,6 +9,7 @@ export interface QuantizedActivations {
   q: Int32Array; // [n, cols] one int8 value (-127..127) per element: loaded once, reused by many rows
   scales: Float32Array; // [n, cols/32]
   sums: Int32Array; // [n, cols/32] sum of q in the block (q4_0 stores weights offset by +8)
+  version: number; // bumped by every quantizeActivations, so that derived copies (lanes.ts) know when to redo
 }
 
 // Only whole 32-blocks are quantized: a matrix whose cols are not a multiple of 32 is never stored
@@ -22,6 +23,7 @@ export function allocQuantizedActivations(maxN: number, cols: number, shared: bo
     q: new Int32Array(mk(maxN * cols * 4)),
     scales: new Float32Array(mk(maxN * blocks * 4)),
     sums: new Int32Array(mk(maxN * blocks * 4)),
+    version: 0,
   };
 }
 
@@ -36,6 +38,7 @@ export function quantizeActivations(
 ): void {
   const cols = xq.cols;
   const blocks = Math.floor(cols / QBLOCK);
+  xq.version++;
   for (let t = t0; t < t1; t++) {
     for (let b = 0; b < blocks; b++) {
       const xo = xOff + t * xStride + b * QBLOCK;
