@@ -848,16 +848,21 @@ describe('q8_0 / q4_0 integer matmul kernels', () => {
       n = 9;
     for (const format of [Q4_0, Q8_0]) {
       const m = quantizeMatrix(format, randomF32(rand, rows * cols, 1), rows, cols);
+      const xs = [0, 1, 2].map(() => randomF32(rand, n * cols, 2));
+      // Expected outputs first, each from its own activation buffer.
+      const want = xs.map((x) => {
+        const y = new Float32Array(n * rows).fill(NaN);
+        matmul(m, x, 0, cols, n, y, 0, rows, 0, rows, quantizeX(x, 0, cols, n, cols));
+        return Array.from(y);
+      });
+      // Then one buffer quantized again for each: no call with another buffer in between.
       const xq = allocQuantizedActivations(n, cols, false);
       for (let round = 0; round < 3; round++) {
-        const x = randomF32(rand, n * cols, 2);
-        quantizeActivations(x, 0, cols, 0, n, xq);
+        quantizeActivations(xs[round], 0, cols, 0, n, xq);
         const y = new Float32Array(n * rows).fill(NaN);
-        matmul(m, x, 0, cols, n, y, 0, rows, 0, 4, xq);
-        matmul(m, x, 0, cols, n, y, 0, rows, 4, rows, xq); // a second chunk reuses the packing
-        const fresh = new Float32Array(n * rows).fill(NaN);
-        matmul(m, x, 0, cols, n, fresh, 0, rows, 0, rows, quantizeX(x, 0, cols, n, cols));
-        expect(Array.from(y), `format ${format} round ${round}`).toEqual(Array.from(fresh));
+        matmul(m, xs[round], 0, cols, n, y, 0, rows, 0, 4, xq);
+        matmul(m, xs[round], 0, cols, n, y, 0, rows, 4, rows, xq); // a second chunk reuses the packing
+        expect(Array.from(y), `format ${format} round ${round}`).toEqual(want[round]);
       }
     }
   });
