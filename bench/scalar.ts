@@ -60,7 +60,7 @@ export interface ScalarRow {
   /** null when there is no C compiler. */
   scalarGflops: number | null;
   scalarVariant: string | null;
-  /** The C loop compared against: the same format's dot product, or f32 for bf16 and prefill. */
+  /** The C loop compared against: the same format's loop (dot product for decode, float64 lanes for prefill), or f32 for bf16. */
   scalarKernel: string;
 }
 
@@ -118,8 +118,10 @@ export function runScalarLimit(opts: ScalarOptions): ScalarRow[] {
         // processes of a busy machine, and a row block's work does not depend on the other rows.
         const rowsTimed = n === 1 ? s.rows : Math.min(s.rows, PREFILL_ROWS);
         const quantized = format === 'q8_0' || format === 'q4_0';
-        // The C loops: f32 at every n; the int8 / 4-bit dot products for decode of q8_0 / q4_0.
-        const cKernel = quantized && n === 1 ? format : 'f32';
+        // The C loops: f32 at every n (and for bf16); for q8_0 / q4_0 the int8 / 4-bit dot products of
+        // decode and the float64-lanes loop of prefill (lanes.ts), so that each JS kernel meets its
+        // own loop in C. The f32 row at the same n gives the per-token comparison.
+        const cKernel = quantized ? format : 'f32';
         const flops = 2 * rowsTimed * s.cols * n;
         const bench = new Bench({
           time: opts.millis,

@@ -8,7 +8,8 @@
 // kernel with what a C compiler gets out of the same scalar instructions.
 //
 //   ./scalar-limit KERNEL ROWS COLS N MILLIS
-//     KERNEL  f32 (y = W x for N tokens; N = 1 is matvec), q8_0, q4_0 (N = 1: int8/4-bit dot products)
+//     KERNEL  f32 (y = W x for N tokens; N = 1 is matvec), q8_0, q4_0 (N = 1: int8/4-bit dot products;
+//             N > 1: the float64-lanes loop of src/tensor/lanes.ts)
 //   prints one line: KERNEL ROWS COLS N GFLOPS VARIANT VARIANT=GFLOPS...  (the best over every
 //   variant and repetition first, then each variant's best; GFLOP/s = 2 * ROWS * COLS * N / seconds)
 #include <stdint.h>
@@ -126,6 +127,65 @@ static __attribute__((noinline)) void q4_mv(const uint8_t *w, const float *ws, c
   }
 }
 
+// ---- float64 lanes (src/tensor/lanes.ts), N > 1: several tokens' int8 activations per double ----
+// q4_0: 3 tokens per double (lane spacing 2^16), register block 2 weight rows x 3 groups;
+// q8_0: 2 tokens per double (2^20), 3 rows x 2 groups. Weights come as int8 values here (-8..7 for
+// q4_0) and are widened into a double panel per block of rows, as the JS kernel widens its nibbles.
+#define ROUND 6755399441055744.0
+static void split3(double sa, double sb, double wA, double wB, const double *d, double *o) {
+  const double L1 = 65536.0, L2 = L1 * L1;
+  double ha = sa / L2 + ROUND - ROUND, hb = sb / L2 + ROUND - ROUND;
+  double ra = sa - ha * L2, rb = sb - hb * L2;
+  double ma = ra / L1 + ROUND - ROUND, mb = rb / L1 + ROUND - ROUND;
+  o[0] += (ra - ma * L1) * wA * d[0]; o[1] += (rb - mb * L1) * wB * d[0];
+  o[2] += ma * wA * d[1]; o[3] += mb * wB * d[1];
+  o[4] += ha * wA * d[2]; o[5] += hb * wB * d[2];
+}
+static void split2(double sa, double sb, double sc, double wA, double wB, double wC, const double *d, double *o) {
+  const double M = 1048576.0;
+  double ha = sa / M + ROUND - ROUND, hb = sb / M + ROUND - ROUND, hc = sc / M + ROUND - ROUND;
+  o[0] += (sa - ha * M) * wA * d[0]; o[1] += (sb - hb * M) * wB * d[0]; o[2] += (sc - hc * M) * wC * d[0];
+  o[3] += ha * wA * d[1]; o[4] += hb * wB * d[1]; o[5] += hc * wC * d[1];
+}
+// packed [groups][cols], xsT [blocks][groups * lanes], panel [3][cols], acc [groups * lanes][3].
+static __attribute__((noinline)) void lanes_mm(int q4, const int8_t *w, const float *ws, const double *packed,
+                                               const double *xsT, double *panel, double *acc, float *y, int rows,
+                                               int cols, int n, int groups) {
+  int blocks = cols / 32, lanes = q4 ? 3 : 2, R = q4 ? 2 : 3, G = q4 ? 3 : 2, nPad = groups * lanes;
+  for (int r = 0; r + R <= rows; r += R) {
+    for (int i = 0; i < R; i++)
+      for (int k = 0; k < cols; k++) panel[(size_t)i * cols + k] = w[(size_t)(r + i) * cols + k];
+    memset(acc, 0, sizeof(double) * nPad * R);
+    for (int g = 0; g < groups; g += G) {
+      const double *xa = packed + (size_t)g * cols, *xb = xa + cols, *xc = xb + cols;
+      const double *p0 = panel, *p1 = panel + cols, *p2 = panel + 2 * cols;
+      for (int b = 0; b < blocks; b++) {
+        double a0 = 0, a1 = 0, a2 = 0, b0 = 0, b1 = 0, b2 = 0;
+        const double *d = xsT + (size_t)b * nPad + g * lanes;
+        if (q4) {
+          for (int k = b * 32; k < b * 32 + 32; k++) {
+            double x0 = xa[k], x1 = xb[k], x2 = xc[k], p = p0[k], q = p1[k];
+            a0 += p * x0; a1 += p * x1; a2 += p * x2; b0 += q * x0; b1 += q * x1; b2 += q * x2;
+          }
+          double wA = ws[(size_t)r * blocks + b], wB = ws[(size_t)(r + 1) * blocks + b];
+          double *o = acc + (size_t)g * lanes * 2;
+          split3(a0, b0, wA, wB, d, o); split3(a1, b1, wA, wB, d + 3, o + 6); split3(a2, b2, wA, wB, d + 6, o + 12);
+        } else {
+          for (int k = b * 32; k < b * 32 + 32; k++) {
+            double x0 = xa[k], x1 = xb[k], p = p0[k], q = p1[k], u = p2[k];
+            a0 += p * x0; a1 += p * x1; b0 += q * x0; b1 += q * x1; a2 += u * x0; b2 += u * x1;
+          }
+          double wA = ws[(size_t)r * blocks + b], wB = ws[(size_t)(r + 1) * blocks + b], wC = ws[(size_t)(r + 2) * blocks + b];
+          double *o = acc + (size_t)g * lanes * 3;
+          split2(a0, b0, a2, wA, wB, wC, d, o); split2(a1, b1, b2, wA, wB, wC, d + 2, o + 6);
+        }
+      }
+    }
+    for (int t = 0; t < n; t++)
+      for (int i = 0; i < R; i++) y[(size_t)t * rows + r + i] = (float)acc[(size_t)t * R + i];
+  }
+}
+
 static volatile float sink;
 
 int main(int argc, char **argv) {
@@ -151,6 +211,21 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < (size_t)rows * cols / 32; i++) ws[i] = frand();
   for (int i = 0; i < cols / 32; i++) xs[i] = frand();
 
+  int q4 = !strcmp(kernel, "q4_0"), lanes = q4 ? 3 : 2, G = q4 ? 3 : 2;
+  int groups = ((n + lanes - 1) / lanes + G - 1) / G * G, nPad = groups * lanes;
+  double *packed = calloc((size_t)groups * cols, 8), *xsT = calloc((size_t)cols / 32 * nPad, 8);
+  double *panel = malloc((size_t)3 * cols * 8), *acc = malloc((size_t)nPad * 3 * 8);
+  int8_t *wl = malloc((size_t)rows * cols);
+  for (size_t i = 0; i < (size_t)rows * cols; i++) wl[i] = q4 ? (int8_t)((frand() + 1) * 7.99) - 8 : w8[i];
+  for (int t = 0; t < n; t++)
+    for (int k = 0; k < cols; k++) {
+      double lane = 1;
+      for (int i = 0; i < t % lanes; i++) lane *= q4 ? 65536.0 : 1048576.0;
+      packed[(size_t)(t / lanes) * cols + k] += (int8_t)(frand() * 127) * lane;
+    }
+  for (int b = 0; b < cols / 32; b++)
+    for (int t = 0; t < n; t++) xsT[(size_t)b * nPad + t] = frand();
+
   // Each variant with the rows x tokens it covers (a 3-row block leaves rows % 3 undone).
   struct { const char *name; int rb, tb; } vs[8];
   int variants = 0;
@@ -158,7 +233,9 @@ int main(int argc, char **argv) {
   int f32 = !strcmp(kernel, "f32");
   if (f32 && n == 1) V("4x2", 4, 1), V("2x4", 2, 1);
   else if (f32) V("4x4", 4, 4), V("3x4", 3, 4), V("4x3", 4, 3), V("2x4", 2, 4), V("4x2", 4, 2);
-  else if (!strcmp(kernel, "q8_0") || !strcmp(kernel, "q4_0")) V("2x32", 2, 1);
+  else if ((!strcmp(kernel, "q8_0") || !strcmp(kernel, "q4_0")) && n == 1) V("2x32", 2, 1);
+  else if (!strcmp(kernel, "q4_0")) V("lanes2x3", 2, 1);
+  else if (!strcmp(kernel, "q8_0")) V("lanes3x2", 3, 1);
   else {
     fprintf(stderr, "scalar-limit: unknown kernel %s\n", kernel);
     return 2;
@@ -180,11 +257,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(nm, "4x3")) mm_4x3(w, x, y, rows, cols, n);
         else if (!strcmp(nm, "2x4")) mm_2x4(w, x, y, rows, cols, n);
         else mm_4x2(w, x, y, rows, cols, n);
-      } else if (!strcmp(kernel, "q8_0")) q8_mv(w8, ws, x8, xs, y, rows, cols);
+      } else if (n > 1) lanes_mm(q4, wl, ws, packed, xsT, panel, acc, y, rows, cols, n, groups);
+      else if (!strcmp(kernel, "q8_0")) q8_mv(w8, ws, x8, xs, y, rows, cols);
       else q4_mv(w4, ws, x8, xs, y, rows, cols);
       double dt = now() - t0;
       sink = y[0];
-      int tokens = f32 ? n / vs[v].tb * vs[v].tb : 1;
+      int tokens = f32 ? n / vs[v].tb * vs[v].tb : n;
       double gflops = 2.0 * (rows / vs[v].rb * vs[v].rb) * cols * tokens / dt / 1e9;
       if (gflops > bestOf[v]) bestOf[v] = gflops;
       if (gflops > best) best = gflops, bestName = nm;
