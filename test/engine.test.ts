@@ -189,8 +189,11 @@ describe('LLM.chat and LLM.stream', () => {
     for await (const _ of llm.stream('Hello', { temperature: 0, maxTokens: 200 })) break;
     // The engine thread frees the sequence at its next step: wait for it (a fixed 50 ms failed on
     // a loaded machine), then check that it did.
-    for (let i = 0; i < 200 && llm.load.running + llm.load.waiting > 0; i++)
+    const capacity = llm.model.kvCache.capacityTokens;
+    for (let i = 0; i < 200; i++) {
+      if (llm.load.running + llm.load.waiting === 0 && (await llm.stats()).freeTokens === capacity) break;
       await new Promise((r) => setTimeout(r, 25));
+    }
     expect(llm.load).toEqual({ waiting: 0, running: 0 });
     expect((await llm.stats()).freeTokens).toBe(llm.model.kvCache.capacityTokens);
   });
