@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { mulberry32 } from '../src/model/synthetic.js';
 import { bf16ArrayToF32, bf16ToF32, f32ArrayToBf16, f32ToBf16 } from '../src/tensor/dtype.js';
 import { makeMatrix, Q4_0, Q8_0, QBLOCK, type Matrix } from '../src/tensor/matrix.js';
+import { quantizeBf16RowsQ4_0, quantizeBf16RowsQ8_0 } from '../src/tensor/quantize-bf16.js';
 import { allocQuantizedMatrix, quantizeRowsQ4_0, quantizeRowsQ8_0 } from '../src/tensor/quantize.js';
 
 /** A NaN (from an Inf or NaN weight) becomes 0, as JavaScript's `| 0` makes it. */
@@ -124,6 +125,34 @@ describe('weight quantizers against their plain-loop definitions', () => {
       }
     });
   }
+});
+
+describe('quantizing straight from bf16', () => {
+  it('quantizeBf16Rows* give the bits of widening to f32 then quantizeRows*', () => {
+    const rows = 20;
+    const cols = 160;
+    for (const seed of [1, 2, 3]) {
+      // Every hard case as bf16 (NaN, Inf, zeros, subnormals, ties), and raw random bit patterns.
+      const f32 = hardWeights(rows, cols, seed);
+      const bf16 = Uint16Array.from(f32, f32ToBf16);
+      const rand = mulberry32(seed);
+      for (let i = 0; i < 2 * cols; i++) bf16[i] = Math.floor(rand() * 0x10000);
+      const wide = new Float32Array(rows * cols);
+      bf16ArrayToF32(bf16, 0, wide, 0, rows * cols);
+      for (const [format, viaF32, direct] of [
+        [Q8_0, quantizeRowsQ8_0, quantizeBf16RowsQ8_0],
+        [Q4_0, quantizeRowsQ4_0, quantizeBf16RowsQ4_0],
+      ] as const) {
+        const want = allocQuantizedMatrix(format, rows, cols);
+        viaF32(wide, 0, rows, want);
+        const got = allocQuantizedMatrix(format, rows, cols);
+        direct(bf16.subarray(0, 4 * cols), 0, 4, got); // in two calls: rows [0, 4) and [4, rows)
+        direct(bf16.subarray(4 * cols), 4, rows - 4, got);
+        expect(bytesOf(got.scales).equals(bytesOf(want.scales)), `format ${format} seed ${seed} scales`).toBe(true);
+        expect(bytesOf(got.q).equals(bytesOf(want.q)), `format ${format} seed ${seed} values`).toBe(true);
+      }
+    }
+  });
 });
 
 describe('bf16 array conversions', () => {

@@ -5,6 +5,7 @@
 // memory (on a VM the larger cost: every fresh 4 KiB page is a fault) run on every thread.
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16 } from '../tensor/dtype.js';
 import { BF16, F32, Q4_0, Q8_0, type Matrix } from '../tensor/matrix.js';
+import { quantizeBf16RowsQ4_0, quantizeBf16RowsQ8_0 } from '../tensor/quantize-bf16.js';
 import { quantizeRowsQ4_0, quantizeRowsQ8_0 } from '../tensor/quantize.js';
 import type { TensorInfo, TensorReader } from './safetensors.js';
 
@@ -111,8 +112,16 @@ function loadRows(
     reader.readRange(info, fileOffset, bytesOf(dest.u16, r0 * cols, count));
     return;
   }
-  // Otherwise through f32 rows: the destination itself for f32, else this thread's scratch.
   scratch.reserve(count);
+  // bf16 to q8_0 / q4_0, the usual quantized load: in one pass.
+  if (info.dtype === 'BF16' && (dest.format === Q8_0 || dest.format === Q4_0)) {
+    const raw = scratch.raw.subarray(0, count);
+    reader.readRange(info, fileOffset, bytesOf(raw, 0, count));
+    if (dest.format === Q8_0) quantizeBf16RowsQ8_0(raw, r0, r1 - r0, dest);
+    else quantizeBf16RowsQ4_0(raw, r0, r1 - r0, dest);
+    return;
+  }
+  // Otherwise through f32 rows: the destination itself for f32, else this thread's scratch.
   const rowsF32 = dest.format === F32 ? dest.f32.subarray(r0 * cols, r1 * cols) : scratch.f32.subarray(0, count);
   if (info.dtype === 'F32') {
     reader.readRange(info, fileOffset, bytesOf(rowsF32, 0, count));
