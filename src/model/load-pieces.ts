@@ -37,7 +37,8 @@ const SOURCE_BYTES = { F32: 4, F16: 2, BF16: 2 } as const;
 
 /**
  * Cut every tensor into pieces of about `pieceBytes` bytes of the file: small enough that the
- * threads finish together and a piece's f32 rows stay in the L2 cache while they are quantized.
+ * threads finish within a piece of each other and a piece's f32 rows stay in the L2 cache between
+ * widening and quantizing, large enough that a piece's read is one syscall of many pages.
  */
 export function planPieces(jobs: TensorJob[], pieceBytes: number): LoadPlan {
   const pieces: number[] = [];

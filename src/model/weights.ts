@@ -64,12 +64,12 @@ export interface LoadWeightsOptions {
   threads?: number;
   /** Bytes of the file per piece of work (see load-pieces.ts). Default PIECE_BYTES; tests use tiny pieces. */
   pieceBytes?: number;
-  /** Smallest checkpoint that loads on worker threads: below it, starting them costs more than they save. */
+  /** Fewest bytes to convert or quantize for which loading starts worker threads. Default PARALLEL_MIN_BYTES. */
   parallelMinBytes?: number;
 }
 
-// 256 KiB of bf16 is 128K weights: 512 KiB of f32 rows, which stay in L2 between the widening and
-// the quantization, and 4000 pieces for the 0.5B model, so the threads finish within a piece.
+// Pieces of 16 KiB to 1 MiB loaded the 0.5B model as q4_0 in the same time; 256 KiB makes 4000
+// pieces of it, so the threads finish within a piece of each other.
 const PIECE_BYTES = 256 << 10;
 const PARALLEL_MIN_BYTES = 32 << 20;
 
@@ -147,9 +147,17 @@ export async function loadWeights(
   const jobs: TensorJob[] = [];
   const weights = planWeights(store, c, format, jobs);
   const plan = planPieces(jobs, opts.pieceBytes ?? PIECE_BYTES);
+  // Workers for the bytes that are converted or quantized. Copies (bf16 to bf16, f32 to f32) are
+  // bound by the page faults of their fresh memory, which were no faster on two threads than on
+  // one on this VM; below PARALLEL_MIN_BYTES, starting the workers costs more than they save.
   let fileBytes = 0;
-  for (const job of jobs) fileBytes += job.info.byteLength;
-  const parallel = fileBytes >= (opts.parallelMinBytes ?? PARALLEL_MIN_BYTES);
+  let convertedBytes = 0;
+  for (const { info, dest } of jobs) {
+    fileBytes += info.byteLength;
+    const copy = (dest.format === F32 && info.dtype === 'F32') || (dest.format === BF16 && info.dtype === 'BF16');
+    if (!copy) convertedBytes += info.byteLength;
+  }
+  const parallel = convertedBytes >= (opts.parallelMinBytes ?? PARALLEL_MIN_BYTES);
   startProgress(store, fileBytes);
   try {
     await runPieces(store, plan, parallel ? (opts.threads ?? 1) : 1);
