@@ -104,21 +104,25 @@ function planVector(store: TensorStore, jobs: TensorJob[], name: string, n: numb
   return m.f32;
 }
 
-// A progress line on stderr for loads that take over a second, when stderr is a terminal.
-const progress = { store: null as TensorStore | null, total: 0, done: 0, start: 0, shown: false };
+// A progress line on stderr for loads that take over a second, when stderr is a terminal; redrawn
+// at most every 100 ms (a load has thousands of pieces).
+const progress = { store: null as TensorStore | null, total: 0, done: 0, start: 0, drawn: 0, shown: false };
 
 function startProgress(store: TensorStore, total: number): void {
   progress.store = store;
   progress.total = total;
   progress.done = 0;
   progress.start = performance.now();
+  progress.drawn = 0;
   progress.shown = false;
 }
 
 function showProgress(done: number): void {
   progress.done = done;
-  const seconds = (performance.now() - progress.start) / 1000;
-  if (!process.stderr.isTTY || seconds < 1 || progress.total === 0) return;
+  const now = performance.now();
+  const seconds = (now - progress.start) / 1000;
+  if (!process.stderr.isTTY || seconds < 1 || progress.total === 0 || now - progress.drawn < 100) return;
+  progress.drawn = now;
   const pct = Math.min(100, (100 * progress.done) / progress.total);
   const mb = (b: number) => (b / 2 ** 20).toFixed(0);
   process.stderr.write(
