@@ -152,8 +152,8 @@ export async function loadWeights(
   const weights = planWeights(store, c, format, jobs);
   const plan = planPieces(jobs, opts.pieceBytes ?? PIECE_BYTES);
   // Workers for the bytes that are converted or quantized. Copies (bf16 to bf16, f32 to f32) are
-  // bound by the page faults of their fresh memory, which were no faster on two threads than on
-  // one on this VM; below PARALLEL_MIN_BYTES, starting the workers costs more than they save.
+  // bound by the page faults of their fresh memory, which took 0.8x-1.4x as long on two threads as
+  // on one on this VM; below PARALLEL_MIN_BYTES, starting the workers costs more than they save.
   let fileBytes = 0;
   let convertedBytes = 0;
   for (const { info, dest } of jobs) {
