@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { loadModel } from '../src/model/load.js';
 import { loadModelConfig, type ModelConfig } from '../src/model/config.js';
 import { writeSyntheticModel } from '../src/model/synthetic.js';
+import type { ModelWeights } from '../src/model/weights.js';
 import { matrixBytes, QBLOCK, type WeightFormat } from '../src/tensor/matrix.js';
 import { argmax, log, rng } from './common.js';
 
@@ -47,7 +48,10 @@ export interface PrefillResult {
 }
 
 export interface ChildResult {
+  /** loadModel, start to end: weights, KV cache, worker threads. */
   loadSeconds: number;
+  /** Bytes of every weight the load produced in memory (matrices in their format, f32 vectors). */
+  weightBytes: number;
   prefill: PrefillResult[];
   decodeTokensPerSec: number;
   /** Median time of one decode step. */
@@ -114,7 +118,10 @@ async function runConfiguration(cfg: ChildConfig): Promise<ChildResult> {
   });
   const loadSeconds = (performance.now() - t0) / 1000;
   const rssAfterLoadBytes = process.memoryUsage().rss;
-  say(`loaded in ${loadSeconds.toFixed(2)} s`);
+  const weightBytes = producedBytes(model.weights);
+  say(
+    `loaded in ${loadSeconds.toFixed(2)} s: ${(weightBytes / 1e9).toFixed(3)} GB of weights, ${(loadSeconds / (weightBytes / 1e9)).toFixed(2)} s/GB`,
+  );
   try {
     const w = model.weights;
     let weightBytesPerToken = matrixBytes(w.lmHead);
@@ -197,6 +204,7 @@ async function runConfiguration(cfg: ChildConfig): Promise<ChildResult> {
 
     return {
       loadSeconds,
+      weightBytes,
       prefill,
       decodeTokensPerSec,
       decodeMsP50: stepMs[stepMs.length >> 1],
@@ -213,6 +221,37 @@ async function runConfiguration(cfg: ChildConfig): Promise<ChildResult> {
   } finally {
     await model.close();
   }
+}
+
+/** Bytes of all the weight storage a load made (a tied lm head is the embedding: counted once). */
+function producedBytes(w: ModelWeights): number {
+  const arrays = new Set<ArrayBufferView>();
+  const matrices = [
+    w.embed,
+    w.lmHead,
+    ...w.layers.flatMap((l) => [l.qProj, l.kProj, l.vProj, l.oProj, l.gateProj, l.upProj, l.downProj]),
+  ];
+  for (const m of matrices) for (const a of [m.f32, m.u16, m.q, m.scales]) arrays.add(a);
+  arrays.add(w.finalNorm);
+  for (const l of w.layers) {
+    for (const v of [
+      l.inputNorm,
+      l.postAttentionNorm,
+      l.qBias,
+      l.kBias,
+      l.vBias,
+      l.qNorm,
+      l.kNorm,
+      l.oBias,
+      l.gateBias,
+      l.upBias,
+      l.downBias,
+    ])
+      if (v !== null) arrays.add(v);
+  }
+  let bytes = 0;
+  for (const a of arrays) bytes += a.byteLength;
+  return bytes;
 }
 
 /** The parent's side: fork `script` (bench.js) for one configuration and wait for its result. */

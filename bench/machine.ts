@@ -1,5 +1,6 @@
 // The machine section: CPU, cores, memory, Node; memory bandwidth as plain JS code can use it;
-// the cost of dispatching one parallel operation through the ThreadPool.
+// the cost of dispatching one parallel operation through the ThreadPool; the cost of first-touching
+// fresh memory (the floor of a load).
 import * as os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { ThreadPool } from '../src/tensor/pool.js';
@@ -116,6 +117,18 @@ async function bandwidthN(data: Float64Array, threads: number, runs: number): Pr
       ),
     );
   }
+}
+
+/**
+ * Seconds per GiB to write fresh memory for the first time: a new SharedArrayBuffer of `bytes`
+ * filled once. Every page is then a page fault (zeroed by the kernel, and on a VM often backed by
+ * the host only now); a load writes all of its weights to fresh memory, so this bounds it.
+ */
+export function measureFirstTouch(bytes: number): number {
+  const fresh = new Float64Array(new SharedArrayBuffer(bytes));
+  const t0 = performance.now();
+  fresh.fill(1);
+  return (performance.now() - t0) / 1000 / (bytes / 2 ** 30);
 }
 
 export interface DispatchCost {

@@ -79,11 +79,12 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   const config = loadModelConfig(dir);
   checkInt('contextLength', options.contextLength, 1, config.maxPositionEmbeddings);
   const generationConfig = loadGenerationConfig(dir, config);
+  const threads = options.threads ?? os.availableParallelism();
   const store = TensorStore.open(dir);
   let weights;
   try {
     if (options.checkTensors) store.checkValues();
-    weights = loadWeights(store, config, format);
+    weights = await loadWeights(store, config, format, { threads });
     // As vLLM: a tied checkpoint may still carry lm_head.weight, and old ones carry RoPE's inv_freq buffers.
     store.checkAllUsed(
       (name) => name.endsWith('.rotary_emb.inv_freq') || (config.tieWordEmbeddings && name === 'lm_head.weight'),
@@ -96,6 +97,6 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
     maxSequences: options.maxSequences ?? 8,
     contextLength: options.contextLength ?? Math.min(config.maxPositionEmbeddings, 32768),
     kvCacheBytes: options.kvCacheBytes ?? 1 << 30,
-    threads: options.threads ?? os.availableParallelism(),
+    threads,
   });
 }

@@ -171,7 +171,7 @@ function parseHeader(file: string, json: string, base: number, size: number) {
 
 /** A model directory's tensors: model.safetensors, or the shards listed in model.safetensors.index.json. */
 export class TensorStore {
-  private fds = new Map<string, number>();
+  private reader = new TensorReader();
   /** Names looked up with get(): after loading, every other tensor is one the config did not ask for. */
   private used = new Set<string>();
 
@@ -253,6 +253,30 @@ export class TensorStore {
 
   /** Read target.length bytes of the tensor starting `offset` bytes into it (for chunked conversion). */
   readRange(info: TensorInfo, offset: number, target: Uint8Array): void {
+    this.reader.readRange(info, offset, target);
+  }
+
+  /** Read into a new SharedArrayBuffer; the typed array views assume a little-endian host (x86, arm). */
+  readShared(info: TensorInfo): Float32Array | Uint16Array {
+    const sab = new SharedArrayBuffer(info.byteLength);
+    this.readInto(info, new Uint8Array(sab));
+    return info.dtype === 'F32' ? new Float32Array(sab) : new Uint16Array(sab);
+  }
+
+  close(): void {
+    this.reader.close();
+  }
+}
+
+/**
+ * Reads tensor bytes at any offset, keeping each .safetensors file open. TensorInfo is plain data,
+ * so a worker thread given the infos reads its own row ranges through its own TensorReader.
+ */
+export class TensorReader {
+  private fds = new Map<string, number>();
+
+  /** Read target.length bytes of the tensor starting `offset` bytes into it. */
+  readRange(info: TensorInfo, offset: number, target: Uint8Array): void {
     if (offset < 0 || offset + target.byteLength > info.byteLength)
       fail(
         info.file,
@@ -268,13 +292,6 @@ export class TensorStore {
       this.fds.set(info.file, fd);
     }
     readFully(fd, target, info.dataStart + offset, `${info.file}: tensor "${info.name}"`);
-  }
-
-  /** Read into a new SharedArrayBuffer; the typed array views assume a little-endian host (x86, arm). */
-  readShared(info: TensorInfo): Float32Array | Uint16Array {
-    const sab = new SharedArrayBuffer(info.byteLength);
-    this.readInto(info, new Uint8Array(sab));
-    return info.dtype === 'F32' ? new Float32Array(sab) : new Uint16Array(sab);
   }
 
   close(): void {

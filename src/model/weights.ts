@@ -1,7 +1,8 @@
 // Loads a Qwen2 / Qwen3 / Llama checkpoint's tensors into the weight format chosen at load time. Every tensor is
 // read once from disk into its final SharedArrayBuffer storage (bf16 -> bf16 with no conversion at
-// all); conversions and quantization go through a small chunk of rows, never a second full copy.
-import { bf16ArrayToF32, f16ArrayToF32 } from '../tensor/dtype.js';
+// all); conversions and quantization go through a piece of rows at a time, never a second full
+// copy, on every thread the model will run on (load-pieces.ts).
+import { Piscina } from 'piscina';
 import {
   BF16,
   F32,
@@ -13,9 +14,20 @@ import {
   type Matrix,
   type WeightFormat,
 } from '../tensor/matrix.js';
-import { allocQuantizedMatrix, quantizeRowsQ4_0, quantizeRowsQ8_0 } from '../tensor/quantize.js';
+import { runnableUrl } from '../tensor/pool.js';
+import { allocQuantizedMatrix } from '../tensor/quantize.js';
 import type { ModelConfig } from './config.js';
-import { SafetensorsError, type TensorInfo, type TensorStore } from './safetensors.js';
+import {
+  abandonPieces,
+  PieceScratch,
+  planPieces,
+  runPiece,
+  takePiece,
+  type LoadPlan,
+  type PiecesResult,
+  type TensorJob,
+} from './load-pieces.js';
+import { SafetensorsError, type TensorStore } from './safetensors.js';
 
 export interface LayerWeights {
   inputNorm: Float32Array; // [hidden]
@@ -46,115 +58,71 @@ export interface ModelWeights {
   lmHead: Matrix; // [vocab, hidden]; the same object as embed when tie_word_embeddings
 }
 
-const CHUNK_BYTES = 8 << 20;
-
-// Conversion buffers, reused for every tensor of a load and dropped at its end, so converting
-// never holds more than a chunk of rows besides the final weights.
-let chunkF32 = new Float32Array(0);
-let chunkRaw = new Uint16Array(0);
-
-function chunkBuffers(count: number): { f32: Float32Array; raw: Uint16Array } {
-  if (chunkF32.length < count) {
-    chunkF32 = new Float32Array(count);
-    chunkRaw = new Uint16Array(count);
-  }
-  return { f32: chunkF32, raw: chunkRaw };
+/** Options of loadWeights. */
+export interface LoadWeightsOptions {
+  /** Threads that load, the calling thread included. Default 1. */
+  threads?: number;
+  /** Bytes of the file per piece of work (see load-pieces.ts). Default PIECE_BYTES; tests use tiny pieces. */
+  pieceBytes?: number;
+  /** Fewest bytes to convert or quantize for which loading starts worker threads. Default PARALLEL_MIN_BYTES. */
+  parallelMinBytes?: number;
 }
 
-/** Read rows [r0, r0+n) of a 2-D tensor as f32 into out[0..n*cols). */
-function readRowsF32(store: TensorStore, info: TensorInfo, r0: number, n: number, out: Float32Array): void {
-  const cols = info.shape[1] ?? info.shape[0];
-  const count = n * cols;
-  if (info.dtype === 'F32') {
-    store.readRange(info, r0 * cols * 4, new Uint8Array(out.buffer, out.byteOffset, count * 4));
-    return;
-  }
-  const raw = chunkBuffers(count).raw;
-  store.readRange(info, r0 * cols * 2, new Uint8Array(raw.buffer, 0, count * 2));
-  if (info.dtype === 'BF16') bf16ArrayToF32(raw, 0, out, 0, count);
-  else f16ArrayToF32(raw, 0, out, 0, count);
-}
+// Pieces of 16 KiB to 1 MiB loaded the 0.5B model as q4_0 in the same time; 256 KiB makes 4000
+// pieces of it, so the threads finish within a piece of each other.
+const PIECE_BYTES = 256 << 10;
+const PARALLEL_MIN_BYTES = 32 << 20;
 
-/** A 1-D tensor (norm weight, bias) as f32. */
-function loadVector(store: TensorStore, name: string, n: number): Float32Array {
-  const info = store.get(name, [n]);
-  const out = sharedFloat32(n);
-  readRowsF32(store, info, 0, 1, out);
-  return out;
-}
-
-function loadMatrix(store: TensorStore, name: string, rows: number, cols: number, format: WeightFormat): Matrix {
+/** Storage for tensor `name`, a [rows, cols] matrix in `format`, to be filled by the pieces of `jobs`. */
+function planMatrix(
+  store: TensorStore,
+  jobs: TensorJob[],
+  name: string,
+  rows: number,
+  cols: number,
+  format: WeightFormat,
+): Matrix {
   const info = store.get(name, [rows, cols]);
   let code = FORMAT_CODES[format];
   // Quantized formats need whole 32-blocks (and row pairs for q4_0); other shapes stay bf16.
   if (code >= 2 && (cols % QBLOCK !== 0 || (code === Q4_0 && rows % 2 !== 0))) code = BF16;
-  if (code === BF16 && info.dtype === 'BF16') {
-    const u16 = new Uint16Array(new SharedArrayBuffer(info.byteLength));
-    store.readInto(info, new Uint8Array(u16.buffer));
-    progress.done += info.byteLength;
-    showProgress();
-    return makeMatrix(BF16, rows, cols, { u16 });
-  }
-  if (code === F32 && info.dtype === 'F32') {
-    const f32 = sharedFloat32(rows * cols);
-    store.readInto(info, new Uint8Array(f32.buffer));
-    progress.done += info.byteLength;
-    showProgress();
-    return makeMatrix(F32, rows, cols, { f32 });
-  }
-  const chunkRows = Math.max(2, Math.floor(CHUNK_BYTES / (cols * 4)) & ~1);
-  // Its own buffer: readRowsF32 uses the shared raw buffer while filling this one.
-  const buf = new Float32Array(chunkBuffers(chunkRows * cols).f32.buffer, 0, chunkRows * cols);
   const m =
     code === F32
       ? makeMatrix(F32, rows, cols, { f32: sharedFloat32(rows * cols) })
       : code === BF16
         ? makeMatrix(BF16, rows, cols, { u16: new Uint16Array(new SharedArrayBuffer(rows * cols * 2)) })
         : allocQuantizedMatrix(code, rows, cols);
-  for (let r0 = 0; r0 < rows; r0 += chunkRows) {
-    const n = Math.min(chunkRows, rows - r0);
-    // f32 is widened straight into its final place: one pass over the destination, not two.
-    if (code === F32) readRowsF32(store, info, r0, n, m.f32.subarray(r0 * cols, (r0 + n) * cols));
-    else readRowsF32(store, info, r0, n, buf);
-    if (code === F32) {
-      // done above
-    } else if (code === BF16) narrowToBf16(buf, n * cols, m.u16, r0 * cols);
-    else if (code === Q4_0) quantizeRowsQ4_0(buf, r0, n, m);
-    else quantizeRowsQ8_0(buf, r0, n, m);
-    progress.done += n * cols * (info.byteLength / (rows * cols));
-    showProgress();
-  }
+  jobs.push({ info, dest: m });
   return m;
 }
 
-/** out[outOff + i] = the bf16 nearest to src[i] (ties to even, NaN stays NaN), for i < count. */
-function narrowToBf16(src: Float32Array, count: number, out: Uint16Array, outOff: number): void {
-  const bits = new Uint32Array(src.buffer, src.byteOffset, count);
-  for (let i = 0; i < count; i++) {
-    const u = bits[i];
-    out[outOff + i] =
-      (u & 0x7f800000) === 0x7f800000 && (u & 0x007fffff) !== 0
-        ? (u >>> 16) | 0x40
-        : (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
-  }
+/** Storage for a 1-D tensor (norm weight, bias) as f32: one row of n. */
+function planVector(store: TensorStore, jobs: TensorJob[], name: string, n: number): Float32Array {
+  const info = store.get(name, [n]);
+  const m = makeMatrix(F32, 1, n, { f32: sharedFloat32(n) });
+  jobs.push({ info, dest: m });
+  return m.f32;
 }
 
-// A progress line on stderr for loads that take over a second, when stderr is a terminal.
-const progress = { store: null as TensorStore | null, total: 0, done: 0, start: 0, shown: false };
+// A progress line on stderr for loads that take over a second, when stderr is a terminal; redrawn
+// at most every 100 ms (a load has thousands of pieces).
+const progress = { store: null as TensorStore | null, total: 0, done: 0, start: 0, drawn: 0, shown: false };
 
-function startProgress(store: TensorStore): void {
-  let total = 0;
-  for (const t of store.tensors.values()) total += t.byteLength;
+function startProgress(store: TensorStore, total: number): void {
   progress.store = store;
   progress.total = total;
   progress.done = 0;
   progress.start = performance.now();
+  progress.drawn = 0;
   progress.shown = false;
 }
 
-function showProgress(): void {
-  const seconds = (performance.now() - progress.start) / 1000;
-  if (!process.stderr.isTTY || seconds < 1 || progress.total === 0) return;
+function showProgress(done: number): void {
+  progress.done = done;
+  const now = performance.now();
+  const seconds = (now - progress.start) / 1000;
+  if (!process.stderr.isTTY || seconds < 1 || progress.total === 0 || now - progress.drawn < 100) return;
+  progress.drawn = now;
   const pct = Math.min(100, (100 * progress.done) / progress.total);
   const mb = (b: number) => (b / 2 ** 20).toFixed(0);
   process.stderr.write(
@@ -169,50 +137,122 @@ function endProgress(): void {
   progress.shown = false;
 }
 
-export function loadWeights(store: TensorStore, c: ModelConfig, format: WeightFormat): ModelWeights {
-  startProgress(store);
+/**
+ * Every weight of the model, converted or quantized to `format`. The tensors are looked up and
+ * their storage allocated first (so a missing or mis-shaped tensor fails before any reading), then
+ * filled in pieces by `threads` threads.
+ */
+export async function loadWeights(
+  store: TensorStore,
+  c: ModelConfig,
+  format: WeightFormat,
+  opts: LoadWeightsOptions = {},
+): Promise<ModelWeights> {
+  const jobs: TensorJob[] = [];
+  const weights = planWeights(store, c, format, jobs);
+  const plan = planPieces(jobs, opts.pieceBytes ?? PIECE_BYTES);
+  // Workers for the bytes that are converted or quantized. Copies (bf16 to bf16, f32 to f32) are
+  // bound by the page faults of their fresh memory, which took 0.8x-1.4x as long on two threads as
+  // on one on this VM; below PARALLEL_MIN_BYTES, starting the workers costs more than they save.
+  let fileBytes = 0;
+  let convertedBytes = 0;
+  for (const { info, dest } of jobs) {
+    fileBytes += info.byteLength;
+    const copy = (dest.format === F32 && info.dtype === 'F32') || (dest.format === BF16 && info.dtype === 'BF16');
+    if (!copy) convertedBytes += info.byteLength;
+  }
+  const parallel = convertedBytes >= (opts.parallelMinBytes ?? PARALLEL_MIN_BYTES);
+  startProgress(store, fileBytes);
   try {
-    return loadAll(store, c, format);
+    await runPieces(store, plan, parallel ? (opts.threads ?? 1) : 1);
   } finally {
     endProgress();
-    chunkF32 = new Float32Array(0);
-    chunkRaw = new Uint16Array(0);
   }
+  return weights;
 }
 
-function loadAll(store: TensorStore, c: ModelConfig, format: WeightFormat): ModelWeights {
+/** Run the plan's pieces on this thread and threads - 1 workers; throws the first failure. */
+async function runPieces(store: TensorStore, plan: LoadPlan, threads: number): Promise<void> {
+  const workers = threads - 1;
+  const piscina =
+    workers > 0
+      ? new Piscina({
+          filename: runnableUrl(new URL('./load-worker.js', import.meta.url)).href,
+          minThreads: workers,
+          maxThreads: workers,
+          concurrentTasksPerWorker: 1,
+        })
+      : null;
+  const results = piscina
+    ? Promise.all(Array.from({ length: workers }, () => piscina.run(plan) as Promise<PiecesResult>))
+    : null;
+  let failure: unknown = null;
+  try {
+    const scratch = new PieceScratch();
+    let yielded = performance.now();
+    for (let p = takePiece(plan); p >= 0; p = takePiece(plan)) {
+      runPiece(plan, p, store, scratch);
+      showProgress(Number(Atomics.load(plan.doneBytes, 0)));
+      // Piscina hands the workers their task from the event loop: let it run now and then.
+      if (piscina && performance.now() - yielded > 10) {
+        await new Promise((resolve) => setImmediate(resolve));
+        yielded = performance.now();
+      }
+    }
+  } catch (e) {
+    abandonPieces(plan);
+    failure = e;
+  }
+  if (piscina && results) {
+    try {
+      for (const r of await results) {
+        if (r !== null && failure === null)
+          failure = r.name === 'SafetensorsError' ? new SafetensorsError(r.message) : new Error(r.message);
+      }
+    } catch (e) {
+      failure ??= new Error(`qwen-ts: a weight-loading worker thread failed: ${(e as Error).message ?? e}`);
+    } finally {
+      await piscina.destroy();
+    }
+  }
+  if (failure !== null) throw failure;
+}
+
+function planWeights(store: TensorStore, c: ModelConfig, format: WeightFormat, jobs: TensorJob[]): ModelWeights {
+  const matrix = (name: string, rows: number, cols: number) => planMatrix(store, jobs, name, rows, cols, format);
+  const vector = (name: string, n: number) => planVector(store, jobs, name, n);
   const h = c.hiddenSize;
   const qDim = c.numHeads * c.headDim;
   const kvDim = c.numKvHeads * c.headDim;
-  const embed = loadMatrix(store, 'model.embed_tokens.weight', c.vocabSize, h, format);
+  const embed = matrix('model.embed_tokens.weight', c.vocabSize, h);
   const layers: LayerWeights[] = [];
   const inter = c.intermediateSize;
   // Optional vectors: null when the family (config) has none, so a missing tensor is an error.
-  const vector = (has: boolean, name: string, n: number) => (has ? loadVector(store, name, n) : null);
+  const optional = (has: boolean, name: string, n: number) => (has ? vector(name, n) : null);
   for (let l = 0; l < c.numLayers; l++) {
     const p = `model.layers.${l}.`;
     layers.push({
-      inputNorm: loadVector(store, p + 'input_layernorm.weight', h),
-      qProj: loadMatrix(store, p + 'self_attn.q_proj.weight', qDim, h, format),
-      qBias: vector(c.attentionBias, p + 'self_attn.q_proj.bias', qDim),
-      kProj: loadMatrix(store, p + 'self_attn.k_proj.weight', kvDim, h, format),
-      kBias: vector(c.attentionBias, p + 'self_attn.k_proj.bias', kvDim),
-      vProj: loadMatrix(store, p + 'self_attn.v_proj.weight', kvDim, h, format),
-      vBias: vector(c.attentionBias, p + 'self_attn.v_proj.bias', kvDim),
-      qNorm: vector(c.qkNorm, p + 'self_attn.q_norm.weight', c.headDim),
-      kNorm: vector(c.qkNorm, p + 'self_attn.k_norm.weight', c.headDim),
-      oProj: loadMatrix(store, p + 'self_attn.o_proj.weight', h, qDim, format),
-      oBias: vector(c.oProjBias, p + 'self_attn.o_proj.bias', h),
-      postAttentionNorm: loadVector(store, p + 'post_attention_layernorm.weight', h),
-      gateProj: loadMatrix(store, p + 'mlp.gate_proj.weight', inter, h, format),
-      gateBias: vector(c.mlpBias, p + 'mlp.gate_proj.bias', inter),
-      upProj: loadMatrix(store, p + 'mlp.up_proj.weight', inter, h, format),
-      upBias: vector(c.mlpBias, p + 'mlp.up_proj.bias', inter),
-      downProj: loadMatrix(store, p + 'mlp.down_proj.weight', h, inter, format),
-      downBias: vector(c.mlpBias, p + 'mlp.down_proj.bias', h),
+      inputNorm: vector(p + 'input_layernorm.weight', h),
+      qProj: matrix(p + 'self_attn.q_proj.weight', qDim, h),
+      qBias: optional(c.attentionBias, p + 'self_attn.q_proj.bias', qDim),
+      kProj: matrix(p + 'self_attn.k_proj.weight', kvDim, h),
+      kBias: optional(c.attentionBias, p + 'self_attn.k_proj.bias', kvDim),
+      vProj: matrix(p + 'self_attn.v_proj.weight', kvDim, h),
+      vBias: optional(c.attentionBias, p + 'self_attn.v_proj.bias', kvDim),
+      qNorm: optional(c.qkNorm, p + 'self_attn.q_norm.weight', c.headDim),
+      kNorm: optional(c.qkNorm, p + 'self_attn.k_norm.weight', c.headDim),
+      oProj: matrix(p + 'self_attn.o_proj.weight', h, qDim),
+      oBias: optional(c.oProjBias, p + 'self_attn.o_proj.bias', h),
+      postAttentionNorm: vector(p + 'post_attention_layernorm.weight', h),
+      gateProj: matrix(p + 'mlp.gate_proj.weight', inter, h),
+      gateBias: optional(c.mlpBias, p + 'mlp.gate_proj.bias', inter),
+      upProj: matrix(p + 'mlp.up_proj.weight', inter, h),
+      upBias: optional(c.mlpBias, p + 'mlp.up_proj.bias', inter),
+      downProj: matrix(p + 'mlp.down_proj.weight', h, inter),
+      downBias: optional(c.mlpBias, p + 'mlp.down_proj.bias', h),
     });
   }
-  const finalNorm = loadVector(store, 'model.norm.weight', h);
+  const finalNorm = vector('model.norm.weight', h);
   let lmHead = embed;
   if (!c.tieWordEmbeddings) {
     if (!store.has('lm_head.weight')) {
@@ -220,7 +260,7 @@ function loadAll(store: TensorStore, c: ModelConfig, format: WeightFormat): Mode
         `${store.dir}: tensor "lm_head.weight" not found, and config.json has tie_word_embeddings: false`,
       );
     }
-    lmHead = loadMatrix(store, 'lm_head.weight', c.vocabSize, h, format);
+    lmHead = matrix('lm_head.weight', c.vocabSize, h);
   }
   return { format, embed, layers, finalNorm, lmHead };
 }

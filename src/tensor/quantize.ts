@@ -65,27 +65,55 @@ export function quantizeActivations(
 export function quantizeRowsQ8_0(rowsF32: Float32Array, r0: number, nRows: number, m: Matrix): void {
   const cols = m.cols;
   const blocks = cols / QBLOCK;
-  for (let r = 0; r < nRows; r++) {
-    for (let b = 0; b < blocks; b++) {
-      const o = r * cols + b * QBLOCK;
-      let amax = 0;
-      for (let i = 0; i < QBLOCK; i++) {
-        const v = rowsF32[o + i];
-        const a = v < 0 ? -v : v;
-        if (a > amax) amax = a;
+  const w = rowsF32;
+  const q = m.q;
+  const scales = m.scales;
+  const end = nRows * cols;
+  // The weights' bits: over non-NaN f32, |x| orders as (bits & 0x7fffffff) does, so a block's
+  // largest magnitude is an integer max, branch-free in four independent lanes.
+  const bits = new Int32Array(w.buffer, w.byteOffset, end);
+  const amaxBits = new Int32Array(1);
+  const amaxF32 = new Float32Array(amaxBits.buffer);
+  let so = r0 * blocks;
+  let wo = (r0 * cols) >> 2;
+  for (let o = 0; o < end; o += QBLOCK, so++, wo += 8) {
+    let a0 = 0,
+      a1 = 0,
+      a2 = 0,
+      a3 = 0;
+    for (let i = o; i < o + QBLOCK; i += 4) {
+      const d0 = (bits[i] & 0x7fffffff) - a0;
+      const d1 = (bits[i + 1] & 0x7fffffff) - a1;
+      const d2 = (bits[i + 2] & 0x7fffffff) - a2;
+      const d3 = (bits[i + 3] & 0x7fffffff) - a3;
+      a0 += d0 & ~(d0 >> 31); // a0 = max(a0, |w[i]|)
+      a1 += d1 & ~(d1 >> 31);
+      a2 += d2 & ~(d2 >> 31);
+      a3 += d3 & ~(d3 >> 31);
+    }
+    const a01 = a0 > a1 ? a0 : a1;
+    const a23 = a2 > a3 ? a2 : a3;
+    let amax = a01 > a23 ? a01 : a23;
+    if (amax > 0x7f800000) {
+      // A NaN: skip it, as a float compare does.
+      amax = 0;
+      for (let i = o; i < o + QBLOCK; i++) {
+        const a = bits[i] & 0x7fffffff;
+        if (a <= 0x7f800000 && a > amax) amax = a;
       }
-      const d = amax / 127;
-      const id = d === 0 ? 0 : 1 / d;
-      m.scales[(r0 + r) * blocks + b] = d;
-      const qo = ((r0 + r) * cols + b * QBLOCK) >> 2;
-      // (v + 128.5) | 0 - 128 is Math.round for v in [-127, 127], without the call.
-      for (let i = 0; i < QBLOCK; i += 4) {
-        const q0 = (((rowsF32[o + i] * id + 128.5) | 0) - 128) & 0xff;
-        const q1 = (((rowsF32[o + i + 1] * id + 128.5) | 0) - 128) & 0xff;
-        const q2 = (((rowsF32[o + i + 2] * id + 128.5) | 0) - 128) & 0xff;
-        const q3 = (((rowsF32[o + i + 3] * id + 128.5) | 0) - 128) & 0xff;
-        m.q[qo + (i >> 2)] = q0 | (q1 << 8) | (q2 << 16) | (q3 << 24);
-      }
+    }
+    amaxBits[0] = amax;
+    const d = amaxF32[0] / 127;
+    const id = d === 0 ? 0 : 1 / d;
+    scales[so] = d;
+    // (v + 128.5) | 0 - 128 is Math.round for v in [-127, 127], without the call.
+    for (let j = 0; j < 8; j++) {
+      const i = o + 4 * j;
+      const q0 = (((w[i] * id + 128.5) | 0) - 128) & 0xff;
+      const q1 = (((w[i + 1] * id + 128.5) | 0) - 128) & 0xff;
+      const q2 = (((w[i + 2] * id + 128.5) | 0) - 128) & 0xff;
+      const q3 = (((w[i + 3] * id + 128.5) | 0) - 128) & 0xff;
+      q[wo + j] = q0 | (q1 << 8) | (q2 << 16) | (q3 << 24);
     }
   }
 }
@@ -279,35 +307,67 @@ export function quantizeRowsQ4_0(rowsF32: Float32Array, r0: number, nRows: numbe
   const cols = m.cols;
   const blocks = cols / QBLOCK;
   if (r0 % 2 !== 0 || nRows % 2 !== 0) throw new Error('quantizeRowsQ4_0: rows come in even pairs');
-  const nib = new Int32Array(QBLOCK * 2);
-  for (let r = 0; r < nRows; r += 2) {
-    for (let b = 0; b < blocks; b++) {
-      for (let half = 0; half < 2; half++) {
-        const o = (r + half) * cols + b * QBLOCK;
-        // Signed max, llama.cpp style: the largest-magnitude value maps to -8 exactly.
-        let max = 0,
-          amax = 0;
-        for (let i = 0; i < QBLOCK; i++) {
-          const v = rowsF32[o + i];
+  const w = rowsF32;
+  const scales = m.scales;
+  // Integer view for the block maxima, as in quantizeRowsQ8_0.
+  const bits = new Int32Array(w.buffer, w.byteOffset, nRows * cols);
+  // A row's 16 bits of each word: the low half (even row) or the high half (odd row), little-endian.
+  const halves = new Uint16Array(m.q.buffer, m.q.byteOffset, m.q.length * 2);
+  for (let r = r0; r < r0 + nRows; r++) {
+    let o = (r - r0) * cols;
+    let so = r * blocks;
+    let ho = (r >> 1) * blocks * 16 + (r & 1);
+    for (let b = 0; b < blocks; b++, o += QBLOCK, so++, ho += 16) {
+      let a0 = 0,
+        a1 = 0,
+        a2 = 0,
+        a3 = 0;
+      for (let i = o; i < o + QBLOCK; i += 4) {
+        const d0 = (bits[i] & 0x7fffffff) - a0;
+        const d1 = (bits[i + 1] & 0x7fffffff) - a1;
+        const d2 = (bits[i + 2] & 0x7fffffff) - a2;
+        const d3 = (bits[i + 3] & 0x7fffffff) - a3;
+        a0 += d0 & ~(d0 >> 31);
+        a1 += d1 & ~(d1 >> 31);
+        a2 += d2 & ~(d2 >> 31);
+        a3 += d3 & ~(d3 >> 31);
+      }
+      const a01 = a0 > a1 ? a0 : a1;
+      const a23 = a2 > a3 ? a2 : a3;
+      const amax = a01 > a23 ? a01 : a23;
+      // Signed max, llama.cpp style: the first largest-magnitude value maps to -8 exactly.
+      let max = 0;
+      if (amax > 0x7f800000) {
+        // A NaN: skip it, as a float compare does.
+        let fmax = 0;
+        for (let i = o; i < o + QBLOCK; i++) {
+          const v = w[i];
           const a = v < 0 ? -v : v;
-          if (a > amax) {
-            amax = a;
+          if (a > fmax) {
+            fmax = a;
             max = v;
           }
         }
-        const d = max / -8;
-        const id = d === 0 ? 0 : 1 / d;
-        m.scales[(r0 + r + half) * blocks + b] = d;
-        for (let i = 0; i < QBLOCK; i++) {
-          const q = (rowsF32[o + i] * id + 8.5) | 0; // >= 0 here, so | 0 is floor: round to nearest
-          nib[half * QBLOCK + i] = q > 15 ? 15 : q;
-        }
+      } else if (amax !== 0) {
+        let i = o;
+        while ((bits[i] & 0x7fffffff) !== amax) i++;
+        max = w[i];
       }
-      const wo = (((r0 + r) >> 1) * blocks + b) * 8;
+      const d = max / -8;
+      const id = d === 0 ? 0 : 1 / d;
+      scales[so] = d;
       for (let j = 0; j < 8; j++) {
-        let word = 0;
-        for (let c = 0; c < 4; c++) word |= (nib[4 * j + c] << (4 * c)) | (nib[QBLOCK + 4 * j + c] << (16 + 4 * c));
-        m.q[wo + j] = word;
+        const i = o + 4 * j;
+        // >= 0 here, so | 0 is floor: round to nearest; values opposite the max clamp to 15 (+7).
+        let n0 = (w[i] * id + 8.5) | 0;
+        let n1 = (w[i + 1] * id + 8.5) | 0;
+        let n2 = (w[i + 2] * id + 8.5) | 0;
+        let n3 = (w[i + 3] * id + 8.5) | 0;
+        if (n0 > 15) n0 = 15;
+        if (n1 > 15) n1 = 15;
+        if (n2 > 15) n2 = 15;
+        if (n3 > 15) n3 = 15;
+        halves[ho + 2 * j] = n0 | (n1 << 4) | (n2 << 8) | (n3 << 12);
       }
     }
   }
