@@ -1206,7 +1206,7 @@ describe('claimRows (guided self-scheduling)', () => {
           // Threads claim in a random interleaving; the chunks still come out in order.
           for (;;) {
             const part = Math.floor(rand() * parts);
-            const start = claimRows(work, counter, total, minRows, align, parts);
+            const start = claimRows(work, counter, total, minRows, align, parts, part);
             if (start >= total) break;
             const end = claimedEnd();
             const ctx = `total=${total} parts=${parts} min=${minRows} align=${align} part=${part}: [${start}, ${end})`;

@@ -145,18 +145,19 @@ export function createRunner(state: ForwardState): OpRunner {
     work: Int32Array,
     counter: number,
     parts: number,
+    part: number,
     quantizedCols: number,
   ): number {
     const m = matrices[slot];
     const minRows = minChunkRows(m.cols, n);
-    for (let r0 = claimRows(work, counter, m.rows, minRows, ALIGN, parts); r0 < m.rows;) {
+    for (let r0 = claimRows(work, counter, m.rows, minRows, ALIGN, parts, part); r0 < m.rows;) {
       const r1 = claimedEnd();
       if (m.format >= 2 && quantizedCols !== m.cols) {
         quantizeInput(m, x, n);
         quantizedCols = m.cols;
       }
       rowsInto(out, x, m, biases[slot], n, r0, r1);
-      r0 = claimRows(work, counter, m.rows, minRows, ALIGN, parts);
+      r0 = claimRows(work, counter, m.rows, minRows, ALIGN, parts, part);
     }
     return quantizedCols;
   }
@@ -172,7 +173,7 @@ export function createRunner(state: ForwardState): OpRunner {
         for (let i = 0; i < count; i++) {
           const out = buffers[args[3 + 2 * i]],
             slot = args[4 + 2 * i];
-          quantizedCols = matmulClaimed(out, x, slot, n, work, i, parts, quantizedCols);
+          quantizedCols = matmulClaimed(out, x, slot, n, work, i, parts, part, quantizedCols);
         }
         return;
       }
@@ -188,13 +189,13 @@ export function createRunner(state: ForwardState): OpRunner {
         const width = g.rows;
         const minRows = minChunkRows(g.cols, 2 * n);
         let quantizedX = false;
-        for (let r0 = claimRows(work, 0, width, minRows, ALIGN, parts); r0 < width;) {
+        for (let r0 = claimRows(work, 0, width, minRows, ALIGN, parts, part); r0 < width;) {
           const r1 = claimedEnd();
           if (!quantizedX) quantizedX = quantizeInput(g, x, n);
           rowsInto(gate, x, g, biases[gateSlot], n, r0, r1);
           rowsInto(up, x, u, biases[upSlot], n, r0, r1);
           for (let t = 0; t < n; t++) swiglu(gate, t * width + r0, up, t * width + r0, r1 - r0);
-          r0 = claimRows(work, 0, width, minRows, ALIGN, parts);
+          r0 = claimRows(work, 0, width, minRows, ALIGN, parts, part);
         }
         return;
       }
@@ -205,7 +206,7 @@ export function createRunner(state: ForwardState): OpRunner {
           n = args[3];
         const items = n * d.heads;
         const group = d.heads / d.kvHeads; // GQA: query head h reads kv head h / group
-        for (let it = claimRows(work, ATTENTION_COUNTER, items, 1, 1, parts); it < items;) {
+        for (let it = claimRows(work, ATTENTION_COUNTER, items, 1, 1, parts, part); it < items;) {
           const end = claimedEnd();
           for (; it < end; it++) {
             const row = (it / d.heads) | 0;
@@ -232,7 +233,7 @@ export function createRunner(state: ForwardState): OpRunner {
               off,
             );
           }
-          it = claimRows(work, ATTENTION_COUNTER, items, 1, 1, parts);
+          it = claimRows(work, ATTENTION_COUNTER, items, 1, 1, parts, part);
         }
         return;
       }

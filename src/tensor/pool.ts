@@ -224,13 +224,17 @@ export function splitRange(n: number, part: number, parts: number, align: number
 
 // End of the chunk the last claimRows() call of this thread claimed (module state is per thread).
 let claimEnd = 0;
+// QWEN_TS_SCHEDULE=static: each thread takes its fixed share (splitRange), as before the claims,
+// for measuring one against the other in the same build.
+const STATIC_SCHEDULE = typeof process !== 'undefined' && process.env.QWEN_TS_SCHEDULE === 'static';
 
 /**
  * Guided self-scheduling of rows [0, total) over counter work[counter]: claims this thread's next
  * chunk and returns its first row (total when nothing is left); claimedEnd() is its end. A chunk
  * is 1/(2*parts) of the rows left, at least minRows, rounded up to `align`: big chunks while much
  * is left, small ones at the end, so the threads finish together even when one started late or
- * was switched out by another process, for a few dozen atomic operations per matrix.
+ * was switched out by another process, for a few dozen atomic operations per matrix. `part` is
+ * the calling thread's part index (used only by QWEN_TS_SCHEDULE=static).
  */
 export function claimRows(
   work: Int32Array,
@@ -239,7 +243,16 @@ export function claimRows(
   minRows: number,
   align: number,
   parts: number,
+  part: number,
 ): number {
+  if (STATIC_SCHEDULE && parts <= 30) {
+    // The counter holds a bit per part that took its share.
+    if ((Atomics.or(work, counter, 1 << part) & (1 << part)) !== 0) return total;
+    const units = Math.ceil(total / align);
+    const start = Math.min(total, Math.floor((units * part) / parts) * align);
+    claimEnd = Math.min(total, Math.floor((units * (part + 1)) / parts) * align);
+    return start < claimEnd ? start : total;
+  }
   for (;;) {
     const start = Atomics.load(work, counter);
     if (start >= total) return total;
