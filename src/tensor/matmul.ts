@@ -45,7 +45,9 @@ export function matmul(
   }
   switch (m.format) {
     case F32:
-      if (n >= PANEL_MIN_TOKENS) matmulF32Rows3(m.f32, m.cols, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
+      // Two tokens (two sequences decoding together) fill the 3x2 block: 1.2x matvecF32 at n = 2.
+      if (n >= PANEL_MIN_TOKENS || n === 2)
+        matmulF32Rows3(m.f32, m.cols, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
       else matvecF32(m.f32, m.cols, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
       return;
     case BF16:
