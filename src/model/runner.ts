@@ -191,7 +191,7 @@ export function createRunner(state: ForwardState): OpRunner {
         let quantizedX = false;
         for (let r0 = claimRows(work, 0, width, minRows, ALIGN, parts, part); r0 < width;) {
           const r1 = claimedEnd();
-          if (!quantizedX) quantizedX = quantizeInput(g, x, n);
+          if (!quantizedX) quantizedX = quantizeInput(g.format >= 2 ? g : u, x, n);
           rowsInto(gate, x, g, biases[gateSlot], n, r0, r1);
           rowsInto(up, x, u, biases[upSlot], n, r0, r1);
           for (let t = 0; t < n; t++) swiglu(gate, t * width + r0, up, t * width + r0, r1 - r0);

@@ -7,7 +7,15 @@
 // 1 token, two columns per step, 4 accumulators, so that nothing spills out of x64's 16 FP
 // registers (the 8 accumulators of before did), and masks its offsets so that V8 drops the int32
 // overflow check from each index (see OFFSET_MASK; 1.09x -> 1.18x of before on a quiet machine);
-// q8_0 takes 4 rows per pass instead of 2.
+// q8_0 takes 4 rows per pass instead of 2, 4 words per step, masked offsets (quantize.ts); bf16
+// has its own decode kernel (matvecBf16: 4 accumulators, masked offsets, 1.15-1.24x of before).
+// What bounds them (read from V8's code, --print-opt-code): Node 20's Turbofan does not hoist
+// checks out of loops, so every step of a decode loop re-checks each typed array's map and
+// reloads its length and data pointer, and every load costs an index add, a sign extension, a
+// bounds check and an address add, plus a float32-to-double conversion for f32: ~100 instructions
+// per 16 flops, where C needs ~20. Unrolling further spills (bf16 with 2 words per step 2.2-2.8
+// against 3.6, q8_0 with a whole block 4.1 against 4.2), and for bf16 a 65536-entry bf16 -> float
+// table measured 2.3-2.5 (Float32Array) and 1.9-2.2 (Float64Array) against 3.6 for the bit cast.
 //
 // f32 prefill takes 3 rows x 2 tokens per register block (matmulF32Rows3) instead of 4 x 4: V8
 // gives doubles 15 registers and computes a block's products before its adds, so 16 accumulators
