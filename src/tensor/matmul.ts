@@ -8,7 +8,7 @@
 // registers (the 8 accumulators of before did), and masks its offsets so that V8 drops the int32
 // overflow check from each index (see OFFSET_MASK; 1.09x -> 1.18x of before on a quiet machine);
 // q8_0 takes 4 rows per pass instead of 2, 4 words per step, masked offsets (quantize.ts); bf16
-// has its own decode kernel (matvecBf16: 4 accumulators, masked offsets, 1.15-1.24x of before).
+// has its own decode kernel (matvecBf16: 4 accumulators, masked offsets, 1.12-1.24x of before).
 // What bounds them (read from V8's code, --print-opt-code): Node 20's Turbofan does not hoist
 // checks out of loops, so every step of a decode loop re-checks each typed array's map and
 // reloads its length and data pointer, and every load costs an index add, a sign extension, a
