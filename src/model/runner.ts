@@ -1,7 +1,7 @@
 // The parallel operations of the fast forward pass. The main thread and every worker thread each
-// build a runner over the same shared state and run their part of each operation: matrix rows
-// (and attention heads, and SwiGLU columns) are split between threads; nothing but the part index
-// differs. Operations name their inputs and outputs by number (an index into `buffers` and
+// build a runner over the same shared state and run their part of each operation: each thread
+// claims chunks of matrix rows (and attention heads) from the operation's shared counters until
+// none are left (pool.ts's claimRows), so a slow or late thread simply takes fewer. Operations name their inputs and outputs by number (an index into `buffers` and
 // `weights` below), so the model's forward reads like run.c: matmul(out, x, W, bias, n).
 import { attendHead } from '../tensor/attention.js';
 import { matmul } from '../tensor/matmul.js';
