@@ -210,6 +210,7 @@ export async function runKernels(opts: KernelOptions): Promise<KernelResult[]> {
       }
       const local = createMatmulRunner(state);
       const args = new Int32Array(1);
+      const work = new Int32Array(8); // unused by this runner (static row split)
       mats.forEach((m, i) => {
         const format = opts.formats[i];
         const record = (n: number, threads: number, t: Timing) =>
@@ -228,7 +229,7 @@ export async function runKernels(opts: KernelOptions): Promise<KernelResult[]> {
         record(
           1,
           1,
-          timeIt(`${s.kernel} ${format} n=1`, () => local(i, args, 0, 1), quick),
+          timeIt(`${s.kernel} ${format} n=1`, () => local(i, args, 0, 1, work), quick),
         );
         for (const [t, pool] of pools)
           record(

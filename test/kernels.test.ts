@@ -7,7 +7,7 @@ import { matmulReference } from '../src/tensor/matmul-reference.js';
 import { matmul, readRow } from '../src/tensor/matmul.js';
 import { BF16, F32, makeMatrix, Q4_0, Q8_0, QBLOCK, type Matrix } from '../src/tensor/matrix.js';
 import { addInPlace, rmsnorm, rope, ropeTables, softmax, swiglu } from '../src/tensor/ops.js';
-import { splitRange } from '../src/tensor/pool.js';
+import { claimedEnd, claimRows, splitRange } from '../src/tensor/pool.js';
 import {
   allocQuantizedActivations,
   allocQuantizedMatrix,
@@ -336,7 +336,7 @@ describe('matmul f32 / bf16 against a float64 triple loop', () => {
     [1, 1],
     [13, 64],
   ];
-  const tokens = [1, 3, 4, 5, 8, 9];
+  const tokens = [1, 2, 3, 4, 5, 8, 9];
 
   function slicesFor(rows: number): [number, number][] {
     const s: [number, number][] = [[0, rows]];
@@ -1225,5 +1225,49 @@ describe('splitRange', () => {
       }
     }
     expect(cases).toBe(14 * 8 * 4);
+  });
+});
+
+describe('claimRows (guided self-scheduling)', () => {
+  it('claims tile [0, total) in order, aligned, at least minRows (but the last), in few claims', () => {
+    const rand = mulberry32(77);
+    let cases = 0;
+    for (const total of [0, 1, 5, 12, 13, 128, 896, 4864, 151936]) {
+      for (const parts of [1, 2, 3, 8]) {
+        for (const [minRows, align] of [
+          [1, 1],
+          [12, 12],
+          [36, 12],
+        ] as const) {
+          const work = new Int32Array(8);
+          const counter = 3;
+          let next = 0,
+            claims = 0;
+          // Threads claim in a random interleaving; the chunks still come out in order.
+          for (;;) {
+            const part = Math.floor(rand() * parts);
+            const start = claimRows(work, counter, total, minRows, align, parts, part);
+            if (start >= total) break;
+            const end = claimedEnd();
+            const ctx = `total=${total} parts=${parts} min=${minRows} align=${align} part=${part}: [${start}, ${end})`;
+            expect(start, ctx).toBe(next);
+            expect(start % align, ctx).toBe(0);
+            expect(end, ctx).toBeLessThanOrEqual(total);
+            expect(end - start >= minRows || end === total, ctx).toBe(true);
+            expect(end % align === 0 || end === total, ctx).toBe(true);
+            next = end;
+            claims++;
+          }
+          expect(next, `total=${total}`).toBe(total);
+          expect(work[counter]).toBe(total);
+          // A chunk is at least 1/(2 parts) of what is left (or minRows): O(parts log(total / minRows)) claims.
+          const bound = Math.ceil(2 * parts * Math.log(Math.max(2, total / minRows)) + 2 * parts + 1);
+          expect(claims, `total=${total} parts=${parts} min=${minRows}`).toBeLessThanOrEqual(bound);
+          expect(work.filter((v, i) => i !== counter && v !== 0).length).toBe(0); // other counters untouched
+          cases++;
+        }
+      }
+    }
+    expect(cases).toBe(9 * 4 * 3);
   });
 });

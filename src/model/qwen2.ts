@@ -20,9 +20,10 @@ import { BLOCK_SIZE, KvCache } from './kv-cache.js';
 import {
   bufferTable,
   createRunner,
+  MAX_MATMULS,
   OP_ATTENTION,
+  OP_GATE_UP,
   OP_MATMUL,
-  OP_SWIGLU,
   weightTable,
   type Dims,
   type ForwardState,
@@ -40,7 +41,7 @@ export interface ForwardOptions {
 }
 
 /** Where profile() puts the time of the parallel operations. */
-export const PROFILE_KEYS = ['qkv', 'attention', 'o_proj', 'gate_up', 'down', 'lm_head'] as const;
+export const PROFILE_KEYS = ['qkv', 'attention', 'o_proj', 'gate_up', 'down', 'lm_head', 'wait'] as const;
 // Profile key of each matmul weight slot (runner.ts's weightTable order: q k v o gate up down, per layer).
 const SLOT_PROFILE_KEYS = ['qkv', 'qkv', 'qkv', 'o_proj', 'gate_up', 'gate_up', 'down'] as const;
 
@@ -52,6 +53,9 @@ export interface ModelOptions {
   /** Threads for the kernels, the calling thread included. */
   threads: number;
 }
+
+/** One matrix of a matmuls() operation: [out, W, bias]. */
+type MatmulTarget = [Float32Array, Matrix, Float32Array | null];
 
 export interface DecodeStep {
   seq: number;
@@ -223,9 +227,12 @@ export class Qwen2Model {
    * Start (or restart) a per-operation profile of forward passes; profile() returns the
    * milliseconds spent in each parallel operation and in the rest ('serial': norms, rope, cache
    * writes, q/k norms, embedding lookups, residual adds; activations are quantized inside the matmuls).
+   * An operation's time is the calling thread's part; 'wait' is its time waiting for the workers'
+   * parts after its own (threads finishing apart, or a worker switched out or waking up).
    */
   startProfile(): void {
     this.profileMs = Object.fromEntries([...PROFILE_KEYS, 'serial'].map((k) => [k, 0]));
+    this.pool.profiling = true;
   }
 
   profile(): Record<string, number> | null {
@@ -292,9 +299,13 @@ export class Qwen2Model {
       const layer = w.layers[l];
       // Attention block.
       this.rmsnormRows(s.xb, s.x, layer.inputNorm, n);
-      this.matmul(s.q, s.xb, layer.qProj, layer.qBias, n);
-      this.matmul(s.k, s.xb, layer.kProj, layer.kBias, n);
-      this.matmul(s.v, s.xb, layer.vProj, layer.vBias, n);
+      this.matmuls(
+        s.xb,
+        n,
+        [s.q, layer.qProj, layer.qBias],
+        [s.k, layer.kProj, layer.kBias],
+        [s.v, layer.vProj, layer.vBias],
+      );
       if (layer.qNorm && layer.kNorm) this.qkNorm(s.q, s.k, layer.qNorm, layer.kNorm, n);
       this.ropeAndCache(s.q, s.k, s.v, l, n);
       this.attention(s.attnOut, s.q, l, n);
@@ -303,9 +314,7 @@ export class Qwen2Model {
 
       // MLP block (SwiGLU).
       this.rmsnormRows(s.xb, s.x, layer.postAttentionNorm, n);
-      this.matmul(s.hb, s.xb, layer.gateProj, layer.gateBias, n);
-      this.matmul(s.hb2, s.xb, layer.upProj, layer.upBias, n);
-      this.swiglu(s.hb, s.hb2, n);
+      this.gateUp(s.hb, s.hb2, s.xb, layer.gateProj, layer.gateBias, layer.upProj, layer.upBias, n);
       this.matmul(s.xb2, s.hb, layer.downProj, layer.downBias, n);
       addInPlace(s.x, 0, s.xb2, 0, n * d.hidden);
       if (this.onLayerOutput) this.onLayerOutput(l, s.x, n);
@@ -329,12 +338,43 @@ export class Qwen2Model {
 
   /** out[n, W.rows] = x[n, W.cols]·Wᵀ + bias, on all threads (x quantized inside for q8_0/q4_0 weights). */
   private matmul(out: Float32Array, x: Float32Array, w: Matrix, bias: Float32Array | null, n: number): void {
+    this.matmuls(x, n, [out, w, bias]);
+  }
+
+  /** out = x·Wᵀ + bias for each [out, W, bias] that reads x [n, W.cols]: one parallel operation. */
+  private matmuls(x: Float32Array, n: number, ...targets: MatmulTarget[]): void {
+    if (targets.length > MAX_MATMULS) throw new Error(`matmuls: at most ${MAX_MATMULS} matrices per operation`);
+    const args = [this.bufferIds.get(x)!, n, targets.length];
+    for (const [out, w, bias] of targets) args.push(this.bufferIds.get(out)!, this.slotOf(w, bias));
+    this.run(this.profileKey(args[4]), OP_MATMUL, ...args);
+  }
+
+  /** gate = silu(x·Gateᵀ + gateBias) * (x·Upᵀ + upBias), rows [n, intermediate]; up holds x·Upᵀ + upBias. */
+  private gateUp(
+    gate: Float32Array,
+    up: Float32Array,
+    x: Float32Array,
+    gateProj: Matrix,
+    gateBias: Float32Array | null,
+    upProj: Matrix,
+    upBias: Float32Array | null,
+    n: number,
+  ): void {
+    const ids = this.bufferIds;
+    const gateSlot = this.slotOf(gateProj, gateBias),
+      upSlot = this.slotOf(upProj, upBias);
+    this.run('gate_up', OP_GATE_UP, ids.get(gate)!, ids.get(up)!, ids.get(x)!, gateSlot, upSlot, n);
+  }
+
+  /** The weight slot of w; the runner adds the bias stored with the weight, so `bias` must be that one. */
+  private slotOf(w: Matrix, bias: Float32Array | null): number {
     const slot = this.weightIds.get(w)!;
-    // The runner adds the bias stored with the weight; the one named here must be that one.
     if (this.weightSlotBiases[slot] !== bias) throw new Error('matmul: bias does not belong to the weight');
-    const slots = SLOT_PROFILE_KEYS.length;
-    const key = slot === this.weightIds.size - 1 ? 'lm_head' : SLOT_PROFILE_KEYS[slot % slots];
-    this.run(key, OP_MATMUL, this.bufferIds.get(out)!, this.bufferIds.get(x)!, slot, n);
+    return slot;
+  }
+
+  private profileKey(slot: number): string {
+    return slot === this.weightIds.size - 1 ? 'lm_head' : SLOT_PROFILE_KEYS[slot % SLOT_PROFILE_KEYS.length];
   }
 
   /** out[i, head] = softmax(q[i, head]·Kᵀ/√headDim)·V over row i's cached positions, on all threads. */
@@ -342,18 +382,15 @@ export class Qwen2Model {
     this.run('attention', OP_ATTENTION, this.bufferIds.get(out)!, this.bufferIds.get(q)!, layer, n);
   }
 
-  /** gate = silu(gate) * up, rows [n, intermediate], on all threads. */
-  private swiglu(gate: Float32Array, up: Float32Array, n: number): void {
-    const width = this.dims.intermediate;
-    this.run('gate_up', OP_SWIGLU, this.bufferIds.get(gate)!, this.bufferIds.get(up)!, width, n);
-  }
-
   /** One parallel operation over all threads (timed when profiling). */
   private run(key: string, op: number, ...args: number[]): void {
     if (!this.profileMs) return this.pool.run(op, ...args);
     const t = performance.now();
+    const waitBefore = this.pool.waitMs;
     this.pool.run(op, ...args);
-    this.profileMs[key] += performance.now() - t;
+    const wait = this.pool.waitMs - waitBefore;
+    this.profileMs[key] += performance.now() - t - wait;
+    this.profileMs.wait += wait;
   }
 
   /** Qwen3: RMSNorm of every head of q and k (one [headDim] weight each), before RoPE. */

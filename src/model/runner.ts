@@ -1,23 +1,31 @@
 // The parallel operations of the fast forward pass. The main thread and every worker thread each
-// build a runner over the same shared state and run their part of each operation: matrix rows
-// (and attention heads, and SwiGLU columns) are split between threads; nothing but the part index
-// differs. Operations name their inputs and outputs by number (an index into `buffers` and
+// build a runner over the same shared state and run their part of each operation: each thread
+// claims chunks of matrix rows (and attention heads) from the operation's shared counters until
+// none are left (pool.ts's claimRows), so a slow or late thread simply takes fewer. Operations name their inputs and outputs by number (an index into `buffers` and
 // `weights` below), so the model's forward reads like run.c: matmul(out, x, W, bias, n).
 import { attendHead } from '../tensor/attention.js';
 import { matmul } from '../tensor/matmul.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { swiglu } from '../tensor/ops.js';
-import { splitRange, type OpRunner } from '../tensor/pool.js';
+import { claimedEnd, claimRows, type OpRunner } from '../tensor/pool.js';
 import { allocQuantizedActivations, quantizeActivations, type QuantizedActivations } from '../tensor/quantize.js';
 import type { KvCacheArrays } from './kv-cache.js';
 import type { ModelWeights } from './weights.js';
 
-/** (out, x, weight, n): buffers[out][n, W.rows] = buffers[x][n, W.cols]·Wᵀ + bias, with W, bias = weight slot `weight`. */
+/**
+ * (x, n, count, out0, weight0, out1, weight1, ...): for each of `count` (at most MAX_MATMULS) weight
+ * slots, buffers[out][n, W.rows] = buffers[x][n, W.cols]·Wᵀ + bias (W, bias = the slot's): the
+ * matrices that read one input (q, k, v) go in one operation, one wait for the threads.
+ */
 export const OP_MATMUL = 1;
 /** (out, q, layer, n): buffers[out] = softmax(q·Kᵀ/√headDim)·V per row and head, over the row's cached positions. */
 export const OP_ATTENTION = 2;
-/** (gate, up, width, n): buffers[gate][n, width] = silu(gate) * up. */
-export const OP_SWIGLU = 3;
+/**
+ * (gate, up, x, gateWeight, upWeight, n): buffers[gate][n, W.rows] = silu(x·Gateᵀ) * (x·Upᵀ) (plus
+ * biases); buffers[up] holds x·Upᵀ. A thread applies SwiGLU to the rows it just computed.
+ */
+export const OP_GATE_UP = 3;
+export const MAX_MATMULS = 6;
 
 export interface Dims {
   hidden: number;
@@ -76,8 +84,19 @@ export interface ForwardState {
   scratch: Scratch;
 }
 
-// Row slices start on multiples of 4: the f32 kernel does 4 rows, q4_0 row pairs.
-const ALIGN = 4;
+// Rows are claimed in chunks (pool.ts's claimRows) that start on multiples of 12: the f32 decode
+// kernel takes 4 rows at a time, its prefill 3, q4_0 row pairs.
+const ALIGN = 12;
+// A chunk is at least this many multiply-adds (10-20 us): its claim (one compare-exchange on a
+// shared cache line) stays well under 1% of it.
+const MIN_CHUNK_MACS = 32768;
+// Attention claims one (row, head) at a time: each is a pass over that row's cached positions.
+const ATTENTION_COUNTER = 0;
+
+/** The smallest chunk of an operation: rows of a [rows, cols] matrix times n tokens. */
+function minChunkRows(cols: number, n: number): number {
+  return Math.ceil(MIN_CHUNK_MACS / (cols * n) / ALIGN) * ALIGN;
+}
 
 export function createRunner(state: ForwardState): OpRunner {
   const { dims: d, kv, scratch: s } = state;
@@ -90,21 +109,94 @@ export function createRunner(state: ForwardState): OpRunner {
     if (m.format >= 2 && !quantized.has(m.cols))
       quantized.set(m.cols, allocQuantizedActivations(d.maxRows, m.cols, false));
 
-  return (op, args, part, parts) => {
+  /** Quantize x [n, m.cols] into this thread's int8 copy when m is q8_0/q4_0; returns true. */
+  function quantizeInput(m: Matrix, x: Float32Array, n: number): boolean {
+    // Every thread that takes part quantizes the whole input for itself: n×cols work beside
+    // n×cols×rows/threads, and no wait for the others.
+    if (m.format >= 2) quantizeActivations(x, 0, m.cols, 0, n, quantized.get(m.cols)!);
+    return true;
+  }
+
+  /** out[t, r0..r1) = x[t]·W[r0..r1)ᵀ + bias for t < n (x already quantized for q8_0/q4_0). */
+  function rowsInto(
+    out: Float32Array,
+    x: Float32Array,
+    m: Matrix,
+    bias: Float32Array | null,
+    n: number,
+    r0: number,
+    r1: number,
+  ): void {
+    const xq = m.format >= 2 ? quantized.get(m.cols)! : null;
+    matmul(m, x, 0, m.cols, n, out, 0, m.rows, r0, r1, xq);
+    if (bias) for (let t = 0; t < n; t++) for (let r = r0; r < r1; r++) out[t * m.rows + r] += bias[r];
+  }
+
+  /**
+   * out[n, W.rows] = x·Wᵀ + bias for weight slot `slot`, in the chunks this thread claims on
+   * work[counter]. quantizedCols: the width x is already quantized at by this thread in this
+   * operation (0: not yet); returns it after this matrix.
+   */
+  function matmulClaimed(
+    out: Float32Array,
+    x: Float32Array,
+    slot: number,
+    n: number,
+    work: Int32Array,
+    counter: number,
+    parts: number,
+    part: number,
+    quantizedCols: number,
+  ): number {
+    const m = matrices[slot];
+    const minRows = minChunkRows(m.cols, n);
+    for (let r0 = claimRows(work, counter, m.rows, minRows, ALIGN, parts, part); r0 < m.rows;) {
+      const r1 = claimedEnd();
+      if (m.format >= 2 && quantizedCols !== m.cols) {
+        quantizeInput(m, x, n);
+        quantizedCols = m.cols;
+      }
+      rowsInto(out, x, m, biases[slot], n, r0, r1);
+      r0 = claimRows(work, counter, m.rows, minRows, ALIGN, parts, part);
+    }
+    return quantizedCols;
+  }
+
+  return (op, args, part, parts, work) => {
     switch (op) {
       case OP_MATMUL: {
-        const out = buffers[args[0]],
-          x = buffers[args[1]],
-          m = matrices[args[2]],
-          bias = biases[args[2]],
-          n = args[3];
-        const [r0, r1] = splitRange(m.rows, part, parts, ALIGN);
-        if (r0 >= r1) return;
-        // Every thread quantizes the whole input for itself: n×cols work beside n×cols×rows/threads.
-        const xq = quantized.get(m.cols) ?? null;
-        if (m.format >= 2) quantizeActivations(x, 0, m.cols, 0, n, xq!);
-        matmul(m, x, 0, m.cols, n, out, 0, m.rows, r0, r1, m.format >= 2 ? xq : null);
-        if (bias) for (let t = 0; t < n; t++) for (let r = r0; r < r1; r++) out[t * m.rows + r] += bias[r];
+        const x = buffers[args[0]],
+          n = args[1],
+          count = args[2];
+        // Matrix i claims its rows on counter i: the threads finish one before the next.
+        let quantizedCols = 0;
+        for (let i = 0; i < count; i++) {
+          const out = buffers[args[3 + 2 * i]],
+            slot = args[4 + 2 * i];
+          quantizedCols = matmulClaimed(out, x, slot, n, work, i, parts, part, quantizedCols);
+        }
+        return;
+      }
+      case OP_GATE_UP: {
+        const gate = buffers[args[0]],
+          up = buffers[args[1]],
+          x = buffers[args[2]],
+          gateSlot = args[3],
+          upSlot = args[4],
+          n = args[5];
+        const g = matrices[gateSlot],
+          u = matrices[upSlot];
+        const width = g.rows;
+        const minRows = minChunkRows(g.cols, 2 * n);
+        let quantizedX = false;
+        for (let r0 = claimRows(work, 0, width, minRows, ALIGN, parts, part); r0 < width;) {
+          const r1 = claimedEnd();
+          if (!quantizedX) quantizedX = quantizeInput(g.format >= 2 ? g : u, x, n);
+          rowsInto(gate, x, g, biases[gateSlot], n, r0, r1);
+          rowsInto(up, x, u, biases[upSlot], n, r0, r1);
+          for (let t = 0; t < n; t++) swiglu(gate, t * width + r0, up, t * width + r0, r1 - r0);
+          r0 = claimRows(work, 0, width, minRows, ALIGN, parts, part);
+        }
         return;
       }
       case OP_ATTENTION: {
@@ -112,42 +204,37 @@ export function createRunner(state: ForwardState): OpRunner {
           q = buffers[args[1]],
           layer = args[2],
           n = args[3];
-        const [i0, i1] = splitRange(n * d.heads, part, parts, 1);
+        const items = n * d.heads;
         const group = d.heads / d.kvHeads; // GQA: query head h reads kv head h / group
-        for (let it = i0; it < i1; it++) {
-          const row = (it / d.heads) | 0;
-          const h = it - row * d.heads;
-          const seq = s.rows[2 * row],
-            pos = s.rows[2 * row + 1];
-          const off = row * d.qDim + h * d.headDim;
-          const kvHead = (h / group) | 0;
-          const table = seq * kv.maxBlocksPerSeq;
-          attendHead(
-            q,
-            off,
-            kv.k[layer],
-            kv.v[layer],
-            kv.blockTables,
-            table,
-            kvHead,
-            d.kvHeads,
-            d.headDim,
-            d.blockSize,
-            pos + 1,
-            scores,
-            out,
-            off,
-          );
+        for (let it = claimRows(work, ATTENTION_COUNTER, items, 1, 1, parts, part); it < items;) {
+          const end = claimedEnd();
+          for (; it < end; it++) {
+            const row = (it / d.heads) | 0;
+            const h = it - row * d.heads;
+            const seq = s.rows[2 * row],
+              pos = s.rows[2 * row + 1];
+            const off = row * d.qDim + h * d.headDim;
+            const kvHead = (h / group) | 0;
+            const table = seq * kv.maxBlocksPerSeq;
+            attendHead(
+              q,
+              off,
+              kv.k[layer],
+              kv.v[layer],
+              kv.blockTables,
+              table,
+              kvHead,
+              d.kvHeads,
+              d.headDim,
+              d.blockSize,
+              pos + 1,
+              scores,
+              out,
+              off,
+            );
+          }
+          it = claimRows(work, ATTENTION_COUNTER, items, 1, 1, parts, part);
         }
-        return;
-      }
-      case OP_SWIGLU: {
-        const gate = buffers[args[0]],
-          up = buffers[args[1]],
-          width = args[2],
-          n = args[3];
-        const [c0, c1] = splitRange(width, part, parts, ALIGN);
-        for (let t = 0; t < n; t++) swiglu(gate, t * width + c0, up, t * width + c0, c1 - c0);
         return;
       }
     }

@@ -7,7 +7,15 @@
 // 1 token, two columns per step, 4 accumulators, so that nothing spills out of x64's 16 FP
 // registers (the 8 accumulators of before did), and masks its offsets so that V8 drops the int32
 // overflow check from each index (see OFFSET_MASK; 1.09x -> 1.18x of before on a quiet machine);
-// q8_0 takes 4 rows per pass instead of 2.
+// q8_0 takes 4 rows per pass instead of 2, 4 words per step, masked offsets (quantize.ts); bf16
+// has its own decode kernel (matvecBf16: 4 accumulators, masked offsets, 1.12-1.24x of before).
+// What bounds them (read from V8's code, --print-opt-code): Node 20's Turbofan does not hoist
+// checks out of loops, so every step of a decode loop re-checks each typed array's map and
+// reloads its length and data pointer, and every load costs an index add, a sign extension, a
+// bounds check and an address add, plus a float32-to-double conversion for f32: ~100 instructions
+// per 16 flops, where C needs ~20. Unrolling further spills (bf16 with 2 words per step 2.2-2.8
+// against 3.6, q8_0 with a whole block 4.1 against 4.2), and for bf16 a 65536-entry bf16 -> float
+// table measured 2.3-2.5 (Float32Array) and 1.9-2.2 (Float64Array) against 3.6 for the bit cast.
 //
 // f32 prefill takes 3 rows x 2 tokens per register block (matmulF32Rows3) instead of 4 x 4: V8
 // gives doubles 15 registers and computes a block's products before its adds, so 16 accumulators
@@ -51,11 +59,14 @@ export function matmul(
   }
   switch (m.format) {
     case F32:
-      if (n >= PANEL_MIN_TOKENS) matmulF32Rows3(m.f32, m.cols, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
+      // Two tokens (two sequences decoding together) fill the 3x2 block: 1.2x matvecF32 at n = 2.
+      if (n >= PANEL_MIN_TOKENS || n === 2)
+        matmulF32Rows3(m.f32, m.cols, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
       else matvecF32(m.f32, m.cols, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
       return;
     case BF16:
-      matmulBf16(m, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
+      if (n < PANEL_MIN_TOKENS) matvecBf16(m, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
+      else matmulBf16(m, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
       return;
     case Q8_0:
     case Q4_0:
@@ -100,7 +111,7 @@ export function matvecF32(
     return;
   }
   const colsM = cols & COLS_MASK;
-  const even = colsM & ~1;
+  const even = colsM & 0x1ffffffe; // colsM & ~1, written so that V8 types it below 2^29 (k + 1 stays int32)
   for (let t = 0; t < n; t++) {
     const xo = (xOff + t * xStride) & OFFSET_MASK;
     const yt = yOff + t * yStride;
@@ -138,6 +149,99 @@ export function matvecF32(
       const wo = r * colsM;
       let a = 0;
       for (let k = 0; k < colsM; k++) a += w[wo + k] * x[xo + k];
+      y[yt + r] = a;
+    }
+  }
+}
+
+// bf16 -> f32 is a 16-bit shift; the bits become a float through this tiny Int32Array/Float32Array
+// alias (JS has no cheaper bit cast), one per thread.
+const castBits = new Int32Array(8);
+const castFloats = new Float32Array(castBits.buffer);
+// The Uint32Array view of the last bf16 matrix (decode calls one matrix many times in a row).
+let wordsOf: Uint16Array | null = null;
+let words: Uint32Array = new Uint32Array(0);
+
+/**
+ * bf16 weights, one token at a time (decode): one 32-bit load yields two weights of a row, 4 rows
+ * x 2 columns per step into 4 accumulators (the 8 of matmulBf16 spill), offsets masked as in
+ * matvecF32. Any rows r0..r1 (a last row or three go one at a time); odd cols or a misaligned
+ * array take matmulBf16.
+ */
+export function matvecBf16(
+  m: Matrix,
+  x: Float32Array,
+  xOff: number,
+  xStride: number,
+  n: number,
+  y: Float32Array,
+  yOff: number,
+  yStride: number,
+  r0: number,
+  r1: number,
+): void {
+  const u16 = m.u16;
+  if ((m.cols & 1) !== 0 || (u16.byteOffset & 3) !== 0 || u16.length > OFFSET_MASK || x.length > OFFSET_MASK) {
+    matmulBf16(m, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
+    return;
+  }
+  if (wordsOf !== u16) {
+    words = new Uint32Array(u16.buffer, u16.byteOffset, u16.length >> 1);
+    wordsOf = u16;
+  }
+  const w32 = words;
+  const half = (m.cols >> 1) & COLS_MASK; // words per row
+  const bits = castBits,
+    f = castFloats;
+  for (let t = 0; t < n; t++) {
+    const xo = (xOff + t * xStride) & OFFSET_MASK;
+    const yt = yOff + t * yStride;
+    let r = r0;
+    for (; r + 4 <= r1; r += 4) {
+      const o0 = (r * half) & OFFSET_MASK,
+        o1 = (o0 + half) & OFFSET_MASK,
+        o2 = (o1 + half) & OFFSET_MASK,
+        o3 = (o2 + half) & OFFSET_MASK;
+      let a0 = 0,
+        a1 = 0,
+        a2 = 0,
+        a3 = 0;
+      for (let k = 0; k < half; k++) {
+        const xk = (xo + 2 * k) & OFFSET_MASK;
+        const v0 = x[xk],
+          v1 = x[xk + 1];
+        const p0 = w32[o0 + k],
+          p1 = w32[o1 + k],
+          p2 = w32[o2 + k],
+          p3 = w32[o3 + k];
+        bits[0] = p0 << 16;
+        bits[1] = p0 & 0xffff0000;
+        bits[2] = p1 << 16;
+        bits[3] = p1 & 0xffff0000;
+        bits[4] = p2 << 16;
+        bits[5] = p2 & 0xffff0000;
+        bits[6] = p3 << 16;
+        bits[7] = p3 & 0xffff0000;
+        a0 += f[0] * v0 + f[1] * v1;
+        a1 += f[2] * v0 + f[3] * v1;
+        a2 += f[4] * v0 + f[5] * v1;
+        a3 += f[6] * v0 + f[7] * v1;
+      }
+      y[yt + r] = a0;
+      y[yt + r + 1] = a1;
+      y[yt + r + 2] = a2;
+      y[yt + r + 3] = a3;
+    }
+    for (; r < r1; r++) {
+      const o = (r * half) & OFFSET_MASK;
+      let a = 0;
+      for (let k = 0; k < half; k++) {
+        const xk = (xo + 2 * k) & OFFSET_MASK;
+        const p = w32[o + k];
+        bits[0] = p << 16;
+        bits[1] = p & 0xffff0000;
+        a += f[0] * x[xk] + f[1] * x[xk + 1];
+      }
       y[yt + r] = a;
     }
   }

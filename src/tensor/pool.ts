@@ -9,8 +9,12 @@ import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Piscina } from 'piscina';
 
-/** Runs part `part` of `parts` of operation `op` with integer arguments `args`. */
-export type OpRunner = (op: number, args: Int32Array, part: number, parts: number) => void;
+/**
+ * Runs part `part` of `parts` of operation `op` with integer arguments `args`. `work` holds
+ * WORK_COUNTERS counters, zero at the start of every operation and shared by all its parts: a
+ * runner that claims its work through them (Atomics) balances the threads whatever their speed.
+ */
+export type OpRunner = (op: number, args: Int32Array, part: number, parts: number, work: Int32Array) => void;
 
 // Control block layout (Int32 slots).
 const SEQ = 0; // bumped once per operation; workers watch it
@@ -21,6 +25,9 @@ const ERROR = 20; // set by a worker whose operation threw
 const DONE = 32; // DONE + w: the last SEQ worker w finished
 const READY = 96; // READY + w: worker w has loaded its runner
 const MAX_WORKERS = 64;
+const WORK = 160; // WORK_COUNTERS work counters, on their own cache line (claimed by every thread)
+export const WORK_COUNTERS = 8;
+const CONTROL_SLOTS = WORK + 16;
 export const OP_EXIT = -1;
 
 // How long a worker polls before it sleeps in Atomics.wait: long enough to cover the gaps between
@@ -54,6 +61,10 @@ export class ThreadPool {
   readonly threads: number;
   private control: Int32Array;
   private args: Int32Array;
+  private work: Int32Array;
+  /** Milliseconds the calling thread waited for workers after its own part (while profiling). */
+  waitMs = 0;
+  profiling = false;
   private piscina: Piscina | null;
   private tasks: Promise<unknown>[] = [];
   private seq = 0;
@@ -69,6 +80,7 @@ export class ThreadPool {
     this.piscina = piscina;
     this.control = control;
     this.args = control.subarray(ARGS, ARGS + MAX_ARGS);
+    this.work = control.subarray(WORK, WORK + WORK_COUNTERS);
   }
 
   /**
@@ -84,7 +96,7 @@ export class ThreadPool {
     if (!Number.isInteger(threads) || threads < 1 || threads > MAX_WORKERS) {
       throw new RangeError(`threads must be an integer from 1 to ${MAX_WORKERS}, got ${threads}`);
     }
-    const control = new Int32Array(new SharedArrayBuffer(4 * (READY + MAX_WORKERS)));
+    const control = new Int32Array(new SharedArrayBuffer(4 * CONTROL_SLOTS));
     const workers = threads - 1;
     if (workers === 0) return new ThreadPool(1, mainRunner, null, control);
     const piscina = new Piscina({
@@ -126,8 +138,10 @@ export class ThreadPool {
     if (this.closed) throw new Error('qwen-ts: the model was closed');
     const a = this.args;
     for (let i = 0; i < args.length; i++) a[i] = args[i];
+    // Every worker finished the previous operation: nobody reads the counters while they are reset.
+    this.work.fill(0);
     if (this.piscina === null) {
-      this.mainRunner(op, a, 0, 1);
+      this.mainRunner(op, a, 0, 1, this.work);
       return;
     }
     const c = this.control;
@@ -135,7 +149,8 @@ export class ThreadPool {
     const seq = ++this.seq;
     Atomics.store(c, SEQ, seq);
     Atomics.notify(c, SEQ);
-    this.mainRunner(op, a, 0, this.threads);
+    this.mainRunner(op, a, 0, this.threads, this.work);
+    const waitStart = this.profiling ? performance.now() : 0;
     const t0 = Date.now();
     for (let w = 0; w < this.threads - 1; w++) {
       // Spin briefly (the worker is usually a few microseconds behind), then sleep in
@@ -149,6 +164,7 @@ export class ThreadPool {
         }
       }
     }
+    if (this.profiling) this.waitMs += performance.now() - waitStart;
     if (Atomics.load(c, ERROR) !== 0) {
       Atomics.store(c, ERROR, 0);
       throw new Error(`qwen-ts: operation ${op} failed in a worker thread (see the error printed above)`);
@@ -173,6 +189,7 @@ export async function workerLoop(task: WorkerTask): Promise<void> {
   const mod = (await import(task.runnerUrl)) as { createRunner: (state: unknown) => OpRunner };
   const run = mod.createRunner(task.runnerState);
   const args = c.subarray(ARGS, ARGS + MAX_ARGS);
+  const work = c.subarray(WORK, WORK + WORK_COUNTERS);
   Atomics.store(c, READY + index - 1, 1);
   let seen = 0;
   for (;;) {
@@ -187,7 +204,7 @@ export async function workerLoop(task: WorkerTask): Promise<void> {
     const op = Atomics.load(c, OP);
     if (op === OP_EXIT) return;
     try {
-      run(op, args, index, parts);
+      run(op, args, index, parts, work);
     } catch (e) {
       console.error(`qwen-ts worker ${index}:`, e);
       Atomics.store(c, ERROR, 1);
@@ -203,4 +220,52 @@ export function splitRange(n: number, part: number, parts: number, align: number
   const start = Math.min(n, Math.floor((units * part) / parts) * align);
   const end = Math.min(n, Math.floor((units * (part + 1)) / parts) * align);
   return [start, end];
+}
+
+// End of the chunk the last claimRows() call of this thread claimed (module state is per thread).
+let claimEnd = 0;
+// QWEN_TS_SCHEDULE=static: each thread takes its fixed share (splitRange), as before the claims,
+// for measuring one against the other in the same build.
+const STATIC_SCHEDULE = typeof process !== 'undefined' && process.env.QWEN_TS_SCHEDULE === 'static';
+
+/**
+ * Guided self-scheduling of rows [0, total) over counter work[counter]: claims this thread's next
+ * chunk and returns its first row (total when nothing is left); claimedEnd() is its end. A chunk
+ * is 1/(2*parts) of the rows left, at least minRows, rounded up to `align`: big chunks while much
+ * is left, small ones at the end, so the threads finish together even when one started late or
+ * was switched out by another process, for a few dozen atomic operations per matrix. `part` is
+ * the calling thread's part index (used only by QWEN_TS_SCHEDULE=static).
+ */
+export function claimRows(
+  work: Int32Array,
+  counter: number,
+  total: number,
+  minRows: number,
+  align: number,
+  parts: number,
+  part: number,
+): number {
+  if (STATIC_SCHEDULE && parts <= 30) {
+    // The counter holds a bit per part that took its share.
+    if ((Atomics.or(work, counter, 1 << part) & (1 << part)) !== 0) return total;
+    const units = Math.ceil(total / align);
+    const start = Math.min(total, Math.floor((units * part) / parts) * align);
+    claimEnd = Math.min(total, Math.floor((units * (part + 1)) / parts) * align);
+    return start < claimEnd ? start : total;
+  }
+  for (;;) {
+    const start = Atomics.load(work, counter);
+    if (start >= total) return total;
+    let rows = Math.ceil((total - start) / (2 * parts * align)) * align;
+    if (rows < minRows) rows = minRows;
+    const end = Math.min(total, start + rows);
+    if (Atomics.compareExchange(work, counter, start, end) === start) {
+      claimEnd = end;
+      return start;
+    }
+  }
+}
+
+export function claimedEnd(): number {
+  return claimEnd;
 }
