@@ -216,7 +216,7 @@ async function runConfiguration(cfg: ChildConfig): Promise<ChildResult> {
       weightBytesPerToken,
       kvCacheBytesPerToken: model.kvCache.bytesPerToken,
       rssAfterLoadBytes,
-      peakRssBytes: process.resourceUsage().maxRSS * 1024,
+      peakRssBytes: peakRss(),
     };
   } finally {
     await model.close();
@@ -321,4 +321,19 @@ export function ensureSyntheticModel(preset: string, cacheDir: string): string {
   }
   log(`  wrote ${preset} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   return dir;
+}
+
+/**
+ * This process's peak RSS in bytes. Linux keeps getrusage's maxRSS across exec, so a child would
+ * report its parent's peak (the bench's 512 MB bandwidth buffers) whenever that was higher; VmHWM in
+ * /proc/self/status belongs to this process's own address space.
+ */
+function peakRss(): number {
+  try {
+    const m = /^VmHWM:\s+(\d+) kB/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    if (m) return Number(m[1]) * 1024;
+  } catch {
+    // not Linux: fall through
+  }
+  return process.resourceUsage().maxRSS * 1024;
 }
