@@ -198,7 +198,7 @@ for (const { golden: name, what } of FAMILIES) {
 
 describe('q8_0 and q4_0 against the plain reference run on the same dequantized weights', () => {
   // What is left between the fast path and the reference on the dequantized weights is the int8
-  // quantization of activations (q4_0 always, q8_0 in decode), measured at most 0.33 on logits of
+  // quantization of activations (both formats, prefill and decode), measured at most 0.33 on logits of
   // magnitude up to 12.6 (a wrong bias, norm or rotation moves them by several units). For q4_0
   // the dequantized weights themselves move the logits 10x more (up to 3.4), so there the fast
   // path must also be far closer to the reference than to the f32 goldens.
@@ -245,6 +245,45 @@ describe('q8_0 and q4_0 against the plain reference run on the same dequantized 
         }
       });
     }
+  }
+});
+
+describe('q8_0 and q4_0: the float64-lanes kernels (prefill, batches) equal the integer kernels (one token)', () => {
+  // Both quantize the activations the same way and sum the same integers exactly, then scale them in
+  // the same order, so a prefill or a batch of 8 must give the logits of one-token decodes.
+  for (const weights of ['q8_0', 'q4_0'] as const) {
+    it(`tiny, ${weights}, 2 threads: prefill == token-by-token decode, decodeBatch of 8 == separate decodes`, async () => {
+      const g = readGolden('tiny');
+      const d = makeTempModel({ preset: 'tiny', seed: g.model.seed });
+      const model = await loadModel(d, { weights, threads: 2, maxSequences: 16 });
+      try {
+        const vocab = model.config.vocabSize;
+        const p = g.prompts[1].tokenIds; // 20 tokens: lanes for both formats (q4_0 from 8 rows)
+        const prefill = await model.forward(p, { allLogits: true, seq: 0 });
+        let err = 0;
+        for (let i = 0; i < p.length; i++) {
+          const decoded = await model.forward([p[i]], { startPos: i, seq: 1 });
+          for (let v = 0; v < vocab; v++) err = Math.max(err, Math.abs(decoded[v] - prefill[i * vocab + v]));
+        }
+        expect(err).toBeLessThan(1e-5);
+
+        // 8 sequences with prompts of different lengths, then one decode step for all of them.
+        const steps = Array.from({ length: 8 }, (_, s) => ({ seq: 2 + s, prompt: p.slice(0, 3 + s) }));
+        for (const { seq, prompt } of steps) await model.forward(prompt.slice(0, -1), { seq });
+        const batched = await model.decodeBatch(
+          steps.map(({ seq, prompt }) => ({ seq, token: prompt[prompt.length - 1], pos: prompt.length - 1 })),
+        );
+        err = 0;
+        for (const [i, { prompt }] of steps.entries()) {
+          const alone = await model.forward(prompt, { seq: 10 });
+          for (let v = 0; v < vocab; v++) err = Math.max(err, Math.abs(batched[i * vocab + v] - alone[v]));
+        }
+        expect(err).toBeLessThan(1e-5);
+      } finally {
+        await model.close();
+        removeDir(d);
+      }
+    });
   }
 });
 
