@@ -2,13 +2,16 @@
 // multiply. A float64 holds every integer below 2^53 exactly, so three tokens' int8 activations
 // packed into one double, X = x0 + x1 * L + x2 * L^2, times one integer weight w gives
 // w*x0 + w*x1 * L + w*x2 * L^2: three products in one multiply, and summed over a 32-block the three
-// lanes stay apart as long as each lane's sum stays below L / 2 in magnitude. Two weight rows are
-// widened once into a float64 panel and reused by every group of tokens; the register block is
-// 2 rows x 3 groups: 5 loads, 6 multiplies and 6 adds per column for 18 (q4_0) or 12 (q8_0)
-// multiply-adds, where f32's 3x2 block does 5 loads, 5 float32 -> float64 conversions and 12 float
-// operations for 6. After each 32-block the sums are split into their lanes and scaled.
-// Same run, 0.5B gate/up shape, n = 64, GFLOP/s: q4_0 9.4-9.9, q8_0 8.6-8.9, f32 (matmul.ts) 5.5,
-// f32 before 4.7-4.9 (scratch A/B runs of 25 ms rounds on CPU time, busy machine).
+// lanes stay apart as long as each lane's sum stays below L / 2 in magnitude. Two (q4_0) or three
+// (q8_0) weight rows are widened once into a float64 panel and reused by every group of tokens; the
+// register block, 2 rows x 3 groups (q4_0) or 3 x 2 (q8_0), does 5 loads, 6 multiplies and 6 adds
+// per column for 18 (q4_0) or 12 (q8_0) multiply-adds, where f32's 3x2 block does 5 loads, 5
+// float32 -> float64 conversions and 12 float operations for 6. After each 32-block the sums are
+// split into their lanes and scaled. The integer sums are exact and are scaled in the order of the
+// one-token integer kernels (quantize.ts), so both give the same results.
+// Quiet machine, one run of `bench.js --scalar-only`, 0.5B gate/up and down shapes, n = 64, GFLOP/s:
+// q4_0 9.9-10.4, q8_0 8.5-8.8, f32 (matmul.ts) 5.6-5.7, the kernels of before 4.7-5.7; the same
+// lanes loop in plain scalar C (tools/scalar-limit.c) 18-21.
 //
 // Lane widths (int8 activations are -127..127):
 //   q4_0: weights -8..7, |32 products| <= 32 * 8 * 127 = 32512 < 2^15: L = 2^16, three lanes, 2^47.
