@@ -75,8 +75,6 @@ export function quantizeRowsQ8_0(rowsF32: Float32Array, r0: number, nRows: numbe
   // The weights' bits: over non-NaN f32, |x| orders as (bits & 0x7fffffff) does, so a block's
   // largest magnitude is an integer max, branch-free in four independent lanes.
   const bits = new Int32Array(w.buffer, w.byteOffset, end);
-  const amaxBits = new Int32Array(1);
-  const amaxF32 = new Float32Array(amaxBits.buffer);
   let so = r0 * blocks;
   let wo = (r0 * cols) >> 2;
   for (let o = 0; o < end; o += QBLOCK, so++, wo += 8) {
@@ -96,29 +94,54 @@ export function quantizeRowsQ8_0(rowsF32: Float32Array, r0: number, nRows: numbe
     }
     const a01 = a0 > a1 ? a0 : a1;
     const a23 = a2 > a3 ? a2 : a3;
-    let amax = a01 > a23 ? a01 : a23;
-    if (amax > 0x7f800000) {
-      // A NaN: skip it, as a float compare does.
-      amax = 0;
-      for (let i = o; i < o + QBLOCK; i++) {
-        const a = bits[i] & 0x7fffffff;
-        if (a <= 0x7f800000 && a > amax) amax = a;
-      }
-    }
-    amaxBits[0] = amax;
-    const d = amaxF32[0] / 127;
-    const id = d === 0 ? 0 : 1 / d;
-    scales[so] = d;
-    // (v + 128.5) | 0 - 128 is Math.round for v in [-127, 127], without the call.
-    for (let j = 0; j < 8; j++) {
-      const i = o + 4 * j;
-      const q0 = (((w[i] * id + 128.5) | 0) - 128) & 0xff;
-      const q1 = (((w[i + 1] * id + 128.5) | 0) - 128) & 0xff;
-      const q2 = (((w[i + 2] * id + 128.5) | 0) - 128) & 0xff;
-      const q3 = (((w[i + 3] * id + 128.5) | 0) - 128) & 0xff;
-      q[wo + j] = q0 | (q1 << 8) | (q2 << 16) | (q3 << 24);
+    storeBlockQ8_0(w, bits, o, a01 > a23 ? a01 : a23, scales, so, q, wo);
+  }
+}
+
+/**
+ * The q8_0 block of the 32 weights w[o, o + 32) (bits: the same memory as int32), whose largest
+ * |bits| is amax: its scale into scales[so], its int8 values into q[wo, wo + 8). Shared by the f32
+ * and the bf16 quantizers (quantize-bf16.ts), which differ only in how they find amax.
+ */
+export function storeBlockQ8_0(
+  w: Float32Array,
+  bits: Int32Array,
+  o: number,
+  amax: number,
+  scales: Float32Array,
+  so: number,
+  q: Int32Array,
+  wo: number,
+): void {
+  if (amax > 0x7f800000) {
+    // A NaN: skip it, as a float compare does.
+    amax = 0;
+    for (let i = o; i < o + QBLOCK; i++) {
+      const a = bits[i] & 0x7fffffff;
+      if (a <= 0x7f800000 && a > amax) amax = a;
     }
   }
+  const d = bitsToF32(amax) / 127;
+  const id = d === 0 ? 0 : 1 / d;
+  scales[so] = d;
+  // (v + 128.5) | 0 - 128 is Math.round for v in [-127, 127], without the call.
+  for (let j = 0; j < 8; j++) {
+    const i = o + 4 * j;
+    const q0 = (((w[i] * id + 128.5) | 0) - 128) & 0xff;
+    const q1 = (((w[i + 1] * id + 128.5) | 0) - 128) & 0xff;
+    const q2 = (((w[i + 2] * id + 128.5) | 0) - 128) & 0xff;
+    const q3 = (((w[i + 3] * id + 128.5) | 0) - 128) & 0xff;
+    q[wo + j] = q0 | (q1 << 8) | (q2 << 16) | (q3 << 24);
+  }
+}
+
+const oneBits = new Int32Array(1);
+const oneF32 = new Float32Array(oneBits.buffer);
+
+/** The f32 with bit pattern `bits`. */
+function bitsToF32(bits: number): number {
+  oneBits[0] = bits;
+  return oneF32[0];
 }
 
 export function matmulQ8_0(
@@ -455,42 +478,59 @@ export function quantizeRowsQ4_0(rowsF32: Float32Array, r0: number, nRows: numbe
       }
       const a01 = a0 > a1 ? a0 : a1;
       const a23 = a2 > a3 ? a2 : a3;
-      const amax = a01 > a23 ? a01 : a23;
-      // Signed max, llama.cpp style: the first largest-magnitude value maps to -8 exactly.
-      let max = 0;
-      if (amax > 0x7f800000) {
-        // A NaN: skip it, as a float compare does.
-        let fmax = 0;
-        for (let i = o; i < o + QBLOCK; i++) {
-          const v = w[i];
-          const a = v < 0 ? -v : v;
-          if (a > fmax) {
-            fmax = a;
-            max = v;
-          }
-        }
-      } else if (amax !== 0) {
-        let i = o;
-        while ((bits[i] & 0x7fffffff) !== amax) i++;
-        max = w[i];
-      }
-      const d = max / -8;
-      const id = d === 0 ? 0 : 1 / d;
-      scales[so] = d;
-      for (let j = 0; j < 8; j++) {
-        const i = o + 4 * j;
-        // >= 0 here, so | 0 is floor: round to nearest; values opposite the max clamp to 15 (+7).
-        let n0 = (w[i] * id + 8.5) | 0;
-        let n1 = (w[i + 1] * id + 8.5) | 0;
-        let n2 = (w[i + 2] * id + 8.5) | 0;
-        let n3 = (w[i + 3] * id + 8.5) | 0;
-        if (n0 > 15) n0 = 15;
-        if (n1 > 15) n1 = 15;
-        if (n2 > 15) n2 = 15;
-        if (n3 > 15) n3 = 15;
-        halves[ho + 2 * j] = n0 | (n1 << 4) | (n2 << 8) | (n3 << 12);
+      storeBlockQ4_0(w, bits, o, a01 > a23 ? a01 : a23, scales, so, halves, ho);
+    }
+  }
+}
+
+/**
+ * The q4_0 block of w[o, o + 32) (bits: the same memory as int32; amax: the largest |bits|): its
+ * scale into scales[so], its nibbles into halves[ho + 2j] (one row's 16 bits of word j). Shared with
+ * quantize-bf16.ts.
+ */
+export function storeBlockQ4_0(
+  w: Float32Array,
+  bits: Int32Array,
+  o: number,
+  amax: number,
+  scales: Float32Array,
+  so: number,
+  halves: Uint16Array,
+  ho: number,
+): void {
+  // Signed max, llama.cpp style: the first largest-magnitude value maps to -8 exactly.
+  let max = 0;
+  if (amax > 0x7f800000) {
+    // A NaN: skip it, as a float compare does.
+    let fmax = 0;
+    for (let i = o; i < o + QBLOCK; i++) {
+      const v = w[i];
+      const a = v < 0 ? -v : v;
+      if (a > fmax) {
+        fmax = a;
+        max = v;
       }
     }
+  } else if (amax !== 0) {
+    let i = o;
+    while ((bits[i] & 0x7fffffff) !== amax) i++;
+    max = w[i];
+  }
+  const d = max / -8;
+  const id = d === 0 ? 0 : 1 / d;
+  scales[so] = d;
+  for (let j = 0; j < 8; j++) {
+    const i = o + 4 * j;
+    // >= 0 here, so | 0 is floor: round to nearest; values opposite the max clamp to 15 (+7).
+    let n0 = (w[i] * id + 8.5) | 0;
+    let n1 = (w[i + 1] * id + 8.5) | 0;
+    let n2 = (w[i + 2] * id + 8.5) | 0;
+    let n3 = (w[i + 3] * id + 8.5) | 0;
+    if (n0 > 15) n0 = 15;
+    if (n1 > 15) n1 = 15;
+    if (n2 > 15) n2 = 15;
+    if (n3 > 15) n3 = 15;
+    halves[ho + 2 * j] = n0 | (n1 << 4) | (n2 << 8) | (n3 << 12);
   }
 }
 
