@@ -109,12 +109,11 @@ export function createRunner(state: ForwardState): OpRunner {
     if (m.format >= 2 && !quantized.has(m.cols))
       quantized.set(m.cols, allocQuantizedActivations(d.maxRows, m.cols, false));
 
-  /** Quantize x [n, m.cols] into this thread's int8 copy when m is q8_0/q4_0; returns true. */
-  function quantizeInput(m: Matrix, x: Float32Array, n: number): boolean {
+  /** Quantize x [n, m.cols] into this thread's int8 copy when m is q8_0/q4_0. */
+  function quantizeInput(m: Matrix, x: Float32Array, n: number): void {
     // Every thread that takes part quantizes the whole input for itself: n×cols work beside
     // n×cols×rows/threads, and no wait for the others.
     if (m.format >= 2) quantizeActivations(x, 0, m.cols, 0, n, quantized.get(m.cols)!);
-    return true;
   }
 
   /** out[t, r0..r1) = x[t]·W[r0..r1)ᵀ + bias for t < n (x already quantized for q8_0/q4_0). */
@@ -191,7 +190,10 @@ export function createRunner(state: ForwardState): OpRunner {
         let quantizedX = false;
         for (let r0 = claimRows(work, 0, width, minRows, ALIGN, parts, part); r0 < width;) {
           const r1 = claimedEnd();
-          if (!quantizedX) quantizedX = quantizeInput(g.format >= 2 ? g : u, x, n);
+          if (!quantizedX) {
+            quantizeInput(g.format >= 2 ? g : u, x, n);
+            quantizedX = true;
+          }
           rowsInto(gate, x, g, biases[gateSlot], n, r0, r1);
           rowsInto(up, x, u, biases[upSlot], n, r0, r1);
           for (let t = 0; t < n; t++) swiglu(gate, t * width + r0, up, t * width + r0, r1 - r0);

@@ -47,10 +47,11 @@ const ROUND = 6755399441055744; // 1.5 * 2^52
  * weight rows x packed groups. q4_0 takes 2 rows x 3 groups (9 tokens), q8_0 3 rows x 2 groups
  * (4 tokens, so that a batch of 8 fills two blocks exactly); both are 6 accumulators and 5 loads.
  */
-export function laneShape(format: number): { lanes: number; spacing: number; rows: number; groups: number } {
-  return format === Q4_0
-    ? { lanes: 3, spacing: 65536, rows: 2, groups: 3 }
-    : { lanes: 2, spacing: 1048576, rows: 3, groups: 2 };
+const LANES_Q4_0 = { lanes: 3, spacing: 65536, rows: 2, groups: 3 };
+const LANES_Q8_0 = { lanes: 2, spacing: 1048576, rows: 3, groups: 2 };
+
+function laneShape(format: number): typeof LANES_Q4_0 {
+  return format === Q4_0 ? LANES_Q4_0 : LANES_Q8_0;
 }
 
 /**
@@ -58,7 +59,7 @@ export function laneShape(format: number): { lanes: number; spacing: number; row
  * groups = ceil(n / lanes) rounded up to a multiple of `groupBlock` (the groups the kernel takes at
  * a time), the padding groups zero.
  */
-export function packActivations(
+function packActivations(
   xq: QuantizedActivations,
   n: number,
   lanes: number,
