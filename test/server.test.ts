@@ -3,7 +3,7 @@
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { LLM } from '../src/engine/llm.js';
-import { runServe } from '../src/server/cli.js';
+import { runServe } from '../src/cli/serve.js';
 import { createServer, type OpenAIServer } from '../src/server/server.js';
 import { makeTempModel, removeDir } from './helpers/models.js';
 

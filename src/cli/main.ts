@@ -8,6 +8,7 @@ import { packageRoot } from '../package-root.js';
 import { CliError } from './args.js';
 import { CHAT_HELP, runChat } from './chat.js';
 import { GENERATE_HELP, runGenerate } from './generate.js';
+import { runServe } from './serve.js';
 
 const USAGE = 'usage: qwen-ts <command> [options]   (qwen-ts --help for the commands)';
 
@@ -37,7 +38,6 @@ Run 'qwen-ts <command> --help' for a command's options.
 `;
 
 const MAKE_MODEL = fileURLToPath(new URL('./make-model.js', import.meta.url));
-const SERVER_CLI = new URL('../server/cli.js', import.meta.url);
 
 function version(): string {
   const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
@@ -57,20 +57,6 @@ function runNode(script: string, args: string[]): Promise<number> {
       resolve(code ?? (signal === 'SIGINT' ? 130 : 1));
     });
   });
-}
-
-async function runServe(args: string[]): Promise<number> {
-  if (!fs.existsSync(SERVER_CLI)) {
-    process.stderr.write('qwen-ts: serve is not available yet in this build\n');
-    return args.includes('--help') || args.includes('-h') ? 0 : 1;
-  }
-  const mod = (await import(SERVER_CLI.href)) as { runServe?: (argv: string[]) => unknown };
-  if (typeof mod.runServe !== 'function') {
-    process.stderr.write('qwen-ts: serve is not available yet in this build (no runServe in server/cli.js)\n');
-    return 1;
-  }
-  const r = await mod.runServe(args);
-  return typeof r === 'number' ? r : 0;
 }
 
 async function runBench(args: string[]): Promise<number> {

@@ -29,14 +29,14 @@ import {
   type ErrorBody,
 } from './errors.js';
 import {
-  ChatDeltaStream,
-  chatChoiceMessage,
-  chatLogprobs,
-  completionLogprobs,
-  requestId,
+  completionBody,
+  SSE_DONE,
+  sseData,
+  StreamChunks,
   TokenText,
   unixSeconds,
   usage,
+  type Usage,
 } from './format.js';
 import { Metrics } from './metrics.js';
 import { parseChatRequest, parseCompletionRequest, type GenerationRequest } from './protocol.js';
@@ -151,10 +151,8 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
   const contexts = new Set<Ctx>();
   let closing: Promise<void> | null = null;
 
-  // The forward pass runs on this thread too (it is thread 0 of the kernel pool), so the event loop
-  // can stall for a whole prefill. Node's 5 s keep-alive timer, firing after such a stall before
-  // the socket is read, would reset a connection that a client has just reused: keep idle
-  // connections for longer than any step takes (clients then close first).
+  // Idle keep-alive connections are kept longer than clients keep theirs (Node's own 5 s races a
+  // client reusing a connection just as the server closes it), so clients close first.
   // headersTimeout/requestTimeout bound slow clients (slowloris); both stop counting once the request
   // is read, so a long answer is not cut. Node checks them every connectionsCheckingInterval (30 s by
   // default: a quarter of the headers timeout here, so a 408 comes close to on time).
@@ -241,7 +239,7 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
       writeLog(`error in ${ctx.method} ${ctx.path}: ${(e as Error)?.stack ?? String(e)}`);
     if (ctx.res.headersSent) {
       if (!ctx.res.writableEnded) {
-        ctx.res.write(`data: ${JSON.stringify(err.toBody())}\n\ndata: [DONE]\n\n`);
+        ctx.res.write(sseData(err.toBody()) + SSE_DONE);
         ctx.res.end();
       }
       return;
@@ -439,60 +437,14 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
       .filter((r, i) => r.metrics && request.sequences[i].index % request.n === 0)
       .reduce((sum, r) => sum + r.metrics!.cachedTokens, 0);
     const u = usage(ctx.promptTokens ?? 0, ctx.completionTokens, cached);
-    if (stream) {
-      stream.end(u);
-      return;
-    }
-    const promptOf = (index: number) => request.prompts[Math.floor(index / request.n)];
-    if (request.endpoint === 'chat') {
-      sendJson(ctx.res, 200, {
-        id: requestId('chatcmpl'),
-        object: 'chat.completion',
-        created: unixSeconds(),
-        model: opts.modelName,
-        choices: outputs.map((o) => ({
-          index: o.index,
-          ...chatChoiceMessage(o, request.parseTools), // message, finish_reason (tool_calls)
-          logprobs: request.logprobs !== undefined ? chatLogprobs(o.logprobs ?? [], tokenText) : null,
-          stop_reason: o.stopReason ?? null,
-        })),
-        usage: u,
-      });
-    } else {
-      sendJson(ctx.res, 200, {
-        id: requestId('cmpl'),
-        object: 'text_completion',
-        created: unixSeconds(),
-        model: opts.modelName,
-        choices: outputs.map((o) => {
-          const prefix = request.echo ? promptOf(o.index).text : '';
-          return {
-            index: o.index,
-            text: prefix + o.text,
-            logprobs:
-              request.logprobs !== undefined ? completionLogprobs(o.logprobs ?? [], tokenText, prefix.length) : null,
-            finish_reason: finishReason(o),
-            stop_reason: o.stopReason ?? null,
-          };
-        }),
-        usage: u,
-      });
-    }
+    if (stream) stream.end(u);
+    else sendJson(ctx.res, 200, completionBody(request, opts.modelName, outputs, tokenText, u));
   }
-
-  const finishReason = (o: CompletionOutput): 'stop' | 'length' => (o.finishReason === 'length' ? 'length' : 'stop');
 
   /** Server-Sent Events for one request: chunks written (and flushed) as they come. */
   function openStream(ctx: Ctx, request: GenerationRequest) {
     const { res } = ctx;
-    const chat = request.endpoint === 'chat';
-    const base = {
-      id: requestId(chat ? 'chatcmpl' : 'cmpl'),
-      object: chat ? 'chat.completion.chunk' : 'text_completion',
-      created: unixSeconds(),
-      model: opts.modelName,
-    };
-    const withUsage = request.includeUsage ? { usage: null } : {};
+    const chunks = new StreamChunks(request, opts.modelName, tokenText);
     res.writeHead(200, {
       'Content-Type': 'text/event-stream; charset=utf-8',
       'Cache-Control': 'no-cache',
@@ -500,52 +452,16 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
       'X-Accel-Buffering': 'no',
     });
     res.flushHeaders();
-    const send = (obj: unknown) => {
-      if (!res.writableEnded && !res.destroyed) res.write(`data: ${JSON.stringify(obj)}\n\n`);
+    const send = (list: unknown[]) => {
+      for (const obj of list) if (!res.writableEnded && !res.destroyed) res.write(sseData(obj));
     };
-    const choice = (index: number, content: string | null, extra: Record<string, unknown> = {}) =>
-      chat
-        ? { index, delta: content === null ? {} : { content }, logprobs: null, finish_reason: null, ...extra }
-        : { index, text: content ?? '', logprobs: null, finish_reason: null, ...extra };
-    // Chat deltas per choice: with tools, <tool_call> blocks become tool_calls deltas.
-    const deltas = new Map(request.sequences.map((s) => [s.index, new ChatDeltaStream(request.parseTools)]));
-    const sendDeltas = (index: number, list: Record<string, unknown>[]) => {
-      for (const delta of list)
-        send({ ...base, choices: [{ index, delta, logprobs: null, finish_reason: null }], ...withUsage });
-    };
-    for (const s of request.sequences) {
-      if (chat)
-        send({
-          ...base,
-          choices: [{ index: s.index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }],
-          ...withUsage,
-        });
-      else if (request.echo)
-        send({ ...base, choices: [choice(s.index, request.prompts[s.prompt].text)], ...withUsage });
-    }
+    send(chunks.opening());
     return {
-      delta(index: number, text: string) {
-        if (chat) sendDeltas(index, deltas.get(index)!.push(text));
-        else send({ ...base, choices: [choice(index, text)], ...withUsage });
-      },
-      finish(o: CompletionOutput) {
-        if (o.finishReason === 'abort') return;
-        let logprobs: unknown = null;
-        if (request.logprobs !== undefined) {
-          // The engine reports text deltas, not tokens: every token's logprobs come with the last chunk.
-          logprobs = chat ? chatLogprobs(o.logprobs ?? [], tokenText) : completionLogprobs(o.logprobs ?? [], tokenText);
-        }
-        if (chat) sendDeltas(o.index, deltas.get(o.index)!.finish());
-        const reason = chat ? deltas.get(o.index)!.finishReason(o) : finishReason(o);
-        send({
-          ...base,
-          choices: [choice(o.index, null, { logprobs, finish_reason: reason, stop_reason: o.stopReason ?? null })],
-          ...withUsage,
-        });
-      },
-      end(u: ReturnType<typeof usage>) {
-        if (request.includeUsage) send({ ...base, choices: [], usage: u });
-        if (!res.writableEnded && !res.destroyed) res.end('data: [DONE]\n\n');
+      delta: (index: number, text: string) => send(chunks.delta(index, text)),
+      finish: (o: CompletionOutput) => send(chunks.finish(o)),
+      end(u: Usage) {
+        send(chunks.closing(u));
+        if (!res.writableEnded && !res.destroyed) res.end(SSE_DONE);
       },
     };
   }

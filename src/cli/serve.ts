@@ -1,10 +1,10 @@
 // qwen-ts serve: the OpenAI-compatible server from the command line. The model flags (--model,
 // --preset, --threads, --weights, --context-length) are the ones `generate` and `chat` take.
 import * as path from 'node:path';
-import { CliError, HELP_OPTION, MODEL_HELP, MODEL_OPTIONS, modelArgsFrom, parseCommandArgs } from '../cli/args.js';
-import { loadLLM, note, resolveModelDir } from '../cli/common.js';
-import { isLoopbackAddress, parseAllowedOrigins } from './access.js';
-import { createServer } from './server.js';
+import { CliError, HELP_OPTION, MODEL_HELP, MODEL_OPTIONS, modelArgsFrom, parseCommandArgs } from './args.js';
+import { loadLLM, note, resolveModelDir } from './common.js';
+import { isLoopbackAddress, parseAllowedOrigins } from '../server/access.js';
+import { createServer } from '../server/server.js';
 
 export const SERVE_HELP = `Usage: qwen-ts serve [options]
 
