@@ -2,9 +2,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LLM } from '../engine/llm.js';
+import { ProgressLine } from '../platform/progress.js';
 import type { CompletionOutput, RequestMetrics } from '../engine/request.js';
 import { CliError, type ModelArgs } from './args.js';
-import { assetPath } from '../package-root.js';
+import { DEMO_MODEL_DIR } from '../package-root.js';
 import { ensureSyntheticModel, presetTitle } from './synthetic-cache.js';
 
 /** Diagnostics go to stderr, prefixed like every CLI message. */
@@ -36,7 +37,7 @@ export function resolveModelDir(args: ModelArgs): string {
     return dir;
   }
   if (args.preset === undefined) {
-    const dir = assetPath(DEMO_MODEL);
+    const dir = DEMO_MODEL_DIR;
     note(`no --model given: using the bundled ${DEMO_MODEL} demo model (a 260K-parameter story model, MIT, llama2.c)`);
     return dir;
   }
@@ -49,11 +50,13 @@ export function resolveModelDir(args: ModelArgs): string {
       `--preset ${preset}: using a synthetic ${presetTitle(preset)} with random weights (its text is meaningless) at ${dir}`,
     );
   };
+  const line = new ProgressLine('making the model', { prefix: 'qwen-ts: ' });
   const r = ensureSyntheticModel(preset, {
     onMaking: (dir) => {
       announce(dir);
       note('making it now (first use; later runs reuse it) ...');
     },
+    onProgress: (done, total) => (done < total ? line.update(done, total) : line.end()),
   });
   announce(r.dir);
   if (r.made) note(`made the synthetic model in ${seconds(r.seconds)}`);
@@ -63,14 +66,21 @@ export function resolveModelDir(args: ModelArgs): string {
 export async function loadLLM(args: ModelArgs): Promise<LLM> {
   const dir = resolveModelDir(args);
   const t0 = performance.now();
+  // On a terminal, a line with the bytes, rate and time left; elsewhere one quiet line after a second.
+  const line = new ProgressLine('loading', { prefix: 'qwen-ts: ' });
   let llm: LLM;
   try {
-    llm = await LLM.load(dir, args.load);
+    llm = await LLM.load(dir, {
+      ...args.load,
+      onProgress: (p) => line.update(p.doneBytes, p.totalBytes, `loading ${p.stage}`, p.stage === 'tokenizer'),
+    });
   } catch (e) {
     // A load option out of the model's range (e.g. --context-length above max_position_embeddings).
     const m = e instanceof RangeError ? /option contextLength (must .*)$/.exec(e.message) : null;
     if (m) throw new CliError(`--context-length ${m[1]}`);
     throw e;
+  } finally {
+    line.end();
   }
   note(
     `loaded ${dir} (${llm.model.weights.format}, ${llm.model.threads} thread${llm.model.threads === 1 ? '' : 's'}) in ${seconds((performance.now() - t0) / 1000)}`,

@@ -113,11 +113,15 @@ export async function runGenerate(argv: string[]): Promise<number> {
     }
 
     let stats = '';
-    for await (const delta of llm.stream({ promptTokenIds }, params, {
-      signal: controller.signal,
-      onFinish: (output, metrics) => (stats = statsLine(promptTokenIds.length, output, metrics)),
-    })) {
-      if (!process.stdout.writableEnded) process.stdout.write(delta);
+    try {
+      for await (const delta of llm.stream({ promptTokenIds }, params, {
+        signal: controller.signal,
+        onFinish: (output, metrics) => (stats = statsLine(promptTokenIds.length, output, metrics)),
+      })) {
+        if (!process.stdout.writableEnded) process.stdout.write(delta);
+      }
+    } catch (e) {
+      if (!controller.signal.aborted) throw e; // Ctrl-C: the text so far and the stats, exit 130
     }
     if (process.stdout.isTTY) process.stdout.write('\n');
     process.stderr.write(dim(stats) + '\n');

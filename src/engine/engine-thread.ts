@@ -3,6 +3,7 @@
 // to the main thread only by messages. The main thread stays free for HTTP, streams and parsing.
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadModel } from '../model/load.js';
+import type { LoadProgress } from '../platform/progress.js';
 import type { Qwen2Model } from '../model/qwen2.js';
 import { Sampler } from '../sampler/index.js';
 import { vocabularyFromTokenizer, type TokenVocabulary } from '../sampler/structured/index.js';
@@ -22,14 +23,21 @@ import { Scheduler } from './scheduler.js';
 const port = parentPort!;
 const post = (m: FromEngine) => port.postMessage(m);
 
+// The caller's thread reads and parses the tokenizer files once and sends what decoding needs.
+const tokenizerFiles = new Promise<string>((resolve) =>
+  port.once('message', (m: ToEngine) => resolve(m.type === 'tokenizer' ? m.files : '')),
+);
+
 async function main(): Promise<void> {
   const init = workerData as EngineInit;
   let model: Qwen2Model;
   let tokenizer: QwenTokenizer;
   try {
-    tokenizer = await QwenTokenizer.fromDir(init.dir);
     const { prefixCaching: _prefixCaching, ...loadOptions } = init.options; // the engine's option, not the model's
-    model = await loadModel(init.dir, loadOptions);
+    const onProgress = init.progress ? (progress: LoadProgress) => post({ type: 'progress', progress }) : undefined;
+    model = await loadModel(init.dir, { ...loadOptions, onProgress });
+    const files = await tokenizerFiles;
+    tokenizer = files ? QwenTokenizer.forDecoding(files) : await QwenTokenizer.fromDir(init.dir);
   } catch (e) {
     post({ type: 'load-error', error: serializeError(e) });
     return;
@@ -122,11 +130,14 @@ async function main(): Promise<void> {
       case 'state':
         post({ type: 'state', state: state() });
         return;
+      case 'tokenizer':
+        return;
       case 'close':
         for (const seq of live.values()) scheduler.abort(seq, new Error('the LLM was closed'));
         void model.close().finally(() => {
           post({ type: 'closed' });
-          port.close();
+          // Deno's worker port has no close(); the main thread ends the thread on 'closed' anyway.
+          if (typeof port.close === 'function') port.close();
         });
         return;
     }

@@ -1,6 +1,7 @@
 // What the main thread and the engine thread say to each other (structured clone: plain data).
 import type { GenerationConfig, ModelConfig } from '../model/config.js';
 import type { LoadOptions } from '../model/load.js';
+import type { LoadProgress } from '../platform/progress.js';
 import type { SamplingParams } from '../sampler/index.js';
 import type { WeightFormat } from '../tensor/matrix.js';
 import type { FinishReason, RequestMetrics, TokenLogprob } from './request.js';
@@ -12,7 +13,9 @@ export interface EngineOptions extends LoadOptions {
 
 export interface EngineInit {
   dir: string;
-  options: EngineOptions;
+  /** Without onProgress (a function does not cross threads): `progress` says whether to report. */
+  options: Omit<EngineOptions, 'onProgress'>;
+  progress: boolean;
 }
 
 /** The model as the main thread sees it: its configuration and the engine's fixed sizes. */
@@ -56,6 +59,8 @@ export interface FinishedOutput {
 }
 
 export type ToEngine =
+  /** The first message: the tokenizer files without what only encoding needs (QwenTokenizer.decodingFiles). */
+  | { type: 'tokenizer'; files: string }
   | {
       type: 'submit';
       id: number;
@@ -73,6 +78,7 @@ export type ToEngine =
 export type FromEngine =
   | { type: 'ready'; info: ModelInfo; state: EngineState }
   | { type: 'load-error'; error: SerializedError }
+  | { type: 'progress'; progress: LoadProgress }
   | { type: 'delta'; id: number; text: string }
   | { type: 'done'; id: number; output: FinishedOutput; metrics: RequestMetrics; state: EngineState }
   | { type: 'failed'; id: number; error: SerializedError; state: EngineState }

@@ -1,6 +1,7 @@
 // loadModel: a Hugging Face Qwen2 / Qwen3 / Llama model directory -> a ready Qwen2Model with its worker threads.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import { ProgressLine, type LoadProgress } from '../platform/progress.js';
 import { closestName } from '../sampler/params.js';
 import type { WeightFormat } from '../tensor/matrix.js';
 import { loadGenerationConfig, loadModelConfig } from './config.js';
@@ -26,6 +27,11 @@ export interface LoadOptions {
   maxBatchTokens?: number;
   /** Scan every weight for NaN/Inf while loading (llama.cpp's --check-tensors); an error names the tensor. Default false. */
   checkTensors?: boolean;
+  /**
+   * Called as the weights load (stage "weights", bytes of the files), at most every 100 ms. Default:
+   * a progress line on stderr when it is a terminal and the load takes over a second.
+   */
+  onProgress?: (progress: LoadProgress) => void;
 }
 
 export const WEIGHT_FORMATS: readonly WeightFormat[] = ['f32', 'bf16', 'q8_0', 'q4_0'];
@@ -51,6 +57,7 @@ const LOAD_OPTIONS: Record<keyof LoadOptions, true> = {
   kvCacheBytes: true,
   maxBatchTokens: true,
   checkTensors: true,
+  onProgress: true,
 };
 
 export async function loadModel(dir: string, options: LoadOptions = {}): Promise<Qwen2Model> {
@@ -72,6 +79,8 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   checkInt('maxSequences', options.maxSequences, 1, 4096);
   checkInt('maxBatchTokens', options.maxBatchTokens, 1, 4096);
   checkInt('kvCacheBytes', options.kvCacheBytes, 1);
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function')
+    throw new TypeError(`loadModel: option onProgress must be a function, got ${typeof options.onProgress}`);
   if (options.checkTensors !== undefined && typeof options.checkTensors !== 'boolean')
     throw new TypeError(
       `loadModel: option checkTensors must be true or false, got ${JSON.stringify(options.checkTensors)}`,
@@ -84,7 +93,20 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   let weights;
   try {
     if (options.checkTensors) store.checkValues();
-    weights = await loadWeights(store, config, format, { threads });
+    const t0 = performance.now();
+    const line = options.onProgress || !process.stderr.isTTY ? null : new ProgressLine('loading weights');
+    const onProgress =
+      options.onProgress ??
+      ((p: LoadProgress) => (p.doneBytes < p.totalBytes ? line?.update(p.doneBytes, p.totalBytes) : line?.end()));
+    try {
+      weights = await loadWeights(store, config, format, {
+        threads,
+        onProgress: (doneBytes, totalBytes) =>
+          onProgress({ stage: 'weights', doneBytes, totalBytes, seconds: (performance.now() - t0) / 1000 }),
+      });
+    } finally {
+      line?.end();
+    }
     // As vLLM: a tied checkpoint may still carry lm_head.weight, and old ones carry RoPE's inv_freq buffers.
     store.checkAllUsed(
       (name) => name.endsWith('.rotary_emb.inv_freq') || (config.tieWordEmbeddings && name === 'lm_head.weight'),

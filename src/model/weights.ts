@@ -66,6 +66,8 @@ export interface LoadWeightsOptions {
   pieceBytes?: number;
   /** Fewest bytes to convert or quantize for which loading starts worker threads. Default PARALLEL_MIN_BYTES. */
   parallelMinBytes?: number;
+  /** Bytes of the weight files read so far and in all; called at most every 100 ms, and at the end. */
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
 }
 
 // Pieces of 16 KiB to 1 MiB loaded the 0.5B model as q4_0 in the same time; 256 KiB makes 4000
@@ -104,39 +106,6 @@ function planVector(store: TensorStore, jobs: TensorJob[], name: string, n: numb
   return m.f32;
 }
 
-// A progress line on stderr for loads that take over a second, when stderr is a terminal; redrawn
-// at most every 100 ms (a load has thousands of pieces).
-const progress = { store: null as TensorStore | null, total: 0, done: 0, start: 0, drawn: 0, shown: false };
-
-function startProgress(store: TensorStore, total: number): void {
-  progress.store = store;
-  progress.total = total;
-  progress.done = 0;
-  progress.start = performance.now();
-  progress.drawn = 0;
-  progress.shown = false;
-}
-
-function showProgress(done: number): void {
-  progress.done = done;
-  const now = performance.now();
-  const seconds = (now - progress.start) / 1000;
-  if (!process.stderr.isTTY || seconds < 1 || progress.total === 0 || now - progress.drawn < 100) return;
-  progress.drawn = now;
-  const pct = Math.min(100, (100 * progress.done) / progress.total);
-  const mb = (b: number) => (b / 2 ** 20).toFixed(0);
-  process.stderr.write(
-    `\rloading weights: ${pct.toFixed(0)}% (${mb(progress.done)} / ${mb(progress.total)} MB of ${progress.store!.dir}) ${seconds.toFixed(1)} s`,
-  );
-  progress.shown = true;
-}
-
-function endProgress(): void {
-  if (progress.shown) process.stderr.write('\r\x1b[K');
-  progress.store = null;
-  progress.shown = false;
-}
-
 /**
  * Every weight of the model, converted or quantized to `format`. The tensors are looked up and
  * their storage allocated first (so a missing or mis-shaped tensor fails before any reading), then
@@ -162,17 +131,28 @@ export async function loadWeights(
     if (!copy) convertedBytes += info.byteLength;
   }
   const parallel = convertedBytes >= (opts.parallelMinBytes ?? PARALLEL_MIN_BYTES);
-  startProgress(store, fileBytes);
-  try {
-    await runPieces(store, plan, parallel ? (opts.threads ?? 1) : 1);
-  } finally {
-    endProgress();
-  }
+  let reported = performance.now();
+  const onPiece = opts.onProgress
+    ? (done: number) => {
+        const now = performance.now();
+        if (now - reported < 100) return;
+        reported = now;
+        opts.onProgress!(done, fileBytes);
+      }
+    : null;
+  opts.onProgress?.(0, fileBytes);
+  await runPieces(store, plan, parallel ? (opts.threads ?? 1) : 1, onPiece);
+  opts.onProgress?.(fileBytes, fileBytes);
   return weights;
 }
 
 /** Run the plan's pieces on this thread and threads - 1 workers; throws the first failure. */
-async function runPieces(store: TensorStore, plan: LoadPlan, threads: number): Promise<void> {
+async function runPieces(
+  store: TensorStore,
+  plan: LoadPlan,
+  threads: number,
+  onPiece: ((doneBytes: number) => void) | null,
+): Promise<void> {
   const workers = threads - 1;
   const piscina =
     workers > 0
@@ -192,7 +172,7 @@ async function runPieces(store: TensorStore, plan: LoadPlan, threads: number): P
     let yielded = performance.now();
     for (let p = takePiece(plan); p >= 0; p = takePiece(plan)) {
       runPiece(plan, p, store, scratch);
-      showProgress(Number(Atomics.load(plan.doneBytes, 0)));
+      onPiece?.(Number(Atomics.load(plan.doneBytes, 0)));
       // Piscina hands the workers their task from the event loop: let it run now and then.
       if (piscina && performance.now() - yielded > 10) {
         await new Promise((resolve) => setImmediate(resolve));
