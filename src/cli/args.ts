@@ -5,7 +5,13 @@
 import { parseArgs } from 'node:util';
 import { DEFAULT_WEIGHTS, WEIGHT_FORMATS, type LoadOptions } from '../model/load.js';
 import { PRESETS } from '../model/synthetic.js';
-import { SamplingParamsError, validateSamplingParams, type SamplingParams } from '../sampler/params.js';
+import {
+  closestName,
+  editDistance,
+  SamplingParamsError,
+  validateSamplingParams,
+  type SamplingParams,
+} from '../sampler/params.js';
 import type { WeightFormat } from '../tensor/matrix.js';
 
 /** A mistake on the command line: printed as one line (no stack), exit code 2 by default. */
@@ -19,6 +25,14 @@ export class CliError extends Error {
     super(message);
     this.name = 'CliError';
   }
+}
+
+/** "; did you mean --temperature?" when a name is close to one of `names` (a typo), else "". */
+export function didYouMean(given: string, names: readonly string[], prefix = ''): string {
+  if (names.length === 0) return '';
+  const best = closestName(given, names);
+  const distance = editDistance(given.toLowerCase(), best.toLowerCase());
+  return distance <= Math.max(2, Math.floor(given.length / 3)) ? `; did you mean ${prefix}${best}?` : '';
 }
 
 type NumericKey =
@@ -65,7 +79,7 @@ export const HELP_OPTION: Record<string, OptionSpec> = { help: { type: 'boolean'
 
 export const MODEL_HELP = `Model:
   -m, --model DIR            a Hugging Face model folder (config.json, *.safetensors, tokenizer.json):
-                             Qwen2 / Qwen2.5, Llama. Without it: the bundled stories260K demo model
+                             Qwen2 / Qwen2.5, Qwen3, Llama. Without it: the bundled stories260K demo model
                              (a tiny trained story model, MIT, llama2.c; it has no chat template)
       --preset NAME          instead of --model, a synthetic Qwen2.5-shaped model with random weights, for
                              speed: ${Object.keys(PRESETS).join(', ')}; made once in the cache
@@ -120,8 +134,10 @@ export function parseCommandArgs(
     const err = e as Error & { code?: string };
     const flag = /'(-[^' ,]+)/.exec(err.message)?.[1];
     let msg = err.message.split('\n')[0];
-    if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && flag) msg = `unknown option ${flag}`;
-    else if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && flag) {
+    if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && flag) {
+      const name = flag.replace(/^-+/, '').split('=')[0];
+      msg = `unknown option ${flag}${flag.startsWith('--') ? didYouMean(name, Object.keys(options), '--') : ''}`;
+    } else if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && flag) {
       const spec = options[flag.replace(/^-+/, '')];
       msg = spec?.type === 'boolean' ? `option ${flag} takes no value` : `option ${flag} needs a value`;
     } else if (err.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {

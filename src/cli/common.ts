@@ -27,8 +27,8 @@ export const DEMO_MODEL = 'stories260K';
 export function resolveModelDir(args: ModelArgs): string {
   if (args.model !== undefined) {
     const dir = path.resolve(args.model);
-    if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory())
-      throw new CliError(`--model: ${args.model} is not a folder`);
+    if (!fs.existsSync(dir)) throw new CliError(`--model: ${args.model} does not exist`);
+    if (!fs.statSync(dir).isDirectory()) return dir; // a single file: the library says whether it reads it
     if (!fs.existsSync(path.join(dir, 'config.json'))) {
       throw new CliError(
         `--model: ${args.model} has no config.json (expected a Hugging Face Qwen2/Qwen2.5 model folder)`,
@@ -61,6 +61,22 @@ export function resolveModelDir(args: ModelArgs): string {
   announce(r.dir);
   if (r.made) note(`made the synthetic model in ${seconds(r.seconds)}`);
   return r.dir;
+}
+
+/**
+ * The demo model knows only English children's stories (a 512-token vocabulary): say so when a
+ * prompt is written in another script, rather than let it answer with meaningless text.
+ */
+export function checkDemoPrompt(args: ModelArgs, text: string): void {
+  if (
+    args.model !== undefined ||
+    args.preset !== undefined ||
+    !/[^\p{Script=Latin}\p{Script=Common}\p{Script=Inherited}]/u.test(text)
+  )
+    return;
+  note(
+    `the ${DEMO_MODEL} demo model knows only English (tiny children's stories): its answer to this prompt will be meaningless; give --model a Qwen2.5 or Qwen3 folder for other languages`,
+  );
 }
 
 export async function loadLLM(args: ModelArgs): Promise<LLM> {

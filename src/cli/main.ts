@@ -5,14 +5,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { packageRoot } from '../package-root.js';
-import { CliError } from './args.js';
+import { CliError, didYouMean } from './args.js';
 import { CHAT_HELP, runChat } from './chat.js';
 import { GENERATE_HELP, runGenerate } from './generate.js';
 import { runServe } from './serve.js';
 
+const COMMANDS = ['generate', 'chat', 'serve', 'bench', 'make-model', 'help'];
+
 const USAGE = 'usage: qwen-ts <command> [options]   (qwen-ts --help for the commands)';
 
-const HELP = `qwen-ts: Qwen2.5 and Llama language models on the CPU, in pure TypeScript.
+const HELP = `qwen-ts: Qwen2 / Qwen2.5, Qwen3 and Llama-family language models on the CPU, in pure TypeScript.
 
 usage: qwen-ts <command> [options]
 
@@ -21,7 +23,7 @@ Commands:
   chat         interactive multi-turn chat in the terminal
   serve        OpenAI-compatible HTTP server
   bench        benchmarks
-  make-model   write a synthetic Qwen2.5 model (random weights) to a folder
+  make-model   write a synthetic Qwen2.5-shaped model (random weights) to a folder
   help [CMD]   this help, or a command's
 
 Options:
@@ -32,7 +34,8 @@ Without --model, generate and chat run the bundled stories260K demo model (a tin
 model, MIT, llama2.c); --preset tiny|qwen2.5-0.5b|qwen2.5-1.5b runs a synthetic Qwen2.5-shaped
 model with random weights instead (for speed), made once in $QWEN_TS_CACHE (else
 $XDG_CACHE_HOME/qwen-ts, else ~/.cache/qwen-ts).
-QWEN_TS_DEBUG=1 prints stack traces of errors.
+Exit codes: 0 done, 1 an internal error, 2 a mistake in what was given (flags, model files,
+prompt), 130 stopped by Ctrl-C. QWEN_TS_DEBUG=1 prints stack traces of errors.
 
 Run 'qwen-ts <command> --help' for a command's options.
 `;
@@ -85,7 +88,7 @@ function commandHelp(cmd: string): Promise<number> | number {
     case 'bench':
       return runBench(['--help']);
     default:
-      throw new CliError(`unknown command ${JSON.stringify(cmd)}`, 2, USAGE);
+      throw new CliError(`unknown command ${JSON.stringify(cmd)}${didYouMean(cmd, COMMANDS)}`, 2, USAGE);
   }
 }
 
@@ -121,8 +124,28 @@ export async function main(argv: string[]): Promise<number> {
       return runBench(rest);
     default:
       if (cmd.startsWith('-')) throw new CliError(`unknown option ${cmd} (the command comes first)`, 2, USAGE);
-      throw new CliError(`unknown command ${JSON.stringify(cmd)}`, 2, USAGE);
+      throw new CliError(`unknown command ${JSON.stringify(cmd)}${didYouMean(cmd, COMMANDS)}`, 2, USAGE);
   }
+}
+
+// Errors in what the user gave (flags, model files, prompts), by name: errors from the engine thread
+// arrive as Errors that keep their name. The library's checks of its arguments and of model folders
+// say so with these prefixes.
+const USER_ERRORS = new Set([
+  'CliError',
+  'SamplingParamsError',
+  'ConfigError',
+  'SafetensorsError',
+  'ChatTemplateError',
+  'StructuredOutputError',
+  'SchemaError',
+  'RegexSyntaxError',
+]);
+const USER_ERROR_PREFIX = /^(loadModel|QwenTokenizer|LLM\.load): /;
+
+/** A mistake in the input (exit code 2, no stack hint) rather than a failure of qwen-ts (1). */
+export function isUserError(e: unknown): boolean {
+  return e instanceof Error && (USER_ERRORS.has(e.name) || USER_ERROR_PREFIX.test(e.message));
 }
 
 function reportError(e: unknown): number {
@@ -135,6 +158,10 @@ function reportError(e: unknown): number {
   }
   const err = e instanceof Error ? e : new Error(String(e));
   process.stderr.write(`qwen-ts: ${err.message}\n`);
+  if (isUserError(err)) {
+    if (debug) process.stderr.write(`${err.stack}\n`);
+    return 2;
+  }
   if (debug) process.stderr.write(`${err.stack}\n`);
   else process.stderr.write('(QWEN_TS_DEBUG=1 shows where it happened)\n');
   return 1;

@@ -107,6 +107,7 @@ export class LLM {
       line?.update(progress.doneBytes, progress.totalBytes, `loading ${progress.stage}`, p.stage === 'tokenizer');
     };
     // tokenizer.json is read and parsed once, here; the engine thread gets what decoding needs.
+    report({ stage: 'tokenizer', doneBytes: 0, totalBytes: 0, seconds: 0 });
     let files: TokenizerFiles;
     try {
       files = QwenTokenizer.readFiles(dir);
@@ -122,7 +123,6 @@ export class LLM {
     });
     let tokenizer: QwenTokenizer;
     try {
-      report({ stage: 'tokenizer', doneBytes: 0, totalBytes: 0, seconds: 0 });
       tokenizer = new QwenTokenizer(files.tokenizerJson, files.tokenizerConfig, files.source);
       const llm = new LLM(await engine, tokenizer, dir);
       line?.end();

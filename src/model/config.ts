@@ -5,7 +5,9 @@ import * as path from 'node:path';
 import { SamplingParamsError, validateSamplingParams, type SamplingParams } from '../sampler/params.js';
 import type { RopeScalingSpec } from '../tensor/ops.js';
 
-export class ConfigError extends Error {}
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
 
 /**
  * How RoPE frequencies are rescaled for long contexts (HF's rope_scaling). `linear` divides every

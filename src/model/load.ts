@@ -68,6 +68,10 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
       );
   }
   if (!fs.existsSync(dir)) throw new Error(`loadModel: model directory ${dir} does not exist`);
+  if (!fs.statSync(dir).isDirectory() && dir.toLowerCase().endsWith('.gguf'))
+    throw new Error(
+      `loadModel: ${dir} is a GGUF file, which this version of qwen-ts does not read; give a Hugging Face model folder (config.json, *.safetensors, tokenizer.json), e.g. from huggingface-cli download Qwen/Qwen2.5-0.5B-Instruct --local-dir DIR`,
+    );
   if (!fs.statSync(dir).isDirectory())
     throw new Error(`loadModel: ${dir} is a file; expected the model directory (config.json, *.safetensors, ...)`);
   const format = options.weights ?? DEFAULT_WEIGHTS;
