@@ -90,9 +90,10 @@ describe('ggml types', () => {
       // Resident bytes within 10% of the file's (F16 widens to f32: 2x).
       const resident = m.f32.byteLength + m.u16.byteLength + m.q.byteLength + m.scales.byteLength + m.u8.byteLength;
       if (info.name !== 'F16') expect(resident).toBeLessThanOrEqual(1.12 * q.length);
-      // Products with x for n = 1 (decode) and n = 9 (prefill), against float64 sums of the
-      // dequantized weights. Integer formats quantize x to int8 per 32 (relative error ~1/254 per
-      // value), so the tolerance is 2% of sum |w x|; f32-widening formats 1e-5 of it.
+      // Products with x for n = 1, 2 (decode) and 9 (prefill: lanes), against float64 sums of the
+      // dequantized weights times the activations the kernel multiplies: x itself for the formats
+      // that widen to f32, x quantized to int8 per 32 (xq * its scale) for the integer ones.
+      const integer = m.q.length > 0;
       for (const n of [1, 2, 9]) {
         const x = new Float32Array(n * COLS);
         for (let i = 0; i < x.length; i++) x[i] = Math.sin(i * 0.37) + 0.25 * Math.cos(i * 1.3);
@@ -105,11 +106,11 @@ describe('ggml types', () => {
             let exact = 0,
               mag = 0;
             for (let k = 0; k < COLS; k++) {
-              exact += deq[r * COLS + k] * x[t * COLS + k];
-              mag += Math.abs(deq[r * COLS + k] * x[t * COLS + k]);
+              const xk = integer ? xq.q[t * COLS + k] * xq.scales[t * (COLS / 32) + (k >> 5)] : x[t * COLS + k];
+              exact += deq[r * COLS + k] * xk;
+              mag += Math.abs(deq[r * COLS + k] * xk);
             }
-            const integer = m.q.length > 0;
-            expect(Math.abs(y[t * ROWS + r] - exact)).toBeLessThanOrEqual((integer ? 0.02 : 1e-5) * mag + 1e-30);
+            expect(Math.abs(y[t * ROWS + r] - exact)).toBeLessThanOrEqual(1e-5 * mag + 1e-30);
           }
       }
     });

@@ -7,8 +7,9 @@ import type { MatmulKernel } from './formats/common.js';
 import { matmulF32Matrix, readRowF32 } from './formats/f32.js';
 import { matmulGgmlBlocks, readRowGgmlBlocks } from './formats/ggml-blocks.js';
 import { allocQ4_0, matmulQ4_0Matrix, readRowQ4_0 } from './formats/q4_0.js';
+import { matmulQ4_KMatrix, readRowQ4_K } from './formats/q4_k.js';
 import { allocQ8_0, matmulQ8_0Matrix, readRowQ8_0 } from './formats/q8_0.js';
-import { BF16, F32, GGML_BLOCKS, Q4_0, Q8_0, QBLOCK, type Matrix } from './matrix.js';
+import { BF16, F32, GGML_BLOCKS, Q4_0, Q4_K, Q8_0, QBLOCK, type Matrix } from './matrix.js';
 
 /** What a weight format brings: its matmul, its row reader and (stored formats) an allocator. */
 interface FormatKernels {
@@ -24,6 +25,7 @@ FORMATS[F32] = { name: 'f32', matmul: matmulF32Matrix, readRow: readRowF32, allo
 FORMATS[BF16] = { name: 'bf16', matmul: matmulBf16Matrix, readRow: readRowBf16, alloc: null };
 FORMATS[Q8_0] = { name: 'q8_0', matmul: matmulQ8_0Matrix, readRow: readRowQ8_0, alloc: allocQ8_0 };
 FORMATS[Q4_0] = { name: 'q4_0', matmul: matmulQ4_0Matrix, readRow: readRowQ4_0, alloc: allocQ4_0 };
+FORMATS[Q4_K] = { name: 'q4_k', matmul: matmulQ4_KMatrix, readRow: readRowQ4_K, alloc: null };
 FORMATS[GGML_BLOCKS] = { name: 'ggml', matmul: matmulGgmlBlocks, readRow: readRowGgmlBlocks, alloc: null };
 
 function formatOf(m: Matrix): FormatKernels {

@@ -10,6 +10,8 @@ export const Q8_0 = 2;
 export const Q4_0 = 3;
 /** A ggml tensor type kept in its own blocks (Matrix.u8, type in Matrix.ggmlType): formats/ggml-blocks.ts. */
 export const GGML_BLOCKS = 4;
+/** llama.cpp's Q4_K, repacked for the SWAR and lanes kernels: formats/q4_k.ts. */
+export const Q4_K = 5;
 
 /** Quantized formats group 32 consecutive weights of a row under one scale, as llama.cpp does. */
 export const QBLOCK = 32;

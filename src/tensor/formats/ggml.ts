@@ -30,6 +30,7 @@ import {
 } from './ggml-quantize.js';
 import { allocQ4_0 } from './q4_0.js';
 import { allocQ8_0 } from './q8_0.js';
+import { q4_KFromGgml } from './q4_k.js';
 import { ggmlBlocksMatrix, GGML_BLOCK_KERNELS } from './ggml-blocks.js';
 
 /** ggml_type codes of the types qwen-ts reads (ggml.h). */
@@ -218,7 +219,7 @@ export function quantizeGgml(type: number, f32: Float32Array, out: Uint8Array, r
 /**
  * A GGUF tensor (`src`: its bytes, `rows` x `cols` values of ggml `type`, row-major as ggml stores
  * [cols, rows]) as a Matrix the kernels run, in about the file's bytes: F32 and BF16 as they are,
- * Q8_0 and Q4_0 repacked into qwen-ts's q8_0 / q4_0 layouts (exact: the same values), the others
+ * Q8_0, Q4_0 and Q4_K repacked into the layouts of their kernels (exact: the same values), the others
  * kept in their ggml blocks. F16 widens to f32 (twice its bytes). Unsupported types throw an error
  * naming the type (the caller adds the tensor's name).
  */
@@ -244,6 +245,9 @@ export function ggmlToMatrix(type: number, src: Uint8Array, rows: number, cols: 
       return q8_0FromGgml(src, rows, cols);
     case 'Q4_0':
       if (rows % 2 === 0) return q4_0FromGgml(src, rows, cols);
+      break;
+    case 'Q4_K':
+      if (rows % 2 === 0) return q4_KFromGgml(src, rows, cols);
       break;
   }
   if (GGML_BLOCK_KERNELS.has(type)) return ggmlBlocksMatrix(type, src, rows, cols, rowBytes);

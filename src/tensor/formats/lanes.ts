@@ -21,7 +21,8 @@ export const ROUND = 6755399441055744; // 1.5 * 2^52
  * weight rows x `groups` packed groups. widenRow writes row r's integer weights into
  * panel[po, po + cols); block adds rows (rA, rB, rC)'s products with the lanes*groups tokens from
  * t0 (packed at packed[xOff + g * cols]) into acc[rows * t + i], scaled by the weight scales of
- * those rows and the activation scales xsT[b * nPad + t].
+ * those rows and the activation scales xsT[b * nPad + t] (formats with a min per block also use the
+ * activations' block sums xsumT[b * nPad + t]).
  */
 export interface LaneKernel {
   lanes: number;
@@ -42,6 +43,7 @@ export interface LaneKernel {
     nPad: number,
     t0: number,
     acc: Float64Array,
+    xsumT: Float64Array,
   ): void;
 }
 
@@ -50,6 +52,7 @@ let panelScratch: Float64Array = new Float64Array(0);
 let packedScratch: Float64Array = new Float64Array(0);
 let accScratch: Float64Array = new Float64Array(0);
 let xsScratch: Float64Array = new Float64Array(0);
+let xsumScratch: Float64Array = new Float64Array(0);
 // What packedScratch and xsScratch hold: xq at its version, n tokens, packed for a kernel.
 let packedFrom: QuantizedActivations | null = null;
 let packedVersion = -1;
@@ -119,7 +122,9 @@ export function matmulLanes(
     panel = panelScratch, // [R, cols]: the weight rows r..r+R-1 as float64 integers
     acc = accScratch; // [nPad, R]: their outputs for every token, float64 across blocks
   xsScratch = grow(xsScratch, blocks * nPad);
-  const xsT = xsScratch;
+  xsumScratch = grow(xsumScratch, blocks * nPad);
+  const xsT = xsScratch,
+    xsumT = xsumScratch;
   // A thread runs several row chunks of one matrix, or several matrices, on the same activations:
   // pack them once.
   if (packedFrom !== xq || packedVersion !== xq.version || packedN !== n || packedFor !== kernel) {
@@ -127,7 +132,12 @@ export function matmulLanes(
     // Activation scales transposed to [blocks, nPad] (tokens past n scaled by 0), so that a block's
     // tokens sit side by side.
     xsT.fill(0, 0, blocks * nPad);
-    for (let t = 0; t < n; t++) for (let b = 0; b < blocks; b++) xsT[b * nPad + t] = xq.scales[t * blocks + b];
+    xsumT.fill(0, 0, blocks * nPad);
+    for (let t = 0; t < n; t++)
+      for (let b = 0; b < blocks; b++) {
+        xsT[b * nPad + t] = xq.scales[t * blocks + b];
+        xsumT[b * nPad + t] = xq.sums[t * blocks + b];
+      }
     packedFrom = xq;
     packedVersion = xq.version;
     packedN = n;
@@ -145,7 +155,7 @@ export function matmulLanes(
     const rB = live > 1 ? r + 1 : r,
       rC = live > 2 ? r + 2 : r;
     for (let g = 0; g < groups; g += G)
-      kernel.block(panel, cols, packed, g * cols, ws, r, rB, rC, xsT, nPad, g * lanes, acc);
+      kernel.block(panel, cols, packed, g * cols, ws, r, rB, rC, xsT, nPad, g * lanes, acc, xsumT);
     for (let t = 0; t < n; t++) for (let i = 0; i < live; i++) y[yOff + t * yStride + r + i] = acc[R * t + i];
   }
 }
