@@ -3,7 +3,7 @@
 // f32 scratch row that stays in L1, then multiplied as f32. Slower than a dedicated kernel (every
 // weight is decoded once per pass, not read as integers), but any type ggml-dequantize.ts decodes
 // runs in its file's memory.
-import { GGML_BLOCKS, makeMatrix, type Matrix } from '../matrix.js';
+import type { Matrix } from '../matrix.js';
 import { PANEL_MIN_TOKENS, type MatmulKernel } from './common.js';
 import { matmulPanels, matvecF32 } from './f32.js';
 import {
@@ -11,6 +11,7 @@ import {
   dequantizeBlockIQ4_XS,
   dequantizeBlockQ2_K,
   dequantizeBlockQ3_K,
+  dequantizeBlockQ4_0,
   dequantizeBlockQ4_1,
   dequantizeBlockQ4_K,
   dequantizeBlockQ5_0,
@@ -23,6 +24,7 @@ type BlockFn = (src: Uint8Array, o: number, out: Float32Array, y: number) => voi
 
 /** ggml_type code -> [values per block, bytes per block, dequantizer] of the types run from their blocks. */
 export const GGML_BLOCK_KERNELS = new Map<number, [number, number, BlockFn]>([
+  [2, [32, 18, dequantizeBlockQ4_0]],
   [3, [32, 20, dequantizeBlockQ4_1]],
   [6, [32, 22, dequantizeBlockQ5_0]],
   [7, [32, 24, dequantizeBlockQ5_1]],
@@ -34,13 +36,6 @@ export const GGML_BLOCK_KERNELS = new Map<number, [number, number, BlockFn]>([
   [20, [32, 18, dequantizeBlockIQ4_NL]],
   [23, [256, 136, dequantizeBlockIQ4_XS]],
 ]);
-
-/** A Matrix over a copy of the tensor's bytes in shared memory. */
-export function ggmlBlocksMatrix(type: number, src: Uint8Array, rows: number, cols: number, rowBytes: number): Matrix {
-  const u8 = new Uint8Array(new SharedArrayBuffer(rows * rowBytes));
-  u8.set(src.subarray(0, rows * rowBytes));
-  return makeMatrix(GGML_BLOCKS, rows, cols, { u8, ggmlType: type });
-}
 
 /** Row r of a ggml-blocks matrix, dequantized by ggml's rules, into out[outOff..outOff+cols). */
 export function readRowGgmlBlocks(m: Matrix, r: number, out: Float32Array, outOff: number): void {

@@ -2,7 +2,7 @@
 // quantization bit for bit, and the repacking of a GGUF tensor into a Matrix the kernels run as is
 // (no f32 copy). What src/model/gguf (reading) and `qwen-ts convert` (writing) call.
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ToF16 } from '../dtype.js';
-import { makeMatrix, QBLOCK, type Matrix } from '../matrix.js';
+import { BF16, F32, GGML_BLOCKS, makeMatrix, Q4_0, Q4_K, Q8_0, QBLOCK, type Matrix } from '../matrix.js';
 import {
   dequantizeBlockIQ4_NL,
   dequantizeBlockIQ4_XS,
@@ -30,8 +30,8 @@ import {
 } from './ggml-quantize.js';
 import { allocQ4_0 } from './q4_0.js';
 import { allocQ8_0 } from './q8_0.js';
-import { q4_KFromGgml } from './q4_k.js';
-import { ggmlBlocksMatrix, GGML_BLOCK_KERNELS } from './ggml-blocks.js';
+import { allocQ4_K, packQ4_KRows } from './q4_k.js';
+import { GGML_BLOCK_KERNELS } from './ggml-blocks.js';
 
 /** ggml_type codes of the types qwen-ts reads (ggml.h). */
 export const GGML_TYPE = {
@@ -219,9 +219,9 @@ export function quantizeGgml(type: number, f32: Float32Array, out: Uint8Array, r
 /**
  * A GGUF tensor (`src`: its bytes, `rows` x `cols` values of ggml `type`, row-major as ggml stores
  * [cols, rows]) as a Matrix the kernels run, in about the file's bytes: F32 and BF16 as they are,
- * Q8_0, Q4_0 and Q4_K repacked into the layouts of their kernels (exact: the same values), the others
- * kept in their ggml blocks. F16 widens to f32 (twice its bytes). Unsupported types throw an error
- * naming the type (the caller adds the tensor's name).
+ * Q8_0, Q4_0 and Q4_K repacked into the layouts of their kernels (exact: the same values), the
+ * others kept in their ggml blocks. F16 widens to f32 (twice its bytes). Unsupported types throw an
+ * error naming the type (the caller adds the tensor's name).
  */
 export function ggmlToMatrix(type: number, src: Uint8Array, rows: number, cols: number): Matrix {
   const row = typeRow(type, 'ggmlToMatrix');
@@ -234,51 +234,82 @@ export function ggmlToMatrix(type: number, src: Uint8Array, rows: number, cols: 
     case 'F16': {
       const f32 = new Float32Array(new SharedArrayBuffer(4 * n));
       dequantizeGgml(type, src, f32, n);
-      return makeMatrix(0, rows, cols, { f32 });
+      return makeMatrix(F32, rows, cols, { f32 });
     }
     case 'BF16': {
       const u16 = new Uint16Array(new SharedArrayBuffer(2 * n));
       new Uint8Array(u16.buffer).set(src.subarray(0, 2 * n));
-      return makeMatrix(1, rows, cols, { u16 });
+      return makeMatrix(BF16, rows, cols, { u16 });
     }
-    case 'Q8_0':
-      return q8_0FromGgml(src, rows, cols);
-    case 'Q4_0':
-      if (rows % 2 === 0) return q4_0FromGgml(src, rows, cols);
-      break;
-    case 'Q4_K':
-      if (rows % 2 === 0) return q4_KFromGgml(src, rows, cols);
-      break;
   }
-  if (GGML_BLOCK_KERNELS.has(type)) return ggmlBlocksMatrix(type, src, rows, cols, rowBytes);
-  throw new Error(`ggmlToMatrix: ggml tensor type ${row.name} cannot be run yet`);
-}
-
-/** ggml Q8_0 blocks (f16 d, 32 int8) into a q8_0 Matrix: the same int8 values, d widened to f32. */
-function q8_0FromGgml(src: Uint8Array, rows: number, cols: number): Matrix {
-  const m = allocQ8_0(rows, cols);
-  const bytes = new Uint8Array(m.q.buffer);
-  const blocks = (rows * cols) / QBLOCK;
-  for (let b = 0; b < blocks; b++) {
-    const o = 34 * b;
-    m.scales[b] = f16At(src, o);
-    bytes.set(src.subarray(o + 2, o + 34), 32 * b);
-  }
+  const m = allocGgmlMatrix(type, rows, cols);
+  packGgmlRows(m, src, 0, rows);
   return m;
 }
 
 /**
- * ggml Q4_0 blocks (f16 d; byte j: value j in the low nibble, j + 16 in the high, both + 8) into a
- * q4_0 Matrix (row pairs interleaved, see q4_0.ts; the same +8 nibbles), d widened to f32.
+ * An empty Matrix for `rows` x `cols` values of quantized ggml `type` (Q8_0, Q4_0, Q4_K in their
+ * kernels' layouts, the others in ggml blocks), with `ggmlType` set: filled by packGgmlRows or
+ * quantizeGgmlRows.
  */
-function q4_0FromGgml(src: Uint8Array, rows: number, cols: number): Matrix {
-  const m = allocQ4_0(rows, cols);
-  const blocks = cols / QBLOCK;
+export function allocGgmlMatrix(type: number, rows: number, cols: number): Matrix {
+  const row = typeRow(type, 'allocGgmlMatrix');
+  const rowBytes = ggmlRowBytes(type, cols);
+  let m: Matrix;
+  if (row.name === 'Q8_0') m = allocQ8_0(rows, cols);
+  else if (row.name === 'Q4_0' && rows % 2 === 0) m = allocQ4_0(rows, cols);
+  else if (row.name === 'Q4_K' && rows % 2 === 0) m = allocQ4_K(rows, cols);
+  else if (GGML_BLOCK_KERNELS.has(type) || row.name === 'Q4_0' || row.name === 'Q4_K')
+    m = makeMatrix(GGML_BLOCKS, rows, cols, { u8: new Uint8Array(new SharedArrayBuffer(rows * rowBytes)) });
+  else throw new Error(`allocGgmlMatrix: ggml type ${row.name} is not a quantized type`);
+  m.ggmlType = type;
+  return m;
+}
+
+/** Rows [r0, r0 + nRows) of m from their ggml bytes `src` (r0 and nRows even for Q4_0 / Q4_K layouts). */
+export function packGgmlRows(m: Matrix, src: Uint8Array, r0: number, nRows: number): void {
+  const rowBytes = ggmlRowBytes(m.ggmlType, m.cols);
+  if (m.format === GGML_BLOCKS) m.u8.set(src.subarray(0, nRows * rowBytes), r0 * rowBytes);
+  else if (m.format === Q8_0) packQ8_0Rows(src, m, r0, nRows);
+  else if (m.format === Q4_0) packQ4_0Rows(src, m, r0, nRows);
+  else if (m.format === Q4_K) packQ4_KRows(src, m, r0, nRows);
+  else throw new Error(`packGgmlRows: matrix format ${m.format} does not hold ggml blocks`);
+}
+
+// This thread's quantized rows (grown to the largest call).
+let rowsScratch = new Uint8Array(0);
+
+/** Quantize f32 rows [r0, r0 + nRows) (`rowsF32`: those rows) into m with ggml's reference quantizer for m.ggmlType. */
+export function quantizeGgmlRows(rowsF32: Float32Array, r0: number, nRows: number, m: Matrix): void {
+  const bytes = nRows * ggmlRowBytes(m.ggmlType, m.cols);
+  if (rowsScratch.length < bytes) rowsScratch = new Uint8Array(bytes);
+  quantizeGgml(m.ggmlType, rowsF32, rowsScratch, nRows, m.cols);
+  packGgmlRows(m, rowsScratch, r0, nRows);
+}
+
+/** ggml Q8_0 blocks (f16 d, 32 int8) into q8_0 rows: the same int8 values, d widened to f32. */
+function packQ8_0Rows(src: Uint8Array, m: Matrix, r0: number, nRows: number): void {
+  const bytes = new Uint8Array(m.q.buffer, m.q.byteOffset, m.q.byteLength);
+  const first = (r0 * m.cols) / QBLOCK;
+  const blocks = (nRows * m.cols) / QBLOCK;
+  for (let b = 0; b < blocks; b++) {
+    const o = 34 * b;
+    m.scales[first + b] = f16At(src, o);
+    bytes.set(src.subarray(o + 2, o + 34), 32 * (first + b));
+  }
+}
+
+/**
+ * ggml Q4_0 blocks (f16 d; byte j: value j in the low nibble, j + 16 in the high, both + 8) into
+ * q4_0 rows (row pairs interleaved, see q4_0.ts; the same +8 nibbles), d widened to f32.
+ */
+function packQ4_0Rows(src: Uint8Array, m: Matrix, r0: number, nRows: number): void {
+  const blocks = m.cols / QBLOCK;
   const halves = new Uint16Array(m.q.buffer, m.q.byteOffset, m.q.length * 2);
   const nib = new Uint8Array(32);
-  for (let r = 0; r < rows; r++) {
+  for (let r = r0; r < r0 + nRows; r++) {
     for (let b = 0; b < blocks; b++) {
-      const o = 18 * (r * blocks + b);
+      const o = 18 * ((r - r0) * blocks + b);
       m.scales[r * blocks + b] = f16At(src, o);
       for (let j = 0; j < 16; j++) {
         nib[j] = src[o + 2 + j] & 0xf;
@@ -290,5 +321,37 @@ function q4_0FromGgml(src: Uint8Array, rows: number, cols: number): Matrix {
         halves[ho + 2 * j] = nib[4 * j] | (nib[4 * j + 1] << 4) | (nib[4 * j + 2] << 8) | (nib[4 * j + 3] << 12);
     }
   }
-  return m;
+}
+
+/** What a weight is to the model, as far as llama.cpp's K-quant mixes care. */
+export type TensorRole = 'output' | 'attn_v' | 'ffn_down' | 'other';
+
+/**
+ * The ggml type llama-quantize gives a weight of `cols` columns for a K-quant file type (its
+ * llama_tensor_get_type without an importance matrix, for dense non-Falcon models): Q4_K_M gives the
+ * output (and a tied embedding) Q6_K, and attn_v and ffn_down Q6_K in the layers use_more_bits picks
+ * (the first and last eighth and every third between), the rest Q4_K; q4_k/q5_k/q6_k give every
+ * weight that type but the output Q6_K. A row that is not a whole number of 256-blocks falls back
+ * as llama.cpp does: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0 (output: Q8_0).
+ */
+export function kQuantTensorType(
+  fileType: 'q4_k' | 'q5_k' | 'q6_k' | 'q4_k_m',
+  role: TensorRole,
+  layer: number,
+  layers: number,
+  cols: number,
+): number {
+  const eighth = Math.trunc(layers / 8);
+  const useMoreBits = layer < eighth || layer >= Math.trunc((7 * layers) / 8) || (layer - eighth) % 3 === 2;
+  let type: number =
+    fileType === 'q4_k_m' || fileType === 'q4_k'
+      ? GGML_TYPE.Q4_K
+      : fileType === 'q5_k'
+        ? GGML_TYPE.Q5_K
+        : GGML_TYPE.Q6_K;
+  if (role === 'output') return cols % 256 !== 0 ? GGML_TYPE.Q8_0 : GGML_TYPE.Q6_K;
+  if (fileType === 'q4_k_m' && (role === 'attn_v' || role === 'ffn_down') && useMoreBits) type = GGML_TYPE.Q6_K;
+  if (cols % 256 !== 0)
+    type = type === GGML_TYPE.Q4_K ? GGML_TYPE.Q5_0 : type === GGML_TYPE.Q5_K ? GGML_TYPE.Q5_1 : GGML_TYPE.Q8_0;
+  return type;
 }

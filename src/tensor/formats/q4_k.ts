@@ -28,22 +28,28 @@ export const matmulQ4_KMatrix: MatmulKernel = (m, _x, _xOff, _xStride, n, y, yOf
 
 const smK4 = new Int32Array(2);
 
-/** ggml Q4_K blocks (144 bytes per 256 values) of an even number of rows as a Q4_K Matrix. */
-export function q4_KFromGgml(src: Uint8Array, rows: number, cols: number): Matrix {
+/** An empty Q4_K matrix with shared storage (rows even, cols a multiple of 256), filled by packQ4_KRows. */
+export function allocQ4_K(rows: number, cols: number): Matrix {
   if (rows % 2 !== 0 || cols % 256 !== 0)
     throw new Error(`q4_K matrix [${rows}, ${cols}]: rows must be even, cols a multiple of 256`);
+  return makeMatrix(Q4_K, rows, cols, {
+    q: new Int32Array(new SharedArrayBuffer((rows * cols) / 2)),
+    scales: new Float32Array(new SharedArrayBuffer((rows * cols) / 32)),
+    u8: new Uint8Array(new SharedArrayBuffer((rows * cols) / 16)),
+    ggmlType: 12,
+  });
+}
+
+/** ggml Q4_K blocks (144 bytes per 256 values) of rows [r0, r0 + nRows) (src: those rows) into m. */
+export function packQ4_KRows(src: Uint8Array, m: Matrix, r0: number, nRows: number): void {
+  const cols = m.cols;
   const blocks = cols / QBLOCK,
     supers = cols / 256;
-  const m = makeMatrix(Q4_K, rows, cols, {
-    q: new Int32Array(new SharedArrayBuffer((rows * cols) / 2)),
-    scales: new Float32Array(new SharedArrayBuffer(rows * supers * 8)),
-    u8: new Uint8Array(new SharedArrayBuffer(rows * blocks * 2)),
-  });
-  const halves = new Uint16Array(m.q.buffer);
+  const halves = new Uint16Array(m.q.buffer, m.q.byteOffset, m.q.length * 2);
   const nib = new Uint8Array(32);
-  for (let r = 0; r < rows; r++) {
+  for (let r = r0; r < r0 + nRows; r++) {
     for (let s = 0; s < supers; s++) {
-      const o = 144 * (r * supers + s);
+      const o = 144 * ((r - r0) * supers + s);
       m.scales[2 * (r * supers + s)] = f16At(src, o);
       m.scales[2 * (r * supers + s) + 1] = f16At(src, o + 2);
       for (let j = 0; j < 8; j++) {
@@ -61,7 +67,6 @@ export function q4_KFromGgml(src: Uint8Array, rows: number, cols: number): Matri
       }
     }
   }
-  return m;
 }
 
 /** Row r as ggml dequantizes it: fround(fround(d1 * q) - m1). */
