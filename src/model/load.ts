@@ -4,6 +4,7 @@ import * as os from 'node:os';
 import { closestName } from '../sampler/params.js';
 import type { WeightFormat } from '../tensor/matrix.js';
 import { loadGenerationConfig, loadModelConfig } from './config.js';
+import { KV_CACHE_DTYPES, type KvCacheDtype } from './kv-cache.js';
 import { Qwen2Model } from './qwen2.js';
 import { TensorStore } from './safetensors.js';
 import { loadWeights } from './weights.js';
@@ -22,6 +23,11 @@ export interface LoadOptions {
   contextLength?: number;
   /** KV cache budget in bytes, shared by all sequences (like VLLM_CPU_KVCACHE_SPACE). Default 1 GiB. */
   kvCacheBytes?: number;
+  /**
+   * How the KV cache stores keys and values (vLLM's kv_cache_dtype): 'f32' (exact), 'bf16' (half
+   * the memory) or 'q8_0' (int8 with an f16 scale per 32 values, about a quarter). Default f32.
+   */
+  kvCacheDtype?: KvCacheDtype;
   /** Tokens per forward chunk: prefill runs in chunks of this many rows. Default 64. */
   maxBatchTokens?: number;
   /** Scan every weight for NaN/Inf while loading (llama.cpp's --check-tensors); an error names the tensor. Default false. */
@@ -49,6 +55,7 @@ const LOAD_OPTIONS: Record<keyof LoadOptions, true> = {
   maxSequences: true,
   contextLength: true,
   kvCacheBytes: true,
+  kvCacheDtype: true,
   maxBatchTokens: true,
   checkTensors: true,
 };
@@ -72,6 +79,10 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   checkInt('maxSequences', options.maxSequences, 1, 4096);
   checkInt('maxBatchTokens', options.maxBatchTokens, 1, 4096);
   checkInt('kvCacheBytes', options.kvCacheBytes, 1);
+  if (options.kvCacheDtype !== undefined && !KV_CACHE_DTYPES.includes(options.kvCacheDtype))
+    throw new RangeError(
+      `loadModel: option kvCacheDtype must be one of ${KV_CACHE_DTYPES.join(', ')}, got ${JSON.stringify(options.kvCacheDtype)}`,
+    );
   if (options.checkTensors !== undefined && typeof options.checkTensors !== 'boolean')
     throw new TypeError(
       `loadModel: option checkTensors must be true or false, got ${JSON.stringify(options.checkTensors)}`,
@@ -97,6 +108,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
     maxSequences: options.maxSequences ?? 8,
     contextLength: options.contextLength ?? Math.min(config.maxPositionEmbeddings, 32768),
     kvCacheBytes: options.kvCacheBytes ?? 1 << 30,
+    kvCacheDtype: options.kvCacheDtype ?? 'f32',
     threads,
   });
 }
