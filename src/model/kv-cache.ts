@@ -11,7 +11,7 @@
 // block is never written. When no sequence uses a registered block it stays cached and is evicted,
 // least recently used first, only when a block is needed and none is free.
 import { KV_BF16, KV_F32 } from '../tensor/attention.js';
-import { f16ToF32, f32ArrayToBf16, f32ToF16 } from '../tensor/dtype.js';
+import { bf16ToF32, f16ToF32, f32ArrayToBf16, f32ToBf16, f32ToF16 } from '../tensor/dtype.js';
 import type { ModelConfig } from './config.js';
 
 /** Positions per cache block: the unit of allocation, of prefix sharing and of the attention tiles. */
@@ -170,6 +170,20 @@ export class KvCache {
       storeRow(a, a.v[layer], a.vScale[layer], dst, v, vOff + h * hd, hd);
     }
     if (layer === this.numLayers - 1 && pos >= this.lengths[seq]) this.lengths[seq] = pos + 1;
+  }
+
+  /** k[kOff..], v[vOff..] = the keys and values of position `pos` of `seq` in `layer` as stored, widened to f32. */
+  read(layer: number, seq: number, pos: number, k: Float32Array, kOff: number, v: Float32Array, vOff: number): void {
+    const blocks = this.blocksOf[seq];
+    const b = pos >> LOG2_BLOCK;
+    if (b >= blocks.length) throw new RangeError(`KvCache.read: position ${pos} of sequence ${seq} is not reserved`);
+    const a = this.arrays;
+    const hd = this.headDim;
+    for (let h = 0; h < this.kvHeads; h++) {
+      const src = ((blocks[b] * this.kvHeads + h) * BLOCK_SIZE + (pos & (BLOCK_SIZE - 1))) * hd;
+      loadRow(a, a.k[layer], a.kScale[layer], src, k, kOff + h * hd, hd);
+      loadRow(a, a.v[layer], a.vScale[layer], src, v, vOff + h * hd, hd);
+    }
   }
 
   get capacityTokens(): number {
@@ -336,6 +350,48 @@ function storeRow(
       const inv = d === 0 ? 0 : 1 / d;
       for (let i = 0; i < a.group; i++) q[dstOff + g0 + i] = Math.round(src[srcOff + g0 + i] * inv);
     }
+  }
+}
+
+function loadRow(
+  a: KvCacheArrays,
+  src: KvStore,
+  scale: Uint16Array | undefined,
+  srcOff: number,
+  dst: Float32Array,
+  dstOff: number,
+  n: number,
+): void {
+  for (let i = 0; i < n; i++) {
+    const x = src[srcOff + i];
+    dst[dstOff + i] =
+      a.format === KV_F32
+        ? x
+        : a.format === KV_BF16
+          ? bf16ToF32(x)
+          : x * f16ToF32(scale![((srcOff + i) / a.group) | 0]);
+  }
+}
+
+/**
+ * x[off..off+n) rounded as a cache of `dtype` stores it (n a multiple of headDim): the reference
+ * forward's keys and values go through this to be the oracle of a bf16 or q8_0 cache.
+ */
+export function kvRoundTrip(dtype: KvCacheDtype, x: Float32Array, off: number, n: number, headDim: number): void {
+  if (dtype === 'f32') return;
+  if (dtype === 'bf16') {
+    for (let i = off; i < off + n; i++) x[i] = bf16ToF32(f32ToBf16(x[i]));
+    return;
+  }
+  const group = q8Group(headDim);
+  const q = new Int8Array(group);
+  const scale = new Uint16Array(1);
+  const a = { format: KV_CACHE_DTYPES.indexOf('q8_0'), group } as KvCacheArrays;
+  const row = new Float32Array(group);
+  for (let g0 = off; g0 < off + n; g0 += group) {
+    storeRow(a, q, scale, 0, x, g0, group);
+    loadRow(a, q, scale, 0, row, 0, group);
+    x.set(row, g0);
   }
 }
 

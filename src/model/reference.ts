@@ -103,7 +103,8 @@ function silu(x: number): number {
 
 /**
  * Logits [vocab] of `token` at position `pos`; writes its keys and values into `cache`, which must
- * hold positions 0..pos-1 already. `onLayer(l, x)` sees the residual stream after each layer.
+ * hold positions 0..pos-1 already. `onLayer(l, x)` sees the residual stream after each layer;
+ * `storeKv(k)` rounds keys and values in place as a compact cache stores them (kvRoundTrip).
  */
 export function referenceForward(
   c: ModelConfig,
@@ -112,6 +113,7 @@ export function referenceForward(
   token: number,
   pos: number,
   onLayer?: (layer: number, x: Float32Array) => void,
+  storeKv?: (kv: Float32Array) => void,
 ): Float32Array {
   const hidden = c.hiddenSize,
     headDim = c.headDim,
@@ -148,6 +150,8 @@ export function referenceForward(
     }
     ropeNaive(q, heads, headDim, pos, freq);
     ropeNaive(k, kvHeads, headDim, pos, freq);
+    storeKv?.(k);
+    storeKv?.(v);
     cache.key[l].set(k, pos * kvDim);
     cache.value[l].set(v, pos * kvDim);
 

@@ -40,7 +40,7 @@ export interface AttentionScratch {
   kTile32: Int32Array; // the same memory, for widening bf16
   vTile32: Int32Array;
   scaleTile: Float32Array; // q8_0 scales of one tile
-  scores: Float32Array; // [blockSize]: one query's scores, then its probabilities, within a tile
+  scores: Float32Array; // [2, blockSize]: two queries' scores, then probabilities, within a tile
   acc: Float32Array; // [maxQueries, headDim]: unnormalised output
   max: Float64Array; // [maxQueries]: running max of the scores
   sum: Float64Array; // [maxQueries]: running sum of exp(score - max)
@@ -55,7 +55,7 @@ export function allocAttentionScratch(maxQueries: number, blockSize: number, hea
     kTile32: new Int32Array(kTile.buffer),
     vTile32: new Int32Array(vTile.buffer),
     scaleTile: new Float32Array(blockSize * headDim),
-    scores: new Float32Array(blockSize),
+    scores: new Float32Array(2 * blockSize),
     acc: new Float32Array(maxQueries * headDim),
     max: new Float64Array(maxQueries),
     sum: new Float64Array(maxQueries),
@@ -110,11 +110,11 @@ export function attendRows(
     for (let i = 0; i < rows; i++) {
       const visible = Math.min(tileLen, pos0 + i + 1 - t0);
       if (visible <= 0) continue;
-      for (let g = 0; g < group; g++) {
-        const qi = i * group + g;
-        const qo = qOff + i * rowStride + (kvHead * group + g) * hd;
-        attendTile(q, qo, k, kOff, v, vOff, visible, hd, scale, s, qi);
-      }
+      const qo = qOff + i * rowStride + kvHead * group * hd;
+      let g = 0;
+      for (; g + 2 <= group; g += 2)
+        attendTilePair(q, qo + g * hd, k, kOff, v, vOff, visible, hd, scale, s, i * group + g);
+      if (g < group) attendTile(q, qo + g * hd, k, kOff, v, vOff, visible, hd, scale, s, i * group + g);
     }
   }
   for (let i = 0; i < rows; i++) {
@@ -173,25 +173,8 @@ function attendTile(
     scores[t] = s0 * scale;
   }
 
-  // Online softmax: rescale what came before when the running max grows.
-  let tileMax = -Infinity;
-  for (let j = 0; j < n; j++) if (scores[j] > tileMax) tileMax = scores[j];
-  const oldMax = s.max[qi];
-  const newMax = tileMax > oldMax ? tileMax : oldMax;
-  let sum = s.sum[qi];
+  softmaxStep(s, qi, 0, n, hd);
   const ao = qi * hd;
-  if (newMax !== oldMax) {
-    const correction = Math.exp(oldMax - newMax); // 0 on the first tile
-    sum *= correction;
-    for (let d = 0; d < hd; d++) acc[ao + d] *= correction;
-    s.max[qi] = newMax;
-  }
-  for (let j = 0; j < n; j++) {
-    const p = Math.exp(scores[j] - newMax);
-    scores[j] = p;
-    sum += p;
-  }
-  s.sum[qi] = sum;
 
   // acc += p·V, four positions at a time: each accumulator loaded and stored once for four values.
   t = 0;
@@ -211,6 +194,122 @@ function attendTile(
     const p = scores[t];
     for (let d = 0; d < hd; d++) acc[ao + d] += p * v[v0 + d];
   }
+}
+
+/**
+ * attendTile for queries qi and qi+1, whose q rows are adjacent (two heads of one group): each key
+ * and value is loaded once for both, the loop that bounds the speed of decode at long contexts.
+ */
+function attendTilePair(
+  q: Float32Array,
+  qo: number,
+  k: Float32Array,
+  kOff: number,
+  v: Float32Array,
+  vOff: number,
+  n: number,
+  hd: number,
+  scale: number,
+  s: AttentionScratch,
+  qi: number,
+): void {
+  const scores = s.scores,
+    acc = s.acc;
+  const qb = qo + hd; // the second query
+  const sb = n; // its scores follow the first's
+  // Scores, two queries x two positions at a time: 2 + 2 loads for 4 multiply-adds.
+  let t = 0;
+  for (; t + 2 <= n; t += 2) {
+    const k0 = kOff + t * hd,
+      k1 = k0 + hd;
+    let a0 = 0,
+      a1 = 0,
+      b0 = 0,
+      b1 = 0;
+    for (let d = 0; d < hd; d++) {
+      const x = q[qo + d],
+        y = q[qb + d];
+      const u = k[k0 + d],
+        w = k[k1 + d];
+      a0 += x * u;
+      a1 += x * w;
+      b0 += y * u;
+      b1 += y * w;
+    }
+    scores[t] = a0 * scale;
+    scores[t + 1] = a1 * scale;
+    scores[sb + t] = b0 * scale;
+    scores[sb + t + 1] = b1 * scale;
+  }
+  for (; t < n; t++) {
+    const k0 = kOff + t * hd;
+    let a0 = 0,
+      b0 = 0;
+    for (let d = 0; d < hd; d++) {
+      const u = k[k0 + d];
+      a0 += q[qo + d] * u;
+      b0 += q[qb + d] * u;
+    }
+    scores[t] = a0 * scale;
+    scores[sb + t] = b0 * scale;
+  }
+  softmaxStep(s, qi, 0, n, hd);
+  softmaxStep(s, qi + 1, sb, n, hd);
+
+  // acc += p·V for both queries, two positions at a time.
+  const aa = qi * hd,
+    ab = aa + hd;
+  t = 0;
+  for (; t + 2 <= n; t += 2) {
+    const v0 = vOff + t * hd,
+      v1 = v0 + hd;
+    const pa0 = scores[t],
+      pa1 = scores[t + 1],
+      pb0 = scores[sb + t],
+      pb1 = scores[sb + t + 1];
+    for (let d = 0; d < hd; d++) {
+      const x = v[v0 + d],
+        y = v[v1 + d];
+      acc[aa + d] += pa0 * x + pa1 * y;
+      acc[ab + d] += pb0 * x + pb1 * y;
+    }
+  }
+  for (; t < n; t++) {
+    const v0 = vOff + t * hd;
+    const pa = scores[t],
+      pb = scores[sb + t];
+    for (let d = 0; d < hd; d++) {
+      const x = v[v0 + d];
+      acc[aa + d] += pa * x;
+      acc[ab + d] += pb * x;
+    }
+  }
+}
+
+/**
+ * Online softmax for query qi over the n scores at s.scores[off..]: they become exp(score - max)
+ * with the running max, and the accumulator and sum are rescaled when the max grows.
+ */
+function softmaxStep(s: AttentionScratch, qi: number, off: number, n: number, hd: number): void {
+  const scores = s.scores,
+    acc = s.acc;
+  let tileMax = -Infinity;
+  for (let j = off; j < off + n; j++) if (scores[j] > tileMax) tileMax = scores[j];
+  const oldMax = s.max[qi];
+  const newMax = tileMax > oldMax ? tileMax : oldMax;
+  let sum = s.sum[qi];
+  if (newMax !== oldMax) {
+    const correction = Math.exp(oldMax - newMax); // 0 on the first tile
+    sum *= correction;
+    for (let d = qi * hd; d < (qi + 1) * hd; d++) acc[d] *= correction;
+    s.max[qi] = newMax;
+  }
+  for (let j = off; j < off + n; j++) {
+    const p = Math.exp(scores[j] - newMax);
+    scores[j] = p;
+    sum += p;
+  }
+  s.sum[qi] = sum;
 }
 
 /** tile[0..n) = the cache's values at base.. widened to f32 (bf16 or q8_0). */
