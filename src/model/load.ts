@@ -19,7 +19,10 @@ export interface LoadOptions {
   threads?: number;
   /** Sequences that can hold a KV cache at once (batched decode, concurrent requests). Default 8. */
   maxSequences?: number;
-  /** Longest sequence in tokens. Default max_position_embeddings, at most 32768. */
+  /**
+   * Longest sequence in tokens, at most the model's context limit (max_position_embeddings, times
+   * the rope_scaling factor for yarn / dynamic / linear). Default that limit, at most 32768.
+   */
   contextLength?: number;
   /** KV cache budget in bytes, shared by all sequences (like VLLM_CPU_KVCACHE_SPACE). Default 1 GiB. */
   kvCacheBytes?: number;
@@ -88,7 +91,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
       `loadModel: option checkTensors must be true or false, got ${JSON.stringify(options.checkTensors)}`,
     );
   const config = loadModelConfig(dir);
-  checkInt('contextLength', options.contextLength, 1, config.maxPositionEmbeddings);
+  checkInt('contextLength', options.contextLength, 1, config.contextLimit);
   const generationConfig = loadGenerationConfig(dir, config);
   const threads = options.threads ?? os.availableParallelism();
   const store = TensorStore.open(dir);
@@ -106,7 +109,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   return Qwen2Model.create(config, generationConfig, weights, {
     maxBatchTokens: options.maxBatchTokens ?? 64,
     maxSequences: options.maxSequences ?? 8,
-    contextLength: options.contextLength ?? Math.min(config.maxPositionEmbeddings, 32768),
+    contextLength: options.contextLength ?? Math.min(config.contextLimit, 32768),
     kvCacheBytes: options.kvCacheBytes ?? 1 << 30,
     kvCacheDtype: options.kvCacheDtype ?? 'f32',
     threads,
