@@ -33,7 +33,7 @@ export { loadModel, WEIGHT_FORMATS, DEFAULT_WEIGHTS, type LoadOptions } from './
 export { Qwen2Model, Qwen2Model as Model, type ForwardOptions, type DecodeStep } from './model/qwen2.js';
 export { ConfigError, type ModelConfig, type GenerationConfig } from './model/config.js';
 export { SafetensorsError, TensorStore, type TensorInfo } from './model/safetensors.js';
-export { KvCacheFullError } from './model/kv-cache.js';
+export { KV_CACHE_DTYPES, KvCacheFullError, type KvCacheDtype } from './model/kv-cache.js';
 export type { WeightFormat } from './tensor/matrix.js';
 
 // The OpenAI-compatible HTTP server over an LLM (what `qwen-ts serve` runs).

@@ -4,6 +4,7 @@
 // one-line message and exit code 2.
 import { parseArgs } from 'node:util';
 import { DEFAULT_WEIGHTS, WEIGHT_FORMATS, type LoadOptions } from '../model/load.js';
+import { KV_CACHE_DTYPES, type KvCacheDtype } from '../model/kv-cache.js';
 import { PRESETS } from '../model/synthetic.js';
 import {
   closestName,
@@ -67,6 +68,7 @@ export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   threads: { type: 'string', short: 't' },
   weights: { type: 'string' },
   'context-length': { type: 'string' },
+  'kv-cache-dtype': { type: 'string' },
   'check-tensors': { type: 'boolean' },
 };
 
@@ -87,6 +89,7 @@ export const MODEL_HELP = `Model:
   -t, --threads N            kernel threads (default: all cores)
       --weights FORMAT       weights in memory: ${WEIGHT_FORMATS.join(', ')} (default ${DEFAULT_WEIGHTS})
       --context-length N     longest conversation in tokens (default: the model's, at most 32768)
+      --kv-cache-dtype TYPE  KV cache storage: ${KV_CACHE_DTYPES.join(', ')} (default f32; q8_0 is a quarter)
       --check-tensors        scan the weights for NaN/Inf while loading (slower load)`;
 
 export const SAMPLING_HELP = `Sampling (unset: the model's generation_config.json, then vLLM's defaults):
@@ -216,6 +219,14 @@ export function modelArgsFrom(values: Record<string, unknown>): ModelArgs {
       throw new CliError(`--weights must be one of ${WEIGHT_FORMATS.join(', ')}, got ${JSON.stringify(weights)}`);
     }
     load.weights = weights as WeightFormat;
+  }
+  const kvCacheDtype = values['kv-cache-dtype'];
+  if (typeof kvCacheDtype === 'string') {
+    if (!(KV_CACHE_DTYPES as readonly string[]).includes(kvCacheDtype))
+      throw new CliError(
+        `--kv-cache-dtype must be one of ${KV_CACHE_DTYPES.join(', ')}, got ${JSON.stringify(kvCacheDtype)}`,
+      );
+    load.kvCacheDtype = kvCacheDtype as KvCacheDtype;
   }
   if (values['check-tensors'] === true) load.checkTensors = true;
   const model = typeof values.model === 'string' ? values.model : undefined;

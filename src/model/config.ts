@@ -39,6 +39,12 @@ export interface ModelConfig {
   /** Per-head RMSNorm of q and k after the projection, before RoPE (qwen3's q_norm / k_norm). */
   qkNorm: boolean;
   maxPositionEmbeddings: number;
+  /**
+   * The longest context the model is meant for: max_position_embeddings, or with yarn / dynamic /
+   * linear scaling the original length times the factor (as vLLM derives max_model_len; Qwen2.5's
+   * documented yarn factor 4 over 32,768 gives 131,072). llama3 configs already state the scaled length.
+   */
+  contextLimit: number;
   torchDtype: string;
   bosTokenId?: number;
   eosTokenId?: number | number[];
@@ -140,7 +146,11 @@ function rejectUnsupported(json: Record<string, unknown>, file: string): void {
     throw new ConfigError(`${file}: field "partial_rotary_factor" is ${JSON.stringify(partial)}: only 1 is supported`);
 }
 
-function parseRopeScaling(json: Record<string, unknown>, file: string): RopeScaling | null {
+function parseRopeScaling(
+  json: Record<string, unknown>,
+  file: string,
+  maxPositionEmbeddings: number,
+): RopeScaling | null {
   const rs = json.rope_scaling;
   if (rs === undefined || rs === null) return null;
   if (typeof rs !== 'object' || Array.isArray(rs))
@@ -157,7 +167,37 @@ function parseRopeScaling(json: Record<string, unknown>, file: string): RopeScal
       );
     return v;
   };
+  const optional = (name: string) => (o[name] === undefined || o[name] === null ? null : field(name));
   if (type === 'default') return null;
+  if (type === 'yarn') {
+    const truncate = o.truncate ?? true;
+    if (typeof truncate !== 'boolean')
+      throw new ConfigError(
+        `${file}: field "rope_scaling.truncate" must be true or false, got ${JSON.stringify(truncate)}`,
+      );
+    const scaling: RopeScaling = {
+      type,
+      factor: field('factor'),
+      originalMaxPositionEmbeddings: optional('original_max_position_embeddings') ?? maxPositionEmbeddings,
+      betaFast: optional('beta_fast') ?? 32,
+      betaSlow: optional('beta_slow') ?? 1,
+      attentionFactor: optional('attention_factor'),
+      mscale: optional('mscale'),
+      mscaleAllDim: optional('mscale_all_dim'),
+      truncate,
+    };
+    if (scaling.betaFast < scaling.betaSlow)
+      throw new ConfigError(
+        `${file}: field "rope_scaling.beta_fast" (${scaling.betaFast}) must not be smaller than beta_slow (${scaling.betaSlow})`,
+      );
+    return scaling;
+  }
+  if (type === 'dynamic')
+    return {
+      type,
+      factor: field('factor'),
+      originalMaxPositionEmbeddings: optional('original_max_position_embeddings') ?? maxPositionEmbeddings,
+    };
   if (type === 'linear') return { type, factor: field('factor') };
   if (type === 'llama3') {
     const scaling: RopeScaling = {
@@ -174,8 +214,14 @@ function parseRopeScaling(json: Record<string, unknown>, file: string): RopeScal
     return scaling;
   }
   throw new ConfigError(
-    `${file}: field "rope_scaling.${key}" is ${JSON.stringify(type)}: supported rope scaling types are "linear", "llama3" and "default"`,
+    `${file}: field "rope_scaling.${key}" is ${JSON.stringify(type)}: supported rope scaling types are "linear", "llama3", "yarn", "dynamic" and "default"`,
   );
+}
+
+function contextLimit(maxPositionEmbeddings: number, s: RopeScaling | null): number {
+  if (s === null || s.type === 'llama3') return maxPositionEmbeddings;
+  const original = s.type === 'linear' ? maxPositionEmbeddings : s.originalMaxPositionEmbeddings;
+  return Math.max(maxPositionEmbeddings, Math.floor(original * s.factor));
 }
 
 export function parseModelConfig(json: Record<string, unknown>, file = 'config.json'): ModelConfig {
@@ -209,6 +255,8 @@ export function parseModelConfig(json: Record<string, unknown>, file = 'config.j
   const mlpBias = modelType === 'llama' ? optionalBool(json, 'mlp_bias', file, false) : false;
   if (modelType !== 'llama' && json.mlp_bias === true)
     throw new ConfigError(`${file}: field "mlp_bias" is true, which ${modelType} models do not have`);
+  const maxPositionEmbeddings = positiveInt(json, 'max_position_embeddings', file);
+  const ropeScaling = parseRopeScaling(json, file, maxPositionEmbeddings);
   const eos = optionalTokenIds(json, 'eos_token_id', file);
   const bos = optionalTokenIds(json, 'bos_token_id', file);
   return {
@@ -222,13 +270,14 @@ export function parseModelConfig(json: Record<string, unknown>, file = 'config.j
     vocabSize: positiveInt(json, 'vocab_size', file),
     rmsNormEps: positiveNumber(json, 'rms_norm_eps', file, 1e-6),
     ropeTheta: positiveNumber(json, 'rope_theta', file, 10000),
-    ropeScaling: parseRopeScaling(json, file),
+    ropeScaling,
     tieWordEmbeddings: tie,
     attentionBias,
     oProjBias: modelType !== 'qwen2' && attentionBias,
     mlpBias,
     qkNorm: modelType === 'qwen3',
-    maxPositionEmbeddings: positiveInt(json, 'max_position_embeddings', file),
+    maxPositionEmbeddings,
+    contextLimit: contextLimit(maxPositionEmbeddings, ropeScaling),
     torchDtype: String(json.torch_dtype ?? 'bfloat16'),
     bosTokenId: bos?.[0],
     eosTokenId: eos === undefined ? undefined : eos.length === 1 ? eos[0] : eos,

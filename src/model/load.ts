@@ -5,6 +5,7 @@ import { ProgressLine, type LoadProgress } from '../platform/progress.js';
 import { closestName } from '../sampler/params.js';
 import type { WeightFormat } from '../tensor/matrix.js';
 import { loadGenerationConfig, loadModelConfig } from './config.js';
+import { KV_CACHE_DTYPES, type KvCacheDtype } from './kv-cache.js';
 import { Qwen2Model } from './qwen2.js';
 import { TensorStore } from './safetensors.js';
 import { loadWeights } from './weights.js';
@@ -19,10 +20,18 @@ export interface LoadOptions {
   threads?: number;
   /** Sequences that can hold a KV cache at once (batched decode, concurrent requests). Default 8. */
   maxSequences?: number;
-  /** Longest sequence in tokens. Default max_position_embeddings, at most 32768. */
+  /**
+   * Longest sequence in tokens, at most the model's context limit (max_position_embeddings, times
+   * the rope_scaling factor for yarn / dynamic / linear). Default that limit, at most 32768.
+   */
   contextLength?: number;
   /** KV cache budget in bytes, shared by all sequences (like VLLM_CPU_KVCACHE_SPACE). Default 1 GiB. */
   kvCacheBytes?: number;
+  /**
+   * How the KV cache stores keys and values (vLLM's kv_cache_dtype): 'f32' (exact), 'bf16' (half
+   * the memory) or 'q8_0' (int8 with an f16 scale per 32 values, about a quarter). Default f32.
+   */
+  kvCacheDtype?: KvCacheDtype;
   /** Tokens per forward chunk: prefill runs in chunks of this many rows. Default 64. */
   maxBatchTokens?: number;
   /** Scan every weight for NaN/Inf while loading (llama.cpp's --check-tensors); an error names the tensor. Default false. */
@@ -55,6 +64,7 @@ const LOAD_OPTIONS: Record<keyof LoadOptions, true> = {
   maxSequences: true,
   contextLength: true,
   kvCacheBytes: true,
+  kvCacheDtype: true,
   maxBatchTokens: true,
   checkTensors: true,
   onProgress: true,
@@ -85,12 +95,16 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   checkInt('kvCacheBytes', options.kvCacheBytes, 1);
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function')
     throw new TypeError(`loadModel: option onProgress must be a function, got ${typeof options.onProgress}`);
+  if (options.kvCacheDtype !== undefined && !KV_CACHE_DTYPES.includes(options.kvCacheDtype))
+    throw new RangeError(
+      `loadModel: option kvCacheDtype must be one of ${KV_CACHE_DTYPES.join(', ')}, got ${JSON.stringify(options.kvCacheDtype)}`,
+    );
   if (options.checkTensors !== undefined && typeof options.checkTensors !== 'boolean')
     throw new TypeError(
       `loadModel: option checkTensors must be true or false, got ${JSON.stringify(options.checkTensors)}`,
     );
   const config = loadModelConfig(dir);
-  checkInt('contextLength', options.contextLength, 1, config.maxPositionEmbeddings);
+  checkInt('contextLength', options.contextLength, 1, config.contextLimit);
   const generationConfig = loadGenerationConfig(dir, config);
   const threads = options.threads ?? os.availableParallelism();
   const store = TensorStore.open(dir);
@@ -121,8 +135,9 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   return Qwen2Model.create(config, generationConfig, weights, {
     maxBatchTokens: options.maxBatchTokens ?? 64,
     maxSequences: options.maxSequences ?? 8,
-    contextLength: options.contextLength ?? Math.min(config.maxPositionEmbeddings, 32768),
+    contextLength: options.contextLength ?? Math.min(config.contextLimit, 32768),
     kvCacheBytes: options.kvCacheBytes ?? 1 << 30,
+    kvCacheDtype: options.kvCacheDtype ?? 'f32',
     threads,
   });
 }

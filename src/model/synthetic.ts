@@ -269,6 +269,8 @@ function familyConfig(p: SyntheticPreset): Record<string, unknown> {
   return {
     architectures: ['Qwen2ForCausalLM'],
     model_type: 'qwen2',
+    // Qwen2.5 enables yarn for long contexts by adding rope_scaling to config.json.
+    ...(p.rope_scaling ? { rope_scaling: p.rope_scaling } : {}),
     max_window_layers: p.num_hidden_layers,
     sliding_window: p.max_position_embeddings,
     use_sliding_window: false,
