@@ -2,6 +2,7 @@
 // families: Qwen2 / Qwen2.5 (model_type "qwen2"), Qwen3 dense ("qwen3") and Llama 1/2/3.x ("llama").
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { MAX_CONFIG_BYTES, readTextFile } from '../platform/files.js';
 import { SamplingParamsError, validateSamplingParams, type SamplingParams } from '../sampler/params.js';
 import type { RopeScalingSpec } from '../tensor/ops.js';
 
@@ -64,14 +65,9 @@ export interface GenerationConfig {
 }
 
 export function readJsonFile(file: string): Record<string, unknown> {
-  if (fs.existsSync(file) && fs.statSync(file).isDirectory())
-    throw new ConfigError(`${file}: is a directory, expected a JSON file`);
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new ConfigError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? e})`);
-  }
+  const text = readTextFile(file, 'a JSON file', MAX_CONFIG_BYTES, (problem) => {
+    throw new ConfigError(`${file}: ${problem}`);
+  });
   let json: unknown;
   try {
     json = JSON.parse(text);

@@ -5,6 +5,7 @@
 // the usual failure is a half-downloaded or hand-edited checkpoint and a RangeError says nothing.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { MAX_INDEX_BYTES, openRegularFile, readTextFile } from '../platform/files.js';
 
 export type SafetensorsDType = 'BF16' | 'F16' | 'F32';
 
@@ -54,19 +55,10 @@ export function readSafetensorsHeader(file: string): {
   metadata: Record<string, string>;
 } {
   file = path.resolve(file);
-  if (fs.existsSync(file) && fs.statSync(file).isDirectory())
-    fail(file, 'is a directory, expected a .safetensors file');
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch (e) {
-    fail(file, `cannot open: ${(e as Error).message}`);
-  }
+  const { fd, size } = openRegularFile(file, 'a .safetensors file', (problem) => fail(file, problem));
   let json: string;
-  let size: number;
   let n: number;
   try {
-    size = fs.fstatSync(fd).size;
     if (size < 8) fail(file, `file is only ${size} bytes, too short for the 8-byte header length`);
     const prefix = Buffer.alloc(8);
     readFully(fd, prefix, 0, file);
@@ -316,13 +308,9 @@ function firstNonFinite(bytes: Uint8Array, dtype: SafetensorsDType): number {
 }
 
 function openSharded(dir: string, indexPath: string): Map<string, TensorInfo> {
-  if (fs.statSync(indexPath).isDirectory()) fail(indexPath, 'is a directory, expected the JSON index of the shards');
-  let text: string;
-  try {
-    text = fs.readFileSync(indexPath, 'utf8');
-  } catch (e) {
-    fail(indexPath, `cannot read: ${(e as Error).message}`);
-  }
+  const text = readTextFile(indexPath, 'the JSON index of the shards', MAX_INDEX_BYTES, (problem) =>
+    fail(indexPath, problem),
+  );
   let index: unknown;
   try {
     index = JSON.parse(text);

@@ -9,9 +9,9 @@
 // added the way transformers adds them, an empty-safe decode, and the chat template.
 // The Qwen ids are checked against an independent Python implementation in test/tokenizer.test.ts.
 
-import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
+import { MAX_CONFIG_BYTES, MAX_TOKENIZER_BYTES, readTextFile } from '../platform/files.js';
 import { applyChatTemplate, ChatTemplateError, type ChatMessage, type ChatTemplateOptions } from './chat-template.js';
 
 export interface EncodeOptions {
@@ -57,14 +57,14 @@ interface AddedTokenJson {
 }
 
 function readJsonSync(path: string): unknown {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EISDIR') throw new Error(`QwenTokenizer: ${path} is a directory, expected a JSON file`);
-    throw new Error(`QwenTokenizer: cannot read ${path}: ${(err as Error).message}`);
-  }
+  const maxBytes = path.endsWith('tokenizer.json') ? MAX_TOKENIZER_BYTES : MAX_CONFIG_BYTES;
+  const text = readTextFile(path, 'a JSON file', maxBytes, (problem) => {
+    throw new Error(
+      problem.startsWith('cannot ')
+        ? `QwenTokenizer: cannot read ${path}: ${problem}`
+        : `QwenTokenizer: ${path} ${problem}`,
+    );
+  });
   try {
     return JSON.parse(text);
   } catch (err) {
