@@ -17,12 +17,97 @@
 // when few tokens are left the walk keeps only tokens after which the value can still be closed,
 // keeping one token for EOS; generation then closes the value in time.
 import { DEAD, type Pda } from './pda.js';
-import { trieOf, type TokenTrie, type TokenVocabulary } from './vocabulary.js';
+import { TokenTrie, trieOf, type TokenVocabulary } from './vocabulary.js';
+
+/**
+ * Tokens that are plain text (printable ASCII but " and \\, and whole UTF-8 characters) and the
+ * trie of all the other tokens, per vocabulary. Inside a free string every plain-text token loops
+ * back to the same state, so its mask is "all plain tokens" plus a walk of the small other trie.
+ */
+interface PlainSplit {
+  plain: Uint32Array;
+  others: TokenTrie;
+}
+const splits = new WeakMap<TokenVocabulary, PlainSplit>();
+
+function isPlainText(b: Uint8Array): boolean {
+  let need = 0;
+  let lo = 0x80;
+  let hi = 0xbf;
+  for (const x of b) {
+    if (need > 0) {
+      if (x < lo || x > hi) return false;
+      need--;
+      lo = 0x80;
+      hi = 0xbf;
+      continue;
+    }
+    if (x >= 0x20 && x <= 0x7e && x !== 0x22 && x !== 0x5c) continue;
+    if (x >= 0xc2 && x <= 0xdf) need = 1;
+    else if (x >= 0xe0 && x <= 0xef) {
+      need = 2;
+      if (x === 0xe0) lo = 0xa0;
+      if (x === 0xed) hi = 0x9f;
+    } else if (x >= 0xf0 && x <= 0xf4) {
+      need = 3;
+      if (x === 0xf0) lo = 0x90;
+      if (x === 0xf4) hi = 0x8f;
+    } else return false;
+  }
+  return need === 0;
+}
+
+function plainSplit(vocab: TokenVocabulary): PlainSplit {
+  let s = splits.get(vocab);
+  if (s) return s;
+  const plain = new Uint32Array((vocab.size + 31) >>> 5);
+  const bytes: (Uint8Array | null)[] = [];
+  for (let id = 0; id < vocab.size; id++) {
+    const b = vocab.bytesOf(id);
+    if (b && b.length > 0 && isPlainText(b)) {
+      plain[id >>> 5]! |= 1 << (id & 31);
+      bytes.push(null);
+    } else bytes.push(b);
+  }
+  const others = new TokenTrie({ size: vocab.size, bytesOf: (id) => bytes[id] ?? null, eosIds: vocab.eosIds });
+  s = { plain, others };
+  splits.set(vocab, s);
+  return s;
+}
+
+// The UTF-8 of plain text as a small automaton: state 0 = between characters; the others wait
+// for continuation bytes (for checking that a frame state loops on every plain character).
+const PLAIN_RANGES: [number, number, number][] = [
+  // [lo, hi, next state] from state 0
+  [0x20, 0x21, 0],
+  [0x23, 0x5b, 0],
+  [0x5d, 0x7e, 0],
+  [0xc2, 0xdf, 1],
+  [0xe1, 0xec, 2],
+  [0xee, 0xef, 2],
+  [0xe0, 0xe0, 3],
+  [0xed, 0xed, 4],
+  [0xf1, 0xf3, 5],
+  [0xf0, 0xf0, 6],
+  [0xf4, 0xf4, 7],
+];
+// From the waiting states: [state, lo, hi, next]
+const CONT_RANGES: [number, number, number, number][] = [
+  [1, 0x80, 0xbf, 0],
+  [2, 0x80, 0xbf, 1],
+  [3, 0xa0, 0xbf, 1],
+  [4, 0x80, 0x9f, 1],
+  [5, 0x80, 0xbf, 2],
+  [6, 0x90, 0xbf, 2],
+  [7, 0x80, 0x8f, 2],
+];
 
 interface LocalMask {
   bits: Uint32Array;
   /** (trie node, frame state) pairs where the rule may call or return. */
   exits: Int32Array;
+  /** The trie the exits' nodes are in. */
+  trie: TokenTrie;
 }
 
 /** Masks memoised per guide, each vocab/8 bytes (19 KB for Qwen): ~20 MB at most per guide. */
@@ -102,11 +187,47 @@ export class TokenGuide {
       for (let k = 0; k < lm.exits.length; k += 2) {
         const frames = pda.exitFrames(lm.exits[k + 1]!, parent);
         if (frames.length === 0) continue;
-        this.walk(pda.internConfig(frames), lm.exits[k]!, bits, Infinity);
+        this.walk(pda.internConfig(frames), lm.exits[k]!, bits, Infinity, lm.trie);
       }
     }
     if (pda.isAccepting(config)) or(bits, this.eosBits);
     return bits;
+  }
+
+  /**
+   * Whether every plain-text character read from d comes back to d, through states that neither
+   * call nor return (then every plain-text token is allowed in d and ends in d).
+   */
+  private loopsOnPlainText(d: number): boolean {
+    const pda = this.pda;
+    if (pda.exits[d] === 1) return false;
+    // Product of the frame DFA from d with the UTF-8 automaton: (utf8 state, frame state) pairs.
+    const seen = new Set<number>();
+    const work: [number, number][] = [[0, d]];
+    seen.add(d * 8);
+    while (work.length > 0) {
+      const [u, s] = work.pop()!;
+      const step = (lo: number, hi: number, nu: number): boolean => {
+        for (let b = lo; b <= hi; b++) {
+          const t = pda.next(s, b);
+          if (t === DEAD || pda.exits[t] === 1) return false;
+          if (nu === 0 && t !== d) return false;
+          const key = t * 8 + nu;
+          if (!seen.has(key)) {
+            if (seen.size > 4096) return false;
+            seen.add(key);
+            work.push([nu, t]);
+          }
+        }
+        return true;
+      };
+      if (u === 0) {
+        for (const [lo, hi, nu] of PLAIN_RANGES) if (!step(lo, hi, nu)) return false;
+      } else {
+        for (const [su, lo, hi, nu] of CONT_RANGES) if (su === u && !step(lo, hi, nu)) return false;
+      }
+    }
+    return true;
   }
 
   /** Tokens read from frame state d without a call or a return, and where those may happen. */
@@ -114,10 +235,16 @@ export class TokenGuide {
     let lm = this.local.get(d);
     if (lm) return lm;
     if (this.local.size >= MAX_MEMO) this.local.clear();
-    const { byte, depth, subtreeEnd, firstToken, nextToken, nodeCount } = this.trie;
+    const bits = new Uint32Array(this.words);
+    let trie = this.trie;
+    if (this.loopsOnPlainText(d)) {
+      const split = plainSplit(this.vocab);
+      bits.set(split.plain);
+      trie = split.others;
+    }
+    const { byte, depth, subtreeEnd, firstToken, nextToken, nodeCount } = trie;
     const pda = this.pda;
     const exitFlag = pda.exits;
-    const bits = new Uint32Array(this.words);
     const exits: number[] = [];
     const stateAt = this.stateAt;
     stateAt[0] = d;
@@ -139,7 +266,7 @@ export class TokenGuide {
       if (exitFlag[s] === 1 && subtreeEnd[i]! > i + 1) exits.push(i, s);
       i++;
     }
-    lm = { bits, exits: Int32Array.from(exits) };
+    lm = { bits, exits: Int32Array.from(exits), trie };
     this.local.set(d, lm);
     return lm;
   }
@@ -148,8 +275,8 @@ export class TokenGuide {
    * Sets the bits of tokens allowed from `config` at trie node `root` (-1: the whole trie) whose
    * end configuration is within `budget` bytes of completion.
    */
-  private walk(config: number, root: number, bits: Uint32Array, budget: number): void {
-    const { byte, depth, subtreeEnd, firstToken, nextToken, nodeCount } = this.trie;
+  private walk(config: number, root: number, bits: Uint32Array, budget: number, trie = this.trie): void {
+    const { byte, depth, subtreeEnd, firstToken, nextToken, nodeCount } = trie;
     const pda = this.pda;
     const stateAt = this.stateAt;
     const base = root < 0 ? 0 : depth[root]!;

@@ -9,6 +9,8 @@ import {
   alt,
   buildNfa,
   BudgetError,
+  DEFAULT_BUDGET,
+  type Budget,
   literal,
   literalBytes,
   literalSet,
@@ -164,8 +166,8 @@ function wrapSchema(schema: unknown, path: string, rules: RuleDef[], opts: JsonO
   }
 }
 
-function nfaOf(spec: StructuredOutput): Nfa {
-  return buildNfa(rulesOf(spec));
+function nfaOf(spec: StructuredOutput, budget: Budget): Nfa {
+  return buildNfa(rulesOf(spec), budget);
 }
 
 /** A compiled constraint: its automaton, and the token guides built over it (one per vocabulary). */
@@ -198,11 +200,19 @@ function evict(keep: number): void {
   }
 }
 
+/** The budget of one compile (states, time); MaskBench raises the time on a loaded machine. */
+let compileBudget: Budget = DEFAULT_BUDGET;
+export function setCompileBudget(budget: Partial<Budget>): void {
+  compileBudget = { ...compileBudget, ...budget };
+}
+
 function build(spec: StructuredOutput): Pda {
   try {
-    return new Pda(nfaOf(spec));
+    return new Pda(nfaOf(spec, compileBudget));
   } catch (e) {
     if (e instanceof BudgetError || e instanceof GrammarError) throw new StructuredOutputError(e.message, '');
+    if (e instanceof RangeError && /call stack/.test(e.message))
+      throw new StructuredOutputError('the constraint is nested too deeply', '');
     throw e;
   }
 }

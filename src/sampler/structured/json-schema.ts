@@ -124,8 +124,61 @@ export const jsonNumber: Frag = seq(
     ),
   ),
 );
-/** One character of a string's content written plainly (escapes only where JSON needs them). */
-const contentChar = classFrag(ANY_CHAR, 'json');
+/**
+ * One character of a string's content, for counted strings: printable ASCII but " and \\, the
+ * short escapes, or one whole UTF-8 character (tails shared, so a copy is ~12 states).
+ */
+const contentChar: Frag = (nfa, from) => {
+  const end = nfa.state();
+  nfa.addEdge(
+    from,
+    byteSet([
+      [0x20, 0x21],
+      [0x23, 0x5b],
+      [0x5d, 0x7e],
+    ]),
+    end,
+  );
+  const esc = nfa.state();
+  nfa.addEdge(from, byteSet([[0x5c, 0x5c]]), esc);
+  nfa.addEdge(esc, byteSet([...'"\\/bfnrt'].map((c): [number, number] => [c.charCodeAt(0), c.charCodeAt(0)])), end);
+  // UTF-8: one continuation byte left (c1), two (c2), three (c3); leads with narrower second bytes.
+  const c1 = nfa.state();
+  const c2 = nfa.state();
+  const c3 = nfa.state();
+  const cont = byteSet([[0x80, 0xbf]]);
+  nfa.addEdge(c1, cont, end);
+  nfa.addEdge(c2, cont, c1);
+  nfa.addEdge(c3, cont, c2);
+  nfa.addEdge(from, byteSet([[0xc2, 0xdf]]), c1);
+  nfa.addEdge(
+    from,
+    byteSet([
+      [0xe1, 0xec],
+      [0xee, 0xef],
+    ]),
+    c2,
+  );
+  nfa.addEdge(from, byteSet([[0xf1, 0xf3]]), c3);
+  const e0 = nfa.state();
+  nfa.addEdge(from, byteSet([[0xe0, 0xe0]]), e0);
+  nfa.addEdge(e0, byteSet([[0xa0, 0xbf]]), c1);
+  const ed = nfa.state();
+  nfa.addEdge(from, byteSet([[0xed, 0xed]]), ed);
+  nfa.addEdge(ed, byteSet([[0x80, 0x9f]]), c1);
+  const f0 = nfa.state();
+  nfa.addEdge(from, byteSet([[0xf0, 0xf0]]), f0);
+  nfa.addEdge(f0, byteSet([[0x90, 0xbf]]), c2);
+  const f4 = nfa.state();
+  nfa.addEdge(from, byteSet([[0xf4, 0xf4]]), f4);
+  nfa.addEdge(f4, byteSet([[0x80, 0x8f]]), c2);
+  return end;
+};
+/**
+ * Counted strings hold at most this many characters even when maxLength allows more (a counter
+ * costs states per character): a subset, so outputs still validate. minLength above it is an error.
+ */
+export const MAX_COUNTED_LENGTH = 512;
 
 const TYPES = ['null', 'boolean', 'object', 'array', 'number', 'integer', 'string'] as const;
 type TypeName = (typeof TYPES)[number];
@@ -610,7 +663,13 @@ class SchemaCompiler {
     }
     if (hasLength) {
       if (minLength > maxLength) return nothing;
-      return seq(literal('"'), repeat(contentChar, minLength, maxLength), literal('"'));
+      if (minLength > MAX_COUNTED_LENGTH)
+        throw new SchemaError(
+          `unsupported JSON-schema keyword "minLength" at ${join(path, 'minLength')}: above ${MAX_COUNTED_LENGTH}`,
+          join(path, 'minLength'),
+        );
+      const max = Math.min(maxLength, MAX_COUNTED_LENGTH);
+      return seq(literal('"'), repeat(contentChar, minLength, max), literal('"'));
     }
     return jsonString;
   }
@@ -839,28 +898,33 @@ class SchemaCompiler {
     return (nfa: Nfa, from: number) => {
       const start = seq(literal('{'), this.ws)(nfa, from);
       const end = nfa.state();
+      // at[c]: the state "c members written" before the next listed member, -1 where unreachable
+      // (after a required member no track 0, ...): only reachable tracks get copies of a member.
       let at: number[] = [start];
-      for (let c = 1; c <= cap; c++) at.push(nfa.state());
+      for (let c = 1; c <= cap; c++) at.push(-1);
+      const track = (list: number[], c: number) => (list[c]! >= 0 ? list[c]! : (list[c] = nfa.state()));
       for (let i = 0; i < members.length; i++) {
-        const next: number[] = [];
-        for (let c = 0; c <= cap; c++) next.push(nfa.state());
+        const next: number[] = at.map(() => -1);
         for (let c = 0; c <= cap; c++) {
-          if (!listed[i]!.required) nfa.addEps(at[c]!, next[c]!);
+          if (at[c]! < 0) continue;
+          if (!listed[i]!.required) nfa.addEps(at[c]!, track(next, c));
           const to = bump(c);
           if (to > cap) continue;
-          nfa.addEps((c === 0 ? members[i]! : seq(this.comma, members[i]!))(nfa, at[c]!), next[to]!);
+          nfa.addEps((c === 0 ? members[i]! : seq(this.comma, members[i]!))(nfa, at[c]!), track(next, to));
         }
         at = next;
       }
       if (extra) {
+        // Extra members loop: from track c to track c + 1 (saturating); reachable tracks only grow.
         for (let c = 0; c <= cap; c++) {
+          if (at[c]! < 0) continue;
           const to = bump(c);
           if (to > cap) continue;
-          nfa.addEps((c === 0 ? extra : seq(this.comma, extra))(nfa, at[c]!), at[to]!);
+          nfa.addEps((c === 0 ? extra : seq(this.comma, extra))(nfa, at[c]!), track(at, to));
         }
       }
       for (let c = 0; c <= cap; c++) {
-        if (c < minP) continue;
+        if (c < minP || at[c]! < 0) continue;
         nfa.addEps((c === 0 ? literal('}') : seq(this.ws, literal('}')))(nfa, at[c]!), end);
       }
       return end;

@@ -36,7 +36,7 @@ export interface Budget {
   maxMillis: number;
 }
 
-export const DEFAULT_BUDGET: Budget = { maxStates: 400_000, maxMillis: 2_000 };
+export const DEFAULT_BUDGET: Budget = { maxStates: 400_000, maxMillis: 1_000 };
 
 export interface Edge {
   set: ByteSet;
