@@ -34,7 +34,7 @@ function ipv6(): string {
 const UUID = '[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}';
 const PCHAR = "(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})";
 const QUERY = `(?:\\?(?:${PCHAR}|[/?])*)?(?:#(?:${PCHAR}|[/?])*)?`;
-const URI = `(?:[A-Za-z][A-Za-z0-9+.-]*:(?://${HOSTNAME}(?::\\d{1,5})?(?:/${PCHAR}*)*|${PCHAR}+(?:/${PCHAR}*)*)${QUERY})`;
+const URI = `(?:[A-Za-z][A-Za-z0-9+.-]*:(?://(?:${HOSTNAME}(?::\\d{1,5})?)?(?:/${PCHAR}*)*|${PCHAR}+(?:/${PCHAR}*)*)${QUERY})`;
 const RELATIVE_REF = `(?:(?:/?${PCHAR.replace(':@', '@')}+)(?:/${PCHAR}*)*${QUERY})`;
 
 export const FORMATS: Record<string, string> = {

@@ -222,7 +222,8 @@ export function compileStructuredOutput(spec: StructuredOutput): CompiledConstra
   let key: string;
   try {
     key = JSON.stringify(spec);
-  } catch {
+  } catch (e) {
+    if (e instanceof RangeError) throw new StructuredOutputError('the spec nests too deeply to read', '');
     throw new StructuredOutputError('structured output must be plain JSON data', '');
   }
   let c = compiled.get(key);

@@ -847,7 +847,7 @@ class SchemaCompiler {
     const extras: Frag[] = [];
     const listedNames = listed.map((m) => m.name);
     const patternEntries = Object.entries(patterns);
-    if (patternEntries.length > 0 && extraAllowed !== false) {
+    if (patternEntries.length > 0 && schema.unevaluatedProperties !== false) {
       const distinct = new Set(patternEntries.map(([, s]) => JSON.stringify(s)));
       if (distinct.size > 1 && patternEntries.length > 1)
         throw new SchemaError(
