@@ -8,6 +8,7 @@ import type { GenerationConfig, ModelConfig } from '../model/config.js';
 import { validateSamplingParams, type SamplingParams } from '../sampler/index.js';
 import { Piscina } from 'piscina';
 import { runnableUrl } from '../tensor/pool.js';
+import { resolveModel } from '../model/sources/index.js';
 import { QwenTokenizer, type ChatMessage, type ChatTemplateOptions } from '../tokenizer/index.js';
 import { EngineClient } from './client.js';
 import { parseToolCalls, toolChoiceConstraint, type ToolChoice } from './tool-calls.js';
@@ -69,11 +70,14 @@ export class LLM {
   }
 
   /**
-   * Load a model directory: the tokenizer here, the model in a new engine thread. Options are
-   * loadModel's plus `prefixCaching` (default true).
+   * Load a model: a folder, or a name (Org/Name from the Hugging Face cache or the hub, an Ollama
+   * name:tag; see resolveModel), then the tokenizer here and the model in a new engine thread.
+   * Options are loadModel's plus `prefixCaching` (default true).
    */
-  static async load(dir: string, options: EngineOptions = {}): Promise<LLM> {
-    const engine = EngineClient.start(dir, options);
+  static async load(model: string, options: EngineOptions = {}): Promise<LLM> {
+    const { source, ...engineOptions } = options; // source holds callbacks: it stays on this thread
+    const dir = (await resolveModel(model, source)).path;
+    const engine = EngineClient.start(dir, engineOptions);
     let tokenizer: QwenTokenizer;
     try {
       tokenizer = await QwenTokenizer.fromDir(dir);

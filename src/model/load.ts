@@ -7,6 +7,7 @@ import { loadGenerationConfig, loadModelConfig } from './config.js';
 import { Qwen2Model } from './qwen2.js';
 import { TensorStore } from './safetensors.js';
 import { loadWeights } from './weights.js';
+import { resolveModel, type ResolveOptions } from './sources/index.js';
 
 export interface LoadOptions {
   /**
@@ -26,6 +27,8 @@ export interface LoadOptions {
   maxBatchTokens?: number;
   /** Scan every weight for NaN/Inf while loading (llama.cpp's --check-tensors); an error names the tensor. Default false. */
   checkTensors?: boolean;
+  /** How a model name is found or fetched: revision, caches, hub token, offline, download progress (src/model/sources). */
+  source?: ResolveOptions;
 }
 
 export const WEIGHT_FORMATS: readonly WeightFormat[] = ['f32', 'bf16', 'q8_0', 'q4_0'];
@@ -51,15 +54,21 @@ const LOAD_OPTIONS: Record<keyof LoadOptions, true> = {
   kvCacheBytes: true,
   maxBatchTokens: true,
   checkTensors: true,
+  source: true,
 };
 
-export async function loadModel(dir: string, options: LoadOptions = {}): Promise<Qwen2Model> {
+/**
+ * Load a model: `model` is a folder, or a name resolveModel finds (a hub name Org/Name in the
+ * Hugging Face cache or downloaded, an Ollama name:tag, a hub cache root).
+ */
+export async function loadModel(model: string, options: LoadOptions = {}): Promise<Qwen2Model> {
   for (const key of Object.keys(options)) {
     if (!(key in LOAD_OPTIONS))
       throw new TypeError(
         `loadModel: unknown option ${JSON.stringify(key)}; did you mean ${JSON.stringify(closestName(key, Object.keys(LOAD_OPTIONS)))}?`,
       );
   }
+  const dir = (await resolveModel(model, options.source)).path;
   if (!fs.existsSync(dir)) throw new Error(`loadModel: model directory ${dir} does not exist`);
   if (!fs.statSync(dir).isDirectory())
     throw new Error(`loadModel: ${dir} is a file; expected the model directory (config.json, *.safetensors, ...)`);

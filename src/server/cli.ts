@@ -2,7 +2,7 @@
 // --preset, --threads, --weights, --context-length) are the ones `generate` and `chat` take.
 import * as path from 'node:path';
 import { CliError, HELP_OPTION, MODEL_HELP, MODEL_OPTIONS, modelArgsFrom, parseCommandArgs } from '../cli/args.js';
-import { loadLLM, note, resolveModelDir } from '../cli/common.js';
+import { loadLLM, note, resolveModelSource } from '../cli/common.js';
 import { isLoopbackAddress, parseAllowedOrigins } from './access.js';
 import { createServer } from './server.js';
 
@@ -99,9 +99,11 @@ export async function runServe(argv: string[]): Promise<number> {
   const apiKey = apiKeyFrom(values['api-key'], process.env.QWEN_TS_API_KEY);
   const allowedOrigins = allowedOriginsFrom(values['allowed-origins']);
 
-  const modelDir = resolveModelDir(modelArgs); // --model, or the cached synthetic model
-  const llm = await loadLLM({ ...modelArgs, model: modelDir, preset: undefined });
-  const modelName = servedName ?? path.basename(modelDir);
+  // --model (a folder, or a hub / Ollama name: the id clients see, as in vLLM), or the cached synthetic model
+  const source = await resolveModelSource(modelArgs);
+  const modelDir = source.dir;
+  const llm = await loadLLM({ ...modelArgs, model: modelDir, revision: undefined, preset: undefined });
+  const modelName = servedName ?? (source.name || path.basename(modelDir));
   const cache = llm.model.kvCache;
   note(
     `context ${cache.contextLength} tokens, ${cache.maxSequences} sequences at once, KV cache for ${cache.capacityTokens} tokens`,
