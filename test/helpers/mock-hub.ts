@@ -25,6 +25,8 @@ export interface MockHub {
   corrupt: Set<string>;
   /** File names whose size is announced as this many bytes (for the disk-space check). */
   announceSize: Map<string, number>;
+  /** File names listed by the API that /resolve answers with 404 (a file removed meanwhile). */
+  missing: Set<string>;
   close(): Promise<void>;
 }
 
@@ -40,13 +42,16 @@ export async function startMockHub(repos: Record<string, MockRepo>): Promise<Moc
   const cuts = new Map<string, { afterBytes: number; times: number }>();
   const corrupt = new Set<string>();
   const announceSize = new Map<string, number>();
+  const missing = new Set<string>();
   const bySha = new Map<string, { file: string; bytes: Buffer }>();
   for (const repo of Object.values(repos))
     for (const [file, bytes] of Object.entries(repo.files)) if (isLfs(file)) bySha.set(sha256(bytes), { file, bytes });
 
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://x');
-    requests.push(`${req.method} ${decodeURIComponent(url.pathname)}${req.headers.range ? ` ${req.headers.range}` : ''}`);
+    requests.push(
+      `${req.method} ${decodeURIComponent(url.pathname)}${req.headers.range ? ` ${req.headers.range}` : ''}`,
+    );
     const fail = (status: number, code?: string) => {
       res.writeHead(status, code ? { 'x-error-code': code, 'content-type': 'application/json' } : {});
       res.end(JSON.stringify({ error: code ?? String(status) }));
@@ -62,7 +67,8 @@ export async function startMockHub(repos: Record<string, MockRepo>): Promise<Moc
     };
     const commitOf = (repo: MockRepo, rev: string) => {
       const r = decodeURIComponent(rev);
-      return r === 'main' || r === repo.commit ? repo.commit : repo.refs?.[r];
+      if (r === 'main' || r === repo.commit) return repo.commit;
+      return repo.refs?.[r] ?? Object.values(repo.refs ?? {}).find((c) => c === r);
     };
     if (api) {
       const repo = repoOf(api[1]);
@@ -84,7 +90,7 @@ export async function startMockHub(repos: Record<string, MockRepo>): Promise<Moc
       if (!commit) return fail(404, 'RevisionNotFound');
       const file = decodeURIComponent(resolve[3]);
       const bytes = repo.files[file];
-      if (!bytes) return fail(404, 'EntryNotFound');
+      if (!bytes || missing.has(file)) return fail(404, 'EntryNotFound');
       const size = announceSize.get(file) ?? bytes.length;
       if (isLfs(file)) {
         const sha = sha256(bytes);
@@ -142,6 +148,7 @@ export async function startMockHub(repos: Record<string, MockRepo>): Promise<Moc
     cuts,
     corrupt,
     announceSize,
+    missing,
     close: () =>
       new Promise<void>((r) => {
         server.closeAllConnections();

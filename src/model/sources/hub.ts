@@ -220,10 +220,10 @@ async function hashPrefix(file: string, hash: Hash): Promise<void> {
   for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
 }
 
-function diskFull(file: string, repo: string, size: number, e: unknown): ModelSourceError {
+function diskFull(incomplete: string, repo: string, file: string, size: number, e: unknown): ModelSourceError {
   return new ModelSourceError(
-    `disk full while downloading ${repo} ${file} (${formatBytes(size)}) into ${path.dirname(file)}: ${(e as Error).message}. ` +
-      `Free some space (the partial file ${path.basename(file)} is kept to resume) or set HF_HUB_CACHE to a folder on a larger disk, then run again`,
+    `disk full while downloading ${repo} ${file} (${formatBytes(size)}) into ${path.dirname(incomplete)}: ${(e as Error).message}. ` +
+      `Free some space (the partial file ${incomplete} is kept to resume) or set HF_HUB_CACHE to a folder on a larger disk, then run again`,
     false,
   );
 }
@@ -332,7 +332,7 @@ async function fetchBlob(
               fs.writeSync(out, chunk);
             } catch (e) {
               if ((e as NodeJS.ErrnoException).code === 'ENOSPC' || (e as NodeJS.ErrnoException).code === 'EDQUOT')
-                throw diskFull(incomplete, repo, size, e);
+                throw diskFull(incomplete, repo, file, size, e);
               throw e;
             }
             hash?.update(chunk);

@@ -93,7 +93,7 @@ export async function resolveModel(name: string, options: ResolveOptions = {}): 
 
   if (hub && !options.refresh) {
     const repoDir = path.join(cacheDir, repoFolderName(hub.repo));
-    const found = fromCache(repoDir, hub.repo, revision, hub.tag);
+    const found = fromCache(repoDir, hub.repo, revision, hub.tag, offline);
     if (found) return { ...found, name };
     looked.push(`the Hugging Face cache (${repoDir})`);
   }
@@ -150,12 +150,16 @@ function notFound(
   );
 }
 
-/** A complete snapshot of `repo` at `revision` in the cache, or null. */
+/**
+ * A complete snapshot of `repo` at `revision` in the cache, or null. Without a tag a GGUF
+ * repository's snapshot answers with Q4_K_M (as the hub would), or offline with its only model.
+ */
 function fromCache(
   repoDir: string,
   repo: string,
   revision: string,
   tag: string | undefined,
+  offline: boolean,
 ): Omit<ResolvedModel, 'name'> | null {
   const commit = commitOf(repoDir, revision);
   if (!commit) return null;
@@ -165,7 +169,7 @@ function fromCache(
   if (tag !== undefined || (ggufs.length > 0 && !inspectModelFolder(snapshot).complete)) {
     if (ggufs.length === 0) return null;
     try {
-      const choice = chooseGguf(repo, ggufs, tag);
+      const choice = chooseGguf(repo, ggufs, tag, !offline);
       if (!choice.files.every((f) => fs.existsSync(path.join(snapshot, f)))) return null;
       return { path: path.join(snapshot, choice.main), format: 'gguf', source: 'hf-cache', commit };
     } catch {

@@ -48,16 +48,16 @@ function isProjector(file: string): boolean {
 
 /**
  * The GGUF of `tag` among a repository's files (case-insensitive, as a whole word of the file name
- * or folder); without a tag, Q4_K_M if present, else the only model. Split files (`-00001-of-00003`)
- * are fetched whole and loaded from their first part.
+ * or folder); without a tag, Q4_K_M if present, else (unless `strict`) the only model. Split files
+ * (`-00001-of-00003`) are fetched whole and loaded from their first part.
  */
-export function chooseGguf(repo: string, files: string[], tag: string | undefined): GgufChoice {
+export function chooseGguf(repo: string, files: string[], tag: string | undefined, strict = false): GgufChoice {
   const ggufs = files.filter((f) => f.toLowerCase().endsWith('.gguf') && !isProjector(f)).sort();
   if (ggufs.length === 0) throw new ModelSourceError(`${repo} has no .gguf file`);
   const wanted = (tag ?? DEFAULT_GGUF_TAG).toLowerCase();
   const word = new RegExp(`(^|[-_./])${wanted.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}([-_./]|$)`);
   let matches = ggufs.filter((f) => word.test(f.toLowerCase()));
-  if (matches.length === 0 && tag === undefined) {
+  if (matches.length === 0 && tag === undefined && !strict) {
     const models = new Set(ggufs.map((f) => f.replace(SPLIT, '.gguf')));
     if (models.size === 1) matches = ggufs;
   }
