@@ -5,6 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LLM } from '../src/engine/llm.js';
 import { loadModel } from '../src/model/load.js';
 import { listModels, resolveModel, type ResolveOptions } from '../src/model/sources/index.js';
 import { removeDir } from './helpers/models.js';
@@ -160,6 +161,23 @@ describe('paths', () => {
       await byName.close();
     }
   });
+});
+
+it('LLM.load takes a hub name (its source options, callbacks included, stay on the caller thread)', async () => {
+  const llm = await LLM.load('Org/Stories', { threads: 1, maxSequences: 1, source: { ...opts, onProgress: () => {} } });
+  try {
+    const byName = await llm.generate('Once upon a time', { temperature: 0, maxTokens: 12 });
+    const direct = await LLM.load(STORIES, { threads: 1, maxSequences: 1 });
+    try {
+      const fromFolder = await direct.generate('Once upon a time', { temperature: 0, maxTokens: 12 });
+      expect(byName[0].outputs[0].tokenIds).toEqual(fromFolder[0].outputs[0].tokenIds);
+      expect(byName[0].outputs[0].tokenIds).toHaveLength(12);
+    } finally {
+      await direct.close();
+    }
+  } finally {
+    await llm.close();
+  }
 });
 
 describe('the Hugging Face cache', () => {
