@@ -293,7 +293,8 @@ describe('a lock per repository', () => {
     const [a, b] = await Promise.all([resolveModel('Org/Stories', opts), resolveModel('Org/Stories', opts)]);
     expect(a.path).toBe(b.path);
     expect(since(start).filter((q) => q.startsWith('GET /cdn/'))).toHaveLength(1);
-    expect(since(start).filter((q) => q.startsWith('GET /Org/Stories/resolve/'))).toHaveLength(4);
+    expect(since(start).filter((q) => q.startsWith('HEAD /Org/Stories/resolve/'))).toHaveLength(5);
+    expect(since(start).filter((q) => q.startsWith('GET /api/resolve-cache/models/Org/Stories/'))).toHaveLength(4);
     expect(fs.readFileSync(path.join(a.path, 'model.safetensors')).equals(weights)).toBe(true);
   });
 

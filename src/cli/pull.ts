@@ -44,6 +44,10 @@ export async function runPull(argv: string[]): Promise<number> {
       2,
       PULL_USAGE,
     );
+  if (['1', 'on', 'yes', 'true'].includes((process.env.HF_HUB_OFFLINE ?? '').toLowerCase()))
+    throw new CliError(
+      `HF_HUB_OFFLINE=${process.env.HF_HUB_OFFLINE} forbids the network that pull needs; unset it to pull ${name}`,
+    );
   const revision = typeof values.revision === 'string' ? values.revision : undefined;
   const t0 = performance.now();
   let bytes = 0;

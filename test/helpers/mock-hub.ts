@@ -1,7 +1,8 @@
 // A loopback server that answers as the Hugging Face hub does for downloads: the revision listing
-// (/api/models/{repo}/revision/{rev}), /{repo}/resolve/{rev}/{file} (LFS files by a 302 to a CDN
-// URL with X-Linked-Etag / X-Linked-Size / X-Repo-Commit, small files directly with their git
-// ETag), Range requests on the CDN, and the failures a download meets (401, 404s, a cut, bad bytes).
+// (/api/models/{repo}/revision/{rev}), /{repo}/resolve/{rev}/{file} (LFS files by a 302 to an
+// absolute CDN URL with X-Linked-Etag / X-Linked-Size / X-Repo-Commit, small files by a relative
+// 307 to /api/resolve-cache/... that has their git ETag), Range requests on the CDN, and the
+// failures a download meets (401, 404s, a cut, bad bytes).
 import { createHash } from 'node:crypto';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -39,6 +40,7 @@ const isLfs = (file: string) => /\.(safetensors|gguf|bin)$/.test(file);
 
 export async function startMockHub(repos: Record<string, MockRepo>): Promise<MockHub> {
   const requests: string[] = [];
+  let base = '';
   const cuts = new Map<string, { afterBytes: number; times: number }>();
   const corrupt = new Set<string>();
   const announceSize = new Map<string, number>();
@@ -59,6 +61,7 @@ export async function startMockHub(repos: Record<string, MockRepo>): Promise<Moc
     const api = /^\/api\/models\/([^/]+\/[^/]+)\/revision\/(.+)$/.exec(url.pathname);
     const resolve = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(url.pathname);
     const cdn = /^\/cdn\/([0-9a-f]{64})$/.exec(url.pathname);
+    const cached = /^\/api\/resolve-cache\/models\/([^/]+\/[^/]+)\/([0-9a-f]{40})\/(.+)$/.exec(url.pathname);
     const repoOf = (name: string) => {
       const repo = repos[name];
       if (!repo) return fail(404, 'RepoNotFound');
@@ -95,7 +98,7 @@ export async function startMockHub(repos: Record<string, MockRepo>): Promise<Moc
       if (isLfs(file)) {
         const sha = sha256(bytes);
         res.writeHead(302, {
-          location: `/cdn/${sha}`,
+          location: `${base}/cdn/${sha}`,
           etag: `"${gitSha1(bytes)}"`,
           'x-linked-etag': `"${sha}"`,
           'x-linked-size': String(size),
@@ -104,7 +107,21 @@ export async function startMockHub(repos: Record<string, MockRepo>): Promise<Moc
         });
         return res.end();
       }
-      res.writeHead(200, { etag: `"${gitSha1(bytes)}"`, 'x-repo-commit': commit, 'content-length': String(size) });
+      // Small files, as the hub serves them now: a relative redirect to its resolve cache, which has the ETag.
+      res.writeHead(307, {
+        location: `/api/resolve-cache/models/${resolve[1]}/${commit}/${resolve[3]}`,
+        'x-repo-commit': commit,
+      });
+      return res.end();
+    }
+    if (cached) {
+      const repo = repoOf(cached[1]);
+      if (!repo) return;
+      const file = decodeURIComponent(cached[3]);
+      const bytes = repo.files[file];
+      if (!bytes || cached[2] !== commitOf(repo, cached[2])) return fail(404, 'EntryNotFound');
+      const size = announceSize.get(file) ?? bytes.length;
+      res.writeHead(200, { etag: `"${gitSha1(bytes)}"`, 'x-repo-commit': cached[2], 'content-length': String(size) });
       return res.end(req.method === 'HEAD' ? undefined : bytes);
     }
     if (cdn) {
@@ -142,6 +159,7 @@ export async function startMockHub(repos: Record<string, MockRepo>): Promise<Moc
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as AddressInfo).port;
+  base = `http://127.0.0.1:${port}`;
   return {
     url: `http://127.0.0.1:${port}`,
     requests,

@@ -232,8 +232,15 @@ function diskFull(incomplete: string, repo: string, file: string, size: number, 
 async function fetchFile(repo: string, commit: string, file: string, repoDir: string, opts: HubOptions): Promise<void> {
   const pointer = path.join(repoDir, 'snapshots', commit, ...file.split('/'));
   if (isFile(pointer)) return;
-  const url = `${opts.endpoint}/${repo}/resolve/${commit}/${encodePath(file)}`;
-  const head = await request(url, { method: 'HEAD', redirect: 'manual', headers: headers(opts) }, opts);
+  // As huggingface_hub: follow the hub's own (relative) redirects for the metadata, not the CDN's.
+  let url = `${opts.endpoint}/${repo}/resolve/${commit}/${encodePath(file)}`;
+  let head = await request(url, { method: 'HEAD', redirect: 'manual', headers: headers(opts) }, opts);
+  for (let hops = 0; hops < 5 && head.status >= 300 && head.status < 400; hops++) {
+    const next = head.headers.get('location');
+    if (!next || /^[a-z][a-z+.-]*:/i.test(next) || next.startsWith('//')) break;
+    url = new URL(next, url).href;
+    head = await request(url, { method: 'HEAD', redirect: 'manual', headers: headers(opts) }, opts);
+  }
   if (head.status >= 400) throw httpError(head, repo, commit, opts, file);
   const etag = etagOf(head.headers.get('x-linked-etag') ?? head.headers.get('etag'));
   const size = Number(head.headers.get('x-linked-size') ?? head.headers.get('content-length'));
