@@ -11,6 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { resolveModel, type DownloadProgress, type ResolveOptions } from '../src/model/sources/index.js';
 import { removeDir } from './helpers/models.js';
 import { startMockHub, type MockHub } from './helpers/mock-hub.js';
+import { consoleProgress } from '../src/model/sources/progress.js';
 
 const STORIES = fileURLToPath(new URL('../assets/stories260K', import.meta.url));
 const COMMIT = 'a'.repeat(40);
@@ -339,6 +340,30 @@ describe('a GGUF repository', () => {
     });
     await expect(resolveModel('Org/M-GGUF:Q5_K_M', opts)).rejects.toThrow(
       'Org/M-GGUF has no GGUF file for "Q5_K_M"; it has: F16, Q4_K_M, Q8_0 (e.g. Org/M-GGUF:F16)',
+    );
+  });
+});
+
+describe('the progress bar', () => {
+  it('draws bytes, speed and ETA on a terminal, and ends a half-drawn bar before an error', () => {
+    let out = '';
+    const stream = { isTTY: true, write: (s: string) => ((out += s), true) } as unknown as NodeJS.WriteStream;
+    const bar = consoleProgress(stream);
+    const p = { repo: 'Org/M', file: 'model.safetensors', totalBytes: 4_000_000, bytesPerSec: 1_000_000 };
+    bar({ ...p, bytes: 1_000_000, etaSeconds: 3, done: false });
+    expect(out).toBe('\rmodel.safetensors  [######..................]  25%  1.0 MB/4.0 MB  1.0 MB/s  ETA 00:03\x1b[K');
+    bar.interrupt();
+    expect(out.endsWith('\x1b[K\n')).toBe(true);
+    out = '';
+    const quiet = consoleProgress({
+      isTTY: false,
+      write: (s: string) => ((out += s), true),
+    } as unknown as NodeJS.WriteStream);
+    quiet({ ...p, bytes: 0, etaSeconds: NaN, done: false });
+    quiet({ ...p, bytes: 2_000_000, etaSeconds: 2, done: false });
+    quiet({ ...p, bytes: 4_000_000, etaSeconds: 0, done: true });
+    expect(out).toBe(
+      'qwen-ts: downloading Org/M model.safetensors (4.0 MB)\nqwen-ts: downloaded model.safetensors (4.0 MB) in 4.0 s, 1.0 MB/s\n',
     );
   });
 });

@@ -40,12 +40,18 @@ export function progressLine(p: DownloadProgress): string {
   return `${p.file}  [${bar}] ${pct}  ${formatBytes(p.bytes)}/${formatBytes(p.totalBytes)}  ${speed}  ${tail}`;
 }
 
+export interface ConsoleProgress extends ProgressSink {
+  /** End a bar left half-drawn by a failed download, so that the error starts on its own line. */
+  interrupt(): void;
+}
+
 /** The default sink: a redrawn bar when `stream` is a TTY, else one line when a file starts and one when it ends. */
-export function consoleProgress(stream: NodeJS.WriteStream = process.stderr): ProgressSink {
+export function consoleProgress(stream: NodeJS.WriteStream = process.stderr): ConsoleProgress {
   const tty = stream.isTTY === true;
   let lastDraw = 0;
   let current = '';
-  return (p) => {
+  let open = false;
+  const sink = (p: DownloadProgress) => {
     if (!tty) {
       if (p.file !== current) {
         current = p.file;
@@ -64,6 +70,13 @@ export function consoleProgress(stream: NodeJS.WriteStream = process.stderr): Pr
     if (!p.done && p.file === current && now - lastDraw < REDRAW_MS) return;
     current = p.file;
     lastDraw = now;
+    open = !p.done;
     stream.write(`\r${progressLine(p)}\x1b[K${p.done ? '\n' : ''}`);
   };
+  return Object.assign(sink, {
+    interrupt() {
+      if (open) stream.write('\n');
+      open = false;
+    },
+  });
 }

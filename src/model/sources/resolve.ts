@@ -114,14 +114,20 @@ export async function resolveModel(name: string, options: ResolveOptions = {}): 
             bar(p);
           }
         : (options.onProgress ?? bar);
-    const got = await downloadModel(hub.repo, revision, hub.tag, {
-      endpoint,
-      token,
-      cacheDir,
-      onProgress,
-      onWait: options.progressBar === false ? undefined : (m) => process.stderr.write(`qwen-ts: ${m}\n`),
-      signal: options.signal,
-    });
+    let got;
+    try {
+      got = await downloadModel(hub.repo, revision, hub.tag, {
+        endpoint,
+        token,
+        cacheDir,
+        onProgress,
+        onWait: options.progressBar === false ? undefined : (m) => process.stderr.write(`qwen-ts: ${m}\n`),
+        signal: options.signal,
+      });
+    } catch (e) {
+      bar?.interrupt();
+      throw e;
+    }
     const file = got.gguf ? path.join(got.dir, ...got.gguf.split('/')) : got.dir;
     return { path: file, format: got.gguf ? 'gguf' : 'safetensors', source: 'hub', name, commit: got.commit };
   }
