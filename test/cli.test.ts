@@ -115,7 +115,7 @@ describe('qwen-ts generate', () => {
     }
     const missing = run(['generate', '--model', path.join(model, 'nope'), 'Hi']);
     expect(missing.code).toBe(2);
-    expect(missing.stderr).toMatch(/--model: .*nope: no such folder or file/);
+    expect(missing.stderr).toMatch(/--model: .*nope does not exist/);
   });
 });
 

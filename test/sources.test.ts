@@ -115,7 +115,9 @@ describe('paths', () => {
     const gguf = path.join(tmp, 'm.gguf');
     fs.writeFileSync(gguf, GGUF_MAGIC);
     expect(await resolveModel(gguf, opts)).toMatchObject({ path: gguf, format: 'gguf', source: 'path' });
-    await expect(resolveModel('./no/such/dir', opts)).rejects.toThrow('./no/such/dir: no such folder or file');
+    await expect(resolveModel('./no/such/dir', opts)).rejects.toThrow(
+      './no/such/dir does not exist (no such folder or file)',
+    );
   });
 
   it('a hub cache root (models--Org--Name) resolves to the snapshot of refs/main, or of --revision', async () => {

@@ -82,7 +82,7 @@ export async function resolveModel(name: string, options: ResolveOptions = {}): 
     throw new ModelSourceError(`revision must be a branch, tag or commit, got ${JSON.stringify(options.revision)}`);
   const local = expandHome(name);
   if (fs.existsSync(local)) return resolvePath(local, options.revision);
-  if (looksLikePath(name)) throw new ModelSourceError(`${name}: no such folder or file`);
+  if (looksLikePath(name)) throw new ModelSourceError(`${name} does not exist (no such folder or file)`);
 
   const cacheDir = options.cacheDir ?? hubCacheDir(env);
   const ollamaDirs = options.ollamaDir ? [options.ollamaDir] : ollamaModelDirs(env);
