@@ -30,6 +30,15 @@ export {
 
 // The model: load a Hugging Face Qwen2 directory, run forward passes.
 export { loadModel, WEIGHT_FORMATS, DEFAULT_WEIGHTS, type LoadOptions } from './model/load.js';
+export {
+  resolveModel,
+  listModels,
+  ModelSourceError,
+  type ResolveOptions,
+  type ResolvedModel,
+  type ListedModel,
+  type DownloadProgress,
+} from './model/sources/index.js';
 export { Qwen2Model, Qwen2Model as Model, type ForwardOptions, type DecodeStep } from './model/qwen2.js';
 export { ConfigError, type ModelConfig, type GenerationConfig } from './model/config.js';
 export { SafetensorsError, TensorStore, type TensorInfo } from './model/safetensors.js';

@@ -64,6 +64,7 @@ type OptionSpec = { type: 'string' | 'boolean'; multiple?: boolean; short?: stri
 
 export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   model: { type: 'string', short: 'm' },
+  revision: { type: 'string' },
   preset: { type: 'string' },
   threads: { type: 'string', short: 't' },
   weights: { type: 'string' },
@@ -80,9 +81,12 @@ export const SAMPLING_OPTIONS: Record<string, OptionSpec> = {
 export const HELP_OPTION: Record<string, OptionSpec> = { help: { type: 'boolean', short: 'h' } };
 
 export const MODEL_HELP = `Model:
-  -m, --model DIR            a Hugging Face model folder (config.json, *.safetensors, tokenizer.json):
-                             Qwen2 / Qwen2.5, Qwen3, Llama. Without it: the bundled stories260K demo model
+  -m, --model NAME           a model folder (config.json, *.safetensors, tokenizer.json) or a name:
+                             Org/Name from the Hugging Face cache, else downloaded from the hub
+                             (Org/Name-GGUF:Q4_K_M for one GGUF), or an Ollama name:tag. Qwen2 /
+                             Qwen2.5, Qwen3, Llama. Without it: the bundled stories260K demo model
                              (a tiny trained story model, MIT, llama2.c; it has no chat template)
+      --revision REV         branch, tag or commit of a hub model (default main)
       --preset NAME          instead of --model, a synthetic Qwen2.5-shaped model with random weights, for
                              speed: ${Object.keys(PRESETS).join(', ')}; made once in the cache
                              ($QWEN_TS_CACHE, or $XDG_CACHE_HOME/qwen-ts, or ~/.cache/qwen-ts)
@@ -202,6 +206,7 @@ function intFlag(values: Record<string, unknown>, flag: string, min: number, max
 
 export interface ModelArgs {
   model?: string;
+  revision?: string;
   preset?: string;
   load: LoadOptions;
 }
@@ -231,12 +236,14 @@ export function modelArgsFrom(values: Record<string, unknown>): ModelArgs {
   if (values['check-tensors'] === true) load.checkTensors = true;
   const model = typeof values.model === 'string' ? values.model : undefined;
   const preset = typeof values.preset === 'string' ? values.preset : undefined;
-  if (model === '') throw new CliError('--model needs a folder');
+  const revision = typeof values.revision === 'string' ? values.revision : undefined;
+  if (model === '') throw new CliError('--model needs a folder or a model name');
+  if (revision !== undefined && model === undefined) throw new CliError('--revision needs --model NAME');
   if (preset !== undefined) {
     if (!(preset in PRESETS))
       throw new CliError(`--preset must be one of ${Object.keys(PRESETS).join(', ')}, got ${JSON.stringify(preset)}`);
     if (model !== undefined)
       throw new CliError('--preset chooses a synthetic model instead of --model; give one or the other');
   }
-  return { model, preset, load };
+  return { model, revision, preset, load };
 }

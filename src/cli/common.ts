@@ -2,6 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LLM } from '../engine/llm.js';
+import { ModelSourceError, resolveModel, type ResolvedModel } from '../model/sources/index.js';
 import { ProgressLine } from '../platform/progress.js';
 import type { CompletionOutput, RequestMetrics } from '../engine/request.js';
 import { CliError, type ModelArgs } from './args.js';
@@ -23,19 +24,45 @@ const seconds = (s: number) => `${s < 10 ? s.toFixed(2) : s.toFixed(1)} s`;
 /** The demo model shipped in the package: llama2.c's stories260K (MIT), a tiny trained story model. */
 export const DEMO_MODEL = 'stories260K';
 
+/**
+ * --model NAME as a local folder or .gguf file: a path, the Hugging Face cache, Ollama's store, or
+ * a hub download (with a progress bar on stderr). Errors become one-line CLI errors.
+ */
+export async function resolveModelArg(model: string, revision?: string): Promise<ResolvedModel> {
+  let found: ResolvedModel;
+  try {
+    found = await resolveModel(model, { revision });
+  } catch (e) {
+    if (e instanceof ModelSourceError) throw new CliError(`--model: ${e.message}`, e.userError ? 2 : 1);
+    throw e;
+  }
+  if (found.source === 'hub' || found.source === 'hf-cache' || found.source === 'ollama')
+    note(
+      `${model}: ${found.path}${found.source === 'hub' ? '' : ` (from ${found.source === 'ollama' ? "Ollama's store" : 'the Hugging Face cache'})`}`,
+    );
+  return found;
+}
+
 /** The model folder: --model, a synthetic model for --preset (made on first use), else the bundled demo model. */
-export function resolveModelDir(args: ModelArgs): string {
+export async function resolveModelDir(args: ModelArgs): Promise<string> {
+  return (await resolveModelSource(args)).dir;
+}
+
+/** The model folder (or .gguf file) and its name: a hub or Ollama name as given, else the folder's name. */
+export async function resolveModelSource(args: ModelArgs): Promise<{ dir: string; name: string }> {
   if (args.model !== undefined) {
-    const dir = path.resolve(args.model);
-    if (!fs.existsSync(dir)) throw new CliError(`--model: ${args.model} does not exist`);
-    if (!fs.statSync(dir).isDirectory()) return dir; // a single file: the library says whether it reads it
-    if (!fs.existsSync(path.join(dir, 'config.json'))) {
+    const found = await resolveModelArg(args.model, args.revision);
+    if (found.format === 'safetensors' && !isFile(path.join(found.path, 'config.json'))) {
       throw new CliError(
         `--model: ${args.model} has no config.json (expected a Hugging Face Qwen2/Qwen2.5 model folder)`,
       );
     }
-    return dir;
+    return { dir: found.path, name: found.name };
   }
+  return { dir: builtInModelDir(args), name: '' };
+}
+
+function builtInModelDir(args: ModelArgs): string {
   if (args.preset === undefined) {
     const dir = DEMO_MODEL_DIR;
     note(`no --model given: using the bundled ${DEMO_MODEL} demo model (a 260K-parameter story model, MIT, llama2.c)`);
@@ -79,8 +106,16 @@ export function checkDemoPrompt(args: ModelArgs, text: string): void {
   );
 }
 
+function isFile(p: string): boolean {
+  try {
+    return fs.statSync(p).isFile();
+  } catch {
+    return false;
+  }
+}
+
 export async function loadLLM(args: ModelArgs): Promise<LLM> {
-  const dir = resolveModelDir(args);
+  const dir = await resolveModelDir(args);
   const t0 = performance.now();
   // On a terminal, a line with the bytes, rate and time left; elsewhere one quiet line after a second.
   const line = new ProgressLine('loading', { prefix: 'qwen-ts: ' });

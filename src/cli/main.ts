@@ -8,9 +8,11 @@ import { packageRoot } from '../package-root.js';
 import { CliError, didYouMean } from './args.js';
 import { CHAT_HELP, runChat } from './chat.js';
 import { GENERATE_HELP, runGenerate } from './generate.js';
+import { LIST_HELP, runList } from './list.js';
+import { PULL_HELP, runPull } from './pull.js';
 import { runServe } from './serve.js';
 
-const COMMANDS = ['generate', 'chat', 'serve', 'bench', 'make-model', 'help'];
+const COMMANDS = ['generate', 'chat', 'serve', 'bench', 'pull', 'list', 'make-model', 'help'];
 
 const USAGE = 'usage: qwen-ts <command> [options]   (qwen-ts --help for the commands)';
 
@@ -23,6 +25,8 @@ Commands:
   chat         interactive multi-turn chat in the terminal
   serve        OpenAI-compatible HTTP server
   bench        benchmarks
+  pull NAME    download a model from the Hugging Face hub into its cache (Org/Name)
+  list         the models in the Hugging Face cache and Ollama's store
   make-model   write a synthetic Qwen2.5-shaped model (random weights) to a folder
   help [CMD]   this help, or a command's
 
@@ -31,9 +35,10 @@ Options:
   -v, --version   the version
 
 Without --model, generate and chat run the bundled stories260K demo model (a tiny trained story
-model, MIT, llama2.c); --preset tiny|qwen2.5-0.5b|qwen2.5-1.5b runs a synthetic Qwen2.5-shaped
-model with random weights instead (for speed), made once in $QWEN_TS_CACHE (else
-$XDG_CACHE_HOME/qwen-ts, else ~/.cache/qwen-ts).
+model, MIT, llama2.c). --model takes a folder, a hub name (Qwen/Qwen2.5-0.5B-Instruct: from the
+Hugging Face cache, else downloaded into it) or an Ollama name (qwen2.5:0.5b). --preset
+tiny|qwen2.5-0.5b|qwen2.5-1.5b runs a synthetic Qwen2.5-shaped model with random weights instead
+(for speed), made once in $QWEN_TS_CACHE (else $XDG_CACHE_HOME/qwen-ts, else ~/.cache/qwen-ts).
 Exit codes: 0 done, 1 an internal error, 2 a mistake in what was given (flags, model files,
 prompt), 130 stopped by Ctrl-C. QWEN_TS_DEBUG=1 prints stack traces of errors.
 
@@ -87,6 +92,12 @@ function commandHelp(cmd: string): Promise<number> | number {
       return runServe(['--help']);
     case 'bench':
       return runBench(['--help']);
+    case 'pull':
+      process.stdout.write(PULL_HELP);
+      return 0;
+    case 'list':
+      process.stdout.write(LIST_HELP);
+      return 0;
     default:
       throw new CliError(`unknown command ${JSON.stringify(cmd)}${didYouMean(cmd, COMMANDS)}`, 2, USAGE);
   }
@@ -122,6 +133,10 @@ export async function main(argv: string[]): Promise<number> {
       return runServe(rest);
     case 'bench':
       return runBench(rest);
+    case 'pull':
+      return runPull(rest);
+    case 'list':
+      return runList(rest);
     default:
       if (cmd.startsWith('-')) throw new CliError(`unknown option ${cmd} (the command comes first)`, 2, USAGE);
       throw new CliError(`unknown command ${JSON.stringify(cmd)}${didYouMean(cmd, COMMANDS)}`, 2, USAGE);

@@ -3,7 +3,7 @@
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { CliError, HELP_OPTION, MODEL_HELP, MODEL_OPTIONS, modelArgsFrom, parseCommandArgs } from './args.js';
-import { loadLLM, note, resolveModelDir } from './common.js';
+import { loadLLM, note, resolveModelSource } from './common.js';
 import { isLoopbackAddress, parseAllowedOrigins } from '../server/access.js';
 import { createServer } from '../server/server.js';
 
@@ -125,9 +125,11 @@ export async function runServe(argv: string[]): Promise<number> {
   const allowedOrigins = allowedOriginsFrom(values['allowed-origins']);
 
   await checkPort(host, port); // before a load that can take a minute
-  const modelDir = resolveModelDir(modelArgs); // --model, or the cached synthetic model
-  const llm = await loadLLM({ ...modelArgs, model: modelDir, preset: undefined });
-  const modelName = servedName ?? path.basename(modelDir);
+  // --model (a folder, or a hub / Ollama name: the id clients see, as in vLLM), or the cached synthetic model
+  const source = await resolveModelSource(modelArgs);
+  const modelDir = source.dir;
+  const llm = await loadLLM({ ...modelArgs, model: modelDir, revision: undefined, preset: undefined });
+  const modelName = servedName ?? (source.name || path.basename(modelDir));
   const cache = llm.model.kvCache;
   note(
     `context ${cache.contextLength} tokens, ${cache.maxSequences} sequences at once, KV cache for ${cache.capacityTokens} tokens`,

@@ -9,6 +9,7 @@ import type { GenerationConfig, ModelConfig } from '../model/config.js';
 import { validateSamplingParams, type SamplingParams } from '../sampler/index.js';
 import { Piscina } from 'piscina';
 import { runnableUrl } from '../tensor/pool.js';
+import { resolveModel } from '../model/sources/index.js';
 import { ProgressLine, type LoadProgress } from '../platform/progress.js';
 import { QwenTokenizer, type ChatMessage, type ChatTemplateOptions, type TokenizerFiles } from '../tokenizer/index.js';
 import { EngineClient } from './client.js';
@@ -88,13 +89,15 @@ export class LLM {
   }
 
   /**
-   * Load a model directory: the tokenizer here, the model in a new engine thread. Options are
+   * Load a model: a folder, or a name (Org/Name from the Hugging Face cache or the hub, an Ollama
+   * name:tag; see resolveModel), then the tokenizer here and the model in a new engine thread. Options are
    * loadModel's plus `prefixCaching` (default true), `onProgress` (the load's stages and bytes) and
    * `progressBar` (a progress line on stderr; default: when stderr is a terminal and there is no
    * onProgress).
    */
-  static async load(dir: string, options: LLMLoadOptions = {}): Promise<LLM> {
-    const { progressBar, ...engineOptions } = options;
+  static async load(model: string, options: LLMLoadOptions = {}): Promise<LLM> {
+    const { progressBar, source, ...engineOptions } = options; // source holds callbacks: it stays on this thread
+    const dir = (await resolveModel(model, source)).path;
     const onProgress = engineOptions.onProgress;
     if (onProgress !== undefined && typeof onProgress !== 'function')
       throw new TypeError(`LLM.load: option onProgress must be a function, got ${typeof onProgress}`);

@@ -9,6 +9,7 @@ import { KV_CACHE_DTYPES, type KvCacheDtype } from './kv-cache.js';
 import { Qwen2Model } from './qwen2.js';
 import { TensorStore } from './safetensors.js';
 import { loadWeights } from './weights.js';
+import { resolveModel, type ResolveOptions } from './sources/index.js';
 
 export interface LoadOptions {
   /**
@@ -41,6 +42,8 @@ export interface LoadOptions {
    * a progress line on stderr when it is a terminal and the load takes over a second.
    */
   onProgress?: (progress: LoadProgress) => void;
+  /** How a model name is found or fetched: revision, caches, hub token, offline, download progress (src/model/sources). */
+  source?: ResolveOptions;
 }
 
 export const WEIGHT_FORMATS: readonly WeightFormat[] = ['f32', 'bf16', 'q8_0', 'q4_0'];
@@ -68,15 +71,21 @@ const LOAD_OPTIONS: Record<keyof LoadOptions, true> = {
   maxBatchTokens: true,
   checkTensors: true,
   onProgress: true,
+  source: true,
 };
 
-export async function loadModel(dir: string, options: LoadOptions = {}): Promise<Qwen2Model> {
+/**
+ * Load a model: `model` is a folder, or a name resolveModel finds (a hub name Org/Name in the
+ * Hugging Face cache or downloaded, an Ollama name:tag, a hub cache root).
+ */
+export async function loadModel(model: string, options: LoadOptions = {}): Promise<Qwen2Model> {
   for (const key of Object.keys(options)) {
     if (!(key in LOAD_OPTIONS))
       throw new TypeError(
         `loadModel: unknown option ${JSON.stringify(key)}; did you mean ${JSON.stringify(closestName(key, Object.keys(LOAD_OPTIONS)))}?`,
       );
   }
+  const dir = (await resolveModel(model, options.source)).path;
   if (!fs.existsSync(dir)) throw new Error(`loadModel: model directory ${dir} does not exist`);
   if (!fs.statSync(dir).isDirectory() && dir.toLowerCase().endsWith('.gguf'))
     throw new Error(
