@@ -4,10 +4,16 @@ import type { LoadOptions } from '../model/load.js';
 import type { SamplingParams } from '../sampler/index.js';
 import type { WeightFormat } from '../tensor/matrix.js';
 import type { FinishReason, RequestMetrics, TokenLogprob } from './request.js';
+import type { ResolvedSpeculativeConfig, SpeculativeConfig } from './speculation/ngram.js';
 
 export interface EngineOptions extends LoadOptions {
   /** Reuse the KV cache of identical prompt prefixes across requests and chat turns. Default true. */
   prefixCaching?: boolean;
+  /**
+   * Speculative decoding as vLLM configures it: { method: 'ngram', numSpeculativeTokens,
+   * promptLookupMax, promptLookupMin } (snake_case names accepted). Default none.
+   */
+  speculativeConfig?: SpeculativeConfig | Record<string, unknown>;
 }
 
 export interface EngineInit {
@@ -24,6 +30,8 @@ export interface ModelInfo {
   threads: number;
   maxBatchTokens: number;
   prefixCaching: boolean;
+  /** The speculative config in force (all fields set), null without speculation. */
+  speculativeConfig: ResolvedSpeculativeConfig | null;
 }
 
 /** The engine's state after its last step. */
@@ -39,6 +47,10 @@ export interface EngineState {
   /** Prompt tokens admitted, and how many of them were found in the prefix cache. */
   promptTokens: number;
   cachedPromptTokens: number;
+  /** Speculative decoding: verification steps with at least one proposed token, tokens proposed, tokens accepted. */
+  specDrafts: number;
+  specDraftTokens: number;
+  specAcceptedTokens: number;
 }
 
 export interface SerializedError {
