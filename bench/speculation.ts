@@ -161,3 +161,131 @@ const script = fileURLToPath(import.meta.url);
 if (process.argv[1] === script && process.argv[2] === SPEC_CHILD_FLAG) {
   await specChildMain(process.argv[3]);
 }
+
+export interface GoalRow {
+  name: string;
+  /** Generated tokens per second of wall time and of process CPU time, without and with speculation (medians). */
+  plainTps: number;
+  specTps: number;
+  plainCpuTps: number;
+  specCpuTps: number;
+  /** Greedy token ids equal in every round. */
+  identical: boolean;
+  accepted: number;
+  proposed: number;
+}
+
+/**
+ * The issue's goals on the trained stories260K, end to end through LLM.generate: each case runs
+ * `rounds` times without and with speculation, alternating which goes first, in one process (the
+ * idle engine's threads sleep). Tokens per second of wall time and of CPU time (the machine is
+ * shared: CPU time is the steadier of the two).
+ */
+export async function runGoals(
+  dir: string,
+  threads: number,
+  rounds: number,
+  numSpeculativeTokens: number,
+): Promise<GoalRow[]> {
+  const { LLM } = await import('../src/engine/llm.js');
+  const plain = await LLM.load(dir, { threads, maxSequences: 8 });
+  const spec = await LLM.load(dir, {
+    threads,
+    maxSequences: 8,
+    speculativeConfig: { method: 'ngram', numSpeculativeTokens },
+  });
+  try {
+    const story = (await plain.generate('Once upon a time', { temperature: 0, maxTokens: 120 }))[0].outputs[0].text;
+    const continuation = 'Once upon a time' + story + '\nOnce upon a time';
+    const cases: { name: string; prompts: string[]; maxTokens: number }[] = [
+      { name: 'continue a story it was given', prompts: [continuation], maxTokens: 200 },
+      { name: 'run.c "Once upon a time"', prompts: ['Once upon a time'], maxTokens: 251 },
+      { name: 'run.c "Tom and his dog"', prompts: ['Tom and his dog'], maxTokens: 251 },
+      {
+        name: '8 concurrent (mixed)',
+        prompts: Array.from({ length: 8 }, (_, i) =>
+          i % 2 === 0 ? continuation : ['Once upon a time', 'Tom and his dog', 'Lily'][i % 3],
+        ),
+        maxTokens: 120,
+      },
+    ];
+    const rows: GoalRow[] = [];
+    const cpuMs = () => {
+      const u = process.cpuUsage();
+      return (u.user + u.system) / 1000;
+    };
+    for (const c of cases) {
+      const wall: [number[], number[]] = [[], []];
+      const cpu: [number[], number[]] = [[], []];
+      let identical = true;
+      let accepted = 0,
+        proposed = 0;
+      for (let r = 0; r < rounds; r++) {
+        const ids: number[][][] = [[], []];
+        for (const which of r % 2 === 0 ? [0, 1] : [1, 0]) {
+          const llm = which === 0 ? plain : spec;
+          const c0 = cpuMs();
+          const t0 = performance.now();
+          const outs = await llm.generate(c.prompts, { temperature: 0, maxTokens: c.maxTokens });
+          const seconds = (performance.now() - t0) / 1000;
+          const cpuSeconds = (cpuMs() - c0) / 1000;
+          const tokens = outs.reduce((s, o) => s + o.outputs[0].tokenIds.length, 0);
+          wall[which].push(tokens / seconds);
+          cpu[which].push(tokens / cpuSeconds);
+          ids[which] = outs.map((o) => o.outputs[0].tokenIds);
+          if (which === 1) {
+            accepted += outs.reduce((s, o) => s + o.metrics.specAcceptedTokens, 0);
+            proposed += outs.reduce((s, o) => s + o.metrics.specDraftTokens, 0);
+          }
+        }
+        if (JSON.stringify(ids[0]) !== JSON.stringify(ids[1])) identical = false;
+      }
+      const med = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1];
+      const row: GoalRow = {
+        name: c.name,
+        plainTps: med(wall[0]),
+        specTps: med(wall[1]),
+        plainCpuTps: med(cpu[0]),
+        specCpuTps: med(cpu[1]),
+        identical,
+        accepted,
+        proposed,
+      };
+      log(
+        `    ${row.name}: wall ${num(row.plainTps)} -> ${num(row.specTps)} tok/s (${(row.specTps / row.plainTps).toFixed(2)}x), cpu ${(row.specCpuTps / row.plainCpuTps).toFixed(2)}x, accepted ${accepted}/${proposed}, identical ${identical}`,
+      );
+      rows.push(row);
+    }
+    return rows;
+  } finally {
+    await plain.close();
+    await spec.close();
+  }
+}
+
+export function printGoals(rows: GoalRow[], threads: number, rounds: number, k: number): void {
+  const table = new StreamTable(
+    `Speculation goals on stories260K (greedy; ngram, num_speculative_tokens ${k}; ${threads} thread(s); medians of ${rounds} rounds, ` +
+      `alternating order; tok/s of wall time and of process CPU time)`,
+    [
+      { title: 'case', width: 30, align: 'left' },
+      { title: 'plain tok/s', width: 11 },
+      { title: 'ngram tok/s', width: 11 },
+      { title: 'wall ratio', width: 10 },
+      { title: 'CPU ratio', width: 9 },
+      { title: 'accepted', width: 12 },
+      { title: 'greedy ids', width: 10, align: 'left' },
+    ],
+  );
+  for (const r of rows)
+    table.row([
+      r.name,
+      num(r.plainTps),
+      num(r.specTps),
+      `${(r.specTps / r.plainTps).toFixed(2)}x`,
+      `${(r.specCpuTps / r.plainCpuTps).toFixed(2)}x`,
+      `${r.accepted}/${r.proposed}`,
+      r.identical ? 'identical' : 'DIFFER',
+    ]);
+  out('');
+}

@@ -15,7 +15,6 @@ import {
   type ToEngine,
 } from './messages.js';
 import type { RequestMetrics } from './request.js';
-import { resolveSpeculativeConfig } from './speculation/ngram.js';
 
 interface Pending {
   onDelta?: (text: string) => void;
@@ -49,9 +48,6 @@ export class EngineClient {
   }
 
   static async start(dir: string, options: EngineOptions): Promise<EngineClient> {
-    // A bad speculative config is an error before the model loads.
-    if (options.speculativeConfig != null)
-      options = { ...options, speculativeConfig: resolveSpeculativeConfig(options.speculativeConfig) };
     const worker = new Worker(runnableUrl(new URL('./engine-thread.js', import.meta.url)), {
       workerData: { dir, options },
     });

@@ -10,6 +10,7 @@ import { Piscina } from 'piscina';
 import { runnableUrl } from '../tensor/pool.js';
 import { QwenTokenizer, type ChatMessage, type ChatTemplateOptions } from '../tokenizer/index.js';
 import { EngineClient } from './client.js';
+import { resolveSpeculativeConfig } from './speculation/ngram.js';
 import { parseToolCalls, toolChoiceConstraint, type ToolChoice } from './tool-calls.js';
 import type { EngineOptions, EngineState, ModelInfo } from './messages.js';
 import type { CompletionOutput, RequestMetrics } from './request.js';
@@ -70,9 +71,12 @@ export class LLM {
 
   /**
    * Load a model directory: the tokenizer here, the model in a new engine thread. Options are
-   * loadModel's plus `prefixCaching` (default true).
+   * loadModel's plus `prefixCaching` (default true) and `speculativeConfig` (default none).
    */
   static async load(dir: string, options: EngineOptions = {}): Promise<LLM> {
+    // A bad speculative config is an error before the model loads.
+    if (options.speculativeConfig != null)
+      options = { ...options, speculativeConfig: resolveSpeculativeConfig(options.speculativeConfig) };
     const engine = EngineClient.start(dir, options);
     let tokenizer: QwenTokenizer;
     try {

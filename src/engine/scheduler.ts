@@ -228,7 +228,7 @@ export class Scheduler {
       BLOCK_SIZE,
     );
     if (max <= 0) return [];
-    const draft = seq.proposer.propose(seq.promptIds, seq.outputIds, max);
+    const draft = seq.proposer.next(seq.promptIds, seq.outputIds, max);
     if (draft.length === 0) return draft;
     if (cache.freeTokens < BLOCK_SIZE * (this.running.length + 1)) {
       // Room for the proposal only if it needs no new block.
@@ -258,6 +258,7 @@ export class Scheduler {
       }
     } finally {
       if (draft.length > 0) {
+        seq.proposer?.record(draft.length, accepted);
         seq.specDraftTokens += draft.length;
         seq.specAcceptedTokens += accepted;
         this.counters.specDrafts++;

@@ -72,9 +72,50 @@ export function resolveSpeculativeConfig(raw: unknown): ResolvedSpeculativeConfi
   return { method: 'ngram', numSpeculativeTokens, promptLookupMax, promptLookupMin };
 }
 
+// A verification row costs nearly as much as a decode row here (the kernels are bound by
+// instructions, not by memory: README, "Speculative decoding"), so proposals that are mostly
+// rejected make decoding slower. Each sequence keeps a running acceptance rate (per proposed token,
+// up to the first rejection); below MIN_ACCEPTANCE it stops proposing for a while (doubling while
+// the retries keep failing), and it proposes about as many tokens as the rate says will be accepted.
+const MIN_ACCEPTANCE = 0.6;
+const RATE_WEIGHT = 0.25;
+const FIRST_PAUSE_STEPS = 4;
+const MAX_PAUSE_STEPS = 64;
+
 /** The proposer of one sequence. */
 export class NgramProposer {
+  /** Running share of proposed tokens accepted (starts hopeful). */
+  private rate = 1;
+  private pauseSteps = 0;
+  private nextPause = FIRST_PAUSE_STEPS;
+
   constructor(readonly config: ResolvedSpeculativeConfig) {}
+
+  /**
+   * Tokens for this step: `propose`'s, fewer when the acceptance rate is middling, none while paused.
+   */
+  next(prompt: readonly number[], output: readonly number[], max: number): number[] {
+    if (this.pauseSteps > 0) {
+      this.pauseSteps--;
+      return [];
+    }
+    // A rate r accepts about r / (1 - r) tokens in a row.
+    const r = Math.min(this.rate, 0.95);
+    return this.propose(prompt, output, Math.min(max, Math.max(1, Math.round(r / (1 - r)))));
+  }
+
+  /** What verification made of the last proposal: `accepted` of its `proposed` tokens, in order. */
+  record(proposed: number, accepted: number): void {
+    for (let i = 0; i < accepted; i++) this.rate += RATE_WEIGHT * (1 - this.rate);
+    if (accepted < proposed) this.rate -= RATE_WEIGHT * this.rate;
+    if (this.rate >= MIN_ACCEPTANCE) {
+      this.nextPause = FIRST_PAUSE_STEPS;
+      return;
+    }
+    this.pauseSteps = this.nextPause;
+    this.nextPause = Math.min(2 * this.nextPause, MAX_PAUSE_STEPS);
+    this.rate = MIN_ACCEPTANCE; // the retry after the pause decides
+  }
 
   /**
    * Up to `max` tokens to follow prompt ++ output: for n from promptLookupMax down to
