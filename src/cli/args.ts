@@ -3,7 +3,9 @@
 // model flags mapped to LoadOptions, and the user-error type that the entry point turns into a
 // one-line message and exit code 2.
 import { parseArgs } from 'node:util';
-import { DEFAULT_WEIGHTS, WEIGHT_FORMATS, type LoadOptions } from '../model/load.js';
+import type { EngineOptions } from '../engine/messages.js';
+import { resolveSpeculativeConfig } from '../engine/speculation/ngram.js';
+import { DEFAULT_WEIGHTS, WEIGHT_FORMATS } from '../model/load.js';
 import { KV_CACHE_DTYPES, type KvCacheDtype } from '../model/kv-cache.js';
 import { PRESETS } from '../model/synthetic.js';
 import {
@@ -71,6 +73,7 @@ export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   'context-length': { type: 'string' },
   'kv-cache-dtype': { type: 'string' },
   'check-tensors': { type: 'boolean' },
+  'speculative-config': { type: 'string' },
 };
 
 export const SAMPLING_OPTIONS: Record<string, OptionSpec> = {
@@ -94,7 +97,11 @@ export const MODEL_HELP = `Model:
       --weights FORMAT       weights in memory: ${WEIGHT_FORMATS.join(', ')} (default ${DEFAULT_WEIGHTS})
       --context-length N     longest conversation in tokens (default: the model's, at most 32768)
       --kv-cache-dtype TYPE  KV cache storage: ${KV_CACHE_DTYPES.join(', ')} (default f32; q8_0 is a quarter)
-      --check-tensors        scan the weights for NaN/Inf while loading (slower load)`;
+      --check-tensors        scan the weights for NaN/Inf while loading (slower load)
+      --speculative-config JSON
+                             speculative decoding as vLLM's, e.g. '{"method":"ngram","num_speculative_tokens":4}'
+                             (prompt lookup: proposes tokens that followed the last few tokens earlier in
+                             the prompt or output; the output is the same as without it)`;
 
 export const SAMPLING_HELP = `Sampling (unset: the model's generation_config.json, then vLLM's defaults):
       --temperature T        0 = greedy
@@ -208,12 +215,12 @@ export interface ModelArgs {
   model?: string;
   revision?: string;
   preset?: string;
-  load: LoadOptions;
+  load: EngineOptions;
 }
 
 /** The model flags: --model / --preset and the LoadOptions. */
 export function modelArgsFrom(values: Record<string, unknown>): ModelArgs {
-  const load: LoadOptions = { maxSequences: 1 };
+  const load: EngineOptions = { maxSequences: 1 };
   const threads = intFlag(values, 'threads', 1, 64);
   if (threads !== undefined) load.threads = threads;
   const ctx = intFlag(values, 'context-length', 1, 1 << 20);
@@ -234,6 +241,22 @@ export function modelArgsFrom(values: Record<string, unknown>): ModelArgs {
     load.kvCacheDtype = kvCacheDtype as KvCacheDtype;
   }
   if (values['check-tensors'] === true) load.checkTensors = true;
+  const spec = values['speculative-config'];
+  if (typeof spec === 'string') {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(spec);
+    } catch {
+      throw new CliError(
+        `--speculative-config must be JSON like '{"method":"ngram","num_speculative_tokens":4}', got ${spec}`,
+      );
+    }
+    try {
+      load.speculativeConfig = resolveSpeculativeConfig(raw);
+    } catch (e) {
+      throw new CliError(`--speculative-config: ${(e as Error).message.replace(/^speculativeConfig:? ?/, '')}`);
+    }
+  }
   const model = typeof values.model === 'string' ? values.model : undefined;
   const preset = typeof values.preset === 'string' ? values.preset : undefined;
   const revision = typeof values.revision === 'string' ? values.revision : undefined;

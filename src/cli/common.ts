@@ -148,5 +148,9 @@ export function statsLine(promptTokens: number, output: CompletionOutput, metric
     `prefill ${n > 0 ? metrics.prefillTokensPerSec.toFixed(1) : '-'} tok/s`,
     `decode ${n > 1 ? metrics.decodeTokensPerSec.toFixed(1) : '-'} tok/s`,
   ];
+  if (metrics.specDraftTokens > 0)
+    parts.push(
+      `accepted ${metrics.specAcceptedTokens}/${metrics.specDraftTokens} proposed (${((100 * metrics.specAcceptedTokens) / metrics.specDraftTokens).toFixed(0)}%)`,
+    );
   return `[${parts.join(' | ')}]`;
 }

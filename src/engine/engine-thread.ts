@@ -17,7 +17,8 @@ import {
   type ModelInfo,
   type ToEngine,
 } from './messages.js';
-import { metricsOf, type Sequence } from './request.js';
+import { metricsOf, Sequence } from './request.js';
+import { NgramProposer, resolveSpeculativeConfig, type ResolvedSpeculativeConfig } from './speculation/ngram.js';
 import { Scheduler } from './scheduler.js';
 
 const port = parentPort!;
@@ -32,8 +33,12 @@ async function main(): Promise<void> {
   const init = workerData as EngineInit;
   let model: Qwen2Model;
   let tokenizer: QwenTokenizer;
+  let speculative: ResolvedSpeculativeConfig | null;
   try {
-    const { prefixCaching: _prefixCaching, ...loadOptions } = init.options; // the engine's option, not the model's
+    const s = init.options.speculativeConfig;
+    speculative = s === undefined || s === null ? null : resolveSpeculativeConfig(s);
+    // The engine's options, not the model's.
+    const { prefixCaching: _prefixCaching, speculativeConfig: _speculativeConfig, ...loadOptions } = init.options;
     const onProgress = init.progress ? (progress: LoadProgress) => post({ type: 'progress', progress }) : undefined;
     model = await loadModel(init.dir, { ...loadOptions, onProgress });
     const files = await tokenizerFiles;
@@ -69,10 +74,9 @@ async function main(): Promise<void> {
     const p = m.params;
     const stops = p.stop === undefined ? [] : typeof p.stop === 'string' ? [p.stop] : p.stop;
     const arrival = m.arrivalEpochMs - performance.timeOrigin;
-    const seq: Sequence = {
+    const seq = new Sequence({
       id: m.id,
       promptIds: m.promptIds,
-      outputIds: [],
       sampler: new Sampler(p, model.config.vocabSize, {
         vocabulary: p.structuredOutput || p.badWords?.length || (p.minTokens ?? 0) > 0 ? tokenVocabulary() : undefined,
       }),
@@ -82,12 +86,7 @@ async function main(): Promise<void> {
       stopTokenIds: new Set(p.stopTokenIds ?? []),
       eosIds: new Set(p.ignoreEos ? [] : model.generationConfig.eosTokenIds),
       wantLogprobs: p.logprobs !== undefined,
-      logprobs: [],
-      text: '',
-      emitted: 0,
-      slot: -1,
-      computed: 0,
-      cachedTokens: 0,
+      proposer: speculative ? new NgramProposer(speculative) : null,
       onDelta: m.streaming ? (text) => post({ type: 'delta', id: m.id, text }) : undefined,
       resolve: (s) => {
         live.delete(m.id);
@@ -104,10 +103,7 @@ async function main(): Promise<void> {
         post({ type: 'failed', id: m.id, error: serializeError(e), state: state() });
       },
       arrival: Math.min(arrival, performance.now()),
-      prefillStart: 0,
-      firstToken: 0,
-      finished: 0,
-    };
+    });
     live.set(m.id, seq);
     scheduler.submit(seq);
   };
@@ -156,6 +152,7 @@ async function main(): Promise<void> {
     threads: model.threads,
     maxBatchTokens: model.dims.maxRows,
     prefixCaching,
+    speculativeConfig: speculative,
   };
   post({ type: 'ready', info, state: state() });
 }

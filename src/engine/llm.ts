@@ -13,6 +13,7 @@ import { resolveModel } from '../model/sources/index.js';
 import { ProgressLine, type LoadProgress } from '../platform/progress.js';
 import { QwenTokenizer, type ChatMessage, type ChatTemplateOptions, type TokenizerFiles } from '../tokenizer/index.js';
 import { EngineClient } from './client.js';
+import { resolveSpeculativeConfig } from './speculation/ngram.js';
 import { parseToolCalls, toolChoiceConstraint, type ToolChoice } from './tool-calls.js';
 import type { EngineOptions, EngineState, ModelInfo } from './messages.js';
 import type { CompletionOutput, RequestMetrics } from './request.js';
@@ -91,12 +92,15 @@ export class LLM {
   /**
    * Load a model: a folder, or a name (Org/Name from the Hugging Face cache or the hub, an Ollama
    * name:tag; see resolveModel), then the tokenizer here and the model in a new engine thread. Options are
-   * loadModel's plus `prefixCaching` (default true), `onProgress` (the load's stages and bytes) and
+   * loadModel's plus `prefixCaching` (default true), `speculativeConfig` (default none), `onProgress` (the load's stages and bytes) and
    * `progressBar` (a progress line on stderr; default: when stderr is a terminal and there is no
    * onProgress).
    */
   static async load(model: string, options: LLMLoadOptions = {}): Promise<LLM> {
     const { progressBar, source, ...engineOptions } = options; // source holds callbacks: it stays on this thread
+    // A bad speculative config is an error before the model loads.
+    if (engineOptions.speculativeConfig != null)
+      engineOptions.speculativeConfig = resolveSpeculativeConfig(engineOptions.speculativeConfig);
     const dir = (await resolveModel(model, source)).path;
     const onProgress = engineOptions.onProgress;
     if (onProgress !== undefined && typeof onProgress !== 'function')

@@ -5,10 +5,16 @@ import type { LoadProgress } from '../platform/progress.js';
 import type { SamplingParams } from '../sampler/index.js';
 import type { WeightFormat } from '../tensor/matrix.js';
 import type { FinishReason, RequestMetrics, TokenLogprob } from './request.js';
+import type { ResolvedSpeculativeConfig, SpeculativeConfig } from './speculation/ngram.js';
 
 export interface EngineOptions extends LoadOptions {
   /** Reuse the KV cache of identical prompt prefixes across requests and chat turns. Default true. */
   prefixCaching?: boolean;
+  /**
+   * Speculative decoding as vLLM configures it: { method: 'ngram', numSpeculativeTokens,
+   * promptLookupMax, promptLookupMin } (snake_case names accepted). Default none.
+   */
+  speculativeConfig?: SpeculativeConfig | Record<string, unknown>;
 }
 
 export interface EngineInit {
@@ -27,6 +33,8 @@ export interface ModelInfo {
   threads: number;
   maxBatchTokens: number;
   prefixCaching: boolean;
+  /** The speculative config in force (all fields set), null without speculation. */
+  speculativeConfig: ResolvedSpeculativeConfig | null;
 }
 
 /** The engine's state after its last step. */
@@ -42,6 +50,10 @@ export interface EngineState {
   /** Prompt tokens admitted, and how many of them were found in the prefix cache. */
   promptTokens: number;
   cachedPromptTokens: number;
+  /** Speculative decoding: verification steps with at least one proposed token, tokens proposed, tokens accepted. */
+  specDrafts: number;
+  specDraftTokens: number;
+  specAcceptedTokens: number;
 }
 
 export interface SerializedError {

@@ -246,6 +246,21 @@ export class KvCache {
     if (this.lengths[seq] > from) this.lengths[seq] = from;
   }
 
+  /**
+   * Forget positions [length, lengths[seq]) of `seq` (speculative tokens the model rejected): the
+   * next rows rewrite them before any row reads them. Its blocks stay reserved. A registered
+   * (possibly shared) block is never cut into.
+   */
+  truncate(seq: number, length: number): void {
+    this.checkSeq(seq);
+    if (!Number.isInteger(length) || length < this.registered[seq] * BLOCK_SIZE || length > this.lengths[seq]) {
+      throw new RangeError(
+        `truncate: length ${length} of sequence ${seq} must be an integer from ${this.registered[seq] * BLOCK_SIZE} (its registered blocks) to ${this.lengths[seq]} (its length)`,
+      );
+    }
+    this.lengths[seq] = length;
+  }
+
   /** Forget a sequence and return its blocks to the pool (registered ones stay cached). */
   release(seq: number): void {
     this.reserve(seq, 0);
