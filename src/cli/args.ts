@@ -64,8 +64,8 @@ export const SAMPLING_OPTIONS: Record<string, OptionSpec> = {
 export const HELP_OPTION: Record<string, OptionSpec> = { help: { type: 'boolean', short: 'h' } };
 
 export const MODEL_HELP = `Model:
-  -m, --model DIR            a Hugging Face model folder (config.json, *.safetensors, tokenizer.json):
-                             Qwen2 / Qwen2.5, Llama. Without it: the bundled stories260K demo model
+  -m, --model PATH           a Hugging Face model folder (config.json, *.safetensors, tokenizer.json)
+                             or a .gguf file (a split one by its first part): Qwen2 / Qwen2.5, Qwen3, Llama. Without it: the bundled stories260K demo model
                              (a tiny trained story model, MIT, llama2.c; it has no chat template)
       --preset NAME          instead of --model, a synthetic Qwen2.5-shaped model with random weights, for
                              speed: ${Object.keys(PRESETS).join(', ')}; made once in the cache

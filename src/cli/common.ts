@@ -6,6 +6,7 @@ import type { CompletionOutput, RequestMetrics } from '../engine/request.js';
 import { CliError, type ModelArgs } from './args.js';
 import { assetPath } from '../package-root.js';
 import { ensureSyntheticModel, presetTitle } from './synthetic-cache.js';
+import { isGgufPath } from '../model/gguf/file.js';
 
 /** Diagnostics go to stderr, prefixed like every CLI message. */
 export function note(message: string): void {
@@ -26,6 +27,10 @@ export const DEMO_MODEL = 'stories260K';
 export function resolveModelDir(args: ModelArgs): string {
   if (args.model !== undefined) {
     const dir = path.resolve(args.model);
+    if (isGgufPath(dir)) {
+      if (!fs.existsSync(dir)) throw new CliError(`--model: ${args.model} does not exist`);
+      return dir; // a GGUF file: config, tokenizer and weights inside
+    }
     if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory())
       throw new CliError(`--model: ${args.model} is not a folder`);
     if (!fs.existsSync(path.join(dir, 'config.json'))) {

@@ -18,6 +18,7 @@ import {
 } from './messages.js';
 import { metricsOf, type Sequence } from './request.js';
 import { Scheduler } from './scheduler.js';
+import { loadTokenizer } from './load-tokenizer.js';
 
 const port = parentPort!;
 const post = (m: FromEngine) => port.postMessage(m);
@@ -27,7 +28,7 @@ async function main(): Promise<void> {
   let model: Qwen2Model;
   let tokenizer: QwenTokenizer;
   try {
-    tokenizer = await QwenTokenizer.fromDir(init.dir);
+    tokenizer = await loadTokenizer(init.dir);
     const { prefixCaching: _prefixCaching, ...loadOptions } = init.options; // the engine's option, not the model's
     model = await loadModel(init.dir, loadOptions);
   } catch (e) {

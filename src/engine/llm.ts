@@ -13,6 +13,7 @@ import { EngineClient } from './client.js';
 import { parseToolCalls, toolChoiceConstraint, type ToolChoice } from './tool-calls.js';
 import type { EngineOptions, EngineState, ModelInfo } from './messages.js';
 import type { CompletionOutput, RequestMetrics } from './request.js';
+import { loadTokenizer } from './load-tokenizer.js';
 
 export type { EngineOptions, EngineState, ModelInfo } from './messages.js';
 
@@ -76,7 +77,7 @@ export class LLM {
     const engine = EngineClient.start(dir, options);
     let tokenizer: QwenTokenizer;
     try {
-      tokenizer = await QwenTokenizer.fromDir(dir);
+      tokenizer = await loadTokenizer(dir);
     } catch (e) {
       await engine.then((c) => c.close()).catch(() => {});
       throw e;

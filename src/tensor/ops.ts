@@ -55,7 +55,9 @@ export type RopeScalingSpec =
       lowFreqFactor: number;
       highFreqFactor: number;
       originalMaxPositionEmbeddings: number;
-    };
+    }
+  /** Each frequency divided by its own factor: a GGUF's rope_freqs tensor (llama3 scaling, precomputed). */
+  | { type: 'factors'; factors: number[] };
 
 /**
  * The headDim/2 rotation frequencies theta^(-2j/headDim), rescaled as HF's rope_scaling says:
@@ -70,6 +72,7 @@ export function ropeFrequencies(headDim: number, theta: number, scaling: RopeSca
     const f = 1 / Math.pow(theta, (2 * j) / headDim);
     if (scaling === null) freq[j] = f;
     else if (scaling.type === 'linear') freq[j] = f / scaling.factor;
+    else if (scaling.type === 'factors') freq[j] = f / scaling.factors[j];
     else {
       const { factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings: old } = scaling;
       const wavelen = (2 * Math.PI) / f;
