@@ -7,6 +7,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { packageRoot } from '../package-root.js';
 import { CliError } from './args.js';
 import { CHAT_HELP, runChat } from './chat.js';
+import { CONVERT_HELP, runConvert } from './convert.js';
 import { GENERATE_HELP, runGenerate } from './generate.js';
 
 const USAGE = 'usage: qwen-ts <command> [options]   (qwen-ts --help for the commands)';
@@ -21,6 +22,7 @@ Commands:
   serve        OpenAI-compatible HTTP server
   bench        benchmarks
   make-model   write a synthetic Qwen2.5 model (random weights) to a folder
+  convert      write a model folder as a GGUF file (f16, q8_0, q4_k_m, ...)
   help [CMD]   this help, or a command's
 
 Options:
@@ -94,6 +96,9 @@ function commandHelp(cmd: string): Promise<number> | number {
       return 0;
     case 'make-model':
       return runNode(MAKE_MODEL, ['--help']);
+    case 'convert':
+      process.stdout.write(CONVERT_HELP);
+      return 0;
     case 'serve':
       return runServe(['--help']);
     case 'bench':
@@ -129,6 +134,8 @@ export async function main(argv: string[]): Promise<number> {
       return runChat(rest);
     case 'make-model':
       return runNode(MAKE_MODEL, rest);
+    case 'convert':
+      return runConvert(rest);
     case 'serve':
       return runServe(rest);
     case 'bench':

@@ -3,7 +3,7 @@
 // merges, the pre-tokenizer regex named by tokenizer.ggml.pre) or "llama" (SentencePiece: tokens
 // with scores, byte fallback; the merges follow from the scores as transformers' LlamaConverter
 // derives them). Plain data only: src/engine hands it to QwenTokenizer.
-import { GGUF_VALUE, GgufError, type GgufModel } from './file.js';
+import { GGUF_VALUE, GgufError, type GgufEntry, type GgufModel } from './file.js';
 
 const TOKEN_NORMAL = 1;
 const TOKEN_UNKNOWN = 2;
@@ -216,4 +216,119 @@ function sentencePieceMerges(tokens: string[], scores: number[], types: number[]
   const order = merges.map((m, i) => ({ m, i }));
   order.sort((a, b) => b.m.score - a.m.score || b.m.lLen - a.m.lLen || b.m.rLen - a.m.rLen || a.i - b.i);
   return order.map(({ m }) => [m.left, m.right]);
+}
+
+/**
+ * The inverse, for `convert`: tokenizer.json + tokenizer_config.json -> the tokenizer.ggml.* keys
+ * convert_hf_to_gguf writes. Byte-fallback BPE (SentencePiece-style, Llama 2) becomes "llama" with
+ * scores -id (earlier pieces merge first); byte-level BPE becomes "gpt2" with its merges, and the
+ * pre-tokenizer named by its split regex. Ids up to `vocabSize` that the tokenizer lacks are [PADn].
+ */
+export function tokenizerMetadata(
+  tokenizerJson: Record<string, unknown>,
+  tokenizerConfig: Record<string, unknown>,
+  vocabSize: number,
+  source: string,
+): [string, GgufEntry][] {
+  const model = tokenizerJson.model as {
+    type?: string;
+    vocab?: Record<string, number>;
+    merges?: unknown[];
+    byte_fallback?: boolean;
+  };
+  if (model?.type !== 'BPE' || model.vocab === undefined)
+    throw new GgufError(
+      `${source}: only BPE tokenizers convert to GGUF (model.type is ${JSON.stringify(model?.type)})`,
+    );
+  const added = new Map<number, { content: string; special?: boolean }>();
+  for (const a of (tokenizerJson.added_tokens ?? []) as { id: number; content: string; special?: boolean }[])
+    added.set(a.id, a);
+  const byId = new Map<number, string>();
+  for (const [t, id] of Object.entries(model.vocab)) byId.set(id, t);
+  for (const [id, a] of added) byId.set(id, a.content);
+  let count = vocabSize;
+  for (const id of byId.keys()) count = Math.max(count, id + 1);
+  const tokens: string[] = [];
+  const types: number[] = [];
+  const scores: number[] = [];
+  const spm = model.byte_fallback === true;
+  for (let id = 0; id < count; id++) {
+    const t = byId.get(id);
+    const a = added.get(id);
+    if (t === undefined) {
+      tokens.push(`[PAD${id}]`);
+      types.push(TOKEN_UNUSED);
+      scores.push(-1e9);
+    } else if (a !== undefined) {
+      tokens.push(t);
+      const looksSpecial = t.startsWith('<|') && t.endsWith('|>');
+      types.push(a.special || (!spm && looksSpecial) ? TOKEN_CONTROL : TOKEN_USER_DEFINED);
+      scores.push(0);
+    } else if (spm && /^<0x[0-9A-Fa-f]{2}>$/.test(t)) {
+      tokens.push(t);
+      types.push(TOKEN_BYTE);
+      scores.push(0);
+    } else {
+      tokens.push(t);
+      types.push(TOKEN_NORMAL);
+      scores.push(-id);
+    }
+  }
+  const content = (v: unknown) =>
+    typeof v === 'string'
+      ? v
+      : v !== null && typeof v === 'object'
+        ? ((v as { content?: string }).content ?? null)
+        : null;
+  const idOf = (field: string): number | null => {
+    const c = content(tokenizerConfig[field]);
+    if (c === null) return null;
+    const i = tokens.indexOf(c);
+    return i >= 0 ? i : null;
+  };
+  const meta: [string, GgufEntry][] = [];
+  if (spm) {
+    meta.push(['tokenizer.ggml.model', { type: GGUF_VALUE.STRING, value: 'llama' }]);
+    meta.push(['tokenizer.ggml.pre', { type: GGUF_VALUE.STRING, value: 'default' }]);
+  } else {
+    const pre = JSON.stringify(tokenizerJson.pre_tokenizer ?? null);
+    const name = pre.includes(JSON.stringify(QWEN2_REGEX).slice(1, -1))
+      ? 'qwen2'
+      : pre.includes(JSON.stringify(LLAMA3_REGEX).slice(1, -1))
+        ? 'llama-bpe'
+        : pre.includes('"use_regex":true')
+          ? 'gpt-2'
+          : null;
+    if (name === null)
+      throw new GgufError(
+        `${source}: its pre_tokenizer is none that GGUF names (qwen2, llama-bpe, gpt-2); cannot convert`,
+      );
+    meta.push(['tokenizer.ggml.model', { type: GGUF_VALUE.STRING, value: 'gpt2' }]);
+    meta.push(['tokenizer.ggml.pre', { type: GGUF_VALUE.STRING, value: name }]);
+  }
+  meta.push(['tokenizer.ggml.tokens', { type: GGUF_VALUE.ARRAY, itemType: GGUF_VALUE.STRING, value: tokens }]);
+  if (spm)
+    meta.push(['tokenizer.ggml.scores', { type: GGUF_VALUE.ARRAY, itemType: GGUF_VALUE.FLOAT32, value: scores }]);
+  meta.push(['tokenizer.ggml.token_type', { type: GGUF_VALUE.ARRAY, itemType: GGUF_VALUE.INT32, value: types }]);
+  if (!spm) {
+    const merges = (model.merges ?? []).map((m) => (Array.isArray(m) ? m.join(' ') : String(m)));
+    meta.push(['tokenizer.ggml.merges', { type: GGUF_VALUE.ARRAY, itemType: GGUF_VALUE.STRING, value: merges }]);
+  }
+  for (const [field, key] of [
+    ['bos_token', 'bos_token_id'],
+    ['eos_token', 'eos_token_id'],
+    ['unk_token', 'unknown_token_id'],
+    ['pad_token', 'padding_token_id'],
+  ]) {
+    const id = idOf(field);
+    if (id !== null) meta.push([`tokenizer.ggml.${key}`, { type: GGUF_VALUE.UINT32, value: id }]);
+  }
+  if (spm) meta.push(['tokenizer.ggml.add_space_prefix', { type: GGUF_VALUE.BOOL, value: true }]);
+  for (const field of ['add_bos_token', 'add_eos_token'])
+    if (typeof tokenizerConfig[field] === 'boolean')
+      meta.push([`tokenizer.ggml.${field}`, { type: GGUF_VALUE.BOOL, value: tokenizerConfig[field] as boolean }]);
+  const template = tokenizerConfig.chat_template;
+  if (typeof template === 'string')
+    meta.push(['tokenizer.chat_template', { type: GGUF_VALUE.STRING, value: template }]);
+  return meta;
 }
