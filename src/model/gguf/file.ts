@@ -4,12 +4,11 @@
 // A split model (`name-00001-of-00003.gguf`) is opened by its first file: the others are found
 // beside it and their tensors join one table.
 //
-// Our own reader rather than @huggingface/gguf: the load path is synchronous and per file
-// descriptor (like safetensors.ts), every error must name the file and key or tensor, the same
-// module writes GGUF (convert), and the library's local-file path goes through its async
-// range-fetch machinery and returns metadata as plain objects without the value types a writer
-// needs. The parser is ~200 lines and reads the 0.5B's header (151k tokens and merges) in
-// about as long as the file takes to open.
+// Our own reader rather than @huggingface/gguf (0.4.6, which does read local files with
+// allowLocalFile and has typedMetadata): the load path is synchronous per file descriptor like
+// safetensors.ts, errors must name the file and key or tensor, the writer (convert) shares the
+// value types, and on the 5.9 MB header of Qwen2.5's 151,936-token vocabulary the library took
+// 4.3-4.8 s against 0.5-0.7 s here (same run, shared machine).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 

@@ -36,65 +36,72 @@ export function tensorBytes(type: number, dims: number[]): number {
   return (n / info.blockSize) * info.blockBytes;
 }
 
+/** The header, written into one growing buffer (a 150k-token vocabulary is 300k small values). */
 class ByteSink {
-  private chunks: Buffer[] = [];
+  private buf = Buffer.alloc(1 << 16);
   length = 0;
-  private push(b: Buffer): void {
-    this.chunks.push(b);
-    this.length += b.length;
+  private room(n: number): number {
+    if (this.length + n > this.buf.length) {
+      const next = Buffer.alloc(Math.max(2 * this.buf.length, this.length + n));
+      this.buf.copy(next, 0, 0, this.length);
+      this.buf = next;
+    }
+    const at = this.length;
+    this.length += n;
+    return at;
+  }
+  /** Room for n bytes, then write them: room() may replace the buffer, so it is read after. */
+  private put(n: number, write: (b: Buffer, at: number) => unknown): void {
+    const at = this.room(n);
+    write(this.buf, at);
   }
   u32(v: number): void {
-    const b = Buffer.alloc(4);
-    b.writeUInt32LE(v);
-    this.push(b);
+    this.put(4, (b, at) => b.writeUInt32LE(v, at));
   }
   u64(v: number): void {
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64LE(BigInt(v));
-    this.push(b);
+    this.put(8, (b, at) => b.writeBigUInt64LE(BigInt(v), at));
   }
   string(s: string): void {
-    const bytes = Buffer.from(s, 'utf8');
-    this.u64(bytes.length);
-    this.push(bytes);
+    const n = Buffer.byteLength(s, 'utf8');
+    this.u64(n);
+    this.put(n, (b, at) => b.write(s, at, n, 'utf8'));
   }
   scalar(type: number, v: unknown, key: string): void {
-    const b = Buffer.alloc(8);
     switch (type) {
       case GGUF_VALUE.UINT8:
-        return this.push(b.subarray(0, b.writeUInt8(v as number)));
+        return void this.put(1, (b, at) => b.writeUInt8(v as number, at));
       case GGUF_VALUE.INT8:
-        return this.push(b.subarray(0, b.writeInt8(v as number)));
+        return void this.put(1, (b, at) => b.writeInt8(v as number, at));
       case GGUF_VALUE.UINT16:
-        return this.push(b.subarray(0, b.writeUInt16LE(v as number)));
+        return void this.put(2, (b, at) => b.writeUInt16LE(v as number, at));
       case GGUF_VALUE.INT16:
-        return this.push(b.subarray(0, b.writeInt16LE(v as number)));
+        return void this.put(2, (b, at) => b.writeInt16LE(v as number, at));
       case GGUF_VALUE.UINT32:
-        return this.push(b.subarray(0, b.writeUInt32LE(v as number)));
+        return void this.put(4, (b, at) => b.writeUInt32LE(v as number, at));
       case GGUF_VALUE.INT32:
-        return this.push(b.subarray(0, b.writeInt32LE(v as number)));
+        return void this.put(4, (b, at) => b.writeInt32LE(v as number, at));
       case GGUF_VALUE.FLOAT32:
-        return this.push(b.subarray(0, b.writeFloatLE(v as number)));
+        return void this.put(4, (b, at) => b.writeFloatLE(v as number, at));
       case GGUF_VALUE.BOOL:
-        return this.push(b.subarray(0, b.writeUInt8(v ? 1 : 0)));
+        return void this.put(1, (b, at) => b.writeUInt8(v ? 1 : 0, at));
       case GGUF_VALUE.STRING:
         return this.string(v as string);
       case GGUF_VALUE.UINT64:
-        return this.push(b.subarray(0, b.writeBigUInt64LE(BigInt(v as number))));
+        return void this.put(8, (b, at) => b.writeBigUInt64LE(BigInt(v as number), at));
       case GGUF_VALUE.INT64:
-        return this.push(b.subarray(0, b.writeBigInt64LE(BigInt(v as number))));
+        return void this.put(8, (b, at) => b.writeBigInt64LE(BigInt(v as number), at));
       case GGUF_VALUE.FLOAT64:
-        return this.push(b.subarray(0, b.writeDoubleLE(v as number)));
+        return void this.put(8, (b, at) => b.writeDoubleLE(v as number, at));
       default:
         throw new GgufError(`metadata key "${key}": cannot write value type ${type}`);
     }
   }
   pad(to: number): void {
     const n = (to - (this.length % to)) % to;
-    if (n > 0) this.push(Buffer.alloc(n));
+    this.room(n); // Buffer.alloc zero-fills
   }
   bytes(): Buffer {
-    return Buffer.concat(this.chunks);
+    return this.buf.subarray(0, this.length);
   }
 }
 
