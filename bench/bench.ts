@@ -37,7 +37,7 @@ function usage(): string {
   --kernels-only       machine, scalar-limit and kernel sections only
   --scalar-only        machine and scalar-limit sections only (each kernel's % of the scalar C loop)
   --e2e-only           machine and end-to-end sections only
-  --compare-before     end to end also with the kernels of before (src/tensor/matmul-reference.ts)
+  --compare-before     end to end also with the kernels of before (bench/matmul-reference.ts)
   --cache DIR          where synthetic models are written and reused (default <repo>/.cache/models)
   --prompt-tokens LIST prefill prompt lengths (default 128,512)
   --decode-steps N     timed decode steps (default 128)
@@ -172,7 +172,7 @@ function parseOptions(argv: string[]): Options | null {
 interface ResultRow {
   model: string;
   weights: WeightFormat;
-  /** 'before': run with src/tensor/matmul-reference.ts (--compare-before). */
+  /** 'before': run with bench/matmul-reference.ts (--compare-before). */
   kernels: 'before' | 'now';
   threads: number;
   promptTokens: number;

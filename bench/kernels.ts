@@ -5,7 +5,7 @@ import { Bench } from 'tinybench';
 import type { ModelConfig } from '../src/model/config.js';
 import type { SyntheticPreset } from '../src/model/synthetic.js';
 import { attendHead } from '../src/tensor/attention.js';
-import { matmul } from '../src/tensor/matmul.js';
+import { allocQuantizedMatrix, matmul } from '../src/tensor/matmul.js';
 import {
   BF16,
   F32,
@@ -18,13 +18,9 @@ import {
 } from '../src/tensor/matrix.js';
 import { rmsnorm, rope, ropeTables, softmax, swiglu } from '../src/tensor/ops.js';
 import { ThreadPool } from '../src/tensor/pool.js';
-import {
-  allocQuantizedActivations,
-  allocQuantizedMatrix,
-  quantizeActivations,
-  quantizeRowsQ4_0,
-  quantizeRowsQ8_0,
-} from '../src/tensor/quantize.js';
+import { allocQuantizedActivations, quantizeActivations } from '../src/tensor/formats/activations.js';
+import { quantizeRowsQ4_0 } from '../src/tensor/formats/q4_0.js';
+import { quantizeRowsQ8_0 } from '../src/tensor/formats/q8_0.js';
 import { duration, fillUniform, log, num, StreamTable } from './common.js';
 import { createRunner as createMatmulRunner, type MatmulBenchState } from './matmul-runner.js';
 

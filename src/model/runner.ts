@@ -8,7 +8,11 @@ import { matmul } from '../tensor/matmul.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { swiglu } from '../tensor/ops.js';
 import { claimedEnd, claimRows, type OpRunner } from '../tensor/pool.js';
-import { allocQuantizedActivations, quantizeActivations, type QuantizedActivations } from '../tensor/quantize.js';
+import {
+  allocQuantizedActivations,
+  quantizeActivations,
+  type QuantizedActivations,
+} from '../tensor/formats/activations.js';
 import type { KvCacheArrays } from './kv-cache.js';
 import type { ModelWeights } from './weights.js';
 

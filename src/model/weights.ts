@@ -15,7 +15,7 @@ import {
   type WeightFormat,
 } from '../tensor/matrix.js';
 import { runnableUrl } from '../tensor/pool.js';
-import { allocQuantizedMatrix } from '../tensor/quantize.js';
+import { allocQuantizedMatrix } from '../tensor/matmul.js';
 import type { ModelConfig } from './config.js';
 import {
   abandonPieces,
