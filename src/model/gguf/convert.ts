@@ -14,29 +14,15 @@ import { tokenizerMetadata } from './tokenizer.js';
 import { permuteRows } from './weights.js';
 import { writeGguf, type TensorToWrite } from './writer.js';
 import { ropeFrequencies } from '../../tensor/ops.js';
+import { quantizeGgml } from '../../tensor/formats/ggml.js';
 
 export const CONVERT_TYPES = Object.keys(FILE_TYPES);
-
-/** Quantizes f32 rows to a ggml type; supplied by src/tensor's ggml formats. */
-export type GgmlQuantizer = (type: number, f32: Float32Array, out: Uint8Array, rows: number, cols: number) => void;
 
 export interface ConvertOptions {
   /** A FILE_TYPES key: f32, f16, bf16, q8_0, q4_0, q4_k_m, ... Default f16. */
   type?: string;
   /** Called after each tensor: (done, total) tensors. */
   onProgress?: (done: number, total: number) => void;
-}
-
-function noQuantizer(type: number): never {
-  throw new GgufError(
-    `convert: quantizing to ${ggmlTypeName(type)} needs src/tensor's ggml formats, not in this build`,
-  );
-}
-
-let quantizer: GgmlQuantizer = noQuantizer;
-/** Install the ggml quantizer (src/tensor/formats' quantizeGgml). */
-export function setGgmlQuantizer(q: GgmlQuantizer): void {
-  quantizer = q;
 }
 
 const e = {
@@ -95,7 +81,7 @@ function encode(type: number, f32: Float32Array, rows: number, cols: number, nam
   const { blockBytes, blockSize } = GGML_TYPE_INFO[type];
   const out = new Uint8Array((rows * cols * blockBytes) / blockSize);
   try {
-    quantizer(type, f32, out, rows, cols);
+    quantizeGgml(type, f32, out, rows, cols);
   } catch (err) {
     throw new GgufError(`convert: tensor "${name}" to ${ggmlTypeName(type)}: ${(err as Error).message}`);
   }

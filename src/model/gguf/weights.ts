@@ -16,7 +16,10 @@ import {
   type Matrix,
   type WeightFormat,
 } from '../../tensor/matrix.js';
-import { allocQuantizedMatrix, quantizeRowsQ4_0, quantizeRowsQ8_0 } from '../../tensor/quantize.js';
+import { ggmlToMatrix } from '../../tensor/formats/ggml.js';
+import { quantizeRowsQ4_0 } from '../../tensor/formats/q4_0.js';
+import { quantizeRowsQ8_0 } from '../../tensor/formats/q8_0.js';
+import { allocQuantizedMatrix } from '../../tensor/matmul.js';
 import type { ModelConfig } from '../config.js';
 import {
   FAMILIES,
@@ -40,11 +43,15 @@ export interface GgufWeightsOptions {
   checkTensors?: boolean;
 }
 
-/** Quantized ggml tensors -> a kernel-ready Matrix. Supplied by src/tensor's ggml formats. */
-function quantizedMatrix(info: GgufTensorInfo, _bytes: Uint8Array, _rows: number, _cols: number): Matrix {
-  throw new GgufError(
-    `${info.file}: tensor "${info.name}" has type ${ggmlTypeName(info.type)}, which this build cannot run (supported: F32, F16, BF16)`,
-  );
+/** A quantized ggml tensor as the kernels run it (src/tensor/formats: repacked, never widened to f32). */
+function quantizedMatrix(info: GgufTensorInfo, bytes: Uint8Array, rows: number, cols: number): Matrix {
+  try {
+    return ggmlToMatrix(info.type, bytes, rows, cols);
+  } catch (e) {
+    throw new GgufError(
+      `${info.file}: tensor "${info.name}" has type ${ggmlTypeName(info.type)}, which qwen-ts cannot run (${(e as Error).message}); supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS`,
+    );
+  }
 }
 
 class TensorReader {
