@@ -201,6 +201,9 @@ describe('qwen-ts convert', () => {
     expect(tensorType('q4_k_m', role('blk.0.attn_q.weight', 1536))).toBe(12);
     expect(tensorType('q4_k_m', role('blk.5.attn_v.weight', 1536, 5))).toBe(14); // (5 - 3) % 3 == 2: more bits
     expect(tensorType('q4_k_m', role('blk.6.attn_v.weight', 1536, 6))).toBe(12);
+    // C's integer division: of 4 layers, layers 2 and 3 get more bits, layer 0 does not.
+    const four = (layer: number) => ({ ...role(`blk.${layer}.attn_v.weight`, 256, layer), layers: 4 });
+    expect([0, 1, 2, 3].map((l) => tensorType('q4_k_m', four(l)))).toEqual([12, 12, 14, 14]);
     expect(tensorType('q4_k_m', { ...role('blk.0.attn_norm.weight', 1536), nDims: 1 })).toBe(0);
   });
 

@@ -13,7 +13,6 @@ import { FILE_TYPES, GGML, tensorType } from './quant-mix.js';
 import { tokenizerMetadata } from './tokenizer.js';
 import { permuteRows } from './weights.js';
 import { writeGguf, type TensorToWrite } from './writer.js';
-import { ropeFrequencies } from '../../tensor/ops.js';
 import { quantizeGgml } from '../../tensor/formats/ggml.js';
 
 export const CONVERT_TYPES = Object.keys(FILE_TYPES);
@@ -145,9 +144,17 @@ export function convertToGguf(dir: string, out: string, opts: ConvertOptions = {
     add(MODEL_TENSORS.embed.hf, MODEL_TENSORS.embed.gguf, [c.vocabSize, c.hiddenSize], 0, undefined);
     if (c.ropeScaling?.type === 'llama3') {
       // As convert_hf_to_gguf: the llama3 scaling as per-frequency divisors.
-      const plain = ropeFrequencies(c.headDim, c.ropeTheta, null);
-      const scaled = ropeFrequencies(c.headDim, c.ropeTheta, c.ropeScaling);
-      const factors = Float32Array.from(plain, (f, j) => f / scaled[j]);
+      const { factor, lowFreqFactor: lo, highFreqFactor: hi, originalMaxPositionEmbeddings: old } = c.ropeScaling;
+      // In float32 step by step, as convert_hf_to_gguf computes them with torch.
+      const f = Math.fround;
+      const factors = Float32Array.from({ length: c.headDim / 2 }, (_, j) => {
+        const freq = f(1 / f(Math.pow(c.ropeTheta, f(f(2 * j) / c.headDim))));
+        const wavelen = f(f(2 * Math.PI) / freq);
+        if (wavelen < old / hi) return 1;
+        if (wavelen > old / lo) return factor;
+        const smooth = f(f(f(old / wavelen) - lo) / (hi - lo));
+        return f(1 / f(f(f(1 - smooth) / factor) + smooth));
+      });
       tensors.push({
         name: MODEL_TENSORS.ropeFreqs.gguf,
         dims: [factors.length],

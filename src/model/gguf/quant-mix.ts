@@ -50,8 +50,9 @@ const BLOCK: Record<number, number> = {
 };
 const FALLBACK: Record<number, number> = { 10: GGML.Q4_0, 11: GGML.Q4_0, 12: GGML.Q5_0, 13: GGML.Q5_1, 14: GGML.Q8_0 };
 
+// C's integer division: with 4 layers, n/8 is 0 and 7n/8 is 3.
 const useMoreBits = (layer: number, layers: number) =>
-  layer < layers / 8 || layer >= (7 * layers) / 8 || (layer - Math.floor(layers / 8)) % 3 === 2;
+  layer < Math.floor(layers / 8) || layer >= Math.floor((7 * layers) / 8) || (layer - Math.floor(layers / 8)) % 3 === 2;
 
 export interface TensorRole {
   /** GGUF tensor name. */
@@ -80,7 +81,7 @@ export function tensorType(fileType: string, t: TensorRole): number {
     else if (fileType === 'q4_k_s' && t.layer < 4) type = GGML.Q5_K;
   } else if (t.name.endsWith('ffn_down.weight')) {
     if ((fileType === 'q4_k_m' || fileType === 'q5_k_m') && useMoreBits(t.layer, t.layers)) type = GGML.Q6_K;
-    else if (fileType === 'q4_k_s' && t.layer < t.layers / 8) type = GGML.Q5_K;
+    else if (fileType === 'q4_k_s' && t.layer < Math.floor(t.layers / 8)) type = GGML.Q5_K;
   }
   if (t.cols % BLOCK[type] !== 0) {
     const fallback = FALLBACK[type] ?? type;
