@@ -84,10 +84,11 @@ export const SAMPLING_OPTIONS: Record<string, OptionSpec> = {
 export const HELP_OPTION: Record<string, OptionSpec> = { help: { type: 'boolean', short: 'h' } };
 
 export const MODEL_HELP = `Model:
-  -m, --model NAME           a model folder (config.json, *.safetensors, tokenizer.json) or a name:
-                             Org/Name from the Hugging Face cache, else downloaded from the hub
-                             (Org/Name-GGUF:Q4_K_M for one GGUF), or an Ollama name:tag. Qwen2 /
-                             Qwen2.5, Qwen3, Llama. Without it: the bundled stories260K demo model
+  -m, --model NAME           a model folder (config.json, *.safetensors, tokenizer.json), a .gguf file
+                             (a split one by its first part), or a name: Org/Name from the Hugging
+                             Face cache, else downloaded from the hub (Org/Name-GGUF:Q4_K_M for one
+                             GGUF), or an Ollama name:tag. Qwen2 / Qwen2.5, Qwen3, Llama. Without
+                             it: the bundled stories260K demo model
                              (a tiny trained story model, MIT, llama2.c; it has no chat template)
       --revision REV         branch, tag or commit of a hub model (default main)
       --preset NAME          instead of --model, a synthetic Qwen2.5-shaped model with random weights, for

@@ -8,6 +8,7 @@ import type { CompletionOutput, RequestMetrics } from '../engine/request.js';
 import { CliError, type ModelArgs } from './args.js';
 import { DEMO_MODEL_DIR } from '../package-root.js';
 import { ensureSyntheticModel, presetTitle } from './synthetic-cache.js';
+import { isGgufPath } from '../model/gguf/file.js';
 
 /** Diagnostics go to stderr, prefixed like every CLI message. */
 export function note(message: string): void {

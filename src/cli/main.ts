@@ -7,12 +7,13 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { packageRoot } from '../package-root.js';
 import { CliError, didYouMean } from './args.js';
 import { CHAT_HELP, runChat } from './chat.js';
+import { CONVERT_HELP, runConvert } from './convert.js';
 import { GENERATE_HELP, runGenerate } from './generate.js';
 import { LIST_HELP, runList } from './list.js';
 import { PULL_HELP, runPull } from './pull.js';
 import { runServe } from './serve.js';
 
-const COMMANDS = ['generate', 'chat', 'serve', 'bench', 'pull', 'list', 'make-model', 'help'];
+const COMMANDS = ['generate', 'chat', 'serve', 'bench', 'pull', 'list', 'make-model', 'convert', 'help'];
 
 const USAGE = 'usage: qwen-ts <command> [options]   (qwen-ts --help for the commands)';
 
@@ -28,6 +29,7 @@ Commands:
   pull NAME    download a model from the Hugging Face hub into its cache (Org/Name)
   list         the models in the Hugging Face cache and Ollama's store
   make-model   write a synthetic Qwen2.5-shaped model (random weights) to a folder
+  convert      write a model folder as a GGUF file (f16, q8_0, q4_k_m, ...)
   help [CMD]   this help, or a command's
 
 Options:
@@ -88,6 +90,9 @@ function commandHelp(cmd: string): Promise<number> | number {
       return 0;
     case 'make-model':
       return runNode(MAKE_MODEL, ['--help']);
+    case 'convert':
+      process.stdout.write(CONVERT_HELP);
+      return 0;
     case 'serve':
       return runServe(['--help']);
     case 'bench':
@@ -129,6 +134,8 @@ export async function main(argv: string[]): Promise<number> {
       return runChat(rest);
     case 'make-model':
       return runNode(MAKE_MODEL, rest);
+    case 'convert':
+      return runConvert(rest);
     case 'serve':
       return runServe(rest);
     case 'bench':

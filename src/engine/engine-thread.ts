@@ -20,6 +20,7 @@ import {
 import { metricsOf, Sequence } from './request.js';
 import { NgramProposer, resolveSpeculativeConfig, type ResolvedSpeculativeConfig } from './speculation/ngram.js';
 import { Scheduler } from './scheduler.js';
+import { loadTokenizer } from './load-tokenizer.js';
 
 const port = parentPort!;
 const post = (m: FromEngine) => port.postMessage(m);
@@ -42,7 +43,7 @@ async function main(): Promise<void> {
     const onProgress = init.progress ? (progress: LoadProgress) => post({ type: 'progress', progress }) : undefined;
     model = await loadModel(init.dir, { ...loadOptions, onProgress });
     const files = await tokenizerFiles;
-    tokenizer = files ? QwenTokenizer.forDecoding(files) : await QwenTokenizer.fromDir(init.dir);
+    tokenizer = files ? QwenTokenizer.forDecoding(files) : await loadTokenizer(init.dir);
   } catch (e) {
     post({ type: 'load-error', error: serializeError(e) });
     return;

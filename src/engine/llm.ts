@@ -17,6 +17,7 @@ import { resolveSpeculativeConfig } from './speculation/ngram.js';
 import { parseToolCalls, toolChoiceConstraint, type ToolChoice } from './tool-calls.js';
 import type { EngineOptions, EngineState, ModelInfo } from './messages.js';
 import type { CompletionOutput, RequestMetrics } from './request.js';
+import { readTokenizerFiles } from './load-tokenizer.js';
 
 export type { EngineOptions, EngineState, ModelInfo } from './messages.js';
 
@@ -117,7 +118,7 @@ export class LLM {
     report({ stage: 'tokenizer', doneBytes: 0, totalBytes: 0, seconds: 0 });
     let files: TokenizerFiles;
     try {
-      files = QwenTokenizer.readFiles(dir);
+      files = readTokenizerFiles(dir);
     } catch (e) {
       // Not a folder (a missing path, a single file): loadModel's own check says what to give.
       if (!isDirectory(dir)) await EngineClient.start(dir, engineOptions).then((c) => c.close());

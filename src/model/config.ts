@@ -214,8 +214,9 @@ function parseRopeScaling(
   );
 }
 
-function contextLimit(maxPositionEmbeddings: number, s: RopeScaling | null): number {
-  if (s === null || s.type === 'llama3') return maxPositionEmbeddings;
+/** The longest context the model's RoPE is meant for: max_position_embeddings, or what yarn / dynamic / linear scaling stretch it to. */
+export function contextLimit(maxPositionEmbeddings: number, s: RopeScaling | null): number {
+  if (s === null || s.type === 'llama3' || s.type === 'factors') return maxPositionEmbeddings;
   const original = s.type === 'linear' ? maxPositionEmbeddings : s.originalMaxPositionEmbeddings;
   return Math.max(maxPositionEmbeddings, Math.floor(original * s.factor));
 }

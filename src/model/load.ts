@@ -4,11 +4,14 @@ import * as os from 'node:os';
 import { ProgressLine, type LoadProgress } from '../platform/progress.js';
 import { closestName } from '../sampler/params.js';
 import type { WeightFormat } from '../tensor/matrix.js';
-import { loadGenerationConfig, loadModelConfig } from './config.js';
+import { loadGenerationConfig, loadModelConfig, type GenerationConfig, type ModelConfig } from './config.js';
+import { GgufModel, isGgufPath } from './gguf/file.js';
+import { ggufGenerationConfig, ggufModelConfig } from './gguf/config.js';
+import { loadGgufWeights } from './gguf/weights.js';
 import { KV_CACHE_DTYPES, type KvCacheDtype } from './kv-cache.js';
 import { Qwen2Model } from './qwen2.js';
 import { TensorStore } from './safetensors.js';
-import { loadWeights } from './weights.js';
+import { loadWeights, type ModelWeights } from './weights.js';
 import { resolveModel, type ResolveOptions } from './sources/index.js';
 
 export interface LoadOptions {
@@ -87,31 +90,11 @@ export async function loadModel(model: string, options: LoadOptions = {}): Promi
   }
   const dir = (await resolveModel(model, options.source)).path;
   if (!fs.existsSync(dir)) throw new Error(`loadModel: model directory ${dir} does not exist`);
-  if (!fs.statSync(dir).isDirectory() && dir.toLowerCase().endsWith('.gguf'))
-    throw new Error(
-      `loadModel: ${dir} is a GGUF file, which this version of qwen-ts does not read; give a Hugging Face model folder (config.json, *.safetensors, tokenizer.json), e.g. from huggingface-cli download Qwen/Qwen2.5-0.5B-Instruct --local-dir DIR`,
-    );
+  if (isGgufPath(dir)) return loadGgufModel(dir, options);
   if (!fs.statSync(dir).isDirectory())
     throw new Error(`loadModel: ${dir} is a file; expected the model directory (config.json, *.safetensors, ...)`);
   const format = options.weights ?? DEFAULT_WEIGHTS;
-  if (!WEIGHT_FORMATS.includes(format))
-    throw new RangeError(
-      `loadModel: option weights must be one of ${WEIGHT_FORMATS.join(', ')}, got ${JSON.stringify(format)}`,
-    );
-  checkInt('threads', options.threads, 1, 64);
-  checkInt('maxSequences', options.maxSequences, 1, 4096);
-  checkInt('maxBatchTokens', options.maxBatchTokens, 1, 4096);
-  checkInt('kvCacheBytes', options.kvCacheBytes, 1);
-  if (options.onProgress !== undefined && typeof options.onProgress !== 'function')
-    throw new TypeError(`loadModel: option onProgress must be a function, got ${typeof options.onProgress}`);
-  if (options.kvCacheDtype !== undefined && !KV_CACHE_DTYPES.includes(options.kvCacheDtype))
-    throw new RangeError(
-      `loadModel: option kvCacheDtype must be one of ${KV_CACHE_DTYPES.join(', ')}, got ${JSON.stringify(options.kvCacheDtype)}`,
-    );
-  if (options.checkTensors !== undefined && typeof options.checkTensors !== 'boolean')
-    throw new TypeError(
-      `loadModel: option checkTensors must be true or false, got ${JSON.stringify(options.checkTensors)}`,
-    );
+  checkOptions(options);
   const config = loadModelConfig(dir);
   checkInt('contextLength', options.contextLength, 1, config.contextLimit);
   const generationConfig = loadGenerationConfig(dir, config);
@@ -141,12 +124,57 @@ export async function loadModel(model: string, options: LoadOptions = {}): Promi
   } finally {
     store.close();
   }
+  return createModel(config, generationConfig, weights, options);
+}
+
+/**
+ * A GGUF file (a split model by its first file): config, tokens and weights from the file. Its
+ * quantized tensors keep their types; `weights` converts only its float tensors.
+ */
+async function loadGgufModel(file: string, options: LoadOptions): Promise<Qwen2Model> {
+  checkOptions(options);
+  const g = GgufModel.open(file);
+  const config = ggufModelConfig(g);
+  checkInt('contextLength', options.contextLength, 1, config.contextLimit);
+  const generationConfig = ggufGenerationConfig(g, config);
+  const weights = loadGgufWeights(g, config, { weights: options.weights, checkTensors: options.checkTensors });
+  return createModel(config, generationConfig, weights, options);
+}
+
+function createModel(
+  config: ModelConfig,
+  generationConfig: GenerationConfig,
+  weights: ModelWeights,
+  options: LoadOptions,
+): Promise<Qwen2Model> {
   return Qwen2Model.create(config, generationConfig, weights, {
     maxBatchTokens: options.maxBatchTokens ?? 64,
     maxSequences: options.maxSequences ?? 8,
     contextLength: options.contextLength ?? Math.min(config.contextLimit, 32768),
     kvCacheBytes: options.kvCacheBytes ?? 1 << 30,
     kvCacheDtype: options.kvCacheDtype ?? 'f32',
-    threads,
+    threads: options.threads ?? os.availableParallelism(),
   });
+}
+
+function checkOptions(options: LoadOptions): void {
+  const format = options.weights ?? DEFAULT_WEIGHTS;
+  if (!WEIGHT_FORMATS.includes(format))
+    throw new RangeError(
+      `loadModel: option weights must be one of ${WEIGHT_FORMATS.join(', ')}, got ${JSON.stringify(format)}`,
+    );
+  checkInt('threads', options.threads, 1, 64);
+  checkInt('maxSequences', options.maxSequences, 1, 4096);
+  checkInt('maxBatchTokens', options.maxBatchTokens, 1, 4096);
+  checkInt('kvCacheBytes', options.kvCacheBytes, 1);
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function')
+    throw new TypeError(`loadModel: option onProgress must be a function, got ${typeof options.onProgress}`);
+  if (options.kvCacheDtype !== undefined && !KV_CACHE_DTYPES.includes(options.kvCacheDtype))
+    throw new RangeError(
+      `loadModel: option kvCacheDtype must be one of ${KV_CACHE_DTYPES.join(', ')}, got ${JSON.stringify(options.kvCacheDtype)}`,
+    );
+  if (options.checkTensors !== undefined && typeof options.checkTensors !== 'boolean')
+    throw new TypeError(
+      `loadModel: option checkTensors must be true or false, got ${JSON.stringify(options.checkTensors)}`,
+    );
 }

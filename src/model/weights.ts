@@ -28,6 +28,7 @@ import {
   type TensorJob,
 } from './load-pieces.js';
 import { SafetensorsError, type TensorStore } from './safetensors.js';
+import { hfLayerName, LAYER_TENSORS, MODEL_TENSORS, type LayerTensorField } from './tensor-names.js';
 
 export interface LayerWeights {
   inputNorm: Float32Array; // [hidden]
@@ -199,48 +200,32 @@ async function runPieces(
 }
 
 function planWeights(store: TensorStore, c: ModelConfig, format: WeightFormat, jobs: TensorJob[]): ModelWeights {
-  const matrix = (name: string, rows: number, cols: number) => planMatrix(store, jobs, name, rows, cols, format);
-  const vector = (name: string, n: number) => planVector(store, jobs, name, n);
   const h = c.hiddenSize;
-  const qDim = c.numHeads * c.headDim;
-  const kvDim = c.numKvHeads * c.headDim;
-  const embed = matrix('model.embed_tokens.weight', c.vocabSize, h);
+  const embed = planMatrix(store, jobs, MODEL_TENSORS.embed.hf, c.vocabSize, h, format);
   const layers: LayerWeights[] = [];
-  const inter = c.intermediateSize;
-  // Optional vectors: null when the family (config) has none, so a missing tensor is an error.
-  const optional = (has: boolean, name: string, n: number) => (has ? vector(name, n) : null);
   for (let l = 0; l < c.numLayers; l++) {
-    const p = `model.layers.${l}.`;
-    layers.push({
-      inputNorm: vector(p + 'input_layernorm.weight', h),
-      qProj: matrix(p + 'self_attn.q_proj.weight', qDim, h),
-      qBias: optional(c.attentionBias, p + 'self_attn.q_proj.bias', qDim),
-      kProj: matrix(p + 'self_attn.k_proj.weight', kvDim, h),
-      kBias: optional(c.attentionBias, p + 'self_attn.k_proj.bias', kvDim),
-      vProj: matrix(p + 'self_attn.v_proj.weight', kvDim, h),
-      vBias: optional(c.attentionBias, p + 'self_attn.v_proj.bias', kvDim),
-      qNorm: optional(c.qkNorm, p + 'self_attn.q_norm.weight', c.headDim),
-      kNorm: optional(c.qkNorm, p + 'self_attn.k_norm.weight', c.headDim),
-      oProj: matrix(p + 'self_attn.o_proj.weight', h, qDim),
-      oBias: optional(c.oProjBias, p + 'self_attn.o_proj.bias', h),
-      postAttentionNorm: vector(p + 'post_attention_layernorm.weight', h),
-      gateProj: matrix(p + 'mlp.gate_proj.weight', inter, h),
-      gateBias: optional(c.mlpBias, p + 'mlp.gate_proj.bias', inter),
-      upProj: matrix(p + 'mlp.up_proj.weight', inter, h),
-      upBias: optional(c.mlpBias, p + 'mlp.up_proj.bias', inter),
-      downProj: matrix(p + 'mlp.down_proj.weight', h, inter),
-      downBias: optional(c.mlpBias, p + 'mlp.down_proj.bias', h),
-    });
+    // A tensor the family (config) does not have is null, so a missing one of a family that has it is an error.
+    const layer = {} as Record<LayerTensorField, Matrix | Float32Array | null>;
+    for (const t of LAYER_TENSORS) {
+      const shape = t.shape(c);
+      const name = hfLayerName(l, t);
+      layer[t.field] = !t.present(c)
+        ? null
+        : shape.length === 2
+          ? planMatrix(store, jobs, name, shape[0], shape[1], format)
+          : planVector(store, jobs, name, shape[0]);
+    }
+    layers.push(layer as unknown as LayerWeights);
   }
-  const finalNorm = vector('model.norm.weight', h);
+  const finalNorm = planVector(store, jobs, MODEL_TENSORS.finalNorm.hf, h);
   let lmHead = embed;
   if (!c.tieWordEmbeddings) {
-    if (!store.has('lm_head.weight')) {
+    if (!store.has(MODEL_TENSORS.lmHead.hf)) {
       throw new SafetensorsError(
         `${store.dir}: tensor "lm_head.weight" not found, and config.json has tie_word_embeddings: false`,
       );
     }
-    lmHead = matrix('lm_head.weight', c.vocabSize, h);
+    lmHead = planMatrix(store, jobs, MODEL_TENSORS.lmHead.hf, c.vocabSize, h, format);
   }
   return { format, embed, layers, finalNorm, lmHead };
 }

@@ -69,7 +69,9 @@ export type RopeScalingSpec =
       /** Round the ramp's ends to whole dimensions (transformers' default). */
       truncate: boolean;
     }
-  | { type: 'dynamic'; factor: number; originalMaxPositionEmbeddings: number };
+  | { type: 'dynamic'; factor: number; originalMaxPositionEmbeddings: number }
+  /** Each frequency divided by its own factor: a GGUF's rope_freqs tensor (llama3 scaling, precomputed). */
+  | { type: 'factors'; factors: number[] };
 
 /**
  * The headDim/2 rotation frequencies theta^(-2j/headDim), rescaled as HF's rope_scaling says
@@ -109,7 +111,8 @@ export function ropeFrequencies(
       const ramp = Math.min(1, Math.max(0, (j - low) / (high === low ? 0.001 : high - low)));
       const keep = 1 - ramp;
       freq[j] = (f / scaling.factor) * (1 - keep) + f * keep;
-    } else {
+    } else if (scaling.type === 'factors') freq[j] = f / scaling.factors[j];
+    else {
       const { factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings: old } = scaling;
       const wavelen = (2 * Math.PI) / f;
       if (wavelen < old / highFreqFactor) freq[j] = f;
