@@ -198,8 +198,9 @@ function banner(text) {
 
 // --- talking to the server ---
 
-function headers() {
-  const h = { 'Content-Type': 'application/json' };
+/** X-Session-Id names the conversation, so a load balancer can keep it on the replica that caches it. */
+function headers(conversation) {
+  const h = { 'Content-Type': 'application/json', 'X-Session-Id': conversation.id };
   if (state.apiKey) h.Authorization = `Bearer ${state.apiKey}`;
   return h;
 }
