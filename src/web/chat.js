@@ -307,7 +307,7 @@ async function send(text) {
   try {
     const response = await fetch(url, {
       method: 'POST',
-      headers: headers(),
+      headers: headers(c),
       body: JSON.stringify(body),
       signal: running.signal,
     });
