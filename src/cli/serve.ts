@@ -10,7 +10,7 @@ import { createServer } from '../server/server.js';
 export const SERVE_HELP = `Usage: qwen-ts serve [options]
 
 An OpenAI-compatible HTTP server: GET /v1/models, POST /v1/chat/completions, POST /v1/completions
-(streamed with "stream": true), GET /health, GET /metrics (Prometheus).
+(streamed with "stream": true), GET /health, GET /metrics (Prometheus), and a chat page at /.
 
 Server:
       --host HOST            address to bind (default 127.0.0.1)
@@ -27,6 +27,7 @@ Server:
       --max-queue N          requests waiting beyond those before 429 (default 64)
       --max-sequences N      KV cache slots: sequences decoded together (default 8)
       --quiet                no per-request log lines on stderr
+      --no-webui             do not serve the chat page at /
 ${MODEL_HELP}
   -h, --help                 this help
 `;
@@ -42,6 +43,7 @@ const SERVE_OPTIONS = {
   'max-queue': { type: 'string' },
   'max-sequences': { type: 'string' },
   quiet: { type: 'boolean' },
+  'no-webui': { type: 'boolean' },
   ...HELP_OPTION,
 } as const;
 
@@ -141,6 +143,7 @@ export async function runServe(argv: string[]): Promise<number> {
     maxConcurrency,
     maxQueue,
     log: values.quiet !== true,
+    webui: values['no-webui'] !== true,
   });
   let address;
   try {
@@ -152,6 +155,7 @@ export async function runServe(argv: string[]): Promise<number> {
   const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   process.stdout.write(`listening on http://${shown}:${address.port}\n`);
   note(`serving "${modelName}"${apiKey ? ' (API key required)' : ''}; Ctrl-C to stop`);
+  if (values['no-webui'] !== true) note(`chat page: http://${shown}:${address.port}/`);
   if (!isLoopbackAddress(address.address))
     note(
       `${host} is not a loopback address: any Host name is served (no DNS-rebinding check)${apiKey ? '' : '; consider --api-key'}`,

@@ -39,6 +39,7 @@ import {
   type Usage,
 } from './format.js';
 import { Metrics } from './metrics.js';
+import { isWebPath, WEB_HEADERS, webAsset, type WebConfig } from './web.js';
 import { parseChatRequest, parseCompletionRequest, type GenerationRequest } from './protocol.js';
 
 export interface ServerOptions {
@@ -67,6 +68,8 @@ export interface ServerOptions {
   maxBodyBytes?: number;
   /** One line per request: true/undefined → stderr, false → silent, or a function of the line. */
   log?: boolean | ((line: string) => void);
+  /** Serve the chat page at / (src/web). Default true. */
+  webui?: boolean;
 }
 
 export interface OpenAIServer {
@@ -81,7 +84,7 @@ export interface OpenAIServer {
   close(opts?: { graceMs?: number }): Promise<void>;
 }
 
-type Route = 'models' | 'model' | 'chat' | 'completions' | 'health' | 'metrics';
+type Route = 'models' | 'model' | 'chat' | 'completions' | 'health' | 'metrics' | 'web';
 
 const ROUTES: Record<string, { route: Route; methods: string[] }> = {
   '/v1/models': { route: 'models', methods: ['GET'] },
@@ -94,6 +97,7 @@ const ROUTES: Record<string, { route: Route; methods: string[] }> = {
 function matchRoute(path: string): { route: Route; methods: string[]; label: string } | null {
   const exact = ROUTES[path];
   if (exact) return { ...exact, label: path };
+  if (isWebPath(path)) return { route: 'web', methods: ['GET', 'HEAD'], label: path };
   if (path.startsWith('/v1/models/') && path.length > '/v1/models/'.length)
     return { route: 'model', methods: ['GET'], label: '/v1/models/{id}' };
   return null;
@@ -347,7 +351,28 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
       case 'chat':
       case 'completions':
         return generate(ctx, match.route);
+      case 'web':
+        return sendWeb(ctx);
     }
+  }
+
+  function sendWeb(ctx: Ctx): void {
+    if (opts.webui === false) throw routeNotFound(ctx.path);
+    if (ctx.path === '/web/config.json') {
+      const gen = llm.model.generationConfig;
+      const config: WebConfig = {
+        model: opts.modelName,
+        chatTemplate: llm.tokenizer.chatTemplate !== null,
+        contextLength: llm.model.kvCache.contextLength,
+        auth: apiKey !== null,
+        defaults: { temperature: gen.temperature, topP: gen.topP },
+      };
+      ctx.res.writeHead(200, { 'Content-Type': 'application/json', ...WEB_HEADERS }).end(JSON.stringify(config));
+      return;
+    }
+    const asset = webAsset(ctx.path)!;
+    ctx.res.writeHead(200, { 'Content-Type': asset.contentType, ...WEB_HEADERS });
+    ctx.res.end(ctx.method === 'HEAD' ? undefined : asset.body);
   }
 
   async function generate(ctx: Ctx, route: 'chat' | 'completions'): Promise<void> {
