@@ -84,7 +84,12 @@ export async function acquireLock(
         },
       };
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') {
+        fs.mkdirSync(path.dirname(file), { recursive: true }); // the cache was cleared meanwhile
+        continue;
+      }
+      if (code !== 'EEXIST') throw e;
     }
     const info = readOwner(file);
     if (info && isStale(info)) {
