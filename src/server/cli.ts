@@ -15,7 +15,8 @@ Server:
       --host HOST            address to bind (default 127.0.0.1)
       --port N               port (default 8000; 0 picks a free one)
       --served-model-name NAME
-                             the model id clients see (default: the model folder's name)
+                             the model id clients see (default: the hub or Ollama name given
+                             to --model, else the model folder's name)
       --api-key KEY          require "Authorization: Bearer KEY" on /v1 (or set QWEN_TS_API_KEY)
       --allowed-origins LIST comma list of browser origins whose pages may call the server, e.g.
                              http://localhost:3000,https://app.example; '*' for any. Default: only
