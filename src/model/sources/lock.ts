@@ -15,7 +15,8 @@ interface Owner {
   host: string;
 }
 
-function isAlive(pid: number): boolean {
+/** Whether a process of this machine is running (EPERM: it is, as another user). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
