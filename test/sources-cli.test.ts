@@ -106,6 +106,30 @@ describe('qwen-ts chat --model Org/Name', () => {
   });
 });
 
+describe('qwen-ts serve --model Org/Name', () => {
+  it('serves the cached model under the name given, as vLLM does', async () => {
+    const child = spawn(process.execPath, [MAIN, 'serve', '--model', 'Org/Stories', '--port', '0', '--threads', '1'], {
+      env: { ...process.env, ...env, HF_HUB_OFFLINE: '1' },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((r) => child.on('close', r));
+    try {
+      for (let i = 0; i < 600 && !/listening on http/.test(stdout); i++) await new Promise((r) => setTimeout(r, 100));
+      const url = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(stdout)?.[1];
+      expect(url, stderr).toBeDefined();
+      const models = (await (await fetch(`${url}/v1/models`)).json()) as { data: { id: string }[] };
+      expect(models.data.map((m) => m.id)).toEqual(['Org/Stories']);
+      expect(stderr).toContain('serving "Org/Stories"');
+    } finally {
+      child.kill('SIGINT');
+      await exited;
+    }
+  });
+});
+
 describe('qwen-ts pull and list', () => {
   it('pull fetches without running and prints the snapshot; list shows it with format, size and place', async () => {
     const pulled = await run(['pull', 'Org/Gated'], { env: { HF_TOKEN: 'hf_ok' } });

@@ -21,7 +21,7 @@ import {
 } from './args.js';
 import { dim, loadLLM, note, statsLine } from './common.js';
 
-export const CHAT_USAGE = 'usage: qwen-ts chat [--model DIR] [--system TEXT] [sampling options]';
+export const CHAT_USAGE = 'usage: qwen-ts chat [--model NAME] [--system TEXT] [sampling options]';
 
 const COMMANDS = `Commands:
   /reset   forget the conversation (the system message stays)

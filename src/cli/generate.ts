@@ -14,7 +14,7 @@ import {
 import { checkDemoPrompt, dim, loadLLM, note, statsLine } from './common.js';
 
 export const GENERATE_USAGE =
-  'usage: qwen-ts generate [--model DIR] [--chat] [--system TEXT] [--json] [sampling options] "prompt"';
+  'usage: qwen-ts generate [--model NAME] [--chat] [--system TEXT] [--json] [sampling options] "prompt"';
 
 export const GENERATE_HELP = `${GENERATE_USAGE}
 

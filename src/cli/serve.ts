@@ -16,8 +16,9 @@ Server:
       --host HOST            address to bind (default 127.0.0.1)
       --port N               port (default 8000; 0 picks a free one)
       --served-model-name NAME
-                             the model id clients send as "model" (default: the model folder's
-                             name, e.g. Qwen2.5-0.5B-Instruct for --model ./Qwen2.5-0.5B-Instruct)
+                             the model id clients send as "model" (default: the hub or Ollama name
+                             given to --model, else the model folder's name, e.g.
+                             Qwen2.5-0.5B-Instruct for --model ./Qwen2.5-0.5B-Instruct)
       --api-key KEY          require "Authorization: Bearer KEY" on /v1 (or set QWEN_TS_API_KEY)
       --allowed-origins LIST comma list of browser origins whose pages may call the server, e.g.
                              http://localhost:3000,https://app.example; '*' for any. Default: only

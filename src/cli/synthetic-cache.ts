@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { isAlive } from '../model/sources/lock.js';
 import { writeSyntheticModel } from '../model/synthetic.js';
 
 const SEED = 0;
@@ -24,15 +25,6 @@ export function presetTitle(preset: string): string {
 
 export function syntheticModelDir(preset: string, root = cacheRoot()): string {
   return path.join(root, 'models', `${preset}-seed${SEED}`);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Remove temporary folders left by writers that were interrupted (their process is gone). */

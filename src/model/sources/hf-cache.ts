@@ -59,6 +59,15 @@ export function listSnapshots(repoDir: string): string[] {
     .sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs);
 }
 
+/** The names in a folder, sorted; none when it cannot be read. */
+export function readdirSorted(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir).sort();
+  } catch {
+    return [];
+  }
+}
+
 export function isDir(p: string): boolean {
   try {
     return fs.statSync(p).isDirectory();

@@ -8,8 +8,11 @@ import {
   ggufFiles,
   hubCacheDir,
   inspectModelFolder,
+  isDir,
+  isFile,
   listFiles,
   listSnapshots,
+  readdirSorted,
   repoFromFolderName,
 } from './hf-cache.js';
 import { listOllamaModels, ollamaModelDirs } from './ollama.js';
@@ -28,11 +31,11 @@ export interface ListedModel {
 function refsOf(repoDir: string): Map<string, string[]> {
   const byCommit = new Map<string, string[]>();
   const walk = (dir: string, prefix: string) => {
-    for (const e of safeReaddir(dir)) {
+    for (const e of readdirSorted(dir)) {
       const p = path.join(dir, e);
-      if (fs.statSync(p).isDirectory()) walk(p, `${prefix}${e}/`);
-      else {
-        const commit = fs.readFileSync(p, 'utf8').trim();
+      if (isDir(p)) walk(p, `${prefix}${e}/`);
+      else if (isFile(p)) {
+        const commit = fs.readFileSync(p, 'utf8').slice(0, 100).trim();
         if (COMMIT_HASH.test(commit)) byCommit.set(commit, [...(byCommit.get(commit) ?? []), `${prefix}${e}`]);
       }
     }
@@ -41,18 +44,10 @@ function refsOf(repoDir: string): Map<string, string[]> {
   return byCommit;
 }
 
-function safeReaddir(dir: string): string[] {
-  try {
-    return fs.readdirSync(dir).sort();
-  } catch {
-    return [];
-  }
-}
-
 /** The models of the Hugging Face cache. */
 export function listHubCache(cacheDir: string): ListedModel[] {
   const out: ListedModel[] = [];
-  for (const folder of safeReaddir(cacheDir)) {
+  for (const folder of readdirSorted(cacheDir)) {
     const repo = repoFromFolderName(folder);
     if (!repo) continue;
     const repoDir = path.join(cacheDir, folder);

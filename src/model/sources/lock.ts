@@ -15,7 +15,8 @@ interface Owner {
   host: string;
 }
 
-function isAlive(pid: number): boolean {
+/** Whether a process of this machine is running (EPERM: it is, as another user). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -84,7 +85,12 @@ export async function acquireLock(
         },
       };
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') {
+        fs.mkdirSync(path.dirname(file), { recursive: true }); // the cache was cleared meanwhile
+        continue;
+      }
+      if (code !== 'EEXIST') throw e;
     }
     const info = readOwner(file);
     if (info && isStale(info)) {

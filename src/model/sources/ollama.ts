@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { expandHome, isDir, isFile } from './hf-cache.js';
+import { expandHome, isDir, isFile, readdirSorted } from './hf-cache.js';
 
 export const OLLAMA_MODEL_LAYER = 'application/vnd.ollama.image.model';
 const DEFAULT_HOST = 'registry.ollama.ai';
@@ -93,10 +93,10 @@ export function listOllamaModels(dirs: string[]): OllamaModel[] {
   for (const dir of dirs) {
     const root = path.join(dir, 'manifests');
     if (!isDir(root)) continue;
-    for (const host of readdir(root))
-      for (const namespace of readdir(path.join(root, host)))
-        for (const model of readdir(path.join(root, host, namespace)))
-          for (const tag of readdir(path.join(root, host, namespace, model))) {
+    for (const host of readdirSorted(root))
+      for (const namespace of readdirSorted(path.join(root, host)))
+        for (const model of readdirSorted(path.join(root, host, namespace)))
+          for (const tag of readdirSorted(path.join(root, host, namespace, model))) {
             try {
               const m = readModel(dir, { host, namespace, model, tag }, path.join(root, host, namespace, model, tag));
               if (m) out.push(m);
@@ -106,12 +106,4 @@ export function listOllamaModels(dirs: string[]): OllamaModel[] {
           }
   }
   return out;
-}
-
-function readdir(dir: string): string[] {
-  try {
-    return fs.readdirSync(dir).sort();
-  } catch {
-    return [];
-  }
 }
