@@ -15,6 +15,7 @@ import {
   type WeightFormat,
 } from '../tensor/matrix.js';
 import { runnableUrl } from '../tensor/pool.js';
+import { allocGgmlMatrix, kQuantTensorType, type TensorRole } from '../tensor/formats/ggml.js';
 import { allocQuantizedMatrix } from '../tensor/matmul.js';
 import type { ModelConfig } from './config.js';
 import {
@@ -81,8 +82,20 @@ function planMatrix(
   rows: number,
   cols: number,
   format: WeightFormat,
+  layers: number,
+  tied: boolean,
 ): Matrix {
   const info = store.get(name, [rows, cols]);
+  if (format === 'q4_k' || format === 'q5_k' || format === 'q6_k' || format === 'q4_k_m') {
+    // llama-quantize's type for this tensor (by its role and layer), quantized by ggml's rules.
+    const m = allocGgmlMatrix(
+      kQuantTensorType(format, kQuantRole(name, tied), layerOf(name), layers, cols),
+      rows,
+      cols,
+    );
+    jobs.push({ info, dest: m });
+    return m;
+  }
   let code = FORMAT_CODES[format];
   // Quantized formats need whole 32-blocks (and row pairs for q4_0); other shapes stay bf16.
   if (code >= 2 && (cols % QBLOCK !== 0 || (code === Q4_0 && rows % 2 !== 0))) code = BF16;
@@ -94,6 +107,19 @@ function planMatrix(
         : allocQuantizedMatrix(code, rows, cols);
   jobs.push({ info, dest: m });
   return m;
+}
+
+/** A weight's role in llama.cpp's K-quant mixes, from its HF name (a tied embedding is the output). */
+function kQuantRole(name: string, tied: boolean): TensorRole {
+  if (name === 'lm_head.weight' || (tied && name === 'model.embed_tokens.weight')) return 'output';
+  if (name.endsWith('.self_attn.v_proj.weight')) return 'attn_v';
+  if (name.endsWith('.mlp.down_proj.weight')) return 'ffn_down';
+  return 'other';
+}
+
+function layerOf(name: string): number {
+  const m = /^model\.layers\.(\d+)\./.exec(name);
+  return m ? Number(m[1]) : 0;
 }
 
 /** Storage for a 1-D tensor (norm weight, bias) as f32: one row of n. */
@@ -219,7 +245,8 @@ async function runPieces(store: TensorStore, plan: LoadPlan, threads: number): P
 }
 
 function planWeights(store: TensorStore, c: ModelConfig, format: WeightFormat, jobs: TensorJob[]): ModelWeights {
-  const matrix = (name: string, rows: number, cols: number) => planMatrix(store, jobs, name, rows, cols, format);
+  const matrix = (name: string, rows: number, cols: number) =>
+    planMatrix(store, jobs, name, rows, cols, format, c.numLayers, c.tieWordEmbeddings);
   const vector = (name: string, n: number) => planVector(store, jobs, name, n);
   const h = c.hiddenSize;
   const qDim = c.numHeads * c.headDim;
