@@ -12,7 +12,7 @@ export const FORMAT_CODES: Record<WeightFormat, number> = {
   q4_0: 3,
   q4_k: 5,
   q5_k: 4,
-  q6_k: 4,
+  q6_k: 6,
   q4_k_m: 5,
 };
 export const F32 = 0;
@@ -23,6 +23,8 @@ export const Q4_0 = 3;
 export const GGML_BLOCKS = 4;
 /** llama.cpp's Q4_K, repacked for the SWAR and lanes kernels: formats/q4_k.ts. */
 export const Q4_K = 5;
+/** llama.cpp's Q6_K, levels repacked to int8: formats/q6_k.ts. */
+export const Q6_K = 6;
 
 /** Quantized formats group 32 consecutive weights of a row under one scale, as llama.cpp does. */
 export const QBLOCK = 32;
