@@ -86,7 +86,8 @@ function planMatrix(
   tied: boolean,
 ): Matrix {
   const info = store.get(name, [rows, cols]);
-  if (format === 'q4_k' || format === 'q5_k' || format === 'q6_k' || format === 'q4_k_m') {
+  // (Rows not a whole number of 32-blocks have no ggml quantized type: they stay bf16 below.)
+  if ((format === 'q4_k' || format === 'q5_k' || format === 'q6_k' || format === 'q4_k_m') && cols % QBLOCK === 0) {
     // llama-quantize's type for this tensor (by its role and layer), quantized by ggml's rules.
     const m = allocGgmlMatrix(
       kQuantTensorType(format, kQuantRole(name, tied), layerOf(name), layers, cols),
