@@ -7,24 +7,40 @@
 // ffn_down) in Q6_K, where this buys decode speed.
 //
 // Storage: q [rows, cols/4] int8 levels; u8 [rows, cols/16] the int8 scales; scales [rows, cols/256] d.
-import { makeMatrix, Q6_K, type Matrix } from '../matrix.js';
-import type { QuantizedActivations } from './activations.js';
-import { OFFSET_MASK, type MatmulKernel } from './common.js';
-import { matmulPanels } from './f32.js';
-import { f16At } from './ggml-dequantize.js';
+import { makeMatrix, Q6_K, type Matrix } from "../matrix.js";
+import type { QuantizedActivations } from "./activations.js";
+import { OFFSET_MASK, type MatmulKernel } from "./common.js";
+import { matmulPanels } from "./f32.js";
+import { f16At } from "./ggml-dequantize.js";
 
 const fround = Math.fround;
 
 // Every token runs the integer loop, so that a prefill gives a decode's logits (no lanes kernel yet:
 // prefill reads the weights once per token). Without int8 activations, f32 panels.
-export const matmulQ6_KMatrix: MatmulKernel = (m, x, xOff, xStride, n, y, yOff, yStride, r0, r1, xq) => {
-  if (xq === null) matmulPanels(m, widenRows, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
+export const matmulQ6_KMatrix: MatmulKernel = (
+  m,
+  x,
+  xOff,
+  xStride,
+  n,
+  y,
+  yOff,
+  yStride,
+  r0,
+  r1,
+  xq,
+) => {
+  if (xq === null)
+    matmulPanels(m, widenRows, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
   else matvecQ6_K(m, xq, n, y, yOff, yStride, r0, r1);
 };
 
 /** An empty Q6_K matrix with shared storage (cols a multiple of 256), filled by packQ6_KRows. */
 export function allocQ6_K(rows: number, cols: number): Matrix {
-  if (cols % 256 !== 0) throw new Error(`q6_K matrix [${rows}, ${cols}]: cols must be a multiple of 256`);
+  if (cols % 256 !== 0)
+    throw new Error(
+      `q6_K matrix [${rows}, ${cols}]: cols must be a multiple of 256`,
+    );
   return makeMatrix(Q6_K, rows, cols, {
     q: new Int32Array(new SharedArrayBuffer(rows * cols)),
     u8: new Uint8Array(new SharedArrayBuffer(rows * (cols / 16))),
@@ -34,7 +50,12 @@ export function allocQ6_K(rows: number, cols: number): Matrix {
 }
 
 /** ggml Q6_K blocks (210 bytes per 256 values; d last) of rows [r0, r0 + nRows) (src: those rows) into m. */
-export function packQ6_KRows(src: Uint8Array, m: Matrix, r0: number, nRows: number): void {
+export function packQ6_KRows(
+  src: Uint8Array,
+  m: Matrix,
+  r0: number,
+  nRows: number,
+): void {
   const supers = m.cols / 256;
   const levels = new Uint8Array(m.q.buffer, m.q.byteOffset, m.q.byteLength);
   for (let s = 0; s < nRows * supers; s++) {
@@ -50,9 +71,12 @@ export function packQ6_KRows(src: Uint8Array, m: Matrix, r0: number, nRows: numb
       for (let l = 0; l < 32; l++) {
         const h = src[qh + l];
         levels[y + l] = (((src[ql + l] & 0xf) | ((h & 3) << 4)) - 32) & 0xff;
-        levels[y + l + 32] = (((src[ql + l + 32] & 0xf) | (((h >> 2) & 3) << 4)) - 32) & 0xff;
-        levels[y + l + 64] = (((src[ql + l] >> 4) | (((h >> 4) & 3) << 4)) - 32) & 0xff;
-        levels[y + l + 96] = (((src[ql + l + 32] >> 4) | (((h >> 6) & 3) << 4)) - 32) & 0xff;
+        levels[y + l + 32] =
+          (((src[ql + l + 32] & 0xf) | (((h >> 2) & 3) << 4)) - 32) & 0xff;
+        levels[y + l + 64] =
+          (((src[ql + l] >> 4) | (((h >> 4) & 3) << 4)) - 32) & 0xff;
+        levels[y + l + 96] =
+          (((src[ql + l + 32] >> 4) | (((h >> 6) & 3) << 4)) - 32) & 0xff;
       }
     }
   }
@@ -60,11 +84,19 @@ export function packQ6_KRows(src: Uint8Array, m: Matrix, r0: number, nRows: numb
 
 /** d1 = d * sc of sub-block i (16 values) of row r, as ggml's float. */
 function subScale(m: Matrix, r: number, i: number): number {
-  return fround(m.scales[r * (m.cols >> 8) + (i >> 4)] * ((m.u8[r * (m.cols >> 4) + i] << 24) >> 24));
+  return fround(
+    m.scales[r * (m.cols >> 8) + (i >> 4)] *
+      ((m.u8[r * (m.cols >> 4) + i] << 24) >> 24),
+  );
 }
 
 /** Row r as ggml dequantizes it: fround(fround(d * sc) * q). */
-export function readRowQ6_K(m: Matrix, r: number, out: Float32Array, outOff: number): void {
+export function readRowQ6_K(
+  m: Matrix,
+  r: number,
+  out: Float32Array,
+  outOff: number,
+): void {
   const cols = m.cols;
   const wo = (r * cols) >> 2;
   for (let i = 0; i < cols / 16; i++) {
@@ -120,8 +152,11 @@ function matvecQ6_K(
     words = cols >> 2;
   const wq = m.q,
     xv = xq.q,
-    xs = xq.scales;
-  if (wq.length > OFFSET_MASK || xv.length > OFFSET_MASK) throw new RangeError('q6_K: matrix too large');
+    xs = xq.scales,
+    dd = m.scales,
+    sc = m.u8;
+  if (wq.length > OFFSET_MASK || xv.length > OFFSET_MASK)
+    throw new RangeError("q6_K: matrix too large");
   for (let t = 0; t < n; t++) {
     const xo = t * cols,
       xso = t * blocks,
@@ -132,15 +167,74 @@ function matvecQ6_K(
         acc1 = 0;
       const w0 = (r * words) & OFFSET_MASK,
         w1 = (w0 + words) & OFFSET_MASK;
+      // Row r's and r + 1's d (per 256) and int8 scales (per 16) start here.
+      const d0 = r * (cols >> 8),
+        d1 = d0 + (cols >> 8);
+      const s0 = r * (cols >> 4),
+        s1 = s0 + (cols >> 4);
       for (let b = 0; b < blocks; b++) {
         const xb = (xo + 32 * b) & OFFSET_MASK;
+        let lo0 = 0,
+          lo1 = 0,
+          hi0 = 0,
+          hi1 = 0;
+        for (let j = 0; j < 4; j++) {
+          const xj = (xb + 4 * j) & OFFSET_MASK;
+          const x0 = xv[xj],
+            x1 = xv[xj + 1],
+            x2 = xv[xj + 2],
+            x3 = xv[xj + 3];
+          const a = wq[w0 + 8 * b + j],
+            c = wq[w1 + 8 * b + j];
+          lo0 =
+            (lo0 +
+              Math.imul((a << 24) >> 24, x0) +
+              Math.imul((a << 16) >> 24, x1) +
+              Math.imul((a << 8) >> 24, x2) +
+              Math.imul(a >> 24, x3)) |
+            0;
+          lo1 =
+            (lo1 +
+              Math.imul((c << 24) >> 24, x0) +
+              Math.imul((c << 16) >> 24, x1) +
+              Math.imul((c << 8) >> 24, x2) +
+              Math.imul(c >> 24, x3)) |
+            0;
+        }
+        for (let j = 4; j < 8; j++) {
+          const xj = (xb + 4 * j) & OFFSET_MASK;
+          const x0 = xv[xj],
+            x1 = xv[xj + 1],
+            x2 = xv[xj + 2],
+            x3 = xv[xj + 3];
+          const a = wq[w0 + 8 * b + j],
+            c = wq[w1 + 8 * b + j];
+          hi0 =
+            (hi0 +
+              Math.imul((a << 24) >> 24, x0) +
+              Math.imul((a << 16) >> 24, x1) +
+              Math.imul((a << 8) >> 24, x2) +
+              Math.imul(a >> 24, x3)) |
+            0;
+          hi1 =
+            (hi1 +
+              Math.imul((c << 24) >> 24, x0) +
+              Math.imul((c << 16) >> 24, x1) +
+              Math.imul((c << 8) >> 24, x2) +
+              Math.imul(c >> 24, x3)) |
+            0;
+        }
         const xd = xs[xso + b];
-        const lo0 = dot16(wq, w0 + 8 * b, xv, xb),
-          hi0 = dot16(wq, w0 + 8 * b + 4, xv, xb + 16),
-          lo1 = dot16(wq, w1 + 8 * b, xv, xb),
-          hi1 = dot16(wq, w1 + 8 * b + 4, xv, xb + 16);
-        acc0 += (lo0 * subScale(m, r, 2 * b) + hi0 * subScale(m, r, 2 * b + 1)) * xd;
-        acc1 += (lo1 * subScale(m, r + 1, 2 * b) + hi1 * subScale(m, r + 1, 2 * b + 1)) * xd;
+        const dA = dd[d0 + (b >> 3)],
+          dB = dd[d1 + (b >> 3)];
+        acc0 +=
+          (lo0 * fround(dA * ((sc[s0 + 2 * b] << 24) >> 24)) +
+            hi0 * fround(dA * ((sc[s0 + 2 * b + 1] << 24) >> 24))) *
+          xd;
+        acc1 +=
+          (lo1 * fround(dB * ((sc[s1 + 2 * b] << 24) >> 24)) +
+            hi1 * fround(dB * ((sc[s1 + 2 * b + 1] << 24) >> 24))) *
+          xd;
       }
       y[yt + r] = acc0;
       y[yt + r + 1] = acc1;
@@ -152,7 +246,8 @@ function matvecQ6_K(
         const xb = xo + 32 * b;
         acc +=
           (dot16(wq, w0 + 8 * b, xv, xb) * subScale(m, r, 2 * b) +
-            dot16(wq, w0 + 8 * b + 4, xv, xb + 16) * subScale(m, r, 2 * b + 1)) *
+            dot16(wq, w0 + 8 * b + 4, xv, xb + 16) *
+              subScale(m, r, 2 * b + 1)) *
           xs[xso + b];
       }
       y[yt + r] = acc;
