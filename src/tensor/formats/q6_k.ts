@@ -7,40 +7,24 @@
 // ffn_down) in Q6_K, where this buys decode speed.
 //
 // Storage: q [rows, cols/4] int8 levels; u8 [rows, cols/16] the int8 scales; scales [rows, cols/256] d.
-import { makeMatrix, Q6_K, type Matrix } from "../matrix.js";
-import type { QuantizedActivations } from "./activations.js";
-import { OFFSET_MASK, type MatmulKernel } from "./common.js";
-import { matmulPanels } from "./f32.js";
-import { f16At } from "./ggml-dequantize.js";
+import { makeMatrix, Q6_K, type Matrix } from '../matrix.js';
+import type { QuantizedActivations } from './activations.js';
+import { OFFSET_MASK, type MatmulKernel } from './common.js';
+import { matmulPanels } from './f32.js';
+import { f16At } from './ggml-dequantize.js';
 
 const fround = Math.fround;
 
 // Every token runs the integer loop, so that a prefill gives a decode's logits (no lanes kernel yet:
 // prefill reads the weights once per token). Without int8 activations, f32 panels.
-export const matmulQ6_KMatrix: MatmulKernel = (
-  m,
-  x,
-  xOff,
-  xStride,
-  n,
-  y,
-  yOff,
-  yStride,
-  r0,
-  r1,
-  xq,
-) => {
-  if (xq === null)
-    matmulPanels(m, widenRows, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
+export const matmulQ6_KMatrix: MatmulKernel = (m, x, xOff, xStride, n, y, yOff, yStride, r0, r1, xq) => {
+  if (xq === null) matmulPanels(m, widenRows, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
   else matvecQ6_K(m, xq, n, y, yOff, yStride, r0, r1);
 };
 
 /** An empty Q6_K matrix with shared storage (cols a multiple of 256), filled by packQ6_KRows. */
 export function allocQ6_K(rows: number, cols: number): Matrix {
-  if (cols % 256 !== 0)
-    throw new Error(
-      `q6_K matrix [${rows}, ${cols}]: cols must be a multiple of 256`,
-    );
+  if (cols % 256 !== 0) throw new Error(`q6_K matrix [${rows}, ${cols}]: cols must be a multiple of 256`);
   return makeMatrix(Q6_K, rows, cols, {
     q: new Int32Array(new SharedArrayBuffer(rows * cols)),
     u8: new Uint8Array(new SharedArrayBuffer(rows * (cols / 16))),
@@ -50,12 +34,7 @@ export function allocQ6_K(rows: number, cols: number): Matrix {
 }
 
 /** ggml Q6_K blocks (210 bytes per 256 values; d last) of rows [r0, r0 + nRows) (src: those rows) into m. */
-export function packQ6_KRows(
-  src: Uint8Array,
-  m: Matrix,
-  r0: number,
-  nRows: number,
-): void {
+export function packQ6_KRows(src: Uint8Array, m: Matrix, r0: number, nRows: number): void {
   const supers = m.cols / 256;
   const levels = new Uint8Array(m.q.buffer, m.q.byteOffset, m.q.byteLength);
   for (let s = 0; s < nRows * supers; s++) {
@@ -71,12 +50,9 @@ export function packQ6_KRows(
       for (let l = 0; l < 32; l++) {
         const h = src[qh + l];
         levels[y + l] = (((src[ql + l] & 0xf) | ((h & 3) << 4)) - 32) & 0xff;
-        levels[y + l + 32] =
-          (((src[ql + l + 32] & 0xf) | (((h >> 2) & 3) << 4)) - 32) & 0xff;
-        levels[y + l + 64] =
-          (((src[ql + l] >> 4) | (((h >> 4) & 3) << 4)) - 32) & 0xff;
-        levels[y + l + 96] =
-          (((src[ql + l + 32] >> 4) | (((h >> 6) & 3) << 4)) - 32) & 0xff;
+        levels[y + l + 32] = (((src[ql + l + 32] & 0xf) | (((h >> 2) & 3) << 4)) - 32) & 0xff;
+        levels[y + l + 64] = (((src[ql + l] >> 4) | (((h >> 4) & 3) << 4)) - 32) & 0xff;
+        levels[y + l + 96] = (((src[ql + l + 32] >> 4) | (((h >> 6) & 3) << 4)) - 32) & 0xff;
       }
     }
   }
@@ -84,19 +60,11 @@ export function packQ6_KRows(
 
 /** d1 = d * sc of sub-block i (16 values) of row r, as ggml's float. */
 function subScale(m: Matrix, r: number, i: number): number {
-  return fround(
-    m.scales[r * (m.cols >> 8) + (i >> 4)] *
-      ((m.u8[r * (m.cols >> 4) + i] << 24) >> 24),
-  );
+  return fround(m.scales[r * (m.cols >> 8) + (i >> 4)] * ((m.u8[r * (m.cols >> 4) + i] << 24) >> 24));
 }
 
 /** Row r as ggml dequantizes it: fround(fround(d * sc) * q). */
-export function readRowQ6_K(
-  m: Matrix,
-  r: number,
-  out: Float32Array,
-  outOff: number,
-): void {
+export function readRowQ6_K(m: Matrix, r: number, out: Float32Array, outOff: number): void {
   const cols = m.cols;
   const wo = (r * cols) >> 2;
   for (let i = 0; i < cols / 16; i++) {
@@ -155,8 +123,7 @@ function matvecQ6_K(
     xs = xq.scales,
     dd = m.scales,
     sc = m.u8;
-  if (wq.length > OFFSET_MASK || xv.length > OFFSET_MASK)
-    throw new RangeError("q6_K: matrix too large");
+  if (wq.length > OFFSET_MASK || xv.length > OFFSET_MASK) throw new RangeError('q6_K: matrix too large');
   for (let t = 0; t < n; t++) {
     const xo = t * cols,
       xso = t * blocks,
@@ -228,12 +195,10 @@ function matvecQ6_K(
         const dA = dd[d0 + (b >> 3)],
           dB = dd[d1 + (b >> 3)];
         acc0 +=
-          (lo0 * fround(dA * ((sc[s0 + 2 * b] << 24) >> 24)) +
-            hi0 * fround(dA * ((sc[s0 + 2 * b + 1] << 24) >> 24))) *
+          (lo0 * fround(dA * ((sc[s0 + 2 * b] << 24) >> 24)) + hi0 * fround(dA * ((sc[s0 + 2 * b + 1] << 24) >> 24))) *
           xd;
         acc1 +=
-          (lo1 * fround(dB * ((sc[s1 + 2 * b] << 24) >> 24)) +
-            hi1 * fround(dB * ((sc[s1 + 2 * b + 1] << 24) >> 24))) *
+          (lo1 * fround(dB * ((sc[s1 + 2 * b] << 24) >> 24)) + hi1 * fround(dB * ((sc[s1 + 2 * b + 1] << 24) >> 24))) *
           xd;
       }
       y[yt + r] = acc0;
@@ -246,8 +211,7 @@ function matvecQ6_K(
         const xb = xo + 32 * b;
         acc +=
           (dot16(wq, w0 + 8 * b, xv, xb) * subScale(m, r, 2 * b) +
-            dot16(wq, w0 + 8 * b + 4, xv, xb + 16) *
-              subScale(m, r, 2 * b + 1)) *
+            dot16(wq, w0 + 8 * b + 4, xv, xb + 16) * subScale(m, r, 2 * b + 1)) *
           xs[xso + b];
       }
       y[yt + r] = acc;
