@@ -33,7 +33,8 @@ function usage(): string {
   --json               print one JSON object on stdout (progress goes to stderr)
   --models LIST        synthetic models: 0.5b, 1.5b, tiny (default 0.5b,1.5b; tiny with --quick)
   --model DIR          bench a model directory (Hugging Face layout) instead of synthetic models
-  --weights LIST       weight formats: ${WEIGHT_FORMATS.join(', ')} (default all; f32,q8_0 with --quick)
+  --weights LIST       weight formats: ${WEIGHT_FORMATS.join(', ')} (default f32,bf16,q8_0,q4_0: the
+                       K-quants quantize at load with llama.cpp's slow reference search; f32,q8_0 with --quick)
   --threads LIST       thread counts (default 1,${os.availableParallelism()})
   --kernels-only       machine, scalar-limit and kernel sections only
   --scalar-only        machine and scalar-limit sections only (each kernel's % of the scalar C loop)
@@ -114,7 +115,7 @@ function parseOptions(argv: string[]): Options | null {
   if (v.model !== undefined && v.models !== undefined)
     throw new UsageError('use either --model DIR or --models LIST, not both');
 
-  const weights = list('--weights', v.weights ?? (quick ? 'f32,q8_0' : WEIGHT_FORMATS.join(','))).map((w) => {
+  const weights = list('--weights', v.weights ?? (quick ? 'f32,q8_0' : 'f32,bf16,q8_0,q4_0')).map((w) => {
     if (!(WEIGHT_FORMATS as readonly string[]).includes(w))
       throw new UsageError(`--weights: unknown weight format "${w}" (expected ${WEIGHT_FORMATS.join(', ')})`);
     return w as WeightFormat;

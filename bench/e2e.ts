@@ -288,6 +288,11 @@ const BYTES_PER_WEIGHT: Record<WeightFormat, number> = {
   bf16: 2,
   q8_0: 1 + 4 / QBLOCK,
   q4_0: 0.5 + 4 / QBLOCK,
+  // K-quants: bytes per weight of their main type as stored (formats/q4_k.ts, ggml blocks).
+  q4_k: 152 / 256,
+  q5_k: 176 / 256,
+  q6_k: 210 / 256,
+  q4_k_m: 152 / 256,
 };
 
 /** Rough size in memory of the model's weights in `format` (to skip what cannot fit). */

@@ -19,6 +19,7 @@ import {
 import { rmsnorm, rope, ropeTables, softmax, swiglu } from '../src/tensor/ops.js';
 import { ThreadPool } from '../src/tensor/pool.js';
 import { allocQuantizedActivations, quantizeActivations } from '../src/tensor/formats/activations.js';
+import { allocGgmlMatrix, kQuantTensorType, quantizeGgmlRows } from '../src/tensor/formats/ggml.js';
 import { quantizeRowsQ4_0 } from '../src/tensor/formats/q4_0.js';
 import { quantizeRowsQ8_0 } from '../src/tensor/formats/q8_0.js';
 import { attendHead } from './attention-before.js';
@@ -156,6 +157,16 @@ export function buildMatrix(format: WeightFormat, src: Float32Array, rows: numbe
         const view = src.subarray(r0 * cols, (r0 + nr) * cols);
         if (format === 'q8_0') quantizeRowsQ8_0(view, r0, nr, m);
         else quantizeRowsQ4_0(view, r0, nr, m);
+      }
+      return m;
+    }
+    default: {
+      // The K-quants: the ggml type of their main weights, by llama.cpp's reference quantizer.
+      const m = allocGgmlMatrix(kQuantTensorType(format, 'other', 0, 1, cols), rows, cols);
+      const chunk = Math.max(2, Math.floor((8 << 20) / (cols * 4)) & ~1);
+      for (let r0 = 0; r0 < rows; r0 += chunk) {
+        const nr = Math.min(chunk, rows - r0);
+        quantizeGgmlRows(src.subarray(r0 * cols, (r0 + nr) * cols), r0, nr, m);
       }
       return m;
     }

@@ -1,6 +1,9 @@
 // Quality of each weight format against f32: max |logit error|, mean KL divergence and top-1
 // agreement over every position of a prompt (default 256 tokens), on a model directory.
 //   node dist/bench/quality.js [--model DIR] [--tokens N] [--formats bf16,q8_0,q4_0] [--json]
+//   node dist/bench/quality.js --weight-rmse [--formats ...]: each format's relative RMSE and bytes
+//   per weight on a Gaussian matrix of the 0.5B down_proj's width (4864, a multiple of 256, so the
+//   K-quants run as themselves, not their fallbacks).
 // A model directory with expected/*.txt (a trained model's greedy texts, e.g. stories260K's from
 // llama2.c's run.c) is measured on those texts instead, teacher-forced, with one more figure: the
 // greedy-agreement length, how many tokens each format's greedy continuation of the text's prompt
@@ -10,6 +13,9 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadModel, QwenTokenizer, type WeightFormat } from '../src/index.js';
 import { writeSyntheticModel } from '../src/synthetic.js';
+import { readRow } from '../src/tensor/matmul.js';
+import { matrixBytes } from '../src/tensor/matrix.js';
+import { buildMatrix } from './kernels.js';
 
 export interface QualityRow {
   weights: WeightFormat;
@@ -166,6 +172,40 @@ export async function measureQuality(
   return rows;
 }
 
+/** Relative RMSE of each format's dequantized weights against f32, and its bytes per weight. */
+export function weightRmse(
+  formats: WeightFormat[],
+  rows = 128,
+  cols = 4864,
+): { weights: WeightFormat; rmse: number; bytesPerWeight: number }[] {
+  const src = new Float32Array(new SharedArrayBuffer(rows * cols * 4));
+  let seed = 1;
+  const uniform = () => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return (seed + 1) / 2 ** 32;
+  };
+  // Gaussian, std 0.02 (trained weights are closer to normal than to the synthetic uniform).
+  for (let i = 0; i < src.length; i += 2) {
+    const r = Math.sqrt(-2 * Math.log(uniform())) * 0.02,
+      a = 2 * Math.PI * uniform();
+    src[i] = r * Math.cos(a);
+    src[i + 1] = r * Math.sin(a);
+  }
+  let ss = 0;
+  for (const v of src) ss += v * v;
+  const rms = Math.sqrt(ss / src.length);
+  const row = new Float32Array(cols);
+  return formats.map((weights) => {
+    const m = buildMatrix(weights, src, rows, cols);
+    let e = 0;
+    for (let r = 0; r < rows; r++) {
+      readRow(m, r, row, 0);
+      for (let k = 0; k < cols; k++) e += (row[k] - src[r * cols + k]) ** 2;
+    }
+    return { weights, rmse: Math.sqrt(e / src.length) / rms, bytesPerWeight: matrixBytes(m) / src.length };
+  });
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -174,8 +214,21 @@ async function main(): Promise<void> {
       formats: { type: 'string', default: 'bf16,q8_0,q4_0' },
       threads: { type: 'string' },
       json: { type: 'boolean', default: false },
+      'weight-rmse': { type: 'boolean', default: false },
     },
   });
+  if (values['weight-rmse']) {
+    const rows = weightRmse(values.formats!.split(',') as WeightFormat[]);
+    if (values.json) console.log(JSON.stringify({ rows }));
+    else {
+      console.log('weights  relative RMSE  bytes/weight  (Gaussian [128, 4864])');
+      for (const r of rows)
+        console.log(
+          `${r.weights.padEnd(8)} ${r.rmse.toExponential(3).padStart(13)}  ${r.bytesPerWeight.toFixed(3).padStart(12)}`,
+        );
+    }
+    return;
+  }
   let dir = values.model;
   if (!dir) {
     dir = path.resolve('.cache/models/qwen2.5-0.5b-seed0');

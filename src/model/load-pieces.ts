@@ -4,7 +4,8 @@
 // from a shared counter until none are left, so both the conversion and the first touch of the new
 // memory (on a VM the larger cost: every fresh 4 KiB page is a fault) run on every thread.
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16 } from '../tensor/dtype.js';
-import { BF16, F32, Q4_0, Q8_0, type Matrix } from '../tensor/matrix.js';
+import { quantizeGgmlRows } from '../tensor/formats/ggml.js';
+import { BF16, F32, Q4_0, Q4_K, Q8_0, type Matrix } from '../tensor/matrix.js';
 import { quantizeBf16RowsQ4_0, quantizeRowsQ4_0 } from '../tensor/formats/q4_0.js';
 import { quantizeBf16RowsQ8_0, quantizeRowsQ8_0 } from '../tensor/formats/q8_0.js';
 import type { TensorInfo, TensorReader } from './safetensors.js';
@@ -46,7 +47,7 @@ export function planPieces(jobs: TensorJob[], pieceBytes: number): LoadPlan {
     const { rows, cols, format } = job.dest;
     const rowBytes = cols * SOURCE_BYTES[job.info.dtype];
     let step = Math.max(1, Math.floor(pieceBytes / rowBytes));
-    if (format === Q4_0) step = Math.max(2, step & ~1); // q4_0 stores rows in pairs
+    if (format === Q4_0 || format === Q4_K) step = Math.max(2, step & ~1); // q4_0 and Q4_K store rows in pairs
     for (let r = 0; r < rows; r += step) pieces.push(j, r, Math.min(rows, r + step));
   });
   return {
@@ -115,7 +116,7 @@ function loadRows(
   }
   scratch.reserve(count);
   // bf16 to q8_0 / q4_0, the usual quantized load: in one pass.
-  if (info.dtype === 'BF16' && (dest.format === Q8_0 || dest.format === Q4_0)) {
+  if (info.dtype === 'BF16' && dest.ggmlType < 0 && (dest.format === Q8_0 || dest.format === Q4_0)) {
     const raw = scratch.raw.subarray(0, count);
     reader.readRange(info, fileOffset, bytesOf(raw, 0, count));
     if (dest.format === Q8_0) quantizeBf16RowsQ8_0(raw, r0, r1 - r0, dest);
@@ -131,7 +132,9 @@ function loadRows(
     if (info.dtype === 'BF16') bf16ArrayToF32(scratch.raw, 0, rowsF32, 0, count);
     else f16ArrayToF32(scratch.raw, 0, rowsF32, 0, count);
   }
-  if (dest.format === BF16) f32ArrayToBf16(rowsF32, 0, dest.u16, r0 * cols, count);
+  // A ggml type (the K-quant load formats): llama.cpp's reference quantizer for it.
+  if (dest.ggmlType >= 0) quantizeGgmlRows(rowsF32, r0, r1 - r0, dest);
+  else if (dest.format === BF16) f32ArrayToBf16(rowsF32, 0, dest.u16, r0 * cols, count);
   else if (dest.format === Q8_0) quantizeRowsQ8_0(rowsF32, r0, r1 - r0, dest);
   else if (dest.format === Q4_0) quantizeRowsQ4_0(rowsF32, r0, r1 - r0, dest);
 }

@@ -49,7 +49,16 @@ export interface LoadOptions {
   source?: ResolveOptions;
 }
 
-export const WEIGHT_FORMATS: readonly WeightFormat[] = ['f32', 'bf16', 'q8_0', 'q4_0'];
+export const WEIGHT_FORMATS: readonly WeightFormat[] = [
+  'f32',
+  'bf16',
+  'q8_0',
+  'q4_0',
+  'q4_k',
+  'q5_k',
+  'q6_k',
+  'q4_k_m',
+];
 
 // Chosen by measurement (README, "Weight formats and quality"): f32 is exact and, of the formats
 // with >= 99% top-1 agreement on the trained stories260K (bf16 99.4%, q8_0 98.4%, q4_0 85.8%), the

@@ -15,6 +15,7 @@ import {
   type WeightFormat,
 } from '../tensor/matrix.js';
 import { runnableUrl } from '../tensor/pool.js';
+import { allocGgmlMatrix, kQuantTensorType, type TensorRole } from '../tensor/formats/ggml.js';
 import { allocQuantizedMatrix } from '../tensor/matmul.js';
 import type { ModelConfig } from './config.js';
 import {
@@ -84,8 +85,21 @@ function planMatrix(
   rows: number,
   cols: number,
   format: WeightFormat,
+  layers: number,
+  tied: boolean,
 ): Matrix {
   const info = store.get(name, [rows, cols]);
+  // (Rows not a whole number of 32-blocks have no ggml quantized type: they stay bf16 below.)
+  if ((format === 'q4_k' || format === 'q5_k' || format === 'q6_k' || format === 'q4_k_m') && cols % QBLOCK === 0) {
+    // llama-quantize's type for this tensor (by its role and layer), quantized by ggml's rules.
+    const m = allocGgmlMatrix(
+      kQuantTensorType(format, kQuantRole(name, tied), layerOf(name), layers, cols),
+      rows,
+      cols,
+    );
+    jobs.push({ info, dest: m });
+    return m;
+  }
   let code = FORMAT_CODES[format];
   // Quantized formats need whole 32-blocks (and row pairs for q4_0); other shapes stay bf16.
   if (code >= 2 && (cols % QBLOCK !== 0 || (code === Q4_0 && rows % 2 !== 0))) code = BF16;
@@ -97,6 +111,19 @@ function planMatrix(
         : allocQuantizedMatrix(code, rows, cols);
   jobs.push({ info, dest: m });
   return m;
+}
+
+/** A weight's role in llama.cpp's K-quant mixes, from its HF name (a tied embedding is the output). */
+function kQuantRole(name: string, tied: boolean): TensorRole {
+  if (name === 'lm_head.weight' || (tied && name === 'model.embed_tokens.weight')) return 'output';
+  if (name.endsWith('.self_attn.v_proj.weight')) return 'attn_v';
+  if (name.endsWith('.mlp.down_proj.weight')) return 'ffn_down';
+  return 'other';
+}
+
+function layerOf(name: string): number {
+  const m = /^model\.layers\.(\d+)\./.exec(name);
+  return m ? Number(m[1]) : 0;
 }
 
 /** Storage for a 1-D tensor (norm weight, bias) as f32: one row of n. */
@@ -200,8 +227,11 @@ async function runPieces(
 }
 
 function planWeights(store: TensorStore, c: ModelConfig, format: WeightFormat, jobs: TensorJob[]): ModelWeights {
+  const matrix = (name: string, rows: number, cols: number) =>
+    planMatrix(store, jobs, name, rows, cols, format, c.numLayers, c.tieWordEmbeddings);
+  const vector = (name: string, n: number) => planVector(store, jobs, name, n);
   const h = c.hiddenSize;
-  const embed = planMatrix(store, jobs, MODEL_TENSORS.embed.hf, c.vocabSize, h, format);
+  const embed = matrix(MODEL_TENSORS.embed.hf, c.vocabSize, h);
   const layers: LayerWeights[] = [];
   for (let l = 0; l < c.numLayers; l++) {
     // A tensor the family (config) does not have is null, so a missing one of a family that has it is an error.
@@ -212,12 +242,12 @@ function planWeights(store: TensorStore, c: ModelConfig, format: WeightFormat, j
       layer[t.field] = !t.present(c)
         ? null
         : shape.length === 2
-          ? planMatrix(store, jobs, name, shape[0], shape[1], format)
-          : planVector(store, jobs, name, shape[0]);
+          ? matrix(name, shape[0], shape[1])
+          : vector(name, shape[0]);
     }
     layers.push(layer as unknown as LayerWeights);
   }
-  const finalNorm = planVector(store, jobs, MODEL_TENSORS.finalNorm.hf, h);
+  const finalNorm = vector(MODEL_TENSORS.finalNorm.hf, h);
   let lmHead = embed;
   if (!c.tieWordEmbeddings) {
     if (!store.has(MODEL_TENSORS.lmHead.hf)) {
@@ -225,7 +255,7 @@ function planWeights(store: TensorStore, c: ModelConfig, format: WeightFormat, j
         `${store.dir}: tensor "lm_head.weight" not found, and config.json has tie_word_embeddings: false`,
       );
     }
-    lmHead = planMatrix(store, jobs, MODEL_TENSORS.lmHead.hf, c.vocabSize, h, format);
+    lmHead = matrix(MODEL_TENSORS.lmHead.hf, c.vocabSize, h);
   }
   return { format, embed, layers, finalNorm, lmHead };
 }

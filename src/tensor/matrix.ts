@@ -2,8 +2,19 @@
 // storage formats. Every Matrix has the same fields whatever its format, so V8 sees one object
 // shape at every kernel call site; the arrays a format does not use are empty.
 
-export type WeightFormat = 'f32' | 'bf16' | 'q8_0' | 'q4_0';
-export const FORMAT_CODES: Record<WeightFormat, number> = { f32: 0, bf16: 1, q8_0: 2, q4_0: 3 };
+/** q4_k, q5_k, q6_k, q4_k_m: llama.cpp's K-quants, a ggml type per tensor (formats/ggml.ts, kQuantTensorType). */
+export type WeightFormat = 'f32' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_k' | 'q5_k' | 'q6_k' | 'q4_k_m';
+/** The storage format code of each load-time format (the K-quants: of their main type). */
+export const FORMAT_CODES: Record<WeightFormat, number> = {
+  f32: 0,
+  bf16: 1,
+  q8_0: 2,
+  q4_0: 3,
+  q4_k: 5,
+  q5_k: 4,
+  q6_k: 6,
+  q4_k_m: 5,
+};
 export const F32 = 0;
 export const BF16 = 1;
 export const Q8_0 = 2;
@@ -12,6 +23,8 @@ export const Q4_0 = 3;
 export const GGML_BLOCKS = 4;
 /** llama.cpp's Q4_K, repacked for the SWAR and lanes kernels: formats/q4_k.ts. */
 export const Q4_K = 5;
+/** llama.cpp's Q6_K, levels repacked to int8: formats/q6_k.ts. */
+export const Q6_K = 6;
 
 /** Quantized formats group 32 consecutive weights of a row under one scale, as llama.cpp does. */
 export const QBLOCK = 32;

@@ -140,7 +140,18 @@ function rows4(
   const wq = m.q,
     xv = xq.q,
     xs = xq.scales,
-    xsum = xq.sums;
+    xsum = xq.sums,
+    dd = m.scales,
+    sm = m.u8;
+  // Each row's d, dmin (2 per super-block) and sc, m (2 per sub-block) start here.
+  const d0 = (r * (blocks >> 2)) & OFFSET_MASK,
+    d1 = (d0 + (blocks >> 2)) & OFFSET_MASK,
+    d2 = (d1 + (blocks >> 2)) & OFFSET_MASK,
+    d3 = (d2 + (blocks >> 2)) & OFFSET_MASK;
+  const u0 = (2 * r * blocks) & OFFSET_MASK,
+    u1 = (u0 + 2 * blocks) & OFFSET_MASK,
+    u2 = (u1 + 2 * blocks) & OFFSET_MASK,
+    u3 = (u2 + 2 * blocks) & OFFSET_MASK;
   let acc0 = 0,
     acc1 = 0,
     acc2 = 0,
@@ -148,50 +159,77 @@ function rows4(
   let wo = ((r >> 1) * pairStride) & OFFSET_MASK;
   for (let b = 0; b < blocks; b++, wo += 8) {
     const xb = (xo + b * QBLOCK) & OFFSET_MASK;
-    let lo0 = 0,
-      hi0 = 0,
-      lo1 = 0,
-      hi1 = 0;
-    for (let h = 0; h < 8; h += 4) {
-      let s = 0,
-        u = 0;
-      for (let j = h; j < h + 4; j++) {
-        const xj = (xb + 4 * j) & OFFSET_MASK;
-        const x0 = xv[xj],
-          x1 = xv[xj + 1],
-          x2 = xv[xj + 2],
-          x3 = xv[xj + 3];
-        const p = wq[wo + j],
-          q = wq[wo + pairStride + j];
-        s =
-          (s +
-            Math.imul(p & 0xf000f, x0) +
-            Math.imul((p >>> 4) & 0xf000f, x1) +
-            Math.imul((p >>> 8) & 0xf000f, x2) +
-            Math.imul((p >>> 12) & 0xf000f, x3)) |
-          0;
-        u =
-          (u +
-            Math.imul(q & 0xf000f, x0) +
-            Math.imul((q >>> 4) & 0xf000f, x1) +
-            Math.imul((q >>> 8) & 0xf000f, x2) +
-            Math.imul((q >>> 12) & 0xf000f, x3)) |
-          0;
-      }
-      // Split the lanes after 16 columns, before they can overflow.
-      let l = (s << 16) >> 16;
-      lo0 += l;
-      hi0 += (s - l) >> 16;
-      l = (u << 16) >> 16;
-      lo1 += l;
-      hi1 += (u - l) >> 16;
+    let s = 0,
+      u = 0;
+    for (let j = 0; j < 4; j++) {
+      const xj = (xb + 4 * j) & OFFSET_MASK;
+      const x0 = xv[xj],
+        x1 = xv[xj + 1],
+        x2 = xv[xj + 2],
+        x3 = xv[xj + 3];
+      const p = wq[wo + j],
+        q = wq[wo + pairStride + j];
+      s =
+        (s +
+          Math.imul(p & 0xf000f, x0) +
+          Math.imul((p >>> 4) & 0xf000f, x1) +
+          Math.imul((p >>> 8) & 0xf000f, x2) +
+          Math.imul((p >>> 12) & 0xf000f, x3)) |
+        0;
+      u =
+        (u +
+          Math.imul(q & 0xf000f, x0) +
+          Math.imul((q >>> 4) & 0xf000f, x1) +
+          Math.imul((q >>> 8) & 0xf000f, x2) +
+          Math.imul((q >>> 12) & 0xf000f, x3)) |
+        0;
     }
+    // Split the lanes after 16 columns, before they can overflow.
+    let l = (s << 16) >> 16;
+    let lo0 = l,
+      hi0 = (s - l) >> 16;
+    l = (u << 16) >> 16;
+    let lo1 = l,
+      hi1 = (u - l) >> 16;
+    s = 0;
+    u = 0;
+    for (let j = 4; j < 8; j++) {
+      const xj = (xb + 4 * j) & OFFSET_MASK;
+      const x0 = xv[xj],
+        x1 = xv[xj + 1],
+        x2 = xv[xj + 2],
+        x3 = xv[xj + 3];
+      const p = wq[wo + j],
+        q = wq[wo + pairStride + j];
+      s =
+        (s +
+          Math.imul(p & 0xf000f, x0) +
+          Math.imul((p >>> 4) & 0xf000f, x1) +
+          Math.imul((p >>> 8) & 0xf000f, x2) +
+          Math.imul((p >>> 12) & 0xf000f, x3)) |
+        0;
+      u =
+        (u +
+          Math.imul(q & 0xf000f, x0) +
+          Math.imul((q >>> 4) & 0xf000f, x1) +
+          Math.imul((q >>> 8) & 0xf000f, x2) +
+          Math.imul((q >>> 12) & 0xf000f, x3)) |
+        0;
+    }
+    l = (s << 16) >> 16;
+    lo0 += l;
+    hi0 += (s - l) >> 16;
+    l = (u << 16) >> 16;
+    lo1 += l;
+    hi1 += (u - l) >> 16;
     const xd = xs[xso + b],
       bsum = xsum[xso + b];
-    acc0 += (lo0 * subScale(m, r, b) - bsum * subMin(m, r, b)) * xd;
-    acc1 += (hi0 * subScale(m, r + 1, b) - bsum * subMin(m, r + 1, b)) * xd;
-    acc2 += (lo1 * subScale(m, r + 2, b) - bsum * subMin(m, r + 2, b)) * xd;
-    acc3 += (hi1 * subScale(m, r + 3, b) - bsum * subMin(m, r + 3, b)) * xd;
+    const sb = (b >> 3) << 1,
+      ub = b << 1;
+    acc0 += (lo0 * fround(dd[d0 + sb] * sm[u0 + ub]) - bsum * fround(dd[d0 + sb + 1] * sm[u0 + ub + 1])) * xd;
+    acc1 += (hi0 * fround(dd[d1 + sb] * sm[u1 + ub]) - bsum * fround(dd[d1 + sb + 1] * sm[u1 + ub + 1])) * xd;
+    acc2 += (lo1 * fround(dd[d2 + sb] * sm[u2 + ub]) - bsum * fround(dd[d2 + sb + 1] * sm[u2 + ub + 1])) * xd;
+    acc3 += (hi1 * fround(dd[d3 + sb] * sm[u3 + ub]) - bsum * fround(dd[d3 + sb + 1] * sm[u3 + ub + 1])) * xd;
   }
   y[yo + r] = acc0;
   y[yo + r + 1] = acc1;

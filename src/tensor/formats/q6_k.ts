@@ -1,0 +1,220 @@
+// Q6_K (llama.cpp's k-quant): super-blocks of 256 values with an f16 scale d, sixteen 16-value
+// sub-blocks with an int8 scale sc each, and 6-bit levels q stored - 32: w = d*sc * q. In the GGUF
+// the levels are split into a 4-bit and a 2-bit plane; here they are repacked at load into int8,
+// four per Int32 as q8_0 stores them (q8_0.ts), so that decode is q8_0's Math.imul loop with one
+// scale per 16 values (the two halves of a 32-block summed apart). That costs 276 bytes per 256
+// values against the file's 210: Q4_K_M files keep only the output (and a few layers' attn_v and
+// ffn_down) in Q6_K, where this buys decode speed.
+//
+// Storage: q [rows, cols/4] int8 levels; u8 [rows, cols/16] the int8 scales; scales [rows, cols/256] d.
+import { makeMatrix, Q6_K, type Matrix } from '../matrix.js';
+import type { QuantizedActivations } from './activations.js';
+import { OFFSET_MASK, type MatmulKernel } from './common.js';
+import { matmulPanels } from './f32.js';
+import { f16At } from './ggml-dequantize.js';
+
+const fround = Math.fround;
+
+// Every token runs the integer loop, so that a prefill gives a decode's logits (no lanes kernel yet:
+// prefill reads the weights once per token). Without int8 activations, f32 panels.
+export const matmulQ6_KMatrix: MatmulKernel = (m, x, xOff, xStride, n, y, yOff, yStride, r0, r1, xq) => {
+  if (xq === null) matmulPanels(m, widenRows, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
+  else matvecQ6_K(m, xq, n, y, yOff, yStride, r0, r1);
+};
+
+/** An empty Q6_K matrix with shared storage (cols a multiple of 256), filled by packQ6_KRows. */
+export function allocQ6_K(rows: number, cols: number): Matrix {
+  if (cols % 256 !== 0) throw new Error(`q6_K matrix [${rows}, ${cols}]: cols must be a multiple of 256`);
+  return makeMatrix(Q6_K, rows, cols, {
+    q: new Int32Array(new SharedArrayBuffer(rows * cols)),
+    u8: new Uint8Array(new SharedArrayBuffer(rows * (cols / 16))),
+    scales: new Float32Array(new SharedArrayBuffer(rows * (cols / 256) * 4)),
+    ggmlType: 14,
+  });
+}
+
+/** ggml Q6_K blocks (210 bytes per 256 values; d last) of rows [r0, r0 + nRows) (src: those rows) into m. */
+export function packQ6_KRows(src: Uint8Array, m: Matrix, r0: number, nRows: number): void {
+  const supers = m.cols / 256;
+  const levels = new Uint8Array(m.q.buffer, m.q.byteOffset, m.q.byteLength);
+  for (let s = 0; s < nRows * supers; s++) {
+    const o = 210 * s,
+      g = r0 * supers + s; // super-block index in m
+    m.scales[g] = f16At(src, o + 208);
+    for (let i = 0; i < 16; i++) m.u8[16 * g + i] = src[o + 192 + i];
+    // As ggml's dequantize_row_q6_K: two halves of 128, each from 64 bytes of ql and 32 of qh.
+    for (let n = 0; n < 2; n++) {
+      const ql = o + 64 * n,
+        qh = o + 128 + 32 * n,
+        y = 256 * g + 128 * n;
+      for (let l = 0; l < 32; l++) {
+        const h = src[qh + l];
+        levels[y + l] = (((src[ql + l] & 0xf) | ((h & 3) << 4)) - 32) & 0xff;
+        levels[y + l + 32] = (((src[ql + l + 32] & 0xf) | (((h >> 2) & 3) << 4)) - 32) & 0xff;
+        levels[y + l + 64] = (((src[ql + l] >> 4) | (((h >> 4) & 3) << 4)) - 32) & 0xff;
+        levels[y + l + 96] = (((src[ql + l + 32] >> 4) | (((h >> 6) & 3) << 4)) - 32) & 0xff;
+      }
+    }
+  }
+}
+
+/** d1 = d * sc of sub-block i (16 values) of row r, as ggml's float. */
+function subScale(m: Matrix, r: number, i: number): number {
+  return fround(m.scales[r * (m.cols >> 8) + (i >> 4)] * ((m.u8[r * (m.cols >> 4) + i] << 24) >> 24));
+}
+
+/** Row r as ggml dequantizes it: fround(fround(d * sc) * q). */
+export function readRowQ6_K(m: Matrix, r: number, out: Float32Array, outOff: number): void {
+  const cols = m.cols;
+  const wo = (r * cols) >> 2;
+  for (let i = 0; i < cols / 16; i++) {
+    const d1 = subScale(m, r, i);
+    for (let j = 0; j < 4; j++) {
+      const word = m.q[wo + 4 * i + j];
+      const o = outOff + 16 * i + 4 * j;
+      out[o] = fround(d1 * ((word << 24) >> 24));
+      out[o + 1] = fround(d1 * ((word << 16) >> 24));
+      out[o + 2] = fround(d1 * ((word << 8) >> 24));
+      out[o + 3] = fround(d1 * (word >> 24));
+    }
+  }
+}
+
+function widenRows(m: Matrix, r: number, nr: number, out: Float32Array): void {
+  for (let i = 0; i < nr; i++) readRowQ6_K(m, r + i, out, i * m.cols);
+}
+
+/** The int8 dot product of 4 words (16 values) at wq[w] with xv[x, x + 16). */
+function dot16(wq: Int32Array, w: number, xv: Int32Array, x: number): number {
+  let s = 0;
+  for (let j = 0; j < 4; j++) {
+    const a = wq[w + j],
+      xj = x + 4 * j;
+    s =
+      (s +
+        Math.imul((a << 24) >> 24, xv[xj]) +
+        Math.imul((a << 16) >> 24, xv[xj + 1]) +
+        Math.imul((a << 8) >> 24, xv[xj + 2]) +
+        Math.imul(a >> 24, xv[xj + 3])) |
+      0;
+  }
+  return s;
+}
+
+/**
+ * One token at a time (decode), 2 rows per pass: each activation block feeds both rows; each
+ * 16-value half of a 32-block is summed in int32 and scaled by its sub-block's d1.
+ */
+function matvecQ6_K(
+  m: Matrix,
+  xq: QuantizedActivations,
+  n: number,
+  y: Float32Array,
+  yOff: number,
+  yStride: number,
+  r0: number,
+  r1: number,
+): void {
+  const cols = m.cols;
+  const blocks = cols >> 5,
+    words = cols >> 2;
+  const wq = m.q,
+    xv = xq.q,
+    xs = xq.scales,
+    dd = m.scales,
+    sc = m.u8;
+  if (wq.length > OFFSET_MASK || xv.length > OFFSET_MASK) throw new RangeError('q6_K: matrix too large');
+  for (let t = 0; t < n; t++) {
+    const xo = t * cols,
+      xso = t * blocks,
+      yt = yOff + t * yStride;
+    let r = r0;
+    for (; r + 2 <= r1; r += 2) {
+      let acc0 = 0,
+        acc1 = 0;
+      const w0 = (r * words) & OFFSET_MASK,
+        w1 = (w0 + words) & OFFSET_MASK;
+      // Row r's and r + 1's d (per 256) and int8 scales (per 16) start here.
+      const d0 = r * (cols >> 8),
+        d1 = d0 + (cols >> 8);
+      const s0 = r * (cols >> 4),
+        s1 = s0 + (cols >> 4);
+      for (let b = 0; b < blocks; b++) {
+        const xb = (xo + 32 * b) & OFFSET_MASK;
+        let lo0 = 0,
+          lo1 = 0,
+          hi0 = 0,
+          hi1 = 0;
+        for (let j = 0; j < 4; j++) {
+          const xj = (xb + 4 * j) & OFFSET_MASK;
+          const x0 = xv[xj],
+            x1 = xv[xj + 1],
+            x2 = xv[xj + 2],
+            x3 = xv[xj + 3];
+          const a = wq[w0 + 8 * b + j],
+            c = wq[w1 + 8 * b + j];
+          lo0 =
+            (lo0 +
+              Math.imul((a << 24) >> 24, x0) +
+              Math.imul((a << 16) >> 24, x1) +
+              Math.imul((a << 8) >> 24, x2) +
+              Math.imul(a >> 24, x3)) |
+            0;
+          lo1 =
+            (lo1 +
+              Math.imul((c << 24) >> 24, x0) +
+              Math.imul((c << 16) >> 24, x1) +
+              Math.imul((c << 8) >> 24, x2) +
+              Math.imul(c >> 24, x3)) |
+            0;
+        }
+        for (let j = 4; j < 8; j++) {
+          const xj = (xb + 4 * j) & OFFSET_MASK;
+          const x0 = xv[xj],
+            x1 = xv[xj + 1],
+            x2 = xv[xj + 2],
+            x3 = xv[xj + 3];
+          const a = wq[w0 + 8 * b + j],
+            c = wq[w1 + 8 * b + j];
+          hi0 =
+            (hi0 +
+              Math.imul((a << 24) >> 24, x0) +
+              Math.imul((a << 16) >> 24, x1) +
+              Math.imul((a << 8) >> 24, x2) +
+              Math.imul(a >> 24, x3)) |
+            0;
+          hi1 =
+            (hi1 +
+              Math.imul((c << 24) >> 24, x0) +
+              Math.imul((c << 16) >> 24, x1) +
+              Math.imul((c << 8) >> 24, x2) +
+              Math.imul(c >> 24, x3)) |
+            0;
+        }
+        const xd = xs[xso + b];
+        const dA = dd[d0 + (b >> 3)],
+          dB = dd[d1 + (b >> 3)];
+        acc0 +=
+          (lo0 * fround(dA * ((sc[s0 + 2 * b] << 24) >> 24)) + hi0 * fround(dA * ((sc[s0 + 2 * b + 1] << 24) >> 24))) *
+          xd;
+        acc1 +=
+          (lo1 * fround(dB * ((sc[s1 + 2 * b] << 24) >> 24)) + hi1 * fround(dB * ((sc[s1 + 2 * b + 1] << 24) >> 24))) *
+          xd;
+      }
+      y[yt + r] = acc0;
+      y[yt + r + 1] = acc1;
+    }
+    for (; r < r1; r++) {
+      let acc = 0;
+      const w0 = r * words;
+      for (let b = 0; b < blocks; b++) {
+        const xb = xo + 32 * b;
+        acc +=
+          (dot16(wq, w0 + 8 * b, xv, xb) * subScale(m, r, 2 * b) +
+            dot16(wq, w0 + 8 * b + 4, xv, xb + 16) * subScale(m, r, 2 * b + 1)) *
+          xs[xso + b];
+      }
+      y[yt + r] = acc;
+    }
+  }
+}
