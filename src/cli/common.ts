@@ -135,7 +135,7 @@ export async function loadLLM(args: ModelArgs): Promise<LLM> {
     line.end();
   }
   note(
-    `loaded ${dir} (${llm.model.weights.format}, ${llm.model.threads} thread${llm.model.threads === 1 ? '' : 's'}) in ${seconds((performance.now() - t0) / 1000)}`,
+    `loaded ${dir} (${llm.model.weights.description ?? llm.model.weights.format}, ${llm.model.threads} thread${llm.model.threads === 1 ? '' : 's'}) in ${seconds((performance.now() - t0) / 1000)}`,
   );
   return llm;
 }

@@ -149,7 +149,7 @@ async function main(): Promise<void> {
       capacityTokens: cache.capacityTokens,
       blockSize: model.dims.blockSize,
     },
-    weights: { format: model.weights.format },
+    weights: { format: model.weights.format, description: model.weights.description },
     threads: model.threads,
     maxBatchTokens: model.dims.maxRows,
     prefixCaching,

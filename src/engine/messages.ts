@@ -29,7 +29,7 @@ export interface ModelInfo {
   config: ModelConfig;
   generationConfig: GenerationConfig;
   kvCache: { maxSequences: number; contextLength: number; capacityTokens: number; blockSize: number };
-  weights: { format: WeightFormat };
+  weights: { format: WeightFormat; description?: string };
   threads: number;
   maxBatchTokens: number;
   prefixCaching: boolean;

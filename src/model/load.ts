@@ -98,7 +98,8 @@ export async function loadModel(model: string, options: LoadOptions = {}): Promi
       );
   }
   const dir = (await resolveModel(model, options.source)).path;
-  if (!fs.existsSync(dir)) throw new Error(`loadModel: model directory ${dir} does not exist`);
+  if (!fs.existsSync(dir))
+    throw new Error(`loadModel: ${dir} does not exist (expected a model folder or a .gguf file)`);
   if (isGgufPath(dir)) return loadGgufModel(dir, options);
   if (!fs.statSync(dir).isDirectory())
     throw new Error(`loadModel: ${dir} is a file; expected the model directory (config.json, *.safetensors, ...)`);

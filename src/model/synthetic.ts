@@ -5,7 +5,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { assetPath } from '../package-root.js';
 import { f32BitsToBf16, f32ToF16 } from '../tensor/dtype.js';
+import { parseModelConfig } from './config.js';
 import { writeSafetensors, type TensorSpec, type WritableDType } from './safetensors-writer.js';
+import { hfLayerName, LAYER_TENSORS, MODEL_TENSORS } from './tensor-names.js';
 
 export interface SyntheticPreset {
   hidden_size: number;
@@ -142,45 +144,13 @@ function distribution(name: string, shape: number[], p: SyntheticPreset): { cent
 }
 
 export function tensorSpecs(p: SyntheticPreset, dtype: WritableDType): TensorSpec[] {
-  const {
-    hidden_size: h,
-    intermediate_size: ff,
-    num_attention_heads: heads,
-    num_key_value_heads: kvHeads,
-    vocab_size: vocab,
-  } = p;
-  const family = p.model_type ?? 'qwen2';
-  const headDim = p.head_dim ?? h / heads;
-  const qDim = heads * headDim;
-  const kvDim = kvHeads * headDim;
-  const qkvBias = family === 'qwen2' || p.attention_bias === true;
-  const oBias = family !== 'qwen2' && p.attention_bias === true;
-  const mlpBias = family === 'llama' && p.mlp_bias === true;
-  const specs: TensorSpec[] = [{ name: 'model.embed_tokens.weight', dtype, shape: [vocab, h] }];
-  for (let l = 0; l < p.num_hidden_layers; l++) {
-    const pre = `model.layers.${l}.`;
-    const add = (has: boolean, name: string, shape: number[]) => has && specs.push({ name: pre + name, dtype, shape });
-    add(true, 'input_layernorm.weight', [h]);
-    add(true, 'self_attn.q_proj.weight', [qDim, h]);
-    add(qkvBias, 'self_attn.q_proj.bias', [qDim]);
-    add(true, 'self_attn.k_proj.weight', [kvDim, h]);
-    add(qkvBias, 'self_attn.k_proj.bias', [kvDim]);
-    add(true, 'self_attn.v_proj.weight', [kvDim, h]);
-    add(qkvBias, 'self_attn.v_proj.bias', [kvDim]);
-    add(family === 'qwen3', 'self_attn.q_norm.weight', [headDim]);
-    add(family === 'qwen3', 'self_attn.k_norm.weight', [headDim]);
-    add(true, 'self_attn.o_proj.weight', [h, qDim]);
-    add(oBias, 'self_attn.o_proj.bias', [h]);
-    add(true, 'post_attention_layernorm.weight', [h]);
-    add(true, 'mlp.gate_proj.weight', [ff, h]);
-    add(mlpBias, 'mlp.gate_proj.bias', [ff]);
-    add(true, 'mlp.up_proj.weight', [ff, h]);
-    add(mlpBias, 'mlp.up_proj.bias', [ff]);
-    add(true, 'mlp.down_proj.weight', [h, ff]);
-    add(mlpBias, 'mlp.down_proj.bias', [h]);
-  }
-  specs.push({ name: 'model.norm.weight', dtype, shape: [h] });
-  if (!p.tie_word_embeddings) specs.push({ name: 'lm_head.weight', dtype, shape: [vocab, h] });
+  // The tensors a loader of this config expects: one table (tensor-names.ts) for both.
+  const c = parseModelConfig({ ...familyConfig(p), ...sharedConfig(p, dtype) });
+  const specs: TensorSpec[] = [{ name: MODEL_TENSORS.embed.hf, dtype, shape: [c.vocabSize, c.hiddenSize] }];
+  for (let l = 0; l < c.numLayers; l++)
+    for (const t of LAYER_TENSORS) if (t.present(c)) specs.push({ name: hfLayerName(l, t), dtype, shape: t.shape(c) });
+  specs.push({ name: MODEL_TENSORS.finalNorm.hf, dtype, shape: [c.hiddenSize] });
+  if (!c.tieWordEmbeddings) specs.push({ name: MODEL_TENSORS.lmHead.hf, dtype, shape: [c.vocabSize, c.hiddenSize] });
   return specs;
 }
 

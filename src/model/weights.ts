@@ -54,6 +54,8 @@ export interface LayerWeights {
 
 export interface ModelWeights {
   format: WeightFormat;
+  /** The tensor types as loaded when they are not all `format` (a GGUF's mix, e.g. "GGUF 24 Q4_K, 5 Q6_K, 21 F32"). */
+  description?: string;
   embed: Matrix; // [vocab, hidden]
   layers: LayerWeights[];
   finalNorm: Float32Array; // [hidden]

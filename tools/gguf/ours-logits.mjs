@@ -1,10 +1,10 @@
 // Our logits of a GGUF for the tokens of an oracle JSON, and their deviation from it.
-// usage: node tools/gguf/ours-logits.mjs FILE.gguf ORACLE.json   (after npx tsc -p tsconfig.json)
+// usage: node tools/gguf/ours-logits.mjs FILE.gguf ORACLE.json [--dump OUT.json]   (after npx tsc -p tsconfig.json)
 // prints: file, max |ours - exact| over every position and logit, argmax agreement
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { loadModel } from '../../dist/src/model/load.js';
 
-const [file, oracleFile] = process.argv.slice(2);
+const [file, oracleFile, dumpFlag, dumpFile] = process.argv.slice(2);
 const o = JSON.parse(readFileSync(oracleFile, 'utf8'));
 const m = await loadModel(file, { threads: 1 });
 const logits = await m.forward(o.tokens, { allLogits: true });
@@ -22,4 +22,8 @@ for (let p = 0; p < o.tokens.length; p++) {
   if (a === b) same++;
 }
 console.log(`${file.split('/').pop()}\tours-vs-exact ${worst.toExponential(2)}\targmax ${same}/${o.tokens.length}`);
+if (dumpFlag === '--dump') {
+  const rows = o.tokens.map((_, p) => Array.from(logits.subarray(p * V, (p + 1) * V)));
+  writeFileSync(dumpFile, JSON.stringify({ logits: rows }));
+}
 await m.close();

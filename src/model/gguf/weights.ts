@@ -224,15 +224,19 @@ export function loadGgufWeights(g: GgufModel, c: ModelConfig, opts: GgufWeightsO
       throw new GgufError(
         `${g.file}: ${unused.length} tensor(s) this ${family} model does not use, e.g. "${unused[0]}" (a different architecture, or a newer GGUF)`,
       );
+    const counts = new Map<string, number>();
+    for (const t of g.tensors.values()) counts.set(ggmlTypeName(t.type), (counts.get(ggmlTypeName(t.type)) ?? 0) + 1);
     const anyQuantized = [...g.tensors.values()].some(
       (t) => t.type !== GGML_F32 && t.type !== GGML_F16 && t.type !== GGML_BF16,
     );
+    const description = `GGUF ${[...counts].map(([name, n]) => `${n} ${name}`).join(', ')}${format ? `, floats as ${format}` : ''}`;
     return {
       format: format ?? (anyQuantized ? 'q8_0' : embed.format === BF16 ? 'bf16' : 'f32'),
       embed,
       layers,
       finalNorm,
       lmHead,
+      description,
     };
   } finally {
     reader.close();
