@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadModelConfig } from '../src/model/config.js';
 import { WEIGHT_FORMATS } from '../src/model/load.js';
-import { PRESETS } from '../src/model/synthetic.js';
+import { isSyntheticPreset, PRESETS, type SyntheticPresetName } from '../src/model/synthetic.js';
 import type { WeightFormat } from '../src/tensor/matrix.js';
 import { log, mb, num, out, repoRoot, setJsonMode, StreamTable } from './common.js';
 import {
@@ -132,7 +132,7 @@ function parseOptions(argv: string[]): Options | null {
     models = [{ name: path.basename(dir), preset: null, dir }];
   } else {
     models = list('--models', v.models ?? (quick ? 'tiny' : '0.5b,1.5b')).map((m) => {
-      const preset = MODEL_ALIASES[m.toLowerCase()] ?? (PRESETS[m] ? m : undefined);
+      const preset = MODEL_ALIASES[m.toLowerCase()] ?? (isSyntheticPreset(m) ? m : undefined);
       if (!preset)
         throw new UsageError(
           `--models: unknown model "${m}" (expected ${Object.keys(MODEL_ALIASES).join(', ')} or a preset: ${Object.keys(PRESETS).join(', ')})`,
@@ -256,7 +256,9 @@ async function main(): Promise<number> {
     const ts = performance.now();
     log('scalar limit...');
     for (const m of opts.models) {
-      const dims: KernelDims = m.preset ? dimsFromPreset(PRESETS[m.preset]) : dimsFromConfig(loadModelConfig(m.dir!));
+      const dims: KernelDims = m.preset
+        ? dimsFromPreset(PRESETS[m.preset as SyntheticPresetName])
+        : dimsFromConfig(loadModelConfig(m.dir!));
       scalar.push(
         ...runScalarLimit({
           model: m.name,
@@ -278,7 +280,9 @@ async function main(): Promise<number> {
     const tk = performance.now();
     log('kernels...');
     for (const m of opts.models) {
-      const dims: KernelDims = m.preset ? dimsFromPreset(PRESETS[m.preset]) : dimsFromConfig(loadModelConfig(m.dir!));
+      const dims: KernelDims = m.preset
+        ? dimsFromPreset(PRESETS[m.preset as SyntheticPresetName])
+        : dimsFromConfig(loadModelConfig(m.dir!));
       kernels.push(
         ...(await runKernels({
           model: m.name,

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadModel } from '../src/model/load.js';
 import { loadModelConfig, type ModelConfig } from '../src/model/config.js';
-import { writeSyntheticModel } from '../src/model/synthetic.js';
+import { writeSyntheticModel, type SyntheticPresetName } from '../src/model/synthetic.js';
 import type { ModelWeights } from '../src/model/weights.js';
 import { matrixBytes, QBLOCK, type WeightFormat } from '../src/tensor/matrix.js';
 import { argmax, log, rng } from './common.js';
@@ -309,7 +309,7 @@ export function ensureSyntheticModel(preset: string, cacheDir: string): string {
   const t0 = performance.now();
   const tmp = fs.mkdtempSync(path.join(cacheDir, `.tmp-${preset}-`));
   try {
-    writeSyntheticModel(tmp, { preset, seed: 0 });
+    writeSyntheticModel(tmp, { preset: preset as SyntheticPresetName, seed: 0 });
     fs.rmSync(dir, { recursive: true, force: true });
     try {
       fs.renameSync(tmp, dir);

@@ -4,7 +4,7 @@
 // one-line message and exit code 2.
 import { parseArgs } from 'node:util';
 import { DEFAULT_WEIGHTS, WEIGHT_FORMATS, type LoadOptions } from '../model/load.js';
-import { PRESETS } from '../model/synthetic.js';
+import { isSyntheticPreset, PRESETS, type SyntheticPresetName } from '../model/synthetic.js';
 import {
   closestName,
   editDistance,
@@ -199,7 +199,7 @@ function intFlag(values: Record<string, unknown>, flag: string, min: number, max
 
 export interface ModelArgs {
   model?: string;
-  preset?: string;
+  preset?: SyntheticPresetName;
   load: LoadOptions;
 }
 
@@ -222,8 +222,10 @@ export function modelArgsFrom(values: Record<string, unknown>): ModelArgs {
   const preset = typeof values.preset === 'string' ? values.preset : undefined;
   if (model === '') throw new CliError('--model needs a folder');
   if (preset !== undefined) {
-    if (!(preset in PRESETS))
-      throw new CliError(`--preset must be one of ${Object.keys(PRESETS).join(', ')}, got ${JSON.stringify(preset)}`);
+    if (!isSyntheticPreset(preset))
+      throw new CliError(
+        `--preset must be one of ${Object.keys(PRESETS).join(', ')}, got ${JSON.stringify(preset)}${didYouMean(preset, Object.keys(PRESETS))}`,
+      );
     if (model !== undefined)
       throw new CliError('--preset chooses a synthetic model instead of --model; give one or the other');
   }
