@@ -522,12 +522,14 @@ describe('concurrency', () => {
     });
     const reader = r.body!.getReader();
     let seen = '';
-    while (seen.split('"content":"').length < 4) seen += new TextDecoder().decode((await reader.read()).value);
+    // Two non-empty text deltas (the first chunk carries the role and an empty content): two tokens at least.
+    const deltas = () => (seen.match(/"content":"[^"]/g) ?? []).length;
+    while (deltas() < 2) seen += new TextDecoder().decode((await reader.read()).value);
     ac.abort();
     await waitFor(() => lines.some((l) => l.includes(' 499 ')), 10_000);
     const line = lines.find((l) => l.includes(' 499 '))!;
     const got = Number(/completion_tokens=(\d+)/.exec(line)?.[1]);
-    expect(got, line).toBeGreaterThanOrEqual(3);
+    expect(got, line).toBeGreaterThanOrEqual(2); // was completion_tokens=0
     expect(got, line).toBeLessThan(900);
   });
 
