@@ -4,9 +4,10 @@
 import { fork } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { LLM } from '../src/engine/llm.js';
 import { loadModel } from '../src/model/load.js';
 import { loadModelConfig, type ModelConfig } from '../src/model/config.js';
-import { writeSyntheticModel } from '../src/model/synthetic.js';
+import { writeSyntheticModel, type SyntheticPresetName } from '../src/model/synthetic.js';
 import type { ModelWeights } from '../src/model/weights.js';
 import { matrixBytes, QBLOCK, type WeightFormat } from '../src/tensor/matrix.js';
 import { argmax, log, rng } from './common.js';
@@ -50,6 +51,11 @@ export interface PrefillResult {
 export interface ChildResult {
   /** loadModel, start to end: weights, KV cache, worker threads. */
   loadSeconds: number;
+  /**
+   * LLM.load, start to end, as a user (and the CLI's "loaded in N s") meets it: the engine thread,
+   * the tokenizer, the weights, KV cache and worker threads; measured after loadModel's run.
+   */
+  llmLoadSeconds: number;
   /** Bytes of every weight the load produced in memory (matrices in their format, f32 vectors). */
   weightBytes: number;
   prefill: PrefillResult[];
@@ -91,6 +97,21 @@ export async function childMain(configJson: string): Promise<void> {
 }
 
 async function runConfiguration(cfg: ChildConfig): Promise<ChildResult> {
+  const result = await runModel(cfg);
+  const t0 = performance.now();
+  const llm = await LLM.load(cfg.dir, {
+    weights: cfg.weights,
+    threads: cfg.threads,
+    maxSequences: cfg.plan.batchSize,
+    progressBar: false,
+  });
+  result.llmLoadSeconds = (performance.now() - t0) / 1000;
+  await llm.close();
+  log(`    [${cfg.model} ${cfg.weights} x${cfg.threads}] LLM.load end to end: ${result.llmLoadSeconds.toFixed(2)} s`);
+  return result;
+}
+
+async function runModel(cfg: ChildConfig): Promise<ChildResult> {
   const { plan } = cfg;
   const c = loadModelConfig(cfg.dir);
   const kvBytesPerToken = c.numLayers * 2 * c.numKvHeads * c.headDim * 4;
@@ -204,6 +225,7 @@ async function runConfiguration(cfg: ChildConfig): Promise<ChildResult> {
 
     return {
       loadSeconds,
+      llmLoadSeconds: 0, // below, once this model is closed
       weightBytes,
       prefill,
       decodeTokensPerSec,
@@ -317,7 +339,7 @@ export function ensureSyntheticModel(preset: string, cacheDir: string): string {
   const t0 = performance.now();
   const tmp = fs.mkdtempSync(path.join(cacheDir, `.tmp-${preset}-`));
   try {
-    writeSyntheticModel(tmp, { preset, seed: 0 });
+    writeSyntheticModel(tmp, { preset: preset as SyntheticPresetName, seed: 0 });
     fs.rmSync(dir, { recursive: true, force: true });
     try {
       fs.renameSync(tmp, dir);

@@ -509,6 +509,30 @@ describe('concurrency', () => {
     expect(llm.load.running).toBe(0);
   });
 
+  it('the log line of a stream whose client left counts the tokens it got (as /metrics does)', async () => {
+    const lines: string[] = [];
+    const s = await start({ log: (line) => lines.push(line) });
+    extra.push(s.app);
+    const ac = new AbortController();
+    const r = await fetch(`${s.base}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ messages, stream: true, max_tokens: 900, ignore_eos: true }),
+      signal: ac.signal,
+    });
+    const reader = r.body!.getReader();
+    let seen = '';
+    // Two non-empty text deltas (the first chunk carries the role and an empty content): two tokens at least.
+    const deltas = () => (seen.match(/"content":"[^"]/g) ?? []).length;
+    while (deltas() < 2) seen += new TextDecoder().decode((await reader.read()).value);
+    ac.abort();
+    await waitFor(() => lines.some((l) => l.includes(' 499 ')), 10_000);
+    const line = lines.find((l) => l.includes(' 499 '))!;
+    const got = Number(/completion_tokens=(\d+)/.exec(line)?.[1]);
+    expect(got, line).toBeGreaterThanOrEqual(2); // was completion_tokens=0
+    expect(got, line).toBeLessThan(900);
+  });
+
   it('a non-streamed request whose client goes away is aborted too (logged as 499)', async () => {
     const ac = new AbortController();
     const r = fetch(`${base}/v1/completions`, {
@@ -628,7 +652,7 @@ describe('qwen-ts serve (runServe)', () => {
         '--max-sequences',
         '2',
       ]);
-      await waitFor(() => out.some((l) => l.startsWith('listening on ')), 30_000);
+      await waitFor(() => out.some((l) => l.startsWith('listening on ')), 120_000); // a loaded machine took 30 s
       const url = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(out.join(''))![1];
       const c = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'x', maxRetries: 0 });
       expect((await c.models.list()).data[0]).toMatchObject({ id: 'served', max_model_len: 32768 });

@@ -7,7 +7,7 @@ import type { EngineOptions } from '../engine/messages.js';
 import { resolveSpeculativeConfig } from '../engine/speculation/ngram.js';
 import { DEFAULT_WEIGHTS, WEIGHT_FORMATS } from '../model/load.js';
 import { KV_CACHE_DTYPES, type KvCacheDtype } from '../model/kv-cache.js';
-import { PRESETS } from '../model/synthetic.js';
+import { isSyntheticPreset, PRESETS, type SyntheticPresetName } from '../model/synthetic.js';
 import {
   closestName,
   editDistance,
@@ -215,7 +215,7 @@ function intFlag(values: Record<string, unknown>, flag: string, min: number, max
 export interface ModelArgs {
   model?: string;
   revision?: string;
-  preset?: string;
+  preset?: SyntheticPresetName;
   load: EngineOptions;
 }
 
@@ -264,8 +264,10 @@ export function modelArgsFrom(values: Record<string, unknown>): ModelArgs {
   if (model === '') throw new CliError('--model needs a folder or a model name');
   if (revision !== undefined && model === undefined) throw new CliError('--revision needs --model NAME');
   if (preset !== undefined) {
-    if (!(preset in PRESETS))
-      throw new CliError(`--preset must be one of ${Object.keys(PRESETS).join(', ')}, got ${JSON.stringify(preset)}`);
+    if (!isSyntheticPreset(preset))
+      throw new CliError(
+        `--preset must be one of ${Object.keys(PRESETS).join(', ')}, got ${JSON.stringify(preset)}${didYouMean(preset, Object.keys(PRESETS))}`,
+      );
     if (model !== undefined)
       throw new CliError('--preset chooses a synthetic model instead of --model; give one or the other');
   }

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // npm run make-model -- --preset tiny|qwen2.5-0.5b|qwen2.5-1.5b --out DIR [--seed N] [--dtype bf16|f16|f32] [--shards N]
 import { parseArgs } from 'node:util';
-import { PRESETS, writeSyntheticModel } from '../model/synthetic.js';
+import { isSyntheticPreset, PRESETS, writeSyntheticModel } from '../model/synthetic.js';
 import { ProgressLine } from '../platform/progress.js';
 
 const usage = `usage: make-model --preset ${Object.keys(PRESETS).join('|')} --out DIR [--seed N] [--dtype bf16|f16|f32] [--shards N] [--untied]`;
@@ -29,8 +29,8 @@ function main(): void {
     console.error(`make-model: ${msg}\n${usage}`);
     process.exit(2);
   };
-  if (!values.preset || !(values.preset in PRESETS))
-    return fail(`--preset must be one of ${Object.keys(PRESETS).join(', ')}`);
+  const preset = values.preset;
+  if (!preset || !isSyntheticPreset(preset)) return fail(`--preset must be one of ${Object.keys(PRESETS).join(', ')}`);
   if (!values.out) return fail('--out DIR is required');
   const seed = Number(values.seed);
   if (!Number.isInteger(seed) || seed < 0) return fail(`--seed must be a non-negative integer, got "${values.seed}"`);
@@ -43,7 +43,7 @@ function main(): void {
   const line = new ProgressLine('writing weights', { prefix: 'make-model: ' });
   writeSyntheticModel(values.out, {
     onProgress: (done, total) => (done < total ? line.update(done, total) : line.end()),
-    preset: values.preset,
+    preset,
     seed,
     dtype: values.dtype as 'bf16' | 'f16' | 'f32',
     shards,

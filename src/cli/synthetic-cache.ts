@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { isAlive } from '../model/sources/lock.js';
-import { writeSyntheticModel } from '../model/synthetic.js';
+import { writeSyntheticModel, type SyntheticPresetName } from '../model/synthetic.js';
 
 const SEED = 0;
 const TMP_PREFIX = '.tmp-';
@@ -40,7 +40,7 @@ function removeStaleTemps(modelsDir: string): void {
  * `made` is false when it was already there.
  */
 export function ensureSyntheticModel(
-  preset: string,
+  preset: SyntheticPresetName,
   opts: {
     root?: string;
     onMaking?: (dir: string) => void;

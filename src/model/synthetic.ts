@@ -32,7 +32,9 @@ export interface SyntheticPreset {
 }
 
 // The real Qwen2.5 shapes; `tiny` keeps the real vocabulary so the real tokenizer applies.
-export const PRESETS: Record<string, SyntheticPreset> = {
+export type SyntheticPresetName = 'tiny' | 'tiny-qwen3' | 'tiny-llama3' | 'qwen2.5-0.5b' | 'qwen2.5-1.5b';
+
+export const PRESETS: Record<SyntheticPresetName, SyntheticPreset> = {
   tiny: {
     hidden_size: 64,
     intermediate_size: 160,
@@ -101,8 +103,13 @@ export const PRESETS: Record<string, SyntheticPreset> = {
   },
 };
 
+/** Whether `name` is one of PRESETS' names. */
+export function isSyntheticPreset(name: string): name is SyntheticPresetName {
+  return Object.hasOwn(PRESETS, name);
+}
+
 export interface SyntheticOptions {
-  preset: string;
+  preset: SyntheticPresetName;
   seed?: number;
   dtype?: 'bf16' | 'f16' | 'f32';
   /** Number of safetensors shards; 1 writes a single model.safetensors. */

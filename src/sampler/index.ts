@@ -1,6 +1,8 @@
 // Public API of the sampler: vLLM-compatible sampling parameters and the token sampler.
 export {
   type SamplingParams,
+  type CamelCaseSamplingParams,
+  type SnakeCaseSamplingParams,
   validateSamplingParams,
   SamplingParamsError,
   DEFAULT_SAMPLING_PARAMS,

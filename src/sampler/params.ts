@@ -7,7 +7,8 @@
 
 import { compileStructuredOutput, StructuredOutputError, type StructuredOutput } from './structured/index.js';
 
-export interface SamplingParams {
+/** The sampling parameters by their camelCase names (SamplingParams adds the snake_case aliases). */
+export interface CamelCaseSamplingParams {
   /** Softmax temperature; 0 (or < 1e-5) means greedy. Default 1. */
   temperature?: number;
   /** Nucleus sampling: keep the smallest set of tokens with cumulative probability >= topP. Default 1 (off). */
@@ -48,6 +49,19 @@ export interface SamplingParams {
   n?: number;
 }
 
+/** "maxTokens" -> "max_tokens" */
+type SnakeCase<S extends string> = S extends `${infer Head}${infer Tail}`
+  ? `${Head extends Lowercase<Head> ? Head : `_${Lowercase<Head>}`}${SnakeCase<Tail>}`
+  : S;
+
+/** vLLM's snake_case spellings (`max_tokens`, `top_p`, ...), accepted as aliases; never give both. */
+export type SnakeCaseSamplingParams = {
+  [K in keyof CamelCaseSamplingParams as SnakeCase<K> extends K ? never : SnakeCase<K>]?: CamelCaseSamplingParams[K];
+};
+
+/** Sampling parameters: camelCase, or vLLM's snake_case aliases (validateSamplingParams maps them). */
+export type SamplingParams = CamelCaseSamplingParams & SnakeCaseSamplingParams;
+
 /** Below this temperature, sampling is greedy (vLLM's _SAMPLING_EPS). */
 export const SAMPLING_EPS = 1e-5;
 
@@ -68,14 +82,14 @@ export const MAX_N = 16;
 export const MAX_LOGPROBS = 20;
 
 /** Checks one parameter's value (never undefined); throws SamplingParamsError via fail(). */
-type Check = (value: unknown, param: keyof SamplingParams) => void;
+type Check = (value: unknown, param: keyof CamelCaseSamplingParams) => void;
 
 /**
  * Every sampling parameter: its SamplingParams (camelCase) name -> vLLM's snake_case name, also
  * accepted as an alias, and the check of its value. Adding a parameter is one line here plus its
  * field in SamplingParams (the mapped type makes a missing line a compile error).
  */
-const PARAMS: { [K in keyof Required<SamplingParams>]: { api: string; check: Check } } = {
+const PARAMS: { [K in keyof Required<CamelCaseSamplingParams>]: { api: SnakeCase<K>; check: Check } } = {
   temperature: { api: 'temperature', check: numeric('non-negative', (v) => v >= 0) },
   topP: { api: 'top_p', check: numeric('in (0, 1]', (v) => v > 0 && v <= 1) },
   // vLLM now also accepts 0 as "disabled"; we keep the older, stricter rule: -1 or >= 1.
@@ -116,7 +130,7 @@ const PARAMS: { [K in keyof Required<SamplingParams>]: { api: string; check: Che
   },
 };
 
-type ParamName = keyof SamplingParams;
+type ParamName = keyof CamelCaseSamplingParams;
 const NAMES = Object.keys(PARAMS) as ParamName[];
 /** snake_case alias -> SamplingParams name. */
 const BY_API = new Map<string, ParamName>(NAMES.map((k) => [PARAMS[k].api, k]));

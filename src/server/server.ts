@@ -116,6 +116,9 @@ interface Ctx {
   clientGone: boolean;
   promptTokens?: number;
   completionTokens?: number;
+  /** While the engine runs the request: a client that leaves is logged once it stops (with its tokens). */
+  generating: boolean;
+  logPending: boolean;
 }
 
 const SHUTDOWN = Symbol('shutdown');
@@ -181,6 +184,8 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
       start: performance.now(),
       abort: new AbortController(),
       clientGone: false,
+      generating: false,
+      logPending: false,
     };
     contexts.add(ctx);
     res.on('error', () => {}); // a write racing a disconnect must not crash the process
@@ -190,7 +195,8 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
         ctx.clientGone = true;
         ctx.abort.abort(new Error('client disconnected'));
       }
-      finishLog(ctx);
+      if (ctx.generating) ctx.logPending = true;
+      else finishLog(ctx);
     });
     handle(ctx, match).catch((e) => fail(ctx, e));
   });
@@ -392,10 +398,13 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
       return; // the client left while queued
     }
     const admitted = performance.now();
+    ctx.generating = true;
     try {
       await run(ctx, request, admitted);
     } finally {
       release();
+      ctx.generating = false;
+      if (ctx.logPending) finishLog(ctx);
     }
   }
 

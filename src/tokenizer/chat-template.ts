@@ -15,8 +15,11 @@ export interface ToolCall {
   [key: string]: unknown;
 }
 
+/** The roles chat templates render (OpenAI's and vLLM's, as Qwen2.5's template knows them). */
+export type ChatRole = 'system' | 'user' | 'assistant' | 'tool';
+
 export interface ChatMessage {
-  role: string;
+  role: ChatRole;
   /** May be null/absent only for an assistant message that carries tool_calls. */
   content: string | null;
   tool_calls?: ToolCall[];
@@ -76,8 +79,7 @@ function normalizeToolCall(tc: unknown, path: string): ToolCall {
   return (fn === tc ? newFn : { ...tc, function: newFn }) as ToolCall;
 }
 
-/** The roles chat templates render (OpenAI's and vLLM's, as Qwen2.5's template knows them). */
-export const CHAT_ROLES: readonly string[] = ['system', 'user', 'assistant', 'tool'];
+export const CHAT_ROLES: readonly ChatRole[] = ['system', 'user', 'assistant', 'tool'];
 
 /** Checks the messages and returns shallow copies ready for the template (inputs are not mutated). */
 export function validateMessages(messages: unknown): ChatMessage[] {
@@ -91,14 +93,14 @@ export function validateMessages(messages: unknown): ChatMessage[] {
     if (typeof m.role !== 'string' || m.role === '') {
       throw new ChatTemplateError(`${path}.role`, `${path}.role must be a non-empty string, got ${typeName(m.role)}`);
     }
-    if (!CHAT_ROLES.includes(m.role)) {
+    if (!(CHAT_ROLES as readonly string[]).includes(m.role)) {
       // Templates render only the roles they know and skip the others without a word.
       throw new ChatTemplateError(
         `${path}.role`,
         `${path}.role ${JSON.stringify(m.role)} is not a chat role: expected one of ${CHAT_ROLES.join(', ')}`,
       );
     }
-    const out: ChatMessage = { ...m, role: m.role, content: m.content as string | null };
+    const out: ChatMessage = { ...m, role: m.role as ChatRole, content: m.content as string | null };
     if (m.tool_calls !== undefined && m.tool_calls !== null) {
       if (!Array.isArray(m.tool_calls)) {
         throw new ChatTemplateError(

@@ -6,6 +6,7 @@ export {
   CHAT_ROLES,
   ChatTemplateError,
   type ChatMessage,
+  type ChatRole,
   type ChatTemplateOptions,
   type ToolCall,
 } from './chat-template.js';
