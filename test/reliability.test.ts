@@ -6,9 +6,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Template } from '@huggingface/jinja';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LLM } from '../src/engine/llm.js';
 import { loadModel } from '../src/model/load.js';
-import { QwenTokenizer } from '../src/tokenizer/index.js';
+import { applyChatTemplate, ChatTemplateError, QwenTokenizer } from '../src/tokenizer/index.js';
 import { removeDir } from './helpers/models.js';
 
 const MODEL = fileURLToPath(new URL('../assets/stories260K', import.meta.url));
@@ -26,6 +28,26 @@ function modelCopy(name: string, edit: (dir: string) => void = () => {}): string
   for (const f of fs.readdirSync(MODEL)) fs.copyFileSync(path.join(MODEL, f), path.join(dir, f));
   edit(dir);
   return dir;
+}
+
+function editJson(file: string, edit: (json: Record<string, unknown>) => void): void {
+  const json = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  edit(json);
+  fs.writeFileSync(file, JSON.stringify(json));
+}
+
+/** A copy of stories260K whose tokenizer_config.json has this chat template. */
+function withTemplate(name: string, template: string): string {
+  return modelCopy(name, (d) => editJson(path.join(d, 'tokenizer_config.json'), (j) => (j.chat_template = template)));
+}
+
+function thrown(fn: () => unknown): Error {
+  try {
+    fn();
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error('expected an error, none was thrown');
 }
 
 function mkfifo(file: string): void {
@@ -86,6 +108,147 @@ describe('only regular files of bounded size are read', () => {
     const big = modelCopy('big-config', (d) => fs.truncateSync(path.join(d, 'config.json'), 17 * 2 ** 20));
     await expect(loadModel(big, { threads: 1 })).rejects.toThrow(
       `${path.join(big, 'config.json')}: is 17825792 bytes, more than the 16777216 bytes a JSON file may have here`,
+    );
+  });
+});
+
+describe('chat template rendering is bounded', () => {
+  const hi = [{ role: 'user', content: 'hi' }];
+  const source = { source: 'tokenizer_config.json' };
+
+  it('a loop over range(1000000000) is refused before the list is built, naming the file', () => {
+    const e = thrown(() => applyChatTemplate('{% for i in range(1000000000) %}x{% endfor %}', hi, source));
+    expect(e).toBeInstanceOf(ChatTemplateError);
+    expect(e.message).toMatch(
+      /^the chat template of tokenizer_config.json asked range\(\) for 1000000000 numbers, more than the \d+ allowed/,
+    );
+  });
+
+  it('nested loops, macro recursion and empty loop bodies count steps', () => {
+    const budget = { maxSteps: 10_000, maxSize: 1_000_000, timeoutMs: 600_000 };
+    for (const template of [
+      '{% for i in range(20000) %}{% for j in range(20000) %}{% endfor %}{% endfor %}',
+      '{% for i in range(20000) %}{% for j in range(20000) %}{{ j }}{% endfor %}{% endfor %}',
+      '{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}',
+    ]) {
+      const e = thrown(() => applyChatTemplate(template, hi, { ...source, budget }));
+      expect(e.message).toBe(
+        'the chat template of tokenizer_config.json took more than 10000 steps (a loop or a recursion without end?); it was stopped',
+      );
+    }
+  });
+
+  it('a string or list doubled in a loop is stopped at the size limit', () => {
+    const budget = { maxSteps: 100_000, maxSize: 1_000_000, timeoutMs: 600_000 };
+    const str = thrown(() =>
+      applyChatTemplate(
+        '{% set ns = namespace(s="ab") %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}',
+        hi,
+        { ...source, budget },
+      ),
+    );
+    expect(str.message).toBe(
+      'the chat template of tokenizer_config.json made a string of 1048576 characters, more than the 1000000 allowed; it was stopped',
+    );
+    const list = thrown(() =>
+      applyChatTemplate(
+        '{% set ns = namespace(a=[1]) %}{% for i in range(40) %}{% set ns.a = ns.a + ns.a %}{% endfor %}',
+        hi,
+        { ...source, budget },
+      ),
+    );
+    expect(list.message).toBe(
+      'the chat template of tokenizer_config.json made a list of 1048576 items, more than the 1000000 allowed; it was stopped',
+    );
+  });
+
+  it('the bounded renderer gives what Template.render gives (globals included)', () => {
+    const template =
+      '{{ bos_token }}{% for m in messages %}{{ m.role }}:{{ m.content | trim }}{% if not loop.last %}|{% endif %}{% endfor %}' +
+      "{{ range(3) | join(',') }}{{ true }}{{ none is none }}{{ strftime_now('%Y') | length }}";
+    const out = applyChatTemplate(
+      template,
+      [
+        { role: 'user', content: ' a ' },
+        { role: 'assistant', content: 'b' },
+      ],
+      {
+        extra: { bos_token: '<s>' },
+      },
+    );
+    const messages = [
+      { role: 'user', content: ' a ' },
+      { role: 'assistant', content: 'b' },
+    ];
+    expect(out).toBe(new Template(template).render({ messages, add_generation_prompt: false, bos_token: '<s>' }));
+    expect(out).toMatch(/^<s>user:a\|assistant:b0,1,2truetrue4$/);
+  });
+});
+
+describe('broken models fail at load, naming the file and field', () => {
+  it('a chat template that does not parse, or fails, fails at load (not at the first chat)', async () => {
+    for (const [name, template, why] of [
+      ['tpl-open', '{{', /fails on a one-message conversation/],
+      ['tpl-endfor', 'x{% endfor %}', /fails on a one-message conversation/],
+      ['tpl-huge', '{% for i in range(1000000000) %}x{% endfor %}', /asked range\(\) for 1000000000 numbers/],
+    ] as const) {
+      const dir = withTemplate(name, template);
+      await expect(QwenTokenizer.fromDir(dir)).rejects.toThrow(
+        `QwenTokenizer: ${path.join(dir, 'tokenizer_config.json')}: field "chat_template"`,
+      );
+      await expect(QwenTokenizer.fromDir(dir)).rejects.toThrow(why);
+    }
+  });
+
+  it('a chat template that leaves the messages out (an undefined variable) fails at load', async () => {
+    const dir = withTemplate('tpl-undefined', '{% for m in messages %}{{ m.contnet }}{% endfor %}');
+    await expect(QwenTokenizer.fromDir(dir)).rejects.toThrow(
+      `QwenTokenizer: ${path.join(dir, 'tokenizer_config.json')}: field "chat_template" leaves the message out of a one-message conversation`,
+    );
+    // A template that works loads and renders.
+    const good = withTemplate('tpl-good', '{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}');
+    const tok = await QwenTokenizer.fromDir(good);
+    expect(tok.applyChatTemplate([{ role: 'user', content: 'hi' }])).toBe('<user>hi');
+  });
+
+  it('max_position_embeddings of 1 fails at load', async () => {
+    const dir = modelCopy('positions-1', (d) =>
+      editJson(path.join(d, 'config.json'), (j) => (j.max_position_embeddings = 1)),
+    );
+    await expect(loadModel(dir, { threads: 1 })).rejects.toThrow(
+      `${path.join(dir, 'config.json')}: field "max_position_embeddings" is 1: a model needs at least 2 positions`,
+    );
+  });
+
+  it('an empty vocabulary or a negative token id fails at load, naming tokenizer.json', async () => {
+    const empty = modelCopy('vocab-empty', (d) =>
+      editJson(path.join(d, 'tokenizer.json'), (j) => {
+        (j.model as Record<string, unknown>).vocab = {};
+        (j.model as Record<string, unknown>).merges = [];
+        j.added_tokens = [];
+      }),
+    );
+    await expect(QwenTokenizer.fromDir(empty)).rejects.toThrow(
+      `QwenTokenizer: ${path.join(empty, 'tokenizer.json')}: the vocabulary (field "model.vocab") is empty`,
+    );
+    const negative = modelCopy('vocab-negative', (d) =>
+      editJson(path.join(d, 'tokenizer.json'), (j) => {
+        (j.added_tokens as { id: number }[])[2].id = -5;
+      }),
+    );
+    await expect(QwenTokenizer.fromDir(negative)).rejects.toThrow(
+      `QwenTokenizer: ${path.join(negative, 'tokenizer.json')}: field "added_tokens[2].id" of "</s>" must be a token id (an integer from 0), got -5`,
+    );
+  });
+
+  it("an added token id past config.json's vocab_size fails at load", async () => {
+    const dir = modelCopy('added-past-vocab', (d) =>
+      editJson(path.join(d, 'tokenizer.json'), (j) => {
+        (j.added_tokens as object[]).push({ id: 600, content: '<|extra|>', special: true, normalized: false });
+      }),
+    );
+    await expect(LLM.load(dir, { threads: 1 })).rejects.toThrow(
+      `QwenTokenizer: ${path.join(dir, 'tokenizer.json')}: token "<|extra|>" has id 600, past field "vocab_size" 512 of ${path.join(dir, 'config.json')}`,
     );
   });
 });

@@ -4,6 +4,7 @@
 // The model runs in the engine thread (engine-thread.ts: scheduler, forward pass, sampling); this
 // object lives on the caller's thread, tokenizes and applies the chat template, and exchanges
 // plain-data messages with the engine, so the caller's event loop never waits for a forward pass.
+import { join } from 'node:path';
 import type { GenerationConfig, ModelConfig } from '../model/config.js';
 import { validateSamplingParams, type SamplingParams } from '../sampler/index.js';
 import { Piscina } from 'piscina';
@@ -81,7 +82,14 @@ export class LLM {
       await engine.then((c) => c.close()).catch(() => {});
       throw e;
     }
-    return new LLM(await engine, tokenizer, dir);
+    const client = await engine;
+    try {
+      tokenizer.checkModelVocab(client.info.config.vocabSize, join(dir, 'config.json'));
+    } catch (e) {
+      await client.close();
+      throw e;
+    }
+    return new LLM(client, tokenizer, dir);
   }
 
   get config(): ModelConfig {

@@ -172,6 +172,16 @@ function parseRopeScaling(json: Record<string, unknown>, file: string): RopeScal
   );
 }
 
+/** max_position_embeddings: a prompt of one token and one generated token need two positions. */
+function contextPositions(json: Record<string, unknown>, file: string): number {
+  const v = positiveInt(json, 'max_position_embeddings', file);
+  if (v < 2)
+    throw new ConfigError(
+      `${file}: field "max_position_embeddings" is ${v}: a model needs at least 2 positions (one prompt token and one generated); real models have thousands`,
+    );
+  return v;
+}
+
 export function parseModelConfig(json: Record<string, unknown>, file = 'config.json'): ModelConfig {
   const modelType = String(json.model_type ?? 'qwen2');
   if (!MODEL_TYPES.includes(modelType))
@@ -222,7 +232,7 @@ export function parseModelConfig(json: Record<string, unknown>, file = 'config.j
     oProjBias: modelType !== 'qwen2' && attentionBias,
     mlpBias,
     qkNorm: modelType === 'qwen3',
-    maxPositionEmbeddings: positiveInt(json, 'max_position_embeddings', file),
+    maxPositionEmbeddings: contextPositions(json, file),
     torchDtype: String(json.torch_dtype ?? 'bfloat16'),
     bosTokenId: bos?.[0],
     eosTokenId: eos === undefined ? undefined : eos.length === 1 ? eos[0] : eos,
