@@ -10,10 +10,12 @@ import { Template } from '@huggingface/jinja';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LLM } from '../src/engine/llm.js';
 import { loadModel } from '../src/model/load.js';
+import { createServer } from '../src/server/server.js';
 import { applyChatTemplate, ChatTemplateError, QwenTokenizer } from '../src/tokenizer/index.js';
 import { removeDir } from './helpers/models.js';
 
 const MODEL = fileURLToPath(new URL('../assets/stories260K', import.meta.url));
+const INDEX = fileURLToPath(new URL('../dist/src/index.js', import.meta.url));
 
 let tmp: string;
 beforeAll(() => {
@@ -250,5 +252,71 @@ describe('broken models fail at load, naming the file and field', () => {
     await expect(LLM.load(dir, { threads: 1 })).rejects.toThrow(
       `QwenTokenizer: ${path.join(dir, 'tokenizer.json')}: token "<|extra|>" has id 600, past field "vocab_size" 512 of ${path.join(dir, 'config.json')}`,
     );
+  });
+});
+
+describe('no lost work or stalls', () => {
+  it('close() with a request still running aborts it and resolves; the script goes on', () => {
+    const script = `
+      import { LLM } from ${JSON.stringify(INDEX)};
+      const llm = await LLM.load(${JSON.stringify(MODEL)}, { threads: 1 });
+      const running = llm.generate('Once upon a time', { maxTokens: 400, temperature: 0, ignoreEos: true }).then(
+        () => 'finished',
+        (e) => 'rejected: ' + e.message,
+      );
+      await new Promise((r) => setTimeout(r, 20));
+      await llm.close();
+      console.log('after close:', await running);
+    `;
+    const file = path.join(tmp, 'close-while-running.mjs');
+    fs.writeFileSync(file, script);
+    const r = spawnSync(process.execPath, [file], { encoding: 'utf8', timeout: 120_000 });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^after close: (finished|rejected: qwen-ts: the LLM was closed)\n$/);
+  });
+
+  describe('with a loaded model', () => {
+    let llm: LLM;
+    beforeAll(async () => {
+      llm = await LLM.load(MODEL, { threads: 1 });
+    });
+    afterAll(async () => {
+      await llm?.close();
+    });
+
+    it('an onFinish callback of stream() that throws ends that stream with its error, and nothing else', async () => {
+      const pieces: string[] = [];
+      const consume = async () => {
+        const stream = llm.stream(
+          'Once upon a time',
+          { maxTokens: 6, temperature: 0 },
+          {
+            onFinish: () => {
+              throw new Error('onFinish failed');
+            },
+          },
+        );
+        for await (const piece of stream) pieces.push(piece);
+      };
+      await expect(consume()).rejects.toThrow('onFinish failed');
+      const [again] = await llm.generate('Once upon a time', { maxTokens: 6, temperature: 0 });
+      expect(pieces.join('')).toBe(again.outputs[0].text);
+    });
+
+    it('GET /v1/models/%ff is a 400, not a 500', async () => {
+      const app = createServer(llm, { modelName: 'stories260K', log: false });
+      const { port } = await app.listen(0, '127.0.0.1');
+      try {
+        const bad = await fetch(`http://127.0.0.1:${port}/v1/models/%ff`);
+        expect(bad.status).toBe(400);
+        expect(((await bad.json()) as { error: { message: string } }).error.message).toBe(
+          'The model id in the path is not valid percent-encoded UTF-8.',
+        );
+        expect((await fetch(`http://127.0.0.1:${port}/v1/models/stories260K`)).status).toBe(200);
+      } finally {
+        await app.close();
+      }
+    });
   });
 });

@@ -288,7 +288,11 @@ export class LLM {
     }).then(
       (r) => {
         finished = true;
-        opts.onFinish?.(r.output, r.metrics);
+        try {
+          opts.onFinish?.(r.output, r.metrics);
+        } catch (e) {
+          failure = e; // the caller's callback: the stream ends with its error, the engine goes on
+        }
         wake?.();
       },
       (e) => {
