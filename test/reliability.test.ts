@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Template } from '@huggingface/jinja';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LLM } from '../src/engine/llm.js';
+import { fairShares } from '../src/engine/scheduler.js';
 import { loadModel } from '../src/model/load.js';
 import { createServer } from '../src/server/server.js';
 import { applyChatTemplate, ChatTemplateError, QwenTokenizer } from '../src/tokenizer/index.js';
@@ -304,6 +305,43 @@ describe('no lost work or stalls', () => {
       expect(pieces.join('')).toBe(again.outputs[0].text);
     });
 
+    it('large prompts are tokenized off this thread: generate, and /v1/completions prompt arrays together', async () => {
+      const encode = llm.tokenizer.encode.bind(llm.tokenizer);
+      const here: number[] = [];
+      llm.tokenizer.encode = (text, opts) => {
+        here.push(text.length);
+        return encode(text, opts);
+      };
+      try {
+        // 40,000 characters: about 10,000 tokens, far past this model's 512 (the engine says so).
+        const long = 'Once upon a time there was a cat. '.repeat(1200).slice(0, 40_000);
+        await expect(llm.generate(long, { maxTokens: 1 })).rejects.toThrow(/^prompt of \d+ tokens does not fit/);
+        expect(here).toEqual([]);
+        // Four prompts of 9,000 characters: each under LARGE_TEXT_CHARS, together over it.
+        const prompts = [0, 1, 2, 3].map((i) => `${i} ${'The dog ran. '.repeat(700)}`.slice(0, 9000));
+        const ids = await llm.tokenizeAll(prompts);
+        expect(here).toEqual([]);
+        expect(ids).toEqual(prompts.map((p) => encode(p)));
+        const app = createServer(llm, { modelName: 'stories260K', log: false });
+        const { port } = await app.listen(0, '127.0.0.1');
+        try {
+          const reply = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
+            method: 'POST',
+            headers: { 'Content-Type': 'application/json' },
+            body: JSON.stringify({ model: 'stories260K', prompt: prompts, max_tokens: 1 }),
+          });
+          const body = (await reply.json()) as { error?: { message: string } };
+          // Each prompt is about 2,300 tokens: the context (512) refuses them, after tokenizing.
+          expect(body.error?.message).toMatch(/^This model's maximum context length is 512 tokens/);
+          expect(here.filter((n) => n >= 9000)).toEqual([]);
+        } finally {
+          await app.close();
+        }
+      } finally {
+        llm.tokenizer.encode = encode;
+      }
+    });
+
     it('GET /v1/models/%ff is a 400, not a 500', async () => {
       const app = createServer(llm, { modelName: 'stories260K', log: false });
       const { port } = await app.listen(0, '127.0.0.1');
@@ -318,5 +356,33 @@ describe('no lost work or stalls', () => {
         await app.close();
       }
     });
+  });
+});
+
+describe('prompt chunks are shared among the prompts being read', () => {
+  it('fairShares: equal shares, what a short prompt leaves goes to the others', () => {
+    expect(fairShares([400], 8)).toEqual([8]);
+    expect(fairShares([400, 3], 8)).toEqual([5, 3]);
+    expect(fairShares([400, 400], 8)).toEqual([4, 4]);
+    expect(fairShares([1, 400, 2], 8)).toEqual([1, 5, 2]);
+    expect(fairShares([400, 400, 400], 2)).toEqual([1, 1, 0]);
+    expect(fairShares([], 8)).toEqual([]);
+  });
+
+  it('a request arriving during a long prefill gets its first token before the long prompt ends', async () => {
+    const llm = await LLM.load(MODEL, { threads: 1, maxBatchTokens: 8 });
+    try {
+      const longPrompt = llm.tokenizer.encode('Once upon a time there was a little cat. '.repeat(40)).slice(0, 400);
+      const order: string[] = [];
+      const long = llm
+        .generate({ promptTokenIds: longPrompt }, { maxTokens: 1, temperature: 0 })
+        .then(() => order.push('long'));
+      const short = llm.generate('Once', { maxTokens: 1, temperature: 0 }).then(() => order.push('short'));
+      await Promise.all([long, short]);
+      // Oldest-first chunks read all 400 tokens of the long prompt (50 steps) before the short one.
+      expect(order).toEqual(['short', 'long']);
+    } finally {
+      await llm.close();
+    }
   });
 });
