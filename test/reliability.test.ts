@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LLM } from '../src/engine/llm.js';
 import { fairShares } from '../src/engine/scheduler.js';
 import { loadModel } from '../src/model/load.js';
+import { readSafetensorsHeader } from '../src/model/safetensors.js';
 import { createServer } from '../src/server/server.js';
 import { applyChatTemplate, ChatTemplateError, QwenTokenizer } from '../src/tokenizer/index.js';
 import { removeDir } from './helpers/models.js';
@@ -384,5 +385,44 @@ describe('prompt chunks are shared among the prompts being read', () => {
     } finally {
       await llm.close();
     }
+  });
+});
+
+describe('NaN, Inf and overflowing weights fail at load', () => {
+  /** Write `values` into tensor `name` of the copy's model.safetensors (F32), from element `at`. */
+  function writeFloats(dir: string, name: string, at: number, values: number[]): void {
+    const file = path.join(dir, 'model.safetensors');
+    const info = readSafetensorsHeader(file).tensors.get(name)!;
+    const bytes = Buffer.alloc(4 * values.length);
+    values.forEach((v, i) => bytes.writeFloatLE(v, 4 * i));
+    const fd = fs.openSync(file, 'r+');
+    fs.writeSync(fd, bytes, 0, bytes.length, info.dataStart + 4 * at);
+    fs.closeSync(fd);
+  }
+
+  it('a NaN in a norm or bias is found without checkTensors (the vectors are always scanned)', async () => {
+    const dir = modelCopy('nan-norm', (d) => writeFloats(d, 'model.layers.1.input_layernorm.weight', 7, [NaN]));
+    await expect(loadModel(dir, { threads: 1 })).rejects.toThrow(
+      `${path.join(dir, 'model.safetensors')}: tensor "model.layers.1.input_layernorm.weight" holds NaN at element 7 (shape [64])`,
+    );
+  });
+
+  it('finite weights whose products overflow float32 fail the load, naming the layer', async () => {
+    // 3e38 is a float32, but the MLP of layer 0 multiplies it into Inf.
+    const dir = modelCopy('overflow', (d) =>
+      writeFloats(d, 'model.layers.0.post_attention_layernorm.weight', 0, new Array(64).fill(3e38)),
+    );
+    await expect(loadModel(dir, { threads: 1 })).rejects.toThrow(
+      new RegExp(
+        `^${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: the output of layer 0 \\(model\\.layers\\.0\\.\\*\\) holds (NaN|-?Infinity)`,
+      ),
+    );
+  });
+
+  it('a NaN in a matrix that is not scanned still fails the load, at the layer that holds it', async () => {
+    const dir = modelCopy('nan-matrix', (d) => writeFloats(d, 'model.layers.3.mlp.up_proj.weight', 1234, [NaN]));
+    await expect(loadModel(dir, { threads: 1 })).rejects.toThrow(
+      /the output of layer 3 \(model\.layers\.3\.\*\) holds NaN/,
+    );
   });
 });
