@@ -19,6 +19,7 @@ import {
   type ChildResult,
   type E2ePlan,
 } from './e2e.js';
+import { longContextMain } from './long-context.js';
 import { printConstraintBench, runConstraintBench } from './constraint.js';
 import { dimsFromConfig, dimsFromPreset, runKernels, type KernelDims, type KernelResult } from './kernels.js';
 import { runScalarLimit, type ScalarRow } from './scalar.js';
@@ -37,10 +38,12 @@ function usage(): string {
   --kernels-only       machine, scalar-limit and kernel sections only
   --scalar-only        machine and scalar-limit sections only (each kernel's % of the scalar C loop)
   --e2e-only           machine and end-to-end sections only
-  --compare-before     end to end also with the kernels of before (src/tensor/matmul-reference.ts)
+  --compare-before     end to end also with the kernels of before (bench/matmul-reference.ts)
   --cache DIR          where synthetic models are written and reused (default <repo>/.cache/models)
   --prompt-tokens LIST prefill prompt lengths (default 128,512)
   --decode-steps N     timed decode steps (default 128)
+  --long-context       only the long-context table (prefill and decode at depths 128..16k); see
+                       npm run bench -- --long-context --help
   --help               this text
 
 Each end-to-end configuration (model x weights x threads) runs in its own child process, so load
@@ -172,7 +175,7 @@ function parseOptions(argv: string[]): Options | null {
 interface ResultRow {
   model: string;
   weights: WeightFormat;
-  /** 'before': run with src/tensor/matmul-reference.ts (--compare-before). */
+  /** 'before': run with bench/matmul-reference.ts (--compare-before). */
   kernels: 'before' | 'now';
   threads: number;
   promptTokens: number;
@@ -526,6 +529,9 @@ async function main(): Promise<number> {
 
 if (process.argv[2] === CHILD_FLAG) {
   await childMain(process.argv[3]);
+} else if (process.argv[2] === '--long-context') {
+  await longContextMain(process.argv.slice(3));
+  process.exit(0);
 } else {
   main().then(
     (code) => process.exit(code),

@@ -37,7 +37,7 @@ export interface ChildConfig {
   weights: WeightFormat;
   threads: number;
   plan: E2ePlan;
-  /** Run with the kernels of before (QWEN_TS_MATMUL=reference: src/tensor/matmul-reference.ts). */
+  /** Run with the kernels of before (bench/matmul-reference.ts, through bench/before.ts). */
   before?: boolean;
 }
 
@@ -258,8 +258,11 @@ function producedBytes(w: ModelWeights): number {
 export function runInChild(script: string, cfg: ChildConfig): Promise<ChildResult> {
   return new Promise((resolve, reject) => {
     // The child's stdout goes to our stderr: under --json, stdout carries only the JSON object.
-    const env = cfg.before ? { ...process.env, QWEN_TS_MATMUL: 'reference' } : process.env;
-    const child = fork(script, [CHILD_FLAG, JSON.stringify(cfg)], { stdio: ['ignore', 2, 2, 'ipc'], env });
+    // The kernels of before: module hooks swap src/tensor/matmul.js for bench/matmul-before.js.
+    const execArgv = cfg.before
+      ? [...process.execArgv, '--import', new URL('./before.js', import.meta.url).href]
+      : process.execArgv;
+    const child = fork(script, [CHILD_FLAG, JSON.stringify(cfg)], { stdio: ['ignore', 2, 2, 'ipc'], execArgv });
     let msg: ChildMessage | null = null;
     child.on('message', (m) => {
       msg = m as ChildMessage;

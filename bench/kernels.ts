@@ -4,8 +4,8 @@
 import { Bench } from 'tinybench';
 import type { ModelConfig } from '../src/model/config.js';
 import type { SyntheticPreset } from '../src/model/synthetic.js';
-import { attendHead } from '../src/tensor/attention.js';
-import { matmul } from '../src/tensor/matmul.js';
+import { allocAttentionScratch, attendRows, KV_F32, type PagedKv } from '../src/tensor/attention.js';
+import { allocQuantizedMatrix, matmul } from '../src/tensor/matmul.js';
 import {
   BF16,
   F32,
@@ -18,13 +18,10 @@ import {
 } from '../src/tensor/matrix.js';
 import { rmsnorm, rope, ropeTables, softmax, swiglu } from '../src/tensor/ops.js';
 import { ThreadPool } from '../src/tensor/pool.js';
-import {
-  allocQuantizedActivations,
-  allocQuantizedMatrix,
-  quantizeActivations,
-  quantizeRowsQ4_0,
-  quantizeRowsQ8_0,
-} from '../src/tensor/quantize.js';
+import { allocQuantizedActivations, quantizeActivations } from '../src/tensor/formats/activations.js';
+import { quantizeRowsQ4_0 } from '../src/tensor/formats/q4_0.js';
+import { quantizeRowsQ8_0 } from '../src/tensor/formats/q8_0.js';
+import { attendHead } from './attention-before.js';
 import { duration, fillUniform, log, num, StreamTable } from './common.js';
 import { createRunner as createMatmulRunner, type MatmulBenchState } from './matmul-runner.js';
 
@@ -309,15 +306,56 @@ export async function runKernels(opts: KernelOptions): Promise<KernelResult[]> {
   fillUniform(vc, 1, 9);
   const blockTable = Int32Array.from({ length: blocks }, (_, i) => i);
   const scores = new Float32Array(ctx);
-  const att = new Float32Array(d.headDim);
+  const group = d.heads / d.kvHeads;
+  const qGroup = new Float32Array(d.heads * d.headDim);
+  fillUniform(qGroup, 1, 10);
+  const att = new Float32Array(d.heads * d.headDim);
+  // The query heads of one kv head at the last of `ctx` positions: before, one head at a time.
   small(
-    `attendHead ctx ${ctx}`,
+    `attention, ${group} heads of a kv head, per head (before), ctx ${ctx}`,
     [ctx, d.headDim],
-    () => attendHead(q, 0, kc, vc, blockTable, 0, 0, d.kvHeads, d.headDim, blockSize, ctx, scores, att, 0),
-    {
-      gflops: 4 * ctx * d.headDim,
-      bytes: 2 * ctx * d.headDim * 4,
+    () => {
+      for (let g = 0; g < group; g++)
+        attendHead(
+          qGroup,
+          g * d.headDim,
+          kc,
+          vc,
+          blockTable,
+          0,
+          0,
+          d.kvHeads,
+          d.headDim,
+          blockSize,
+          ctx,
+          scores,
+          att,
+          g * d.headDim,
+        );
     },
+    { gflops: 4 * group * ctx * d.headDim, bytes: 2 * ctx * d.headDim * 4 },
+  );
+  const kv: PagedKv = {
+    format: KV_F32,
+    k: kc,
+    v: vc,
+    k32: null,
+    v32: null,
+    kScale: null,
+    vScale: null,
+    group: 32,
+    blockTables: blockTable,
+    kvHeads: d.kvHeads,
+    headDim: d.headDim,
+    blockSize,
+  };
+  const attScratch = allocAttentionScratch(group, blockSize, d.headDim);
+  const scale = 1 / Math.sqrt(d.headDim);
+  small(
+    `attention, ${group} heads of a kv head, attendRows (online softmax), ctx ${ctx}`,
+    [ctx, d.headDim],
+    () => attendRows(att, qGroup, 0, d.heads * d.headDim, 1, ctx - 1, kv, 0, 0, group, scale, attScratch),
+    { gflops: 4 * group * ctx * d.headDim, bytes: 2 * ctx * d.headDim * 4 },
   );
 
   if (opts.formats.some((f) => f === 'q8_0' || f === 'q4_0')) {

@@ -4,7 +4,7 @@
 import { matmul } from '../src/tensor/matmul.js';
 import type { Matrix } from '../src/tensor/matrix.js';
 import { splitRange, type OpRunner } from '../src/tensor/pool.js';
-import type { QuantizedActivations } from '../src/tensor/quantize.js';
+import type { QuantizedActivations } from '../src/tensor/formats/activations.js';
 
 export interface MatmulBenchState {
   mats: Matrix[];

@@ -1,6 +1,6 @@
 // "% of the scalar limit": each JS matmul kernel next to the same loop in plain C compiled without
 // SIMD and without FMA (tools/scalar-limit.c), and next to the kernel as it was before
-// (src/tensor/matmul-reference.ts). On a shared machine absolute timings wander, so the three are
+// (bench/matmul-reference.ts). On a shared machine absolute timings wander, so the three are
 // measured in interleaved rounds in one run, on CPU time (time switched out does not count), and
 // each keeps its best round: the ratios are what to read. The C program is only a measuring stick; without a C compiler the section prints JS only.
 import { spawnSync } from 'node:child_process';
@@ -8,9 +8,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Bench } from 'tinybench';
 import { matmul } from '../src/tensor/matmul.js';
-import { matmulReference } from '../src/tensor/matmul-reference.js';
+import { matmulReference } from './matmul-reference.js';
 import { sharedFloat32, type WeightFormat } from '../src/tensor/matrix.js';
-import { allocQuantizedActivations, quantizeActivations } from '../src/tensor/quantize.js';
+import { allocQuantizedActivations, quantizeActivations } from '../src/tensor/formats/activations.js';
 import { fillUniform, log, num, repoRoot, StreamTable } from './common.js';
 import { buildMatrix, type KernelDims } from './kernels.js';
 
@@ -80,7 +80,7 @@ export function runScalarLimit(opts: ScalarOptions): ScalarRow[] {
   const title =
     `Scalar limit: one thread, GFLOP/s = 2*rows*cols*n / best CPU time of ${opts.rounds} interleaved rounds ` +
     `(n > 1: the first ${PREFILL_ROWS} rows); ` +
-    `before = src/tensor/matmul-reference.ts, now = matmul.ts, C = tools/scalar-limit.c (${note})`;
+    `before = bench/matmul-reference.ts, now = matmul.ts, C = tools/scalar-limit.c (${note})`;
   const table = new StreamTable(title, [
     { title: 'model', width: 14, align: 'left' },
     { title: 'kernel', width: 14, align: 'left' },

@@ -12,7 +12,9 @@ export {
   type EngineOptions,
   type EngineState,
   type ModelInfo,
+  type LLMLoadOptions,
 } from './engine/llm.js';
+export { ProgressLine, progressText, type LoadProgress, type ProgressLineOptions } from './platform/progress.js';
 export type { CompletionOutput, FinishReason, RequestMetrics } from './engine/request.js';
 
 // Tool calls in the output (Qwen2.5's <tool_call> blocks, parsed as vLLM's hermes parser does).
@@ -28,16 +30,27 @@ export {
 
 // The model: load a Hugging Face Qwen2 directory, run forward passes.
 export { loadModel, WEIGHT_FORMATS, DEFAULT_WEIGHTS, type LoadOptions } from './model/load.js';
+export {
+  resolveModel,
+  listModels,
+  ModelSourceError,
+  type ResolveOptions,
+  type ResolvedModel,
+  type ListedModel,
+  type DownloadProgress,
+} from './model/sources/index.js';
 export { Qwen2Model, Qwen2Model as Model, type ForwardOptions, type DecodeStep } from './model/qwen2.js';
 export { ConfigError, type ModelConfig, type GenerationConfig } from './model/config.js';
 export { SafetensorsError, TensorStore, type TensorInfo } from './model/safetensors.js';
-export { KvCacheFullError } from './model/kv-cache.js';
+export { KV_CACHE_DTYPES, KvCacheFullError, type KvCacheDtype } from './model/kv-cache.js';
 export type { WeightFormat } from './tensor/matrix.js';
 
 // The OpenAI-compatible HTTP server over an LLM (what `qwen-ts serve` runs).
 export { createServer, type ServerOptions, type OpenAIServer } from './server/server.js';
 
-// Synthetic models (random weights, for speed) are in the subpath export 'qwen-ts/synthetic'.
+// The bundled demo model (stories260K), and synthetic models (random weights, for speed) in the
+// subpath export 'qwen-ts/synthetic'.
+export { DEMO_MODEL_DIR } from './package-root.js';
 
 // Text and sampling.
 export * from './tokenizer/index.js';

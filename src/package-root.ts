@@ -36,3 +36,9 @@ export function packageRoot(): string {
 export function assetPath(...parts: string[]): string {
   return path.join(packageRoot(), 'assets', ...parts);
 }
+
+/**
+ * The folder of the demo model shipped with the package: llama2.c's stories260K (MIT), a tiny
+ * trained Llama-family story model with no chat template; `LLM.load(DEMO_MODEL_DIR)` runs it.
+ */
+export const DEMO_MODEL_DIR: string = assetPath('stories260K');

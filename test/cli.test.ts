@@ -105,7 +105,8 @@ describe('qwen-ts generate', () => {
       [['--presence-penalty', '-3'], /--presence-penalty must be a number in \[-2, 2\], got "-3"/],
       [['--weights', 'q5'], /--weights must be one of/],
       [['--threads', 'x'], /--threads must be an integer/],
-      [['--no-such-flag'], /unknown option --no-such-flag/],
+      [['--no-such-flag'], /^qwen-ts: unknown option --no-such-flag$/m],
+      [['--temprature', '0'], /^qwen-ts: unknown option --temprature; did you mean --temperature\?$/m],
     ];
     for (const [flags, message] of cases) {
       const r = run(['generate', '--model', model, ...flags, 'Hi']);
@@ -115,7 +116,35 @@ describe('qwen-ts generate', () => {
     }
     const missing = run(['generate', '--model', path.join(model, 'nope'), 'Hi']);
     expect(missing.code).toBe(2);
-    expect(missing.stderr).toMatch(/--model: .*nope is not a folder/);
+    expect(missing.stderr).toMatch(/^qwen-ts: --model: .*nope does not exist/m);
+  });
+
+  it('user errors from the library exit 2 without the debugging hint; a GGUF file and a foreign-script prompt to the demo model say what to do', () => {
+    const gguf = path.join(cache, 'model.gguf');
+    fs.writeFileSync(gguf, 'GGUF');
+    const r = run(['generate', '--model', gguf, 'Hi']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`qwen-ts: loadModel: ${gguf} is a GGUF file`);
+    expect(r.stderr).toContain('give a Hugging Face model folder (config.json, *.safetensors, tokenizer.json)');
+    expect(r.stderr).not.toContain('QWEN_TS_DEBUG');
+    // A prompt longer than the context: exit 2.
+    const long = run([
+      'generate',
+      '--model',
+      model,
+      '--threads',
+      '1',
+      '--context-length',
+      '8',
+      'a b c d e f g h i j k',
+    ]);
+    expect(long.code, long.stderr).toBe(2);
+    expect(long.stderr).toMatch(/does not fit/);
+    const zh = run(['generate', '--max-tokens', '1', '--threads', '1', '跟我讲讲股市运行的逻辑']);
+    expect(zh.code, zh.stderr).toBe(0);
+    expect(zh.stderr).toContain('the stories260K demo model knows only English');
+    const en = run(['generate', '--max-tokens', '1', '--threads', '1', 'Once upon a time']);
+    expect(en.stderr).not.toContain('knows only English');
   });
 });
 
@@ -179,6 +208,10 @@ describe('qwen-ts help and commands', () => {
   it('--version prints the package version; unknown commands and options exit 2 with the usage', () => {
     const pkg = JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
     expect(run(['--version']).stdout.trim()).toBe(`qwen-ts ${pkg.version}`);
+    const typo = run(['generat']);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toMatch(/^qwen-ts: unknown command "generat"; did you mean generate\?$/m);
+    expect(run(['--help']).stdout).toContain('Qwen3');
     for (const args of [['frobnicate'], ['--frobnicate'], ['chat', '--model', model, 'extra-argument']]) {
       const r = run(args);
       expect(r.code, args.join(' ')).toBe(2);

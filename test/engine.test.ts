@@ -178,14 +178,20 @@ describe('LLM.chat and LLM.stream', () => {
   it('an AbortSignal stops a stream, and breaking out of the loop frees the sequence', async () => {
     const ac = new AbortController();
     let n = 0;
-    for await (const _ of llm.stream(
-      'Hello',
-      { temperature: 0, maxTokens: 200, ignoreEos: true },
-      { signal: ac.signal },
-    )) {
-      if (++n === 3) ac.abort();
-    }
+    let reason = '';
+    const consume = async () => {
+      for await (const _ of llm.stream(
+        'Hello',
+        { temperature: 0, maxTokens: 200, ignoreEos: true },
+        { signal: ac.signal, onFinish: (o) => (reason = o.finishReason) },
+      )) {
+        if (++n === 3) ac.abort();
+      }
+    };
+    // As fetch: the loop throws the signal's reason, an AbortError.
+    await expect(consume()).rejects.toMatchObject({ name: 'AbortError' });
     expect(n).toBeLessThan(10);
+    expect(reason).toBe('abort');
     for await (const _ of llm.stream('Hello', { temperature: 0, maxTokens: 200 })) break;
     // The engine thread frees the sequence at its next step: wait for it (a fixed 50 ms failed on
     // a loaded machine), then check that it did.

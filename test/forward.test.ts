@@ -369,10 +369,10 @@ describe('KV cache', () => {
 
   it('rejects positions past what is cached, bad token ids and bad slots with clear errors', async () => {
     model.resetCache();
-    await expect(model.forward([1, 2], { startPos: 5 })).rejects.toThrow(/startPos 5 must be an integer from 0 to 0/);
-    await expect(model.forward([151936])).rejects.toThrow(/token id 151936 at index 0 is outside the vocabulary/);
-    await expect(model.forward([1], { seq: 99 })).rejects.toThrow(/seq 99 is out of range/);
-    await expect(model.forward([])).rejects.toThrow(/empty/);
+    expect(() => model.forward([1, 2], { startPos: 5 })).toThrow(/startPos 5 must be an integer from 0 to 0/);
+    expect(() => model.forward([151936])).toThrow(/token id 151936 at index 0 is outside the vocabulary/);
+    expect(() => model.forward([1], { seq: 99 })).toThrow(/seq 99 is out of range/);
+    expect(() => model.forward([])).toThrow(/empty/);
   });
 });
 

@@ -201,7 +201,8 @@ describe('model folders', () => {
         env: { ...process.env, NO_COLOR: '1', QWEN_TS_DEBUG: '' },
       },
     );
-    expect(r.status).toBe(1);
+    expect(r.status).toBe(2); // bad model files are the user's input: exit 2, as other user errors
+    expect(r.stderr).not.toContain('QWEN_TS_DEBUG');
     expect(r.stderr).toMatch(/^qwen-ts: .*model\.safetensors: tensor "model\.[\w.]+" holds (NaN|-Inf) at element \d+/m);
     await expect(loadModel(dir, { checkTensors: 'yes' as unknown as boolean })).rejects.toThrow(
       'option checkTensors must be true or false, got "yes"',

@@ -3,20 +3,20 @@
 import { describe, expect, it } from 'vitest';
 import { attendHead } from '../src/tensor/attention.js';
 import { bf16ArrayToF32, bf16ToF32, f16ArrayToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/tensor/dtype.js';
-import { matmulReference } from '../src/tensor/matmul-reference.js';
-import { matmul, readRow } from '../src/tensor/matmul.js';
+import { matmulReference } from '../bench/matmul-reference.js';
+import { allocQuantizedMatrix, matmul, readRow } from '../src/tensor/matmul.js';
 import { BF16, F32, makeMatrix, Q4_0, Q8_0, QBLOCK, type Matrix } from '../src/tensor/matrix.js';
 import { addInPlace, rmsnorm, rope, ropeTables, softmax, swiglu } from '../src/tensor/ops.js';
 import { claimedEnd, claimRows, splitRange } from '../src/tensor/pool.js';
 import {
   allocQuantizedActivations,
-  allocQuantizedMatrix,
-  dequantizeRow,
   quantizeActivations,
-  quantizeRowsQ4_0,
-  quantizeRowsQ8_0,
   type QuantizedActivations,
-} from '../src/tensor/quantize.js';
+} from '../src/tensor/formats/activations.js';
+import { quantizeRowsQ4_0 } from '../src/tensor/formats/q4_0.js';
+import { quantizeRowsQ8_0 } from '../src/tensor/formats/q8_0.js';
+
+const dequantizeRow = (m: Matrix, r: number, out: Float32Array) => readRow(m, r, out, 0);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

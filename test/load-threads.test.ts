@@ -7,7 +7,9 @@ import { loadModelConfig } from '../src/model/config.js';
 import { TensorStore, SafetensorsError } from '../src/model/safetensors.js';
 import { loadWeights, type ModelWeights } from '../src/model/weights.js';
 import { bf16ToF32, f16ToF32, f32ToBf16 } from '../src/tensor/dtype.js';
-import { allocQuantizedMatrix, quantizeRowsQ4_0, quantizeRowsQ8_0 } from '../src/tensor/quantize.js';
+import { quantizeRowsQ4_0 } from '../src/tensor/formats/q4_0.js';
+import { quantizeRowsQ8_0 } from '../src/tensor/formats/q8_0.js';
+import { allocQuantizedMatrix } from '../src/tensor/matmul.js';
 import { BF16, F32, Q4_0, Q8_0, type Matrix, type WeightFormat } from '../src/tensor/matrix.js';
 import { makeTempModel, removeDir } from './helpers/models.js';
 

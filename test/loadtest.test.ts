@@ -11,7 +11,7 @@ import {
   runLoadTest,
   summarize,
   type LoadTestOptions,
-} from '../src/server/loadtest.js';
+} from '../bench/loadtest.js';
 import { createServer, type OpenAIServer } from '../src/server/server.js';
 import { makeTempModel, removeDir } from './helpers/models.js';
 

@@ -103,3 +103,36 @@ describe('the packed tarball, installed in an empty folder', () => {
     expect(RUN_C.startsWith('Once upon a time' + out.text)).toBe(true);
   });
 });
+
+describe('CommonJS consumers (an app with "type": "commonjs", as `npm init -y` writes)', () => {
+  it('require("qwen-ts") and require("qwen-ts/synthetic") on a Node that can require ES modules; a clear error otherwise', () => {
+    const cjs = path.join(tmp, 'cjs-app');
+    fs.mkdirSync(cjs, { recursive: true });
+    fs.writeFileSync(
+      path.join(cjs, 'package.json'),
+      JSON.stringify({ name: 'cjs-app', private: true, type: 'commonjs' }),
+    );
+    // The installed package, without a second install: node_modules of the ESM app, found by NODE_PATH.
+    const script = `
+      const { LLM, DEMO_MODEL_DIR } = require('qwen-ts');
+      const { PRESETS } = require('qwen-ts/synthetic');
+      (async () => {
+        const llm = await LLM.load(DEMO_MODEL_DIR, { threads: 1 });
+        const [r] = await llm.generate('Once upon a time', { temperature: 0, maxTokens: 12 });
+        await llm.close();
+        console.log(JSON.stringify({ text: r.outputs[0].text, tiny: typeof PRESETS.tiny }));
+      })();`;
+    fs.writeFileSync(path.join(cjs, 'main.js'), script);
+    const r = run(process.execPath, ['main.js'], cjs, { NODE_PATH: path.join(app, 'node_modules') });
+    if ((process.features as { require_module?: boolean }).require_module) {
+      expect(r.code, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout) as { text: string; tiny: string };
+      expect(out.tiny).toBe('object');
+      expect(RUN_C.startsWith('Once upon a time' + out.text)).toBe(true);
+    } else {
+      // Node before 20.19 / 22.12: require of an ES module fails by name (the README says to use import()).
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain('ERR_REQUIRE_ESM');
+    }
+  });
+});

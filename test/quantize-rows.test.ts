@@ -6,8 +6,9 @@ import { describe, expect, it } from 'vitest';
 import { mulberry32 } from '../src/model/synthetic.js';
 import { bf16ArrayToF32, bf16ToF32, f32ArrayToBf16, f32ToBf16 } from '../src/tensor/dtype.js';
 import { makeMatrix, Q4_0, Q8_0, QBLOCK, type Matrix } from '../src/tensor/matrix.js';
-import { quantizeBf16RowsQ4_0, quantizeBf16RowsQ8_0 } from '../src/tensor/quantize-bf16.js';
-import { allocQuantizedMatrix, quantizeRowsQ4_0, quantizeRowsQ8_0 } from '../src/tensor/quantize.js';
+import { quantizeBf16RowsQ4_0, quantizeRowsQ4_0 } from '../src/tensor/formats/q4_0.js';
+import { quantizeBf16RowsQ8_0, quantizeRowsQ8_0 } from '../src/tensor/formats/q8_0.js';
+import { allocQuantizedMatrix } from '../src/tensor/matmul.js';
 
 /** A NaN (from an Inf or NaN weight) becomes 0, as JavaScript's `| 0` makes it. */
 const toInt = (x: number) => (Number.isNaN(x) ? 0 : x);

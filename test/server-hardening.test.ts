@@ -6,7 +6,7 @@ import * as net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LLM } from '../src/engine/llm.js';
 import { normalizeOrigin, parseAllowedOrigins } from '../src/server/access.js';
-import { runServe } from '../src/server/cli.js';
+import { runServe } from '../src/cli/serve.js';
 import { createServer, type OpenAIServer, type ServerOptions } from '../src/server/server.js';
 import { makeTempModel, removeDir } from './helpers/models.js';
 

@@ -1,9 +1,10 @@
 // The OpenAI-compatible server on the tiny synthetic model: the official `openai` client unchanged,
 // error responses, streaming, concurrency (admission queue, 429, disconnects), API keys, metrics.
+import * as http from 'node:http';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { LLM } from '../src/engine/llm.js';
-import { runServe } from '../src/server/cli.js';
+import { runServe } from '../src/cli/serve.js';
 import { createServer, type OpenAIServer } from '../src/server/server.js';
 import { makeTempModel, removeDir } from './helpers/models.js';
 
@@ -648,5 +649,21 @@ describe('qwen-ts serve (runServe)', () => {
     await expect(runServe(['--port', 'abc'])).rejects.toMatchObject({ name: 'CliError', exitCode: 2 });
     await expect(runServe(['--max-queue', '-1'])).rejects.toMatchObject({ name: 'CliError' });
     await expect(runServe(['--nope'])).rejects.toMatchObject({ name: 'CliError' });
+  });
+
+  it('a port in use is an error before the model loads (exit 2, naming the port)', async () => {
+    const taken = http.createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', () => r()));
+    const port = (taken.address() as { port: number }).port;
+    try {
+      // The model folder does not exist: the port is checked first.
+      await expect(runServe(['--model', '/nonexistent-model', '--port', String(port)])).rejects.toMatchObject({
+        name: 'CliError',
+        exitCode: 2,
+        message: `cannot listen on 127.0.0.1:${port}: port ${port} is in use; give another --port (or --port 0 for a free one)`,
+      });
+    } finally {
+      taken.close();
+    }
   });
 });

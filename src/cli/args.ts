@@ -3,9 +3,18 @@
 // model flags mapped to LoadOptions, and the user-error type that the entry point turns into a
 // one-line message and exit code 2.
 import { parseArgs } from 'node:util';
-import { DEFAULT_WEIGHTS, WEIGHT_FORMATS, type LoadOptions } from '../model/load.js';
+import type { EngineOptions } from '../engine/messages.js';
+import { resolveSpeculativeConfig } from '../engine/speculation/ngram.js';
+import { DEFAULT_WEIGHTS, WEIGHT_FORMATS } from '../model/load.js';
+import { KV_CACHE_DTYPES, type KvCacheDtype } from '../model/kv-cache.js';
 import { PRESETS } from '../model/synthetic.js';
-import { SamplingParamsError, validateSamplingParams, type SamplingParams } from '../sampler/params.js';
+import {
+  closestName,
+  editDistance,
+  SamplingParamsError,
+  validateSamplingParams,
+  type SamplingParams,
+} from '../sampler/params.js';
 import type { WeightFormat } from '../tensor/matrix.js';
 
 /** A mistake on the command line: printed as one line (no stack), exit code 2 by default. */
@@ -19,6 +28,14 @@ export class CliError extends Error {
     super(message);
     this.name = 'CliError';
   }
+}
+
+/** "; did you mean --temperature?" when a name is close to one of `names` (a typo), else "". */
+export function didYouMean(given: string, names: readonly string[], prefix = ''): string {
+  if (names.length === 0) return '';
+  const best = closestName(given, names);
+  const distance = editDistance(given.toLowerCase(), best.toLowerCase());
+  return distance <= Math.max(2, Math.floor(given.length / 3)) ? `; did you mean ${prefix}${best}?` : '';
 }
 
 type NumericKey =
@@ -49,11 +66,14 @@ type OptionSpec = { type: 'string' | 'boolean'; multiple?: boolean; short?: stri
 
 export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   model: { type: 'string', short: 'm' },
+  revision: { type: 'string' },
   preset: { type: 'string' },
   threads: { type: 'string', short: 't' },
   weights: { type: 'string' },
   'context-length': { type: 'string' },
+  'kv-cache-dtype': { type: 'string' },
   'check-tensors': { type: 'boolean' },
+  'speculative-config': { type: 'string' },
 };
 
 export const SAMPLING_OPTIONS: Record<string, OptionSpec> = {
@@ -64,16 +84,25 @@ export const SAMPLING_OPTIONS: Record<string, OptionSpec> = {
 export const HELP_OPTION: Record<string, OptionSpec> = { help: { type: 'boolean', short: 'h' } };
 
 export const MODEL_HELP = `Model:
-  -m, --model DIR            a Hugging Face model folder (config.json, *.safetensors, tokenizer.json):
-                             Qwen2 / Qwen2.5, Llama. Without it: the bundled stories260K demo model
+  -m, --model NAME           a model folder (config.json, *.safetensors, tokenizer.json), a .gguf file
+                             (a split one by its first part), or a name: Org/Name from the Hugging
+                             Face cache, else downloaded from the hub (Org/Name-GGUF:Q4_K_M for one
+                             GGUF), or an Ollama name:tag. Qwen2 / Qwen2.5, Qwen3, Llama. Without
+                             it: the bundled stories260K demo model
                              (a tiny trained story model, MIT, llama2.c; it has no chat template)
+      --revision REV         branch, tag or commit of a hub model (default main)
       --preset NAME          instead of --model, a synthetic Qwen2.5-shaped model with random weights, for
                              speed: ${Object.keys(PRESETS).join(', ')}; made once in the cache
                              ($QWEN_TS_CACHE, or $XDG_CACHE_HOME/qwen-ts, or ~/.cache/qwen-ts)
   -t, --threads N            kernel threads (default: all cores)
       --weights FORMAT       weights in memory: ${WEIGHT_FORMATS.join(', ')} (default ${DEFAULT_WEIGHTS})
       --context-length N     longest conversation in tokens (default: the model's, at most 32768)
-      --check-tensors        scan the weights for NaN/Inf while loading (slower load)`;
+      --kv-cache-dtype TYPE  KV cache storage: ${KV_CACHE_DTYPES.join(', ')} (default f32; q8_0 is a quarter)
+      --check-tensors        scan the weights for NaN/Inf while loading (slower load)
+      --speculative-config JSON
+                             speculative decoding as vLLM's, e.g. '{"method":"ngram","num_speculative_tokens":4}'
+                             (prompt lookup: proposes tokens that followed the last few tokens earlier in
+                             the prompt or output; the output is the same as without it)`;
 
 export const SAMPLING_HELP = `Sampling (unset: the model's generation_config.json, then vLLM's defaults):
       --temperature T        0 = greedy
@@ -120,8 +149,10 @@ export function parseCommandArgs(
     const err = e as Error & { code?: string };
     const flag = /'(-[^' ,]+)/.exec(err.message)?.[1];
     let msg = err.message.split('\n')[0];
-    if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && flag) msg = `unknown option ${flag}`;
-    else if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && flag) {
+    if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && flag) {
+      const name = flag.replace(/^-+/, '').split('=')[0];
+      msg = `unknown option ${flag}${flag.startsWith('--') ? didYouMean(name, Object.keys(options), '--') : ''}`;
+    } else if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && flag) {
       const spec = options[flag.replace(/^-+/, '')];
       msg = spec?.type === 'boolean' ? `option ${flag} takes no value` : `option ${flag} needs a value`;
     } else if (err.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
@@ -183,13 +214,14 @@ function intFlag(values: Record<string, unknown>, flag: string, min: number, max
 
 export interface ModelArgs {
   model?: string;
+  revision?: string;
   preset?: string;
-  load: LoadOptions;
+  load: EngineOptions;
 }
 
 /** The model flags: --model / --preset and the LoadOptions. */
 export function modelArgsFrom(values: Record<string, unknown>): ModelArgs {
-  const load: LoadOptions = { maxSequences: 1 };
+  const load: EngineOptions = { maxSequences: 1 };
   const threads = intFlag(values, 'threads', 1, 64);
   if (threads !== undefined) load.threads = threads;
   const ctx = intFlag(values, 'context-length', 1, 1 << 20);
@@ -201,15 +233,41 @@ export function modelArgsFrom(values: Record<string, unknown>): ModelArgs {
     }
     load.weights = weights as WeightFormat;
   }
+  const kvCacheDtype = values['kv-cache-dtype'];
+  if (typeof kvCacheDtype === 'string') {
+    if (!(KV_CACHE_DTYPES as readonly string[]).includes(kvCacheDtype))
+      throw new CliError(
+        `--kv-cache-dtype must be one of ${KV_CACHE_DTYPES.join(', ')}, got ${JSON.stringify(kvCacheDtype)}`,
+      );
+    load.kvCacheDtype = kvCacheDtype as KvCacheDtype;
+  }
   if (values['check-tensors'] === true) load.checkTensors = true;
+  const spec = values['speculative-config'];
+  if (typeof spec === 'string') {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(spec);
+    } catch {
+      throw new CliError(
+        `--speculative-config must be JSON like '{"method":"ngram","num_speculative_tokens":4}', got ${spec}`,
+      );
+    }
+    try {
+      load.speculativeConfig = resolveSpeculativeConfig(raw);
+    } catch (e) {
+      throw new CliError(`--speculative-config: ${(e as Error).message.replace(/^speculativeConfig:? ?/, '')}`);
+    }
+  }
   const model = typeof values.model === 'string' ? values.model : undefined;
   const preset = typeof values.preset === 'string' ? values.preset : undefined;
-  if (model === '') throw new CliError('--model needs a folder');
+  const revision = typeof values.revision === 'string' ? values.revision : undefined;
+  if (model === '') throw new CliError('--model needs a folder or a model name');
+  if (revision !== undefined && model === undefined) throw new CliError('--revision needs --model NAME');
   if (preset !== undefined) {
     if (!(preset in PRESETS))
       throw new CliError(`--preset must be one of ${Object.keys(PRESETS).join(', ')}, got ${JSON.stringify(preset)}`);
     if (model !== undefined)
       throw new CliError('--preset chooses a synthetic model instead of --model; give one or the other');
   }
-  return { model, preset, load };
+  return { model, revision, preset, load };
 }

@@ -254,12 +254,16 @@ class ChatSession {
         process.stdout.write(delta);
       }
     } catch (e) {
-      this.messages.pop(); // the turn did not happen
-      if (e instanceof RangeError && /does not fit/.test(e.message)) {
-        note(`${e.message}; /reset starts a new conversation`);
-        return;
+      if (controller.signal.aborted && finished) {
+        // Ctrl-C: the answer so far stays in the history (below).
+      } else {
+        this.messages.pop(); // the turn did not happen
+        if (e instanceof RangeError && /does not fit/.test(e.message)) {
+          note(`${e.message}; /reset starts a new conversation`);
+          return;
+        }
+        throw e;
       }
-      throw e;
     } finally {
       this.answering = null;
       this.out.muted = false;

@@ -11,7 +11,7 @@ import {
   parseCommandArgs,
   samplingParamsFrom,
 } from './args.js';
-import { dim, loadLLM, note, statsLine } from './common.js';
+import { checkDemoPrompt, dim, loadLLM, note, statsLine } from './common.js';
 
 export const GENERATE_USAGE =
   'usage: qwen-ts generate [--model DIR] [--chat] [--system TEXT] [--json] [sampling options] "prompt"';
@@ -36,6 +36,7 @@ ${SAMPLING_HELP}
 Examples:
   qwen-ts generate --temperature 0 "Once upon a time"        (the bundled stories260K demo model)
   qwen-ts generate --model ./Qwen2.5-0.5B-Instruct --chat --temperature 0 "What is 2+2?"
+  qwen-ts generate --model ./Qwen3-0.6B --chat "跟我讲讲股市运行的逻辑"
   qwen-ts generate --preset qwen2.5-0.5b --max-tokens 32 --seed 1 "Hello"   (synthetic, for speed)
 `;
 
@@ -80,6 +81,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
   }
   if (prompt === '' && !chat) throw new CliError('the prompt is empty', 2, GENERATE_USAGE);
 
+  checkDemoPrompt(modelArgs, `${system ?? ''}${prompt}`);
   const llm = await loadLLM(modelArgs);
   const controller = new AbortController();
   let interrupts = 0;
@@ -113,11 +115,15 @@ export async function runGenerate(argv: string[]): Promise<number> {
     }
 
     let stats = '';
-    for await (const delta of llm.stream({ promptTokenIds }, params, {
-      signal: controller.signal,
-      onFinish: (output, metrics) => (stats = statsLine(promptTokenIds.length, output, metrics)),
-    })) {
-      if (!process.stdout.writableEnded) process.stdout.write(delta);
+    try {
+      for await (const delta of llm.stream({ promptTokenIds }, params, {
+        signal: controller.signal,
+        onFinish: (output, metrics) => (stats = statsLine(promptTokenIds.length, output, metrics)),
+      })) {
+        if (!process.stdout.writableEnded) process.stdout.write(delta);
+      }
+    } catch (e) {
+      if (!controller.signal.aborted) throw e; // Ctrl-C: the text so far and the stats, exit 130
     }
     if (process.stdout.isTTY) process.stdout.write('\n');
     process.stderr.write(dim(stats) + '\n');
@@ -126,7 +132,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
     // A prompt longer than the context: a user error, not a crash.
     if (e instanceof RangeError && /does not fit/.test(e.message)) {
       note(e.message);
-      return 1;
+      return 2;
     }
     throw e;
   } finally {

@@ -5,13 +5,19 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { packageRoot } from '../package-root.js';
-import { CliError } from './args.js';
+import { CliError, didYouMean } from './args.js';
 import { CHAT_HELP, runChat } from './chat.js';
+import { CONVERT_HELP, runConvert } from './convert.js';
 import { GENERATE_HELP, runGenerate } from './generate.js';
+import { LIST_HELP, runList } from './list.js';
+import { PULL_HELP, runPull } from './pull.js';
+import { runServe } from './serve.js';
+
+const COMMANDS = ['generate', 'chat', 'serve', 'bench', 'pull', 'list', 'make-model', 'convert', 'help'];
 
 const USAGE = 'usage: qwen-ts <command> [options]   (qwen-ts --help for the commands)';
 
-const HELP = `qwen-ts: Qwen2.5 and Llama language models on the CPU, in pure TypeScript.
+const HELP = `qwen-ts: Qwen2 / Qwen2.5, Qwen3 and Llama-family language models on the CPU, in pure TypeScript.
 
 usage: qwen-ts <command> [options]
 
@@ -20,7 +26,10 @@ Commands:
   chat         interactive multi-turn chat in the terminal
   serve        OpenAI-compatible HTTP server
   bench        benchmarks
-  make-model   write a synthetic Qwen2.5 model (random weights) to a folder
+  pull NAME    download a model from the Hugging Face hub into its cache (Org/Name)
+  list         the models in the Hugging Face cache and Ollama's store
+  make-model   write a synthetic Qwen2.5-shaped model (random weights) to a folder
+  convert      write a model folder as a GGUF file (f16, q8_0, q4_k_m, ...)
   help [CMD]   this help, or a command's
 
 Options:
@@ -28,16 +37,17 @@ Options:
   -v, --version   the version
 
 Without --model, generate and chat run the bundled stories260K demo model (a tiny trained story
-model, MIT, llama2.c); --preset tiny|qwen2.5-0.5b|qwen2.5-1.5b runs a synthetic Qwen2.5-shaped
-model with random weights instead (for speed), made once in $QWEN_TS_CACHE (else
-$XDG_CACHE_HOME/qwen-ts, else ~/.cache/qwen-ts).
-QWEN_TS_DEBUG=1 prints stack traces of errors.
+model, MIT, llama2.c). --model takes a folder, a hub name (Qwen/Qwen2.5-0.5B-Instruct: from the
+Hugging Face cache, else downloaded into it) or an Ollama name (qwen2.5:0.5b). --preset
+tiny|qwen2.5-0.5b|qwen2.5-1.5b runs a synthetic Qwen2.5-shaped model with random weights instead
+(for speed), made once in $QWEN_TS_CACHE (else $XDG_CACHE_HOME/qwen-ts, else ~/.cache/qwen-ts).
+Exit codes: 0 done, 1 an internal error, 2 a mistake in what was given (flags, model files,
+prompt), 130 stopped by Ctrl-C. QWEN_TS_DEBUG=1 prints stack traces of errors.
 
 Run 'qwen-ts <command> --help' for a command's options.
 `;
 
 const MAKE_MODEL = fileURLToPath(new URL('./make-model.js', import.meta.url));
-const SERVER_CLI = new URL('../server/cli.js', import.meta.url);
 
 function version(): string {
   const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
@@ -57,20 +67,6 @@ function runNode(script: string, args: string[]): Promise<number> {
       resolve(code ?? (signal === 'SIGINT' ? 130 : 1));
     });
   });
-}
-
-async function runServe(args: string[]): Promise<number> {
-  if (!fs.existsSync(SERVER_CLI)) {
-    process.stderr.write('qwen-ts: serve is not available yet in this build\n');
-    return args.includes('--help') || args.includes('-h') ? 0 : 1;
-  }
-  const mod = (await import(SERVER_CLI.href)) as { runServe?: (argv: string[]) => unknown };
-  if (typeof mod.runServe !== 'function') {
-    process.stderr.write('qwen-ts: serve is not available yet in this build (no runServe in server/cli.js)\n');
-    return 1;
-  }
-  const r = await mod.runServe(args);
-  return typeof r === 'number' ? r : 0;
 }
 
 async function runBench(args: string[]): Promise<number> {
@@ -94,12 +90,21 @@ function commandHelp(cmd: string): Promise<number> | number {
       return 0;
     case 'make-model':
       return runNode(MAKE_MODEL, ['--help']);
+    case 'convert':
+      process.stdout.write(CONVERT_HELP);
+      return 0;
     case 'serve':
       return runServe(['--help']);
     case 'bench':
       return runBench(['--help']);
+    case 'pull':
+      process.stdout.write(PULL_HELP);
+      return 0;
+    case 'list':
+      process.stdout.write(LIST_HELP);
+      return 0;
     default:
-      throw new CliError(`unknown command ${JSON.stringify(cmd)}`, 2, USAGE);
+      throw new CliError(`unknown command ${JSON.stringify(cmd)}${didYouMean(cmd, COMMANDS)}`, 2, USAGE);
   }
 }
 
@@ -129,14 +134,40 @@ export async function main(argv: string[]): Promise<number> {
       return runChat(rest);
     case 'make-model':
       return runNode(MAKE_MODEL, rest);
+    case 'convert':
+      return runConvert(rest);
     case 'serve':
       return runServe(rest);
     case 'bench':
       return runBench(rest);
+    case 'pull':
+      return runPull(rest);
+    case 'list':
+      return runList(rest);
     default:
       if (cmd.startsWith('-')) throw new CliError(`unknown option ${cmd} (the command comes first)`, 2, USAGE);
-      throw new CliError(`unknown command ${JSON.stringify(cmd)}`, 2, USAGE);
+      throw new CliError(`unknown command ${JSON.stringify(cmd)}${didYouMean(cmd, COMMANDS)}`, 2, USAGE);
   }
+}
+
+// Errors in what the user gave (flags, model files, prompts), by name: errors from the engine thread
+// arrive as Errors that keep their name. The library's checks of its arguments and of model folders
+// say so with these prefixes.
+const USER_ERRORS = new Set([
+  'CliError',
+  'SamplingParamsError',
+  'ConfigError',
+  'SafetensorsError',
+  'ChatTemplateError',
+  'StructuredOutputError',
+  'SchemaError',
+  'RegexSyntaxError',
+]);
+const USER_ERROR_PREFIX = /^(loadModel|QwenTokenizer|LLM\.load): /;
+
+/** A mistake in the input (exit code 2, no stack hint) rather than a failure of qwen-ts (1). */
+export function isUserError(e: unknown): boolean {
+  return e instanceof Error && (USER_ERRORS.has(e.name) || USER_ERROR_PREFIX.test(e.message));
 }
 
 function reportError(e: unknown): number {
@@ -149,6 +180,10 @@ function reportError(e: unknown): number {
   }
   const err = e instanceof Error ? e : new Error(String(e));
   process.stderr.write(`qwen-ts: ${err.message}\n`);
+  if (isUserError(err)) {
+    if (debug) process.stderr.write(`${err.stack}\n`);
+    return 2;
+  }
   if (debug) process.stderr.write(`${err.stack}\n`);
   else process.stderr.write('(QWEN_TS_DEBUG=1 shows where it happened)\n');
   return 1;

@@ -2,6 +2,7 @@
 // npm run make-model -- --preset tiny|qwen2.5-0.5b|qwen2.5-1.5b --out DIR [--seed N] [--dtype bf16|f16|f32] [--shards N]
 import { parseArgs } from 'node:util';
 import { PRESETS, writeSyntheticModel } from '../model/synthetic.js';
+import { ProgressLine } from '../platform/progress.js';
 
 const usage = `usage: make-model --preset ${Object.keys(PRESETS).join('|')} --out DIR [--seed N] [--dtype bf16|f16|f32] [--shards N] [--untied]`;
 
@@ -39,7 +40,9 @@ function main(): void {
   if (!Number.isInteger(shards) || shards < 1)
     return fail(`--shards must be a positive integer, got "${values.shards}"`);
   const t0 = performance.now();
+  const line = new ProgressLine('writing weights', { prefix: 'make-model: ' });
   writeSyntheticModel(values.out, {
+    onProgress: (done, total) => (done < total ? line.update(done, total) : line.end()),
     preset: values.preset,
     seed,
     dtype: values.dtype as 'bf16' | 'f16' | 'f32',

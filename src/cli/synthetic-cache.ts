@@ -49,7 +49,12 @@ function removeStaleTemps(modelsDir: string): void {
  */
 export function ensureSyntheticModel(
   preset: string,
-  opts: { root?: string; onMaking?: (dir: string) => void } = {},
+  opts: {
+    root?: string;
+    onMaking?: (dir: string) => void;
+    /** Bytes of weights written so far and in all, after each tensor. */
+    onProgress?: (doneBytes: number, totalBytes: number) => void;
+  } = {},
 ): { dir: string; made: boolean; seconds: number } {
   const dir = syntheticModelDir(preset, opts.root);
   if (fs.existsSync(path.join(dir, 'config.json'))) return { dir, made: false, seconds: 0 };
@@ -60,7 +65,7 @@ export function ensureSyntheticModel(
   const t0 = performance.now();
   const tmp = fs.mkdtempSync(path.join(modelsDir, `${TMP_PREFIX}${path.basename(dir)}-pid${process.pid}-`));
   try {
-    writeSyntheticModel(tmp, { preset, seed: SEED });
+    writeSyntheticModel(tmp, { preset, seed: SEED, onProgress: opts.onProgress });
     try {
       fs.renameSync(tmp, dir);
     } catch (e) {

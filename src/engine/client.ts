@@ -2,11 +2,13 @@
 // results back to each request's promise. The engine thread keeps the process alive only while a
 // request (or the load) is in flight: a script that forgets close() still exits.
 import { Worker } from 'node:worker_threads';
+import type { LoadProgress } from '../platform/progress.js';
 import type { SamplingParams } from '../sampler/index.js';
 import { runnableUrl } from '../tensor/pool.js';
 import {
   reviveError,
   serializeError,
+  type EngineInit,
   type EngineOptions,
   type EngineState,
   type FinishedOutput,
@@ -47,17 +49,30 @@ export class EngineClient {
     worker.unref();
   }
 
-  static async start(dir: string, options: EngineOptions): Promise<EngineClient> {
-    const worker = new Worker(runnableUrl(new URL('./engine-thread.js', import.meta.url)), {
-      workerData: { dir, options },
-    });
+  /**
+   * Start the engine thread on `dir`. `tokenizerFiles` (QwenTokenizer.decodingFiles, sent when it
+   * resolves) spares the thread from parsing tokenizer.json itself; `onProgress` gets the load's.
+   */
+  static async start(
+    dir: string,
+    options: EngineOptions,
+    hooks: { tokenizerFiles?: Promise<string>; onProgress?: (p: LoadProgress) => void } = {},
+  ): Promise<EngineClient> {
+    const { onProgress: _fn, ...cloneable } = options;
+    const init: EngineInit = { dir, options: cloneable, progress: hooks.onProgress !== undefined };
+    const worker = new Worker(runnableUrl(new URL('./engine-thread.js', import.meta.url)), { workerData: init });
     let onMessage: (m: FromEngine) => void = () => {};
     let onError: (e: Error) => void = () => {};
     let onExit: (code: number) => void = () => {};
     const ready = await new Promise<Extract<FromEngine, { type: 'ready' }>>((resolve, reject) => {
+      (hooks.tokenizerFiles ?? Promise.resolve('')).then(
+        (files) => worker.postMessage({ type: 'tokenizer', files } satisfies ToEngine),
+        reject,
+      );
       onMessage = (m) => {
         if (m.type === 'ready') resolve(m);
         else if (m.type === 'load-error') reject(reviveError(m.error));
+        else if (m.type === 'progress') hooks.onProgress?.(m.progress);
       };
       onError = reject;
       onExit = (code) => reject(new Error(`qwen-ts: the engine thread exited while loading (code ${code})`));
@@ -170,6 +185,9 @@ export class EngineClient {
         if (waiters.length > 0 && this.pending.size === 0 && this.dead === null) this.worker.unref();
         return;
       }
+      case 'closed':
+        void this.worker.terminate(); // a runtime whose worker port cannot close (Deno)
+        return;
       default:
         return;
     }

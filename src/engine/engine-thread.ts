@@ -3,6 +3,7 @@
 // to the main thread only by messages. The main thread stays free for HTTP, streams and parsing.
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadModel } from '../model/load.js';
+import type { LoadProgress } from '../platform/progress.js';
 import type { Qwen2Model } from '../model/qwen2.js';
 import { Sampler } from '../sampler/index.js';
 import { vocabularyFromTokenizer, type TokenVocabulary } from '../sampler/structured/index.js';
@@ -16,20 +17,33 @@ import {
   type ModelInfo,
   type ToEngine,
 } from './messages.js';
-import { metricsOf, type Sequence } from './request.js';
+import { metricsOf, Sequence } from './request.js';
+import { NgramProposer, resolveSpeculativeConfig, type ResolvedSpeculativeConfig } from './speculation/ngram.js';
 import { Scheduler } from './scheduler.js';
+import { loadTokenizer } from './load-tokenizer.js';
 
 const port = parentPort!;
 const post = (m: FromEngine) => port.postMessage(m);
+
+// The caller's thread reads and parses the tokenizer files once and sends what decoding needs.
+const tokenizerFiles = new Promise<string>((resolve) =>
+  port.once('message', (m: ToEngine) => resolve(m.type === 'tokenizer' ? m.files : '')),
+);
 
 async function main(): Promise<void> {
   const init = workerData as EngineInit;
   let model: Qwen2Model;
   let tokenizer: QwenTokenizer;
+  let speculative: ResolvedSpeculativeConfig | null;
   try {
-    tokenizer = await QwenTokenizer.fromDir(init.dir);
-    const { prefixCaching: _prefixCaching, ...loadOptions } = init.options; // the engine's option, not the model's
-    model = await loadModel(init.dir, loadOptions);
+    const s = init.options.speculativeConfig;
+    speculative = s === undefined || s === null ? null : resolveSpeculativeConfig(s);
+    // The engine's options, not the model's.
+    const { prefixCaching: _prefixCaching, speculativeConfig: _speculativeConfig, ...loadOptions } = init.options;
+    const onProgress = init.progress ? (progress: LoadProgress) => post({ type: 'progress', progress }) : undefined;
+    model = await loadModel(init.dir, { ...loadOptions, onProgress });
+    const files = await tokenizerFiles;
+    tokenizer = files ? QwenTokenizer.forDecoding(files) : await loadTokenizer(init.dir);
   } catch (e) {
     post({ type: 'load-error', error: serializeError(e) });
     return;
@@ -61,10 +75,9 @@ async function main(): Promise<void> {
     const p = m.params;
     const stops = p.stop === undefined ? [] : typeof p.stop === 'string' ? [p.stop] : p.stop;
     const arrival = m.arrivalEpochMs - performance.timeOrigin;
-    const seq: Sequence = {
+    const seq = new Sequence({
       id: m.id,
       promptIds: m.promptIds,
-      outputIds: [],
       sampler: new Sampler(p, model.config.vocabSize, {
         vocabulary: p.structuredOutput || p.badWords?.length || (p.minTokens ?? 0) > 0 ? tokenVocabulary() : undefined,
       }),
@@ -74,12 +87,7 @@ async function main(): Promise<void> {
       stopTokenIds: new Set(p.stopTokenIds ?? []),
       eosIds: new Set(p.ignoreEos ? [] : model.generationConfig.eosTokenIds),
       wantLogprobs: p.logprobs !== undefined,
-      logprobs: [],
-      text: '',
-      emitted: 0,
-      slot: -1,
-      computed: 0,
-      cachedTokens: 0,
+      proposer: speculative ? new NgramProposer(speculative) : null,
       onDelta: m.streaming ? (text) => post({ type: 'delta', id: m.id, text }) : undefined,
       resolve: (s) => {
         live.delete(m.id);
@@ -96,10 +104,7 @@ async function main(): Promise<void> {
         post({ type: 'failed', id: m.id, error: serializeError(e), state: state() });
       },
       arrival: Math.min(arrival, performance.now()),
-      prefillStart: 0,
-      firstToken: 0,
-      finished: 0,
-    };
+    });
     live.set(m.id, seq);
     scheduler.submit(seq);
   };
@@ -122,11 +127,14 @@ async function main(): Promise<void> {
       case 'state':
         post({ type: 'state', state: state() });
         return;
+      case 'tokenizer':
+        return;
       case 'close':
         for (const seq of live.values()) scheduler.abort(seq, new Error('the LLM was closed'));
         void model.close().finally(() => {
           post({ type: 'closed' });
-          port.close();
+          // Deno's worker port has no close(); the main thread ends the thread on 'closed' anyway.
+          if (typeof port.close === 'function') port.close();
         });
         return;
     }
@@ -145,6 +153,7 @@ async function main(): Promise<void> {
     threads: model.threads,
     maxBatchTokens: model.dims.maxRows,
     prefixCaching,
+    speculativeConfig: speculative,
   };
   post({ type: 'ready', info, state: state() });
 }

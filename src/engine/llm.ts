@@ -4,16 +4,21 @@
 // The model runs in the engine thread (engine-thread.ts: scheduler, forward pass, sampling); this
 // object lives on the caller's thread, tokenizes and applies the chat template, and exchanges
 // plain-data messages with the engine, so the caller's event loop never waits for a forward pass.
+import * as fs from 'node:fs';
 import { join } from 'node:path';
 import type { GenerationConfig, ModelConfig } from '../model/config.js';
 import { validateSamplingParams, type SamplingParams } from '../sampler/index.js';
 import { Piscina } from 'piscina';
 import { runnableUrl } from '../tensor/pool.js';
-import { QwenTokenizer, type ChatMessage, type ChatTemplateOptions } from '../tokenizer/index.js';
+import { resolveModel } from '../model/sources/index.js';
+import { ProgressLine, type LoadProgress } from '../platform/progress.js';
+import { QwenTokenizer, type ChatMessage, type ChatTemplateOptions, type TokenizerFiles } from '../tokenizer/index.js';
 import { EngineClient } from './client.js';
+import { resolveSpeculativeConfig } from './speculation/ngram.js';
 import { parseToolCalls, toolChoiceConstraint, type ToolChoice } from './tool-calls.js';
 import type { EngineOptions, EngineState, ModelInfo } from './messages.js';
 import type { CompletionOutput, RequestMetrics } from './request.js';
+import { readTokenizerFiles } from './load-tokenizer.js';
 
 export type { EngineOptions, EngineState, ModelInfo } from './messages.js';
 
@@ -24,6 +29,23 @@ export interface RequestOutput {
   promptTokenIds: number[];
   outputs: CompletionOutput[];
   metrics: RequestMetrics;
+}
+
+function abortReason(signal: AbortSignal): unknown {
+  return signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
+}
+
+function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+export interface LLMLoadOptions extends EngineOptions {
+  /** A progress line on stderr while loading; default: stderr is a terminal and no onProgress is given. */
+  progressBar?: boolean;
 }
 
 export interface GenerateOptions {
@@ -70,26 +92,58 @@ export class LLM {
   }
 
   /**
-   * Load a model directory: the tokenizer here, the model in a new engine thread. Options are
-   * loadModel's plus `prefixCaching` (default true).
+   * Load a model: a folder, or a name (Org/Name from the Hugging Face cache or the hub, an Ollama
+   * name:tag; see resolveModel), then the tokenizer here and the model in a new engine thread. Options are
+   * loadModel's plus `prefixCaching` (default true), `speculativeConfig` (default none), `onProgress` (the load's stages and bytes) and
+   * `progressBar` (a progress line on stderr; default: when stderr is a terminal and there is no
+   * onProgress).
    */
-  static async load(dir: string, options: EngineOptions = {}): Promise<LLM> {
-    const engine = EngineClient.start(dir, options);
+  static async load(model: string, options: LLMLoadOptions = {}): Promise<LLM> {
+    const { progressBar, source, ...engineOptions } = options; // source holds callbacks: it stays on this thread
+    // A bad speculative config is an error before the model loads.
+    if (engineOptions.speculativeConfig != null)
+      engineOptions.speculativeConfig = resolveSpeculativeConfig(engineOptions.speculativeConfig);
+    const dir = (await resolveModel(model, source)).path;
+    const onProgress = engineOptions.onProgress;
+    if (onProgress !== undefined && typeof onProgress !== 'function')
+      throw new TypeError(`LLM.load: option onProgress must be a function, got ${typeof onProgress}`);
+    const t0 = performance.now();
+    const line =
+      (progressBar ?? (onProgress === undefined && process.stderr.isTTY === true)) ? new ProgressLine('') : null;
+    const report = (p: LoadProgress) => {
+      const progress = { ...p, seconds: (performance.now() - t0) / 1000 };
+      onProgress?.(progress);
+      line?.update(progress.doneBytes, progress.totalBytes, `loading ${progress.stage}`, p.stage === 'tokenizer');
+    };
+    // tokenizer.json is read and parsed once, here; the engine thread gets what decoding needs.
+    report({ stage: 'tokenizer', doneBytes: 0, totalBytes: 0, seconds: 0 });
+    let files: TokenizerFiles;
+    try {
+      files = readTokenizerFiles(dir);
+    } catch (e) {
+      // Not a folder (a missing path, a single file): loadModel's own check says what to give.
+      if (!isDirectory(dir)) await EngineClient.start(dir, engineOptions).then((c) => c.close());
+      throw e;
+    }
+    // Sent before this thread builds its own, so the engine builds its (smaller) one meanwhile.
+    const engine = EngineClient.start(dir, engineOptions, {
+      tokenizerFiles: Promise.resolve(QwenTokenizer.decodingFiles(files)),
+      onProgress: onProgress || line ? report : undefined,
+    });
     let tokenizer: QwenTokenizer;
     try {
-      tokenizer = await QwenTokenizer.fromDir(dir);
+      tokenizer = new QwenTokenizer(files.tokenizerJson, files.tokenizerConfig, files.source);
+      const client = await engine;
+      // A GGUF file holds its config: it is the file to name.
+      tokenizer.checkModelVocab(client.info.config.vocabSize, isDirectory(dir) ? join(dir, 'config.json') : dir);
+      const llm = new LLM(client, tokenizer, dir);
+      line?.end();
+      return llm;
     } catch (e) {
+      line?.end();
       await engine.then((c) => c.close()).catch(() => {});
       throw e;
     }
-    const client = await engine;
-    try {
-      tokenizer.checkModelVocab(client.info.config.vocabSize, join(dir, 'config.json'));
-    } catch (e) {
-      await client.close();
-      throw e;
-    }
-    return new LLM(client, tokenizer, dir);
   }
 
   get config(): ModelConfig {
@@ -295,8 +349,10 @@ export class LLM {
 
   /**
    * Stream the text of one completion as it is generated. A prompt string or input is completed
-   * as is; an array of chat messages gets the chat template. Stop with opts.signal or by leaving
-   * the loop (break), which frees the sequence's cache at once.
+   * as is; an array of chat messages gets the chat template. Stop by leaving the loop (break),
+   * which frees the sequence's cache at once, or with opts.signal: the loop then throws the
+   * signal's reason (a DOMException named AbortError by default), as fetch does, after onFinish
+   * has seen the output so far (finish reason "abort").
    */
   async *stream(
     input: PromptInput | ChatMessage[],
@@ -315,6 +371,7 @@ export class LLM {
     const onOuterAbort = () => inner.abort();
     opts.signal?.addEventListener('abort', onOuterAbort, { once: true });
     if (opts.signal?.aborted) inner.abort();
+    let abortedOutput = false;
     const done = this.submit(promptTokenIds, params, {
       signal: inner.signal,
       onDelta: (d) => {
@@ -324,6 +381,7 @@ export class LLM {
     }).then(
       (r) => {
         finished = true;
+        abortedOutput = r.output.finishReason === 'abort';
         try {
           opts.onFinish?.(r.output, r.metrics);
         } catch (e) {
@@ -349,6 +407,8 @@ export class LLM {
       }
       await done;
       if (failure) throw failure;
+      // As fetch: a stream ended by the caller's signal throws its reason (an AbortError by default).
+      if (abortedOutput && opts.signal?.aborted) throw abortReason(opts.signal);
     } finally {
       inner.abort(); // the consumer left early: free the sequence
       opts.signal?.removeEventListener('abort', onOuterAbort);

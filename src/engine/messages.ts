@@ -1,18 +1,27 @@
 // What the main thread and the engine thread say to each other (structured clone: plain data).
 import type { GenerationConfig, ModelConfig } from '../model/config.js';
 import type { LoadOptions } from '../model/load.js';
+import type { LoadProgress } from '../platform/progress.js';
 import type { SamplingParams } from '../sampler/index.js';
 import type { WeightFormat } from '../tensor/matrix.js';
 import type { FinishReason, RequestMetrics, TokenLogprob } from './request.js';
+import type { ResolvedSpeculativeConfig, SpeculativeConfig } from './speculation/ngram.js';
 
 export interface EngineOptions extends LoadOptions {
   /** Reuse the KV cache of identical prompt prefixes across requests and chat turns. Default true. */
   prefixCaching?: boolean;
+  /**
+   * Speculative decoding as vLLM configures it: { method: 'ngram', numSpeculativeTokens,
+   * promptLookupMax, promptLookupMin } (snake_case names accepted). Default none.
+   */
+  speculativeConfig?: SpeculativeConfig | Record<string, unknown>;
 }
 
 export interface EngineInit {
   dir: string;
-  options: EngineOptions;
+  /** Without onProgress (a function does not cross threads): `progress` says whether to report. */
+  options: Omit<EngineOptions, 'onProgress'>;
+  progress: boolean;
 }
 
 /** The model as the main thread sees it: its configuration and the engine's fixed sizes. */
@@ -24,6 +33,8 @@ export interface ModelInfo {
   threads: number;
   maxBatchTokens: number;
   prefixCaching: boolean;
+  /** The speculative config in force (all fields set), null without speculation. */
+  speculativeConfig: ResolvedSpeculativeConfig | null;
 }
 
 /** The engine's state after its last step. */
@@ -39,6 +50,10 @@ export interface EngineState {
   /** Prompt tokens admitted, and how many of them were found in the prefix cache. */
   promptTokens: number;
   cachedPromptTokens: number;
+  /** Speculative decoding: verification steps with at least one proposed token, tokens proposed, tokens accepted. */
+  specDrafts: number;
+  specDraftTokens: number;
+  specAcceptedTokens: number;
 }
 
 export interface SerializedError {
@@ -56,6 +71,8 @@ export interface FinishedOutput {
 }
 
 export type ToEngine =
+  /** The first message: the tokenizer files without what only encoding needs (QwenTokenizer.decodingFiles). */
+  | { type: 'tokenizer'; files: string }
   | {
       type: 'submit';
       id: number;
@@ -73,6 +90,7 @@ export type ToEngine =
 export type FromEngine =
   | { type: 'ready'; info: ModelInfo; state: EngineState }
   | { type: 'load-error'; error: SerializedError }
+  | { type: 'progress'; progress: LoadProgress }
   | { type: 'delta'; id: number; text: string }
   | { type: 'done'; id: number; output: FinishedOutput; metrics: RequestMetrics; state: EngineState }
   | { type: 'failed'; id: number; error: SerializedError; state: EngineState }

@@ -1,6 +1,7 @@
 // One generation request as the engine tracks it: tokens, sampler, incremental text, stops.
 import type { Sampler, TokenLogprob } from '../sampler/index.js';
 import type { StreamDecoder } from '../tokenizer/index.js';
+import type { NgramProposer } from './speculation/ngram.js';
 import type { ToolCall } from './tool-calls.js';
 
 export type FinishReason = 'stop' | 'length' | 'abort';
@@ -18,6 +19,9 @@ export interface RequestMetrics {
   totalSeconds: number;
   /** Prompt tokens whose KV came from the prefix cache (vLLM's num_cached_tokens). */
   cachedTokens: number;
+  /** Speculative decoding: tokens proposed and verified, and how many the model accepted (0 without). */
+  specDraftTokens: number;
+  specAcceptedTokens: number;
 }
 
 export interface CompletionOutput {
@@ -32,11 +36,10 @@ export interface CompletionOutput {
   toolCalls?: ToolCall[];
 }
 
-/** Internal state of one sequence being generated (in the engine thread). */
-export interface Sequence {
+/** What a new sequence is made from; every other field of a Sequence starts empty. */
+export interface SequenceInit {
   id: number;
   promptIds: number[];
-  outputIds: number[];
   sampler: Sampler;
   decoder: StreamDecoder;
   maxTokens: number;
@@ -44,26 +47,70 @@ export interface Sequence {
   stopTokenIds: Set<number>;
   eosIds: Set<number>;
   wantLogprobs: boolean;
-  logprobs: TokenLogprob[];
+  /** Proposes tokens for speculative decoding; null: one token per step. */
+  proposer: NgramProposer | null;
+  onDelta?: (delta: string, seq: Sequence) => void;
+  resolve: (seq: Sequence) => void;
+  reject: (err: unknown) => void;
+  /** performance.now() when the request arrived. */
+  arrival: number;
+}
+
+/** Internal state of one sequence being generated (in the engine thread). */
+export class Sequence {
+  readonly id: number;
+  readonly promptIds: number[];
+  outputIds: number[] = [];
+  readonly sampler: Sampler;
+  readonly decoder: StreamDecoder;
+  readonly maxTokens: number;
+  readonly stop: string[];
+  readonly stopTokenIds: Set<number>;
+  readonly eosIds: Set<number>;
+  readonly wantLogprobs: boolean;
+  logprobs: TokenLogprob[] = [];
   /** Full text so far, and how much of it was handed to onDelta (text that might begin a stop string is held back). */
-  text: string;
-  emitted: number;
-  slot: number; // KV cache slot, -1 while waiting
+  text = '';
+  emitted = 0;
+  slot = -1; // KV cache slot, -1 while waiting
   /** Positions whose keys and values are in the cache (prompt chunks read so far, then decoded tokens). */
-  computed: number;
+  computed = 0;
   /** Prompt positions taken from the prefix cache. */
-  cachedTokens: number;
+  cachedTokens = 0;
+  readonly proposer: NgramProposer | null;
+  /** Tokens proposed this step (verified by the rows after the sequence's next-token row). */
+  draft: number[] = [];
+  /** Proposed tokens verified, and how many of them the target model accepted. */
+  specDraftTokens = 0;
+  specAcceptedTokens = 0;
   /** Set when the sequence failed: it is rejected with this instead of resolved. */
   error?: unknown;
   finishReason?: FinishReason;
   stopReason?: string | number;
-  onDelta?: (delta: string, seq: Sequence) => void;
-  resolve: (seq: Sequence) => void;
-  reject: (err: unknown) => void;
-  arrival: number;
-  prefillStart: number;
-  firstToken: number;
-  finished: number;
+  readonly onDelta?: (delta: string, seq: Sequence) => void;
+  readonly resolve: (seq: Sequence) => void;
+  readonly reject: (err: unknown) => void;
+  readonly arrival: number;
+  prefillStart = 0;
+  firstToken = 0;
+  finished = 0;
+
+  constructor(init: SequenceInit) {
+    this.id = init.id;
+    this.promptIds = init.promptIds;
+    this.sampler = init.sampler;
+    this.decoder = init.decoder;
+    this.maxTokens = init.maxTokens;
+    this.stop = init.stop;
+    this.stopTokenIds = init.stopTokenIds;
+    this.eosIds = init.eosIds;
+    this.wantLogprobs = init.wantLogprobs;
+    this.proposer = init.proposer;
+    this.onDelta = init.onDelta;
+    this.resolve = init.resolve;
+    this.reject = init.reject;
+    this.arrival = init.arrival;
+  }
 }
 
 /** Append a token's text; returns true when a stop string was found (text is cut before it). */
@@ -122,5 +169,7 @@ export function metricsOf(seq: Sequence): RequestMetrics {
     decodeTokensPerSec: decode > 0 ? (seq.outputIds.length - 1) / decode : 0,
     totalSeconds: s(seq.finished - seq.arrival),
     cachedTokens: seq.cachedTokens,
+    specDraftTokens: seq.specDraftTokens,
+    specAcceptedTokens: seq.specAcceptedTokens,
   };
 }

@@ -6,7 +6,18 @@
 // cached prefix of its prompt from the KV cache (prefix caching) and only computes the rest.
 // Finished, aborted or failed sequences leave at once and free their slot; an exception while
 // serving one sequence (sampler, callback, NaN logits) fails that sequence only.
-import { KvCacheFullError } from '../model/kv-cache.js';
+//
+// Speculative decoding (vLLM's ngram method): a decoding sequence with a proposer adds the tokens
+// it proposes as rows after its next-token row, all with logits, in the same step as everyone
+// else's rows. Its tokens are then sampled position by position exactly as one-token steps would
+// sample them (same logits, history, penalties, processors and random draws), and the proposal is
+// accepted while the sampled token equals the proposed one: for a deterministic proposal that is
+// speculative rejection sampling (accept x with probability p(x); when not, the token drawn is
+// distributed as p without x, renormalised), so the output is what decoding without speculation
+// gives. The cache is cut back after the last accepted token (KvCache.truncate): a rejected
+// token's slot is rewritten by the next step before any row reads it, and only blocks within the
+// accepted length are ever registered for prefix caching.
+import { BLOCK_SIZE, KvCacheFullError } from '../model/kv-cache.js';
 import type { Qwen2Model } from '../model/qwen2.js';
 import { appendText, takeStreamable, type Sequence } from './request.js';
 
@@ -23,6 +34,10 @@ export interface SchedulerCounters {
   /** Prompt tokens of admitted sequences, and how many of them came from the prefix cache. */
   promptTokens: number;
   cachedPromptTokens: number;
+  /** Speculative decoding (vLLM's spec_decode counters): verification steps with a proposal, tokens proposed, tokens accepted. */
+  specDrafts: number;
+  specDraftTokens: number;
+  specAcceptedTokens: number;
 }
 
 /** One row of a step: a token of a sequence at a position; `logits` when the next token is sampled from it. */
@@ -44,7 +59,14 @@ export class Scheduler {
   private looping = false;
   private prefixCaching: boolean;
   private stepDelayMs: number;
-  readonly counters: SchedulerCounters = { generatedTokens: 0, promptTokens: 0, cachedPromptTokens: 0 };
+  readonly counters: SchedulerCounters = {
+    generatedTokens: 0,
+    promptTokens: 0,
+    cachedPromptTokens: 0,
+    specDrafts: 0,
+    specDraftTokens: 0,
+    specAcceptedTokens: 0,
+  };
   /** Called after every step (the engine thread reports its state to the main thread). */
   onStep: (() => void) | null = null;
 
@@ -124,9 +146,16 @@ export class Scheduler {
     this.admit();
     const maxRows = this.model.dims.maxRows;
     const rows: Row[] = [];
-    for (const s of this.running) {
-      if (s.finishReason || s.computed < s.promptIds.length || !this.reserveNextPosition(s)) continue;
+    const decoding = this.running.filter((s) => !s.finishReason && s.computed >= s.promptIds.length);
+    // Proposed tokens ride in the first pass, beside one row per decoding sequence.
+    let draftRoom = maxRows - decoding.length;
+    for (const s of decoding) {
+      if (!this.reserveNextPosition(s)) continue;
       rows.push({ seq: s, token: s.outputIds[s.outputIds.length - 1], pos: s.computed, logits: true });
+      s.draft = this.propose(s, draftRoom);
+      draftRoom -= s.draft.length;
+      for (let i = 0; i < s.draft.length; i++)
+        rows.push({ seq: s, token: s.draft[i], pos: s.computed + 1 + i, logits: true });
     }
     // Prompt chunks fill the rest of the last pass, shared among the prompts being read (as vLLM's
     // partial prefills): a request arriving during a long prefill gets its first token within a
@@ -137,8 +166,8 @@ export class Scheduler {
       reading.map((s) => s.promptIds.length - s.computed),
       room,
     );
-    for (const [i, s] of reading.entries()) {
-      const take = takes[i]; // blocks reserved at admission
+    for (const [k, s] of reading.entries()) {
+      const take = takes[k]; // blocks reserved at admission
       if (take === 0) continue;
       if (s.prefillStart === 0) s.prefillStart = performance.now();
       for (let i = 0; i < take; i++) {
@@ -167,6 +196,19 @@ export class Scheduler {
       return;
     }
     for (const r of ordered) r.seq.computed = r.pos + 1;
+    // A sequence's rows with logits are consecutive: its next-token row, then its proposals.
+    const vocab = this.model.config.vocabSize;
+    for (let j = 0; j < withLogits.length;) {
+      const seq = withLogits[j].seq;
+      let end = j + 1;
+      while (end < withLogits.length && withLogits[end].seq === seq) end++;
+      try {
+        this.verify(seq, logits, j, end - j);
+      } catch (e) {
+        this.fail(seq, e);
+      }
+      j = end;
+    }
     if (this.prefixCaching) {
       for (const s of seqs) {
         const p = s.promptIds,
@@ -174,14 +216,64 @@ export class Scheduler {
         this.model.kvCache.registerFullBlocks(s.slot, (pos) => (pos < p.length ? p[pos] : o[pos - p.length]));
       }
     }
+  }
+
+  /**
+   * Tokens to verify after the sequence's next token, at most `room`: none without a proposer,
+   * beyond maxTokens or the context, or when the KV cache is nearly full (a proposal must never
+   * take the blocks another sequence's next token needs).
+   */
+  private propose(seq: Sequence, room: number): number[] {
+    if (!seq.proposer || room <= 0) return [];
+    const cache = this.model.kvCache;
+    const max = Math.min(
+      room,
+      seq.maxTokens - seq.outputIds.length - 1,
+      cache.contextLength - 1 - seq.computed,
+      BLOCK_SIZE,
+    );
+    if (max <= 0) return [];
+    const draft = seq.proposer.next(seq.promptIds, seq.outputIds, max);
+    if (draft.length === 0) return draft;
+    if (cache.freeTokens < BLOCK_SIZE * (this.running.length + 1)) {
+      // Room for the proposal only if it needs no new block.
+      if (Math.ceil((seq.computed + 1 + draft.length) / BLOCK_SIZE) > Math.ceil((seq.computed + 1) / BLOCK_SIZE))
+        return [];
+    }
+    cache.ensure(seq.slot, seq.computed + 1 + draft.length);
+    return draft;
+  }
+
+  /**
+   * Sample the sequence's tokens from its `n` logit rows (its next token, then one row per proposed
+   * token): a proposed token is kept while it equals the token sampled at its position. Then cut
+   * the cache back to the tokens kept.
+   */
+  private verify(seq: Sequence, logits: Float32Array, row0: number, n: number): void {
     const vocab = this.model.config.vocabSize;
-    withLogits.forEach((r, j) => {
-      try {
-        this.accept(r.seq, logits, j * vocab);
-      } catch (e) {
-        this.fail(r.seq, e);
+    const draft = seq.draft;
+    seq.draft = [];
+    let accepted = 0;
+    try {
+      for (let i = 0; i < n; i++) {
+        const token = this.accept(seq, logits, (row0 + i) * vocab);
+        if (i < draft.length && token === draft[i]) accepted++;
+        else break;
+        if (seq.finishReason) break;
       }
-    });
+    } finally {
+      if (draft.length > 0) {
+        seq.proposer?.record(draft.length, accepted);
+        seq.specDraftTokens += draft.length;
+        seq.specAcceptedTokens += accepted;
+        this.counters.specDrafts++;
+        this.counters.specDraftTokens += draft.length;
+        this.counters.specAcceptedTokens += accepted;
+        // Positions past the last kept token hold rejected tokens: forget them.
+        seq.computed -= draft.length - accepted;
+        if (seq.slot >= 0) this.model.kvCache.truncate(seq.slot, seq.computed);
+      }
+    }
   }
 
   /**
@@ -234,16 +326,16 @@ export class Scheduler {
     }
   }
 
-  /** Sample the next token from logits[off..off+vocab) and apply the stopping rules. */
-  private accept(seq: Sequence, logits: Float32Array, off: number): void {
-    if (seq.finishReason) return;
+  /** Sample the next token from logits[off..off+vocab) and apply the stopping rules; -1 if the sequence had finished. */
+  private accept(seq: Sequence, logits: Float32Array, off: number): number {
+    if (seq.finishReason) return -1;
     const vocab = this.model.config.vocabSize;
     const row = logits.subarray(off, off + vocab);
     for (let i = 0; i < vocab; i++) {
       const x = row[i];
       if (x !== x || x === Infinity) {
         throw new NonFiniteLogitsError(
-          `the model produced ${x} logits (token ${i}) at position ${seq.computed - 1} of this sequence: the weights or activations hold NaN or Inf values`,
+          `the model produced ${x} logits (token ${i}) at position ${seq.promptIds.length + seq.outputIds.length - 1} of this sequence: the weights or activations hold NaN or Inf values`,
         );
       }
     }
@@ -270,6 +362,7 @@ export class Scheduler {
     if (seq.finishReason && seq.stopReason === undefined) appendText(seq, seq.decoder.flush());
     const delta = takeStreamable(seq);
     if (delta !== '' && seq.onDelta) seq.onDelta(delta, seq);
+    return token;
   }
 
   private fail(seq: Sequence, e: unknown): void {

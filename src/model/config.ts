@@ -6,7 +6,9 @@ import { MAX_CONFIG_BYTES, readTextFile } from '../platform/files.js';
 import { SamplingParamsError, validateSamplingParams, type SamplingParams } from '../sampler/params.js';
 import type { RopeScalingSpec } from '../tensor/ops.js';
 
-export class ConfigError extends Error {}
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
 
 /**
  * How RoPE frequencies are rescaled for long contexts (HF's rope_scaling). `linear` divides every
@@ -38,6 +40,12 @@ export interface ModelConfig {
   /** Per-head RMSNorm of q and k after the projection, before RoPE (qwen3's q_norm / k_norm). */
   qkNorm: boolean;
   maxPositionEmbeddings: number;
+  /**
+   * The longest context the model is meant for: max_position_embeddings, or with yarn / dynamic /
+   * linear scaling the original length times the factor (as vLLM derives max_model_len; Qwen2.5's
+   * documented yarn factor 4 over 32,768 gives 131,072). llama3 configs already state the scaled length.
+   */
+  contextLimit: number;
   torchDtype: string;
   bosTokenId?: number;
   eosTokenId?: number | number[];
@@ -134,7 +142,11 @@ function rejectUnsupported(json: Record<string, unknown>, file: string): void {
     throw new ConfigError(`${file}: field "partial_rotary_factor" is ${JSON.stringify(partial)}: only 1 is supported`);
 }
 
-function parseRopeScaling(json: Record<string, unknown>, file: string): RopeScaling | null {
+function parseRopeScaling(
+  json: Record<string, unknown>,
+  file: string,
+  maxPositionEmbeddings: number,
+): RopeScaling | null {
   const rs = json.rope_scaling;
   if (rs === undefined || rs === null) return null;
   if (typeof rs !== 'object' || Array.isArray(rs))
@@ -151,7 +163,37 @@ function parseRopeScaling(json: Record<string, unknown>, file: string): RopeScal
       );
     return v;
   };
+  const optional = (name: string) => (o[name] === undefined || o[name] === null ? null : field(name));
   if (type === 'default') return null;
+  if (type === 'yarn') {
+    const truncate = o.truncate ?? true;
+    if (typeof truncate !== 'boolean')
+      throw new ConfigError(
+        `${file}: field "rope_scaling.truncate" must be true or false, got ${JSON.stringify(truncate)}`,
+      );
+    const scaling: RopeScaling = {
+      type,
+      factor: field('factor'),
+      originalMaxPositionEmbeddings: optional('original_max_position_embeddings') ?? maxPositionEmbeddings,
+      betaFast: optional('beta_fast') ?? 32,
+      betaSlow: optional('beta_slow') ?? 1,
+      attentionFactor: optional('attention_factor'),
+      mscale: optional('mscale'),
+      mscaleAllDim: optional('mscale_all_dim'),
+      truncate,
+    };
+    if (scaling.betaFast < scaling.betaSlow)
+      throw new ConfigError(
+        `${file}: field "rope_scaling.beta_fast" (${scaling.betaFast}) must not be smaller than beta_slow (${scaling.betaSlow})`,
+      );
+    return scaling;
+  }
+  if (type === 'dynamic')
+    return {
+      type,
+      factor: field('factor'),
+      originalMaxPositionEmbeddings: optional('original_max_position_embeddings') ?? maxPositionEmbeddings,
+    };
   if (type === 'linear') return { type, factor: field('factor') };
   if (type === 'llama3') {
     const scaling: RopeScaling = {
@@ -168,7 +210,7 @@ function parseRopeScaling(json: Record<string, unknown>, file: string): RopeScal
     return scaling;
   }
   throw new ConfigError(
-    `${file}: field "rope_scaling.${key}" is ${JSON.stringify(type)}: supported rope scaling types are "linear", "llama3" and "default"`,
+    `${file}: field "rope_scaling.${key}" is ${JSON.stringify(type)}: supported rope scaling types are "linear", "llama3", "yarn", "dynamic" and "default"`,
   );
 }
 
@@ -180,6 +222,13 @@ function contextPositions(json: Record<string, unknown>, file: string): number {
       `${file}: field "max_position_embeddings" is ${v}: a model needs at least 2 positions (one prompt token and one generated); real models have thousands`,
     );
   return v;
+}
+
+/** The longest context the model's RoPE is meant for: max_position_embeddings, or what yarn / dynamic / linear scaling stretch it to. */
+export function contextLimit(maxPositionEmbeddings: number, s: RopeScaling | null): number {
+  if (s === null || s.type === 'llama3' || s.type === 'factors') return maxPositionEmbeddings;
+  const original = s.type === 'linear' ? maxPositionEmbeddings : s.originalMaxPositionEmbeddings;
+  return Math.max(maxPositionEmbeddings, Math.floor(original * s.factor));
 }
 
 export function parseModelConfig(json: Record<string, unknown>, file = 'config.json'): ModelConfig {
@@ -213,6 +262,8 @@ export function parseModelConfig(json: Record<string, unknown>, file = 'config.j
   const mlpBias = modelType === 'llama' ? optionalBool(json, 'mlp_bias', file, false) : false;
   if (modelType !== 'llama' && json.mlp_bias === true)
     throw new ConfigError(`${file}: field "mlp_bias" is true, which ${modelType} models do not have`);
+  const maxPositionEmbeddings = contextPositions(json, file);
+  const ropeScaling = parseRopeScaling(json, file, maxPositionEmbeddings);
   const eos = optionalTokenIds(json, 'eos_token_id', file);
   const bos = optionalTokenIds(json, 'bos_token_id', file);
   return {
@@ -226,13 +277,14 @@ export function parseModelConfig(json: Record<string, unknown>, file = 'config.j
     vocabSize: positiveInt(json, 'vocab_size', file),
     rmsNormEps: positiveNumber(json, 'rms_norm_eps', file, 1e-6),
     ropeTheta: positiveNumber(json, 'rope_theta', file, 10000),
-    ropeScaling: parseRopeScaling(json, file),
+    ropeScaling,
     tieWordEmbeddings: tie,
     attentionBias,
     oProjBias: modelType !== 'qwen2' && attentionBias,
     mlpBias,
     qkNorm: modelType === 'qwen3',
-    maxPositionEmbeddings: contextPositions(json, file),
+    maxPositionEmbeddings,
+    contextLimit: contextLimit(maxPositionEmbeddings, ropeScaling),
     torchDtype: String(json.torch_dtype ?? 'bfloat16'),
     bosTokenId: bos?.[0],
     eosTokenId: eos === undefined ? undefined : eos.length === 1 ? eos[0] : eos,

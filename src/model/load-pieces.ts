@@ -5,8 +5,8 @@
 // memory (on a VM the larger cost: every fresh 4 KiB page is a fault) run on every thread.
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16 } from '../tensor/dtype.js';
 import { BF16, F32, Q4_0, Q8_0, type Matrix } from '../tensor/matrix.js';
-import { quantizeBf16RowsQ4_0, quantizeBf16RowsQ8_0 } from '../tensor/quantize-bf16.js';
-import { quantizeRowsQ4_0, quantizeRowsQ8_0 } from '../tensor/quantize.js';
+import { quantizeBf16RowsQ4_0, quantizeRowsQ4_0 } from '../tensor/formats/q4_0.js';
+import { quantizeBf16RowsQ8_0, quantizeRowsQ8_0 } from '../tensor/formats/q8_0.js';
 import type { TensorInfo, TensorReader } from './safetensors.js';
 
 /** Where a thread reads tensor bytes: its own TensorReader (a worker), or the TensorStore (the main thread). */

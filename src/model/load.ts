@@ -1,12 +1,18 @@
 // loadModel: a Hugging Face Qwen2 / Qwen3 / Llama model directory -> a ready Qwen2Model with its worker threads.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import { ProgressLine, type LoadProgress } from '../platform/progress.js';
 import { closestName } from '../sampler/params.js';
 import type { WeightFormat } from '../tensor/matrix.js';
-import { loadGenerationConfig, loadModelConfig } from './config.js';
+import { loadGenerationConfig, loadModelConfig, type GenerationConfig, type ModelConfig } from './config.js';
+import { GgufModel, isGgufPath } from './gguf/file.js';
+import { ggufGenerationConfig, ggufModelConfig } from './gguf/config.js';
+import { loadGgufWeights } from './gguf/weights.js';
+import { KV_CACHE_DTYPES, type KvCacheDtype } from './kv-cache.js';
 import { Qwen2Model } from './qwen2.js';
 import { TensorStore } from './safetensors.js';
-import { loadWeights } from './weights.js';
+import { loadWeights, type ModelWeights } from './weights.js';
+import { resolveModel, type ResolveOptions } from './sources/index.js';
 
 export interface LoadOptions {
   /**
@@ -18,14 +24,29 @@ export interface LoadOptions {
   threads?: number;
   /** Sequences that can hold a KV cache at once (batched decode, concurrent requests). Default 8. */
   maxSequences?: number;
-  /** Longest sequence in tokens. Default max_position_embeddings, at most 32768. */
+  /**
+   * Longest sequence in tokens, at most the model's context limit (max_position_embeddings, times
+   * the rope_scaling factor for yarn / dynamic / linear). Default that limit, at most 32768.
+   */
   contextLength?: number;
   /** KV cache budget in bytes, shared by all sequences (like VLLM_CPU_KVCACHE_SPACE). Default 1 GiB. */
   kvCacheBytes?: number;
+  /**
+   * How the KV cache stores keys and values (vLLM's kv_cache_dtype): 'f32' (exact), 'bf16' (half
+   * the memory) or 'q8_0' (int8 with an f16 scale per 32 values, about a quarter). Default f32.
+   */
+  kvCacheDtype?: KvCacheDtype;
   /** Tokens per forward chunk: prefill runs in chunks of this many rows. Default 64. */
   maxBatchTokens?: number;
   /** Scan every weight for NaN/Inf while loading (llama.cpp's --check-tensors); an error names the tensor. Default false. */
   checkTensors?: boolean;
+  /**
+   * Called as the weights load (stage "weights", bytes of the files), at most every 100 ms. Default:
+   * a progress line on stderr when it is a terminal and the load takes over a second.
+   */
+  onProgress?: (progress: LoadProgress) => void;
+  /** How a model name is found or fetched: revision, caches, hub token, offline, download progress (src/model/sources). */
+  source?: ResolveOptions;
 }
 
 export const WEIGHT_FORMATS: readonly WeightFormat[] = ['f32', 'bf16', 'q8_0', 'q4_0'];
@@ -49,35 +70,33 @@ const LOAD_OPTIONS: Record<keyof LoadOptions, true> = {
   maxSequences: true,
   contextLength: true,
   kvCacheBytes: true,
+  kvCacheDtype: true,
   maxBatchTokens: true,
   checkTensors: true,
+  onProgress: true,
+  source: true,
 };
 
-export async function loadModel(dir: string, options: LoadOptions = {}): Promise<Qwen2Model> {
+/**
+ * Load a model: `model` is a folder, or a name resolveModel finds (a hub name Org/Name in the
+ * Hugging Face cache or downloaded, an Ollama name:tag, a hub cache root).
+ */
+export async function loadModel(model: string, options: LoadOptions = {}): Promise<Qwen2Model> {
   for (const key of Object.keys(options)) {
     if (!(key in LOAD_OPTIONS))
       throw new TypeError(
         `loadModel: unknown option ${JSON.stringify(key)}; did you mean ${JSON.stringify(closestName(key, Object.keys(LOAD_OPTIONS)))}?`,
       );
   }
+  const dir = (await resolveModel(model, options.source)).path;
   if (!fs.existsSync(dir)) throw new Error(`loadModel: model directory ${dir} does not exist`);
+  if (isGgufPath(dir)) return loadGgufModel(dir, options);
   if (!fs.statSync(dir).isDirectory())
     throw new Error(`loadModel: ${dir} is a file; expected the model directory (config.json, *.safetensors, ...)`);
   const format = options.weights ?? DEFAULT_WEIGHTS;
-  if (!WEIGHT_FORMATS.includes(format))
-    throw new RangeError(
-      `loadModel: option weights must be one of ${WEIGHT_FORMATS.join(', ')}, got ${JSON.stringify(format)}`,
-    );
-  checkInt('threads', options.threads, 1, 64);
-  checkInt('maxSequences', options.maxSequences, 1, 4096);
-  checkInt('maxBatchTokens', options.maxBatchTokens, 1, 4096);
-  checkInt('kvCacheBytes', options.kvCacheBytes, 1);
-  if (options.checkTensors !== undefined && typeof options.checkTensors !== 'boolean')
-    throw new TypeError(
-      `loadModel: option checkTensors must be true or false, got ${JSON.stringify(options.checkTensors)}`,
-    );
+  checkOptions(options);
   const config = loadModelConfig(dir);
-  checkInt('contextLength', options.contextLength, 1, config.maxPositionEmbeddings);
+  checkInt('contextLength', options.contextLength, 1, config.contextLimit);
   const generationConfig = loadGenerationConfig(dir, config);
   const threads = options.threads ?? os.availableParallelism();
   const store = TensorStore.open(dir);
@@ -85,7 +104,20 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   try {
     // The vectors (norms, biases) are always scanned: a few KB per layer, and a NaN there spoils every token.
     store.checkValues(options.checkTensors ? undefined : (info) => info.shape.length <= 1);
-    weights = await loadWeights(store, config, format, { threads });
+    const t0 = performance.now();
+    const line = options.onProgress || !process.stderr.isTTY ? null : new ProgressLine('loading weights');
+    const onProgress =
+      options.onProgress ??
+      ((p: LoadProgress) => (p.doneBytes < p.totalBytes ? line?.update(p.doneBytes, p.totalBytes) : line?.end()));
+    try {
+      weights = await loadWeights(store, config, format, {
+        threads,
+        onProgress: (doneBytes, totalBytes) =>
+          onProgress({ stage: 'weights', doneBytes, totalBytes, seconds: (performance.now() - t0) / 1000 }),
+      });
+    } finally {
+      line?.end();
+    }
     // As vLLM: a tied checkpoint may still carry lm_head.weight, and old ones carry RoPE's inv_freq buffers.
     store.checkAllUsed(
       (name) => name.endsWith('.rotary_emb.inv_freq') || (config.tieWordEmbeddings && name === 'lm_head.weight'),
@@ -93,15 +125,40 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
   } finally {
     store.close();
   }
+  return createModel(config, generationConfig, weights, options, dir);
+}
+
+/**
+ * A GGUF file (a split model by its first file): config, tokens and weights from the file. Its
+ * quantized tensors keep their types; `weights` converts only its float tensors.
+ */
+async function loadGgufModel(file: string, options: LoadOptions): Promise<Qwen2Model> {
+  checkOptions(options);
+  const g = GgufModel.open(file);
+  const config = ggufModelConfig(g);
+  checkInt('contextLength', options.contextLength, 1, config.contextLimit);
+  const generationConfig = ggufGenerationConfig(g, config);
+  const weights = loadGgufWeights(g, config, { weights: options.weights, checkTensors: options.checkTensors });
+  return createModel(config, generationConfig, weights, options, file);
+}
+
+async function createModel(
+  config: ModelConfig,
+  generationConfig: GenerationConfig,
+  weights: ModelWeights,
+  options: LoadOptions,
+  source: string,
+): Promise<Qwen2Model> {
   const model = await Qwen2Model.create(config, generationConfig, weights, {
     maxBatchTokens: options.maxBatchTokens ?? 64,
     maxSequences: options.maxSequences ?? 8,
-    contextLength: options.contextLength ?? Math.min(config.maxPositionEmbeddings, 32768),
+    contextLength: options.contextLength ?? Math.min(config.contextLimit, 32768),
     kvCacheBytes: options.kvCacheBytes ?? 1 << 30,
-    threads,
+    kvCacheDtype: options.kvCacheDtype ?? 'f32',
+    threads: options.threads ?? os.availableParallelism(),
   });
   try {
-    await checkArithmetic(model, dir);
+    await checkArithmetic(model, source);
   } catch (e) {
     await model.close();
     throw e;
@@ -115,7 +172,7 @@ export async function loadModel(dir: string, options: LoadOptions = {}): Promise
  * was not scanned (checkTensors off) shows here too. Either fails the load naming the first layer
  * whose output is not finite, instead of every request failing with NaN logits.
  */
-async function checkArithmetic(model: Qwen2Model, dir: string): Promise<void> {
+async function checkArithmetic(model: Qwen2Model, source: string): Promise<void> {
   const hidden = model.config.hiddenSize;
   let bad: { layer: number; index: number; value: number } | null = null;
   model.onLayerOutput = (layer, x, rows) => {
@@ -137,14 +194,36 @@ async function checkArithmetic(model: Qwen2Model, dir: string): Promise<void> {
   const found = bad as { layer: number; index: number; value: number } | null;
   if (found !== null)
     throw new Error(
-      `${dir}: the output of layer ${found.layer} (model.layers.${found.layer}.*) holds ${found.value} (element ${found.index % hidden}) for token 0: ` +
+      `${source}: the output of layer ${found.layer} (model.layers.${found.layer}.*) holds ${found.value} (element ${found.index % hidden}) for token 0: ` +
         'a weight of that layer is NaN or Inf, or so large that the arithmetic overflows float32. ' +
         'Load with checkTensors (--check-tensors) to name a NaN or Inf weight; otherwise the checkpoint holds values far out of range',
     );
   const at = logits.findIndex((v) => !Number.isFinite(v));
   if (at >= 0)
     throw new Error(
-      `${dir}: the logits hold ${logits[at]} (token ${at}) for token 0 though every layer's output is finite: ` +
+      `${source}: the logits hold ${logits[at]} (token ${at}) for token 0 though every layer's output is finite: ` +
         'model.norm.weight or the output head (lm_head.weight, or the tied embeddings) holds NaN, Inf or values far out of range',
+    );
+}
+
+function checkOptions(options: LoadOptions): void {
+  const format = options.weights ?? DEFAULT_WEIGHTS;
+  if (!WEIGHT_FORMATS.includes(format))
+    throw new RangeError(
+      `loadModel: option weights must be one of ${WEIGHT_FORMATS.join(', ')}, got ${JSON.stringify(format)}`,
+    );
+  checkInt('threads', options.threads, 1, 64);
+  checkInt('maxSequences', options.maxSequences, 1, 4096);
+  checkInt('maxBatchTokens', options.maxBatchTokens, 1, 4096);
+  checkInt('kvCacheBytes', options.kvCacheBytes, 1);
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function')
+    throw new TypeError(`loadModel: option onProgress must be a function, got ${typeof options.onProgress}`);
+  if (options.kvCacheDtype !== undefined && !KV_CACHE_DTYPES.includes(options.kvCacheDtype))
+    throw new RangeError(
+      `loadModel: option kvCacheDtype must be one of ${KV_CACHE_DTYPES.join(', ')}, got ${JSON.stringify(options.kvCacheDtype)}`,
+    );
+  if (options.checkTensors !== undefined && typeof options.checkTensors !== 'boolean')
+    throw new TypeError(
+      `loadModel: option checkTensors must be true or false, got ${JSON.stringify(options.checkTensors)}`,
     );
 }

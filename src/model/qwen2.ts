@@ -16,7 +16,7 @@ import { sharedFloat32, type Matrix } from '../tensor/matrix.js';
 import { addInPlace, rmsnorm, rmsnormHeads, rope, ropeTables } from '../tensor/ops.js';
 import { ThreadPool } from '../tensor/pool.js';
 import type { GenerationConfig, ModelConfig } from './config.js';
-import { BLOCK_SIZE, KvCache } from './kv-cache.js';
+import { BLOCK_SIZE, KvCache, type KvCacheDtype } from './kv-cache.js';
 import {
   bufferTable,
   createRunner,
@@ -50,6 +50,8 @@ export interface ModelOptions {
   maxSequences: number;
   contextLength: number;
   kvCacheBytes: number;
+  /** How the KV cache stores keys and values. Default f32. */
+  kvCacheDtype?: KvCacheDtype;
   /** Threads for the kernels, the calling thread included. */
   threads: number;
 }
@@ -117,7 +119,11 @@ export class Qwen2Model {
     return this.pool.threads;
   }
 
-  async forward(tokenIds: ArrayLike<number>, opts: ForwardOptions = {}): Promise<Float32Array> {
+  /**
+   * Logits of `tokenIds` run through sequence `seq` from position `startPos` (the last position's,
+   * or every position's with allLogits): forwardBatch over chunks of at most maxBatchTokens rows.
+   */
+  forward(tokenIds: ArrayLike<number>, opts: ForwardOptions = {}): Float32Array {
     const startPos = opts.startPos ?? 0;
     const seq = opts.seq ?? 0;
     const n = tokenIds.length;
@@ -126,72 +132,48 @@ export class Qwen2Model {
     if (!Number.isInteger(seq) || seq < 0 || seq >= cache.maxSequences) {
       throw new RangeError(`forward: seq ${seq} is out of range (0..${cache.maxSequences - 1})`);
     }
-    if (!Number.isInteger(startPos) || startPos < 0 || startPos > cache.lengths[seq]) {
+    if (!Number.isInteger(startPos) || startPos < 0 || startPos > cache.length(seq)) {
       throw new RangeError(
-        `forward: startPos ${startPos} must be an integer from 0 to ${cache.lengths[seq]} (the tokens cached for sequence ${seq})`,
+        `forward: startPos ${startPos} must be an integer from 0 to ${cache.length(seq)} (the tokens cached for sequence ${seq})`,
       );
     }
-    if (startPos + n > this.dims.contextLength) {
+    if (startPos + n > this.dims.contextLength)
       throw new RangeError(
         `forward: ${startPos + n} positions exceed the context length of ${this.dims.contextLength}`,
       );
-    }
     this.checkTokens(tokenIds);
-    cache.reserve(seq, startPos + n);
-    cache.lengths[seq] = startPos;
     const vocab = this.dims.vocab;
     const out = new Float32Array(opts.allLogits ? n * vocab : vocab);
     for (let c0 = 0; c0 < n; c0 += this.dims.maxRows) {
       const m = Math.min(this.dims.maxRows, n - c0);
-      for (let i = 0; i < m; i++) {
-        this.scratch.rows[2 * i] = seq;
-        this.scratch.rows[2 * i + 1] = startPos + c0 + i;
-      }
-      const last = c0 + m === n;
-      const logitRows = opts.allLogits ? m : last ? 1 : 0;
-      this.forwardRows(tokenIds, c0, m, logitRows, out, opts.allLogits ? c0 * vocab : 0);
-      cache.lengths[seq] = startPos + c0 + m;
+      const rows: DecodeStep[] = [];
+      for (let i = 0; i < m; i++) rows.push({ seq, token: tokenIds[c0 + i], pos: startPos + c0 + i });
+      // The whole prompt's blocks before the first chunk: a prompt that does not fit fails at once.
+      if (c0 === 0) this.reserveRows(rows, startPos + n);
+      const logitRows = opts.allLogits ? m : c0 + m === n ? 1 : 0;
+      const logits = this.forwardBatch(rows, logitRows);
+      out.set(logits, opts.allLogits ? c0 * vocab : 0);
     }
     return out;
   }
 
   /** One decode step for several sequences at once: logits [steps.length, vocab]. */
-  async decodeBatch(steps: DecodeStep[]): Promise<Float32Array> {
-    const n = steps.length;
-    if (n === 0 || n > this.dims.maxRows)
-      throw new RangeError(`decodeBatch: 1 to ${this.dims.maxRows} steps, got ${n}`);
-    const cache = this.kvCache;
+  decodeBatch(steps: DecodeStep[]): Float32Array {
     const seen = new Set<number>();
     for (const s of steps) {
-      if (!Number.isInteger(s.seq) || s.seq < 0 || s.seq >= cache.maxSequences || seen.has(s.seq)) {
-        throw new RangeError(`decodeBatch: seq ${s.seq} is out of range or repeated`);
-      }
+      if (seen.has(s.seq)) throw new RangeError(`decodeBatch: seq ${s.seq} is repeated`);
       seen.add(s.seq);
-      if (!Number.isInteger(s.pos) || s.pos < 0 || s.pos > cache.lengths[s.seq] || s.pos >= this.dims.contextLength) {
-        throw new RangeError(
-          `decodeBatch: pos ${s.pos} of seq ${s.seq} is invalid (${cache.lengths[s.seq]} tokens cached, context ${this.dims.contextLength})`,
-        );
-      }
     }
-    const tokens = steps.map((s) => s.token);
-    this.checkTokens(tokens);
-    steps.forEach((s, i) => {
-      cache.reserve(s.seq, s.pos + 1);
-      this.scratch.rows[2 * i] = s.seq;
-      this.scratch.rows[2 * i + 1] = s.pos;
-    });
-    const out = new Float32Array(n * this.dims.vocab);
-    this.forwardRows(tokens, 0, n, n, out, 0);
-    for (const s of steps) cache.lengths[s.seq] = s.pos + 1;
-    return out;
+    return this.forwardBatch(steps, steps.length);
   }
 
   /**
    * One pass over the weights for rows of any sequences (the engine's mixed step: prompt chunks
    * and decode tokens together). Each sequence's rows have consecutive positions starting at most
-   * at its cached length. Returns the logits of the last `logitRows` rows, [logitRows, vocab].
+   * at its cached length; positions from there on are written again. Returns the logits of the
+   * last `logitRows` rows, [logitRows, vocab].
    */
-  async forwardBatch(rows: DecodeStep[], logitRows: number): Promise<Float32Array> {
+  forwardBatch(rows: DecodeStep[], logitRows: number): Float32Array {
     const n = rows.length;
     if (n === 0 || n > this.dims.maxRows)
       throw new RangeError(`forwardBatch: 1 to ${this.dims.maxRows} rows, got ${n}`);
@@ -203,24 +185,39 @@ export class Qwen2Model {
       if (!Number.isInteger(r.seq) || r.seq < 0 || r.seq >= cache.maxSequences)
         throw new RangeError(`forwardBatch: seq ${r.seq} is out of range (0..${cache.maxSequences - 1})`);
       const expected = next.get(r.seq);
-      const ok = expected === undefined ? r.pos <= cache.lengths[r.seq] : r.pos === expected;
+      const cached = cache.length(r.seq);
+      const ok = expected === undefined ? r.pos <= cached : r.pos === expected;
       if (!Number.isInteger(r.pos) || r.pos < 0 || !ok || r.pos >= this.dims.contextLength)
         throw new RangeError(
-          `forwardBatch: pos ${r.pos} of seq ${r.seq} is invalid (${cache.lengths[r.seq]} tokens cached, context ${this.dims.contextLength})`,
+          `forwardBatch: pos ${r.pos} of seq ${r.seq} is invalid (${cached} tokens cached, context ${this.dims.contextLength})`,
         );
       next.set(r.seq, r.pos + 1);
     }
     const tokens = rows.map((r) => r.token);
     this.checkTokens(tokens);
-    for (const [seq, end] of next) cache.ensure(seq, end);
+    this.reserveRows(rows, 0);
     rows.forEach((r, i) => {
       this.scratch.rows[2 * i] = r.seq;
       this.scratch.rows[2 * i + 1] = r.pos;
     });
     const out = new Float32Array(logitRows * this.dims.vocab);
     this.forwardRows(tokens, 0, n, logitRows, out, 0);
-    for (const [seq, end] of next) cache.lengths[seq] = end;
     return out;
+  }
+
+  /**
+   * Blocks for each sequence's rows (at least up to `minEnd` for a one-sequence batch), and its
+   * positions from its first row on forgotten: they are written again.
+   */
+  private reserveRows(rows: DecodeStep[], minEnd: number): void {
+    const first = new Map<number, number>();
+    const end = new Map<number, number>();
+    for (const r of rows) {
+      if (!first.has(r.seq)) first.set(r.seq, r.pos);
+      end.set(r.seq, Math.max(r.pos + 1, minEnd));
+    }
+    for (const [seq, e] of end) this.kvCache.ensure(seq, e);
+    for (const [seq, p] of first) this.kvCache.forgetFrom(seq, p);
   }
 
   /**
@@ -406,24 +403,14 @@ export class Qwen2Model {
   /** RoPE on q and k of each row at its position, then k and v into the sequence's cache blocks. */
   private ropeAndCache(q: Float32Array, k: Float32Array, v: Float32Array, layer: number, n: number): void {
     const d = this.dims,
-      s = this.scratch,
-      kv = this.kvCache.arrays;
+      s = this.scratch;
     const half = d.headDim >> 1;
-    const kc = kv.k[layer],
-      vc = kv.v[layer];
     for (let i = 0; i < n; i++) {
       const seq = s.rows[2 * i],
         pos = s.rows[2 * i + 1];
       rope(q, i * d.qDim, d.heads, d.headDim, this.rope.cos, this.rope.sin, pos * half);
       rope(k, i * d.kvDim, d.kvHeads, d.headDim, this.rope.cos, this.rope.sin, pos * half);
-      const block = kv.blockTables[seq * kv.maxBlocksPerSeq + Math.floor(pos / BLOCK_SIZE)];
-      const slot = pos % BLOCK_SIZE;
-      for (let h = 0; h < d.kvHeads; h++) {
-        const dst = ((block * d.kvHeads + h) * BLOCK_SIZE + slot) * d.headDim;
-        const src = i * d.kvDim + h * d.headDim;
-        kc.set(k.subarray(src, src + d.headDim), dst);
-        vc.set(v.subarray(src, src + d.headDim), dst);
-      }
+      this.kvCache.write(layer, seq, pos, k, i * d.kvDim, v, i * d.kvDim);
     }
   }
 }
@@ -445,7 +432,7 @@ function forwardState(c: ModelConfig, weights: ModelWeights, opts: ModelOptions)
     blockSize: BLOCK_SIZE,
     contextLength: opts.contextLength,
   };
-  const kvCache = new KvCache(c, opts.maxSequences, opts.contextLength, opts.kvCacheBytes);
+  const kvCache = new KvCache(c, opts.maxSequences, opts.contextLength, opts.kvCacheBytes, opts.kvCacheDtype);
   const scratch: Scratch = {
     x: sharedFloat32(rows * d.hidden),
     xb: sharedFloat32(rows * d.hidden),

@@ -10,7 +10,7 @@
 //   (Qwen3 and Llama share HF's LlamaAttention: attention_bias puts biases on q, k, v and o.)
 import { readRow } from '../tensor/matmul.js';
 import type { Matrix } from '../tensor/matrix.js';
-import { ropeFrequencies } from '../tensor/ops.js';
+import { ropeAttentionFactor, ropeFrequencies } from '../tensor/ops.js';
 import type { ModelConfig } from './config.js';
 import type { ModelWeights } from './weights.js';
 
@@ -81,16 +81,23 @@ export function rmsnormNaive(
   for (let i = 0; i < n; i++) out[off + i] = x[off + i] * scale * weight[i];
 }
 
-/** Rotate each pair (j, j + headDim/2) of each head by pos·freq[j] (HF's rotate_half layout). */
-export function ropeNaive(x: Float32Array, heads: number, headDim: number, pos: number, freq: Float64Array): void {
+/** Rotate each pair (j, j + headDim/2) of each head by pos·freq[j] (HF's rotate_half layout), times `scale`. */
+export function ropeNaive(
+  x: Float32Array,
+  heads: number,
+  headDim: number,
+  pos: number,
+  freq: Float64Array,
+  scale = 1,
+): void {
   const half = headDim / 2;
   for (let h = 0; h < heads; h++) {
     for (let j = 0; j < half; j++) {
       const angle = pos * freq[j];
       const a = x[h * headDim + j],
         b = x[h * headDim + j + half];
-      x[h * headDim + j] = a * Math.cos(angle) - b * Math.sin(angle);
-      x[h * headDim + j + half] = b * Math.cos(angle) + a * Math.sin(angle);
+      x[h * headDim + j] = (a * Math.cos(angle) - b * Math.sin(angle)) * scale;
+      x[h * headDim + j + half] = (b * Math.cos(angle) + a * Math.sin(angle)) * scale;
     }
   }
 }
@@ -103,7 +110,8 @@ function silu(x: number): number {
 
 /**
  * Logits [vocab] of `token` at position `pos`; writes its keys and values into `cache`, which must
- * hold positions 0..pos-1 already. `onLayer(l, x)` sees the residual stream after each layer.
+ * hold positions 0..pos-1 already. `onLayer(l, x)` sees the residual stream after each layer;
+ * `storeKv(k)` rounds keys and values in place as a compact cache stores them (kvRoundTrip).
  */
 export function referenceForward(
   c: ModelConfig,
@@ -112,6 +120,7 @@ export function referenceForward(
   token: number,
   pos: number,
   onLayer?: (layer: number, x: Float32Array) => void,
+  storeKv?: (kv: Float32Array) => void,
 ): Float32Array {
   const hidden = c.hiddenSize,
     headDim = c.headDim,
@@ -121,7 +130,9 @@ export function referenceForward(
     kvDim = kvHeads * headDim,
     inter = c.intermediateSize,
     eps = c.rmsNormEps;
-  const freq = ropeFrequencies(headDim, c.ropeTheta, c.ropeScaling); // [headDim/2]
+  // [headDim/2]; dynamic NTK: the frequencies of a sequence of pos+1 tokens.
+  const freq = ropeFrequencies(headDim, c.ropeTheta, c.ropeScaling, pos + 1);
+  const ropeScale = ropeAttentionFactor(c.ropeScaling); // YaRN's temperature on q and k, 1 otherwise
 
   const x = w.embed.slice(token * hidden, (token + 1) * hidden); // residual stream [hidden]
   const xb = new Float32Array(hidden); // normed input of a block [hidden]
@@ -146,8 +157,10 @@ export function referenceForward(
       for (let h = 0; h < heads; h++) rmsnormNaive(q, q, layer.qNorm, h * headDim, headDim, eps);
       for (let h = 0; h < kvHeads; h++) rmsnormNaive(k, k, layer.kNorm, h * headDim, headDim, eps);
     }
-    ropeNaive(q, heads, headDim, pos, freq);
-    ropeNaive(k, kvHeads, headDim, pos, freq);
+    ropeNaive(q, heads, headDim, pos, freq, ropeScale);
+    ropeNaive(k, kvHeads, headDim, pos, freq, ropeScale);
+    storeKv?.(k);
+    storeKv?.(v);
     cache.key[l].set(k, pos * kvDim);
     cache.value[l].set(v, pos * kvDim);
 

@@ -3,12 +3,16 @@
 // claims chunks of matrix rows (and attention heads) from the operation's shared counters until
 // none are left (pool.ts's claimRows), so a slow or late thread simply takes fewer. Operations name their inputs and outputs by number (an index into `buffers` and
 // `weights` below), so the model's forward reads like run.c: matmul(out, x, W, bias, n).
-import { attendHead } from '../tensor/attention.js';
+import { allocAttentionScratch, attendRows, KV_BF16, type PagedKv } from '../tensor/attention.js';
 import { matmul } from '../tensor/matmul.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { swiglu } from '../tensor/ops.js';
 import { claimedEnd, claimRows, type OpRunner } from '../tensor/pool.js';
-import { allocQuantizedActivations, quantizeActivations, type QuantizedActivations } from '../tensor/quantize.js';
+import {
+  allocQuantizedActivations,
+  quantizeActivations,
+  type QuantizedActivations,
+} from '../tensor/formats/activations.js';
 import type { KvCacheArrays } from './kv-cache.js';
 import type { ModelWeights } from './weights.js';
 
@@ -90,8 +94,12 @@ const ALIGN = 12;
 // A chunk is at least this many multiply-adds (10-20 us): its claim (one compare-exchange on a
 // shared cache line) stays well under 1% of it.
 const MIN_CHUNK_MACS = 32768;
-// Attention claims one (row, head) at a time: each is a pass over that row's cached positions.
+// Attention claims one (query block, kv head) at a time: a decode row, or up to QUERY_BLOCK
+// consecutive rows of a prefill, with all the query heads of one kv head. A block reads each cached
+// key and value once for all its queries; smaller blocks would read them more often, larger ones
+// leave too few items to share among the threads in a prefill chunk.
 const ATTENTION_COUNTER = 0;
+const QUERY_BLOCK = 16;
 
 /** The smallest chunk of an operation: rows of a [rows, cols] matrix times n tokens. */
 function minChunkRows(cols: number, n: number): number {
@@ -102,7 +110,24 @@ export function createRunner(state: ForwardState): OpRunner {
   const { dims: d, kv, scratch: s } = state;
   const buffers = bufferTable(s);
   const { matrices, biases } = weightTable(state.weights);
-  const scores = new Float32Array(d.contextLength); // this thread's attention scores
+  const group = d.heads / d.kvHeads; // GQA: query head h reads kv head h / group
+  const attention = allocAttentionScratch(QUERY_BLOCK * group, d.blockSize, d.headDim);
+  const pairs = (a: Float32Array | Uint16Array | Int8Array) => new Int32Array(a.buffer, a.byteOffset, a.length >> 1);
+  const layerKv: PagedKv[] = kv.k.map((k, l) => ({
+    format: kv.format,
+    k,
+    v: kv.v[l],
+    k32: kv.format === KV_BF16 ? pairs(k) : null,
+    v32: kv.format === KV_BF16 ? pairs(kv.v[l]) : null,
+    kScale: kv.kScale[l] ?? null,
+    vScale: kv.vScale[l] ?? null,
+    group: kv.group,
+    blockTables: kv.blockTables,
+    kvHeads: d.kvHeads,
+    headDim: d.headDim,
+    blockSize: d.blockSize,
+  }));
+  const blockStart = new Int32Array(d.maxRows + 1); // the query blocks of an attention operation
   // This thread's int8 copy of a matmul's input, for q8_0/q4_0 weights: one per input width.
   const quantized = new Map<number, QuantizedActivations>();
   for (const m of matrices)
@@ -206,34 +231,34 @@ export function createRunner(state: ForwardState): OpRunner {
           q = buffers[args[1]],
           layer = args[2],
           n = args[3];
-        const items = n * d.heads;
-        const group = d.heads / d.kvHeads; // GQA: query head h reads kv head h / group
+        // Query blocks: runs of rows of one sequence at consecutive positions, QUERY_BLOCK at most.
+        let blocks = 0;
+        for (let r = 0; r < n; r++) {
+          const seq = s.rows[2 * r],
+            pos = s.rows[2 * r + 1];
+          const continues =
+            r > 0 &&
+            seq === s.rows[2 * r - 2] &&
+            pos === s.rows[2 * r - 1] + 1 &&
+            r - blockStart[blocks - 1] < QUERY_BLOCK;
+          if (!continues) blockStart[blocks++] = r;
+        }
+        blockStart[blocks] = n;
+        const items = blocks * d.kvHeads;
+        const scale = 1 / Math.sqrt(d.headDim);
         for (let it = claimRows(work, ATTENTION_COUNTER, items, 1, 1, parts, part); it < items;) {
           const end = claimedEnd();
           for (; it < end; it++) {
-            const row = (it / d.heads) | 0;
-            const h = it - row * d.heads;
-            const seq = s.rows[2 * row],
-              pos = s.rows[2 * row + 1];
-            const off = row * d.qDim + h * d.headDim;
-            const kvHead = (h / group) | 0;
+            // Last blocks first: in a prefill they see the most positions, so the threads end together.
+            const item = items - 1 - it;
+            const b = (item / d.kvHeads) | 0;
+            const kvHead = item - b * d.kvHeads;
+            const r0 = blockStart[b];
+            const seq = s.rows[2 * r0],
+              pos0 = s.rows[2 * r0 + 1];
             const table = seq * kv.maxBlocksPerSeq;
-            attendHead(
-              q,
-              off,
-              kv.k[layer],
-              kv.v[layer],
-              kv.blockTables,
-              table,
-              kvHead,
-              d.kvHeads,
-              d.headDim,
-              d.blockSize,
-              pos + 1,
-              scores,
-              out,
-              off,
-            );
+            const rows = blockStart[b + 1] - r0;
+            attendRows(out, q, r0 * d.qDim, d.qDim, rows, pos0, layerKv[layer], table, kvHead, group, scale, attention);
           }
           it = claimRows(work, ATTENTION_COUNTER, items, 1, 1, parts, part);
         }

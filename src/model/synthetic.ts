@@ -107,6 +107,8 @@ export interface SyntheticOptions {
   shards?: number;
   /** Override preset fields, e.g. { tie_word_embeddings: false }. */
   overrides?: Partial<SyntheticPreset>;
+  /** Called after each tensor written: bytes of weights written so far and in all. */
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
 }
 
 // mulberry32: tiny, fast, and identical on every platform (pure 32-bit integer math).
@@ -267,6 +269,8 @@ function familyConfig(p: SyntheticPreset): Record<string, unknown> {
   return {
     architectures: ['Qwen2ForCausalLM'],
     model_type: 'qwen2',
+    // Qwen2.5 enables yarn for long contexts by adding rope_scaling to config.json.
+    ...(p.rope_scaling ? { rope_scaling: p.rope_scaling } : {}),
     max_window_layers: p.num_hidden_layers,
     sliding_window: p.max_position_embeddings,
     use_sliding_window: false,
@@ -312,7 +316,13 @@ export function writeSyntheticModel(outDir: string, opts: SyntheticOptions): voi
   }
 
   const specs = tensorSpecs(p, dtype);
-  const fill = (s: TensorSpec, bytes: Uint8Array) => fillTensor(s, bytes, p, seed);
+  const totalBytes = specs.reduce((sum, t) => sum + t.shape.reduce((x, y) => x * y, 1) * (dtype === 'F32' ? 4 : 2), 0);
+  let doneBytes = 0;
+  const fill = (s: TensorSpec, bytes: Uint8Array) => {
+    fillTensor(s, bytes, p, seed);
+    doneBytes += bytes.length;
+    opts.onProgress?.(doneBytes, totalBytes);
+  };
   for (const f of fs.readdirSync(outDir))
     if (f.endsWith('.safetensors') || f.endsWith('.safetensors.index.json')) fs.rmSync(path.join(outDir, f));
   if (shards <= 1) {
@@ -328,9 +338,8 @@ export function writeSyntheticModel(outDir: string, opts: SyntheticOptions): voi
     for (const t of group) weightMap[t.name] = file;
     writeSafetensors(path.join(outDir, file), group, fill);
   }
-  const totalSize = specs.reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1) * (dtype === 'F32' ? 4 : 2), 0);
   fs.writeFileSync(
     path.join(outDir, 'model.safetensors.index.json'),
-    JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + '\n',
+    JSON.stringify({ metadata: { total_size: totalBytes }, weight_map: weightMap }, null, 2) + '\n',
   );
 }

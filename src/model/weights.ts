@@ -15,7 +15,7 @@ import {
   type WeightFormat,
 } from '../tensor/matrix.js';
 import { runnableUrl } from '../tensor/pool.js';
-import { allocQuantizedMatrix } from '../tensor/quantize.js';
+import { allocQuantizedMatrix } from '../tensor/matmul.js';
 import type { ModelConfig } from './config.js';
 import {
   abandonPieces,
@@ -28,6 +28,7 @@ import {
   type TensorJob,
 } from './load-pieces.js';
 import { SafetensorsError, type TensorStore } from './safetensors.js';
+import { hfLayerName, LAYER_TENSORS, MODEL_TENSORS, type LayerTensorField } from './tensor-names.js';
 
 export interface LayerWeights {
   inputNorm: Float32Array; // [hidden]
@@ -66,6 +67,8 @@ export interface LoadWeightsOptions {
   pieceBytes?: number;
   /** Fewest bytes to convert or quantize for which loading starts worker threads. Default PARALLEL_MIN_BYTES. */
   parallelMinBytes?: number;
+  /** Bytes of the weight files read so far and in all; called at most every 100 ms, and at the end. */
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
 }
 
 // Pieces of 16 KiB to 1 MiB loaded the 0.5B model as q4_0 in the same time; 256 KiB makes 4000
@@ -104,39 +107,6 @@ function planVector(store: TensorStore, jobs: TensorJob[], name: string, n: numb
   return m.f32;
 }
 
-// A progress line on stderr for loads that take over a second, when stderr is a terminal; redrawn
-// at most every 100 ms (a load has thousands of pieces).
-const progress = { store: null as TensorStore | null, total: 0, done: 0, start: 0, drawn: 0, shown: false };
-
-function startProgress(store: TensorStore, total: number): void {
-  progress.store = store;
-  progress.total = total;
-  progress.done = 0;
-  progress.start = performance.now();
-  progress.drawn = 0;
-  progress.shown = false;
-}
-
-function showProgress(done: number): void {
-  progress.done = done;
-  const now = performance.now();
-  const seconds = (now - progress.start) / 1000;
-  if (!process.stderr.isTTY || seconds < 1 || progress.total === 0 || now - progress.drawn < 100) return;
-  progress.drawn = now;
-  const pct = Math.min(100, (100 * progress.done) / progress.total);
-  const mb = (b: number) => (b / 2 ** 20).toFixed(0);
-  process.stderr.write(
-    `\rloading weights: ${pct.toFixed(0)}% (${mb(progress.done)} / ${mb(progress.total)} MB of ${progress.store!.dir}) ${seconds.toFixed(1)} s`,
-  );
-  progress.shown = true;
-}
-
-function endProgress(): void {
-  if (progress.shown) process.stderr.write('\r\x1b[K');
-  progress.store = null;
-  progress.shown = false;
-}
-
 /**
  * Every weight of the model, converted or quantized to `format`. The tensors are looked up and
  * their storage allocated first (so a missing or mis-shaped tensor fails before any reading), then
@@ -162,17 +132,28 @@ export async function loadWeights(
     if (!copy) convertedBytes += info.byteLength;
   }
   const parallel = convertedBytes >= (opts.parallelMinBytes ?? PARALLEL_MIN_BYTES);
-  startProgress(store, fileBytes);
-  try {
-    await runPieces(store, plan, parallel ? (opts.threads ?? 1) : 1);
-  } finally {
-    endProgress();
-  }
+  let reported = performance.now();
+  const onPiece = opts.onProgress
+    ? (done: number) => {
+        const now = performance.now();
+        if (now - reported < 100) return;
+        reported = now;
+        opts.onProgress!(done, fileBytes);
+      }
+    : null;
+  opts.onProgress?.(0, fileBytes);
+  await runPieces(store, plan, parallel ? (opts.threads ?? 1) : 1, onPiece);
+  opts.onProgress?.(fileBytes, fileBytes);
   return weights;
 }
 
 /** Run the plan's pieces on this thread and threads - 1 workers; throws the first failure. */
-async function runPieces(store: TensorStore, plan: LoadPlan, threads: number): Promise<void> {
+async function runPieces(
+  store: TensorStore,
+  plan: LoadPlan,
+  threads: number,
+  onPiece: ((doneBytes: number) => void) | null,
+): Promise<void> {
   const workers = threads - 1;
   const piscina =
     workers > 0
@@ -192,7 +173,7 @@ async function runPieces(store: TensorStore, plan: LoadPlan, threads: number): P
     let yielded = performance.now();
     for (let p = takePiece(plan); p >= 0; p = takePiece(plan)) {
       runPiece(plan, p, store, scratch);
-      showProgress(Number(Atomics.load(plan.doneBytes, 0)));
+      onPiece?.(Number(Atomics.load(plan.doneBytes, 0)));
       // Piscina hands the workers their task from the event loop: let it run now and then.
       if (piscina && performance.now() - yielded > 10) {
         await new Promise((resolve) => setImmediate(resolve));
@@ -219,48 +200,32 @@ async function runPieces(store: TensorStore, plan: LoadPlan, threads: number): P
 }
 
 function planWeights(store: TensorStore, c: ModelConfig, format: WeightFormat, jobs: TensorJob[]): ModelWeights {
-  const matrix = (name: string, rows: number, cols: number) => planMatrix(store, jobs, name, rows, cols, format);
-  const vector = (name: string, n: number) => planVector(store, jobs, name, n);
   const h = c.hiddenSize;
-  const qDim = c.numHeads * c.headDim;
-  const kvDim = c.numKvHeads * c.headDim;
-  const embed = matrix('model.embed_tokens.weight', c.vocabSize, h);
+  const embed = planMatrix(store, jobs, MODEL_TENSORS.embed.hf, c.vocabSize, h, format);
   const layers: LayerWeights[] = [];
-  const inter = c.intermediateSize;
-  // Optional vectors: null when the family (config) has none, so a missing tensor is an error.
-  const optional = (has: boolean, name: string, n: number) => (has ? vector(name, n) : null);
   for (let l = 0; l < c.numLayers; l++) {
-    const p = `model.layers.${l}.`;
-    layers.push({
-      inputNorm: vector(p + 'input_layernorm.weight', h),
-      qProj: matrix(p + 'self_attn.q_proj.weight', qDim, h),
-      qBias: optional(c.attentionBias, p + 'self_attn.q_proj.bias', qDim),
-      kProj: matrix(p + 'self_attn.k_proj.weight', kvDim, h),
-      kBias: optional(c.attentionBias, p + 'self_attn.k_proj.bias', kvDim),
-      vProj: matrix(p + 'self_attn.v_proj.weight', kvDim, h),
-      vBias: optional(c.attentionBias, p + 'self_attn.v_proj.bias', kvDim),
-      qNorm: optional(c.qkNorm, p + 'self_attn.q_norm.weight', c.headDim),
-      kNorm: optional(c.qkNorm, p + 'self_attn.k_norm.weight', c.headDim),
-      oProj: matrix(p + 'self_attn.o_proj.weight', h, qDim),
-      oBias: optional(c.oProjBias, p + 'self_attn.o_proj.bias', h),
-      postAttentionNorm: vector(p + 'post_attention_layernorm.weight', h),
-      gateProj: matrix(p + 'mlp.gate_proj.weight', inter, h),
-      gateBias: optional(c.mlpBias, p + 'mlp.gate_proj.bias', inter),
-      upProj: matrix(p + 'mlp.up_proj.weight', inter, h),
-      upBias: optional(c.mlpBias, p + 'mlp.up_proj.bias', inter),
-      downProj: matrix(p + 'mlp.down_proj.weight', h, inter),
-      downBias: optional(c.mlpBias, p + 'mlp.down_proj.bias', h),
-    });
+    // A tensor the family (config) does not have is null, so a missing one of a family that has it is an error.
+    const layer = {} as Record<LayerTensorField, Matrix | Float32Array | null>;
+    for (const t of LAYER_TENSORS) {
+      const shape = t.shape(c);
+      const name = hfLayerName(l, t);
+      layer[t.field] = !t.present(c)
+        ? null
+        : shape.length === 2
+          ? planMatrix(store, jobs, name, shape[0], shape[1], format)
+          : planVector(store, jobs, name, shape[0]);
+    }
+    layers.push(layer as unknown as LayerWeights);
   }
-  const finalNorm = vector('model.norm.weight', h);
+  const finalNorm = planVector(store, jobs, MODEL_TENSORS.finalNorm.hf, h);
   let lmHead = embed;
   if (!c.tieWordEmbeddings) {
-    if (!store.has('lm_head.weight')) {
+    if (!store.has(MODEL_TENSORS.lmHead.hf)) {
       throw new SafetensorsError(
         `${store.dir}: tensor "lm_head.weight" not found, and config.json has tie_word_embeddings: false`,
       );
     }
-    lmHead = matrix('lm_head.weight', c.vocabSize, h);
+    lmHead = planMatrix(store, jobs, MODEL_TENSORS.lmHead.hf, c.vocabSize, h, format);
   }
   return { format, embed, layers, finalNorm, lmHead };
 }

@@ -14,8 +14,11 @@ export {
   type StructuredOutput,
   type ToolFunctionSpec,
   type TokenVocabulary,
+  type MatcherTokenizer,
   StructuredOutputError,
   compileStructuredOutput,
+  createMatcher,
+  Matcher,
   vocabularyFromTokenizer,
 } from './structured/index.js';
 export { type SamplerOptions } from './sampler.js';

@@ -166,7 +166,7 @@ function checkTokenIds(v: unknown, param: ParamName): void {
 }
 
 /** Levenshtein distance, for "did you mean". */
-function editDistance(a: string, b: string): number {
+export function editDistance(a: string, b: string): number {
   let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
     const cur = [i];

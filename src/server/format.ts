@@ -1,8 +1,10 @@
-// Engine outputs -> OpenAI response objects (ids, choices, usage, logprobs).
+// Engine outputs -> OpenAI response objects: the bodies of finished chat and text completions, the
+// Server-Sent Events chunks of streamed ones, ids, usage and logprobs. server.ts only writes them.
 import { randomUUID } from 'node:crypto';
 import type { CompletionOutput, TokenLogprob } from '../engine/request.js';
 import { parseToolCalls, ToolCallStreamParser, type StreamEvent, type ToolCall } from '../engine/tool-calls.js';
 import type { QwenTokenizer } from '../tokenizer/index.js';
+import type { GenerationRequest } from './protocol.js';
 
 export function requestId(prefix: 'chatcmpl' | 'cmpl'): string {
   return `${prefix}-${randomUUID().replaceAll('-', '')}`;
@@ -179,4 +181,142 @@ function deltasOf(ev: StreamEvent): Record<string, unknown>[] {
   if (ev.content !== undefined) out.push({ content: ev.content });
   if (ev.toolCalls) out.push({ tool_calls: ev.toolCalls });
   return out;
+}
+
+// --- Response bodies and SSE chunks ---
+
+export const completionFinishReason = (o: CompletionOutput): 'stop' | 'length' =>
+  o.finishReason === 'length' ? 'length' : 'stop';
+
+/** One Server-Sent Event carrying a JSON object, and the stream's last event. */
+export const sseData = (obj: unknown): string => `data: ${JSON.stringify(obj)}\n\n`;
+export const SSE_DONE = 'data: [DONE]\n\n';
+
+/** The body of a finished, non-streamed request; `outputs` sorted by index. */
+export function completionBody(
+  request: GenerationRequest,
+  model: string,
+  outputs: CompletionOutput[],
+  tokenText: TokenText,
+  u: Usage,
+): Record<string, unknown> {
+  if (request.endpoint === 'chat')
+    return {
+      id: requestId('chatcmpl'),
+      object: 'chat.completion',
+      created: unixSeconds(),
+      model,
+      choices: outputs.map((o) => ({
+        index: o.index,
+        ...chatChoiceMessage(o, request.parseTools), // message, finish_reason (tool_calls)
+        logprobs: request.logprobs !== undefined ? chatLogprobs(o.logprobs ?? [], tokenText) : null,
+        stop_reason: o.stopReason ?? null,
+      })),
+      usage: u,
+    };
+  const promptOf = (index: number) => request.prompts[Math.floor(index / request.n)];
+  return {
+    id: requestId('cmpl'),
+    object: 'text_completion',
+    created: unixSeconds(),
+    model,
+    choices: outputs.map((o) => {
+      const prefix = request.echo ? promptOf(o.index).text : '';
+      return {
+        index: o.index,
+        text: prefix + o.text,
+        logprobs:
+          request.logprobs !== undefined ? completionLogprobs(o.logprobs ?? [], tokenText, prefix.length) : null,
+        finish_reason: completionFinishReason(o),
+        stop_reason: o.stopReason ?? null,
+      };
+    }),
+    usage: u,
+  };
+}
+
+/**
+ * The chunks of one streamed request, in order: `opening()` (chat: each choice's role; completions
+ * with echo: the prompt), `delta()` per piece of text, `finish()` per choice, `closing()` (the usage
+ * chunk when asked for). Every chunk shares one id and timestamp, as OpenAI's do.
+ */
+export class StreamChunks {
+  private readonly chat: boolean;
+  private readonly base: Record<string, unknown>;
+  private readonly withUsage: { usage?: null };
+  // Chat deltas per choice: with tools, <tool_call> blocks become tool_calls deltas.
+  private readonly deltas: Map<number, ChatDeltaStream>;
+
+  constructor(
+    private readonly request: GenerationRequest,
+    model: string,
+    private readonly tokenText: TokenText,
+  ) {
+    this.chat = request.endpoint === 'chat';
+    this.base = {
+      id: requestId(this.chat ? 'chatcmpl' : 'cmpl'),
+      object: this.chat ? 'chat.completion.chunk' : 'text_completion',
+      created: unixSeconds(),
+      model,
+    };
+    this.withUsage = request.includeUsage ? { usage: null } : {};
+    this.deltas = new Map(request.sequences.map((s) => [s.index, new ChatDeltaStream(request.parseTools)]));
+  }
+
+  private chunk(choice: Record<string, unknown>): Record<string, unknown> {
+    return { ...this.base, choices: [choice], ...this.withUsage };
+  }
+
+  private choice(index: number, content: string | null, extra: Record<string, unknown> = {}): Record<string, unknown> {
+    return this.chat
+      ? { index, delta: content === null ? {} : { content }, logprobs: null, finish_reason: null, ...extra }
+      : { index, text: content ?? '', logprobs: null, finish_reason: null, ...extra };
+  }
+
+  private chatDeltas(index: number, list: Record<string, unknown>[]): Record<string, unknown>[] {
+    return list.map((delta) => this.chunk({ index, delta, logprobs: null, finish_reason: null }));
+  }
+
+  opening(): Record<string, unknown>[] {
+    const out: Record<string, unknown>[] = [];
+    for (const s of this.request.sequences) {
+      if (this.chat)
+        out.push(
+          this.chunk({
+            index: s.index,
+            delta: { role: 'assistant', content: '' },
+            logprobs: null,
+            finish_reason: null,
+          }),
+        );
+      else if (this.request.echo) out.push(this.chunk(this.choice(s.index, this.request.prompts[s.prompt].text)));
+    }
+    return out;
+  }
+
+  delta(index: number, text: string): Record<string, unknown>[] {
+    if (this.chat) return this.chatDeltas(index, this.deltas.get(index)!.push(text));
+    return [this.chunk(this.choice(index, text))];
+  }
+
+  finish(o: CompletionOutput): Record<string, unknown>[] {
+    if (o.finishReason === 'abort') return [];
+    let logprobs: unknown = null;
+    if (this.request.logprobs !== undefined) {
+      // The engine reports text deltas, not tokens: every token's logprobs come with the last chunk.
+      logprobs = this.chat
+        ? chatLogprobs(o.logprobs ?? [], this.tokenText)
+        : completionLogprobs(o.logprobs ?? [], this.tokenText);
+    }
+    const out = this.chat ? this.chatDeltas(o.index, this.deltas.get(o.index)!.finish()) : [];
+    const reason = this.chat ? this.deltas.get(o.index)!.finishReason(o) : completionFinishReason(o);
+    out.push(
+      this.chunk(this.choice(o.index, null, { logprobs, finish_reason: reason, stop_reason: o.stopReason ?? null })),
+    );
+    return out;
+  }
+
+  closing(u: Usage): Record<string, unknown>[] {
+    return this.request.includeUsage ? [{ ...this.base, choices: [], usage: u }] : [];
+  }
 }

@@ -50,6 +50,10 @@ export interface GaugeSource {
     capacityTokens?: number;
     promptTokens?: number;
     cachedPromptTokens?: number;
+    /** Speculative decoding: verification steps with a proposal, tokens proposed, tokens accepted. */
+    specDrafts?: number;
+    specDraftTokens?: number;
+    specAcceptedTokens?: number;
   };
   /** Requests admitted by the server, and waiting in the server's queue. */
   server(): { running: number; queued: number };
@@ -172,6 +176,21 @@ export class Metrics {
         `${PREFIX}_prefix_cache_hits_total`,
         'Prompt tokens found in the prefix cache (their prefill was skipped).',
         e.cachedPromptTokens,
+      );
+    }
+    if (e.specDrafts !== undefined && e.specDraftTokens !== undefined && e.specAcceptedTokens !== undefined) {
+      // vLLM's spec_decode counters; the mean acceptance length counts the token every step yields.
+      counter(`${PREFIX}_spec_decode_num_drafts_total`, 'Verification steps with proposed tokens.', e.specDrafts);
+      counter(`${PREFIX}_spec_decode_num_draft_tokens_total`, 'Proposed tokens verified.', e.specDraftTokens);
+      counter(
+        `${PREFIX}_spec_decode_num_accepted_tokens_total`,
+        'Proposed tokens the model accepted.',
+        e.specAcceptedTokens,
+      );
+      gauge(
+        `${PREFIX}_spec_decode_mean_acceptance_length`,
+        'Tokens per verification step: 1 + accepted / drafts (1 with no drafts yet).',
+        e.specDrafts > 0 ? 1 + e.specAcceptedTokens / e.specDrafts : 1,
       );
     }
     gauge(`${PREFIX}_server_requests_in_flight`, 'Generation requests admitted by the server.', s.running);

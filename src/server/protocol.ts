@@ -143,7 +143,7 @@ function compiled(spec: StructuredOutput, param: string, specPathToApi: (path: s
   return spec;
 }
 
-/** response_format (non-text), guided_json, guided_choice, guided_regex: at most one of them. */
+/** response_format (non-text), guided_json, guided_choice, guided_regex, guided_grammar: at most one of them. */
 function structuredOutputField(body: Body): { spec: StructuredOutput; param: string } | undefined {
   const found: { spec: StructuredOutput; param: string }[] = [];
   const format = field<Record<string, unknown>>(body, 'response_format', isObject, 'an object');
@@ -195,6 +195,12 @@ function structuredOutputField(body: Body): { spec: StructuredOutput; param: str
     found.push({
       spec: compiled({ type: 'regex', pattern }, 'guided_regex', () => 'guided_regex'),
       param: 'guided_regex',
+    });
+  const gbnf = field<string>(body, 'guided_grammar', (v) => typeof v === 'string', 'a string (a GBNF grammar)');
+  if (gbnf !== undefined)
+    found.push({
+      spec: compiled({ type: 'grammar', gbnf }, 'guided_grammar', () => 'guided_grammar'),
+      param: 'guided_grammar',
     });
   if (found.length > 1)
     throw badRequest(`Only one of ${found.map((f) => f.param).join(' and ')} can be used at a time.`, found[1]!.param);

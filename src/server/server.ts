@@ -29,16 +29,17 @@ import {
   type ErrorBody,
 } from './errors.js';
 import {
-  ChatDeltaStream,
-  chatChoiceMessage,
-  chatLogprobs,
-  completionLogprobs,
-  requestId,
+  completionBody,
+  SSE_DONE,
+  sseData,
+  StreamChunks,
   TokenText,
   unixSeconds,
   usage,
+  type Usage,
 } from './format.js';
 import { Metrics } from './metrics.js';
+import { isWebPath, WEB_HEADERS, webAsset, type WebConfig } from './web.js';
 import { parseChatRequest, parseCompletionRequest, type GenerationRequest } from './protocol.js';
 
 export interface ServerOptions {
@@ -67,6 +68,8 @@ export interface ServerOptions {
   maxBodyBytes?: number;
   /** One line per request: true/undefined → stderr, false → silent, or a function of the line. */
   log?: boolean | ((line: string) => void);
+  /** Serve the chat page at / (src/web). Default true. */
+  webui?: boolean;
 }
 
 export interface OpenAIServer {
@@ -81,7 +84,7 @@ export interface OpenAIServer {
   close(opts?: { graceMs?: number }): Promise<void>;
 }
 
-type Route = 'models' | 'model' | 'chat' | 'completions' | 'health' | 'metrics';
+type Route = 'models' | 'model' | 'chat' | 'completions' | 'health' | 'metrics' | 'web';
 
 const ROUTES: Record<string, { route: Route; methods: string[] }> = {
   '/v1/models': { route: 'models', methods: ['GET'] },
@@ -94,6 +97,7 @@ const ROUTES: Record<string, { route: Route; methods: string[] }> = {
 function matchRoute(path: string): { route: Route; methods: string[]; label: string } | null {
   const exact = ROUTES[path];
   if (exact) return { ...exact, label: path };
+  if (isWebPath(path)) return { route: 'web', methods: ['GET', 'HEAD'], label: path };
   if (path.startsWith('/v1/models/') && path.length > '/v1/models/'.length)
     return { route: 'model', methods: ['GET'], label: '/v1/models/{id}' };
   return null;
@@ -151,10 +155,8 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
   const contexts = new Set<Ctx>();
   let closing: Promise<void> | null = null;
 
-  // The forward pass runs on this thread too (it is thread 0 of the kernel pool), so the event loop
-  // can stall for a whole prefill. Node's 5 s keep-alive timer, firing after such a stall before
-  // the socket is read, would reset a connection that a client has just reused: keep idle
-  // connections for longer than any step takes (clients then close first).
+  // Idle keep-alive connections are kept longer than clients keep theirs (Node's own 5 s races a
+  // client reusing a connection just as the server closes it), so clients close first.
   // headersTimeout/requestTimeout bound slow clients (slowloris); both stop counting once the request
   // is read, so a long answer is not cut. Node checks them every connectionsCheckingInterval (30 s by
   // default: a quarter of the headers timeout here, so a 408 comes close to on time).
@@ -241,7 +243,7 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
       writeLog(`error in ${ctx.method} ${ctx.path}: ${(e as Error)?.stack ?? String(e)}`);
     if (ctx.res.headersSent) {
       if (!ctx.res.writableEnded) {
-        ctx.res.write(`data: ${JSON.stringify(err.toBody())}\n\ndata: [DONE]\n\n`);
+        ctx.res.write(sseData(err.toBody()) + SSE_DONE);
         ctx.res.end();
       }
       return;
@@ -359,7 +361,28 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
       case 'chat':
       case 'completions':
         return generate(ctx, match.route);
+      case 'web':
+        return sendWeb(ctx);
     }
+  }
+
+  function sendWeb(ctx: Ctx): void {
+    if (opts.webui === false) throw routeNotFound(ctx.path);
+    if (ctx.path === '/web/config.json') {
+      const gen = llm.model.generationConfig;
+      const config: WebConfig = {
+        model: opts.modelName,
+        chatTemplate: llm.tokenizer.chatTemplate !== null,
+        contextLength: llm.model.kvCache.contextLength,
+        auth: apiKey !== null,
+        defaults: { temperature: gen.temperature, topP: gen.topP },
+      };
+      ctx.res.writeHead(200, { 'Content-Type': 'application/json', ...WEB_HEADERS }).end(JSON.stringify(config));
+      return;
+    }
+    const asset = webAsset(ctx.path)!;
+    ctx.res.writeHead(200, { 'Content-Type': asset.contentType, ...WEB_HEADERS });
+    ctx.res.end(ctx.method === 'HEAD' ? undefined : asset.body);
   }
 
   async function generate(ctx: Ctx, route: 'chat' | 'completions'): Promise<void> {
@@ -449,60 +472,14 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
       .filter((r, i) => r.metrics && request.sequences[i].index % request.n === 0)
       .reduce((sum, r) => sum + r.metrics!.cachedTokens, 0);
     const u = usage(ctx.promptTokens ?? 0, ctx.completionTokens, cached);
-    if (stream) {
-      stream.end(u);
-      return;
-    }
-    const promptOf = (index: number) => request.prompts[Math.floor(index / request.n)];
-    if (request.endpoint === 'chat') {
-      sendJson(ctx.res, 200, {
-        id: requestId('chatcmpl'),
-        object: 'chat.completion',
-        created: unixSeconds(),
-        model: opts.modelName,
-        choices: outputs.map((o) => ({
-          index: o.index,
-          ...chatChoiceMessage(o, request.parseTools), // message, finish_reason (tool_calls)
-          logprobs: request.logprobs !== undefined ? chatLogprobs(o.logprobs ?? [], tokenText) : null,
-          stop_reason: o.stopReason ?? null,
-        })),
-        usage: u,
-      });
-    } else {
-      sendJson(ctx.res, 200, {
-        id: requestId('cmpl'),
-        object: 'text_completion',
-        created: unixSeconds(),
-        model: opts.modelName,
-        choices: outputs.map((o) => {
-          const prefix = request.echo ? promptOf(o.index).text : '';
-          return {
-            index: o.index,
-            text: prefix + o.text,
-            logprobs:
-              request.logprobs !== undefined ? completionLogprobs(o.logprobs ?? [], tokenText, prefix.length) : null,
-            finish_reason: finishReason(o),
-            stop_reason: o.stopReason ?? null,
-          };
-        }),
-        usage: u,
-      });
-    }
+    if (stream) stream.end(u);
+    else sendJson(ctx.res, 200, completionBody(request, opts.modelName, outputs, tokenText, u));
   }
-
-  const finishReason = (o: CompletionOutput): 'stop' | 'length' => (o.finishReason === 'length' ? 'length' : 'stop');
 
   /** Server-Sent Events for one request: chunks written (and flushed) as they come. */
   function openStream(ctx: Ctx, request: GenerationRequest) {
     const { res } = ctx;
-    const chat = request.endpoint === 'chat';
-    const base = {
-      id: requestId(chat ? 'chatcmpl' : 'cmpl'),
-      object: chat ? 'chat.completion.chunk' : 'text_completion',
-      created: unixSeconds(),
-      model: opts.modelName,
-    };
-    const withUsage = request.includeUsage ? { usage: null } : {};
+    const chunks = new StreamChunks(request, opts.modelName, tokenText);
     res.writeHead(200, {
       'Content-Type': 'text/event-stream; charset=utf-8',
       'Cache-Control': 'no-cache',
@@ -510,52 +487,16 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
       'X-Accel-Buffering': 'no',
     });
     res.flushHeaders();
-    const send = (obj: unknown) => {
-      if (!res.writableEnded && !res.destroyed) res.write(`data: ${JSON.stringify(obj)}\n\n`);
+    const send = (list: unknown[]) => {
+      for (const obj of list) if (!res.writableEnded && !res.destroyed) res.write(sseData(obj));
     };
-    const choice = (index: number, content: string | null, extra: Record<string, unknown> = {}) =>
-      chat
-        ? { index, delta: content === null ? {} : { content }, logprobs: null, finish_reason: null, ...extra }
-        : { index, text: content ?? '', logprobs: null, finish_reason: null, ...extra };
-    // Chat deltas per choice: with tools, <tool_call> blocks become tool_calls deltas.
-    const deltas = new Map(request.sequences.map((s) => [s.index, new ChatDeltaStream(request.parseTools)]));
-    const sendDeltas = (index: number, list: Record<string, unknown>[]) => {
-      for (const delta of list)
-        send({ ...base, choices: [{ index, delta, logprobs: null, finish_reason: null }], ...withUsage });
-    };
-    for (const s of request.sequences) {
-      if (chat)
-        send({
-          ...base,
-          choices: [{ index: s.index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }],
-          ...withUsage,
-        });
-      else if (request.echo)
-        send({ ...base, choices: [choice(s.index, request.prompts[s.prompt].text)], ...withUsage });
-    }
+    send(chunks.opening());
     return {
-      delta(index: number, text: string) {
-        if (chat) sendDeltas(index, deltas.get(index)!.push(text));
-        else send({ ...base, choices: [choice(index, text)], ...withUsage });
-      },
-      finish(o: CompletionOutput) {
-        if (o.finishReason === 'abort') return;
-        let logprobs: unknown = null;
-        if (request.logprobs !== undefined) {
-          // The engine reports text deltas, not tokens: every token's logprobs come with the last chunk.
-          logprobs = chat ? chatLogprobs(o.logprobs ?? [], tokenText) : completionLogprobs(o.logprobs ?? [], tokenText);
-        }
-        if (chat) sendDeltas(o.index, deltas.get(o.index)!.finish());
-        const reason = chat ? deltas.get(o.index)!.finishReason(o) : finishReason(o);
-        send({
-          ...base,
-          choices: [choice(o.index, null, { logprobs, finish_reason: reason, stop_reason: o.stopReason ?? null })],
-          ...withUsage,
-        });
-      },
-      end(u: ReturnType<typeof usage>) {
-        if (request.includeUsage) send({ ...base, choices: [], usage: u });
-        if (!res.writableEnded && !res.destroyed) res.end('data: [DONE]\n\n');
+      delta: (index: number, text: string) => send(chunks.delta(index, text)),
+      finish: (o: CompletionOutput) => send(chunks.finish(o)),
+      end(u: Usage) {
+        send(chunks.closing(u));
+        if (!res.writableEnded && !res.destroyed) res.end(SSE_DONE);
       },
     };
   }

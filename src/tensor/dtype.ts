@@ -75,13 +75,18 @@ export function bf16ArrayToF32(src: Uint16Array, srcOff: number, dst: Float32Arr
 // Every f16 bit pattern widened, built on first use: a table look-up per element instead of a call.
 let f16Table: Float32Array | null = null;
 
-/** Widen `n` f16 values starting at src[srcOff] into dst[dstOff..]. */
-export function f16ArrayToF32(src: Uint16Array, srcOff: number, dst: Float32Array, dstOff: number, n: number): void {
+/** The f32 value of every f16 bit pattern: f16Values()[h] === f16ToF32(h). */
+export function f16Values(): Float32Array {
   if (f16Table === null) {
     f16Table = new Float32Array(65536);
     for (let h = 0; h < 65536; h++) f16Table[h] = f16ToF32(h);
   }
-  const table = f16Table;
+  return f16Table;
+}
+
+/** Widen `n` f16 values starting at src[srcOff] into dst[dstOff..]. */
+export function f16ArrayToF32(src: Uint16Array, srcOff: number, dst: Float32Array, dstOff: number, n: number): void {
+  const table = f16Values();
   for (let i = 0; i < n; i++) dst[dstOff + i] = table[src[srcOff + i]];
 }
 

@@ -8,6 +8,10 @@ export const F32 = 0;
 export const BF16 = 1;
 export const Q8_0 = 2;
 export const Q4_0 = 3;
+/** A ggml tensor type kept in its own blocks (Matrix.u8, type in Matrix.ggmlType): formats/ggml-blocks.ts. */
+export const GGML_BLOCKS = 4;
+/** llama.cpp's Q4_K, repacked for the SWAR and lanes kernels: formats/q4_k.ts. */
+export const Q4_K = 5;
 
 /** Quantized formats group 32 consecutive weights of a row under one scale, as llama.cpp does. */
 export const QBLOCK = 32;
@@ -20,6 +24,8 @@ export interface Matrix {
   u16: Uint16Array; // bf16: [rows, cols]
   q: Int32Array; // q8_0: [rows, cols/4] four int8 per int32; q4_0: see quantize.ts
   scales: Float32Array; // q8_0/q4_0: [rows, cols/32]
+  u8: Uint8Array; // ggml blocks: the tensor's bytes as in the GGUF file
+  ggmlType: number; // ggml blocks: the ggml_type code (else -1)
 }
 
 export function sharedFloat32(n: number): Float32Array {
@@ -29,12 +35,13 @@ export function sharedFloat32(n: number): Float32Array {
 const EMPTY_F32 = new Float32Array(0);
 const EMPTY_U16 = new Uint16Array(0);
 const EMPTY_I32 = new Int32Array(0);
+const EMPTY_U8 = new Uint8Array(0);
 
 export function makeMatrix(
   format: number,
   rows: number,
   cols: number,
-  parts: Partial<Pick<Matrix, 'f32' | 'u16' | 'q' | 'scales'>>,
+  parts: Partial<Pick<Matrix, 'f32' | 'u16' | 'q' | 'scales' | 'u8' | 'ggmlType'>>,
 ): Matrix {
   return {
     format,
@@ -44,10 +51,12 @@ export function makeMatrix(
     u16: parts.u16 ?? EMPTY_U16,
     q: parts.q ?? EMPTY_I32,
     scales: parts.scales ?? EMPTY_F32,
+    u8: parts.u8 ?? EMPTY_U8,
+    ggmlType: parts.ggmlType ?? -1,
   };
 }
 
 /** Bytes of weight data a pass over the matrix reads (for the roofline). */
 export function matrixBytes(m: Matrix): number {
-  return m.f32.byteLength + m.u16.byteLength + m.q.byteLength + m.scales.byteLength;
+  return m.f32.byteLength + m.u16.byteLength + m.q.byteLength + m.scales.byteLength + m.u8.byteLength;
 }

@@ -55,21 +55,63 @@ export type RopeScalingSpec =
       lowFreqFactor: number;
       highFreqFactor: number;
       originalMaxPositionEmbeddings: number;
-    };
+    }
+  | {
+      type: 'yarn';
+      factor: number;
+      originalMaxPositionEmbeddings: number;
+      betaFast: number;
+      betaSlow: number;
+      /** null: from factor (and mscale / mscaleAllDim when both are set), as the YaRN paper says. */
+      attentionFactor: number | null;
+      mscale: number | null;
+      mscaleAllDim: number | null;
+      /** Round the ramp's ends to whole dimensions (transformers' default). */
+      truncate: boolean;
+    }
+  | { type: 'dynamic'; factor: number; originalMaxPositionEmbeddings: number }
+  /** Each frequency divided by its own factor: a GGUF's rope_freqs tensor (llama3 scaling, precomputed). */
+  | { type: 'factors'; factors: number[] };
 
 /**
- * The headDim/2 rotation frequencies theta^(-2j/headDim), rescaled as HF's rope_scaling says:
- * `linear` divides all by factor; `llama3` keeps wavelengths shorter than
- * original/highFreqFactor, divides those longer than original/lowFreqFactor by factor, and blends
- * linearly (in original/wavelength) in between (HF's _compute_llama3_parameters).
+ * The headDim/2 rotation frequencies theta^(-2j/headDim), rescaled as HF's rope_scaling says
+ * (transformers' modeling_rope_utils):
+ * - `linear` divides all by factor;
+ * - `llama3` keeps wavelengths shorter than original/highFreqFactor, divides those longer than
+ *   original/lowFreqFactor by factor, and blends linearly (in original/wavelength) in between;
+ * - `yarn` blends interpolated (f/factor) and original frequencies by a linear ramp over the
+ *   dimensions that turn between betaFast and betaSlow times within the original context;
+ * - `dynamic` (NTK) raises theta once the sequence is longer than the original context:
+ *   theta * (factor * seqLen / original - (factor - 1))^(headDim / (headDim - 2)).
+ * `seqLen` matters only for `dynamic`: the length of the sequence so far.
  */
-export function ropeFrequencies(headDim: number, theta: number, scaling: RopeScalingSpec | null = null): Float64Array {
+export function ropeFrequencies(
+  headDim: number,
+  theta: number,
+  scaling: RopeScalingSpec | null = null,
+  seqLen = 0,
+): Float64Array {
   const half = headDim >> 1;
   const freq = new Float64Array(half);
+  let base = theta;
+  if (scaling?.type === 'dynamic') {
+    const { factor, originalMaxPositionEmbeddings: old } = scaling;
+    const len = Math.max(seqLen, old);
+    base = theta * Math.pow((factor * len) / old - (factor - 1), headDim / (headDim - 2));
+  }
+  let low = 0,
+    high = 0;
+  if (scaling?.type === 'yarn') [low, high] = yarnRamp(headDim, theta, scaling);
   for (let j = 0; j < half; j++) {
-    const f = 1 / Math.pow(theta, (2 * j) / headDim);
-    if (scaling === null) freq[j] = f;
+    const f = 1 / Math.pow(base, (2 * j) / headDim);
+    if (scaling === null || scaling.type === 'dynamic') freq[j] = f;
     else if (scaling.type === 'linear') freq[j] = f / scaling.factor;
+    else if (scaling.type === 'yarn') {
+      // extrapolation weight 1 below `low` (fast dimensions keep their frequency), 0 above `high`.
+      const ramp = Math.min(1, Math.max(0, (j - low) / (high === low ? 0.001 : high - low)));
+      const keep = 1 - ramp;
+      freq[j] = (f / scaling.factor) * (1 - keep) + f * keep;
+    } else if (scaling.type === 'factors') freq[j] = f / scaling.factors[j];
     else {
       const { factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings: old } = scaling;
       const wavelen = (2 * Math.PI) / f;
@@ -84,7 +126,36 @@ export function ropeFrequencies(headDim: number, theta: number, scaling: RopeSca
   return freq;
 }
 
-/** cos/sin tables [maxPos, headDim/2]; angles in f64 so long positions keep their precision. */
+/** YaRN's ramp ends: the dimensions (in pairs) that turn betaFast and betaSlow times in the original context. */
+function yarnRamp(headDim: number, theta: number, s: Extract<RopeScalingSpec, { type: 'yarn' }>): [number, number] {
+  const dimOf = (rotations: number) =>
+    (headDim * Math.log(s.originalMaxPositionEmbeddings / (rotations * 2 * Math.PI))) / (2 * Math.log(theta));
+  let low = dimOf(s.betaFast),
+    high = dimOf(s.betaSlow);
+  if (s.truncate) {
+    low = Math.floor(low);
+    high = Math.ceil(high);
+  }
+  return [Math.max(low, 0), Math.min(high, headDim - 1)];
+}
+
+/** The factor on cos and sin (so on q and k): YaRN's attention temperature, 1 otherwise. */
+export function ropeAttentionFactor(scaling: RopeScalingSpec | null): number {
+  if (scaling?.type !== 'yarn') return 1;
+  if (scaling.attentionFactor !== null) return scaling.attentionFactor;
+  const mscale = (scale: number, m = 1) => (scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1);
+  if (scaling.mscale && scaling.mscaleAllDim)
+    return mscale(scaling.factor, scaling.mscale) / mscale(scaling.factor, scaling.mscaleAllDim);
+  return mscale(scaling.factor);
+}
+
+/**
+ * cos/sin tables [maxPos, headDim/2], times the attention factor; angles in f64 so long positions
+ * keep their precision. Dynamic NTK rotates position p with the frequencies of a sequence of p+1
+ * tokens: what transformers computes when it decodes token by token, so that a prefill equals its
+ * token-by-token decode (transformers' own prefill rotates a whole prompt with the frequencies of
+ * its full length instead).
+ */
 export function ropeTables(
   maxPos: number,
   headDim: number,
@@ -92,14 +163,17 @@ export function ropeTables(
   scaling: RopeScalingSpec | null = null,
 ): { cos: Float32Array; sin: Float32Array } {
   const half = headDim >> 1;
-  const freq = ropeFrequencies(headDim, theta, scaling);
+  const attention = ropeAttentionFactor(scaling);
+  let freq = ropeFrequencies(headDim, theta, scaling);
   const cos = new Float32Array(maxPos * half);
   const sin = new Float32Array(maxPos * half);
-  for (let j = 0; j < half; j++) {
-    for (let p = 0; p < maxPos; p++) {
+  for (let p = 0; p < maxPos; p++) {
+    if (scaling?.type === 'dynamic' && p + 1 > scaling.originalMaxPositionEmbeddings)
+      freq = ropeFrequencies(headDim, theta, scaling, p + 1);
+    for (let j = 0; j < half; j++) {
       const angle = p * freq[j];
-      cos[p * half + j] = Math.cos(angle);
-      sin[p * half + j] = Math.sin(angle);
+      cos[p * half + j] = Math.cos(angle) * attention;
+      sin[p * half + j] = Math.sin(angle) * attention;
     }
   }
   return { cos, sin };

@@ -1,5 +1,5 @@
 // Public API of the text side: tokenizer, chat template, streaming detokenizer.
-export { QwenTokenizer, type EncodeOptions, type DecodeOptions } from './tokenizer.js';
+export { QwenTokenizer, type EncodeOptions, type DecodeOptions, type TokenizerFiles } from './tokenizer.js';
 export {
   applyChatTemplate,
   validateMessages,

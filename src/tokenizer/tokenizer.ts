@@ -9,7 +9,7 @@
 // added the way transformers adds them, an empty-safe decode, and the chat template.
 // The Qwen ids are checked against an independent Python implementation in test/tokenizer.test.ts.
 
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { MAX_CONFIG_BYTES, MAX_TOKENIZER_BYTES, readTextFile } from '../platform/files.js';
 import { applyChatTemplate, ChatTemplateError, type ChatMessage, type ChatTemplateOptions } from './chat-template.js';
@@ -56,7 +56,7 @@ interface AddedTokenJson {
   special?: boolean;
 }
 
-function readJson(path: string): unknown {
+function readJsonSync(path: string): unknown {
   const maxBytes = path.endsWith('tokenizer.json') ? MAX_TOKENIZER_BYTES : MAX_CONFIG_BYTES;
   const text = readTextFile(path, 'a JSON file', maxBytes, (problem) => {
     throw new Error(
@@ -125,6 +125,14 @@ function templateSpecialTokens(postProcessor: unknown): { prefix: string[]; suff
   return { prefix: specials(pp.single.slice(0, at)), suffix: specials(pp.single.slice(at + 1)) };
 }
 
+/** A model folder's tokenizer files, parsed. */
+export interface TokenizerFiles {
+  tokenizerJson: object;
+  tokenizerConfig: object;
+  /** The tokenizer.json path, for errors. */
+  source: string;
+}
+
 export class QwenTokenizer {
   /** Number of ids the tokenizer knows (BPE vocab + added tokens): 151665 for Qwen2.5.
    *  The model's embedding/logits are padded to 151936; ids in between decode to "". */
@@ -147,21 +155,27 @@ export class QwenTokenizer {
 
   private readonly tok: HfTokenizer;
   private readonly config: TokenizerConfig;
-  /** The tokenizer.json path, for errors. */
-  private readonly source: string;
+  /** Built without the BPE merges (forDecoding): encode() then builds the whole tokenizer once. */
+  private readonly decodingOnly: boolean;
+  private whole: QwenTokenizer | null = null;
 
   /**
    * From the parsed tokenizer.json and tokenizer_config.json. `source` is the tokenizer.json path,
    * for errors (fromDir passes it; tokenizer_config.json is assumed beside it).
    */
-  constructor(tokenizerJson: object, tokenizerConfig: object, source = 'tokenizer.json') {
+  constructor(
+    tokenizerJson: object,
+    tokenizerConfig: object,
+    private readonly source = 'tokenizer.json',
+    decodingOnly = false,
+  ) {
+    this.decodingOnly = decodingOnly;
     try {
       this.tok = new Tokenizer(tokenizerJson, tokenizerConfig) as HfTokenizer;
     } catch (err) {
       throw new Error(`QwenTokenizer: ${source} is not a tokenizer the library can build: ${(err as Error).message}`);
     }
     this.config = tokenizerConfig as TokenizerConfig;
-    this.source = source;
     const configFile = source.endsWith('tokenizer.json')
       ? source.replace(/tokenizer\.json$/, 'tokenizer_config.json')
       : 'tokenizer_config.json';
@@ -277,20 +291,50 @@ export class QwenTokenizer {
 
   /** Loads tokenizer.json and tokenizer_config.json from a model directory. */
   static async fromDir(dir: string): Promise<QwenTokenizer> {
+    const files = QwenTokenizer.readFiles(dir);
+    return new QwenTokenizer(files.tokenizerJson, files.tokenizerConfig, files.source);
+  }
+
+  /** tokenizer.json and tokenizer_config.json of a model directory, parsed and checked. */
+  static readFiles(dir: string): TokenizerFiles {
     const tokenizerPath = join(dir, 'tokenizer.json');
     const configPath = join(dir, 'tokenizer_config.json');
-    const [tokenizerJson, config] = await Promise.all([readJson(tokenizerPath), readJson(configPath)]);
+    const tokenizerJson = readJsonSync(tokenizerPath);
+    const config = readJsonSync(configPath);
     if (tokenizerJson === null || typeof tokenizerJson !== 'object' || !('model' in tokenizerJson)) {
       throw new Error(`QwenTokenizer: ${tokenizerPath} is not a tokenizer.json (no "model" key)`);
     }
     if (config === null || typeof config !== 'object' || Array.isArray(config)) {
       throw new Error(`QwenTokenizer: ${configPath} must contain a JSON object`);
     }
-    return new QwenTokenizer(tokenizerJson, config, tokenizerPath);
+    return { tokenizerJson, tokenizerConfig: config, source: tokenizerPath };
+  }
+
+  /**
+   * What a tokenizer that only decodes needs, as JSON text (for another thread): the files without
+   * the BPE merges, which only encoding uses and which are most of the cost of building one.
+   */
+  static decodingFiles(files: TokenizerFiles): string {
+    const model = (files.tokenizerJson as { model?: { type?: unknown; merges?: unknown } }).model;
+    const slim =
+      model?.type === 'BPE' && Array.isArray(model.merges)
+        ? { ...files.tokenizerJson, model: { ...model, merges: [] } }
+        : files.tokenizerJson;
+    return JSON.stringify({ tokenizerJson: slim, tokenizerConfig: files.tokenizerConfig, source: files.source });
+  }
+
+  /**
+   * A tokenizer from decodingFiles(): decode, ids and special tokens as the whole one; its first
+   * encode() (bad_words) reads and builds the whole tokenizer from the source folder.
+   */
+  static forDecoding(decodingFiles: string): QwenTokenizer {
+    const files = JSON.parse(decodingFiles) as TokenizerFiles;
+    return new QwenTokenizer(files.tokenizerJson, files.tokenizerConfig, files.source, true);
   }
 
   encode(text: string, opts: EncodeOptions = {}): number[] {
     if (typeof text !== 'string') throw new TypeError('QwenTokenizer.encode: text must be a string');
+    if (this.decodingOnly) return this.wholeTokenizer().encode(text, opts);
     // The post-processor's own special tokens are replaced by prefixIds/suffixIds (the same ones,
     // unless tokenizer_config.json's add_bos_token / add_eos_token say otherwise).
     const ids = this.tok.encode(text, { add_special_tokens: false }).ids;
@@ -313,6 +357,12 @@ export class QwenTokenizer {
     }
     if (known.length === 0) return ''; // the library throws on an empty array
     return this.tok.decode(known, { skip_special_tokens: opts.skipSpecialTokens ?? false });
+  }
+
+  private wholeTokenizer(): QwenTokenizer {
+    if (this.whole) return this.whole;
+    const files = QwenTokenizer.readFiles(dirname(this.source));
+    return (this.whole = new QwenTokenizer(files.tokenizerJson, files.tokenizerConfig, files.source));
   }
 
   /** Token string as stored in the vocab (byte-level form, e.g. "Ġworld"), or undefined. */

@@ -1,11 +1,16 @@
-// Byte-level NFAs built from small combinators, and their lazily determinised DFA.
+// The one automaton form every front-end (JSON schema, regex, GBNF, choices, tool calls) compiles
+// to: byte-level NFAs, one per rule, whose edges read a byte, move without reading (epsilon), or
+// call another rule and come back (a recursive transition network). A rule is called only where
+// recursion needs it (a recursive $ref, a free JSON value, a recursive GBNF rule); everything else
+// is inlined, so a non-recursive constraint is one rule and the matcher never pushes a frame.
 //
-// Every constraint (JSON schema, regex, choice, tool-call block) becomes one NFA over bytes. A
-// fragment (`Frag`) appends its states after a given state and returns the state where it ends,
+// A fragment (`Frag`) appends its states after a given state and returns the state where it ends,
 // so a fragment can be instantiated more than once and loops never duplicate their body:
-// `loop1(item, sep)` is item (sep item)* with one copy of item. The DFA is built on demand, one
-// (state, byte) transition at a time, and memoised in a flat Int32Array: walking the token trie
-// costs one array read per trie node once the states it meets have been seen.
+// `loop1(item, sep)` is item (sep item)* with one copy of item.
+//
+// Budgets: a request's constraint may not build more than `maxStates` NFA states nor spend more
+// than `maxMillis` building them (`((a{128}){128}){128}` is two million states); BudgetError
+// names the limit, and the server answers it with a 400.
 
 /** 256 flags: which bytes an edge accepts. */
 export type ByteSet = Uint8Array;
@@ -17,26 +22,104 @@ export function byteSet(ranges: [number, number][], negate = false): ByteSet {
   return s;
 }
 
-export class Nfa {
-  /** eps[s]: states reachable from s without reading a byte. */
-  readonly eps: number[][] = [];
-  /** edges[s]: (set, to) pairs; reading a byte in `set` moves to `to`. */
-  readonly edges: { set: ByteSet; to: number }[][] = [];
-  start: number;
-  accept = -1;
+export class BudgetError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BudgetError';
+  }
+}
 
-  constructor() {
-    this.start = this.state();
+export interface Budget {
+  /** NFA states one constraint may have. */
+  maxStates: number;
+  /** Wall time one compile may take. */
+  maxMillis: number;
+}
+
+export const DEFAULT_BUDGET: Budget = { maxStates: 400_000, maxMillis: 1_000 };
+
+export interface Edge {
+  set: ByteSet;
+  to: number;
+}
+export interface CallEdge {
+  rule: number;
+  to: number;
+}
+
+const NO_INTS: number[] = [];
+const NO_EDGES: Edge[] = [];
+const NO_CALLS: CallEdge[] = [];
+
+export class Nfa {
+  /** eps[s]: states reachable from s without reading a byte (shared empty array when none). */
+  readonly eps: number[][] = [];
+  /** edges[s]: reading a byte in `set` moves to `to`. */
+  readonly edges: Edge[][] = [];
+  /** calls[s]: run rule `rule` to its end, then continue at `to`. */
+  readonly calls: CallEdge[][] = [];
+  /** Rule i runs from ruleStart[i] to ruleEnd[i]; rule 0 is the whole constraint. */
+  readonly ruleStart: number[] = [];
+  readonly ruleEnd: number[] = [];
+  readonly ruleName: string[] = [];
+  private readonly deadline: number;
+
+  constructor(readonly budget: Budget = DEFAULT_BUDGET) {
+    this.deadline = Date.now() + budget.maxMillis;
   }
 
   state(): number {
-    this.eps.push([]);
-    this.edges.push([]);
-    return this.eps.length - 1;
+    const s = this.eps.length;
+    if (s >= this.budget.maxStates)
+      throw new BudgetError(
+        `the constraint needs more than ${this.budget.maxStates} automaton states (the limit per request); simplify the schema, pattern or grammar (large repetition counts, long enums)`,
+      );
+    if ((s & 4095) === 0 && Date.now() > this.deadline)
+      throw new BudgetError(
+        `compiling the constraint took more than ${this.budget.maxMillis} ms (the limit per request)`,
+      );
+    this.eps.push(NO_INTS);
+    this.edges.push(NO_EDGES);
+    this.calls.push(NO_CALLS);
+    return s;
+  }
+
+  addEps(from: number, to: number): void {
+    if (this.eps[from] === NO_INTS) this.eps[from] = [];
+    this.eps[from]!.push(to);
+  }
+
+  addEdge(from: number, set: ByteSet, to: number): void {
+    if (this.edges[from] === NO_EDGES) this.edges[from] = [];
+    this.edges[from]!.push({ set, to });
+  }
+
+  addCall(from: number, rule: number, to: number): void {
+    if (this.calls[from] === NO_CALLS) this.calls[from] = [];
+    this.calls[from]!.push({ rule, to });
+  }
+
+  /** Declares a rule (its body is given later with defineRule, so rules may refer to each other). */
+  declareRule(name: string): number {
+    this.ruleStart.push(-1);
+    this.ruleEnd.push(-1);
+    this.ruleName.push(name);
+    return this.ruleStart.length - 1;
+  }
+
+  defineRule(rule: number, body: Frag): void {
+    const start = this.state();
+    this.ruleStart[rule] = start;
+    this.ruleEnd[rule] = body(this, start);
   }
 
   get size(): number {
     return this.eps.length;
+  }
+
+  /** Rough bytes held (for the compiled-constraint cache, which is bounded by size). */
+  get approxBytes(): number {
+    return this.eps.length * 48;
   }
 }
 
@@ -45,22 +128,26 @@ export type Frag = (nfa: Nfa, from: number) => number;
 
 export const empty: Frag = (_nfa, from) => from;
 
+/** Matches nothing: its end state is unreachable. */
+export const nothing: Frag = (nfa) => nfa.state();
+
 export function bytesOf(set: ByteSet): Frag {
   return (nfa, from) => {
     const to = nfa.state();
-    nfa.edges[from]!.push({ set, to });
+    nfa.addEdge(from, set, to);
     return to;
   };
 }
 
 const singleByte: ByteSet[] = Array.from({ length: 256 }, (_, b) => byteSet([[b, b]]));
+export const byteOf = (b: number): ByteSet => singleByte[b]!;
 
 export function literalBytes(bytes: ArrayLike<number>): Frag {
   return (nfa, from) => {
     let s = from;
     for (let i = 0; i < bytes.length; i++) {
       const to = nfa.state();
-      nfa.edges[s]!.push({ set: singleByte[bytes[i]!]!, to });
+      nfa.addEdge(s, singleByte[bytes[i]!]!, to);
       s = to;
     }
     return s;
@@ -70,17 +157,51 @@ export function literalBytes(bytes: ArrayLike<number>): Frag {
 const utf8 = new TextEncoder();
 export const literal = (text: string): Frag => literalBytes(utf8.encode(text));
 
+/** One of many strings, as a trie (a 50,000-entry enum shares its prefixes instead of 50,000 branches). */
+export function literalSet(texts: readonly string[]): Frag {
+  const encoded = [...new Set(texts)].map((t) => utf8.encode(t)).sort(compareBytes);
+  return (nfa, from) => {
+    const end = nfa.state();
+    const path: number[] = [from];
+    let prev: Uint8Array | null = null;
+    for (const b of encoded) {
+      let common = 0;
+      if (prev) while (common < prev.length && common < b.length && prev[common] === b[common]) common++;
+      for (let d = common; d < b.length; d++) {
+        const to = nfa.state();
+        nfa.addEdge(path[d]!, singleByte[b[d]!]!, to);
+        path[d + 1] = to;
+      }
+      nfa.addEps(path[b.length]!, end);
+      prev = b;
+    }
+    return end;
+  };
+}
+
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
+  return a.length - b.length;
+}
+
 export function seq(...parts: Frag[]): Frag {
-  return (nfa, from) => parts.reduce((s, f) => f(nfa, s), from);
+  return (nfa, from) => {
+    let s = from;
+    for (const f of parts) s = f(nfa, s);
+    return s;
+  };
 }
 
 export function alt(...branches: Frag[]): Frag {
+  if (branches.length === 0) return nothing;
+  if (branches.length === 1) return branches[0]!;
   return (nfa, from) => {
     const end = nfa.state();
     for (const b of branches) {
       const s = nfa.state();
-      nfa.eps[from]!.push(s);
-      nfa.eps[b(nfa, s)]!.push(end);
+      nfa.addEps(from, s);
+      nfa.addEps(b(nfa, s), end);
     }
     return end;
   };
@@ -92,9 +213,9 @@ export const optional = (f: Frag): Frag => alt(empty, f);
 export function loop1(item: Frag, sep: Frag = empty): Frag {
   return (nfa, from) => {
     const s = nfa.state();
-    nfa.eps[from]!.push(s);
+    nfa.addEps(from, s);
     const end = item(nfa, s);
-    nfa.eps[sep(nfa, end)]!.push(s);
+    nfa.addEps(sep(nfa, end), s);
     return end;
   };
 }
@@ -107,139 +228,46 @@ export function repeat(f: Frag, min: number, max: number): Frag {
   for (let i = 0; i < min; i++) parts.push(f);
   if (max === Infinity) parts.push(star(f));
   else {
-    // f? nested: (f (f (f)?)?)? keeps the copies linear in max - min.
-    let tail: Frag = empty;
-    for (let i = min; i < max; i++) tail = optional(seq(f, tail));
-    parts.push(tail);
+    // Each optional copy may end the run: one exit per copy keeps the states linear in max - min.
+    const extra = max - min;
+    if (extra > 0)
+      parts.push((nfa, from) => {
+        const end = nfa.state();
+        let s = from;
+        for (let i = 0; i < extra; i++) {
+          nfa.addEps(s, end);
+          s = f(nfa, s);
+        }
+        nfa.addEps(s, end);
+        return end;
+      });
   }
   return seq(...parts);
 }
 
-/** Builds the NFA of a whole constraint. */
-export function buildNfa(root: Frag): Nfa {
-  const nfa = new Nfa();
-  nfa.accept = root(nfa, nfa.start);
+/** Runs rule `rule` (declared in the same Nfa) and continues after it. */
+export function call(rule: number): Frag {
+  return (nfa, from) => {
+    const to = nfa.state();
+    nfa.addCall(from, rule, to);
+    return to;
+  };
+}
+
+/** A named rule; `body` may be filled in after the rule is referenced (recursion). */
+export interface RuleDef {
+  name: string;
+  body: Frag | null;
+}
+
+/** Builds the NFA of a whole constraint: rules[0] is the root; call(i) refers to rules[i]. */
+export function buildNfa(rules: RuleDef[] | Frag, budget: Budget = DEFAULT_BUDGET): Nfa {
+  const defs = typeof rules === 'function' ? [{ name: 'root', body: rules }] : rules;
+  const nfa = new Nfa(budget);
+  for (const d of defs) nfa.declareRule(d.name);
+  defs.forEach((d, r) => {
+    if (!d.body) throw new Error(`rule "${d.name}" is used but never defined`);
+    nfa.defineRule(r, d.body);
+  });
   return nfa;
-}
-
-const UNKNOWN = -2;
-export const DEAD = -1;
-
-/**
- * The DFA of an NFA, built lazily. DFA states are sets of "important" NFA states (those with byte
- * edges, and the accept state) after epsilon closure. `dist[s]` is the fewest bytes that take s to
- * acceptance (used to finish within a token budget).
- */
-export class LazyDfa {
-  /** trans[s * 256 + b]: next state, DEAD, or UNKNOWN (not computed yet). */
-  trans: Int32Array = new Int32Array(256 * 64).fill(UNKNOWN);
-  readonly accepting: number[] = [];
-  readonly dist: number[] = [];
-  readonly start: number;
-  private readonly members: Int32Array[] = [];
-  private readonly ids = new Map<string, number>();
-  private readonly nfaDist: Int32Array;
-  private readonly mark: Int32Array;
-  private stamp = 0;
-
-  constructor(readonly nfa: Nfa) {
-    this.mark = new Int32Array(nfa.size);
-    this.nfaDist = distancesToAccept(nfa);
-    this.start = this.intern(this.closure([nfa.start]));
-    if (this.start === DEAD) throw new Error('constraint matches nothing');
-  }
-
-  get stateCount(): number {
-    return this.members.length;
-  }
-
-  next(s: number, b: number): number {
-    const t = this.trans[s * 256 + b]!;
-    return t !== UNKNOWN ? t : this.compute(s, b);
-  }
-
-  /** Computes and memoises trans[s * 256 + b]. */
-  compute(s: number, b: number): number {
-    const edges = this.nfa.edges;
-    const targets: number[] = [];
-    for (const q of this.members[s]!) for (const e of edges[q]!) if (e.set[b]) targets.push(e.to);
-    const t = targets.length === 0 ? DEAD : this.intern(this.closure(targets));
-    this.trans[s * 256 + b] = t;
-    return t;
-  }
-
-  private closure(seeds: number[]): number[] {
-    const stamp = ++this.stamp;
-    const stack = seeds.slice();
-    const kept: number[] = [];
-    for (const q of stack) this.mark[q] = stamp;
-    while (stack.length > 0) {
-      const q = stack.pop()!;
-      if (this.nfa.edges[q]!.length > 0 || q === this.nfa.accept) kept.push(q);
-      for (const r of this.nfa.eps[q]!) {
-        if (this.mark[r] !== stamp) {
-          this.mark[r] = stamp;
-          stack.push(r);
-        }
-      }
-    }
-    return kept.sort((a, b) => a - b);
-  }
-
-  private intern(set: number[]): number {
-    if (set.length === 0) return DEAD;
-    const key = set.join(',');
-    let id = this.ids.get(key);
-    if (id !== undefined) return id;
-    id = this.members.length;
-    this.members.push(Int32Array.from(set));
-    this.ids.set(key, id);
-    let d = Infinity;
-    for (const q of set) d = Math.min(d, this.nfaDist[q]!);
-    this.accepting.push(set.includes(this.nfa.accept) ? 1 : 0);
-    this.dist.push(d);
-    if ((id + 1) * 256 > this.trans.length) {
-      const grown = new Int32Array(this.trans.length * 2).fill(UNKNOWN);
-      grown.set(this.trans);
-      this.trans = grown;
-    }
-    return id;
-  }
-}
-
-/** Fewest bytes from each NFA state to the accept state (0-1 BFS on the reversed graph). */
-function distancesToAccept(nfa: Nfa): Int32Array {
-  const n = nfa.size;
-  const revEps: number[][] = Array.from({ length: n }, () => []);
-  const revByte: number[][] = Array.from({ length: n }, () => []);
-  for (let q = 0; q < n; q++) {
-    for (const r of nfa.eps[q]!) revEps[r]!.push(q);
-    for (const e of nfa.edges[q]!) revByte[e.to]!.push(q);
-  }
-  const dist = new Int32Array(n).fill(0x3fffffff);
-  dist[nfa.accept] = 0;
-  // Two-level BFS: eps edges cost 0, byte edges 1.
-  let frontier = [nfa.accept];
-  while (frontier.length > 0) {
-    for (let i = 0; i < frontier.length; i++) {
-      const q = frontier[i]!;
-      for (const p of revEps[q]!) {
-        if (dist[p]! > dist[q]!) {
-          dist[p] = dist[q]!;
-          frontier.push(p);
-        }
-      }
-    }
-    const next: number[] = [];
-    for (const q of frontier) {
-      for (const p of revByte[q]!) {
-        if (dist[p]! > dist[q]! + 1) {
-          dist[p] = dist[q]! + 1;
-          next.push(p);
-        }
-      }
-    }
-    frontier = next;
-  }
-  return dist;
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // A small, bounded load test for `qwen-ts serve`, on loopback only:
-//   node dist/src/server/loadtest.js --url http://127.0.0.1:8000 [--concurrency 1,4,8] [--requests 2]
+//   node dist/bench/loadtest.js --url http://127.0.0.1:8000 [--concurrency 1,4,8] [--requests 2]
 //        [--max-tokens 32] [--level-seconds 100] [--grace-seconds 60] [--chat-turns 10]
 //        [--chat-max-tokens 16] [--long-prompt-tokens 2000] [--health-interval-ms 100] [--api-key KEY] [--json]
 // Three scenarios, each with /health probed every --health-interval-ms while it runs (latency
@@ -16,7 +16,7 @@
 import * as http from 'node:http';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
-import { isLoopbackAddress } from './access.js';
+import { isLoopbackAddress } from '../src/server/access.js';
 
 export interface LoadTestOptions {
   /** Server base URL; only loopback hosts are accepted. */

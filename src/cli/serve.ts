@@ -1,21 +1,23 @@
 // qwen-ts serve: the OpenAI-compatible server from the command line. The model flags (--model,
 // --preset, --threads, --weights, --context-length) are the ones `generate` and `chat` take.
+import * as net from 'node:net';
 import * as path from 'node:path';
-import { CliError, HELP_OPTION, MODEL_HELP, MODEL_OPTIONS, modelArgsFrom, parseCommandArgs } from '../cli/args.js';
-import { loadLLM, note, resolveModelDir } from '../cli/common.js';
-import { isLoopbackAddress, parseAllowedOrigins } from './access.js';
-import { createServer } from './server.js';
+import { CliError, HELP_OPTION, MODEL_HELP, MODEL_OPTIONS, modelArgsFrom, parseCommandArgs } from './args.js';
+import { loadLLM, note, resolveModelSource } from './common.js';
+import { isLoopbackAddress, parseAllowedOrigins } from '../server/access.js';
+import { createServer } from '../server/server.js';
 
 export const SERVE_HELP = `Usage: qwen-ts serve [options]
 
 An OpenAI-compatible HTTP server: GET /v1/models, POST /v1/chat/completions, POST /v1/completions
-(streamed with "stream": true), GET /health, GET /metrics (Prometheus).
+(streamed with "stream": true), GET /health, GET /metrics (Prometheus), and a chat page at /.
 
 Server:
       --host HOST            address to bind (default 127.0.0.1)
       --port N               port (default 8000; 0 picks a free one)
       --served-model-name NAME
-                             the model id clients see (default: the model folder's name)
+                             the model id clients send as "model" (default: the model folder's
+                             name, e.g. Qwen2.5-0.5B-Instruct for --model ./Qwen2.5-0.5B-Instruct)
       --api-key KEY          require "Authorization: Bearer KEY" on /v1 (or set QWEN_TS_API_KEY)
       --allowed-origins LIST comma list of browser origins whose pages may call the server, e.g.
                              http://localhost:3000,https://app.example; '*' for any. Default: only
@@ -25,6 +27,7 @@ Server:
       --max-queue N          requests waiting beyond those before 429 (default 64)
       --max-sequences N      KV cache slots: sequences decoded together (default 8)
       --quiet                no per-request log lines on stderr
+      --no-webui             do not serve the chat page at /
 ${MODEL_HELP}
   -h, --help                 this help
 `;
@@ -40,6 +43,7 @@ const SERVE_OPTIONS = {
   'max-queue': { type: 'string' },
   'max-sequences': { type: 'string' },
   quiet: { type: 'boolean' },
+  'no-webui': { type: 'boolean' },
   ...HELP_OPTION,
 } as const;
 
@@ -77,6 +81,29 @@ function allowedOriginsFrom(flag: unknown): string[] | undefined {
   }
 }
 
+function listenError(host: string, port: number, e: unknown): CliError {
+  const code = (e as NodeJS.ErrnoException).code;
+  const hint =
+    code === 'EADDRINUSE'
+      ? `: port ${port} is in use; give another --port (or --port 0 for a free one)`
+      : code === 'EACCES'
+        ? `: not allowed (ports below 1024 need privileges); give --port 1024 or above`
+        : code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND'
+          ? `: ${host} is not an address of this machine; give --host 127.0.0.1, or 0.0.0.0 for every interface`
+          : `: ${(e as Error).message}`;
+  return new CliError(`cannot listen on ${host}:${port}${hint}`, 2);
+}
+
+/** Listen on host:port and close at once: a taken port is an error before the model loads. */
+function checkPort(host: string, port: number): Promise<void> {
+  if (port === 0) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', (e) => reject(listenError(host, port, e)));
+    probe.listen({ port, host, exclusive: true }, () => probe.close(() => resolve()));
+  });
+}
+
 /**
  * Parse the arguments, load the model, serve until SIGINT/SIGTERM, then close gracefully
  * (running requests get up to 10 s; a second signal exits at once). Resolves with the exit code
@@ -99,9 +126,12 @@ export async function runServe(argv: string[]): Promise<number> {
   const apiKey = apiKeyFrom(values['api-key'], process.env.QWEN_TS_API_KEY);
   const allowedOrigins = allowedOriginsFrom(values['allowed-origins']);
 
-  const modelDir = resolveModelDir(modelArgs); // --model, or the cached synthetic model
-  const llm = await loadLLM({ ...modelArgs, model: modelDir, preset: undefined });
-  const modelName = servedName ?? path.basename(modelDir);
+  await checkPort(host, port); // before a load that can take a minute
+  // --model (a folder, or a hub / Ollama name: the id clients see, as in vLLM), or the cached synthetic model
+  const source = await resolveModelSource(modelArgs);
+  const modelDir = source.dir;
+  const llm = await loadLLM({ ...modelArgs, model: modelDir, revision: undefined, preset: undefined });
+  const modelName = servedName ?? (source.name || path.basename(modelDir));
   const cache = llm.model.kvCache;
   note(
     `context ${cache.contextLength} tokens, ${cache.maxSequences} sequences at once, KV cache for ${cache.capacityTokens} tokens`,
@@ -113,17 +143,19 @@ export async function runServe(argv: string[]): Promise<number> {
     maxConcurrency,
     maxQueue,
     log: values.quiet !== true,
+    webui: values['no-webui'] !== true,
   });
   let address;
   try {
     address = await app.listen(port, host);
   } catch (e) {
     await llm.close();
-    throw new CliError(`cannot listen on ${host}:${port}: ${(e as Error).message}`, 1);
+    throw listenError(host, port, e);
   }
   const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   process.stdout.write(`listening on http://${shown}:${address.port}\n`);
   note(`serving "${modelName}"${apiKey ? ' (API key required)' : ''}; Ctrl-C to stop`);
+  if (values['no-webui'] !== true) note(`chat page: http://${shown}:${address.port}/`);
   if (!isLoopbackAddress(address.address))
     note(
       `${host} is not a loopback address: any Host name is served (no DNS-rebinding check)${apiKey ? '' : '; consider --api-key'}`,

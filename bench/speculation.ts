@@ -1,0 +1,291 @@
+// Speculative decoding: what verification costs and what it gains.
+//
+// Step cost: one forward pass carrying k = 1..8 rows of one sequence (the last token plus k - 1
+// proposed tokens, logits for every row, as the scheduler's verification step does), per model
+// and weight format, in a child process each. k = 1 is a plain decode step; the ratio to it is
+// what k rows cost, and k / ratio the most tokens per step-time speculation could give if every
+// proposal were accepted. The same run checks batch invariance: the first row's logits with k
+// rows against k = 1, bit for bit (greedy exactness with speculation needs them equal).
+//
+// Goals: the engine end to end (LLM.generate) with and without ngram speculation, interleaved
+// round by round in one process, as same-run ratios.
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { loadModel } from '../src/model/load.js';
+import { loadModelConfig } from '../src/model/config.js';
+import type { WeightFormat } from '../src/tensor/matrix.js';
+import { log, num, out, rng, StreamTable } from './common.js';
+
+export const SPEC_CHILD_FLAG = '--internal-spec-child';
+
+export interface StepCostConfig {
+  model: string;
+  dir: string;
+  weights: WeightFormat;
+  threads: number;
+  maxRows: number;
+  rounds: number;
+}
+
+export interface StepCostResult {
+  model: string;
+  weights: WeightFormat;
+  threads: number;
+  /** Median milliseconds of one step with k = index + 1 rows. */
+  ms: number[];
+  /** Largest |difference| of row 0's logits with k rows against k = 1 (0: batch invariant). */
+  maxDiff: number[];
+}
+
+const CONTEXT = 128;
+const PROMPT = 64;
+
+async function measureStepCost(cfg: StepCostConfig): Promise<StepCostResult> {
+  const c = loadModelConfig(cfg.dir);
+  const kvBytesPerToken = c.numLayers * 2 * c.numKvHeads * c.headDim * 4;
+  const model = await loadModel(cfg.dir, {
+    weights: cfg.weights,
+    threads: cfg.threads,
+    maxSequences: 1,
+    contextLength: CONTEXT,
+    kvCacheBytes: kvBytesPerToken * (CONTEXT + 16),
+  });
+  try {
+    const vocab = model.config.vocabSize;
+    const next = rng(1);
+    const ids = Array.from({ length: PROMPT + cfg.maxRows }, () => Math.floor(next() * vocab));
+    await model.forward(ids.slice(0, PROMPT), { startPos: 0 });
+    // Every step rewrites positions PROMPT.. and attends to the same prompt: only k changes.
+    const step = (k: number) =>
+      model.forwardBatch(
+        Array.from({ length: k }, (_, i) => ({ seq: 0, token: ids[PROMPT + i], pos: PROMPT + i })),
+        k,
+      );
+    const reference = (await step(1)).slice(0, vocab);
+    const maxDiff: number[] = [];
+    for (let k = 1; k <= cfg.maxRows; k++) {
+      const l = await step(k); // also the JIT warm-up of this k
+      let d = 0;
+      for (let i = 0; i < vocab; i++) d = Math.max(d, Math.abs(l[i] - reference[i]));
+      maxDiff.push(d);
+    }
+    const times: number[][] = Array.from({ length: cfg.maxRows }, () => []);
+    for (let r = 0; r < cfg.rounds; r++) {
+      for (let k = 1; k <= cfg.maxRows; k++) {
+        const t = performance.now();
+        await step(k);
+        times[k - 1].push(performance.now() - t);
+      }
+    }
+    const ms = times.map((t) => t.sort((a, b) => a - b)[t.length >> 1]);
+    log(`    [${cfg.model} ${cfg.weights}] ms: ${ms.map((m) => m.toFixed(1)).join(' ')}`);
+    return { model: cfg.model, weights: cfg.weights, threads: cfg.threads, ms, maxDiff };
+  } finally {
+    await model.close();
+  }
+}
+
+type ChildMessage = { ok: true; result: StepCostResult } | { ok: false; error: string };
+
+export async function specChildMain(configJson: string): Promise<void> {
+  let msg: ChildMessage;
+  try {
+    msg = { ok: true, result: await measureStepCost(JSON.parse(configJson) as StepCostConfig) };
+  } catch (e) {
+    msg = { ok: false, error: e instanceof Error ? (e.stack ?? e.message) : String(e) };
+  }
+  await new Promise<void>((resolve) => process.send!(msg, () => resolve()));
+  process.exit(0);
+}
+
+function runStepCostChild(script: string, cfg: StepCostConfig): Promise<StepCostResult> {
+  return new Promise((resolve, reject) => {
+    const child = fork(script, [SPEC_CHILD_FLAG, JSON.stringify(cfg)], { stdio: ['ignore', 2, 2, 'ipc'] });
+    let msg: ChildMessage | null = null;
+    child.on('message', (m) => (msg = m as ChildMessage));
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      const m = msg as ChildMessage | null;
+      if (m?.ok) resolve(m.result);
+      else if (m) reject(new Error(m.error));
+      else reject(new Error(`step-cost process exited with ${signal ? `signal ${signal}` : `code ${code}`}`));
+    });
+  });
+}
+
+/** The step-cost table: one child per model and weight format. */
+export async function runStepCost(
+  script: string,
+  models: { name: string; dir: string }[],
+  formats: WeightFormat[],
+  threads: number,
+  rounds: number,
+): Promise<StepCostResult[]> {
+  const maxRows = 8;
+  const table = new StreamTable(
+    `Speculative verification: one engine step with k rows of one sequence (all with logits), ms (ratio to k = 1), ` +
+      `median of ${rounds} rounds interleaved over k, ${threads} threads; "invariant": row 0's logits are bit-identical for every k`,
+    [
+      { title: 'model', width: 13, align: 'left' },
+      { title: 'weights', width: 7, align: 'left' },
+      ...Array.from({ length: maxRows }, (_, i) => ({ title: `k=${i + 1}`, width: i === 0 ? 7 : 12 })),
+      { title: 'invariant', width: 16, align: 'left' as const },
+    ],
+  );
+  const results: StepCostResult[] = [];
+  for (const m of models) {
+    for (const weights of formats) {
+      log(`  step cost ${m.name} ${weights}...`);
+      let r: StepCostResult;
+      try {
+        r = await runStepCostChild(script, { model: m.name, dir: m.dir, weights, threads, maxRows, rounds });
+      } catch (e) {
+        log(`  step cost ${m.name} ${weights} FAILED: ${(e as Error).message}`);
+        continue;
+      }
+      results.push(r);
+      const worst = Math.max(...r.maxDiff);
+      table.row([
+        m.name,
+        weights,
+        ...r.ms.map((ms, i) => (i === 0 ? num(ms) : `${num(ms)} (${(ms / r.ms[0]).toFixed(2)})`)),
+        worst === 0 ? 'yes' : `no (max ${worst.toExponential(1)})`,
+      ]);
+    }
+  }
+  out('');
+  return results;
+}
+
+const script = fileURLToPath(import.meta.url);
+if (process.argv[1] === script && process.argv[2] === SPEC_CHILD_FLAG) {
+  await specChildMain(process.argv[3]);
+}
+
+export interface GoalRow {
+  name: string;
+  /** Generated tokens per second of wall time and of process CPU time, without and with speculation (medians). */
+  plainTps: number;
+  specTps: number;
+  plainCpuTps: number;
+  specCpuTps: number;
+  /** Greedy token ids equal in every round. */
+  identical: boolean;
+  accepted: number;
+  proposed: number;
+}
+
+/**
+ * The issue's goals on the trained stories260K, end to end through LLM.generate: each case runs
+ * `rounds` times without and with speculation, alternating which goes first, in one process (the
+ * idle engine's threads sleep). Tokens per second of wall time and of CPU time (the machine is
+ * shared: CPU time is the steadier of the two).
+ */
+export async function runGoals(
+  dir: string,
+  threads: number,
+  rounds: number,
+  numSpeculativeTokens: number,
+): Promise<GoalRow[]> {
+  const { LLM } = await import('../src/engine/llm.js');
+  const plain = await LLM.load(dir, { threads, maxSequences: 8 });
+  const spec = await LLM.load(dir, {
+    threads,
+    maxSequences: 8,
+    speculativeConfig: { method: 'ngram', numSpeculativeTokens },
+  });
+  try {
+    const story = (await plain.generate('Once upon a time', { temperature: 0, maxTokens: 120 }))[0].outputs[0].text;
+    const continuation = 'Once upon a time' + story + '\nOnce upon a time';
+    const cases: { name: string; prompts: string[]; maxTokens: number }[] = [
+      { name: 'continue a story it was given', prompts: [continuation], maxTokens: 200 },
+      { name: 'run.c "Once upon a time"', prompts: ['Once upon a time'], maxTokens: 251 },
+      { name: 'run.c "Tom and his dog"', prompts: ['Tom and his dog'], maxTokens: 251 },
+      {
+        name: '8 concurrent (mixed)',
+        prompts: Array.from({ length: 8 }, (_, i) =>
+          i % 2 === 0 ? continuation : ['Once upon a time', 'Tom and his dog', 'Lily'][i % 3],
+        ),
+        maxTokens: 120,
+      },
+    ];
+    const rows: GoalRow[] = [];
+    const cpuMs = () => {
+      const u = process.cpuUsage();
+      return (u.user + u.system) / 1000;
+    };
+    for (const c of cases) {
+      const wall: [number[], number[]] = [[], []];
+      const cpu: [number[], number[]] = [[], []];
+      let identical = true;
+      let accepted = 0,
+        proposed = 0;
+      for (let r = 0; r < rounds; r++) {
+        const ids: number[][][] = [[], []];
+        for (const which of r % 2 === 0 ? [0, 1] : [1, 0]) {
+          const llm = which === 0 ? plain : spec;
+          const c0 = cpuMs();
+          const t0 = performance.now();
+          const outs = await llm.generate(c.prompts, { temperature: 0, maxTokens: c.maxTokens });
+          const seconds = (performance.now() - t0) / 1000;
+          const cpuSeconds = (cpuMs() - c0) / 1000;
+          const tokens = outs.reduce((s, o) => s + o.outputs[0].tokenIds.length, 0);
+          wall[which].push(tokens / seconds);
+          cpu[which].push(tokens / cpuSeconds);
+          ids[which] = outs.map((o) => o.outputs[0].tokenIds);
+          if (which === 1) {
+            accepted += outs.reduce((s, o) => s + o.metrics.specAcceptedTokens, 0);
+            proposed += outs.reduce((s, o) => s + o.metrics.specDraftTokens, 0);
+          }
+        }
+        if (JSON.stringify(ids[0]) !== JSON.stringify(ids[1])) identical = false;
+      }
+      const med = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1];
+      const row: GoalRow = {
+        name: c.name,
+        plainTps: med(wall[0]),
+        specTps: med(wall[1]),
+        plainCpuTps: med(cpu[0]),
+        specCpuTps: med(cpu[1]),
+        identical,
+        accepted,
+        proposed,
+      };
+      log(
+        `    ${row.name}: wall ${num(row.plainTps)} -> ${num(row.specTps)} tok/s (${(row.specTps / row.plainTps).toFixed(2)}x), cpu ${(row.specCpuTps / row.plainCpuTps).toFixed(2)}x, accepted ${accepted}/${proposed}, identical ${identical}`,
+      );
+      rows.push(row);
+    }
+    return rows;
+  } finally {
+    await plain.close();
+    await spec.close();
+  }
+}
+
+export function printGoals(rows: GoalRow[], threads: number, rounds: number, k: number): void {
+  const table = new StreamTable(
+    `Speculation goals on stories260K (greedy; ngram, num_speculative_tokens ${k}; ${threads} thread(s); medians of ${rounds} rounds, ` +
+      `alternating order; tok/s of wall time and of process CPU time)`,
+    [
+      { title: 'case', width: 30, align: 'left' },
+      { title: 'plain tok/s', width: 11 },
+      { title: 'ngram tok/s', width: 11 },
+      { title: 'wall ratio', width: 10 },
+      { title: 'CPU ratio', width: 9 },
+      { title: 'accepted', width: 12 },
+      { title: 'greedy ids', width: 10, align: 'left' },
+    ],
+  );
+  for (const r of rows)
+    table.row([
+      r.name,
+      num(r.plainTps),
+      num(r.specTps),
+      `${(r.specTps / r.plainTps).toFixed(2)}x`,
+      `${(r.specCpuTps / r.plainCpuTps).toFixed(2)}x`,
+      `${r.accepted}/${r.proposed}`,
+      r.identical ? 'identical' : 'DIFFER',
+    ]);
+  out('');
+}

@@ -1,0 +1,196 @@
+// The blocked attention (src/tensor/attention.ts) against the plain one, for every KV cache dtype:
+// the kernel on its own over a paged cache whose blocks are interleaved with another sequence's,
+// and the whole forward pass against the reference forward run on keys and values rounded as the
+// cache stores them; prefill == token-by-token decode and batched == single for every dtype.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadModel, KV_CACHE_DTYPES, type KvCacheDtype } from '../src/index.js';
+import type { ModelConfig } from '../src/model/config.js';
+import { BLOCK_SIZE, KvCache, kvRoundTrip } from '../src/model/kv-cache.js';
+import { newReferenceCache, referenceForward, referenceWeights } from '../src/model/reference.js';
+import { allocAttentionScratch, attendHeadNaive, attendRows, KV_BF16, type PagedKv } from '../src/tensor/attention.js';
+import { makeTempModel, removeDir } from './helpers/models.js';
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 32 - 0.5;
+  };
+}
+
+function cacheConfig(heads: number, kvHeads: number, headDim: number): ModelConfig {
+  return { numLayers: 2, numHeads: heads, numKvHeads: kvHeads, headDim } as ModelConfig;
+}
+
+function pagedLayer(cache: KvCache, layer: number, c: ModelConfig): PagedKv {
+  const a = cache.arrays;
+  const pairs = (x: Float32Array | Uint16Array | Int8Array) => new Int32Array(x.buffer, x.byteOffset, x.length >> 1);
+  return {
+    format: a.format,
+    k: a.k[layer],
+    v: a.v[layer],
+    k32: a.format === KV_BF16 ? pairs(a.k[layer]) : null,
+    v32: a.format === KV_BF16 ? pairs(a.v[layer]) : null,
+    kScale: a.kScale[layer] ?? null,
+    vScale: a.vScale[layer] ?? null,
+    group: a.group,
+    blockTables: a.blockTables,
+    kvHeads: c.numKvHeads,
+    headDim: c.headDim,
+    blockSize: BLOCK_SIZE,
+  };
+}
+
+describe('attendRows against the plain attention, over a paged cache of every dtype', () => {
+  // heads 6 / kv heads 2: a group of 3 takes the two-query path and the one-query tail.
+  for (const [heads, kvHeads, headDim] of [
+    [6, 2, 64],
+    [8, 4, 8],
+  ]) {
+    for (const dtype of KV_CACHE_DTYPES) {
+      it(`${dtype}, ${heads} heads / ${kvHeads} kv heads of ${headDim}: prefill blocks and decode rows within 1e-5`, () => {
+        const c = cacheConfig(heads, kvHeads, headDim);
+        const kvDim = kvHeads * headDim,
+          qDim = heads * headDim;
+        const cache = new KvCache(c, 2, 128, 1 << 24, dtype);
+        const random = rng(7);
+        const len = 75;
+        const k = new Float32Array(len * kvDim).map(() => 2 * random());
+        const v = new Float32Array(len * kvDim).map(() => random());
+        // Sequence 1's blocks interleave with sequence 0's: the block table is not the identity.
+        for (let pos = 0; pos < len; pos++) {
+          cache.ensure(0, pos + 1);
+          cache.ensure(1, pos + 1);
+          for (let layer = 0; layer < 2; layer++) cache.write(layer, 1, pos, k, pos * kvDim, v, pos * kvDim);
+        }
+        expect(cache.length(1)).toBe(len);
+        expect(cache.arrays.blockTables[1 * cache.arrays.maxBlocksPerSeq + 1]).not.toBe(1);
+
+        // What the cache holds, widened: the oracle reads these.
+        const ks = new Float32Array(len * kvDim),
+          vs = new Float32Array(len * kvDim);
+        for (let pos = 0; pos < len; pos++) cache.read(1, 1, pos, ks, pos * kvDim, vs, pos * kvDim);
+        // ... and they are the inputs rounded as the dtype says.
+        const rounded = k.slice();
+        kvRoundTrip(dtype, rounded, 0, rounded.length, headDim);
+        expect(ks).toEqual(rounded);
+        let roundErr = 0;
+        for (let i = 0; i < k.length; i++) roundErr = Math.max(roundErr, Math.abs(ks[i] - k[i]));
+        // |k| < 1: bf16 keeps 8 bits (error <= 2^-9), q8_0 a step of max|k| / 127 (error <= half a step,
+        // plus the f16 rounding of the scale).
+        expect(roundErr).toBeLessThanOrEqual(dtype === 'f32' ? 0 : dtype === 'bf16' ? 2 ** -9 : (0.5 / 127) * 1.001);
+
+        const rows = 23; // crosses cache blocks and is longer than a query block of 16
+        const pos0 = len - rows;
+        const q = new Float32Array(rows * qDim).map(() => random());
+        const out = new Float32Array(rows * qDim);
+        const scratch = allocAttentionScratch(rows * (heads / kvHeads), BLOCK_SIZE, headDim);
+        const scale = 1 / Math.sqrt(headDim);
+        const layer = pagedLayer(cache, 1, c);
+        const table = 1 * cache.arrays.maxBlocksPerSeq;
+        for (let h = 0; h < kvHeads; h++)
+          attendRows(out, q, 0, qDim, rows, pos0, layer, table, h, heads / kvHeads, scale, scratch);
+        const decodeOut = new Float32Array(qDim);
+        const last = (rows - 1) * qDim;
+        for (let h = 0; h < kvHeads; h++)
+          attendRows(
+            decodeOut,
+            q.subarray(last),
+            0,
+            qDim,
+            1,
+            len - 1,
+            layer,
+            table,
+            h,
+            heads / kvHeads,
+            scale,
+            scratch,
+          );
+
+        const want = new Float32Array(qDim);
+        let err = 0;
+        for (let i = 0; i < rows; i++) {
+          for (let h = 0; h < heads; h++) {
+            const kvh = Math.floor(h / (heads / kvHeads));
+            const at = (a: Float32Array) => (t: number, d: number) => a[t * kvDim + kvh * headDim + d];
+            attendHeadNaive(want, h * headDim, q, i * qDim + h * headDim, at(ks), at(vs), headDim, pos0 + i + 1, scale);
+          }
+          for (let j = 0; j < qDim; j++) err = Math.max(err, Math.abs(out[i * qDim + j] - want[j]));
+        }
+        expect(err).toBeLessThan(1e-5);
+        let decodeErr = 0;
+        for (let j = 0; j < qDim; j++) decodeErr = Math.max(decodeErr, Math.abs(decodeOut[j] - want[j]));
+        expect(decodeErr).toBeLessThan(1e-5);
+      });
+    }
+  }
+
+  it('a q8_0 cache takes about half the memory of bf16 and a quarter of f32 (0.5B shape: 2 kv heads of 64)', () => {
+    const c = cacheConfig(14, 2, 64);
+    const bytes = (dtype: KvCacheDtype) => new KvCache({ ...c, numLayers: 24 }, 1, 64, 1 << 20, dtype).bytesPerToken;
+    expect(bytes('f32')).toBe(24 * 2 * 2 * 64 * 4);
+    expect(bytes('bf16')).toBe(24 * 2 * 2 * 64 * 2);
+    expect(bytes('q8_0')).toBe(24 * 2 * 2 * (64 + 2 * 2)); // llama.cpp's Q8_0: 34 bytes per 32 values
+  });
+});
+
+describe('the forward pass with every KV cache dtype', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = makeTempModel({ preset: 'tiny', seed: 11 });
+  });
+  afterAll(() => removeDir(dir));
+
+  for (const dtype of KV_CACHE_DTYPES) {
+    it(`${dtype}: prefill == token-by-token decode == the reference on rounded keys/values; batched == single`, async () => {
+      // Chunks of 24 rows: query blocks of 16 and 8, prompts longer than a chunk and several cache blocks.
+      const model = await loadModel(dir, { threads: 2, maxSequences: 6, maxBatchTokens: 24, kvCacheDtype: dtype });
+      try {
+        expect(model.kvCache.dtype).toBe(dtype);
+        const vocab = model.config.vocabSize;
+        const random = rng(3);
+        const prompt = Array.from({ length: 53 }, () => Math.floor((random() + 0.5) * 5000));
+        const prefill = model.forward(prompt, { allLogits: true, seq: 0 });
+
+        let decodeErr = 0;
+        for (let i = 0; i < prompt.length; i++) {
+          const decoded = model.forward([prompt[i]], { startPos: i, seq: 1 });
+          for (let t = 0; t < vocab; t++)
+            decodeErr = Math.max(decodeErr, Math.abs(decoded[t] - prefill[i * vocab + t]));
+        }
+        expect(decodeErr).toBeLessThan(1e-5);
+
+        const c = model.config;
+        const w = referenceWeights(model.weights);
+        const refCache = newReferenceCache(c, prompt.length);
+        const round = (x: Float32Array) => kvRoundTrip(dtype, x, 0, x.length, c.headDim);
+        let refErr = 0;
+        for (let i = 0; i < prompt.length; i++) {
+          const ref = referenceForward(c, w, refCache, prompt[i], i, undefined, round);
+          for (let t = 0; t < vocab; t++) refErr = Math.max(refErr, Math.abs(ref[t] - prefill[i * vocab + t]));
+        }
+        expect(refErr).toBeLessThan(1e-4);
+
+        // Four sequences at different lengths, one decode step for all, against each alone.
+        const seqs = [2, 3, 4, 5];
+        for (const [j, seq] of seqs.entries()) model.forward(prompt.slice(0, 10 + 9 * j), { seq });
+        const batched = model.decodeBatch(seqs.map((seq, j) => ({ seq, token: prompt[10 + 9 * j], pos: 10 + 9 * j })));
+        let batchErr = 0;
+        for (const [j] of seqs.entries()) {
+          const alone = prefill.subarray((10 + 9 * j) * vocab, (11 + 9 * j) * vocab);
+          for (let t = 0; t < vocab; t++) batchErr = Math.max(batchErr, Math.abs(batched[j * vocab + t] - alone[t]));
+        }
+        expect(batchErr).toBeLessThan(1e-5);
+      } finally {
+        await model.close();
+      }
+    });
+  }
+
+  it('rejects an unknown kvCacheDtype, naming the choices', async () => {
+    await expect(loadModel(dir, { kvCacheDtype: 'fp8' as KvCacheDtype })).rejects.toThrow(
+      /option kvCacheDtype must be one of f32, bf16, q8_0, got "fp8"/,
+    );
+  });
+});
