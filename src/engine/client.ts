@@ -141,7 +141,9 @@ export class EngineClient {
   private settle(id: number, p: Pending, then: () => void): void {
     this.pending.delete(id);
     p.cleanup();
-    if (this.pending.size === 0 && this.stateWaiters.length === 0) this.worker.unref();
+    // Closing keeps the thread referenced until it exits: close() awaits that exit, and an unreferenced
+    // thread would let the process end (exit code 13) with the await still pending.
+    if (this.pending.size === 0 && this.stateWaiters.length === 0 && this.dead === null) this.worker.unref();
     then();
   }
 
@@ -180,7 +182,7 @@ export class EngineClient {
         const waiters = this.stateWaiters;
         this.stateWaiters = [];
         for (const w of waiters) w(m.state);
-        if (waiters.length > 0 && this.pending.size === 0) this.worker.unref();
+        if (waiters.length > 0 && this.pending.size === 0 && this.dead === null) this.worker.unref();
         return;
       }
       case 'closed':

@@ -5,6 +5,7 @@
 // object lives on the caller's thread, tokenizes and applies the chat template, and exchanges
 // plain-data messages with the engine, so the caller's event loop never waits for a forward pass.
 import * as fs from 'node:fs';
+import { join } from 'node:path';
 import type { GenerationConfig, ModelConfig } from '../model/config.js';
 import { validateSamplingParams, type SamplingParams } from '../sampler/index.js';
 import { Piscina } from 'piscina';
@@ -132,7 +133,10 @@ export class LLM {
     let tokenizer: QwenTokenizer;
     try {
       tokenizer = new QwenTokenizer(files.tokenizerJson, files.tokenizerConfig, files.source);
-      const llm = new LLM(await engine, tokenizer, dir);
+      const client = await engine;
+      // A GGUF file holds its config: it is the file to name.
+      tokenizer.checkModelVocab(client.info.config.vocabSize, isDirectory(dir) ? join(dir, 'config.json') : dir);
+      const llm = new LLM(client, tokenizer, dir);
       line?.end();
       return llm;
     } catch (e) {
@@ -184,17 +188,30 @@ export class LLM {
    */
   async tokenize(text: string, opts: { addSpecialTokens?: boolean } = {}): Promise<number[]> {
     if (typeof text !== 'string' || text.length < LARGE_TEXT_CHARS) return this.tokenizer.encode(text, opts);
+    return this.tokenizeInThread(text, opts.addSpecialTokens ?? true);
+  }
+
+  /**
+   * Token ids of each text, as tokenize; texts of LARGE_TEXT_CHARS characters in all go to the
+   * tokenizer thread together (64 prompts of 16 KB would hold this thread as one of 1 MB does).
+   */
+  async tokenizeAll(texts: string[], opts: { addSpecialTokens?: boolean } = {}): Promise<number[][]> {
+    let chars = 0;
+    for (const t of texts) chars += typeof t === 'string' ? t.length : 0;
+    if (chars < LARGE_TEXT_CHARS) return texts.map((t) => this.tokenizer.encode(t, opts));
+    for (const t of texts)
+      if (typeof t !== 'string') throw new TypeError('QwenTokenizer.encode: text must be a string');
+    return Promise.all(texts.map((t) => this.tokenizeInThread(t, opts.addSpecialTokens ?? true)));
+  }
+
+  private async tokenizeInThread(text: string, addSpecialTokens: boolean): Promise<number[]> {
     this.tokenizerThread ??= new Piscina({
       filename: runnableUrl(new URL('./tokenize-task.js', import.meta.url)).href,
       minThreads: 0,
       maxThreads: 1,
       idleTimeout: 30_000,
     });
-    const ids = (await this.tokenizerThread.run({
-      dir: this.dir,
-      text,
-      addSpecialTokens: opts.addSpecialTokens ?? true,
-    })) as Int32Array;
+    const ids = (await this.tokenizerThread.run({ dir: this.dir, text, addSpecialTokens })) as Int32Array;
     return Array.from(ids);
   }
 
@@ -225,18 +242,37 @@ export class LLM {
     }
     if (promptTokenIds.length === 0)
       return Promise.reject(new RangeError('the prompt is empty: at least one token is needed'));
-    const cache = this.model.kvCache;
-    if (promptTokenIds.length + 1 > Math.min(cache.capacityTokens, cache.contextLength)) {
-      return Promise.reject(
-        new RangeError(
-          `prompt of ${promptTokenIds.length} tokens does not fit: the context length is ${cache.contextLength} and the KV cache holds ${cache.capacityTokens} tokens`,
-        ),
-      );
-    }
+    // Whether the prompt fits the context and the KV cache: checked once, by the engine's scheduler.
     return this.engine.submit(promptTokenIds, p, hooks).then(({ output, metrics }) => ({
       output: { index: hooks.index ?? 0, ...output },
       metrics,
     }));
+  }
+
+  /** encodePrompt of each input, the texts tokenized as tokenizeAll does (large ones off this thread). */
+  private async encodePrompts(inputs: PromptInput[]): Promise<{ prompt: string; promptTokenIds: number[] }[]> {
+    const textOf = (input: PromptInput): string | null =>
+      typeof input === 'string'
+        ? input
+        : input && typeof input === 'object' && !('promptTokenIds' in input) && typeof input.prompt === 'string'
+          ? input.prompt
+          : null;
+    const texts = inputs.map(textOf).filter((t): t is string => t !== null);
+    const ids = await this.tokenizeAll(texts);
+    let next = 0;
+    return inputs.map((input) => {
+      const text = textOf(input);
+      return text === null ? this.encodePrompt(input) : { prompt: text, promptTokenIds: ids[next++] };
+    });
+  }
+
+  /** encodeChat, tokenized off this thread when the rendered conversation is large. */
+  private async encodeChatAsync(
+    messages: ChatMessage[],
+    opts: ChatTemplateOptions = {},
+  ): Promise<{ prompt: string; promptTokenIds: number[] }> {
+    const prompt = this.applyChatTemplate(messages, opts);
+    return { prompt, promptTokenIds: await this.tokenize(prompt, { addSpecialTokens: false }) };
   }
 
   /** Complete each prompt; all prompts run together (batched decode). One result per prompt. */
@@ -246,8 +282,8 @@ export class LLM {
     opts: GenerateOptions = {},
   ): Promise<RequestOutput[]> {
     const list = Array.isArray(prompts) ? prompts : [prompts];
-    const encoded = list.map((p) => this.encodePrompt(p));
     this.resolveParams(params); // reject bad parameters before anything starts
+    const encoded = await this.encodePrompts(list);
     const total = encoded.length;
     const bar = opts.progressBar ?? (process.stderr.isTTY === true && total > 1);
     const t0 = performance.now();
@@ -295,7 +331,9 @@ export class LLM {
     const conversations = Array.isArray(messages[0]) ? (messages as ChatMessage[][]) : [messages as ChatMessage[]];
     const tools = opts.chatTemplate?.tools ?? [];
     const template = opts.toolChoice === 'none' ? { ...opts.chatTemplate, tools: undefined } : opts.chatTemplate;
-    const prompts = conversations.map((c) => this.encodeChat(c, template));
+    const texts = conversations.map((c) => this.applyChatTemplate(c, template));
+    const ids = await this.tokenizeAll(texts, { addSpecialTokens: false });
+    const prompts = texts.map((prompt, i) => ({ prompt, promptTokenIds: ids[i] }));
     const forced = tools.length > 0 ? toolChoiceConstraint(tools, opts.toolChoice) : undefined;
     const results = await this.generate(prompts, forced ? { ...params, structuredOutput: forced } : params, opts);
     if (tools.length > 0 && opts.toolChoice !== 'none') {
@@ -322,7 +360,9 @@ export class LLM {
     opts: StreamOptions = {},
   ): AsyncGenerator<string, void, undefined> {
     if ((params.n ?? 1) !== 1) throw new RangeError('stream() makes one completion: n must be 1');
-    const { promptTokenIds } = Array.isArray(input) ? this.encodeChat(input) : this.encodePrompt(input);
+    const { promptTokenIds } = Array.isArray(input)
+      ? await this.encodeChatAsync(input)
+      : (await this.encodePrompts([input]))[0];
     const queue: string[] = [];
     let wake: (() => void) | null = null;
     let finished = false;
@@ -342,7 +382,11 @@ export class LLM {
       (r) => {
         finished = true;
         abortedOutput = r.output.finishReason === 'abort';
-        opts.onFinish?.(r.output, r.metrics);
+        try {
+          opts.onFinish?.(r.output, r.metrics);
+        } catch (e) {
+          failure = e; // the caller's callback: the stream ends with its error, the engine goes on
+        }
         wake?.();
       },
       (e) => {

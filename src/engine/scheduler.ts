@@ -157,18 +157,23 @@ export class Scheduler {
       for (let i = 0; i < s.draft.length; i++)
         rows.push({ seq: s, token: s.draft[i], pos: s.computed + 1 + i, logits: true });
     }
-    // Prompt chunks fill the rest of the last pass, oldest sequence first.
-    let room = maxRows - (rows.length % maxRows);
-    for (const s of this.running) {
-      if (room === 0) break;
-      if (s.finishReason || s.computed >= s.promptIds.length) continue;
-      const take = Math.min(room, s.promptIds.length - s.computed); // blocks reserved at admission
+    // Prompt chunks fill the rest of the last pass, shared among the prompts being read (as vLLM's
+    // partial prefills): a request arriving during a long prefill gets its first token within a
+    // step or two instead of after the whole long prompt.
+    const room = maxRows - (rows.length % maxRows);
+    const reading = this.running.filter((s) => !s.finishReason && s.computed < s.promptIds.length);
+    const takes = fairShares(
+      reading.map((s) => s.promptIds.length - s.computed),
+      room,
+    );
+    for (const [k, s] of reading.entries()) {
+      const take = takes[k]; // blocks reserved at admission
+      if (take === 0) continue;
       if (s.prefillStart === 0) s.prefillStart = performance.now();
       for (let i = 0; i < take; i++) {
         const pos = s.computed + i;
         rows.push({ seq: s, token: s.promptIds[pos], pos, logits: pos === s.promptIds.length - 1 });
       }
-      room -= take;
     }
     for (let i = 0; i < rows.length; i += maxRows) await this.runPass(rows.slice(i, i + maxRows));
   }
@@ -398,4 +403,20 @@ export class Scheduler {
     }
     seq.resolve(seq);
   }
+}
+
+/**
+ * Split `room` rows among prompts still needing `need[i]` rows: each gets an equal share, and what
+ * a short prompt leaves of its share goes to the others (the shortest are served first, so the
+ * rows are all used whenever the prompts need them).
+ */
+export function fairShares(need: readonly number[], room: number): number[] {
+  const takes = need.map(() => 0);
+  const order = need.map((_, i) => i).sort((a, b) => need[a] - need[b] || a - b);
+  for (let k = 0; k < order.length && room > 0; k++) {
+    const i = order[k];
+    takes[i] = Math.min(need[i], Math.ceil(room / (order.length - k)));
+    room -= takes[i];
+  }
+  return takes;
 }

@@ -214,6 +214,16 @@ function parseRopeScaling(
   );
 }
 
+/** max_position_embeddings: a prompt of one token and one generated token need two positions. */
+function contextPositions(json: Record<string, unknown>, file: string): number {
+  const v = positiveInt(json, 'max_position_embeddings', file);
+  if (v < 2)
+    throw new ConfigError(
+      `${file}: field "max_position_embeddings" is ${v}: a model needs at least 2 positions (one prompt token and one generated); real models have thousands`,
+    );
+  return v;
+}
+
 /** The longest context the model's RoPE is meant for: max_position_embeddings, or what yarn / dynamic / linear scaling stretch it to. */
 export function contextLimit(maxPositionEmbeddings: number, s: RopeScaling | null): number {
   if (s === null || s.type === 'llama3' || s.type === 'factors') return maxPositionEmbeddings;
@@ -252,7 +262,7 @@ export function parseModelConfig(json: Record<string, unknown>, file = 'config.j
   const mlpBias = modelType === 'llama' ? optionalBool(json, 'mlp_bias', file, false) : false;
   if (modelType !== 'llama' && json.mlp_bias === true)
     throw new ConfigError(`${file}: field "mlp_bias" is true, which ${modelType} models do not have`);
-  const maxPositionEmbeddings = positiveInt(json, 'max_position_embeddings', file);
+  const maxPositionEmbeddings = contextPositions(json, file);
   const ropeScaling = parseRopeScaling(json, file, maxPositionEmbeddings);
   const eos = optionalTokenIds(json, 'eos_token_id', file);
   const bos = optionalTokenIds(json, 'bos_token_id', file);

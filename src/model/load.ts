@@ -112,7 +112,8 @@ export async function loadModel(model: string, options: LoadOptions = {}): Promi
   const store = TensorStore.open(dir);
   let weights;
   try {
-    if (options.checkTensors) store.checkValues();
+    // The vectors (norms, biases) are always scanned: a few KB per layer, and a NaN there spoils every token.
+    store.checkValues(options.checkTensors ? undefined : (info) => info.shape.length <= 1);
     const t0 = performance.now();
     const line = options.onProgress || !process.stderr.isTTY ? null : new ProgressLine('loading weights');
     const onProgress =
@@ -134,7 +135,7 @@ export async function loadModel(model: string, options: LoadOptions = {}): Promi
   } finally {
     store.close();
   }
-  return createModel(config, generationConfig, weights, options);
+  return createModel(config, generationConfig, weights, options, dir);
 }
 
 /**
@@ -148,16 +149,17 @@ async function loadGgufModel(file: string, options: LoadOptions): Promise<Qwen2M
   checkInt('contextLength', options.contextLength, 1, config.contextLimit);
   const generationConfig = ggufGenerationConfig(g, config);
   const weights = loadGgufWeights(g, config, { weights: options.weights, checkTensors: options.checkTensors });
-  return createModel(config, generationConfig, weights, options);
+  return createModel(config, generationConfig, weights, options, file);
 }
 
-function createModel(
+async function createModel(
   config: ModelConfig,
   generationConfig: GenerationConfig,
   weights: ModelWeights,
   options: LoadOptions,
+  source: string,
 ): Promise<Qwen2Model> {
-  return Qwen2Model.create(config, generationConfig, weights, {
+  const model = await Qwen2Model.create(config, generationConfig, weights, {
     maxBatchTokens: options.maxBatchTokens ?? 64,
     maxSequences: options.maxSequences ?? 8,
     contextLength: options.contextLength ?? Math.min(config.contextLimit, 32768),
@@ -165,6 +167,53 @@ function createModel(
     kvCacheDtype: options.kvCacheDtype ?? 'f32',
     threads: options.threads ?? os.availableParallelism(),
   });
+  try {
+    await checkArithmetic(model, source);
+  } catch (e) {
+    await model.close();
+    throw e;
+  }
+  return model;
+}
+
+/**
+ * One token through the model, at load. Finite weights can still overflow float32 in the layer's
+ * products (3e38 in a projection), which no scan of the values shows; a NaN or Inf in a matrix that
+ * was not scanned (checkTensors off) shows here too. Either fails the load naming the first layer
+ * whose output is not finite, instead of every request failing with NaN logits.
+ */
+async function checkArithmetic(model: Qwen2Model, source: string): Promise<void> {
+  const hidden = model.config.hiddenSize;
+  let bad: { layer: number; index: number; value: number } | null = null;
+  model.onLayerOutput = (layer, x, rows) => {
+    if (bad !== null) return;
+    for (let i = 0; i < rows * hidden; i++) {
+      if (!Number.isFinite(x[i])) {
+        bad = { layer, index: i, value: x[i] };
+        return;
+      }
+    }
+  };
+  let logits: Float32Array;
+  try {
+    logits = await model.forward([0], { seq: 0, startPos: 0 });
+  } finally {
+    model.onLayerOutput = null;
+    model.resetCache(0);
+  }
+  const found = bad as { layer: number; index: number; value: number } | null;
+  if (found !== null)
+    throw new Error(
+      `${source}: the output of layer ${found.layer} (model.layers.${found.layer}.*) holds ${found.value} (element ${found.index % hidden}) for token 0: ` +
+        'a weight of that layer is NaN or Inf, or so large that the arithmetic overflows float32. ' +
+        'Load with checkTensors (--check-tensors) to name a NaN or Inf weight; otherwise the checkpoint holds values far out of range',
+    );
+  const at = logits.findIndex((v) => !Number.isFinite(v));
+  if (at >= 0)
+    throw new Error(
+      `${source}: the logits hold ${logits[at]} (token ${at}) for token 0 though every layer's output is finite: ` +
+        'model.norm.weight or the output head (lm_head.weight, or the tied embeddings) holds NaN, Inf or values far out of range',
+    );
 }
 
 function checkOptions(options: LoadOptions): void {

@@ -213,12 +213,14 @@ export class TensorStore {
   }
 
   /**
-   * Scans every tensor for NaN and infinities (as llama.cpp's --check-tensors): a damaged
-   * checkpoint then fails at load, naming the tensor and the element, instead of giving NaN logits.
+   * Scans every tensor (or those `only` accepts) for NaN and infinities (as llama.cpp's
+   * --check-tensors): a damaged checkpoint then fails at load, naming the tensor and the element,
+   * instead of giving NaN logits.
    */
-  checkValues(): void {
+  checkValues(only: (info: TensorInfo) => boolean = () => true): void {
     const chunk = new Uint8Array(1 << 20);
     for (const info of this.tensors.values()) {
+      if (!only(info)) continue;
       const elemBytes = DTYPE_BYTES[info.dtype];
       for (let offset = 0; offset < info.byteLength; offset += chunk.length) {
         const bytes = chunk.subarray(0, Math.min(chunk.length, info.byteLength - offset));

@@ -459,7 +459,8 @@ export async function parseCompletionRequest(llm: LLM, servedName: string, body:
   } else if (Array.isArray(raw) && raw.length > 0 && raw.every((p) => typeof p === 'string')) {
     if (raw.length > MAX_PROMPTS)
       throw badRequest(`At most ${MAX_PROMPTS} prompts per request, got ${raw.length}.`, 'prompt');
-    prompts = await Promise.all((raw as string[]).map(fromText));
+    const ids = await llm.tokenizeAll(raw as string[]); // together: many mid-sized prompts are one large text
+    prompts = (raw as string[]).map((text, i) => ({ text, ids: ids[i] }));
   } else if (Array.isArray(raw) && raw.length > 0 && raw.every((p) => typeof p === 'number')) {
     prompts = [fromIds(raw, 'prompt')];
   } else if (Array.isArray(raw) && raw.length > 0 && raw.every(Array.isArray)) {

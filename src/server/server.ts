@@ -348,7 +348,17 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
         sendJson(ctx.res, 200, { object: 'list', data: [modelCard()] });
         return;
       case 'model': {
-        const id = decodeURIComponent(ctx.path.slice('/v1/models/'.length));
+        let id: string;
+        try {
+          id = decodeURIComponent(ctx.path.slice('/v1/models/'.length));
+        } catch {
+          throw new ApiError(
+            400,
+            'The model id in the path is not valid percent-encoded UTF-8.',
+            'invalid_request_error',
+            'model',
+          );
+        }
         if (id !== opts.modelName)
           throw new ApiError(404, `The model \`${id}\` does not exist.`, 'not_found_error', 'model', 'model_not_found');
         sendJson(ctx.res, 200, modelCard());

@@ -194,7 +194,11 @@ export class QwenTokenizer {
     const added = (tokenizerJson as { added_tokens?: AddedTokenJson[] }).added_tokens ?? [];
     const addedMap = new Map<string, number>();
     const special = new Set<number>();
-    for (const t of added) {
+    for (const [i, t] of added.entries()) {
+      if (!Number.isInteger(t.id) || t.id < 0)
+        throw new Error(
+          `QwenTokenizer: ${source}: field "added_tokens[${i}].id" of ${JSON.stringify(t.content)} must be a token id (an integer from 0), got ${JSON.stringify(t.id)}`,
+        );
       addedMap.set(t.content, t.id);
       if (t.special) special.add(t.id);
     }
@@ -202,7 +206,14 @@ export class QwenTokenizer {
     this.specialTokenIds = special;
 
     let maxId = -1;
-    for (const id of this.tok.get_vocab(true).values()) if (id > maxId) maxId = id;
+    for (const [token, id] of this.tok.get_vocab(true)) {
+      if (!Number.isInteger(id) || id < 0)
+        throw new Error(
+          `QwenTokenizer: ${source}: token ${JSON.stringify(token)} has id ${id}; ids are integers from 0`,
+        );
+      if (id > maxId) maxId = id;
+    }
+    if (maxId < 0) throw new Error(`QwenTokenizer: ${source}: the vocabulary (field "model.vocab") is empty`);
     this.vocabSize = maxId + 1;
 
     this.chatTemplate = chatTemplateOf(this.config.chat_template, (expected, v) => bad('chat_template', expected, v));
@@ -240,6 +251,42 @@ export class QwenTokenizer {
           ? idsOf([this.eosToken ?? bad('eos_token', 'set when add_eos_token is true', null)], 'eos')
           : []
         : idsOf(fromTemplate.suffix, 'post-processor');
+    if (this.chatTemplate !== null) this.probeChatTemplate(configFile);
+  }
+
+  /**
+   * Render a one-message conversation now, at load: a template that does not parse, fails or leaves
+   * the message out (an undefined variable renders as nothing) is found here, naming the file,
+   * rather than at the first chat with Jinja's internal message. Also bounds what the template
+   * does on its own (a loop over range(1000000000) is stopped here).
+   */
+  private probeChatTemplate(configFile: string): void {
+    const probe = 'Hello from qwen-ts';
+    let text: string;
+    try {
+      text = this.applyChatTemplate([{ role: 'user', content: probe }], { addGenerationPrompt: true });
+    } catch (err) {
+      throw new Error(
+        `QwenTokenizer: ${configFile}: field "chat_template" fails on a one-message conversation: ${(err as Error).message}`,
+      );
+    }
+    if (!text.includes(probe))
+      throw new Error(
+        `QwenTokenizer: ${configFile}: field "chat_template" leaves the message out of a one-message conversation (it renders ${JSON.stringify(text.slice(0, 80))}): does it read a variable that is not set? Templates get messages, add_generation_prompt, tools and the special tokens`,
+      );
+  }
+
+  /**
+   * Check the tokenizer against the model's vocab_size (from `configFile`): a token id past it
+   * would index past the embedding matrix at the first generate.
+   */
+  checkModelVocab(vocabSize: number, configFile: string): void {
+    if (this.vocabSize <= vocabSize) return;
+    const id = this.vocabSize - 1;
+    const token = this.idToToken(id);
+    throw new Error(
+      `QwenTokenizer: ${this.source}: token ${JSON.stringify(token)} has id ${id}, past field "vocab_size" ${vocabSize} of ${configFile}: the tokenizer and the weights are not of the same model`,
+    );
   }
 
   /** Loads tokenizer.json and tokenizer_config.json from a model directory. */
@@ -347,6 +394,6 @@ export class QwenTokenizer {
       unk_token: tokenContent(this.config.unk_token) ?? '',
       ...opts.extra,
     };
-    return applyChatTemplate(this.chatTemplate, messages, { ...opts, extra });
+    return applyChatTemplate(this.chatTemplate, messages, { source: 'tokenizer_config.json', ...opts, extra });
   }
 }
