@@ -31,8 +31,9 @@ export interface StepCostResult {
   model: string;
   weights: WeightFormat;
   threads: number;
-  /** Median milliseconds of one step with k = index + 1 rows. */
+  /** Median milliseconds of one step with k = index + 1 rows: wall time, and CPU time of the process (all threads). */
   ms: number[];
+  cpuMs: number[];
   /** Largest |difference| of row 0's logits with k rows against k = 1 (0: batch invariant). */
   maxDiff: number[];
 }
@@ -70,16 +71,25 @@ async function measureStepCost(cfg: StepCostConfig): Promise<StepCostResult> {
       maxDiff.push(d);
     }
     const times: number[][] = Array.from({ length: cfg.maxRows }, () => []);
+    const cpuTimes: number[][] = Array.from({ length: cfg.maxRows }, () => []);
+    const cpuNow = () => {
+      const u = process.cpuUsage();
+      return (u.user + u.system) / 1000;
+    };
     for (let r = 0; r < cfg.rounds; r++) {
       for (let k = 1; k <= cfg.maxRows; k++) {
+        const c = cpuNow();
         const t = performance.now();
         await step(k);
         times[k - 1].push(performance.now() - t);
+        cpuTimes[k - 1].push(cpuNow() - c);
       }
     }
-    const ms = times.map((t) => t.sort((a, b) => a - b)[t.length >> 1]);
-    log(`    [${cfg.model} ${cfg.weights}] ms: ${ms.map((m) => m.toFixed(1)).join(' ')}`);
-    return { model: cfg.model, weights: cfg.weights, threads: cfg.threads, ms, maxDiff };
+    const median = (t: number[]) => t.sort((a, b) => a - b)[t.length >> 1];
+    const ms = times.map(median);
+    const cpuMs = cpuTimes.map(median);
+    log(`    [${cfg.model} ${cfg.weights}] CPU ms: ${cpuMs.map((m) => m.toFixed(1)).join(' ')}`);
+    return { model: cfg.model, weights: cfg.weights, threads: cfg.threads, ms, cpuMs, maxDiff };
   } finally {
     await model.close();
   }
@@ -123,7 +133,7 @@ export async function runStepCost(
 ): Promise<StepCostResult[]> {
   const maxRows = 8;
   const table = new StreamTable(
-    `Speculative verification: one engine step with k rows of one sequence (all with logits), ms (ratio to k = 1), ` +
+    `Speculative verification: one engine step with k rows of one sequence (all with logits), CPU ms of the process (ratio to k = 1), ` +
       `median of ${rounds} rounds interleaved over k, ${threads} threads; "invariant": row 0's logits are bit-identical for every k`,
     [
       { title: 'model', width: 13, align: 'left' },
@@ -148,7 +158,7 @@ export async function runStepCost(
       table.row([
         m.name,
         weights,
-        ...r.ms.map((ms, i) => (i === 0 ? num(ms) : `${num(ms)} (${(ms / r.ms[0]).toFixed(2)})`)),
+        ...r.cpuMs.map((ms, i) => (i === 0 ? num(ms) : `${num(ms)} (${(ms / r.cpuMs[0]).toFixed(2)})`)),
         worst === 0 ? 'yes' : `no (max ${worst.toExponential(1)})`,
       ]);
     }
