@@ -20,7 +20,7 @@ import {
   type E2ePlan,
 } from './e2e.js';
 import { printConstraintBench, runConstraintBench } from './constraint.js';
-import { printGoals, runGoals, runStepCost } from './speculation.js';
+import { printGoals, runGoals, runRowKernels, runStepCost } from './speculation.js';
 import { dimsFromConfig, dimsFromPreset, runKernels, type KernelDims, type KernelResult } from './kernels.js';
 import { runScalarLimit, type ScalarRow } from './scalar.js';
 import { machineBasics, measureBandwidth, measureDispatch, measureFirstTouch, type DispatchCost } from './machine.js';
@@ -542,6 +542,7 @@ async function runSpeculationBench(opts: Options): Promise<number> {
     name: m.name,
     dir: m.dir ?? ensureSyntheticModel(m.preset!, opts.cacheDir),
   }));
+  await runRowKernels(opts.weights);
   const steps = await runStepCost(script, models, opts.weights, threads, opts.specRounds);
   log('speculation goals on stories260K...');
   const goals = await runGoals(path.join(repoRoot(), 'assets', 'stories260K'), threads, opts.specRounds, 4);
