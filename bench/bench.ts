@@ -21,6 +21,7 @@ import {
 } from './e2e.js';
 import { longContextMain } from './long-context.js';
 import { printConstraintBench, runConstraintBench } from './constraint.js';
+import { printGoals, runGoals, runRowKernels, runStepCost } from './speculation.js';
 import { dimsFromConfig, dimsFromPreset, runKernels, type KernelDims, type KernelResult } from './kernels.js';
 import { runScalarLimit, type ScalarRow } from './scalar.js';
 import { machineBasics, measureBandwidth, measureDispatch, measureFirstTouch, type DispatchCost } from './machine.js';
@@ -40,6 +41,9 @@ function usage(): string {
   --scalar-only        machine and scalar-limit sections only (each kernel's % of the scalar C loop)
   --e2e-only           machine and end-to-end sections only
   --compare-before     end to end also with the kernels of before (bench/matmul-reference.ts)
+  --spec-only          speculative decoding only: the cost of a step with k = 1..8 rows of one sequence
+                       per model and weight format, then the goals end to end on stories260K
+                       (--spec-rounds N rounds each, default 5; --threads: the largest count)
   --cache DIR          where synthetic models are written and reused (default <repo>/.cache/models)
   --prompt-tokens LIST prefill prompt lengths (default 128,512)
   --decode-steps N     timed decode steps (default 128)
@@ -74,6 +78,8 @@ interface Options {
   kernels: boolean;
   e2e: boolean;
   compareBefore: boolean;
+  spec: boolean;
+  specRounds: number;
   cacheDir: string;
   promptTokens: number[] | null;
   decodeSteps: number | null;
@@ -97,6 +103,8 @@ function parseOptions(argv: string[]): Options | null {
         'e2e-only': { type: 'boolean' },
         'scalar-only': { type: 'boolean' },
         'compare-before': { type: 'boolean' },
+        'spec-only': { type: 'boolean' },
+        'spec-rounds': { type: 'string' },
         cache: { type: 'string' },
         'prompt-tokens': { type: 'string' },
         'decode-steps': { type: 'string' },
@@ -110,8 +118,8 @@ function parseOptions(argv: string[]): Options | null {
   if (v.help) return null;
   const quick = v.quick ?? false;
 
-  if ([v['kernels-only'], v['e2e-only'], v['scalar-only']].filter(Boolean).length > 1)
-    throw new UsageError('--kernels-only, --scalar-only and --e2e-only exclude each other');
+  if ([v['kernels-only'], v['e2e-only'], v['scalar-only'], v['spec-only']].filter(Boolean).length > 1)
+    throw new UsageError('--kernels-only, --scalar-only, --e2e-only and --spec-only exclude each other');
   if (v.model !== undefined && v.models !== undefined)
     throw new UsageError('use either --model DIR or --models LIST, not both');
 
@@ -169,6 +177,8 @@ function parseOptions(argv: string[]): Options | null {
     kernels: !v['e2e-only'] && !v['scalar-only'],
     e2e: !v['kernels-only'] && !v['scalar-only'],
     compareBefore: v['compare-before'] ?? false,
+    spec: v['spec-only'] ?? false,
+    specRounds: v['spec-rounds'] === undefined ? 5 : count('--spec-rounds', v['spec-rounds']),
     cacheDir: v.cache !== undefined ? path.resolve(v.cache) : path.join(repoRoot(), '.cache', 'models'),
   };
 }
@@ -217,6 +227,7 @@ async function main(): Promise<number> {
   }
   setJsonMode(opts.json);
   const started = performance.now();
+  if (opts.spec) return runSpeculationBench(opts);
   const quick = opts.quick;
 
   // ---- Machine ----
@@ -535,6 +546,22 @@ async function main(): Promise<number> {
   }
   log(`bench: done in ${seconds.toFixed(1)} s`);
   return errors.some((e) => !e.error.startsWith('skipped')) ? 1 : 0;
+}
+
+async function runSpeculationBench(opts: Options): Promise<number> {
+  const threads = Math.max(...opts.threads);
+  const script = fileURLToPath(new URL('./speculation.js', import.meta.url));
+  const models = opts.models.map((m) => ({
+    name: m.name,
+    dir: m.dir ?? ensureSyntheticModel(m.preset!, opts.cacheDir),
+  }));
+  await runRowKernels(opts.weights);
+  const steps = await runStepCost(script, models, opts.weights, threads, opts.specRounds);
+  log('speculation goals on stories260K...');
+  const goals = await runGoals(path.join(repoRoot(), 'assets', 'stories260K'), threads, opts.specRounds, 4);
+  printGoals(goals, threads, opts.specRounds, 4);
+  if (opts.json) process.stdout.write(JSON.stringify({ speculation: { steps, goals } }, null, 2) + '\n');
+  return 0;
 }
 
 if (process.argv[2] === CHILD_FLAG) {

@@ -31,8 +31,9 @@ export interface StepCostResult {
   model: string;
   weights: WeightFormat;
   threads: number;
-  /** Median milliseconds of one step with k = index + 1 rows. */
+  /** Median milliseconds of one step with k = index + 1 rows: wall time, and CPU time of the process (all threads). */
   ms: number[];
+  cpuMs: number[];
   /** Largest |difference| of row 0's logits with k rows against k = 1 (0: batch invariant). */
   maxDiff: number[];
 }
@@ -70,16 +71,25 @@ async function measureStepCost(cfg: StepCostConfig): Promise<StepCostResult> {
       maxDiff.push(d);
     }
     const times: number[][] = Array.from({ length: cfg.maxRows }, () => []);
+    const cpuTimes: number[][] = Array.from({ length: cfg.maxRows }, () => []);
+    const cpuNow = () => {
+      const u = process.cpuUsage();
+      return (u.user + u.system) / 1000;
+    };
     for (let r = 0; r < cfg.rounds; r++) {
       for (let k = 1; k <= cfg.maxRows; k++) {
+        const c = cpuNow();
         const t = performance.now();
         await step(k);
         times[k - 1].push(performance.now() - t);
+        cpuTimes[k - 1].push(cpuNow() - c);
       }
     }
-    const ms = times.map((t) => t.sort((a, b) => a - b)[t.length >> 1]);
-    log(`    [${cfg.model} ${cfg.weights}] ms: ${ms.map((m) => m.toFixed(1)).join(' ')}`);
-    return { model: cfg.model, weights: cfg.weights, threads: cfg.threads, ms, maxDiff };
+    const median = (t: number[]) => t.sort((a, b) => a - b)[t.length >> 1];
+    const ms = times.map(median);
+    const cpuMs = cpuTimes.map(median);
+    log(`    [${cfg.model} ${cfg.weights}] CPU ms: ${cpuMs.map((m) => m.toFixed(1)).join(' ')}`);
+    return { model: cfg.model, weights: cfg.weights, threads: cfg.threads, ms, cpuMs, maxDiff };
   } finally {
     await model.close();
   }
@@ -123,7 +133,7 @@ export async function runStepCost(
 ): Promise<StepCostResult[]> {
   const maxRows = 8;
   const table = new StreamTable(
-    `Speculative verification: one engine step with k rows of one sequence (all with logits), ms (ratio to k = 1), ` +
+    `Speculative verification: one engine step with k rows of one sequence (all with logits), CPU ms of the process (ratio to k = 1), ` +
       `median of ${rounds} rounds interleaved over k, ${threads} threads; "invariant": row 0's logits are bit-identical for every k`,
     [
       { title: 'model', width: 13, align: 'left' },
@@ -148,7 +158,7 @@ export async function runStepCost(
       table.row([
         m.name,
         weights,
-        ...r.ms.map((ms, i) => (i === 0 ? num(ms) : `${num(ms)} (${(ms / r.ms[0]).toFixed(2)})`)),
+        ...r.cpuMs.map((ms, i) => (i === 0 ? num(ms) : `${num(ms)} (${(ms / r.cpuMs[0]).toFixed(2)})`)),
         worst === 0 ? 'yes' : `no (max ${worst.toExponential(1)})`,
       ]);
     }
@@ -287,5 +297,61 @@ export function printGoals(rows: GoalRow[], threads: number, rounds: number, k: 
       `${r.accepted}/${r.proposed}`,
       r.identical ? 'identical' : 'DIFFER',
     ]);
+  out('');
+}
+
+/**
+ * The matmul alone at one 0.5B shape (gate/up: 4864 x 896), one thread, k = 1..8 tokens: CPU ms
+ * per call, best of 5 rounds interleaved over k, and whether token 0's outputs are bit-identical
+ * for every k. Seconds, where the engine step table takes minutes per model and format.
+ */
+export async function runRowKernels(formats: WeightFormat[], rows = 4864, cols = 896): Promise<void> {
+  const { buildMatrix } = await import('./kernels.js');
+  const { matmul } = await import('../src/tensor/matmul.js');
+  const { allocQuantizedActivations, quantizeActivations } = await import('../src/tensor/formats/activations.js');
+  const src = new Float32Array(new SharedArrayBuffer(rows * cols * 4));
+  for (let i = 0; i < src.length; i++) src[i] = Math.sin(i * 12.9898) * 0.05;
+  const x = new Float32Array(8 * cols);
+  for (let i = 0; i < x.length; i++) x[i] = Math.cos(i * 7.1);
+  const y = new Float32Array(8 * rows);
+  const cpu = () => {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1000;
+  };
+  const table = new StreamTable(
+    `Matmul of k tokens at the 0.5B gate/up shape (${rows} x ${cols}), one thread: CPU ms per call (ratio to k = 1), best of 5 rounds`,
+    [
+      { title: 'weights', width: 7, align: 'left' },
+      ...Array.from({ length: 8 }, (_, i) => ({ title: `k=${i + 1}`, width: i === 0 ? 5 : 12 })),
+      { title: 'invariant', width: 9, align: 'left' as const },
+    ],
+  );
+  for (const format of formats) {
+    const m = buildMatrix(format, src, rows, cols);
+    const xq = allocQuantizedActivations(8, cols, false);
+    quantizeActivations(x, 0, cols, 0, 8, xq);
+    const run = (n: number) => matmul(m, x, 0, cols, n, y, 0, rows, 0, rows, format.startsWith('q') ? xq : null);
+    for (let n = 1; n <= 8; n++) for (let r = 0; r < 3; r++) run(n);
+    run(1);
+    const ref = y.slice(0, rows);
+    let invariant = true;
+    for (let n = 2; n <= 8; n++) {
+      run(n);
+      for (let i = 0; i < rows; i++) if (y[i] !== ref[i]) invariant = false;
+    }
+    const best = new Array<number>(8).fill(Infinity);
+    const reps = 20;
+    for (let round = 0; round < 5; round++)
+      for (let n = 1; n <= 8; n++) {
+        const c0 = cpu();
+        for (let r = 0; r < reps; r++) run(n);
+        best[n - 1] = Math.min(best[n - 1], (cpu() - c0) / reps);
+      }
+    table.row([
+      format,
+      ...best.map((b, i) => (i === 0 ? b.toFixed(2) : `${b.toFixed(2)} (${(b / best[0]).toFixed(2)})`)),
+      invariant ? 'yes' : 'no',
+    ]);
+  }
   out('');
 }

@@ -4,6 +4,7 @@
 // each position is sampled with the same logits and draws; a chi-square test over sampled
 // continuations with different seeds; stops and maxTokens inside an accepted run; abort; prefix
 // caching after rejected proposals.
+import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LLM } from '../src/engine/llm.js';
@@ -11,8 +12,11 @@ import { NgramProposer, resolveSpeculativeConfig } from '../src/engine/speculati
 import { BLOCK_SIZE } from '../src/model/kv-cache.js';
 import { loadModel } from '../src/model/load.js';
 import { WEIGHT_FORMATS } from '../src/model/load.js';
+import { Metrics } from '../src/server/metrics.js';
+import { makeTempModel, removeDir } from './helpers/models.js';
 
 const MODEL = fileURLToPath(new URL('../assets/stories260K', import.meta.url));
+const MAIN = fileURLToPath(new URL('../dist/src/cli/main.js', import.meta.url));
 const NGRAM = { method: 'ngram', num_speculative_tokens: 4 } as const;
 
 // A prompt the model partly repeats (its greedy story, then the story's opening again): proposals
@@ -123,9 +127,11 @@ describe('greedy: identical token ids with and without speculation', () => {
           accepted += b.metrics.specAcceptedTokens;
           rejected += b.metrics.specDraftTokens - b.metrics.specAcceptedTokens;
         }
-        // Both paths were taken: runs of accepted proposals and rejections.
-        expect(accepted).toBeGreaterThan(5);
-        expect(rejected).toBeGreaterThan(5);
+        // Both paths were taken: accepted proposals and rejected ones (q4_0's text departs from
+        // f32's and repeats itself less: few proposals survive the acceptance pause there).
+        expect(accepted).toBeGreaterThan(0);
+        expect(rejected).toBeGreaterThan(0);
+        expect(accepted + rejected).toBeGreaterThan(5);
       } finally {
         await plain.close();
         await spec.close();
@@ -247,6 +253,33 @@ describe('engine behaviour with speculation (f32)', () => {
   });
 });
 
+describe('structured output with speculation (synthetic tiny Qwen2.5, its tokenizer)', () => {
+  it('a regex-constrained generation, greedy and seeded, gives the same tokens with and without', async () => {
+    const dir = makeTempModel({ preset: 'tiny', seed: 0 });
+    const plain = await LLM.load(dir, { threads: 2 });
+    const spec = await LLM.load(dir, { threads: 2, speculativeConfig: NGRAM });
+    try {
+      // The prompt repeats the pattern's text, so proposals are made inside the constrained value.
+      const prompt = 'id: abc-123-abc-123-abc-123; id: abc-123-abc-123-abc-123; id: abc-';
+      const structuredOutput = { type: 'regex', pattern: '([a-c]{3}-[0-9]{3}-){2,6}done' } as const;
+      let drafts = 0;
+      for (const p of [{ temperature: 0 }, { temperature: 1, seed: 3, topK: 5 }]) {
+        const params = { ...p, maxTokens: 14, structuredOutput };
+        const [a] = await plain.generate(prompt, params);
+        const [b] = await spec.generate(prompt, params);
+        expect(b.outputs[0].tokenIds).toEqual(a.outputs[0].tokenIds);
+        expect(a.outputs[0].text).toMatch(/^([a-c]{3}-[0-9]{3}-){2,6}(done)?$/);
+        drafts += b.metrics.specDraftTokens;
+      }
+      expect(drafts).toBeGreaterThan(0);
+    } finally {
+      await plain.close();
+      await spec.close();
+      removeDir(dir);
+    }
+  }, 300_000);
+});
+
 describe('sampling distribution: chi-square, with and without speculation (different seeds)', () => {
   it('the first four tokens of 400 sampled continuations agree in distribution', async () => {
     const plain = await LLM.load(MODEL, { threads: 2, maxSequences: 16 });
@@ -292,7 +325,7 @@ describe('sampling distribution: chi-square, with and without speculation (diffe
       await plain.close();
       await spec.close();
     }
-  });
+  }, 300_000);
 });
 
 describe('options', () => {
@@ -300,5 +333,53 @@ describe('options', () => {
     await expect(
       LLM.load(MODEL, { speculativeConfig: { method: 'ngram', num_speculative_tokens: 99 } }),
     ).rejects.toThrow(/speculativeConfig.numSpeculativeTokens must be an integer from 1 to 16, got 99/);
+  });
+});
+
+describe('CLI and /metrics', () => {
+  const cli = (...args: string[]) =>
+    spawnSync(process.execPath, [MAIN, 'generate', '--threads', '1', ...args], {
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: { ...process.env, NO_COLOR: '1' },
+    });
+
+  it('generate --speculative-config: same text, acceptance in the stats line', () => {
+    const prompt = 'Tom and his dog';
+    const plain = cli('--temperature', '0', '--max-tokens', '60', prompt);
+    const spec = cli(
+      '--temperature',
+      '0',
+      '--max-tokens',
+      '60',
+      '--speculative-config',
+      '{"method":"ngram","num_speculative_tokens":4}',
+      prompt,
+    );
+    expect(spec.status, spec.stderr).toBe(0);
+    expect(spec.stdout).toBe(plain.stdout);
+    expect(spec.stderr).toMatch(/accepted \d+\/\d+ proposed \(\d+%\)/);
+    expect(plain.stderr).not.toMatch(/proposed/);
+  });
+
+  it('a bad --speculative-config is a one-line error naming the field', () => {
+    const bad = cli('--speculative-config', '{"method":"ngram"}', 'Hi');
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain('--speculative-config: num_speculative_tokens is required');
+    const notJson = cli('--speculative-config', 'ngram', 'Hi');
+    expect(notJson.status).toBe(2);
+    expect(notJson.stderr).toContain('--speculative-config must be JSON');
+  });
+
+  it("/metrics exposes vLLM's spec_decode counters and the mean acceptance length", () => {
+    const m = new Metrics({
+      engine: () => ({ running: 0, waiting: 0, specDrafts: 10, specDraftTokens: 30, specAcceptedTokens: 15 }),
+      server: () => ({ running: 0, queued: 0 }),
+    });
+    const text = m.render();
+    expect(text).toContain('qwen_ts_spec_decode_num_drafts_total 10\n');
+    expect(text).toContain('qwen_ts_spec_decode_num_draft_tokens_total 30\n');
+    expect(text).toContain('qwen_ts_spec_decode_num_accepted_tokens_total 15\n');
+    expect(text).toContain('qwen_ts_spec_decode_mean_acceptance_length 2.5\n');
   });
 });

@@ -255,7 +255,7 @@ export function modelArgsFrom(values: Record<string, unknown>): ModelArgs {
     try {
       load.speculativeConfig = resolveSpeculativeConfig(raw);
     } catch (e) {
-      throw new CliError(`--speculative-config: ${(e as Error).message.replace(/^speculativeConfig:? ?/, '')}`);
+      throw new CliError(`--speculative-config: ${(e as Error).message.replace(/^speculativeConfig[.:]? ?/, '')}`);
     }
   }
   const model = typeof values.model === 'string' ? values.model : undefined;

@@ -240,7 +240,12 @@ export class Scheduler {
       if (Math.ceil((seq.computed + 1 + draft.length) / BLOCK_SIZE) > Math.ceil((seq.computed + 1) / BLOCK_SIZE))
         return [];
     }
-    cache.ensure(seq.slot, seq.computed + 1 + draft.length);
+    try {
+      cache.ensure(seq.slot, seq.computed + 1 + draft.length);
+    } catch (e) {
+      if (e instanceof KvCacheFullError) return [];
+      throw e;
+    }
     return draft;
   }
 

@@ -77,7 +77,7 @@ export function resolveSpeculativeConfig(raw: unknown): ResolvedSpeculativeConfi
 // rejected make decoding slower. Each sequence keeps a running acceptance rate (per proposed token,
 // up to the first rejection); below MIN_ACCEPTANCE it stops proposing for a while (doubling while
 // the retries keep failing), and it proposes about as many tokens as the rate says will be accepted.
-const MIN_ACCEPTANCE = 0.6;
+const MIN_ACCEPTANCE = 0.7;
 const RATE_WEIGHT = 0.25;
 const FIRST_PAUSE_STEPS = 4;
 const MAX_PAUSE_STEPS = 64;
