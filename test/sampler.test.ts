@@ -276,7 +276,8 @@ describe('fast path equals a full-sort reference', () => {
     expectClose(computeDistribution(logits, {}), over(5, [1, 3, 4], softmax([1, 2, 0])));
   });
 
-  it('full Qwen vocabulary (151936): exact, and fast', () => {
+  // Speed is the bench's to measure (npm run bench), not a timed unit test's.
+  it('full Qwen vocabulary (151936): exact', () => {
     const V = 151936;
     const logits = randomLogits(V, 77, 2.5);
     const params: SamplingParams = { temperature: 0.7, topK: 50, topP: 0.9, minP: 0.05, repetitionPenalty: 1.1 };
@@ -286,17 +287,6 @@ describe('fast path equals a full-sort reference', () => {
       referenceDistribution(logits, params, prompt, []),
       1e-12,
     );
-
-    for (const p of [params, { topP: 0.95 }, {}] as SamplingParams[]) {
-      const s = new Sampler({ ...p, seed: 1 }, V);
-      s.sample(logits, prompt, []); // warm up
-      const n = 20;
-      const t0 = performance.now();
-      for (let i = 0; i < n; i++) s.sample(logits, prompt, []);
-      const ms = (performance.now() - t0) / n;
-      // A few ms per token on a laptop; generous bound so slow CI machines pass.
-      expect(ms).toBeLessThan(50);
-    }
   });
 });
 
