@@ -127,7 +127,9 @@ async function measureDtype(
         row.split.attention += p.attention;
         row.split.other += total - matmul - p.attention;
         log(
-          `  ${dtype} round ${round + 1}/${o.rounds} depth ${row.depth}: pp ${num(row.ppTokS.at(-1)!)} tok/s, tg ${num(row.tgMs.at(-1)!)} ms`,
+          `  ${dtype} round ${round + 1}/${o.rounds} depth ${row.depth}: pp ${num(row.ppTokS.at(-1)!)} tok/s ` +
+            `(cpu ${num(row.ppCpuTokS.at(-1)!)}), tg ${num(row.tgMs.at(-1)!)} ms (cpu ${num(row.tgCpuMs.at(-1)!)}), ` +
+            `attention ${num((100 * p.attention) / total)}%`,
         );
       }
     }
