@@ -36,10 +36,17 @@ interface Row {
   depth: number;
   ppTokS: number[];
   tgMs: number[];
+  /** The same in CPU time of this process (all its threads): steadier than wall time on a busy machine. */
+  ppCpuTokS: number[];
+  tgCpuMs: number[];
   split: { matmul: number; attention: number; other: number };
 }
 
 const MATMUL_KEYS = ['qkv', 'o_proj', 'gate_up', 'down', 'lm_head'];
+
+function cpuMs(u: NodeJS.CpuUsage): number {
+  return (u.user + u.system) / 1000;
+}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -91,6 +98,8 @@ async function measureDtype(
       depth,
       ppTokS: [],
       tgMs: [],
+      ppCpuTokS: [],
+      tgCpuMs: [],
       split: { matmul: 0, attention: 0, other: 0 },
     }));
     for (let round = 0; round < o.rounds; round++) {
@@ -101,12 +110,16 @@ async function measureDtype(
       if (round === 0) model.forward(prompt.slice(0, 8), { startPos: maxDepth }); // warm-up: JIT, page faults
       for (const row of [...rows].reverse()) {
         let t = performance.now();
+        let cpu = process.cpuUsage();
         model.forward(prompt, { startPos: row.depth });
         row.ppTokS.push(o.promptTokens / ((performance.now() - t) / 1000));
+        row.ppCpuTokS.push(o.promptTokens / (cpuMs(process.cpuUsage(cpu)) / 1000));
         model.startProfile();
         t = performance.now();
+        cpu = process.cpuUsage();
         for (let i = 0; i < o.steps; i++) model.forward([prompt[i]], { startPos: row.depth + i });
         row.tgMs.push((performance.now() - t) / o.steps);
+        row.tgCpuMs.push(cpuMs(process.cpuUsage(cpu)) / o.steps);
         const p = model.profile()!;
         const matmul = MATMUL_KEYS.reduce((s, key) => s + p[key], 0);
         const total = Object.values(p).reduce((s, x) => s + x, 0);
@@ -114,7 +127,9 @@ async function measureDtype(
         row.split.attention += p.attention;
         row.split.other += total - matmul - p.attention;
         log(
-          `  ${dtype} round ${round + 1}/${o.rounds} depth ${row.depth}: pp ${num(row.ppTokS.at(-1)!)} tok/s, tg ${num(row.tgMs.at(-1)!)} ms`,
+          `  ${dtype} round ${round + 1}/${o.rounds} depth ${row.depth}: pp ${num(row.ppTokS.at(-1)!)} tok/s ` +
+            `(cpu ${num(row.ppCpuTokS.at(-1)!)}), tg ${num(row.tgMs.at(-1)!)} ms (cpu ${num(row.tgCpuMs.at(-1)!)}), ` +
+            `attention ${num((100 * p.attention) / total)}%`,
         );
       }
     }
@@ -171,7 +186,9 @@ export async function longContextMain(argv: string[]): Promise<void> {
       rounds,
     });
     const pp0 = median(rows[0].ppTokS),
-      tg0 = median(rows[0].tgMs);
+      tg0 = median(rows[0].tgMs),
+      ppCpu0 = median(rows[0].ppCpuTokS),
+      tgCpu0 = median(rows[0].tgCpuMs);
     const table = new StreamTable(
       `KV cache ${dtype} (${num(bytesPerToken / 1024)} KiB per token, ${mb(bytesPerToken * Math.max(...contexts))} MB at ${Math.max(...contexts)})`,
       [
@@ -180,6 +197,8 @@ export async function longContextMain(argv: string[]): Promise<void> {
         { title: 'pp vs first', width: 11 },
         { title: 'tg ms/token', width: 11 },
         { title: 'tg speed vs first', width: 17 },
+        { title: 'cpu: pp vs first', width: 16 },
+        { title: 'tg vs first', width: 11 },
         { title: 'matmul %', width: 8 },
         { title: 'attention %', width: 11 },
         { title: 'other %', width: 7 },
@@ -196,6 +215,8 @@ export async function longContextMain(argv: string[]): Promise<void> {
         `${num((100 * pp) / pp0)}%`,
         num(tg),
         `${num((100 * tg0) / tg)}%`,
+        `${num((100 * median(r.ppCpuTokS)) / ppCpu0)}%`,
+        `${num((100 * tgCpu0) / median(r.tgCpuMs))}%`,
         pct(r.split.matmul),
         pct(r.split.attention),
         pct(r.split.other),

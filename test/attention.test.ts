@@ -7,6 +7,7 @@ import { loadModel, KV_CACHE_DTYPES, type KvCacheDtype } from '../src/index.js';
 import type { ModelConfig } from '../src/model/config.js';
 import { BLOCK_SIZE, KvCache, kvRoundTrip } from '../src/model/kv-cache.js';
 import { newReferenceCache, referenceForward, referenceWeights } from '../src/model/reference.js';
+import { hadamard } from '../src/tensor/ops.js';
 import { allocAttentionScratch, attendHeadNaive, attendRows, KV_BF16, type PagedKv } from '../src/tensor/attention.js';
 import { makeTempModel, removeDir } from './helpers/models.js';
 
@@ -72,30 +73,45 @@ describe('attendRows against the plain attention, over a paged cache of every dt
         for (let pos = 0; pos < len; pos++) cache.read(1, 1, pos, ks, pos * kvDim, vs, pos * kvDim);
         // ... and they are the inputs rounded as the dtype says.
         const rounded = k.slice();
-        kvRoundTrip(dtype, rounded, 0, rounded.length, headDim);
+        kvRoundTrip(dtype, rounded, 0, rounded.length, headDim, true);
         expect(ks).toEqual(rounded);
-        let roundErr = 0;
-        for (let i = 0; i < k.length; i++) roundErr = Math.max(roundErr, Math.abs(ks[i] - k[i]));
-        // |k| < 1: bf16 keeps 8 bits (error <= 2^-9), q8_0 a step of max|k| / 127 (error <= half a step,
-        // plus the f16 rounding of the scale).
-        expect(roundErr).toBeLessThanOrEqual(dtype === 'f32' ? 0 : dtype === 'bf16' ? 2 ** -9 : (0.5 / 127) * 1.001);
+        // |k| < 1: bf16 keeps 8 bits (error <= 2^-9). q8_0 rounds each of the (rotated) values to half
+        // a step of max / 127, plus the f16 rounding of the scale; the rotation keeps a row's L2 norm.
+        for (let r = 0; r < len * kvHeads; r++) {
+          const o = r * headDim;
+          const rotated = k.slice(o, o + headDim);
+          if (cache.rotatesKeys) hadamard(rotated, 0, headDim);
+          const step = Math.max(...rotated.map(Math.abs)) / 127;
+          let l2 = 0,
+            maxErr = 0;
+          for (let i = o; i < o + headDim; i++) {
+            l2 += (ks[i] - k[i]) ** 2;
+            maxErr = Math.max(maxErr, Math.abs(ks[i] - k[i]));
+          }
+          if (dtype === 'f32') expect(maxErr).toBe(0);
+          else if (dtype === 'bf16') expect(maxErr).toBeLessThanOrEqual(2 ** -9);
+          else expect(Math.sqrt(l2)).toBeLessThanOrEqual(Math.sqrt(headDim) * (step / 2) * 1.001);
+        }
 
         const rows = 23; // crosses cache blocks and is longer than a query block of 16
         const pos0 = len - rows;
         const q = new Float32Array(rows * qDim).map(() => random());
+        // The cache holds q8_0 keys rotated: the kernel gets the queries rotated alike (as the model's forward does).
+        const qKernel = q.slice();
+        if (cache.rotatesKeys) for (let h = 0; h < rows * heads; h++) hadamard(qKernel, h * headDim, headDim);
         const out = new Float32Array(rows * qDim);
         const scratch = allocAttentionScratch(rows * (heads / kvHeads), BLOCK_SIZE, headDim);
         const scale = 1 / Math.sqrt(headDim);
         const layer = pagedLayer(cache, 1, c);
         const table = 1 * cache.arrays.maxBlocksPerSeq;
         for (let h = 0; h < kvHeads; h++)
-          attendRows(out, q, 0, qDim, rows, pos0, layer, table, h, heads / kvHeads, scale, scratch);
+          attendRows(out, qKernel, 0, qDim, rows, pos0, layer, table, h, heads / kvHeads, scale, scratch);
         const decodeOut = new Float32Array(qDim);
         const last = (rows - 1) * qDim;
         for (let h = 0; h < kvHeads; h++)
           attendRows(
             decodeOut,
-            q.subarray(last),
+            qKernel.subarray(last),
             0,
             qDim,
             1,
@@ -164,7 +180,7 @@ describe('the forward pass with every KV cache dtype', () => {
         const c = model.config;
         const w = referenceWeights(model.weights);
         const refCache = newReferenceCache(c, prompt.length);
-        const round = (x: Float32Array) => kvRoundTrip(dtype, x, 0, x.length, c.headDim);
+        const round = (x: Float32Array, isKey: boolean) => kvRoundTrip(dtype, x, 0, x.length, c.headDim, isKey);
         let refErr = 0;
         for (let i = 0; i < prompt.length; i++) {
           const ref = referenceForward(c, w, refCache, prompt[i], i, undefined, round);

@@ -146,12 +146,10 @@ describe('config.json of each family', () => {
     expect(bad(qwen3, { layer_types: ['full_attention', 'sliding_attention'] })).toThrow(
       /field "layer_types\[1\]" is "sliding_attention": only "full_attention" layers are supported/,
     );
-    expect(bad(llama, { rope_scaling: { rope_type: 'yarn', factor: 4 } })).toThrow(
-      /field "rope_scaling\.rope_type" is "yarn": supported rope scaling types are "linear", "llama3" and "default"/,
+    expect(bad(llama, { rope_scaling: { rope_type: 'longrope', factor: 4 } })).toThrow(
+      /field "rope_scaling\.rope_type" is "longrope": supported rope scaling types are "linear", "llama3", "yarn", "dynamic" and "default"/,
     );
-    expect(bad(llama, { rope_scaling: { type: 'dynamic', factor: 4 } })).toThrow(
-      /field "rope_scaling\.type" is "dynamic"/,
-    );
+    expect(bad(llama, { rope_scaling: { type: 'su', factor: 4 } })).toThrow(/field "rope_scaling\.type" is "su"/);
     expect(bad(llama, { rope_scaling: { rope_type: 'llama3', factor: 8, high_freq_factor: 4 } })).toThrow(
       /field "rope_scaling\.low_freq_factor" must be a positive number, got undefined/,
     );

@@ -92,7 +92,7 @@ describe('bad model directories', () => {
     expect(bad({ model_type: 'llama', attention_bias: 'no' })).toThrow(/field "attention_bias" must be true or false/);
     expect(bad({ rope_theta: 0 })).toThrow(/field "rope_theta" must be a positive number/);
     expect(bad({ tie_word_embeddings: 'yes' })).toThrow(/tie_word_embeddings/);
-    expect(bad({ rope_scaling: { type: 'yarn', factor: 4 } })).toThrow(/rope_scaling/);
+    expect(bad({ rope_scaling: { type: 'longrope', factor: 4 } })).toThrow(/rope_scaling/);
     expect(bad({ vocab_size: undefined })).toThrow(/field "vocab_size"/);
   });
 

@@ -2,7 +2,7 @@
 // prefill only their new tokens, LRU eviction under a small budget, shared prefixes.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LLM } from '../src/engine/llm.js';
-import { BLOCK_SIZE } from '../src/model/kv-cache.js';
+import { BLOCK_SIZE, KV_CACHE_DTYPES } from '../src/model/kv-cache.js';
 import { loadModel } from '../src/model/load.js';
 import type { Qwen2Model } from '../src/model/qwen2.js';
 import { makeTempModel, removeDir } from './helpers/models.js';
@@ -26,49 +26,51 @@ async function prefill(model: Qwen2Model, seq: number, tokens: number[], from: n
   return logits;
 }
 
-describe('KvCache prefix matching', () => {
-  let model: Qwen2Model;
-  beforeAll(async () => {
-    model = await loadModel(dir, { threads: 2, maxSequences: 4 });
-  });
-  afterAll(async () => {
-    await model?.close();
-  });
+// Every cache dtype: a hit reuses blocks stored in that dtype, so it must equal a fresh prefill exactly.
+for (const kvCacheDtype of KV_CACHE_DTYPES)
+  describe(`KvCache prefix matching (${kvCacheDtype} cache)`, () => {
+    let model: Qwen2Model;
+    beforeAll(async () => {
+      model = await loadModel(dir, { threads: 2, maxSequences: 4, kvCacheDtype });
+    });
+    afterAll(async () => {
+      await model?.close();
+    });
 
-  it('logits with a cache hit equal those computed from scratch (1e-5)', async () => {
-    const cache = model.kvCache;
-    const a = ids(70, 100);
-    await prefill(model, 0, a, 0);
-    cache.registerFullBlocks(0, (p) => a[p]);
-    // b shares a's first 53 tokens: 3 full blocks (48 tokens) can be reused.
-    const b = [...a.slice(0, 53), ...ids(30, 5000)];
-    const cached = cache.matchPrefix(1, b, b.length - 1);
-    expect(cached).toBe(3 * BLOCK_SIZE);
-    const hit = await prefill(model, 1, b, cached);
-    const scratch = await prefill(model, 2, b, 0);
-    let maxDiff = 0;
-    for (let i = 0; i < hit.length; i++) maxDiff = Math.max(maxDiff, Math.abs(hit[i] - scratch[i]));
-    expect(maxDiff).toBeLessThanOrEqual(1e-5);
-    // The shared blocks stay read-only: a's cache still gives a's logits for its next token.
-    const next = await model.forwardBatch([{ seq: 0, token: 42, pos: a.length }], 1);
-    const fresh = await prefill(model, 3, [...a, 42], 0);
-    for (let i = 0; i < next.length; i++) expect(Math.abs(next[i] - fresh[i])).toBeLessThanOrEqual(1e-5);
-    for (let s = 0; s < 4; s++) cache.release(s);
-    expect(cache.freeTokens).toBe(cache.capacityTokens);
-  });
+    it('logits with a cache hit equal those computed from scratch (1e-5)', async () => {
+      const cache = model.kvCache;
+      const a = ids(70, 100);
+      await prefill(model, 0, a, 0);
+      cache.registerFullBlocks(0, (p) => a[p]);
+      // b shares a's first 53 tokens: 3 full blocks (48 tokens) can be reused.
+      const b = [...a.slice(0, 53), ...ids(30, 5000)];
+      const cached = cache.matchPrefix(1, b, b.length - 1);
+      expect(cached).toBe(3 * BLOCK_SIZE);
+      const hit = await prefill(model, 1, b, cached);
+      const scratch = await prefill(model, 2, b, 0);
+      let maxDiff = 0;
+      for (let i = 0; i < hit.length; i++) maxDiff = Math.max(maxDiff, Math.abs(hit[i] - scratch[i]));
+      expect(maxDiff).toBeLessThanOrEqual(1e-5);
+      // The shared blocks stay read-only: a's cache still gives a's logits for its next token.
+      const next = await model.forwardBatch([{ seq: 0, token: 42, pos: a.length }], 1);
+      const fresh = await prefill(model, 3, [...a, 42], 0);
+      for (let i = 0; i < next.length; i++) expect(Math.abs(next[i] - fresh[i])).toBeLessThanOrEqual(1e-5);
+      for (let s = 0; s < 4; s++) cache.release(s);
+      expect(cache.freeTokens).toBe(cache.capacityTokens);
+    });
 
-  it('never matches the whole prompt: the last token is left to compute', async () => {
-    const cache = model.kvCache;
-    const a = ids(32, 300);
-    await prefill(model, 0, a, 0);
-    cache.registerFullBlocks(0, (p) => a[p]);
-    cache.release(0);
-    expect(cache.matchPrefix(1, a, a.length - 1)).toBe(BLOCK_SIZE);
-    cache.release(1);
-    expect(cache.matchPrefix(1, a, a.length)).toBe(2 * BLOCK_SIZE);
-    cache.release(1);
+    it('never matches the whole prompt: the last token is left to compute', async () => {
+      const cache = model.kvCache;
+      const a = ids(32, 300);
+      await prefill(model, 0, a, 0);
+      cache.registerFullBlocks(0, (p) => a[p]);
+      cache.release(0);
+      expect(cache.matchPrefix(1, a, a.length - 1)).toBe(BLOCK_SIZE);
+      cache.release(1);
+      expect(cache.matchPrefix(1, a, a.length)).toBe(2 * BLOCK_SIZE);
+      cache.release(1);
+    });
   });
-});
 
 describe('LLM with prefix caching', () => {
   let llm: LLM;

@@ -11,6 +11,7 @@
 // block is never written. When no sequence uses a registered block it stays cached and is evicted,
 // least recently used first, only when a block is needed and none is free.
 import { KV_BF16, KV_F32 } from '../tensor/attention.js';
+import { hadamard } from '../tensor/ops.js';
 import { bf16ToF32, f16ToF32, f32ArrayToBf16, f32ToBf16, f32ToF16 } from '../tensor/dtype.js';
 import type { ModelConfig } from './config.js';
 
@@ -70,9 +71,15 @@ export class KvCache {
   readonly dtype: KvCacheDtype;
   /** Tokens cached per sequence (positions 0..length-1 hold keys and values in every layer). */
   private lengths: number[];
+  /**
+   * q8_0 with a power-of-two headDim: keys are stored rotated by a Hadamard matrix (ops.ts's
+   * hadamard), and the forward pass rotates each query head the same way before attention.
+   */
+  readonly rotatesKeys: boolean;
   private numLayers: number;
   private kvHeads: number;
   private headDim: number;
+  private keyRow: Float32Array;
   private blocksOf: number[][];
   /** Blocks that hold nothing worth keeping. */
   private free: number[];
@@ -103,6 +110,8 @@ export class KvCache {
     this.numLayers = c.numLayers;
     this.kvHeads = c.numKvHeads;
     this.headDim = c.headDim;
+    this.rotatesKeys = rotatesKeys(dtype, c.headDim);
+    this.keyRow = new Float32Array(c.headDim);
     this.bytesPerToken = c.numLayers * 2 * c.numKvHeads * bytesPerHeadRow(dtype, c.headDim);
     const maxBlocksPerSeq = Math.ceil(contextLength / BLOCK_SIZE);
     // Never more blocks than all sequences at full context could use.
@@ -155,8 +164,9 @@ export class KvCache {
 
   /**
    * Store the keys and values of position `pos` of `seq` in `layer`: k[kOff..] and v[vOff..] hold
-   * kvHeads x headDim values each. The position must be reserved. Writing the last layer makes the
-   * position part of the sequence (its length grows to pos + 1).
+   * kvHeads x headDim values each (keys after RoPE, not rotated: write rotates them when
+   * rotatesKeys). The position must be reserved. Writing the last layer makes the position part of
+   * the sequence (its length grows to pos + 1).
    */
   write(layer: number, seq: number, pos: number, k: Float32Array, kOff: number, v: Float32Array, vOff: number): void {
     const blocks = this.blocksOf[seq];
@@ -166,13 +176,20 @@ export class KvCache {
     const hd = this.headDim;
     for (let h = 0; h < this.kvHeads; h++) {
       const dst = ((blocks[b] * this.kvHeads + h) * BLOCK_SIZE + (pos & (BLOCK_SIZE - 1))) * hd;
-      storeRow(a, a.k[layer], a.kScale[layer], dst, k, kOff + h * hd, hd);
+      if (this.rotatesKeys) {
+        this.keyRow.set(k.subarray(kOff + h * hd, kOff + (h + 1) * hd));
+        hadamard(this.keyRow, 0, hd);
+        storeRow(a, a.k[layer], a.kScale[layer], dst, this.keyRow, 0, hd);
+      } else storeRow(a, a.k[layer], a.kScale[layer], dst, k, kOff + h * hd, hd);
       storeRow(a, a.v[layer], a.vScale[layer], dst, v, vOff + h * hd, hd);
     }
     if (layer === this.numLayers - 1 && pos >= this.lengths[seq]) this.lengths[seq] = pos + 1;
   }
 
-  /** k[kOff..], v[vOff..] = the keys and values of position `pos` of `seq` in `layer` as stored, widened to f32. */
+  /**
+   * k[kOff..], v[vOff..] = the keys and values of position `pos` of `seq` in `layer` as stored,
+   * widened to f32 (keys rotated back when rotatesKeys).
+   */
   read(layer: number, seq: number, pos: number, k: Float32Array, kOff: number, v: Float32Array, vOff: number): void {
     const blocks = this.blocksOf[seq];
     const b = pos >> LOG2_BLOCK;
@@ -182,6 +199,7 @@ export class KvCache {
     for (let h = 0; h < this.kvHeads; h++) {
       const src = ((blocks[b] * this.kvHeads + h) * BLOCK_SIZE + (pos & (BLOCK_SIZE - 1))) * hd;
       loadRow(a, a.k[layer], a.kScale[layer], src, k, kOff + h * hd, hd);
+      if (this.rotatesKeys) hadamard(k, kOff + h * hd, hd);
       loadRow(a, a.v[layer], a.vScale[layer], src, v, vOff + h * hd, hd);
     }
   }
@@ -388,12 +406,31 @@ function loadRow(
   }
 }
 
+function rotatesKeys(dtype: KvCacheDtype, headDim: number): boolean {
+  return dtype === 'q8_0' && (headDim & (headDim - 1)) === 0;
+}
+
 /**
- * x[off..off+n) rounded as a cache of `dtype` stores it (n a multiple of headDim): the reference
- * forward's keys and values go through this to be the oracle of a bf16 or q8_0 cache.
+ * x[off..off+n) rounded as a cache of `dtype` stores it (n a multiple of headDim; `isKey`: keys,
+ * rotated before and back after quantizing when the cache rotates them): the reference forward's
+ * keys and values go through this to be the oracle of a bf16 or q8_0 cache.
  */
-export function kvRoundTrip(dtype: KvCacheDtype, x: Float32Array, off: number, n: number, headDim: number): void {
+export function kvRoundTrip(
+  dtype: KvCacheDtype,
+  x: Float32Array,
+  off: number,
+  n: number,
+  headDim: number,
+  isKey: boolean,
+): void {
   if (dtype === 'f32') return;
+  const rotate = isKey && rotatesKeys(dtype, headDim);
+  if (rotate) for (let h = off; h < off + n; h += headDim) hadamard(x, h, headDim);
+  roundTrip(dtype, x, off, n, headDim);
+  if (rotate) for (let h = off; h < off + n; h += headDim) hadamard(x, h, headDim);
+}
+
+function roundTrip(dtype: KvCacheDtype, x: Float32Array, off: number, n: number, headDim: number): void {
   if (dtype === 'bf16') {
     for (let i = off; i < off + n; i++) x[i] = bf16ToF32(f32ToBf16(x[i]));
     return;

@@ -13,7 +13,7 @@
 // A prefill is many rows of one sequence, a batched decode one row of each of many sequences.
 import { readRow } from '../tensor/matmul.js';
 import { sharedFloat32, type Matrix } from '../tensor/matrix.js';
-import { addInPlace, rmsnorm, rmsnormHeads, rope, ropeTables } from '../tensor/ops.js';
+import { addInPlace, hadamard, rmsnorm, rmsnormHeads, rope, ropeTables } from '../tensor/ops.js';
 import { ThreadPool } from '../tensor/pool.js';
 import type { GenerationConfig, ModelConfig } from './config.js';
 import { BLOCK_SIZE, KvCache, type KvCacheDtype } from './kv-cache.js';
@@ -411,6 +411,9 @@ export class Qwen2Model {
       rope(q, i * d.qDim, d.heads, d.headDim, this.rope.cos, this.rope.sin, pos * half);
       rope(k, i * d.kvDim, d.kvHeads, d.headDim, this.rope.cos, this.rope.sin, pos * half);
       this.kvCache.write(layer, seq, pos, k, i * d.kvDim, v, i * d.kvDim);
+      // The cache holds the keys rotated: rotate the queries alike (q·k is unchanged).
+      if (this.kvCache.rotatesKeys)
+        for (let h = 0; h < d.heads; h++) hadamard(q, i * d.qDim + h * d.headDim, d.headDim);
     }
   }
 }

@@ -111,7 +111,7 @@ function silu(x: number): number {
 /**
  * Logits [vocab] of `token` at position `pos`; writes its keys and values into `cache`, which must
  * hold positions 0..pos-1 already. `onLayer(l, x)` sees the residual stream after each layer;
- * `storeKv(k)` rounds keys and values in place as a compact cache stores them (kvRoundTrip).
+ * `storeKv(k, isKey)` rounds keys and values in place as a compact cache stores them (kvRoundTrip).
  */
 export function referenceForward(
   c: ModelConfig,
@@ -120,7 +120,7 @@ export function referenceForward(
   token: number,
   pos: number,
   onLayer?: (layer: number, x: Float32Array) => void,
-  storeKv?: (kv: Float32Array) => void,
+  storeKv?: (kv: Float32Array, isKey: boolean) => void,
 ): Float32Array {
   const hidden = c.hiddenSize,
     headDim = c.headDim,
@@ -159,8 +159,8 @@ export function referenceForward(
     }
     ropeNaive(q, heads, headDim, pos, freq, ropeScale);
     ropeNaive(k, kvHeads, headDim, pos, freq, ropeScale);
-    storeKv?.(k);
-    storeKv?.(v);
+    storeKv?.(k, true);
+    storeKv?.(v, false);
     cache.key[l].set(k, pos * kvDim);
     cache.value[l].set(v, pos * kvDim);
 

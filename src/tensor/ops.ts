@@ -222,3 +222,24 @@ export function swiglu(gate: Float32Array, gateOff: number, up: Float32Array, up
 export function addInPlace(x: Float32Array, xOff: number, y: Float32Array, yOff: number, n: number): void {
   for (let i = 0; i < n; i++) x[xOff + i] += y[yOff + i];
 }
+
+/**
+ * x[off..off+n) = H·x / √n in place, H the n x n Walsh-Hadamard matrix (n a power of two): an
+ * orthonormal rotation that is its own inverse. Rotating keys and queries alike leaves q·k
+ * unchanged but spreads a key's outlier dimensions over all of them, so an int8 cache with one
+ * scale per 32 values loses less of the small ones (QuaRot's trick).
+ */
+export function hadamard(x: Float32Array, off: number, n: number): void {
+  for (let h = 1; h < n; h *= 2) {
+    for (let i = off; i < off + n; i += 2 * h) {
+      for (let j = i; j < i + h; j++) {
+        const a = x[j],
+          b = x[j + h];
+        x[j] = a + b;
+        x[j + h] = a - b;
+      }
+    }
+  }
+  const scale = 1 / Math.sqrt(n);
+  for (let i = off; i < off + n; i++) x[i] *= scale;
+}
