@@ -885,7 +885,7 @@ class SchemaCompiler {
           join(path, 'patternProperties'),
         );
       for (const [pat, ps] of patternEntries) {
-        if (Object.keys(props).some((n) => testPattern(pat, n, path)) || names !== undefined) continue; // keys may not repeat listed ones
+        if (listedNames.some((n) => testPattern(pat, n, path)) || names !== undefined) continue; // keys may not repeat listed ones
         let keyFrag: Frag;
         try {
           keyFrag = seq(literal('"'), jsonPatternFrag(pat), literal('"'));
