@@ -4,7 +4,8 @@
 // Python's json.dumps(data, ensure_ascii=False) (", " and ": " separators, Python float repr,
 // key order kept), so numbers and keys are re-read from the file text, not through JSON.parse.
 //
-//   node dist/bench/maskbench.js <data folder> [--limit N] [--every K] [--filter substring] [--out results.jsonl]
+//   node dist/bench/maskbench.js <data folder> [--limit N] [--every K] [--reverse] [--filter substring]
+//   [--out results.jsonl]
 //   [--tokenizer dir]
 import { existsSync, readdirSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -122,6 +123,8 @@ async function main(): Promise<void> {
   const limit = Number(opt('--limit') ?? Infinity);
   const filter = opt('--filter');
   const every = Number(opt('--every') ?? 1);
+  const reverse = args.includes('--reverse');
+  if (reverse) args.splice(args.indexOf('--reverse'), 1);
   const out = opt('--out');
   const tokDir = opt('--tokenizer') ?? new URL('../../assets/qwen2.5-tokenizer', import.meta.url).pathname;
   const folder = args[0];
@@ -138,7 +141,9 @@ async function main(): Promise<void> {
     .filter((f) => f.endsWith('.json'))
     .sort();
   if (filter) files = files.filter((f) => f.includes(filter));
-  files = files.filter((_, i) => i % every === 0).slice(0, limit);
+  files = files.filter((_, i) => i % every === 0);
+  if (reverse) files.reverse();
+  files = files.slice(0, limit);
   if (out) writeFileSync(out, '');
 
   let passing = 0;
@@ -172,6 +177,8 @@ async function main(): Promise<void> {
         continue;
       }
       compileTimes.push(performance.now() - t0);
+      status.compileMs = Number((performance.now() - t0).toFixed(3));
+      const firstMask = masks;
       const matcher = new Matcher(guide);
       for (const [i, test] of (raw.tests ?? []).entries()) {
         matcher.reset();
@@ -207,6 +214,7 @@ async function main(): Promise<void> {
           break;
         }
       }
+      status.maskMs = Array.from(maskTimes.subarray(firstMask, masks), (x) => Number(x.toFixed(3)));
       if (status.validationError) {
         if (/should reject/.test(status.validationError as string)) invalidationErrors++;
         else validationErrors++;

@@ -333,7 +333,7 @@ describe('JSON-schema keywords, checked with ajv', () => {
         const r = runs(m, pyDumps(v));
         expect(r.accepted && r.complete, pyDumps(v)).toBe(false);
       }
-      for (let seed = 1; seed <= 12; seed++) {
+      for (let seed = 1; seed <= 8; seed++) {
         const text = randomWalk(m, seed, 25);
         let value: unknown;
         expect(() => (value = JSON.parse(text)), text).not.toThrow();
@@ -356,7 +356,8 @@ describe('what is refused, and how', () => {
 
   it('keywords a grammar cannot enforce are errors naming the keyword and its place', () => {
     expect(err({ type: 'array', uniqueItems: true })).toMatch(/^schema\.uniqueItems: .*"uniqueItems"/);
-    expect(err({ properties: { a: { not: { type: 'string' } } } })).toMatch(/^schema\.properties\.a\.not: /);
+    expect(err({ properties: { a: { not: { required: ['x'] } } } })).toMatch(/^schema\.properties\.a\.not: /);
+    expect(err({ properties: { a: { not: { type: 'string' } } } })).toBe('compiled'); // the exact form
     expect(err({ if: { type: 'string' }, then: { minLength: 1 } })).toMatch(/"if"/);
     expect(err({ oneOf: [{ type: 'string' }, { type: 'string', minLength: 1 }] })).toMatch(/oneOf.*overlap/);
     expect(err({ type: 'string', format: 'color' })).toMatch(/"format".*"color"/);

@@ -43,7 +43,7 @@ describe('validator used by these tests', () => {
 
 describe('compiling', () => {
   it('names the unsupported JSON-schema keyword and where it is', () => {
-    const bad = { type: 'object', properties: { city: { type: 'string', format: 'email' } } };
+    const bad = { type: 'object', properties: { city: { type: 'string', format: 'color' } } };
     expect(() => compileStructuredOutput({ type: 'json', schema: bad })).toThrow(
       /unsupported JSON-schema keyword "format" at properties\.city\.format/,
     );
@@ -56,10 +56,13 @@ describe('compiling', () => {
     }
     expect(() =>
       compileStructuredOutput({ type: 'json', schema: { type: 'object', additionalProperties: true } }),
-    ).toThrow(/additionalProperties/);
-    expect(() => compileStructuredOutput({ type: 'json', schema: { properties: {}, required: ['x'] } })).toThrow(
-      /required names "x"/,
-    );
+    ).not.toThrow();
+    expect(() =>
+      compileStructuredOutput({
+        type: 'json',
+        schema: { properties: {}, required: ['x'], additionalProperties: false },
+      }),
+    ).toThrow(/matches nothing/);
   });
 
   it('names the unsupported regex construct', () => {
@@ -72,17 +75,17 @@ describe('compiling', () => {
       return 'compiled';
     };
     expect(err('(a)\\1')).toMatch(/the escape "\\1"/);
-    expect(err('a(?=b)')).toMatch(/group syntax "\(\?="/);
-    expect(err('a*?')).toMatch(/lazy or possessive quantifier "\*\?"/);
+    expect(err('a(?=b)')).toMatch(/group syntax "\(\?=/);
+    expect(err('a*?')).toBe('compiled'); // lazy: the same language
     expect(err('\\bword')).toMatch(/the escape "\\b"/);
-    expect(err('[é]')).toMatch(/non-ASCII character inside a class/);
+    expect(err('[é-ü]\\u00e9')).toBe('compiled');
     expect(err('a{3,2}')).toMatch(/max below min/);
     expect(err('(ab')).toMatch(/unclosed "\("/);
     expect(err('^[a-z]+\\d{2,3}(x|yz)?$')).toBe('compiled');
   });
 
   it('a bad spec is a SamplingParamsError on structuredOutput', () => {
-    expect(() => validateSamplingParams({ structuredOutput: { type: 'regex', pattern: '(?<n>a)' } })).toThrow(
+    expect(() => validateSamplingParams({ structuredOutput: { type: 'regex', pattern: '(?<=a)b' } })).toThrow(
       SamplingParamsError,
     );
     expect(() => validateSamplingParams({ logitBias: { x: 1 } as never })).toThrow(
@@ -185,7 +188,7 @@ describe('token trie and guide on the real Qwen2.5 vocabulary', () => {
     expect(allowedIds(g.allowed(s, 5))).toContain(backslash);
     const done = g.advance(s, tok.encode('"}')[0]!);
     expect(allowedIds(g.allowed(done, 1))).toEqual([...EOS].sort((a, b) => a - b));
-  });
+  }, 600_000); // walks the whole trie a dozen times: slow only on a loaded machine
 });
 
 describe('sampler processors', () => {

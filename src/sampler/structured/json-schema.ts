@@ -324,6 +324,7 @@ class SchemaCompiler {
         `${path || 'the schema'} must be an object or a boolean, got ${JSON.stringify(schema)}`,
         path,
       );
+    if ('not' in schema) return this.compile(this.withoutNot(schema, path), path, depth + 1);
     for (const k of UNSUPPORTED)
       if (k in schema && !(k === 'if' && !('then' in schema) && !('else' in schema)))
         throw new SchemaError(`unsupported JSON-schema keyword "${k}" at ${join(path, k)}`, join(path, k));
@@ -362,6 +363,35 @@ class SchemaCompiler {
       return alt(...branches.map((s, i) => this.compile(s, join(join(path, key), i), depth + 1)));
     }
     return this.typed(schema, path, depth);
+  }
+
+  /**
+   * `not` in the forms that are exact: `not: {}` (nothing validates), `not: false`, and `not` of
+   * types only (the types are taken away). Anything else is refused.
+   */
+  private withoutNot(schema: Schema, path: string): Schema {
+    const n = schema.not;
+    const rest = withoutKeys(schema, ['not']);
+    if (n === true || (isObject(n) && !hasValidation(n))) return NEVER;
+    if (n === false) return rest;
+    if (isObject(n) && Object.keys(n).every((k) => k === 'type' || !KNOWN.has(k))) {
+      const excluded = ([] as unknown[]).concat(n.type);
+      const current: string[] =
+        rest.type !== undefined
+          ? ([] as string[]).concat(rest.type as string)
+          : hasValidation(rest)
+            ? this.inferTypes(rest)
+            : [...TYPES];
+      if (current.includes('number') && excluded.includes('integer') && !excluded.includes('number'))
+        throw new SchemaError(
+          `unsupported JSON-schema keyword "not" at ${join(path, 'not')}: numbers that are not integers`,
+          join(path, 'not'),
+        );
+      const kept = current.filter((t) => !excluded.includes(t) && !(t === 'integer' && excluded.includes('number')));
+      if (kept.length === 0) return NEVER;
+      return { ...rest, type: kept };
+    }
+    throw new SchemaError(`unsupported JSON-schema keyword "not" at ${join(path, 'not')}`, join(path, 'not'));
   }
 
   /** A schema with its top-level $ref resolved (for merging). */
@@ -855,7 +885,7 @@ class SchemaCompiler {
           join(path, 'patternProperties'),
         );
       for (const [pat, ps] of patternEntries) {
-        if (Object.keys(props).some((n) => testPattern(pat, n, path)) || names !== undefined) continue; // keys may not repeat listed ones
+        if (listedNames.some((n) => testPattern(pat, n, path)) || names !== undefined) continue; // keys may not repeat listed ones
         let keyFrag: Frag;
         try {
           keyFrag = seq(literal('"'), jsonPatternFrag(pat), literal('"'));

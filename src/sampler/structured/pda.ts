@@ -416,7 +416,6 @@ function distancesToEnd(nfa: Nfa): [Int32Array, Int32Array] {
 /** Refuses rules that can call themselves before reading a byte (they would push forever). */
 function checkLeftRecursion(nfa: Nfa, minLen: Int32Array): void {
   const rules = nfa.ruleStart.length;
-  if (rules === 1) return;
   const leftCalls: Set<number>[] = [];
   const seen = new Uint8Array(nfa.size);
   for (let r = 0; r < rules; r++) {
