@@ -316,7 +316,7 @@ export class LLM {
         done++;
         progress();
         const outputs = runs.map((r) => r.output);
-        return { prompt: e.prompt, promptTokenIds: e.promptTokenIds, outputs, metrics: runs[0]!.metrics };
+        return { prompt: e.prompt, promptTokenIds: e.promptTokenIds, outputs, metrics: runs[0].metrics };
       }),
     );
     return results;

@@ -42,7 +42,7 @@ export function parseBlock(inner: string, closed: boolean): ToolCall | null {
     const m = /^\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*(?:,\s*"arguments"\s*:\s*)?/.exec(inner);
     if (!m) return null;
     const args = m[0].includes('"arguments"') ? inner.slice(m[0].length).trimEnd() : '';
-    return { id: newToolCallId(), type: 'function', function: { name: JSON.parse(m[1]!) as string, arguments: args } };
+    return { id: newToolCallId(), type: 'function', function: { name: JSON.parse(m[1]) as string, arguments: args } };
   }
   if (!isObject(value) || typeof value.name !== 'string') return null;
   const args = value.arguments ?? value.parameters ?? {};

@@ -66,12 +66,12 @@ export class LogitsProcessors {
     const x = this.out;
     x.set(logits);
     this.finiteCount = x.length;
-    for (const [id, b] of this.bias) x[id] = x[id]! + b;
+    for (const [id, b] of this.bias) x[id] = x[id] + b;
     for (const ids of this.badWords) {
       const k = ids.length - 1;
       let match = output.length >= k;
       for (let j = 0; match && j < k; j++) match = output[output.length - k + j] === ids[j];
-      if (match) x[ids[k]!] = -Infinity;
+      if (match) x[ids[k]] = -Infinity;
     }
     if (output.length < this.minTokens) for (const id of this.endIds) x[id] = -Infinity;
     if (this.constraint) {
@@ -81,22 +81,22 @@ export class LogitsProcessors {
       // Word by word: most words of a mask are all zeros (between JSON values) or all ones (in a string).
       const V = x.length;
       for (let w = 0, i = 0; i < V; w++, i += 32) {
-        const word = bits[w]!;
+        const word = bits[w];
         const end = Math.min(i + 32, V);
         if (word === 0) {
           for (let j = i; j < end; j++) x[j] = -Infinity;
         } else {
           for (let j = i; j < end; j++) {
             if (((word >>> (j - i)) & 1) === 0) x[j] = -Infinity;
-            else if (x[j]! > -Infinity) finite++;
+            else if (x[j] > -Infinity) finite++;
           }
         }
       }
       // bad_words or min_tokens removed every token the constraint allows: the constraint wins.
       if (finite === 0) {
         for (let i = 0; i < x.length; i++) {
-          if ((bits[i >>> 5]! >>> (i & 31)) & 1) {
-            x[i] = logits[i]!;
+          if ((bits[i >>> 5] >>> (i & 31)) & 1) {
+            x[i] = logits[i];
             finite++;
           }
         }

@@ -50,8 +50,8 @@ export class Xoshiro128 {
   /** Generator seeded from the OS CSPRNG, for requests without a seed. */
   static fromEntropy(): Xoshiro128 {
     const w = getRandomValues(new Uint32Array(4));
-    if ((w[0]! | w[1]! | w[2]! | w[3]!) === 0) w[0] = 1;
-    return new Xoshiro128(w[0]!, w[1]!, w[2]!, w[3]!);
+    if ((w[0] | w[1] | w[2] | w[3]) === 0) w[0] = 1;
+    return new Xoshiro128(w[0], w[1], w[2], w[3]);
   }
 
   /** Next 32-bit output as an unsigned integer. */

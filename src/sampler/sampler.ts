@@ -52,7 +52,7 @@ export function argmax(values: ArrayLike<number>): number {
   let best = -1;
   let bestV = -Infinity;
   for (let i = 0; i < values.length; i++) {
-    const v = values[i]!;
+    const v = values[i];
     if (v > bestV || (best < 0 && v === -Infinity)) {
       bestV = v;
       best = i;
@@ -150,7 +150,7 @@ export class Sampler {
       return out;
     }
     const n = this.prepare(logits, promptTokenIds, outputTokenIds);
-    for (let j = 0; j < n; j++) out[this.cand[j]!] = this.e[this.cand[j]!]! / this.total;
+    for (let j = 0; j < n; j++) out[this.cand[j]] = this.e[this.cand[j]] / this.total;
     return out;
   }
 
@@ -180,17 +180,17 @@ export class Sampler {
       try {
         for (const list of [prompt, output]) {
           for (let i = 0; i < list.length; i++) {
-            const t = list[i]!;
+            const t = list[i];
             this.checkId(t);
             if (seen[t]) continue;
             seen[t] = 1;
-            const v = x[t]!;
+            const v = x[t];
             x[t] = v > 0 ? v / rp : v * rp;
           }
         }
       } finally {
         // Leave the set empty for the next call (typed arrays ignore writes to invalid indices).
-        for (const list of [prompt, output]) for (let i = 0; i < list.length; i++) seen[list[i]!] = 0;
+        for (const list of [prompt, output]) for (let i = 0; i < list.length; i++) seen[list[i]] = 0;
       }
     }
     const fp = this.frequencyPenalty;
@@ -199,20 +199,20 @@ export class Sampler {
       const counts = (this.counts ??= new Int32Array(this.vocabSize));
       try {
         for (let i = 0; i < output.length; i++) {
-          const t = output[i]!;
+          const t = output[i];
           this.checkId(t);
-          counts[t]!++;
+          counts[t]++;
         }
       } catch (err) {
-        for (let i = 0; i < output.length; i++) counts[output[i]!] = 0;
+        for (let i = 0; i < output.length; i++) counts[output[i]] = 0;
         throw err;
       }
       // Applying a token's penalty also resets its count, so the array is clean afterwards.
       for (let i = 0; i < output.length; i++) {
-        const t = output[i]!;
-        const c = counts[t]!;
+        const t = output[i];
+        const c = counts[t];
         if (c === 0) continue; // already applied (repeated token)
-        x[t] = x[t]! - fp * c - pp; // same two subtractions as vLLM, same rounding
+        x[t] = x[t] - fp * c - pp; // same two subtractions as vLLM, same rounding
         counts[t] = 0;
       }
     }
@@ -230,7 +230,7 @@ export class Sampler {
     const t = this.temperature;
     let m = -Infinity;
     for (let i = 0; i < V; i++) {
-      let v = x[i]!;
+      let v = x[i];
       if (t !== 1) x[i] = v = v / t;
       if (v > m) m = v;
     }
@@ -241,7 +241,7 @@ export class Sampler {
     let fullBins = NUM_BINS;
     this.edgeLen = 0;
     if (this.stepTopK < 0 && this.topP >= 1) {
-      for (let i = 0; i < V; i++) e[i] = Math.exp(x[i]! - m); // NaN logits give NaN: never drawn
+      for (let i = 0; i < V; i++) e[i] = Math.exp(x[i] - m); // NaN logits give NaN: never drawn
     } else {
       const bin = (this.bin ??= new Uint16Array(V));
       const count = (this.binCount ??= new Int32Array(NUM_BINS));
@@ -252,15 +252,15 @@ export class Sampler {
       // top-p renormalises over them, so the exponentials wait until the cut is known.
       const expNow = this.stepTopK < 0;
       for (let i = 0; i < V; i++) {
-        const d = m - x[i]!;
+        const d = m - x[i];
         // !(d < limit) also sends -inf and NaN logits to the last bin.
         const b = d < NUM_BINS / BINS_PER_NAT ? (d * BINS_PER_NAT) | 0 : NUM_BINS - 1; // d >= 0: |0 is floor
         bin[i] = b;
-        count[b]!++;
+        count[b]++;
         if (expNow) {
           const w = Math.exp(-d);
           e[i] = w === w ? w : 0;
-          mass[b]! += e[i]!;
+          mass[b] += e[i];
         }
       }
       let keptMass = 0;
@@ -268,30 +268,30 @@ export class Sampler {
         // Find the bin holding the k-th best token; bins before it are kept whole.
         let above = 0;
         let b = 0;
-        while (above + count[b]! < this.stepTopK) above += count[b++]!;
+        while (above + count[b] < this.stepTopK) above += count[b++];
         this.collectEdge(b);
-        const kth = x[this.edge[this.stepTopK - above - 1]!]!;
+        const kth = x[this.edge[this.stepTopK - above - 1]];
         let n = this.stepTopK - above;
-        while (n < this.edgeLen && x[this.edge[n]!]! >= kth) n++; // ties with the k-th are kept, as in vLLM
+        while (n < this.edgeLen && x[this.edge[n]] >= kth) n++; // ties with the k-th are kept, as in vLLM
         this.edgeLen = n;
         fullBins = b;
         if (b > 0) {
           for (let i = 0; i < V; i++) {
-            if (bin[i]! < b) {
-              const w = Math.exp(x[i]! - m);
+            if (bin[i] < b) {
+              const w = Math.exp(x[i] - m);
               e[i] = w;
-              mass[bin[i]!]! += w;
+              mass[bin[i]] += w;
             }
           }
         }
-        for (let j = 0; j < b; j++) keptMass += mass[j]!;
+        for (let j = 0; j < b; j++) keptMass += mass[j];
         for (let j = 0; j < n; j++) {
-          const w = Math.exp(x[this.edge[j]!]! - m);
-          e[this.edge[j]!] = w === w ? w : 0;
-          keptMass += e[this.edge[j]!]!;
+          const w = Math.exp(x[this.edge[j]] - m);
+          e[this.edge[j]] = w === w ? w : 0;
+          keptMass += e[this.edge[j]];
         }
       } else {
-        for (let j = 0; j < NUM_BINS; j++) keptMass += mass[j]!;
+        for (let j = 0; j < NUM_BINS; j++) keptMass += mass[j];
       }
       if (this.topP < 1) {
         // A token survives iff the mass ranked above it is < p (so the token that crosses p
@@ -300,13 +300,13 @@ export class Sampler {
         const target = this.topP * keptMass;
         let cum = 0;
         let b = 0;
-        while (b < fullBins && cum + mass[b]! <= target) cum += mass[b++]!;
+        while (b < fullBins && cum + mass[b] <= target) cum += mass[b++];
         if (b < fullBins) {
           this.collectEdge(b);
           fullBins = b;
         }
         let n = 0;
-        while (n < this.edgeLen && cum < target) cum += e[this.edge[n++]!]!;
+        while (n < this.edgeLen && cum < target) cum += e[this.edge[n++]];
         this.edgeLen = n;
       }
     }
@@ -318,7 +318,7 @@ export class Sampler {
     let total = 0;
     if (fullBins === NUM_BINS) {
       for (let i = 0; i < V; i++) {
-        const w = e[i]!;
+        const w = e[i];
         if (w > 0 && w >= minP) {
           cand[n++] = i;
           total += w;
@@ -327,16 +327,16 @@ export class Sampler {
     } else if (fullBins > 0) {
       const bin = this.bin!;
       for (let i = 0; i < V; i++) {
-        const w = e[i]!;
-        if (bin[i]! < fullBins && w > 0 && w >= minP) {
+        const w = e[i];
+        if (bin[i] < fullBins && w > 0 && w >= minP) {
           cand[n++] = i;
           total += w;
         }
       }
     }
     for (let j = 0; j < this.edgeLen; j++) {
-      const i = this.edge[j]!;
-      const w = e[i]!;
+      const i = this.edge[j];
+      const w = e[i];
       if (w > 0 && w >= minP) {
         cand[n++] = i;
         total += w;
@@ -349,12 +349,12 @@ export class Sampler {
   /** Puts the tokens of bin b into edge[], best first (ties: lower id first). */
   private collectEdge(b: number): void {
     const bin = this.bin!;
-    const cnt = this.binCount![b]!;
+    const cnt = this.binCount![b];
     if (this.edge.length < cnt) this.edge = new Int32Array(Math.max(cnt, this.edge.length * 2));
     let n = 0;
     for (let i = 0; i < this.vocabSize; i++) if (bin[i] === b) this.edge[n++] = i;
     const x = this.x;
-    this.edge.subarray(0, n).sort((a, c) => (x[c]! > x[a]! ? 1 : x[c]! < x[a]! ? -1 : a - c));
+    this.edge.subarray(0, n).sort((a, c) => (x[c] > x[a] ? 1 : x[c] < x[a] ? -1 : a - c));
     this.edgeLen = n;
   }
 
@@ -363,25 +363,25 @@ export class Sampler {
     const r = this.rng.nextFloat() * this.total;
     let acc = 0;
     for (let j = 0; j < n; j++) {
-      acc += this.e[this.cand[j]!]!;
-      if (r < acc) return this.cand[j]!;
+      acc += this.e[this.cand[j]];
+      if (r < acc) return this.cand[j];
     }
     // Rounding can leave r == acc at the very end: take the last candidate.
     if (n === 0) throw new Error('Sampler: no token left to sample');
-    return this.cand[n - 1]!;
+    return this.cand[n - 1];
   }
 
   /** vLLM's default logprobs: log_softmax of the raw logits, chosen token plus the top n. */
   private addLogprobs(logits: Float32Array, result: SampleResult): void {
     const V = this.vocabSize;
     let m = -Infinity;
-    for (let i = 0; i < V; i++) if (logits[i]! > m) m = logits[i]!;
+    for (let i = 0; i < V; i++) if (logits[i] > m) m = logits[i];
     let s = 0;
-    for (let i = 0; i < V; i++) s += Math.exp(logits[i]! - m);
+    for (let i = 0; i < V; i++) s += Math.exp(logits[i] - m);
     const lse = m + Math.log(s);
-    result.logprob = logits[result.token]! - lse;
+    result.logprob = logits[result.token] - lse;
     const top = topN(logits, this.numLogprobs!);
-    result.topLogprobs = top.map((token) => ({ token, logprob: logits[token]! - lse }));
+    result.topLogprobs = top.map((token) => ({ token, logprob: logits[token] - lse }));
   }
 }
 
@@ -390,16 +390,16 @@ export function topN(values: ArrayLike<number>, n: number): number[] {
   if (n <= 0) return [];
   const heap: number[] = []; // root = worst kept
   // a is "worse" than b: smaller value, or equal value and larger id.
-  const worse = (a: number, b: number): boolean => values[a]! < values[b]! || (values[a] === values[b] && a > b);
+  const worse = (a: number, b: number): boolean => values[a] < values[b] || (values[a] === values[b] && a > b);
   const siftDown = (i: number): void => {
     for (;;) {
       const l = 2 * i + 1;
       const r = l + 1;
       let w = i;
-      if (l < heap.length && worse(heap[l]!, heap[w]!)) w = l;
-      if (r < heap.length && worse(heap[r]!, heap[w]!)) w = r;
+      if (l < heap.length && worse(heap[l], heap[w])) w = l;
+      if (r < heap.length && worse(heap[r], heap[w])) w = r;
       if (w === i) return;
-      [heap[i], heap[w]] = [heap[w]!, heap[i]!];
+      [heap[i], heap[w]] = [heap[w], heap[i]];
       i = w;
     }
   };
@@ -409,11 +409,11 @@ export function topN(values: ArrayLike<number>, n: number): number[] {
       heap.push(i);
       for (let c = heap.length - 1; c > 0;) {
         const p = (c - 1) >> 1;
-        if (!worse(heap[c]!, heap[p]!)) break;
-        [heap[c], heap[p]] = [heap[p]!, heap[c]!];
+        if (!worse(heap[c], heap[p])) break;
+        [heap[c], heap[p]] = [heap[p], heap[c]];
         c = p;
       }
-    } else if (worse(heap[0]!, i)) {
+    } else if (worse(heap[0], i)) {
       heap[0] = i;
       siftDown(0);
     }

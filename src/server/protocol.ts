@@ -203,7 +203,7 @@ function structuredOutputField(body: Body): { spec: StructuredOutput; param: str
       param: 'guided_grammar',
     });
   if (found.length > 1)
-    throw badRequest(`Only one of ${found.map((f) => f.param).join(' and ')} can be used at a time.`, found[1]!.param);
+    throw badRequest(`Only one of ${found.map((f) => f.param).join(' and ')} can be used at a time.`, found[1].param);
   return found[0];
 }
 

@@ -53,7 +53,7 @@ export class StreamDecoder {
     this.tokenizer = tokenizer;
     this.skipSpecialTokens = opts.skipSpecialTokens ?? false;
     const prompt = opts.prompt ?? [];
-    for (let i = Math.max(0, prompt.length - PROMPT_CONTEXT); i < prompt.length; i++) this.window.push(prompt[i]!);
+    for (let i = Math.max(0, prompt.length - PROMPT_CONTEXT); i < prompt.length; i++) this.window.push(prompt[i]);
     this.readOffset = this.window.length;
     this.prefixText = this.decode(this.window);
   }

@@ -349,7 +349,7 @@ export class QwenTokenizer {
     // Rust tokenizers library does; the JS library would otherwise emit "null".
     const known: number[] = [];
     for (let i = 0; i < ids.length; i++) {
-      const id = ids[i]!;
+      const id = ids[i];
       if (!Number.isInteger(id) || id < 0) {
         throw new RangeError(`QwenTokenizer.decode: ids[${i}] = ${id} is not a valid token id`);
       }

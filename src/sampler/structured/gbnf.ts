@@ -82,7 +82,7 @@ class Parser {
       this.skip(true);
       items.push(this.sequence(nested));
     }
-    return items.length === 1 ? items[0]! : { k: 'alt', items };
+    return items.length === 1 ? items[0] : { k: 'alt', items };
   }
 
   private sequence(nested: boolean): Node {
@@ -95,7 +95,7 @@ class Parser {
       if (!nested && /^[A-Za-z0-9_-]+[ \t]*::=/.test(this.src.slice(this.i, this.i + 300))) break;
       items.push(this.postfix(this.atom()));
     }
-    return items.length === 1 ? items[0]! : { k: 'seq', items };
+    return items.length === 1 ? items[0] : { k: 'seq', items };
   }
 
   private postfix(n: Node): Node {
@@ -118,7 +118,7 @@ class Parser {
   }
 
   private atom(): Node {
-    const c = this.src[this.i]!;
+    const c = this.src[this.i];
     if (c === '"') {
       this.i++;
       const items: Node[] = [];
@@ -175,7 +175,7 @@ class Parser {
 
   /** One character of a literal or class, escapes decoded; returns its code point. */
   private char(): number {
-    const c = this.src[this.i]!;
+    const c = this.src[this.i];
     if (c !== '\\') {
       const cp = this.src.codePointAt(this.i)!;
       this.i += cp > 0xffff ? 2 : 1;
@@ -195,7 +195,7 @@ class Parser {
     };
     if (e !== undefined && e in simple) {
       this.i += 2;
-      return simple[e]!;
+      return simple[e];
     }
     const len = e === 'x' ? 2 : e === 'u' ? 4 : e === 'U' ? 8 : 0;
     const hex = this.src.slice(this.i + 2, this.i + 2 + len);
@@ -274,6 +274,6 @@ export function parseGbnf(text: string): RuleDef[] {
       }
     }
   };
-  for (const [name, id] of ruleIds) rules[id]!.body = fragOf(p.rules.get(name)!);
+  for (const [name, id] of ruleIds) rules[id].body = fragOf(p.rules.get(name)!);
   return rules;
 }

@@ -65,7 +65,7 @@ function plainSplit(vocab: TokenVocabulary): PlainSplit {
   for (let id = 0; id < vocab.size; id++) {
     const b = vocab.bytesOf(id);
     if (b && b.length > 0 && isPlainText(b)) {
-      plain[id >>> 5]! |= 1 << (id & 31);
+      plain[id >>> 5] |= 1 << (id & 31);
       bytes.push(null);
     } else bytes.push(b);
   }
@@ -134,7 +134,7 @@ export class TokenGuide {
     this.scratch = new Uint32Array(this.words);
     if (vocab.eosIds.length === 0) throw new Error('constrained decoding needs at least one EOS token id');
     this.eosBits = new Uint32Array(this.words);
-    for (const e of vocab.eosIds) this.eosBits[e >>> 5]! |= 1 << (e & 31);
+    for (const e of vocab.eosIds) this.eosBits[e >>> 5] |= 1 << (e & 31);
   }
 
   get start(): number {
@@ -179,15 +179,15 @@ export class TokenGuide {
     const bits = new Uint32Array(this.words);
     const exp = pda.expanded(config);
     for (let i = 0; i < exp.length; i++) {
-      const f = exp[i]!;
-      const d = pda.frameState[f]!;
-      const parent = pda.frameParent[f]!;
+      const f = exp[i];
+      const d = pda.frameState[f];
+      const parent = pda.frameParent[f];
       const lm = this.localMask(d);
       or(bits, lm.bits);
       for (let k = 0; k < lm.exits.length; k += 2) {
-        const frames = pda.exitFrames(lm.exits[k + 1]!, parent);
+        const frames = pda.exitFrames(lm.exits[k + 1], parent);
         if (frames.length === 0) continue;
-        this.walk(pda.internConfig(frames), lm.exits[k]!, bits, Infinity, lm.trie);
+        this.walk(pda.internConfig(frames), lm.exits[k], bits, Infinity, lm.trie);
       }
     }
     if (pda.isAccepting(config)) or(bits, this.eosBits);
@@ -251,19 +251,19 @@ export class TokenGuide {
     let trans = pda.trans;
     let i = 0;
     while (i < nodeCount) {
-      const from = stateAt[depth[i]! - 1]!;
-      let s = trans[from * 256 + byte[i]!]!;
+      const from = stateAt[depth[i] - 1];
+      let s = trans[from * 256 + byte[i]];
       if (s < DEAD) {
-        s = pda.compute(from, byte[i]!);
+        s = pda.compute(from, byte[i]);
         trans = pda.trans; // may have grown
       }
       if (s === DEAD) {
-        i = subtreeEnd[i]!;
+        i = subtreeEnd[i];
         continue;
       }
-      stateAt[depth[i]!] = s;
-      for (let t = firstToken[i]!; t >= 0; t = nextToken[t]!) bits[t >>> 5]! |= 1 << (t & 31);
-      if (exitFlag[s] === 1 && subtreeEnd[i]! > i + 1) exits.push(i, s);
+      stateAt[depth[i]] = s;
+      for (let t = firstToken[i]; t >= 0; t = nextToken[t]) bits[t >>> 5] |= 1 << (t & 31);
+      if (exitFlag[s] === 1 && subtreeEnd[i] > i + 1) exits.push(i, s);
       i++;
     }
     lm = { bits, exits: Int32Array.from(exits), trie };
@@ -279,20 +279,20 @@ export class TokenGuide {
     const { byte, depth, subtreeEnd, firstToken, nextToken, nodeCount } = trie;
     const pda = this.pda;
     const stateAt = this.stateAt;
-    const base = root < 0 ? 0 : depth[root]!;
+    const base = root < 0 ? 0 : depth[root];
     stateAt[base] = config;
-    const end = root < 0 ? nodeCount : subtreeEnd[root]!;
+    const end = root < 0 ? nodeCount : subtreeEnd[root];
     let i = root + 1;
     while (i < end) {
-      const s = pda.configNext(stateAt[depth[i]! - 1]!, byte[i]!);
+      const s = pda.configNext(stateAt[depth[i] - 1], byte[i]);
       if (s === DEAD) {
-        i = subtreeEnd[i]!;
+        i = subtreeEnd[i];
         continue;
       }
-      stateAt[depth[i]!] = s;
-      let t = firstToken[i]!;
+      stateAt[depth[i]] = s;
+      let t = firstToken[i];
       if (t >= 0 && (budget === Infinity || pda.configDist(s) <= budget))
-        for (; t >= 0; t = nextToken[t]!) bits[t >>> 5]! |= 1 << (t & 31);
+        for (; t >= 0; t = nextToken[t]) bits[t >>> 5] |= 1 << (t & 31);
       i++;
     }
   }
@@ -300,10 +300,10 @@ export class TokenGuide {
   /** The configuration after `token`, DEAD if the token is not allowed. EOS is not a byte: callers handle it. */
   advance(config: number, token: number): number {
     const { tokenBytes, tokenStart } = this.trie;
-    const end = tokenStart[token + 1]!;
+    const end = tokenStart[token + 1];
     if (token < 0 || token >= this.vocab.size || tokenStart[token] === end) return DEAD;
     let s = config;
-    for (let k = tokenStart[token]!; k < end && s !== DEAD; k++) s = this.pda.configNext(s, tokenBytes[k]!);
+    for (let k = tokenStart[token]; k < end && s !== DEAD; k++) s = this.pda.configNext(s, tokenBytes[k]);
     return s;
   }
 
@@ -313,5 +313,5 @@ export class TokenGuide {
 }
 
 function or(into: Uint32Array, from: Uint32Array): void {
-  for (let w = 0; w < into.length; w++) into[w]! |= from[w]!;
+  for (let w = 0; w < into.length; w++) into[w] |= from[w];
 }

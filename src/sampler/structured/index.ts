@@ -97,13 +97,13 @@ function rulesOf(spec: StructuredOutput): RuleDef[] {
   switch (spec.type) {
     case 'json': {
       const schema = spec.schema ?? { type: 'object' };
-      rules[0]!.body = wrapSchema(schema, 'schema', rules, jsonOptions(spec));
+      rules[0].body = wrapSchema(schema, 'schema', rules, jsonOptions(spec));
       return rules;
     }
     case 'regex':
       if (typeof spec.pattern !== 'string') throw new StructuredOutputError('pattern must be a string', 'pattern');
       try {
-        rules[0]!.body = regexFrag(spec.pattern);
+        rules[0].body = regexFrag(spec.pattern);
       } catch (e) {
         if (e instanceof RegexSyntaxError) throw new StructuredOutputError(e.message, 'pattern');
         throw e;
@@ -116,7 +116,7 @@ function rulesOf(spec: StructuredOutput): RuleDef[] {
         !spec.choices.every((c) => typeof c === 'string')
       )
         throw new StructuredOutputError('choices must be a non-empty array of strings', 'choices');
-      rules[0]!.body = literalSet(spec.choices);
+      rules[0].body = literalSet(spec.choices);
       return rules;
     case 'grammar':
       if (typeof spec.gbnf !== 'string') throw new StructuredOutputError('gbnf must be a string', 'gbnf');
@@ -144,7 +144,7 @@ function rulesOf(spec: StructuredOutput): RuleDef[] {
         );
       });
       const one = alt(...blocks);
-      rules[0]!.body = spec.multiple ? loop1(one, literal('\n')) : one;
+      rules[0].body = spec.multiple ? loop1(one, literal('\n')) : one;
       return rules;
     }
     default:

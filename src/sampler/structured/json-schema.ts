@@ -523,7 +523,7 @@ class SchemaCompiler {
   private disjoint(branches: unknown[]): boolean {
     const sigs = branches.map((s) => this.signature(this.inline(s, '')));
     for (let i = 0; i < sigs.length; i++)
-      for (let j = i + 1; j < sigs.length; j++) if (!excludes(sigs[i]!, sigs[j]!)) return false;
+      for (let j = i + 1; j < sigs.length; j++) if (!excludes(sigs[i], sigs[j])) return false;
     return true;
   }
 
@@ -797,7 +797,7 @@ class SchemaCompiler {
     const prefixFrags = prefix.map((s, i) => this.compile(s, join(join(path, prefixPath), i), depth + 1));
     const restFrag =
       rest === false ? nothing : rest === true ? this.anyValue() : this.compile(rest, join(path, restPath), depth + 1);
-    const itemAt = (i: number) => (i < prefixFrags.length ? prefixFrags[i]! : restFrag);
+    const itemAt = (i: number) => (i < prefixFrags.length ? prefixFrags[i] : restFrag);
     const close = literal(']');
     return (nfa: Nfa, from: number) => {
       const open = seq(literal('['), this.ws)(nfa, from);
@@ -932,30 +932,30 @@ class SchemaCompiler {
       // (after a required member no track 0, ...): only reachable tracks get copies of a member.
       let at: number[] = [start];
       for (let c = 1; c <= cap; c++) at.push(-1);
-      const track = (list: number[], c: number) => (list[c]! >= 0 ? list[c]! : (list[c] = nfa.state()));
+      const track = (list: number[], c: number) => (list[c] >= 0 ? list[c] : (list[c] = nfa.state()));
       for (let i = 0; i < members.length; i++) {
         const next: number[] = at.map(() => -1);
         for (let c = 0; c <= cap; c++) {
-          if (at[c]! < 0) continue;
-          if (!listed[i]!.required) nfa.addEps(at[c]!, track(next, c));
+          if (at[c] < 0) continue;
+          if (!listed[i].required) nfa.addEps(at[c], track(next, c));
           const to = bump(c);
           if (to > cap) continue;
-          nfa.addEps((c === 0 ? members[i]! : seq(this.comma, members[i]!))(nfa, at[c]!), track(next, to));
+          nfa.addEps((c === 0 ? members[i] : seq(this.comma, members[i]))(nfa, at[c]), track(next, to));
         }
         at = next;
       }
       if (extra) {
         // Extra members loop: from track c to track c + 1 (saturating); reachable tracks only grow.
         for (let c = 0; c <= cap; c++) {
-          if (at[c]! < 0) continue;
+          if (at[c] < 0) continue;
           const to = bump(c);
           if (to > cap) continue;
-          nfa.addEps((c === 0 ? extra : seq(this.comma, extra))(nfa, at[c]!), track(at, to));
+          nfa.addEps((c === 0 ? extra : seq(this.comma, extra))(nfa, at[c]), track(at, to));
         }
       }
       for (let c = 0; c <= cap; c++) {
-        if (c < minP || at[c]! < 0) continue;
-        nfa.addEps((c === 0 ? literal('}') : seq(this.ws, literal('}')))(nfa, at[c]!), end);
+        if (c < minP || at[c] < 0) continue;
+        nfa.addEps((c === 0 ? literal('}') : seq(this.ws, literal('}')))(nfa, at[c]), end);
       }
       return end;
     };
@@ -991,7 +991,7 @@ function keyNotIn(names: string[]): Frag {
       for (const b of list) {
         if (b.length === depth) endsHere = true;
         else {
-          const k = b[depth]!;
+          const k = b[depth];
           if (!byByte.has(k)) byByte.set(k, []);
           byByte.get(k)!.push(b);
         }
@@ -1075,7 +1075,7 @@ function multiplesFrag(k: number, signed: boolean): Frag {
     nfa.addEps(zero, end);
     const rem: number[] = [];
     for (let r = 0; r < k; r++) rem.push(nfa.state());
-    for (let d = 1; d <= 9; d++) nfa.addEdge(start, byteSet([[0x30 + d, 0x30 + d]]), rem[d % k]!);
+    for (let d = 1; d <= 9; d++) nfa.addEdge(start, byteSet([[0x30 + d, 0x30 + d]]), rem[d % k]);
     for (let r = 0; r < k; r++) {
       const byTarget = new Map<number, [number, number][]>();
       for (let d = 0; d <= 9; d++) {
@@ -1083,9 +1083,9 @@ function multiplesFrag(k: number, signed: boolean): Frag {
         if (!byTarget.has(t)) byTarget.set(t, []);
         byTarget.get(t)!.push([0x30 + d, 0x30 + d]);
       }
-      for (const [t, ranges] of byTarget) nfa.addEdge(rem[r]!, byteSet(ranges), rem[t]!);
+      for (const [t, ranges] of byTarget) nfa.addEdge(rem[r], byteSet(ranges), rem[t]);
     }
-    nfa.addEps(rem[0]!, end);
+    nfa.addEps(rem[0], end);
     return end;
   };
 }

@@ -18,7 +18,7 @@ export class Matcher {
   }
 
   private get config(): number {
-    return this.history[this.history.length - 1]!;
+    return this.history[this.history.length - 1];
   }
 
   /** Tokens accepted so far (EOS included). */
@@ -34,7 +34,7 @@ export class Matcher {
   allowedTokens(tokensLeft = Infinity): Uint32Array {
     if (this.endedAt >= 0) {
       const bits = new Uint32Array(this.guide.words);
-      for (const e of this.guide.vocab.eosIds) bits[e >>> 5]! |= 1 << (e & 31);
+      for (const e of this.guide.vocab.eosIds) bits[e >>> 5] |= 1 << (e & 31);
       return bits;
     }
     return this.guide.allowed(this.config, tokensLeft);
@@ -155,12 +155,12 @@ export class Matcher {
         if (depth[i] !== d + 1) break;
         if (byte[i] === bytes[at + d]) {
           d++;
-          if (firstToken[i]! >= 0) {
-            best = firstToken[i]!;
+          if (firstToken[i] >= 0) {
+            best = firstToken[i];
             bestLen = d;
           }
           i++;
-        } else i = subtreeEnd[i]!;
+        } else i = subtreeEnd[i];
       }
       if (best < 0) break;
       out.push(best);
@@ -182,7 +182,7 @@ export class ConstraintState {
   /** Advances over output tokens not seen yet; throws if one broke the constraint. */
   sync(outputIds: ArrayLike<number>): void {
     for (; this.consumed < outputIds.length; this.consumed++) {
-      const t = outputIds[this.consumed]!;
+      const t = outputIds[this.consumed];
       if (this.matcher.isTerminated()) continue;
       if (!this.matcher.accept(t))
         throw new Error(`structured output: token ${t} at output position ${this.consumed} breaks the constraint`);

@@ -86,17 +86,17 @@ export class Nfa {
 
   addEps(from: number, to: number): void {
     if (this.eps[from] === NO_INTS) this.eps[from] = [];
-    this.eps[from]!.push(to);
+    this.eps[from].push(to);
   }
 
   addEdge(from: number, set: ByteSet, to: number): void {
     if (this.edges[from] === NO_EDGES) this.edges[from] = [];
-    this.edges[from]!.push({ set, to });
+    this.edges[from].push({ set, to });
   }
 
   addCall(from: number, rule: number, to: number): void {
     if (this.calls[from] === NO_CALLS) this.calls[from] = [];
-    this.calls[from]!.push({ rule, to });
+    this.calls[from].push({ rule, to });
   }
 
   /** Declares a rule (its body is given later with defineRule, so rules may refer to each other). */
@@ -140,14 +140,14 @@ export function bytesOf(set: ByteSet): Frag {
 }
 
 const singleByte: ByteSet[] = Array.from({ length: 256 }, (_, b) => byteSet([[b, b]]));
-export const byteOf = (b: number): ByteSet => singleByte[b]!;
+export const byteOf = (b: number): ByteSet => singleByte[b];
 
 export function literalBytes(bytes: ArrayLike<number>): Frag {
   return (nfa, from) => {
     let s = from;
     for (let i = 0; i < bytes.length; i++) {
       const to = nfa.state();
-      nfa.addEdge(s, singleByte[bytes[i]!]!, to);
+      nfa.addEdge(s, singleByte[bytes[i]], to);
       s = to;
     }
     return s;
@@ -169,10 +169,10 @@ export function literalSet(texts: readonly string[]): Frag {
       if (prev) while (common < prev.length && common < b.length && prev[common] === b[common]) common++;
       for (let d = common; d < b.length; d++) {
         const to = nfa.state();
-        nfa.addEdge(path[d]!, singleByte[b[d]!]!, to);
+        nfa.addEdge(path[d], singleByte[b[d]], to);
         path[d + 1] = to;
       }
-      nfa.addEps(path[b.length]!, end);
+      nfa.addEps(path[b.length], end);
       prev = b;
     }
     return end;
@@ -181,7 +181,7 @@ export function literalSet(texts: readonly string[]): Frag {
 
 function compareBytes(a: Uint8Array, b: Uint8Array): number {
   const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i];
   return a.length - b.length;
 }
 
@@ -195,7 +195,7 @@ export function seq(...parts: Frag[]): Frag {
 
 export function alt(...branches: Frag[]): Frag {
   if (branches.length === 0) return nothing;
-  if (branches.length === 1) return branches[0]!;
+  if (branches.length === 1) return branches[0];
   return (nfa, from) => {
     const end = nfa.state();
     for (const b of branches) {

@@ -51,7 +51,7 @@ export function naturalRange(a: bigint, b: bigint | null): string {
     branches.push(sameLength(loText, hi.toString()));
   }
   if (b === null) branches.push(`[1-9]\\d{${la},}`);
-  return branches.length === 0 ? '' : branches.length === 1 ? branches[0]! : `(?:${branches.join('|')})`;
+  return branches.length === 0 ? '' : branches.length === 1 ? branches[0] : `(?:${branches.join('|')})`;
 }
 
 const digitClass = (a: number, b: number) => (a === b ? String(a) : `[${a}-${b}]`);
@@ -85,7 +85,7 @@ export function integerRange(lo: bigint | null, hi: bigint | null): string {
     const p = naturalRange(minMag, lo === null ? null : -lo);
     if (p) parts.push(`-${p}`);
   }
-  return parts.length === 0 ? '' : parts.length === 1 ? parts[0]! : `(?:${parts.join('|')})`;
+  return parts.length === 0 ? '' : parts.length === 1 ? parts[0] : `(?:${parts.join('|')})`;
 }
 
 export interface Bound {

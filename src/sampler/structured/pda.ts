@@ -80,9 +80,9 @@ export class Pda {
     const rules = nfa.ruleStart.length;
     this.mark = new Int32Array(nfa.size);
     this.ruleEndOf = new Int32Array(nfa.size).fill(-1);
-    for (let r = 0; r < rules; r++) this.ruleEndOf[nfa.ruleEnd[r]!] = r;
+    for (let r = 0; r < rules; r++) this.ruleEndOf[nfa.ruleEnd[r]] = r;
     [this.nfaDist, this.ruleMinLen] = distancesToEnd(nfa);
-    if (this.ruleMinLen[0]! >= INF) throw new GrammarError('the constraint matches nothing');
+    if (this.ruleMinLen[0] >= INF) throw new GrammarError('the constraint matches nothing');
     checkLeftRecursion(nfa, this.ruleMinLen);
     this.ruleStartState = new Int32Array(rules).fill(UNKNOWN);
     const root = this.ruleStart(0);
@@ -101,21 +101,21 @@ export class Pda {
   // --- frame states ---
 
   private ruleStart(rule: number): number {
-    let s = this.ruleStartState[rule]!;
-    if (s === UNKNOWN) s = this.ruleStartState[rule] = this.internState(this.closure([this.nfa.ruleStart[rule]!]));
+    let s = this.ruleStartState[rule];
+    if (s === UNKNOWN) s = this.ruleStartState[rule] = this.internState(this.closure([this.nfa.ruleStart[rule]]));
     return s;
   }
 
   /** The frame state after byte b; DEAD if b cannot come next inside this rule. */
   next(d: number, b: number): number {
-    const t = this.trans[d * 256 + b]!;
+    const t = this.trans[d * 256 + b];
     return t !== UNKNOWN ? t : this.compute(d, b);
   }
 
   compute(d: number, b: number): number {
     const edges = this.nfa.edges;
     const targets: number[] = [];
-    for (const q of this.members[d]!) for (const e of edges[q]!) if (e.set[b]) targets.push(e.to);
+    for (const q of this.members[d]) for (const e of edges[q]) if (e.set[b]) targets.push(e.to);
     const t = targets.length === 0 ? DEAD : this.internState(this.closure(targets));
     this.trans[d * 256 + b] = t;
     return t;
@@ -126,9 +126,9 @@ export class Pda {
     let c = this.callsOf[d];
     if (c) return c;
     const byRule = new Map<number, number[]>();
-    for (const q of this.members[d]!)
-      for (const e of this.nfa.calls[q]!) {
-        if (this.ruleMinLen[e.rule]! >= INF || this.nfaDist[e.to]! >= INF) continue;
+    for (const q of this.members[d])
+      for (const e of this.nfa.calls[q]) {
+        if (this.ruleMinLen[e.rule] >= INF || this.nfaDist[e.to] >= INF) continue;
         let list = byRule.get(e.rule);
         if (!list) byRule.set(e.rule, (list = []));
         list.push(e.to);
@@ -148,9 +148,9 @@ export class Pda {
     for (const q of stack) this.mark[q] = stamp;
     while (stack.length > 0) {
       const q = stack.pop()!;
-      if (this.nfaDist[q]! >= INF) continue; // can never finish: never enter it
-      if (nfa.edges[q]!.length > 0 || nfa.calls[q]!.length > 0 || this.ruleEndOf[q]! >= 0) kept.push(q);
-      for (const r of nfa.eps[q]!) {
+      if (this.nfaDist[q] >= INF) continue; // can never finish: never enter it
+      if (nfa.edges[q].length > 0 || nfa.calls[q].length > 0 || this.ruleEndOf[q] >= 0) kept.push(q);
+      for (const r of nfa.eps[q]) {
         if (this.mark[r] !== stamp) {
           this.mark[r] = stamp;
           stack.push(r);
@@ -177,9 +177,9 @@ export class Pda {
     let accepting = 0;
     let exit = 0;
     for (const q of set) {
-      d = Math.min(d, this.nfaDist[q]!);
-      if (this.ruleEndOf[q]! >= 0) accepting = exit = 1;
-      if (this.nfa.calls[q]!.length > 0) exit = 1;
+      d = Math.min(d, this.nfaDist[q]);
+      if (this.ruleEndOf[q] >= 0) accepting = exit = 1;
+      if (this.nfa.calls[q].length > 0) exit = 1;
     }
     this.accepting.push(accepting);
     this.exits.push(exit);
@@ -194,8 +194,8 @@ export class Pda {
 
   /** True when the frame state is only its rule's end: returning to it is returning further. */
   private isOnlyEnd(d: number): boolean {
-    const m = this.members[d]!;
-    return m.length === 1 && this.ruleEndOf[m[0]!]! >= 0 && this.nfa.edges[m[0]!]!.length === 0;
+    const m = this.members[d];
+    return m.length === 1 && this.ruleEndOf[m[0]] >= 0 && this.nfa.edges[m[0]].length === 0;
   }
 
   // --- frames ---
@@ -209,7 +209,7 @@ export class Pda {
       throw new BudgetError(`the constraint's stack grew past ${this.limits.maxFrames} frames (the limit per request)`);
     this.frameState.push(d);
     this.frameParent.push(parent);
-    this.frameDist.push(this.dist[d]! + (parent >= 0 ? this.frameDist[parent]! : 0));
+    this.frameDist.push(this.dist[d] + (parent >= 0 ? this.frameDist[parent] : 0));
     this.frameIds.set(key, id);
     return id;
   }
@@ -221,7 +221,7 @@ export class Pda {
     if (frames.length > 1) {
       frames.sort((a, b) => a - b);
       let w = 1;
-      for (let i = 1; i < frames.length; i++) if (frames[i] !== frames[w - 1]) frames[w++] = frames[i]!;
+      for (let i = 1; i < frames.length; i++) if (frames[i] !== frames[w - 1]) frames[w++] = frames[i];
       frames.length = w;
     }
     const key = frames.join(',');
@@ -243,7 +243,7 @@ export class Pda {
   expanded(c: number): Int32Array {
     let e = this.configExpanded[c];
     if (e) return e;
-    e = Int32Array.from(this.expandFrames(this.configFrames[c]!));
+    e = Int32Array.from(this.expandFrames(this.configFrames[c]));
     this.configExpanded[c] = e;
     return e;
   }
@@ -253,19 +253,19 @@ export class Pda {
     const seen = new Set<number>();
     const work: number[] = [];
     for (let i = 0; i < frames.length; i++) {
-      seen.add(frames[i]!);
-      work.push(frames[i]!);
+      seen.add(frames[i]);
+      work.push(frames[i]);
     }
     while (work.length > 0) {
       const f = work.pop()!;
-      const d = this.frameState[f]!;
+      const d = this.frameState[f];
       if (this.exits[d] === 0) continue;
-      const parent = this.frameParent[f]!;
+      const parent = this.frameParent[f];
       const calls = this.calls(d);
       for (let k = 0; k < calls.length; k += 2) {
-        const ret = calls[k + 1]!;
+        const ret = calls[k + 1];
         const below = this.isOnlyEnd(ret) ? parent : this.internFrame(ret, parent);
-        const g = this.internFrame(calls[k]!, below);
+        const g = this.internFrame(calls[k], below);
         if (!seen.has(g)) {
           seen.add(g);
           work.push(g);
@@ -285,7 +285,7 @@ export class Pda {
   configNext(c: number, b: number): number {
     let row = this.configTrans[c];
     if (row) {
-      const t = row[b]!;
+      const t = row[b];
       if (t !== UNKNOWN) return t;
     } else {
       row = this.configTrans[c] = new Int32Array(256).fill(UNKNOWN);
@@ -293,9 +293,9 @@ export class Pda {
     const out: number[] = [];
     const exp = this.expanded(c);
     for (let i = 0; i < exp.length; i++) {
-      const f = exp[i]!;
-      const t = this.next(this.frameState[f]!, b);
-      if (t !== DEAD) out.push(this.internFrame(t, this.frameParent[f]!));
+      const f = exp[i];
+      const t = this.next(this.frameState[f], b);
+      if (t !== DEAD) out.push(this.internFrame(t, this.frameParent[f]));
     }
     const t = this.internConfig(out);
     row[b] = t;
@@ -306,23 +306,23 @@ export class Pda {
   isAccepting(c: number): boolean {
     const exp = this.expanded(c);
     for (let i = 0; i < exp.length; i++) {
-      const f = exp[i]!;
-      if (this.frameParent[f] === -1 && this.accepting[this.frameState[f]!] === 1) return true;
+      const f = exp[i];
+      if (this.frameParent[f] === -1 && this.accepting[this.frameState[f]] === 1) return true;
     }
     return false;
   }
 
   /** Fewest bytes from config c to the end of the constraint. */
   configDist(c: number): number {
-    const frames = this.configFrames[c]!;
+    const frames = this.configFrames[c];
     let d = INF;
-    for (let i = 0; i < frames.length; i++) d = Math.min(d, this.frameDist[frames[i]!]!);
+    for (let i = 0; i < frames.length; i++) d = Math.min(d, this.frameDist[frames[i]]);
     return d;
   }
 
   /** The frames of a configuration (for the mask computation). */
   framesOf(c: number): Int32Array {
-    return this.configFrames[c]!;
+    return this.configFrames[c];
   }
 
   /** The frames reached from frame state `d` (over `parent`) by a call or a return, expanded. */
@@ -330,8 +330,8 @@ export class Pda {
     const direct: number[] = [];
     const calls = this.calls(d);
     for (let k = 0; k < calls.length; k += 2) {
-      const ret = calls[k + 1]!;
-      direct.push(this.internFrame(calls[k]!, this.isOnlyEnd(ret) ? parent : this.internFrame(ret, parent)));
+      const ret = calls[k + 1];
+      direct.push(this.internFrame(calls[k], this.isOnlyEnd(ret) ? parent : this.internFrame(ret, parent)));
     }
     if (this.accepting[d] === 1 && parent >= 0) direct.push(parent);
     return direct.length === 0 ? direct : this.expandFrames(direct);
@@ -350,26 +350,26 @@ function distancesToEnd(nfa: Nfa): [Int32Array, Int32Array] {
   // Reverse edges once: (from, weight kind) lists.
   const revStart = new Int32Array(n + 1);
   for (let q = 0; q < n; q++) {
-    for (const r of nfa.eps[q]!) revStart[r + 1]!++;
-    for (const e of nfa.edges[q]!) revStart[e.to + 1]!++;
-    for (const c of nfa.calls[q]!) revStart[c.to + 1]!++;
+    for (const r of nfa.eps[q]) revStart[r + 1]++;
+    for (const e of nfa.edges[q]) revStart[e.to + 1]++;
+    for (const c of nfa.calls[q]) revStart[c.to + 1]++;
   }
-  for (let i = 0; i < n; i++) revStart[i + 1]! += revStart[i]!;
-  const revFrom = new Int32Array(revStart[n]!);
-  const revRule = new Int32Array(revStart[n]!); // -1 eps, -2 byte, else the called rule
+  for (let i = 0; i < n; i++) revStart[i + 1] += revStart[i];
+  const revFrom = new Int32Array(revStart[n]);
+  const revRule = new Int32Array(revStart[n]); // -1 eps, -2 byte, else the called rule
   const fill = revStart.slice(0, n);
   for (let q = 0; q < n; q++) {
-    for (const r of nfa.eps[q]!) {
-      revFrom[fill[r]!] = q;
-      revRule[fill[r]!++] = -1;
+    for (const r of nfa.eps[q]) {
+      revFrom[fill[r]] = q;
+      revRule[fill[r]++] = -1;
     }
-    for (const e of nfa.edges[q]!) {
-      revFrom[fill[e.to]!] = q;
-      revRule[fill[e.to]!++] = -2;
+    for (const e of nfa.edges[q]) {
+      revFrom[fill[e.to]] = q;
+      revRule[fill[e.to]++] = -2;
     }
-    for (const c of nfa.calls[q]!) {
-      revFrom[fill[c.to]!] = q;
-      revRule[fill[c.to]!++] = c.rule;
+    for (const c of nfa.calls[q]) {
+      revFrom[fill[c.to]] = q;
+      revRule[fill[c.to]++] = c.rule;
     }
   }
   for (let round = 0; round < 1000; round++) {
@@ -377,22 +377,22 @@ function distancesToEnd(nfa: Nfa): [Int32Array, Int32Array] {
     // Dijkstra from every rule end at once (weights: eps 0, byte 1, call minLen) with a bucket queue.
     const buckets: number[][] = [[]];
     for (let r = 0; r < rules; r++) {
-      dist[nfa.ruleEnd[r]!] = 0;
-      buckets[0]!.push(nfa.ruleEnd[r]!);
+      dist[nfa.ruleEnd[r]] = 0;
+      buckets[0].push(nfa.ruleEnd[r]);
     }
     for (let w = 0; w < buckets.length; w++) {
       const list = buckets[w];
       if (!list) continue;
       for (let i = 0; i < list.length; i++) {
-        const q = list[i]!;
+        const q = list[i];
         if (dist[q] !== w) continue;
-        for (let k = revStart[q]!; k < revStart[q + 1]!; k++) {
-          const p = revFrom[k]!;
-          const kind = revRule[k]!;
-          const cost = kind === -1 ? 0 : kind === -2 ? 1 : minLen[kind]!;
+        for (let k = revStart[q]; k < revStart[q + 1]; k++) {
+          const p = revFrom[k];
+          const kind = revRule[k];
+          const cost = kind === -1 ? 0 : kind === -2 ? 1 : minLen[kind];
           if (cost >= INF) continue;
           const nd = w + cost;
-          if (nd < dist[p]!) {
+          if (nd < dist[p]) {
             dist[p] = nd;
             if (nd > 1_000_000) continue; // an absurd minimum length: treat as unreachable
             (buckets[nd] ??= []).push(p);
@@ -402,7 +402,7 @@ function distancesToEnd(nfa: Nfa): [Int32Array, Int32Array] {
     }
     let changed = false;
     for (let r = 0; r < rules; r++) {
-      const d = dist[nfa.ruleStart[r]!]!;
+      const d = dist[nfa.ruleStart[r]];
       if (d !== minLen[r]) {
         minLen[r] = d;
         changed = true;
@@ -420,15 +420,15 @@ function checkLeftRecursion(nfa: Nfa, minLen: Int32Array): void {
   const seen = new Uint8Array(nfa.size);
   for (let r = 0; r < rules; r++) {
     const out = new Set<number>();
-    const stack = [nfa.ruleStart[r]!];
+    const stack = [nfa.ruleStart[r]];
     const visited: number[] = [];
     while (stack.length > 0) {
       const q = stack.pop()!;
       if (seen[q]) continue;
       seen[q] = 1;
       visited.push(q);
-      for (const e of nfa.eps[q]!) stack.push(e);
-      for (const c of nfa.calls[q]!) {
+      for (const e of nfa.eps[q]) stack.push(e);
+      for (const c of nfa.calls[q]) {
         out.add(c.rule);
         if (minLen[c.rule] === 0) stack.push(c.to);
       }
@@ -440,7 +440,7 @@ function checkLeftRecursion(nfa: Nfa, minLen: Int32Array): void {
   const visit = (r: number, path: number[]): void => {
     state[r] = 1;
     path.push(r);
-    for (const s of leftCalls[r]!) {
+    for (const s of leftCalls[r]) {
       if (state[s] === 1) {
         const cycle = path.slice(path.indexOf(s)).map((i) => nfa.ruleName[i]);
         throw new GrammarError(

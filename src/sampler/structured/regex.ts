@@ -122,7 +122,7 @@ function utf8Sequences(lo: number, hi: number, out: [number, number][][]): void 
   }
   const a = encode(lo);
   const b = encode(hi);
-  out.push(a.map((x, i) => [x, b[i]!]));
+  out.push(a.map((x, i) => [x, b[i]]));
 }
 
 function encode(cp: number): number[] {
@@ -212,7 +212,7 @@ class Parser {
       if (this.src[this.i] === '$' && this.i === this.src.length - 1) this.i++;
     }
     if (this.i < this.src.length) {
-      const ch = this.src[this.i]!;
+      const ch = this.src[this.i];
       if (ch === ')') this.fail('an unmatched ")"', ')');
       this.fail(`${JSON.stringify(ch)} here`, ch);
     }
@@ -235,7 +235,7 @@ class Parser {
   private sequence(topLevel: boolean): Frag {
     const parts: Frag[] = [];
     while (this.i < this.src.length) {
-      const ch = this.src[this.i]!;
+      const ch = this.src[this.i];
       if (ch === '|' || ch === ')') break;
       if (ch === '$') {
         const next = this.src[this.i + 1];
@@ -278,7 +278,7 @@ class Parser {
   }
 
   private atom(): Frag {
-    const ch = this.src[this.i]!;
+    const ch = this.src[this.i];
     if (ch === '(') {
       this.i++;
       if (this.src[this.i] === '?') {
@@ -322,7 +322,7 @@ class Parser {
     }
     if (e in CONTROL_ESCAPES) {
       this.i += 2;
-      const c = CONTROL_ESCAPES[e]!;
+      const c = CONTROL_ESCAPES[e];
       return [[c, c]];
     }
     if (e === 'x' && /^[0-9a-fA-F]{2}$/.test(this.src.slice(this.i + 2, this.i + 4))) {
@@ -333,7 +333,7 @@ class Parser {
     if (e === 'u') {
       const braced = /^\{([0-9a-fA-F]{1,6})\}/.exec(this.src.slice(this.i + 2, this.i + 10));
       if (braced) {
-        const c = parseInt(braced[1]!, 16);
+        const c = parseInt(braced[1], 16);
         if (c > MAX_CP) this.fail(`the code point \\u{${braced[1]}}`, '\\u{');
         this.i += 2 + braced[0].length;
         return normalize([[c, c]]);
@@ -345,7 +345,7 @@ class Parser {
         // A surrogate pair written as two escapes is one character.
         const low = /^\\u([dD][c-fC-F][0-9a-fA-F]{2})/.exec(this.src.slice(this.i, this.i + 6));
         if (c >= 0xd800 && c <= 0xdbff && low) {
-          c = 0x10000 + ((c - 0xd800) << 10) + (parseInt(low[1]!, 16) - 0xdc00);
+          c = 0x10000 + ((c - 0xd800) << 10) + (parseInt(low[1], 16) - 0xdc00);
           this.i += 6;
         }
         if (c >= 0xd800 && c <= 0xdfff) this.fail('a lone surrogate escape', `\\u${hex}`);
@@ -384,7 +384,7 @@ class Parser {
           return 0x2d;
         }
         const c = this.escape(true);
-        return c.length === 1 && c[0]![0] === c[0]![1] ? c[0]![0] : c;
+        return c.length === 1 && c[0][0] === c[0][1] ? c[0][0] : c;
       }
       const cp = this.src.codePointAt(this.i)!;
       this.i += cp > 0xffff ? 2 : 1;
