@@ -158,6 +158,7 @@ const USER_ERRORS = new Set([
   'SamplingParamsError',
   'ConfigError',
   'SafetensorsError',
+  'GgufError',
   'ChatTemplateError',
   'StructuredOutputError',
   'SchemaError',
