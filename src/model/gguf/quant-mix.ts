@@ -3,21 +3,10 @@
 // mix as llama-quantize: the output (and a tied embedding) one step up to Q6_K, attn_v and
 // ffn_down of the "more bits" layers Q6_K, and a type whose block does not divide the row length
 // replaced by its 32-block fallback (the 0.5B's 896-wide rows: Q4_K -> Q5_0, Q6_K -> Q8_0).
-export const GGML = {
-  F32: 0,
-  F16: 1,
-  Q4_0: 2,
-  Q4_1: 3,
-  Q5_0: 6,
-  Q5_1: 7,
-  Q8_0: 8,
-  Q2_K: 10,
-  Q3_K: 11,
-  Q4_K: 12,
-  Q5_K: 13,
-  Q6_K: 14,
-  BF16: 30,
-} as const;
+import { GGML_TYPE, GGML_TYPES } from '../../tensor/formats/ggml.js';
+
+/** ggml_type codes (ggml.h): formats/ggml.ts's table, under the name this file and convert use. */
+export const GGML = GGML_TYPE;
 
 /** `convert --type` names -> [base type, llama_ftype code written to general.file_type]. */
 export const FILE_TYPES: Record<string, { base: number; fileType: number }> = {
@@ -36,18 +25,8 @@ export const FILE_TYPES: Record<string, { base: number; fileType: number }> = {
   q6_k: { base: GGML.Q6_K, fileType: 18 },
 };
 
-const BLOCK: Record<number, number> = {
-  2: 32,
-  3: 32,
-  6: 32,
-  7: 32,
-  8: 32,
-  10: 256,
-  11: 256,
-  12: 256,
-  13: 256,
-  14: 256,
-};
+/** Values per block of a ggml type. */
+const blockSize = (type: number): number => GGML_TYPES.get(type)!.blockSize;
 const FALLBACK: Record<number, number> = { 10: GGML.Q4_0, 11: GGML.Q4_0, 12: GGML.Q5_0, 13: GGML.Q5_1, 14: GGML.Q8_0 };
 
 // C's integer division: with 4 layers, n/8 is 0 and 7n/8 is 3.
@@ -74,7 +53,7 @@ export function tensorType(fileType: string, t: TensorRole): number {
   let type: number = base;
   const isOutput = t.name === 'output.weight' || (t.tiedEmbedding && t.name === 'token_embd.weight');
   if (isOutput) {
-    if (t.cols % BLOCK[base] !== 0) type = GGML.Q8_0;
+    if (t.cols % blockSize(base) !== 0) type = GGML.Q8_0;
     else if (type !== GGML.Q8_0) type = GGML.Q6_K;
   } else if (t.name.endsWith('attn_v.weight')) {
     if ((fileType === 'q4_k_m' || fileType === 'q5_k_m') && useMoreBits(t.layer, t.layers)) type = GGML.Q6_K;
@@ -83,9 +62,9 @@ export function tensorType(fileType: string, t: TensorRole): number {
     if ((fileType === 'q4_k_m' || fileType === 'q5_k_m') && useMoreBits(t.layer, t.layers)) type = GGML.Q6_K;
     else if (fileType === 'q4_k_s' && t.layer < Math.floor(t.layers / 8)) type = GGML.Q5_K;
   }
-  if (t.cols % BLOCK[type] !== 0) {
+  if (t.cols % blockSize(type) !== 0) {
     const fallback = FALLBACK[type] ?? type;
-    type = t.cols % BLOCK[fallback] === 0 ? fallback : GGML.F16;
+    type = t.cols % blockSize(fallback) === 0 ? fallback : GGML.F16;
   }
   return type;
 }
