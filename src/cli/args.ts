@@ -74,6 +74,7 @@ export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   'kv-cache-dtype': { type: 'string' },
   'check-tensors': { type: 'boolean' },
   'speculative-config': { type: 'string' },
+  'no-jump-forward': { type: 'boolean' },
 };
 
 export const SAMPLING_OPTIONS: Record<string, OptionSpec> = {
@@ -102,7 +103,9 @@ export const MODEL_HELP = `Model:
       --speculative-config JSON
                              speculative decoding as vLLM's, e.g. '{"method":"ngram","num_speculative_tokens":4}'
                              (prompt lookup: proposes tokens that followed the last few tokens earlier in
-                             the prompt or output; the output is the same as without it)`;
+                             the prompt or output; the output is the same as without it)
+      --no-jump-forward      with structured output, do not propose the text the constraint forces
+                             (keys, punctuation) as extra rows of a step`;
 
 export const SAMPLING_HELP = `Sampling (unset: the model's generation_config.json, then vLLM's defaults):
       --temperature T        0 = greedy
@@ -242,6 +245,7 @@ export function modelArgsFrom(values: Record<string, unknown>): ModelArgs {
     load.kvCacheDtype = kvCacheDtype as KvCacheDtype;
   }
   if (values['check-tensors'] === true) load.checkTensors = true;
+  if (values['no-jump-forward'] === true) load.jumpForward = false;
   const spec = values['speculative-config'];
   if (typeof spec === 'string') {
     let raw: unknown;

@@ -19,6 +19,8 @@ import {
 } from './messages.js';
 import { metricsOf, Sequence } from './request.js';
 import { NgramProposer, resolveSpeculativeConfig, type ResolvedSpeculativeConfig } from './speculation/ngram.js';
+import { ForcedProposer } from './speculation/forced.js';
+import type { Proposer } from './speculation/gate.js';
 import { Scheduler } from './scheduler.js';
 import { loadTokenizer } from './load-tokenizer.js';
 
@@ -39,7 +41,12 @@ async function main(): Promise<void> {
     const s = init.options.speculativeConfig;
     speculative = s === undefined || s === null ? null : resolveSpeculativeConfig(s);
     // The engine's options, not the model's.
-    const { prefixCaching: _prefixCaching, speculativeConfig: _speculativeConfig, ...loadOptions } = init.options;
+    const {
+      prefixCaching: _prefixCaching,
+      speculativeConfig: _speculativeConfig,
+      jumpForward: _jumpForward,
+      ...loadOptions
+    } = init.options;
     const onProgress = init.progress ? (progress: LoadProgress) => post({ type: 'progress', progress }) : undefined;
     model = await loadModel(init.dir, { ...loadOptions, onProgress });
     const files = await tokenizerFiles;
@@ -49,6 +56,7 @@ async function main(): Promise<void> {
     return;
   }
   const prefixCaching = init.options.prefixCaching ?? true;
+  const jumpForward = init.options.jumpForward ?? true;
   const stepDelayMs = Number(process.env.QWEN_TS_DEBUG_STEP_DELAY_MS ?? 0) || 0;
   const scheduler = new Scheduler(model, { prefixCaching, stepDelayMs });
   const live = new Map<number, Sequence>();
@@ -75,19 +83,24 @@ async function main(): Promise<void> {
     const p = m.params;
     const stops = p.stop === undefined ? [] : typeof p.stop === 'string' ? [p.stop] : p.stop;
     const arrival = m.arrivalEpochMs - performance.timeOrigin;
+    const sampler = new Sampler(p, model.config.vocabSize, {
+      vocabulary: p.structuredOutput || p.badWords?.length || (p.minTokens ?? 0) > 0 ? tokenVocabulary() : undefined,
+    });
+    // Jump-forward first: where the constraint decides the text, looking it up in the context is moot.
+    const proposers: Proposer[] = [];
+    if (jumpForward && sampler.constrained) proposers.push(new ForcedProposer(sampler));
+    if (speculative) proposers.push(new NgramProposer(speculative));
     const seq = new Sequence({
       id: m.id,
       promptIds: m.promptIds,
-      sampler: new Sampler(p, model.config.vocabSize, {
-        vocabulary: p.structuredOutput || p.badWords?.length || (p.minTokens ?? 0) > 0 ? tokenVocabulary() : undefined,
-      }),
+      sampler,
       decoder: new StreamDecoder(tokenizer, { skipSpecialTokens: true, prompt: m.promptIds }),
       maxTokens: p.maxTokens!,
       stop: stops,
       stopTokenIds: new Set(p.stopTokenIds ?? []),
       eosIds: new Set(p.ignoreEos ? [] : model.generationConfig.eosTokenIds),
       wantLogprobs: p.logprobs !== undefined,
-      proposer: speculative ? new NgramProposer(speculative) : null,
+      proposers,
       onDelta: m.streaming ? (text) => post({ type: 'delta', id: m.id, text }) : undefined,
       resolve: (s) => {
         live.delete(m.id);
@@ -154,6 +167,7 @@ async function main(): Promise<void> {
     maxBatchTokens: model.dims.maxRows,
     prefixCaching,
     speculativeConfig: speculative,
+    jumpForward,
   };
   post({ type: 'ready', info, state: state() });
 }

@@ -15,6 +15,11 @@ export interface EngineOptions extends LoadOptions {
    * promptLookupMax, promptLookupMin } (snake_case names accepted). Default none.
    */
   speculativeConfig?: SpeculativeConfig | Record<string, unknown>;
+  /**
+   * Jump-forward for structured output: the text only the constraint can write next is proposed as
+   * its tokens and verified in the same step as the next token (exact, like speculation). Default true.
+   */
+  jumpForward?: boolean;
 }
 
 export interface EngineInit {
@@ -35,6 +40,7 @@ export interface ModelInfo {
   prefixCaching: boolean;
   /** The speculative config in force (all fields set), null without speculation. */
   speculativeConfig: ResolvedSpeculativeConfig | null;
+  jumpForward: boolean;
 }
 
 /** The engine's state after its last step. */

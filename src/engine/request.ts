@@ -1,7 +1,7 @@
 // One generation request as the engine tracks it: tokens, sampler, incremental text, stops.
 import type { Sampler, TokenLogprob } from '../sampler/index.js';
 import type { StreamDecoder } from '../tokenizer/index.js';
-import type { NgramProposer } from './speculation/ngram.js';
+import type { Proposer } from './speculation/gate.js';
 import type { ToolCall } from './tool-calls.js';
 
 export type FinishReason = 'stop' | 'length' | 'abort';
@@ -47,8 +47,8 @@ export interface SequenceInit {
   stopTokenIds: Set<number>;
   eosIds: Set<number>;
   wantLogprobs: boolean;
-  /** Proposes tokens for speculative decoding; null: one token per step. */
-  proposer: NgramProposer | null;
+  /** Propose tokens for speculative decoding, first one with a proposal wins; none: one token per step. */
+  proposers: Proposer[];
   onDelta?: (delta: string, seq: Sequence) => void;
   resolve: (seq: Sequence) => void;
   reject: (err: unknown) => void;
@@ -77,9 +77,10 @@ export class Sequence {
   computed = 0;
   /** Prompt positions taken from the prefix cache. */
   cachedTokens = 0;
-  readonly proposer: NgramProposer | null;
-  /** Tokens proposed this step (verified by the rows after the sequence's next-token row). */
+  readonly proposers: Proposer[];
+  /** Tokens proposed this step (verified by the rows after the sequence's next-token row), and by whom. */
   draft: number[] = [];
+  draftBy: Proposer | null = null;
   /** Proposed tokens verified, and how many of them the target model accepted. */
   specDraftTokens = 0;
   specAcceptedTokens = 0;
@@ -105,7 +106,7 @@ export class Sequence {
     this.stopTokenIds = init.stopTokenIds;
     this.eosIds = init.eosIds;
     this.wantLogprobs = init.wantLogprobs;
-    this.proposer = init.proposer;
+    this.proposers = init.proposers;
     this.onDelta = init.onDelta;
     this.resolve = init.resolve;
     this.reject = init.reject;

@@ -224,7 +224,7 @@ export class Scheduler {
    * take the blocks another sequence's next token needs).
    */
   private propose(seq: Sequence, room: number): number[] {
-    if (!seq.proposer || room <= 0) return [];
+    if (seq.proposers.length === 0 || room <= 0) return [];
     const cache = this.model.kvCache;
     const max = Math.min(
       room,
@@ -233,7 +233,12 @@ export class Scheduler {
       BLOCK_SIZE,
     );
     if (max <= 0) return [];
-    const draft = seq.proposer.next(seq.promptIds, seq.outputIds, max);
+    let draft: number[] = [];
+    for (const proposer of seq.proposers) {
+      draft = proposer.next(seq.promptIds, seq.outputIds, max);
+      seq.draftBy = proposer;
+      if (draft.length > 0) break;
+    }
     if (draft.length === 0) return draft;
     if (cache.freeTokens < BLOCK_SIZE * (this.running.length + 1)) {
       // Room for the proposal only if it needs no new block.
@@ -268,7 +273,7 @@ export class Scheduler {
       }
     } finally {
       if (draft.length > 0) {
-        seq.proposer?.record(draft.length, accepted);
+        seq.draftBy?.record(draft.length, accepted);
         seq.specDraftTokens += draft.length;
         seq.specAcceptedTokens += accepted;
         this.counters.specDrafts++;

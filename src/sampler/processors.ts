@@ -101,8 +101,30 @@ export class LogitsProcessors {
           }
         }
       }
+      // Text only the constraint can write is written in the tokenizer's own tokens (the model saw
+      // such text tokenized that way in training): other tokenizations the mask allows are removed,
+      // which makes these tokens certain, so jump-forward can append them in one step.
+      const forced = finite > 1 ? this.constraint.matcher.forcedTokens() : [];
+      if (forced.length > 0 && x[forced[0]] > -Infinity) {
+        const keep = x[forced[0]];
+        x.fill(-Infinity);
+        x[forced[0]] = keep;
+        finite = 1;
+      }
       this.finiteCount = finite;
     }
     return x;
+  }
+
+  /** Whether a structured-output constraint is set (jump-forward has something to propose). */
+  get constrained(): boolean {
+    return this.constraint !== null;
+  }
+
+  /** The tokens the constraint alone would write after `output` (Matcher.forcedTokens); none without one. */
+  forcedTokens(output: ArrayLike<number>): number[] {
+    if (!this.constraint) return [];
+    this.constraint.sync(output);
+    return this.constraint.matcher.forcedTokens();
   }
 }

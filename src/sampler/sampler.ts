@@ -160,6 +160,16 @@ export class Sampler {
     }
   }
 
+  /** Whether structured output constrains this sampler (jump-forward applies). */
+  get constrained(): boolean {
+    return this.processors?.constrained ?? false;
+  }
+
+  /** Tokens the structured-output constraint alone would write next, after these output tokens. */
+  forcedTokens(outputTokenIds: ArrayLike<number>): number[] {
+    return this.processors?.forcedTokens(outputTokenIds) ?? [];
+  }
+
   private hasPenalties(): boolean {
     return this.repetitionPenalty !== 1 || this.presencePenalty !== 0 || this.frequencyPenalty !== 0;
   }

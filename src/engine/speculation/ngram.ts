@@ -3,6 +3,7 @@
 // cheap guess at what comes next. No draft model: the guess costs a scan of the sequence's tokens,
 // and the target model checks it in the same step as the next token (scheduler.ts), so a wrong
 // guess costs only the extra rows of that step.
+import { AcceptanceGate, type Proposer } from './gate.js';
 
 /** vLLM's speculative_config for method "ngram" (the only method here). */
 export interface SpeculativeConfig {
@@ -72,49 +73,20 @@ export function resolveSpeculativeConfig(raw: unknown): ResolvedSpeculativeConfi
   return { method: 'ngram', numSpeculativeTokens, promptLookupMax, promptLookupMin };
 }
 
-// A verification row costs nearly as much as a decode row here (the kernels are bound by
-// instructions, not by memory: README, "Speculative decoding"), so proposals that are mostly
-// rejected make decoding slower. Each sequence keeps a running acceptance rate (per proposed token,
-// up to the first rejection); below MIN_ACCEPTANCE it stops proposing for a while (doubling while
-// the retries keep failing), and it proposes about as many tokens as the rate says will be accepted.
-const MIN_ACCEPTANCE = 0.7;
-const RATE_WEIGHT = 0.25;
-const FIRST_PAUSE_STEPS = 4;
-const MAX_PAUSE_STEPS = 64;
-
 /** The proposer of one sequence. */
-export class NgramProposer {
-  /** Running share of proposed tokens accepted (starts hopeful). */
-  private rate = 1;
-  private pauseSteps = 0;
-  private nextPause = FIRST_PAUSE_STEPS;
+export class NgramProposer implements Proposer {
+  private readonly gate = new AcceptanceGate();
 
   constructor(readonly config: ResolvedSpeculativeConfig) {}
 
-  /**
-   * Tokens for this step: `propose`'s, fewer when the acceptance rate is middling, none while paused.
-   */
+  /** Tokens for this step: `propose`'s, fewer when the acceptance rate is middling, none while paused. */
   next(prompt: readonly number[], output: readonly number[], max: number): number[] {
-    if (this.pauseSteps > 0) {
-      this.pauseSteps--;
-      return [];
-    }
-    // A rate r accepts about r / (1 - r) tokens in a row.
-    const r = Math.min(this.rate, 0.95);
-    return this.propose(prompt, output, Math.min(max, Math.max(1, Math.round(r / (1 - r)))));
+    const n = this.gate.budget(max);
+    return n === 0 ? [] : this.propose(prompt, output, n);
   }
 
-  /** What verification made of the last proposal: `accepted` of its `proposed` tokens, in order. */
   record(proposed: number, accepted: number): void {
-    for (let i = 0; i < accepted; i++) this.rate += RATE_WEIGHT * (1 - this.rate);
-    if (accepted < proposed) this.rate -= RATE_WEIGHT * this.rate;
-    if (this.rate >= MIN_ACCEPTANCE) {
-      this.nextPause = FIRST_PAUSE_STEPS;
-      return;
-    }
-    this.pauseSteps = this.nextPause;
-    this.nextPause = Math.min(2 * this.nextPause, MAX_PAUSE_STEPS);
-    this.rate = MIN_ACCEPTANCE; // the retry after the pause decides
+    this.gate.record(proposed, accepted);
   }
 
   /**
