@@ -21,7 +21,7 @@ import {
 } from './e2e.js';
 import { longContextMain } from './long-context.js';
 import { printConstraintBench, runConstraintBench } from './constraint.js';
-import { printGoals, runGoals, runRowKernels, runStepCost } from './speculation.js';
+import { printGoals, runGoals, runJumpForwardGoals, runRowKernels, runStepCost, type GoalRow } from './speculation.js';
 import { dimsFromConfig, dimsFromPreset, runKernels, type KernelDims, type KernelResult } from './kernels.js';
 import { runScalarLimit, type ScalarRow } from './scalar.js';
 import { machineBasics, measureBandwidth, measureDispatch, measureFirstTouch, type DispatchCost } from './machine.js';
@@ -559,8 +559,21 @@ async function runSpeculationBench(opts: Options): Promise<number> {
   const steps = await runStepCost(script, models, opts.weights, threads, opts.specRounds);
   log('speculation goals on stories260K...');
   const goals = await runGoals(path.join(repoRoot(), 'assets', 'stories260K'), threads, opts.specRounds, 4);
-  printGoals(goals, threads, opts.specRounds, 4);
-  if (opts.json) process.stdout.write(JSON.stringify({ speculation: { steps, goals } }, null, 2) + '\n');
+  printGoals(goals, threads, opts.specRounds, 'Speculation goals on stories260K (ngram, num_speculative_tokens 4)');
+  const jumpForward: GoalRow[] = [];
+  for (const m of models) {
+    log(`jump-forward goal on ${m.name}...`);
+    jumpForward.push(...(await runJumpForwardGoals(m.dir, m.name, 'q4_0', threads, opts.specRounds)));
+  }
+  if (jumpForward.length > 0)
+    printGoals(
+      jumpForward,
+      threads,
+      opts.specRounds,
+      'Jump-forward for structured output (5-property json_schema)',
+      'jump',
+    );
+  if (opts.json) process.stdout.write(JSON.stringify({ speculation: { steps, goals, jumpForward } }, null, 2) + '\n');
   return 0;
 }
 

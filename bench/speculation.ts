@@ -207,7 +207,7 @@ export async function runGoals(
   try {
     const story = (await plain.generate('Once upon a time', { temperature: 0, maxTokens: 120 }))[0].outputs[0].text;
     const continuation = 'Once upon a time' + story + '\nOnce upon a time';
-    const cases: { name: string; prompts: string[]; maxTokens: number }[] = [
+    const cases: GoalCase[] = [
       { name: 'continue a story it was given', prompts: [continuation], maxTokens: 200 },
       { name: 'run.c "Once upon a time"', prompts: ['Once upon a time'], maxTokens: 251 },
       { name: 'run.c "Tom and his dog"', prompts: ['Tom and his dog'], maxTokens: 251 },
@@ -219,68 +219,121 @@ export async function runGoals(
         maxTokens: 120,
       },
     ];
-    const rows: GoalRow[] = [];
-    const cpuMs = () => {
-      const u = process.cpuUsage();
-      return (u.user + u.system) / 1000;
-    };
-    for (const c of cases) {
-      const wall: [number[], number[]] = [[], []];
-      const cpu: [number[], number[]] = [[], []];
-      let identical = true;
-      let accepted = 0,
-        proposed = 0;
-      for (let r = 0; r < rounds; r++) {
-        const ids: number[][][] = [[], []];
-        for (const which of r % 2 === 0 ? [0, 1] : [1, 0]) {
-          const llm = which === 0 ? plain : spec;
-          const c0 = cpuMs();
-          const t0 = performance.now();
-          const outs = await llm.generate(c.prompts, { temperature: 0, maxTokens: c.maxTokens });
-          const seconds = (performance.now() - t0) / 1000;
-          const cpuSeconds = (cpuMs() - c0) / 1000;
-          const tokens = outs.reduce((s, o) => s + o.outputs[0].tokenIds.length, 0);
-          wall[which].push(tokens / seconds);
-          cpu[which].push(tokens / cpuSeconds);
-          ids[which] = outs.map((o) => o.outputs[0].tokenIds);
-          if (which === 1) {
-            accepted += outs.reduce((s, o) => s + o.metrics.specAcceptedTokens, 0);
-            proposed += outs.reduce((s, o) => s + o.metrics.specDraftTokens, 0);
-          }
-        }
-        if (JSON.stringify(ids[0]) !== JSON.stringify(ids[1])) identical = false;
-      }
-      const med = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1];
-      const row: GoalRow = {
-        name: c.name,
-        plainTps: med(wall[0]),
-        specTps: med(wall[1]),
-        plainCpuTps: med(cpu[0]),
-        specCpuTps: med(cpu[1]),
-        identical,
-        accepted,
-        proposed,
-      };
-      log(
-        `    ${row.name}: wall ${num(row.plainTps)} -> ${num(row.specTps)} tok/s (${(row.specTps / row.plainTps).toFixed(2)}x), cpu ${(row.specCpuTps / row.plainCpuTps).toFixed(2)}x, accepted ${accepted}/${proposed}, identical ${identical}`,
-      );
-      rows.push(row);
-    }
-    return rows;
+    return await compareEngines(plain, spec, cases, rounds);
   } finally {
     await plain.close();
     await spec.close();
   }
 }
 
-export function printGoals(rows: GoalRow[], threads: number, rounds: number, k: number): void {
+interface GoalCase {
+  name: string;
+  prompts: string[];
+  maxTokens: number;
+  params?: Record<string, unknown>;
+}
+
+type Engine = import('../src/engine/llm.js').LLM;
+
+/** Each case on both engines, greedy, interleaved round by round (alternating which goes first). */
+async function compareEngines(plain: Engine, spec: Engine, cases: GoalCase[], rounds: number): Promise<GoalRow[]> {
+  const rows: GoalRow[] = [];
+  const cpuMs = () => {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1000;
+  };
+  for (const c of cases) {
+    const wall: [number[], number[]] = [[], []];
+    const cpu: [number[], number[]] = [[], []];
+    let identical = true;
+    let accepted = 0,
+      proposed = 0;
+    for (let r = 0; r < rounds; r++) {
+      const ids: number[][][] = [[], []];
+      for (const which of r % 2 === 0 ? [0, 1] : [1, 0]) {
+        const llm = which === 0 ? plain : spec;
+        const c0 = cpuMs();
+        const t0 = performance.now();
+        const outs = await llm.generate(c.prompts, { temperature: 0, maxTokens: c.maxTokens, ...c.params });
+        const seconds = (performance.now() - t0) / 1000;
+        const cpuSeconds = (cpuMs() - c0) / 1000;
+        const tokens = outs.reduce((s, o) => s + o.outputs[0].tokenIds.length, 0);
+        wall[which].push(tokens / seconds);
+        cpu[which].push(tokens / cpuSeconds);
+        ids[which] = outs.map((o) => o.outputs[0].tokenIds);
+        if (which === 1) {
+          accepted += outs.reduce((s, o) => s + o.metrics.specAcceptedTokens, 0);
+          proposed += outs.reduce((s, o) => s + o.metrics.specDraftTokens, 0);
+        }
+      }
+      if (JSON.stringify(ids[0]) !== JSON.stringify(ids[1])) identical = false;
+    }
+    const med = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1];
+    const row: GoalRow = {
+      name: c.name,
+      plainTps: med(wall[0]),
+      specTps: med(wall[1]),
+      plainCpuTps: med(cpu[0]),
+      specCpuTps: med(cpu[1]),
+      identical,
+      accepted,
+      proposed,
+    };
+    log(
+      `    ${row.name}: wall ${num(row.plainTps)} -> ${num(row.specTps)} tok/s (${(row.specTps / row.plainTps).toFixed(2)}x), cpu ${(row.specCpuTps / row.plainCpuTps).toFixed(2)}x, accepted ${accepted}/${proposed}, identical ${identical}`,
+    );
+    rows.push(row);
+  }
+  return rows;
+}
+
+/** A person with five bounded fields: keys and punctuation are forced, values are sampled. */
+export const JUMP_FORWARD_SCHEMA = {
+  type: 'object',
+  properties: {
+    name: { type: 'string', maxLength: 12 },
+    age: { type: 'integer', minimum: 0, maximum: 120 },
+    city: { enum: ['Paris', 'London', 'Tokyo', 'Berlin', 'Lagos'] },
+    email: { type: 'string', maxLength: 24 },
+    active: { type: 'boolean' },
+  },
+  required: ['name', 'age', 'city', 'email', 'active'],
+  additionalProperties: false,
+};
+
+/** The jump-forward goal: a json_schema generation with and without jump-forward, on one model. */
+export async function runJumpForwardGoals(
+  dir: string,
+  model: string,
+  weights: WeightFormat,
+  threads: number,
+  rounds: number,
+): Promise<GoalRow[]> {
+  const { LLM } = await import('../src/engine/llm.js');
+  const plain = await LLM.load(dir, { threads, weights, jumpForward: false });
+  const jump = await LLM.load(dir, { threads, weights });
+  try {
+    const cases: GoalCase[] = ['compact', 'any'].map((whitespace) => ({
+      name: `${model} ${weights} json_schema, ws ${whitespace}`,
+      prompts: ['A person as JSON:'],
+      maxTokens: 96,
+      params: { structuredOutput: { type: 'json', schema: JUMP_FORWARD_SCHEMA, whitespace } },
+    }));
+    return await compareEngines(plain, jump, cases, rounds);
+  } finally {
+    await plain.close();
+    await jump.close();
+  }
+}
+
+export function printGoals(rows: GoalRow[], threads: number, rounds: number, what: string, method = 'ngram'): void {
   const table = new StreamTable(
-    `Speculation goals on stories260K (greedy; ngram, num_speculative_tokens ${k}; ${threads} thread(s); medians of ${rounds} rounds, ` +
+    `${what} (greedy; ${threads} thread(s); medians of ${rounds} rounds, ` +
       `alternating order; tok/s of wall time and of process CPU time)`,
     [
       { title: 'case', width: 30, align: 'left' },
       { title: 'plain tok/s', width: 11 },
-      { title: 'ngram tok/s', width: 11 },
+      { title: `${method} tok/s`, width: 11 },
       { title: 'wall ratio', width: 10 },
       { title: 'CPU ratio', width: 9 },
       { title: 'accepted', width: 12 },

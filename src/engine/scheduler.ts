@@ -151,11 +151,19 @@ export class Scheduler {
     let draftRoom = maxRows - decoding.length;
     for (const s of decoding) {
       if (!this.reserveNextPosition(s)) continue;
-      rows.push({ seq: s, token: s.outputIds[s.outputIds.length - 1], pos: s.computed, logits: true });
       s.draft = this.propose(s, draftRoom);
       draftRoom -= s.draft.length;
+      // A certain draft needs logits only after its last token: the tokens before are known.
+      const certain = s.draft.length > 0 && s.draftBy?.certain === true;
+      const last = s.draft.length;
+      rows.push({
+        seq: s,
+        token: s.outputIds[s.outputIds.length - 1],
+        pos: s.computed,
+        logits: !certain || last === 0,
+      });
       for (let i = 0; i < s.draft.length; i++)
-        rows.push({ seq: s, token: s.draft[i], pos: s.computed + 1 + i, logits: true });
+        rows.push({ seq: s, token: s.draft[i], pos: s.computed + 1 + i, logits: !certain || i === last - 1 });
     }
     // Prompt chunks fill the rest of the last pass, shared among the prompts being read (as vLLM's
     // partial prefills): a request arriving during a long prefill gets its first token within a
@@ -263,13 +271,23 @@ export class Scheduler {
     const vocab = this.model.config.vocabSize;
     const draft = seq.draft;
     seq.draft = [];
+    // A certain draft has one logits row, its last; the positions before it are sampled from zeros.
+    const certain = draft.length > 0 && seq.draftBy?.certain === true;
     let accepted = 0;
     try {
-      for (let i = 0; i < n; i++) {
-        const token = this.accept(seq, logits, (row0 + i) * vocab);
+      for (let i = 0; i <= draft.length; i++) {
+        const known = certain && i < draft.length;
+        const token = known
+          ? this.accept(seq, seq.sampler.zeroLogits, 0)
+          : this.accept(seq, logits, (row0 + (certain ? 0 : i)) * vocab);
+        if (known && token !== draft[i] && !seq.finishReason)
+          throw new Error(
+            `jump-forward: token ${draft[i]} was certain at output position ${seq.outputIds.length - 1} but ${token} was sampled`,
+          );
         if (i < draft.length && token === draft[i]) accepted++;
         else break;
         if (seq.finishReason) break;
+        if (!certain && i + 1 >= n) break;
       }
     } finally {
       if (draft.length > 0) {

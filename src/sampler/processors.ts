@@ -121,6 +121,11 @@ export class LogitsProcessors {
     return this.constraint !== null;
   }
 
+  /** Forgets output tokens from `length` on that apply() or forcedTokens() were shown ahead of time. */
+  rewind(length: number): void {
+    this.constraint?.rewind(length);
+  }
+
   /** The tokens the constraint alone would write after `output` (Matcher.forcedTokens); none without one. */
   forcedTokens(output: ArrayLike<number>): number[] {
     if (!this.constraint) return [];

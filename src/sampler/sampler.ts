@@ -90,6 +90,7 @@ export class Sampler {
   private edge: Int32Array = new Int32Array(64);
   private edgeLen = 0;
   private total = 0; // sum of e over cand after prepare()
+  private zeros: Float32Array | null = null;
 
   constructor(params: SamplingParams, vocabSize: number, options: SamplerOptions = {}) {
     params = validateSamplingParams(params); // snake_case aliases -> camelCase
@@ -163,6 +164,38 @@ export class Sampler {
   /** Whether structured output constrains this sampler (jump-forward applies). */
   get constrained(): boolean {
     return this.processors?.constrained ?? false;
+  }
+
+  /**
+   * The tokens that will follow these output tokens whatever the logits (at most `max`): each is
+   * the only token the logits processors leave (the constraint's forced text, less bias or bans),
+   * so it is sampled from any logits, all-zero ones included, with the same random draw. None when
+   * logprobs are wanted (they need the model's logits).
+   */
+  certainTokens(promptTokenIds: ArrayLike<number>, outputTokenIds: ArrayLike<number>, max: number): number[] {
+    const processors = this.processors;
+    if (!processors || !processors.constrained || this.numLogprobs !== undefined) return [];
+    const run: number[] = [];
+    const history = Array.from(outputTokenIds);
+    const zeros = (this.zeros ??= new Float32Array(this.vocabSize));
+    try {
+      while (run.length < max) {
+        const forced = processors.forcedTokens(history);
+        if (forced.length === 0) break;
+        const x = processors.apply(zeros, promptTokenIds, history);
+        if (processors.finiteCount !== 1 || !(x[forced[0]] > -Infinity)) break;
+        run.push(forced[0]);
+        history.push(forced[0]);
+      }
+    } finally {
+      processors.rewind(outputTokenIds.length);
+    }
+    return run;
+  }
+
+  /** All-zero logits: what certain tokens are sampled from (the model's are not computed for them). */
+  get zeroLogits(): Float32Array {
+    return (this.zeros ??= new Float32Array(this.vocabSize));
   }
 
   /** Tokens the structured-output constraint alone would write next, after these output tokens. */

@@ -1,25 +1,30 @@
 // Jump-forward for structured output: where the constraint leaves only one way to write the next
-// bytes (a key, punctuation, the tool-call wrapper), its canonical tokens are proposed and checked
-// in the same step as the next token, instead of one step each. They are proposals, not forced
-// outputs: with a BPE vocabulary the same text can be written in other tokens the mask also allows
-// (`"` then `name`, or `"name`), and verification samples every position as plain decoding would,
-// so the output is exactly what it would be without jump-forward.
+// bytes (a key, punctuation, the tool-call wrapper), the engine writes them in the tokenizer's own
+// tokens (processors.ts) and appends them in the same step as the next token instead of one step
+// each. Such a token is certain: the sampler would pick it from any logits, so its position needs no
+// logits at all (`certain`), and the output is exactly what it would be without jump-forward.
+// Where logprobs are wanted the model's logits are needed: the forced tokens are then proposed and
+// verified like any speculation.
 import type { Sampler } from '../../sampler/sampler.js';
 import { AcceptanceGate, type Proposer } from './gate.js';
 
 export class ForcedProposer implements Proposer {
   private readonly gate = new AcceptanceGate();
+  /** Whether the last proposal is certain (no logits needed at its positions). */
+  certain = false;
 
   constructor(private readonly sampler: Sampler) {}
 
-  next(_prompt: readonly number[], output: readonly number[], max: number): number[] {
+  next(prompt: readonly number[], output: readonly number[], max: number): number[] {
+    const certain = this.sampler.certainTokens(prompt, output, max);
+    this.certain = certain.length > 0;
+    if (this.certain) return certain;
     const forced = this.sampler.forcedTokens(output);
     if (forced.length === 0) return forced;
-    const n = this.gate.budget(Math.min(max, forced.length));
-    return forced.slice(0, n);
+    return forced.slice(0, this.gate.budget(Math.min(max, forced.length)));
   }
 
   record(proposed: number, accepted: number): void {
-    this.gate.record(proposed, accepted);
+    if (!this.certain) this.gate.record(proposed, accepted);
   }
 }

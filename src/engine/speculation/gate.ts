@@ -44,4 +44,6 @@ export class AcceptanceGate {
 export interface Proposer {
   next(prompt: readonly number[], output: readonly number[], max: number): number[];
   record(proposed: number, accepted: number): void;
+  /** Whether the last proposal is certain: the sampler picks it from any logits (none are computed for it). */
+  readonly certain?: boolean;
 }

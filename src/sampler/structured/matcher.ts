@@ -197,4 +197,11 @@ export class ConstraintState {
   get complete(): boolean {
     return this.matcher.isComplete();
   }
+
+  /** Forgets the output tokens from `length` on (synced ahead to look at what they would allow). */
+  rewind(length: number): void {
+    if (length >= this.consumed) return;
+    this.matcher.rollback(Math.min(this.consumed - length, this.matcher.length));
+    this.consumed = length;
+  }
 }
