@@ -101,19 +101,42 @@ export class LogitsProcessors {
           }
         }
       }
-      // Text only the constraint can write is written in the tokenizer's own tokens (the model saw
-      // such text tokenized that way in training): other tokenizations the mask allows are removed,
-      // which makes these tokens certain, so jump-forward can append them in one step.
-      const forced = finite > 1 ? this.constraint.matcher.forcedTokens() : [];
-      if (forced.length > 0 && x[forced[0]] > -Infinity) {
-        const keep = x[forced[0]];
-        x.fill(-Infinity);
-        x[forced[0]] = keep;
-        finite = 1;
-      }
+      if (finite > 1) finite = this.canonical(x, finite);
       this.finiteCount = finite;
     }
     return x;
+  }
+
+  /**
+   * Text only the constraint can write is written in the tokenizer's own tokens (the model saw such
+   * text tokenized that way in training): its first canonical token is the only one kept, or, for
+   * the last token of the text (which may merge with what follows: `":"` or `":"[`), the tokens that
+   * split it are removed. This makes most forced tokens certain: jump-forward appends them at once.
+   * Returns the number of finite logits left.
+   */
+  private canonical(x: Float32Array, finite: number): number {
+    const matcher = this.constraint!.matcher;
+    const text = matcher.forcedBytes();
+    if (text.length === 0) return finite;
+    const forced = matcher.forcedTokens();
+    if (forced.length > 0) {
+      if (!(x[forced[0]] > -Infinity)) return finite;
+      const keep = x[forced[0]];
+      x.fill(-Infinity);
+      x[forced[0]] = keep;
+      return 1;
+    }
+    // Every allowed token is a prefix of the text or starts with all of it: drop the prefixes.
+    const vocab = matcher.guide.vocab;
+    const split: number[] = [];
+    for (let t = 0; t < x.length; t++) {
+      if (!(x[t] > -Infinity)) continue;
+      const bytes = vocab.bytesOf(t);
+      if (bytes !== null && bytes.length < text.length) split.push(t);
+    }
+    if (split.length === finite) return finite;
+    for (const t of split) x[t] = -Infinity;
+    return finite - split.length;
   }
 
   /** Whether a structured-output constraint is set (jump-forward has something to propose). */
@@ -131,5 +154,12 @@ export class LogitsProcessors {
     if (!this.constraint) return [];
     this.constraint.sync(output);
     return this.constraint.matcher.forcedTokens();
+  }
+
+  /** Whether the constraint forces any text after `output` (something may be certain). */
+  forcesText(output: ArrayLike<number>): boolean {
+    if (!this.constraint) return false;
+    this.constraint.sync(output);
+    return this.constraint.matcher.forcedBytes().length > 0;
   }
 }

@@ -179,13 +179,13 @@ export class Sampler {
     const history = Array.from(outputTokenIds);
     const zeros = (this.zeros ??= new Float32Array(this.vocabSize));
     try {
-      while (run.length < max) {
-        const forced = processors.forcedTokens(history);
-        if (forced.length === 0) break;
+      while (run.length < max && processors.forcesText(history)) {
         const x = processors.apply(zeros, promptTokenIds, history);
-        if (processors.finiteCount !== 1 || !(x[forced[0]] > -Infinity)) break;
-        run.push(forced[0]);
-        history.push(forced[0]);
+        if (processors.finiteCount !== 1) break;
+        let token = 0;
+        while (!(x[token] > -Infinity)) token++;
+        run.push(token);
+        history.push(token);
       }
     } finally {
       processors.rewind(outputTokenIds.length);

@@ -96,7 +96,24 @@ export class Matcher {
    * tokens of the vocabulary. Accepting them in order is always allowed. Does not change the state.
    */
   forcedTokens(): number[] {
-    if (this.endedAt >= 0) return [];
+    const bytes = this.forcedBytes();
+    if (bytes.length === 0) return [];
+    const tokens = this.tokenize(bytes);
+    tokens.pop();
+    // Keep only what the constraint accepts from here (a different tokenization could fail a check).
+    let s = this.config;
+    const out: number[] = [];
+    for (const t of tokens) {
+      s = this.guide.advance(s, t);
+      if (s === DEAD) break;
+      out.push(t);
+    }
+    return out;
+  }
+
+  /** The bytes the constraint forces next (one possible byte at a time, until a choice or a possible end). */
+  forcedBytes(): Uint8Array {
+    if (this.endedAt >= 0) return new Uint8Array(0);
     const pda = this.guide.pda;
     const bytes: number[] = [];
     let c = this.config;
@@ -117,18 +134,7 @@ export class Matcher {
       bytes.push(only);
       c = next;
     }
-    if (bytes.length === 0) return [];
-    const tokens = this.tokenize(Uint8Array.from(bytes));
-    tokens.pop();
-    // Keep only what the constraint accepts from here (a different tokenization could fail a check).
-    let s = this.config;
-    const out: number[] = [];
-    for (const t of tokens) {
-      s = this.guide.advance(s, t);
-      if (s === DEAD) break;
-      out.push(t);
-    }
-    return out;
+    return Uint8Array.from(bytes);
   }
 
   private tokenize(bytes: Uint8Array): number[] {
