@@ -97,6 +97,7 @@ async function main(): Promise<void> {
         >['output'];
         if (s.stopReason !== undefined) output.stopReason = s.stopReason;
         if (s.wantLogprobs) output.logprobs = s.logprobs;
+        if (s.pooled) output.pooled = s.pooled;
         post({ type: 'done', id: m.id, output, metrics: metricsOf(s), state: state() });
       },
       reject: (e) => {
@@ -104,6 +105,7 @@ async function main(): Promise<void> {
         post({ type: 'failed', id: m.id, error: serializeError(e), state: state() });
       },
       arrival: Math.min(arrival, performance.now()),
+      pooling: m.pooling,
     });
     live.set(m.id, seq);
     scheduler.submit(seq);
@@ -149,7 +151,7 @@ async function main(): Promise<void> {
       capacityTokens: cache.capacityTokens,
       blockSize: model.dims.blockSize,
     },
-    weights: { format: model.weights.format, description: model.weights.description },
+    weights: { format: model.weights.format, description: model.weights.description, headless: model.weights.headless },
     threads: model.threads,
     maxBatchTokens: model.dims.maxRows,
     prefixCaching,
