@@ -104,26 +104,38 @@ export async function embed(
   const dimensions = opts.dimensions ?? ctx.hiddenSize;
   const normalize = opts.normalize ?? ctx.pooling.normalize;
   const request: PoolingRequest = { kind: 'hidden', mode: ctx.pooling.mode };
-  // One failure (a text too long for the context) stops the others.
-  const inner = new AbortController();
-  const onAbort = () => inner.abort(opts.signal?.reason);
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
-  if (opts.signal?.aborted) inner.abort(opts.signal.reason);
+  return runAll(encoded, opts.signal, async (e, signal) => {
+    const out = await ctx.pool(e.promptTokenIds, request, signal);
+    if (!out.pooled) throw abortError(opts.signal);
+    return { ...e, outputs: { embedding: finishEmbedding(out.pooled, dimensions, normalize) } };
+  });
+}
+
+/**
+ * run(item) for every item at once; the caller's signal, or the first failure (a text too long for
+ * the context), aborts the others. Each request has its own controller: one signal shared by
+ * 10,000 requests made every new listener cost a scan of the others (1.2 s of 10,000 embeddings).
+ */
+export async function runAll<T, R>(
+  items: T[],
+  signal: AbortSignal | undefined,
+  run: (item: T, signal: AbortSignal) => Promise<R>,
+): Promise<R[]> {
+  const controllers = items.map(() => new AbortController());
+  const abortAll = () => controllers.forEach((c) => c.abort());
+  signal?.addEventListener('abort', abortAll, { once: true });
+  if (signal?.aborted) abortAll();
   try {
     return await Promise.all(
-      encoded.map(async (e) => {
-        try {
-          const out = await ctx.pool(e.promptTokenIds, request, inner.signal);
-          if (!out.pooled) throw abortError(opts.signal);
-          return { ...e, outputs: { embedding: finishEmbedding(out.pooled, dimensions, normalize) } };
-        } catch (err) {
-          inner.abort();
+      items.map((item, i) =>
+        run(item, controllers[i].signal).catch((err: unknown) => {
+          abortAll();
           throw err;
-        }
-      }),
+        }),
+      ),
     );
   } finally {
-    opts.signal?.removeEventListener('abort', onAbort);
+    signal?.removeEventListener('abort', abortAll);
   }
 }
 

@@ -71,6 +71,7 @@ async function main(): Promise<void> {
     return (vocabulary ??= vocabularyFromTokenizer(tokenizer, model.config.vocabSize, eosIds));
   };
 
+  let poolingSampler: Sampler | null = null;
   const submit = (m: Extract<ToEngine, { type: 'submit' }>): void => {
     const p = m.params;
     const stops = p.stop === undefined ? [] : typeof p.stop === 'string' ? [p.stop] : p.stop;
@@ -78,9 +79,13 @@ async function main(): Promise<void> {
     const seq = new Sequence({
       id: m.id,
       promptIds: m.promptIds,
-      sampler: new Sampler(p, model.config.vocabSize, {
-        vocabulary: p.structuredOutput || p.badWords?.length || (p.minTokens ?? 0) > 0 ? tokenVocabulary() : undefined,
-      }),
+      // A pooling request samples nothing: one idle sampler serves them all (a sampler holds vocab-sized buffers).
+      sampler: m.pooling
+        ? (poolingSampler ??= new Sampler({ temperature: 0 }, model.config.vocabSize))
+        : new Sampler(p, model.config.vocabSize, {
+            vocabulary:
+              p.structuredOutput || p.badWords?.length || (p.minTokens ?? 0) > 0 ? tokenVocabulary() : undefined,
+          }),
       decoder: new StreamDecoder(tokenizer, { skipSpecialTokens: true, prompt: m.promptIds }),
       maxTokens: p.maxTokens!,
       stop: stops,

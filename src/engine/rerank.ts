@@ -3,7 +3,7 @@
 // "yes" and "no" logits at the last position (the model card's computation). Pairs run as pooling
 // requests: batched like any prompts, no token sampled, KV cache freed at once.
 import type { PoolingRequest } from '../model/pooling.js';
-import { abortError, EmbedInputError } from './embed.js';
+import { abortError, EmbedInputError, runAll } from './embed.js';
 import type { FinishedOutput } from './messages.js';
 
 export const RERANK_SYSTEM_PROMPT =
@@ -69,31 +69,16 @@ export async function score(
   const prefixIds = ctx.encode(PREFIX),
     suffixIds = ctx.encode(SUFFIX);
   const request: PoolingRequest = { kind: 'logits', tokenIds: [yes, no] };
-  const inner = new AbortController();
-  const onAbort = () => inner.abort(opts.signal?.reason);
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
-  if (opts.signal?.aborted) inner.abort(opts.signal.reason);
-  try {
-    return await Promise.all(
-      docs.map(async (doc) => {
-        const pair = rerankPair(instruction, query, doc);
-        // Tokenized in three parts, as the model card does (prefix + pair + suffix ids).
-        const promptTokenIds = [...prefixIds, ...ctx.encode(pair), ...suffixIds];
-        try {
-          const out = await ctx.pool(promptTokenIds, request, inner.signal);
-          if (!out.pooled) throw abortError(opts.signal);
-          return {
-            prompt: PREFIX + pair + SUFFIX,
-            promptTokenIds,
-            outputs: { score: yesProbability(out.pooled[0], out.pooled[1]) },
-          };
-        } catch (err) {
-          inner.abort();
-          throw err;
-        }
-      }),
-    );
-  } finally {
-    opts.signal?.removeEventListener('abort', onAbort);
-  }
+  return runAll(docs, opts.signal, async (doc, signal) => {
+    const pair = rerankPair(instruction, query, doc);
+    // Tokenized in three parts, as the model card does (prefix + pair + suffix ids).
+    const promptTokenIds = [...prefixIds, ...ctx.encode(pair), ...suffixIds];
+    const out = await ctx.pool(promptTokenIds, request, signal);
+    if (!out.pooled) throw abortError(opts.signal);
+    return {
+      prompt: PREFIX + pair + SUFFIX,
+      promptTokenIds,
+      outputs: { score: yesProbability(out.pooled[0], out.pooled[1]) },
+    };
+  });
 }

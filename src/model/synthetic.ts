@@ -286,6 +286,7 @@ export function writeSyntheticModel(outDir: string, opts: SyntheticOptions): voi
       preset: opts.preset,
       seed,
       ...(opts.overrides ? { overrides: opts.overrides } : {}),
+      ...(opts.embedding ? { embedding: opts.embedding } : {}),
       note: 'random weights: the text this model writes is meaningless',
     },
   };
