@@ -14,6 +14,18 @@ export {
   type ModelInfo,
   type LLMLoadOptions,
 } from './engine/llm.js';
+
+// Embeddings and reranking (LLM.embed, LLM.score; /v1/embeddings and /v1/rerank).
+export { EmbedInputError, type EmbedInput, type EmbedOptions, type EmbeddingOutput } from './engine/embed.js';
+export {
+  RERANK_SYSTEM_PROMPT,
+  RERANK_DEFAULT_INSTRUCTION,
+  yesProbability,
+  type ScoreOptions,
+  type ScoreOutput,
+} from './engine/rerank.js';
+export { MODEL_TASKS, TaskError, type ModelTask } from './engine/task.js';
+export { loadPoolingConfig, DEFAULT_POOLING, type PoolingConfig, type PoolingMode } from './model/pooling.js';
 export { ProgressLine, progressText, type LoadProgress, type ProgressLineOptions } from './platform/progress.js';
 export type { CompletionOutput, FinishReason, RequestMetrics } from './engine/request.js';
 

@@ -69,6 +69,9 @@ def load_model(model_dir):
         tensors = {}
         for shard in shards:
             tensors.update(read_safetensors(os.path.join(model_dir, shard)))
+    # A bare decoder's checkpoint (Qwen3-Embedding) names its tensors without "model.".
+    if "model.embed_tokens.weight" not in tensors and "embed_tokens.weight" in tensors:
+        tensors = {(k if k == "lm_head.weight" else "model." + k): v for k, v in tensors.items()}
     return {"config": config, "tensors": tensors}
 
 
@@ -205,6 +208,14 @@ def forward(model, token_ids, return_layers=False):
 
     With return_layers, also the residual stream [n, hidden] after each layer.
     """
+    h, layers = final_hidden(model, token_ids)
+    logits = lm_head(model, h)
+    return (logits, layers) if return_layers else logits
+
+
+def final_hidden(model, token_ids):
+    """The final-norm hidden states [n, hidden] (what the head reads; embeddings pool them), and the
+    residual stream after each layer."""
     config, w = model["config"], Weights(model)
     eps = config["rms_norm_eps"]
     _, _, head_dim = dims(config)
@@ -220,6 +231,4 @@ def forward(model, token_ids, return_layers=False):
         x = rms_norm(h, w(p + "post_attention_layernorm.weight"), eps)
         h = h + mlp(w, p + "mlp.", x, config)
         layers.append(h)
-    h = rms_norm(h, w("model.norm.weight"), eps)
-    logits = lm_head(model, h)
-    return (logits, layers) if return_layers else logits
+    return rms_norm(h, w("model.norm.weight"), eps), layers

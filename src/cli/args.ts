@@ -3,7 +3,8 @@
 // model flags mapped to LoadOptions, and the user-error type that the entry point turns into a
 // one-line message and exit code 2.
 import { parseArgs } from 'node:util';
-import type { EngineOptions } from '../engine/messages.js';
+import type { LLMLoadOptions } from '../engine/llm.js';
+import { MODEL_TASKS, type ModelTask } from '../engine/task.js';
 import { resolveSpeculativeConfig } from '../engine/speculation/ngram.js';
 import { DEFAULT_WEIGHTS, WEIGHT_FORMATS } from '../model/load.js';
 import { KV_CACHE_DTYPES, type KvCacheDtype } from '../model/kv-cache.js';
@@ -75,6 +76,7 @@ export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   'check-tensors': { type: 'boolean' },
   'speculative-config': { type: 'string' },
   'no-jump-forward': { type: 'boolean' },
+  task: { type: 'string' },
 };
 
 export const SAMPLING_OPTIONS: Record<string, OptionSpec> = {
@@ -105,7 +107,10 @@ export const MODEL_HELP = `Model:
                              (prompt lookup: proposes tokens that followed the last few tokens earlier in
                              the prompt or output; the output is the same as without it)
       --no-jump-forward      with structured output, do not propose the text the constraint forces
-                             (keys, punctuation) as extra rows of a step`;
+                             (keys, punctuation) as extra rows of a step
+      --task TASK            generate, embed (/v1/embeddings) or score (a yes/no reranker, /v1/rerank);
+                             default: read from the folder (no lm_head, architectures ["Qwen3Model"] or
+                             modules.json: embed; a name with Reranker: score; else generate)`;
 
 export const SAMPLING_HELP = `Sampling (unset: the model's generation_config.json, then vLLM's defaults):
       --temperature T        0 = greedy
@@ -219,12 +224,18 @@ export interface ModelArgs {
   model?: string;
   revision?: string;
   preset?: SyntheticPresetName;
-  load: EngineOptions;
+  load: LLMLoadOptions;
 }
 
 /** The model flags: --model / --preset and the LoadOptions. */
 export function modelArgsFrom(values: Record<string, unknown>): ModelArgs {
-  const load: EngineOptions = { maxSequences: 1 };
+  const load: LLMLoadOptions = { maxSequences: 1 };
+  const task = values.task;
+  if (typeof task === 'string') {
+    if (!(MODEL_TASKS as readonly string[]).includes(task))
+      throw new CliError(`--task must be one of ${MODEL_TASKS.join(', ')}, got ${JSON.stringify(task)}`);
+    load.task = task as ModelTask;
+  }
   const threads = intFlag(values, 'threads', 1, 64);
   if (threads !== undefined) load.threads = threads;
   const ctx = intFlag(values, 'context-length', 1, 1 << 20);

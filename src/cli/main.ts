@@ -155,6 +155,8 @@ export async function main(argv: string[]): Promise<number> {
 // say so with these prefixes.
 const USER_ERRORS = new Set([
   'CliError',
+  'TaskError',
+  'EmbedInputError',
   'SamplingParamsError',
   'ConfigError',
   'SafetensorsError',

@@ -1,10 +1,17 @@
 #!/usr/bin/env node
 // npm run make-model -- --preset tiny|qwen2.5-0.5b|qwen2.5-1.5b --out DIR [--seed N] [--dtype bf16|f16|f32] [--shards N]
+//   [--embedding last|mean|cls [--no-normalize]]: an embedding model laid out as Qwen3-Embedding
 import { parseArgs } from 'node:util';
 import { isSyntheticPreset, PRESETS, writeSyntheticModel } from '../model/synthetic.js';
 import { ProgressLine } from '../platform/progress.js';
 
-const usage = `usage: make-model --preset ${Object.keys(PRESETS).join('|')} --out DIR [--seed N] [--dtype bf16|f16|f32] [--shards N] [--untied]`;
+const usage = `usage: make-model --preset ${Object.keys(PRESETS).join('|')} --out DIR [--seed N] [--dtype bf16|f16|f32] [--shards N] [--untied] [--embedding last|mean|cls [--no-normalize]]`;
+
+// Qwen3-Embedding's prompts (config_sentence_transformers.json).
+const EMBEDDING_PROMPTS = {
+  query: 'Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:',
+  document: '',
+};
 
 function main(): void {
   let values;
@@ -17,6 +24,8 @@ function main(): void {
         dtype: { type: 'string', default: 'bf16' },
         shards: { type: 'string', default: '1' },
         untied: { type: 'boolean', default: false },
+        embedding: { type: 'string' },
+        'no-normalize': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -39,6 +48,10 @@ function main(): void {
   const shards = Number(values.shards);
   if (!Number.isInteger(shards) || shards < 1)
     return fail(`--shards must be a positive integer, got "${values.shards}"`);
+  const pooling = values.embedding;
+  if (pooling !== undefined && pooling !== 'last' && pooling !== 'mean' && pooling !== 'cls')
+    return fail(`--embedding must be last, mean or cls, got "${pooling}"`);
+  if (values['no-normalize'] && pooling === undefined) return fail('--no-normalize needs --embedding');
   const t0 = performance.now();
   const line = new ProgressLine('writing weights', { prefix: 'make-model: ' });
   writeSyntheticModel(values.out, {
@@ -48,6 +61,7 @@ function main(): void {
     dtype: values.dtype as 'bf16' | 'f16' | 'f32',
     shards,
     overrides: values.untied ? { tie_word_embeddings: false } : undefined,
+    embedding: pooling && { pooling, normalize: !values['no-normalize'], prompts: EMBEDDING_PROMPTS },
   });
   console.log(
     `wrote synthetic ${values.preset} (seed ${seed}, ${values.dtype}) to ${values.out} in ${((performance.now() - t0) / 1000).toFixed(1)} s`,

@@ -3,6 +3,7 @@
 // request (or the load) is in flight: a script that forgets close() still exits.
 import { Worker } from 'node:worker_threads';
 import type { LoadProgress } from '../platform/progress.js';
+import type { PoolingRequest } from '../model/pooling.js';
 import type { SamplingParams } from '../sampler/index.js';
 import { runnableUrl } from '../tensor/pool.js';
 import {
@@ -89,7 +90,7 @@ export class EngineClient {
   submit(
     promptIds: number[],
     params: SamplingParams,
-    hooks: { onDelta?: (text: string) => void; signal?: AbortSignal },
+    hooks: { onDelta?: (text: string) => void; signal?: AbortSignal; pooling?: PoolingRequest },
   ): Promise<{ output: FinishedOutput; metrics: RequestMetrics }> {
     if (this.dead) return Promise.reject(this.dead);
     const arrivalEpochMs = performance.timeOrigin + performance.now();
@@ -103,7 +104,15 @@ export class EngineClient {
         cleanup: () => hooks.signal?.removeEventListener('abort', onAbort),
       };
       this.track(id, p);
-      this.send({ type: 'submit', id, promptIds, params, streaming: hooks.onDelta !== undefined, arrivalEpochMs });
+      this.send({
+        type: 'submit',
+        id,
+        promptIds,
+        params,
+        streaming: hooks.onDelta !== undefined,
+        arrivalEpochMs,
+        ...(hooks.pooling ? { pooling: hooks.pooling } : {}),
+      });
       if (hooks.signal?.aborted) onAbort();
       else hooks.signal?.addEventListener('abort', onAbort, { once: true });
     });

@@ -79,17 +79,22 @@ async function main(): Promise<void> {
     return (vocabulary ??= vocabularyFromTokenizer(tokenizer, model.config.vocabSize, eosIds));
   };
 
+  let poolingSampler: Sampler | null = null;
   const submit = (m: Extract<ToEngine, { type: 'submit' }>): void => {
     const p = m.params;
     const stops = p.stop === undefined ? [] : typeof p.stop === 'string' ? [p.stop] : p.stop;
     const arrival = m.arrivalEpochMs - performance.timeOrigin;
-    const sampler = new Sampler(p, model.config.vocabSize, {
-      vocabulary: p.structuredOutput || p.badWords?.length || (p.minTokens ?? 0) > 0 ? tokenVocabulary() : undefined,
-    });
+    // A pooling request samples nothing: one idle sampler serves them all (a sampler holds vocab-sized buffers).
+    const sampler = m.pooling
+      ? (poolingSampler ??= new Sampler({ temperature: 0 }, model.config.vocabSize))
+      : new Sampler(p, model.config.vocabSize, {
+          vocabulary:
+            p.structuredOutput || p.badWords?.length || (p.minTokens ?? 0) > 0 ? tokenVocabulary() : undefined,
+        });
     // Jump-forward first: where the constraint decides the text, looking it up in the context is moot.
     const proposers: Proposer[] = [];
-    if (jumpForward && sampler.constrained) proposers.push(new ForcedProposer(sampler));
-    if (speculative) proposers.push(new NgramProposer(speculative));
+    if (!m.pooling && jumpForward && sampler.constrained) proposers.push(new ForcedProposer(sampler));
+    if (!m.pooling && speculative) proposers.push(new NgramProposer(speculative));
     const seq = new Sequence({
       id: m.id,
       promptIds: m.promptIds,
@@ -110,6 +115,7 @@ async function main(): Promise<void> {
         >['output'];
         if (s.stopReason !== undefined) output.stopReason = s.stopReason;
         if (s.wantLogprobs) output.logprobs = s.logprobs;
+        if (s.pooled) output.pooled = s.pooled;
         post({ type: 'done', id: m.id, output, metrics: metricsOf(s), state: state() });
       },
       reject: (e) => {
@@ -117,6 +123,7 @@ async function main(): Promise<void> {
         post({ type: 'failed', id: m.id, error: serializeError(e), state: state() });
       },
       arrival: Math.min(arrival, performance.now()),
+      pooling: m.pooling,
     });
     live.set(m.id, seq);
     scheduler.submit(seq);
@@ -162,7 +169,7 @@ async function main(): Promise<void> {
       capacityTokens: cache.capacityTokens,
       blockSize: model.dims.blockSize,
     },
-    weights: { format: model.weights.format, description: model.weights.description },
+    weights: { format: model.weights.format, description: model.weights.description, headless: model.weights.headless },
     threads: model.threads,
     maxBatchTokens: model.dims.maxRows,
     prefixCaching,

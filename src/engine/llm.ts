@@ -19,6 +19,11 @@ import { parseToolCalls, toolChoiceConstraint, type ToolChoice } from './tool-ca
 import type { EngineOptions, EngineState, ModelInfo } from './messages.js';
 import type { CompletionOutput, RequestMetrics } from './request.js';
 import { readTokenizerFiles } from './load-tokenizer.js';
+import { DEFAULT_POOLING, loadPoolingConfig, type PoolingConfig, type PoolingRequest } from '../model/pooling.js';
+import { embed, type EmbedInput, type EmbeddingOutput, type EmbedOptions } from './embed.js';
+import { score, type ScoreOptions, type ScoreOutput } from './rerank.js';
+import { MODEL_TASKS, resolveTask, TaskError, type ModelTask } from './task.js';
+import type { FinishedOutput } from './messages.js';
 
 export type { EngineOptions, EngineState, ModelInfo } from './messages.js';
 
@@ -46,6 +51,8 @@ function isDirectory(p: string): boolean {
 export interface LLMLoadOptions extends EngineOptions {
   /** A progress line on stderr while loading; default: stderr is a terminal and no onProgress is given. */
   progressBar?: boolean;
+  /** What the model is for: 'generate', 'embed' or 'score' (a yes/no reranker). Default: read from the folder (task.ts). */
+  task?: ModelTask;
 }
 
 export interface GenerateOptions {
@@ -82,13 +89,21 @@ export class LLM {
   readonly model: ModelInfo;
 
   private tokenizerThread: Piscina | null = null;
+  /** What the model is for (embed, score or generate), and why. */
+  readonly task: { task: ModelTask; reason: string };
+  /** How embed() pools: the folder's sentence-transformers files, else last token + L2 normalisation. */
+  readonly pooling: PoolingConfig;
 
   private constructor(
     private engine: EngineClient,
     readonly tokenizer: QwenTokenizer,
     private dir: string,
+    name: string,
+    taskOption: ModelTask | undefined,
   ) {
     this.model = engine.info;
+    this.task = resolveTask(taskOption, name, dir, this.model.config, this.model.weights.headless === true);
+    this.pooling = isDirectory(dir) ? loadPoolingConfig(dir) : DEFAULT_POOLING;
   }
 
   /**
@@ -99,10 +114,14 @@ export class LLM {
    * onProgress).
    */
   static async load(model: string, options: LLMLoadOptions = {}): Promise<LLM> {
-    const { progressBar, source, ...engineOptions } = options; // source holds callbacks: it stays on this thread
+    const { progressBar, source, task, ...engineOptions } = options; // source holds callbacks: it stays on this thread
     // A bad speculative config is an error before the model loads.
     if (engineOptions.speculativeConfig != null)
       engineOptions.speculativeConfig = resolveSpeculativeConfig(engineOptions.speculativeConfig);
+    if (task !== undefined && !MODEL_TASKS.includes(task))
+      throw new TaskError(
+        `LLM.load: option task must be one of ${MODEL_TASKS.join(', ')}, got ${JSON.stringify(task)}`,
+      );
     const dir = (await resolveModel(model, source)).path;
     const onProgress = engineOptions.onProgress;
     if (onProgress !== undefined && typeof onProgress !== 'function')
@@ -136,7 +155,7 @@ export class LLM {
       const client = await engine;
       // A GGUF file holds its config: it is the file to name.
       tokenizer.checkModelVocab(client.info.config.vocabSize, isDirectory(dir) ? join(dir, 'config.json') : dir);
-      const llm = new LLM(client, tokenizer, dir);
+      const llm = new LLM(client, tokenizer, dir, model, task);
       line?.end();
       return llm;
     } catch (e) {
@@ -242,6 +261,12 @@ export class LLM {
     }
     if (promptTokenIds.length === 0)
       return Promise.reject(new RangeError('the prompt is empty: at least one token is needed'));
+    if (this.task.task === 'embed')
+      return Promise.reject(
+        new TaskError(
+          `this model embeds (${this.task.reason}): it cannot generate text; use embed(), or load a causal language model`,
+        ),
+      );
     // Whether the prompt fits the context and the KV cache: checked once, by the engine's scheduler.
     return this.engine.submit(promptTokenIds, p, hooks).then(({ output, metrics }) => ({
       output: { index: hooks.index ?? 0, ...output },
@@ -413,6 +438,58 @@ export class LLM {
       inner.abort(); // the consumer left early: free the sequence
       opts.signal?.removeEventListener('abort', onOuterAbort);
     }
+  }
+
+  /**
+   * One vector per text (or token id list), in vLLM's shape: the final-norm hidden states pooled
+   * (this.pooling), cut to `dimensions`, L2-normalised. Texts run batched, at most maxSequences at a
+   * time, the rest queued; no KV cache is kept. Refused for a reranker (task 'score').
+   */
+  async embed(texts: EmbedInput | EmbedInput[], opts: EmbedOptions = {}): Promise<EmbeddingOutput[]> {
+    if (this.task.task === 'score')
+      throw new TaskError(
+        `this model is a reranker (task "score": ${this.task.reason}): use score(query, documents), or load it with task: "embed"`,
+      );
+    const list = Array.isArray(texts) ? texts : [texts];
+    return embed(
+      {
+        pooling: this.pooling,
+        hiddenSize: this.config.hiddenSize,
+        vocabSize: this.config.vocabSize,
+        tokenizeAll: (t) => this.tokenizeAll(t),
+        decode: (ids) => this.tokenizer.decode(ids),
+        pool: (ids, p, signal) => this.pool(ids, p, signal),
+      },
+      list,
+      opts,
+    );
+  }
+
+  /**
+   * Relevance of each document to the query, P(yes) in [0, 1], with a yes/no reranker
+   * (Qwen3-Reranker's template; rerank.ts). Needs task 'score' (a folder named *Reranker*, or the option).
+   */
+  async score(query: string, documents: string | string[], opts: ScoreOptions = {}): Promise<ScoreOutput[]> {
+    if (this.task.task !== 'score')
+      throw new TaskError(
+        `score() needs a reranker (task "score"); this model's task is "${this.task.task}" (${this.task.reason}). Load a Qwen3-Reranker, or pass task: "score"`,
+      );
+    return score(
+      {
+        encode: (text) => this.tokenizer.encode(text, { addSpecialTokens: false }),
+        tokenToId: (token) => this.tokenizer.tokenToId(token),
+        pool: (ids, p, signal) => this.pool(ids, p, signal),
+      },
+      query,
+      documents,
+      opts,
+    );
+  }
+
+  /** A pooling request: the prompt read, its pooled hidden state or chosen logits returned, its cache freed. */
+  private async pool(promptTokenIds: number[], pooling: PoolingRequest, signal?: AbortSignal): Promise<FinishedOutput> {
+    const { output } = await this.engine.submit(promptTokenIds, { maxTokens: 1, temperature: 0 }, { signal, pooling });
+    return output;
   }
 
   /** Requests waiting for a slot and sequences generating now (as of the engine's last step). */

@@ -1,6 +1,7 @@
 // What the main thread and the engine thread say to each other (structured clone: plain data).
 import type { GenerationConfig, ModelConfig } from '../model/config.js';
 import type { LoadOptions } from '../model/load.js';
+import type { PoolingRequest } from '../model/pooling.js';
 import type { LoadProgress } from '../platform/progress.js';
 import type { SamplingParams } from '../sampler/index.js';
 import type { WeightFormat } from '../tensor/matrix.js';
@@ -34,7 +35,8 @@ export interface ModelInfo {
   config: ModelConfig;
   generationConfig: GenerationConfig;
   kvCache: { maxSequences: number; contextLength: number; capacityTokens: number; blockSize: number };
-  weights: { format: WeightFormat; description?: string };
+  /** headless: the checkpoint has no output head (an embedding-only model). */
+  weights: { format: WeightFormat; description?: string; headless?: boolean };
   threads: number;
   maxBatchTokens: number;
   prefixCaching: boolean;
@@ -74,6 +76,8 @@ export interface FinishedOutput {
   finishReason: FinishReason;
   stopReason?: string | number;
   logprobs?: TokenLogprob[];
+  /** A pooling request's vector (pooled hidden state, or the requested logits). */
+  pooled?: Float64Array;
 }
 
 export type ToEngine =
@@ -88,6 +92,8 @@ export type ToEngine =
       streaming: boolean;
       /** performance.timeOrigin + performance.now() on the main thread when the request arrived. */
       arrivalEpochMs: number;
+      /** Embedding / scoring: pool the prompt instead of generating. */
+      pooling?: PoolingRequest;
     }
   | { type: 'abort'; id: number; error?: SerializedError }
   | { type: 'state' }

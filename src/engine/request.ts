@@ -1,4 +1,5 @@
 // One generation request as the engine tracks it: tokens, sampler, incremental text, stops.
+import type { PoolingRequest } from '../model/pooling.js';
 import type { Sampler, TokenLogprob } from '../sampler/index.js';
 import type { StreamDecoder } from '../tokenizer/index.js';
 import type { Proposer } from './speculation/gate.js';
@@ -54,6 +55,8 @@ export interface SequenceInit {
   reject: (err: unknown) => void;
   /** performance.now() when the request arrived. */
   arrival: number;
+  /** An embedding or scoring request: the prompt is read, pooled, and the sequence ends (no token sampled). */
+  pooling?: PoolingRequest;
 }
 
 /** Internal state of one sequence being generated (in the engine thread). */
@@ -95,6 +98,9 @@ export class Sequence {
   prefillStart = 0;
   firstToken = 0;
   finished = 0;
+  readonly pooling: PoolingRequest | null;
+  /** A pooling request's result: the pooled hidden state (summed so far for a mean), or the requested logits. */
+  pooled: Float64Array | null = null;
 
   constructor(init: SequenceInit) {
     this.id = init.id;
@@ -111,6 +117,7 @@ export class Sequence {
     this.resolve = init.resolve;
     this.reject = init.reject;
     this.arrival = init.arrival;
+    this.pooling = init.pooling ?? null;
   }
 }
 

@@ -18,6 +18,7 @@
 // token's slot is rewritten by the next step before any row reads it, and only blocks within the
 // accepted length are ever registered for prefix caching.
 import { BLOCK_SIZE, KvCacheFullError } from '../model/kv-cache.js';
+import { finishPooling, poolRow } from '../model/pooling.js';
 import type { Qwen2Model } from '../model/qwen2.js';
 import { appendText, takeStreamable, type Sequence } from './request.js';
 
@@ -180,7 +181,8 @@ export class Scheduler {
       if (s.prefillStart === 0) s.prefillStart = performance.now();
       for (let i = 0; i < take; i++) {
         const pos = s.computed + i;
-        rows.push({ seq: s, token: s.promptIds[pos], pos, logits: pos === s.promptIds.length - 1 });
+        const last = pos === s.promptIds.length - 1;
+        rows.push({ seq: s, token: s.promptIds[pos], pos, logits: last && s.pooling?.kind !== 'hidden' });
       }
     }
     for (let i = 0; i < rows.length; i += maxRows) await this.runPass(rows.slice(i, i + maxRows));
@@ -193,17 +195,20 @@ export class Scheduler {
     const withLogits = rows.filter((r) => r.logits);
     const ordered = [...rows.filter((r) => !r.logits), ...withLogits];
     const seqs = new Set(rows.map((r) => r.seq));
+    const hidden = rows.some((r) => r.seq.pooling?.kind === 'hidden') ? this.hiddenScratch() : undefined;
     let logits: Float32Array;
     try {
       logits = await this.model.forwardBatch(
         ordered.map((r) => ({ seq: r.seq.slot, token: r.token, pos: r.pos })),
         withLogits.length,
+        hidden,
       );
     } catch (e) {
       for (const s of seqs) this.fail(s, e);
       return;
     }
     for (const r of ordered) r.seq.computed = r.pos + 1;
+    if (hidden) this.poolHidden(ordered, hidden);
     // A sequence's rows with logits are consecutive: its next-token row, then its proposals.
     const vocab = this.model.config.vocabSize;
     for (let j = 0; j < withLogits.length;) {
@@ -211,7 +216,8 @@ export class Scheduler {
       let end = j + 1;
       while (end < withLogits.length && withLogits[end].seq === seq) end++;
       try {
-        this.verify(seq, logits, j, end - j);
+        if (seq.pooling?.kind === 'logits') this.takeLogits(seq, logits, j);
+        else this.verify(seq, logits, j, end - j);
       } catch (e) {
         this.fail(seq, e);
       }
@@ -219,11 +225,42 @@ export class Scheduler {
     }
     if (this.prefixCaching) {
       for (const s of seqs) {
+        if (s.pooling) continue; // its cache is freed as it ends
         const p = s.promptIds,
           o = s.outputIds;
         this.model.kvCache.registerFullBlocks(s.slot, (pos) => (pos < p.length ? p[pos] : o[pos - p.length]));
       }
     }
+  }
+
+  private hidden: Float32Array | null = null;
+
+  /** [maxRows, hiddenSize] for the final-norm hidden states of a step with pooling rows. */
+  private hiddenScratch(): Float32Array {
+    return (this.hidden ??= new Float32Array(this.model.dims.maxRows * this.model.dims.hidden));
+  }
+
+  /** Fold each pooling row's hidden state into its sequence; a sequence whose prompt is all read is done. */
+  private poolHidden(ordered: Row[], hidden: Float32Array): void {
+    const size = this.model.dims.hidden;
+    ordered.forEach((r, i) => {
+      const s = r.seq;
+      if (s.pooling?.kind !== 'hidden' || s.finishReason) return;
+      s.pooled ??= new Float64Array(size);
+      poolRow(s.pooled, s.pooling.mode, hidden, i * size, r.pos, s.promptIds.length);
+      if (r.pos === s.promptIds.length - 1) {
+        finishPooling(s.pooled, s.pooling.mode, s.promptIds.length);
+        s.finishReason = 'stop';
+      }
+    });
+  }
+
+  /** A scoring request's logits of its tokens at the prompt's last position: it is done. */
+  private takeLogits(seq: Sequence, logits: Float32Array, row: number): void {
+    if (seq.finishReason || seq.pooling?.kind !== 'logits') return;
+    const vocab = this.model.config.vocabSize;
+    seq.pooled = Float64Array.from(seq.pooling.tokenIds, (id) => logits[row * vocab + id]);
+    seq.finishReason = 'stop';
   }
 
   /**
@@ -314,7 +351,8 @@ export class Scheduler {
       const seq = this.waiting[0];
       const slot = this.freeSlots[this.freeSlots.length - 1];
       // The last prompt token is always computed: its logits give the first generated token.
-      const cached = this.prefixCaching ? cache.matchPrefix(slot, seq.promptIds, seq.promptIds.length - 1) : 0;
+      const cached =
+        this.prefixCaching && !seq.pooling ? cache.matchPrefix(slot, seq.promptIds, seq.promptIds.length - 1) : 0;
       try {
         cache.ensure(slot, seq.promptIds.length + 1);
       } catch (e) {

@@ -47,6 +47,8 @@ export interface ModelConfig {
    */
   contextLimit: number;
   torchDtype: string;
+  /** config.json's `architectures` (Qwen3ForCausalLM; Qwen3Model for a bare decoder such as Qwen3-Embedding); [] when absent. */
+  architectures?: string[];
   bosTokenId?: number;
   eosTokenId?: number | number[];
 }
@@ -286,6 +288,7 @@ export function parseModelConfig(json: Record<string, unknown>, file = 'config.j
     maxPositionEmbeddings,
     contextLimit: contextLimit(maxPositionEmbeddings, ropeScaling),
     torchDtype: String(json.torch_dtype ?? 'bfloat16'),
+    architectures: Array.isArray(json.architectures) ? json.architectures.filter((a) => typeof a === 'string') : [],
     bosTokenId: bos?.[0],
     eosTokenId: eos === undefined ? undefined : eos.length === 1 ? eos[0] : eos,
   };

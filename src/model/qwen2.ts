@@ -171,9 +171,10 @@ export class Qwen2Model {
    * One pass over the weights for rows of any sequences (the engine's mixed step: prompt chunks
    * and decode tokens together). Each sequence's rows have consecutive positions starting at most
    * at its cached length; positions from there on are written again. Returns the logits of the
-   * last `logitRows` rows, [logitRows, vocab].
+   * last `logitRows` rows, [logitRows, vocab]. With `hidden` ([rows, hiddenSize] or longer), also
+   * writes there every row's final-norm hidden state (what the head reads; embeddings pool it).
    */
-  forwardBatch(rows: DecodeStep[], logitRows: number): Float32Array {
+  forwardBatch(rows: DecodeStep[], logitRows: number, hidden?: Float32Array): Float32Array {
     const n = rows.length;
     if (n === 0 || n > this.dims.maxRows)
       throw new RangeError(`forwardBatch: 1 to ${this.dims.maxRows} rows, got ${n}`);
@@ -200,8 +201,10 @@ export class Qwen2Model {
       this.scratch.rows[2 * i] = r.seq;
       this.scratch.rows[2 * i + 1] = r.pos;
     });
+    if (hidden !== undefined && hidden.length < n * this.dims.hidden)
+      throw new RangeError(`forwardBatch: hidden holds ${hidden.length} values, ${n * this.dims.hidden} needed`);
     const out = new Float32Array(logitRows * this.dims.vocab);
-    this.forwardRows(tokens, 0, n, logitRows, out, 0);
+    this.forwardRows(tokens, 0, n, logitRows, out, 0, hidden ?? null);
     return out;
   }
 
@@ -266,10 +269,11 @@ export class Qwen2Model {
     logitRows: number,
     out: Float32Array,
     outOff: number,
+    hidden: Float32Array | null = null,
   ): void {
     const start = this.profileMs ? performance.now() : 0;
     const opsBefore = this.profileMs ? this.opsTotal() : 0;
-    this.forwardLayers(tokens, t0, n, logitRows, out, outOff);
+    this.forwardLayers(tokens, t0, n, logitRows, out, outOff, hidden);
     if (this.profileMs) this.profileMs.serial += performance.now() - start - (this.opsTotal() - opsBefore);
   }
 
@@ -286,6 +290,7 @@ export class Qwen2Model {
     logitRows: number,
     out: Float32Array,
     outOff: number,
+    hidden: Float32Array | null,
   ): void {
     const d = this.dims,
       s = this.scratch,
@@ -317,6 +322,7 @@ export class Qwen2Model {
       if (this.onLayerOutput) this.onLayerOutput(l, s.x, n);
     }
 
+    if (hidden !== null) this.rmsnormRows(hidden, s.x, w.finalNorm, n);
     // The head, for the last logitRows rows, a few rows at a time: the logits scratch holds only
     // maxLogitRows rows ([rows, vocab] for a whole prefill chunk would be 39 MB for nothing).
     for (let r0 = n - logitRows; r0 < n; r0 += d.maxLogitRows) {

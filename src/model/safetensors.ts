@@ -5,6 +5,7 @@
 // the usual failure is a half-downloaded or hand-edited checkpoint and a RangeError says nothing.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { prefixedHfNames } from './tensor-names.js';
 import { MAX_INDEX_BYTES, openRegularFile, readTextFile } from '../platform/files.js';
 
 export type SafetensorsDType = 'BF16' | 'F16' | 'F32';
@@ -167,10 +168,16 @@ export class TensorStore {
   /** Names looked up with get(): after loading, every other tensor is one the config did not ask for. */
   private used = new Set<string>();
 
+  readonly tensors: Map<string, TensorInfo>;
+
   private constructor(
     readonly dir: string,
-    readonly tensors: Map<string, TensorInfo>,
-  ) {}
+    tensors: Map<string, TensorInfo>,
+  ) {
+    // Looked up by the prefixed names; each TensorInfo keeps its name in the file, for errors.
+    const renamed = prefixedHfNames(tensors.keys());
+    this.tensors = renamed ? new Map([...tensors].map(([n, info]) => [renamed.get(n)!, info])) : tensors;
+  }
 
   static open(dir: string): TensorStore {
     dir = path.resolve(dir);

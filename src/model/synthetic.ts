@@ -7,6 +7,7 @@ import { assetPath } from '../package-root.js';
 import { f32BitsToBf16, f32ToF16 } from '../tensor/dtype.js';
 import { parseModelConfig } from './config.js';
 import { writeSafetensors, type TensorSpec, type WritableDType } from './safetensors-writer.js';
+import type { PoolingMode } from './pooling.js';
 import { hfLayerName, LAYER_TENSORS, MODEL_TENSORS } from './tensor-names.js';
 
 export interface SyntheticPreset {
@@ -118,6 +119,13 @@ export interface SyntheticOptions {
   overrides?: Partial<SyntheticPreset>;
   /** Called after each tensor written: bytes of weights written so far and in all. */
   onProgress?: (doneBytes: number, totalBytes: number) => void;
+  /**
+   * An embedding model laid out as Qwen3-Embedding ships: architectures ["Qwen3Model"] (the family's
+   * bare decoder), no lm_head, tensor names without `model.`, sentence-transformers files
+   * (modules.json, 1_Pooling/config.json, 2_Normalize when `normalize`, config_sentence_transformers.json
+   * with `prompts`), and a tokenizer.json whose TemplateProcessing appends <|endoftext|>.
+   */
+  embedding?: { pooling: PoolingMode; normalize: boolean; prompts?: Record<string, string> };
 }
 
 // mulberry32: tiny, fast, and identical on every platform (pure 32-bit integer math).
@@ -265,13 +273,20 @@ export function writeSyntheticModel(outDir: string, opts: SyntheticOptions): voi
   const shards = opts.shards ?? 1;
   fs.mkdirSync(outDir, { recursive: true });
 
+  const embedding = opts.embedding;
+  const family = familyConfig(p);
+  if (embedding) {
+    family.architectures = [(family.architectures as string[])[0].replace(/ForCausalLM$/, 'Model')];
+    p.tie_word_embeddings = false;
+  }
   const config = {
-    ...familyConfig(p),
+    ...family,
     ...sharedConfig(p, dtype),
     qwen_ts_synthetic: {
       preset: opts.preset,
       seed,
       ...(opts.overrides ? { overrides: opts.overrides } : {}),
+      ...(opts.embedding ? { embedding: opts.embedding } : {}),
       note: 'random weights: the text this model writes is meaningless',
     },
   };
@@ -292,7 +307,12 @@ export function writeSyntheticModel(outDir: string, opts: SyntheticOptions): voi
     fs.copyFileSync(assetPath('qwen2.5-tokenizer', f), path.join(outDir, f));
   }
 
-  const specs = tensorSpecs(p, dtype);
+  if (embedding) writeEmbeddingFiles(outDir, embedding);
+  let specs = tensorSpecs(p, dtype);
+  if (embedding)
+    specs = specs
+      .filter((t) => t.name !== MODEL_TENSORS.lmHead.hf)
+      .map((t) => ({ ...t, name: t.name.replace(/^model\./, '') }));
   const totalBytes = specs.reduce((sum, t) => sum + t.shape.reduce((x, y) => x * y, 1) * (dtype === 'F32' ? 4 : 2), 0);
   let doneBytes = 0;
   const fill = (s: TensorSpec, bytes: Uint8Array) => {
@@ -319,4 +339,56 @@ export function writeSyntheticModel(outDir: string, opts: SyntheticOptions): voi
     path.join(outDir, 'model.safetensors.index.json'),
     JSON.stringify({ metadata: { total_size: totalBytes }, weight_map: weightMap }, null, 2) + '\n',
   );
+}
+
+const POOLING_FLAG: Record<PoolingMode, string> = {
+  last: 'pooling_mode_lasttoken',
+  mean: 'pooling_mode_mean_tokens',
+  cls: 'pooling_mode_cls_token',
+};
+
+/** The sentence-transformers files of an embedding model, and its tokenizer appending <|endoftext|>. */
+function writeEmbeddingFiles(outDir: string, e: NonNullable<SyntheticOptions['embedding']>): void {
+  const write = (file: string, json: unknown) => {
+    fs.mkdirSync(path.dirname(path.join(outDir, file)), { recursive: true });
+    fs.writeFileSync(path.join(outDir, file), JSON.stringify(json, null, 2) + '\n');
+  };
+  const modules = [
+    { idx: 0, name: '0', path: '', type: 'sentence_transformers.models.Transformer' },
+    { idx: 1, name: '1', path: '1_Pooling', type: 'sentence_transformers.models.Pooling' },
+  ];
+  if (e.normalize)
+    modules.push({ idx: 2, name: '2', path: '2_Normalize', type: 'sentence_transformers.models.Normalize' });
+  write('modules.json', modules);
+  const pooling: Record<string, unknown> = { word_embedding_dimension: 0 };
+  for (const flag of Object.values(POOLING_FLAG)) pooling[flag] = false;
+  pooling[POOLING_FLAG[e.pooling]] = true;
+  pooling.include_prompt = true;
+  write('1_Pooling/config.json', pooling);
+  if (e.normalize) fs.mkdirSync(path.join(outDir, '2_Normalize'), { recursive: true });
+  write('config_sentence_transformers.json', {
+    prompts: e.prompts ?? {},
+    default_prompt_name: null,
+    similarity_fn_name: 'cosine',
+  });
+  const tokenizer = JSON.parse(fs.readFileSync(path.join(outDir, 'tokenizer.json'), 'utf8'));
+  // Qwen3-Embedding's post-processor: ByteLevel, then <|endoftext|> after every text.
+  tokenizer.post_processor = {
+    type: 'Sequence',
+    processors: [
+      tokenizer.post_processor,
+      {
+        type: 'TemplateProcessing',
+        single: [{ Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '<|endoftext|>', type_id: 0 } }],
+        pair: [
+          { Sequence: { id: 'A', type_id: 0 } },
+          { SpecialToken: { id: '<|endoftext|>', type_id: 0 } },
+          { Sequence: { id: 'B', type_id: 1 } },
+          { SpecialToken: { id: '<|endoftext|>', type_id: 1 } },
+        ],
+        special_tokens: { '<|endoftext|>': { id: '<|endoftext|>', ids: [151643], tokens: ['<|endoftext|>'] } },
+      },
+    ],
+  };
+  fs.writeFileSync(path.join(outDir, 'tokenizer.json'), JSON.stringify(tokenizer));
 }

@@ -186,6 +186,18 @@ export const MODEL_TENSORS = {
 } as const;
 
 export const hfLayerName = (layer: number, t: LayerTensor) => `model.layers.${layer}.${t.hf}`;
+
+/**
+ * A checkpoint saved from the bare decoder (transformers' AutoModel, sentence-transformers:
+ * Qwen3-Embedding) names its tensors without the `model.` prefix (`embed_tokens.weight`,
+ * `layers.0.self_attn.q_proj.weight`, `norm.weight`). Returns the names the loader looks up (with
+ * the prefix) for such a checkpoint, or null when the names already have it.
+ */
+export function prefixedHfNames(names: Iterable<string>): Map<string, string> | null {
+  const all = [...names];
+  if (all.includes(MODEL_TENSORS.embed.hf) || !all.includes('embed_tokens.weight')) return null;
+  return new Map(all.map((n) => [n, n === MODEL_TENSORS.lmHead.hf || n.startsWith('model.') ? n : `model.${n}`]));
+}
 export const ggufLayerName = (layer: number, t: LayerTensor) => `blk.${layer}.${t.gguf}`;
 
 /**

@@ -60,6 +60,12 @@ export interface ModelWeights {
   layers: LayerWeights[];
   finalNorm: Float32Array; // [hidden]
   lmHead: Matrix; // [vocab, hidden]; the same object as embed when tie_word_embeddings
+  /**
+   * The checkpoint has no output head (a bare decoder, `architectures: ["Qwen3Model"]`, such as
+   * Qwen3-Embedding): it only embeds. lmHead is then the embeddings, so the runner's weight table
+   * keeps its shape, and the LLM refuses to generate with it.
+   */
+  headless?: boolean;
 }
 
 /** Options of loadWeights. */
@@ -251,13 +257,21 @@ function planWeights(store: TensorStore, c: ModelConfig, format: WeightFormat, j
   }
   const finalNorm = vector(MODEL_TENSORS.finalNorm.hf, h);
   let lmHead = embed;
+  if (!c.tieWordEmbeddings && !store.has(MODEL_TENSORS.lmHead.hf) && isBareDecoder(c))
+    return { format, embed, layers, finalNorm, lmHead, headless: true };
   if (!c.tieWordEmbeddings) {
     if (!store.has(MODEL_TENSORS.lmHead.hf)) {
       throw new SafetensorsError(
-        `${store.dir}: tensor "lm_head.weight" not found, and config.json has tie_word_embeddings: false`,
+        `${store.dir}: tensor "lm_head.weight" not found, and config.json has tie_word_embeddings: false (a model without an output head says so with architectures: ["Qwen3Model"], as Qwen3-Embedding does)`,
       );
     }
     lmHead = matrix(MODEL_TENSORS.lmHead.hf, c.vocabSize, h);
   }
   return { format, embed, layers, finalNorm, lmHead };
+}
+
+/** config.json names the bare decoder (Qwen3Model, Qwen2Model, LlamaModel), not a ...ForCausalLM. */
+export function isBareDecoder(c: ModelConfig): boolean {
+  const a = c.architectures ?? [];
+  return a.length > 0 && a.every((name) => /Model$/.test(name));
 }

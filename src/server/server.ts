@@ -2,6 +2,7 @@
 //   GET  /v1/models, /v1/models/{id}     the served model
 //   POST /v1/chat/completions            chat, streamed (SSE) or not
 //   POST /v1/completions                 text completion, streamed (SSE) or not
+//   POST /v1/embeddings, /v1/rerank      embeddings and reranking (embeddings.ts)
 //   GET  /health, /metrics               liveness, Prometheus metrics
 // The engine's scheduler batches whatever runs at once; this layer admits at most maxConcurrency
 // requests, queues maxQueue more (FIFO), answers 429 beyond that, and aborts the generation of a
@@ -41,6 +42,7 @@ import {
 import { Metrics } from './metrics.js';
 import { isWebPath, WEB_HEADERS, webAsset, type WebConfig } from './web.js';
 import { parseChatRequest, parseCompletionRequest, type GenerationRequest } from './protocol.js';
+import { parsePoolingRequest, type PoolingRoute } from './embeddings.js';
 
 export interface ServerOptions {
   /** The model id clients see (and must send as `model`, if they send one). */
@@ -84,12 +86,16 @@ export interface OpenAIServer {
   close(opts?: { graceMs?: number }): Promise<void>;
 }
 
-type Route = 'models' | 'model' | 'chat' | 'completions' | 'health' | 'metrics' | 'web';
+type Route = 'models' | 'model' | 'chat' | 'completions' | 'health' | 'metrics' | 'web' | PoolingRoute;
 
 const ROUTES: Record<string, { route: Route; methods: string[] }> = {
   '/v1/models': { route: 'models', methods: ['GET'] },
   '/v1/chat/completions': { route: 'chat', methods: ['POST'] },
   '/v1/completions': { route: 'completions', methods: ['POST'] },
+  '/v1/embeddings': { route: 'embeddings', methods: ['POST'] },
+  '/v1/rerank': { route: 'rerank', methods: ['POST'] },
+  '/rerank': { route: 'rerank', methods: ['POST'] },
+  '/v1/score': { route: 'score', methods: ['POST'] },
   '/health': { route: 'health', methods: ['GET', 'HEAD'] },
   '/metrics': { route: 'metrics', methods: ['GET'] },
 };
@@ -369,6 +375,38 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
         return generate(ctx, match.route);
       case 'web':
         return sendWeb(ctx);
+      case 'embeddings':
+      case 'rerank':
+      case 'score':
+        return pooling(ctx, match.route);
+    }
+  }
+
+  /** /v1/embeddings, /v1/rerank, /v1/score: checked, then run under admission like a generation. */
+  async function pooling(ctx: Ctx, route: PoolingRoute): Promise<void> {
+    const run = parsePoolingRequest(llm, opts.modelName, route, await readJsonObject(ctx.req));
+    let release: () => void;
+    try {
+      release = await admission.acquire(ctx.abort.signal);
+    } catch (e) {
+      if (e instanceof QueueFullError) throw queueFull(admission.maxQueue);
+      if (e instanceof ApiError) throw e;
+      if (ctx.abort.signal.reason === SHUTDOWN) throw unavailable();
+      return;
+    }
+    try {
+      const result = await run(ctx.abort.signal);
+      ctx.promptTokens = result.promptTokens;
+      sendJson(ctx.res, 200, result.body);
+    } catch (e) {
+      if (ctx.abort.signal.aborted) {
+        if (ctx.abort.signal.reason === SHUTDOWN)
+          throw unavailable('The server shut down before the request finished.');
+        return; // the client is gone
+      }
+      throw e;
+    } finally {
+      release();
     }
   }
 
@@ -393,6 +431,12 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
 
   async function generate(ctx: Ctx, route: 'chat' | 'completions'): Promise<void> {
     const body = await readJsonObject(ctx.req);
+    if (llm.task.task === 'embed')
+      throw badRequest(
+        `The model \`${opts.modelName}\` embeds (${llm.task.reason}): it cannot generate text; use /v1/embeddings.`,
+        'model',
+        'wrong_model_task',
+      );
     const request =
       route === 'chat'
         ? await parseChatRequest(llm, opts.modelName, body)
