@@ -87,6 +87,7 @@ async function main(): Promise<void> {
       stopTokenIds: new Set(p.stopTokenIds ?? []),
       eosIds: new Set(p.ignoreEos ? [] : model.generationConfig.eosTokenIds),
       wantLogprobs: p.logprobs !== undefined,
+      promptLogprobs: p.promptLogprobs,
       proposer: speculative ? new NgramProposer(speculative) : null,
       onDelta: m.streaming ? (text) => post({ type: 'delta', id: m.id, text }) : undefined,
       resolve: (s) => {
@@ -97,6 +98,7 @@ async function main(): Promise<void> {
         >['output'];
         if (s.stopReason !== undefined) output.stopReason = s.stopReason;
         if (s.wantLogprobs) output.logprobs = s.logprobs;
+        if (s.promptLogprobs >= 0) output.promptLogprobs = s.promptLogprobsOut;
         post({ type: 'done', id: m.id, output, metrics: metricsOf(s), state: state() });
       },
       reject: (e) => {

@@ -19,6 +19,8 @@ import { parseToolCalls, toolChoiceConstraint, type ToolChoice } from './tool-ca
 import type { EngineOptions, EngineState, ModelInfo } from './messages.js';
 import type { CompletionOutput, RequestMetrics } from './request.js';
 import { readTokenizerFiles } from './load-tokenizer.js';
+import type { PromptLogprob } from './prompt-logprobs.js';
+import { perplexity, type PerplexityOptions, type PerplexityResult } from './perplexity.js';
 
 export type { EngineOptions, EngineState, ModelInfo } from './messages.js';
 
@@ -29,6 +31,8 @@ export interface RequestOutput {
   promptTokenIds: number[];
   outputs: CompletionOutput[];
   metrics: RequestMetrics;
+  /** With promptLogprobs: each prompt token's log-probability and top tokens (null for the first), as vLLM's prompt_logprobs. */
+  promptLogprobs?: (PromptLogprob | null)[];
 }
 
 function abortReason(signal: AbortSignal): unknown {
@@ -316,7 +320,16 @@ export class LLM {
         done++;
         progress();
         const outputs = runs.map((r) => r.output);
-        return { prompt: e.prompt, promptTokenIds: e.promptTokenIds, outputs, metrics: runs[0].metrics };
+        const result: RequestOutput = {
+          prompt: e.prompt,
+          promptTokenIds: e.promptTokenIds,
+          outputs,
+          metrics: runs[0].metrics,
+        };
+        // The prompt is the same for all n: its log-probabilities belong to the request (as vLLM).
+        if (outputs[0].promptLogprobs) result.promptLogprobs = outputs[0].promptLogprobs;
+        for (const o of outputs) delete o.promptLogprobs;
+        return result;
       }),
     );
     return results;
@@ -413,6 +426,11 @@ export class LLM {
       inner.abort(); // the consumer left early: free the sequence
       opts.signal?.removeEventListener('abort', onOuterAbort);
     }
+  }
+
+  /** Perplexity of a text as llama-perplexity computes it (windows of opts.ctx tokens, default 512): see perplexity.ts. */
+  perplexity(text: string | number[], opts: PerplexityOptions = {}): Promise<PerplexityResult> {
+    return perplexity(this, text, opts);
   }
 
   /** Requests waiting for a slot and sequences generating now (as of the engine's last step). */

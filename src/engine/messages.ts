@@ -5,6 +5,7 @@ import type { LoadProgress } from '../platform/progress.js';
 import type { SamplingParams } from '../sampler/index.js';
 import type { WeightFormat } from '../tensor/matrix.js';
 import type { FinishReason, RequestMetrics, TokenLogprob } from './request.js';
+import type { PromptLogprob } from './prompt-logprobs.js';
 import type { ResolvedSpeculativeConfig, SpeculativeConfig } from './speculation/ngram.js';
 
 export interface EngineOptions extends LoadOptions {
@@ -68,6 +69,7 @@ export interface FinishedOutput {
   finishReason: FinishReason;
   stopReason?: string | number;
   logprobs?: TokenLogprob[];
+  promptLogprobs?: (PromptLogprob | null)[];
 }
 
 export type ToEngine =

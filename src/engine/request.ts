@@ -3,6 +3,7 @@ import type { Sampler, TokenLogprob } from '../sampler/index.js';
 import type { StreamDecoder } from '../tokenizer/index.js';
 import type { NgramProposer } from './speculation/ngram.js';
 import type { ToolCall } from './tool-calls.js';
+import type { PromptLogprob } from './prompt-logprobs.js';
 
 export type FinishReason = 'stop' | 'length' | 'abort';
 
@@ -32,6 +33,8 @@ export interface CompletionOutput {
   /** The stop string or stop token id that ended generation, if any. */
   stopReason?: string | number;
   logprobs?: TokenLogprob[];
+  /** promptLogprobs: each prompt token's log-probability (null for the first). */
+  promptLogprobs?: (PromptLogprob | null)[];
   /** LLM.chat with tools: the tool calls parsed from `text` (see tool-calls.ts); absent when there are none. */
   toolCalls?: ToolCall[];
 }
@@ -47,6 +50,8 @@ export interface SequenceInit {
   stopTokenIds: Set<number>;
   eosIds: Set<number>;
   wantLogprobs: boolean;
+  /** Top log-probabilities per prompt position (promptLogprobs), -1: prompt log-probabilities off. */
+  promptLogprobs?: number;
   /** Proposes tokens for speculative decoding; null: one token per step. */
   proposer: NgramProposer | null;
   onDelta?: (delta: string, seq: Sequence) => void;
@@ -69,6 +74,9 @@ export class Sequence {
   readonly eosIds: Set<number>;
   readonly wantLogprobs: boolean;
   logprobs: TokenLogprob[] = [];
+  readonly promptLogprobs: number;
+  /** promptLogprobs: one entry per prompt token, null for the first (nothing precedes it). */
+  promptLogprobsOut: (PromptLogprob | null)[] = [];
   /** Full text so far, and how much of it was handed to onDelta (text that might begin a stop string is held back). */
   text = '';
   emitted = 0;
@@ -105,6 +113,8 @@ export class Sequence {
     this.stopTokenIds = init.stopTokenIds;
     this.eosIds = init.eosIds;
     this.wantLogprobs = init.wantLogprobs;
+    this.promptLogprobs = init.promptLogprobs ?? -1;
+    if (this.promptLogprobs >= 0) this.promptLogprobsOut.push(null);
     this.proposer = init.proposer;
     this.onDelta = init.onDelta;
     this.resolve = init.resolve;

@@ -35,6 +35,12 @@ export interface CamelCaseSamplingParams {
   logprobs?: number;
   /** Keep generating after EOS (enforced by the engine). */
   ignoreEos?: boolean;
+  /**
+   * Log-probability of every prompt token and the `promptLogprobs` most likely tokens at its
+   * position (vLLM's prompt_logprobs; the first token has none). Such a request reads its whole
+   * prompt: the prefix cache is not used for it.
+   */
+  promptLogprobs?: number;
 
   // --- Structured output, logits processors, n (issue 11) ---
   /** Constrain the output to a JSON schema, a regex, a choice or tool-call blocks (constrained decoding). */
@@ -104,7 +110,8 @@ const PARAMS: { [K in keyof Required<CamelCaseSamplingParams>]: { api: SnakeCase
   seed: { api: 'seed', check: numeric('an integer', (v) => Number.isSafeInteger(v)) },
   maxTokens: {
     api: 'max_tokens',
-    check: numeric('an integer of at least 1', (v) => Number.isSafeInteger(v) && v >= 1),
+    // 0 only with promptLogprobs (checked below): the prompt is scored and nothing generated.
+    check: numeric('an integer of at least 1', (v) => Number.isSafeInteger(v) && v >= 0),
   },
   stop: { api: 'stop', check: checkStop },
   stopTokenIds: { api: 'stop_token_ids', check: checkTokenIds },
@@ -116,6 +123,13 @@ const PARAMS: { [K in keyof Required<CamelCaseSamplingParams>]: { api: SnakeCase
     ),
   },
   ignoreEos: { api: 'ignore_eos', check: boolean },
+  promptLogprobs: {
+    api: 'prompt_logprobs',
+    check: numeric(
+      `an integer from 0 to ${MAX_LOGPROBS}`,
+      (v) => Number.isSafeInteger(v) && v >= 0 && v <= MAX_LOGPROBS,
+    ),
+  },
   // Structured output and logits processors (processors.ts, structured/).
   structuredOutput: { api: 'structured_output', check: checkStructuredOutput },
   logitBias: { api: 'logit_bias', check: checkLogitBias },
@@ -234,6 +248,8 @@ export function validateSamplingParams(p: SamplingParams): SamplingParams {
     out[name] = value;
   }
   const checked = out as SamplingParams;
+  if (checked.maxTokens === 0 && checked.promptLogprobs === undefined)
+    fail('maxTokens', 'an integer of at least 1 (0 only with prompt_logprobs, which scores the prompt)', 0);
   if (checked.minTokens !== undefined && checked.maxTokens !== undefined && checked.minTokens > checked.maxTokens)
     fail('minTokens', `at most max_tokens (${checked.maxTokens})`, checked.minTokens);
   return checked;
