@@ -37,6 +37,8 @@ export interface GenerationRequest {
   echo: boolean;
   /** Chat with tools (tool_choice not "none"): parse <tool_call> blocks into tool_calls. */
   parseTools: boolean;
+  /** /v1/responses: answered as a Response object (responses.ts). */
+  responses?: import('./responses.js').ResponsesContext;
 }
 
 /** Limits on what a single request may ask for. */
