@@ -90,7 +90,7 @@ describe('promptLogprobs (library)', () => {
       /prompt_logprobs must be an integer from 0 to 20, got 21/,
     );
     await expect(llm.generate('Once', { maxTokens: 0 })).rejects.toThrow(
-      /max_tokens must be an integer of at least 1 \(0 only with prompt_logprobs/,
+      /max_tokens must be an integer of at least 1, got 0/,
     );
   });
 });

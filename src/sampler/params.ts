@@ -110,8 +110,7 @@ const PARAMS: { [K in keyof Required<CamelCaseSamplingParams>]: { api: SnakeCase
   seed: { api: 'seed', check: numeric('an integer', (v) => Number.isSafeInteger(v)) },
   maxTokens: {
     api: 'max_tokens',
-    // 0 only with promptLogprobs (checked below): the prompt is scored and nothing generated.
-    check: numeric('an integer of at least 1', (v) => Number.isSafeInteger(v) && v >= 0),
+    check: numeric('an integer of at least 1', (v) => Number.isSafeInteger(v) && v >= 1),
   },
   stop: { api: 'stop', check: checkStop },
   stopTokenIds: { api: 'stop_token_ids', check: checkTokenIds },
@@ -244,12 +243,12 @@ export function validateSamplingParams(p: SamplingParams): SamplingParams {
         `${other} and ${key} are the same parameter (${PARAMS[name].api}); give only one of them.`,
       );
     spelledAs.set(name, key);
-    PARAMS[name].check(value, name);
+    // maxTokens 0 with promptLogprobs: the prompt is scored and nothing is generated.
+    const scoresOnly = name === 'maxTokens' && value === 0 && (p.promptLogprobs ?? p.prompt_logprobs) !== undefined;
+    if (!scoresOnly) PARAMS[name].check(value, name);
     out[name] = value;
   }
   const checked = out as SamplingParams;
-  if (checked.maxTokens === 0 && checked.promptLogprobs === undefined)
-    fail('maxTokens', 'an integer of at least 1 (0 only with prompt_logprobs, which scores the prompt)', 0);
   if (checked.minTokens !== undefined && checked.maxTokens !== undefined && checked.minTokens > checked.maxTokens)
     fail('minTokens', `at most max_tokens (${checked.maxTokens})`, checked.minTokens);
   return checked;
