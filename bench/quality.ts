@@ -1,6 +1,9 @@
 // Quality of each weight format against f32: max |logit error|, mean KL divergence and top-1
 // agreement over every position of a prompt (default 256 tokens), on a model directory.
 //   node dist/bench/quality.js [--model DIR] [--tokens N] [--formats bf16,q8_0,q4_0] [--json]
+//   node dist/bench/quality.js --perplexity FILE [--ctx N] [--model DIR] [--formats ...]: each format's
+//   perplexity on a text, as llama-perplexity computes it (src/engine/perplexity.ts), next to f32's.
+//   --model assets/stories260K without --perplexity uses test/fixtures/stories260K/perplexity-stories.txt.
 //   node dist/bench/quality.js --weight-rmse [--formats ...]: each format's relative RMSE and bytes
 //   per weight on a Gaussian matrix of the 0.5B down_proj's width (4864, a multiple of 256, so the
 //   K-quants run as themselves, not their fallbacks).
@@ -11,7 +14,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadModel, QwenTokenizer, type WeightFormat } from '../src/index.js';
+import { LLM, loadModel, QwenTokenizer, type WeightFormat } from '../src/index.js';
 import { writeSyntheticModel } from '../src/synthetic.js';
 import { readRow } from '../src/tensor/matmul.js';
 import { matrixBytes } from '../src/tensor/matrix.js';
@@ -172,6 +175,34 @@ export async function measureQuality(
   return rows;
 }
 
+export interface PerplexityRow {
+  weights: WeightFormat;
+  ppl: number;
+  error: number;
+  scoredTokens: number;
+}
+
+/** Perplexity of `text` under f32 and each format (windows of ctx tokens, as llama-perplexity). */
+export async function measurePerplexity(
+  dir: string,
+  formats: WeightFormat[],
+  text: string,
+  ctx: number,
+  threads?: number,
+): Promise<PerplexityRow[]> {
+  const rows: PerplexityRow[] = [];
+  for (const weights of ['f32' as WeightFormat, ...formats.filter((f) => f !== 'f32')]) {
+    const llm = await LLM.load(dir, { weights, threads, progressBar: false });
+    try {
+      const r = await llm.perplexity(text, { ctx });
+      rows.push({ weights, ppl: r.ppl, error: r.error, scoredTokens: r.scoredTokens });
+    } finally {
+      await llm.close();
+    }
+  }
+  return rows;
+}
+
 /** Relative RMSE of each format's dequantized weights against f32, and its bytes per weight. */
 export function weightRmse(
   formats: WeightFormat[],
@@ -215,8 +246,38 @@ async function main(): Promise<void> {
       threads: { type: 'string' },
       json: { type: 'boolean', default: false },
       'weight-rmse': { type: 'boolean', default: false },
+      perplexity: { type: 'string' },
+      ctx: { type: 'string', default: '128' },
     },
   });
+  const stories = path.resolve('assets/stories260K');
+  const pplText =
+    values.perplexity ??
+    (values.model && path.resolve(values.model) === stories
+      ? path.resolve('test/fixtures/stories260K/perplexity-stories.txt')
+      : undefined);
+  if (pplText) {
+    const dir = values.model ?? stories;
+    const ctx = Number(values.ctx);
+    const rows = await measurePerplexity(
+      dir,
+      values.formats!.split(',') as WeightFormat[],
+      fs.readFileSync(pplText, 'utf8'),
+      ctx,
+      values.threads ? Number(values.threads) : undefined,
+    );
+    if (values.json) {
+      console.log(JSON.stringify({ model: dir, text: pplText, ctx, rows }));
+      return;
+    }
+    console.log(`perplexity of ${pplText} under ${dir}, windows of ${ctx} tokens (${rows[0].scoredTokens} scored)`);
+    console.log('weights  PPL                  vs f32');
+    for (const r of rows)
+      console.log(
+        `${r.weights.padEnd(8)} ${`${r.ppl.toFixed(4)} +/- ${r.error.toFixed(4)}`.padEnd(20)} ${r.weights === 'f32' ? '' : `${((100 * (r.ppl - rows[0].ppl)) / rows[0].ppl).toFixed(2)}%`}`,
+      );
+    return;
+  }
   if (values['weight-rmse']) {
     const rows = weightRmse(values.formats!.split(',') as WeightFormat[]);
     if (values.json) console.log(JSON.stringify({ rows }));

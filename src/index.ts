@@ -28,6 +28,14 @@ export { MODEL_TASKS, TaskError, type ModelTask } from './engine/task.js';
 export { loadPoolingConfig, DEFAULT_POOLING, type PoolingConfig, type PoolingMode } from './model/pooling.js';
 export { ProgressLine, progressText, type LoadProgress, type ProgressLineOptions } from './platform/progress.js';
 export type { CompletionOutput, FinishReason, RequestMetrics } from './engine/request.js';
+export { promptLogprobOf, type PromptLogprob } from './engine/prompt-logprobs.js';
+export {
+  perplexity,
+  PerplexityInputError,
+  type PerplexityOptions,
+  type PerplexityChunk,
+  type PerplexityResult,
+} from './engine/perplexity.js';
 
 // Tool calls in the output (Qwen2.5's <tool_call> blocks, parsed as vLLM's hermes parser does).
 export {

@@ -11,9 +11,10 @@ import { CONVERT_HELP, runConvert } from './convert.js';
 import { GENERATE_HELP, runGenerate } from './generate.js';
 import { LIST_HELP, runList } from './list.js';
 import { PULL_HELP, runPull } from './pull.js';
+import { PERPLEXITY_HELP, runPerplexity } from './perplexity.js';
 import { runServe } from './serve.js';
 
-const COMMANDS = ['generate', 'chat', 'serve', 'bench', 'pull', 'list', 'make-model', 'convert', 'help'];
+const COMMANDS = ['generate', 'chat', 'serve', 'bench', 'pull', 'list', 'make-model', 'convert', 'perplexity', 'help'];
 
 const USAGE = 'usage: qwen-ts <command> [options]   (qwen-ts --help for the commands)';
 
@@ -30,6 +31,7 @@ Commands:
   list         the models in the Hugging Face cache and Ollama's store
   make-model   write a synthetic Qwen2.5-shaped model (random weights) to a folder
   convert      write a model folder as a GGUF file (f16, q8_0, q4_k_m, ...)
+  perplexity   perplexity of a text file, as llama-perplexity (windows of --ctx tokens)
   help [CMD]   this help, or a command's
 
 Options:
@@ -93,6 +95,9 @@ function commandHelp(cmd: string): Promise<number> | number {
     case 'convert':
       process.stdout.write(CONVERT_HELP);
       return 0;
+    case 'perplexity':
+      process.stdout.write(PERPLEXITY_HELP);
+      return 0;
     case 'serve':
       return runServe(['--help']);
     case 'bench':
@@ -136,6 +141,8 @@ export async function main(argv: string[]): Promise<number> {
       return runNode(MAKE_MODEL, rest);
     case 'convert':
       return runConvert(rest);
+    case 'perplexity':
+      return runPerplexity(rest);
     case 'serve':
       return runServe(rest);
     case 'bench':

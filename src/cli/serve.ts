@@ -9,8 +9,9 @@ import { createServer } from '../server/server.js';
 
 export const SERVE_HELP = `Usage: qwen-ts serve [options]
 
-An OpenAI-compatible HTTP server: GET /v1/models, POST /v1/chat/completions, POST /v1/completions
-(streamed with "stream": true), GET /health, GET /metrics (Prometheus), and a chat page at /.
+An OpenAI-compatible HTTP server: GET /v1/models, POST /v1/chat/completions, POST /v1/completions,
+POST /v1/responses (streamed with "stream": true), GET /health, GET /metrics (Prometheus), and a
+chat page at /.
 
 Server:
       --host HOST            address to bind (default 127.0.0.1)

@@ -106,6 +106,7 @@ async function main(): Promise<void> {
       eosIds: new Set(p.ignoreEos ? [] : model.generationConfig.eosTokenIds),
       wantLogprobs: p.logprobs !== undefined,
       proposers,
+      promptLogprobs: p.promptLogprobs,
       onDelta: m.streaming ? (text) => post({ type: 'delta', id: m.id, text }) : undefined,
       resolve: (s) => {
         live.delete(m.id);
@@ -116,6 +117,7 @@ async function main(): Promise<void> {
         if (s.stopReason !== undefined) output.stopReason = s.stopReason;
         if (s.wantLogprobs) output.logprobs = s.logprobs;
         if (s.pooled) output.pooled = s.pooled;
+        if (s.promptLogprobs >= 0) output.promptLogprobs = s.promptLogprobsOut;
         post({ type: 'done', id: m.id, output, metrics: metricsOf(s), state: state() });
       },
       reject: (e) => {

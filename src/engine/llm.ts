@@ -24,6 +24,8 @@ import { embed, type EmbedInput, type EmbeddingOutput, type EmbedOptions } from 
 import { score, type ScoreOptions, type ScoreOutput } from './rerank.js';
 import { MODEL_TASKS, resolveTask, TaskError, type ModelTask } from './task.js';
 import type { FinishedOutput } from './messages.js';
+import type { PromptLogprob } from './prompt-logprobs.js';
+import { perplexity, type PerplexityOptions, type PerplexityResult } from './perplexity.js';
 
 export type { EngineOptions, EngineState, ModelInfo } from './messages.js';
 
@@ -34,6 +36,8 @@ export interface RequestOutput {
   promptTokenIds: number[];
   outputs: CompletionOutput[];
   metrics: RequestMetrics;
+  /** With promptLogprobs: each prompt token's log-probability and top tokens (null for the first), as vLLM's prompt_logprobs. */
+  promptLogprobs?: (PromptLogprob | null)[];
 }
 
 function abortReason(signal: AbortSignal): unknown {
@@ -341,7 +345,16 @@ export class LLM {
         done++;
         progress();
         const outputs = runs.map((r) => r.output);
-        return { prompt: e.prompt, promptTokenIds: e.promptTokenIds, outputs, metrics: runs[0].metrics };
+        const result: RequestOutput = {
+          prompt: e.prompt,
+          promptTokenIds: e.promptTokenIds,
+          outputs,
+          metrics: runs[0].metrics,
+        };
+        // The prompt is the same for all n: its log-probabilities belong to the request (as vLLM).
+        if (outputs[0].promptLogprobs) result.promptLogprobs = outputs[0].promptLogprobs;
+        for (const o of outputs) delete o.promptLogprobs;
+        return result;
       }),
     );
     return results;
@@ -490,6 +503,11 @@ export class LLM {
   private async pool(promptTokenIds: number[], pooling: PoolingRequest, signal?: AbortSignal): Promise<FinishedOutput> {
     const { output } = await this.engine.submit(promptTokenIds, { maxTokens: 1, temperature: 0 }, { signal, pooling });
     return output;
+  }
+
+  /** Perplexity of a text as llama-perplexity computes it (windows of opts.ctx tokens, default 512): see perplexity.ts. */
+  perplexity(text: string | number[], opts: PerplexityOptions = {}): Promise<PerplexityResult> {
+    return perplexity(this, text, opts);
   }
 
   /** Requests waiting for a slot and sequences generating now (as of the engine's last step). */

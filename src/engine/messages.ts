@@ -6,6 +6,7 @@ import type { LoadProgress } from '../platform/progress.js';
 import type { SamplingParams } from '../sampler/index.js';
 import type { WeightFormat } from '../tensor/matrix.js';
 import type { FinishReason, RequestMetrics, TokenLogprob } from './request.js';
+import type { PromptLogprob } from './prompt-logprobs.js';
 import type { ResolvedSpeculativeConfig, SpeculativeConfig } from './speculation/ngram.js';
 
 export interface EngineOptions extends LoadOptions {
@@ -78,6 +79,7 @@ export interface FinishedOutput {
   logprobs?: TokenLogprob[];
   /** A pooling request's vector (pooled hidden state, or the requested logits). */
   pooled?: Float64Array;
+  promptLogprobs?: (PromptLogprob | null)[];
 }
 
 export type ToEngine =

@@ -4,6 +4,7 @@ import type { Sampler, TokenLogprob } from '../sampler/index.js';
 import type { StreamDecoder } from '../tokenizer/index.js';
 import type { Proposer } from './speculation/gate.js';
 import type { ToolCall } from './tool-calls.js';
+import type { PromptLogprob } from './prompt-logprobs.js';
 
 export type FinishReason = 'stop' | 'length' | 'abort';
 
@@ -33,6 +34,8 @@ export interface CompletionOutput {
   /** The stop string or stop token id that ended generation, if any. */
   stopReason?: string | number;
   logprobs?: TokenLogprob[];
+  /** promptLogprobs: each prompt token's log-probability (null for the first). */
+  promptLogprobs?: (PromptLogprob | null)[];
   /** LLM.chat with tools: the tool calls parsed from `text` (see tool-calls.ts); absent when there are none. */
   toolCalls?: ToolCall[];
 }
@@ -50,6 +53,8 @@ export interface SequenceInit {
   wantLogprobs: boolean;
   /** Propose tokens for speculative decoding, first one with a proposal wins; none: one token per step. */
   proposers: Proposer[];
+  /** Top log-probabilities per prompt position (promptLogprobs), -1: prompt log-probabilities off. */
+  promptLogprobs?: number;
   onDelta?: (delta: string, seq: Sequence) => void;
   resolve: (seq: Sequence) => void;
   reject: (err: unknown) => void;
@@ -72,6 +77,9 @@ export class Sequence {
   readonly eosIds: Set<number>;
   readonly wantLogprobs: boolean;
   logprobs: TokenLogprob[] = [];
+  readonly promptLogprobs: number;
+  /** promptLogprobs: one entry per prompt token, null for the first (nothing precedes it). */
+  promptLogprobsOut: (PromptLogprob | null)[] = [];
   /** Full text so far, and how much of it was handed to onDelta (text that might begin a stop string is held back). */
   text = '';
   emitted = 0;
@@ -113,6 +121,8 @@ export class Sequence {
     this.eosIds = init.eosIds;
     this.wantLogprobs = init.wantLogprobs;
     this.proposers = init.proposers;
+    this.promptLogprobs = init.promptLogprobs ?? -1;
+    if (this.promptLogprobs >= 0) this.promptLogprobsOut.push(null);
     this.onDelta = init.onDelta;
     this.resolve = init.resolve;
     this.reject = init.reject;

@@ -21,6 +21,7 @@ import { BLOCK_SIZE, KvCacheFullError } from '../model/kv-cache.js';
 import { finishPooling, poolRow } from '../model/pooling.js';
 import type { Qwen2Model } from '../model/qwen2.js';
 import { appendText, takeStreamable, type Sequence } from './request.js';
+import { promptLogprobOf } from './prompt-logprobs.js';
 
 export interface SchedulerOptions {
   /** Reuse the KV cache of earlier sequences' identical prefixes. Default true. */
@@ -47,6 +48,8 @@ interface Row {
   token: number;
   pos: number;
   logits: boolean;
+  /** A prompt row whose logits score the next prompt token (promptLogprobs), not sampled from. */
+  scoresPrompt?: boolean;
 }
 
 export class NonFiniteLogitsError extends Error {
@@ -94,7 +97,7 @@ export class Scheduler {
 
   submit(seq: Sequence): void {
     const cache = this.model.kvCache;
-    const need = seq.promptIds.length + 1;
+    const need = seq.promptIds.length + (seq.maxTokens > 0 ? 1 : 0);
     if (need > cache.capacityTokens || need > cache.contextLength) {
       seq.reject(
         new RangeError(
@@ -182,7 +185,14 @@ export class Scheduler {
       for (let i = 0; i < take; i++) {
         const pos = s.computed + i;
         const last = pos === s.promptIds.length - 1;
-        rows.push({ seq: s, token: s.promptIds[pos], pos, logits: last && s.pooling?.kind !== 'hidden' });
+        const scoresPrompt = !last && s.promptLogprobs >= 0;
+        rows.push({
+          seq: s,
+          token: s.promptIds[pos],
+          pos,
+          logits: (last && s.pooling?.kind !== 'hidden') || scoresPrompt,
+          scoresPrompt,
+        });
       }
     }
     for (let i = 0; i < rows.length; i += maxRows) await this.runPass(rows.slice(i, i + maxRows));
@@ -213,8 +223,18 @@ export class Scheduler {
     const vocab = this.model.config.vocabSize;
     for (let j = 0; j < withLogits.length;) {
       const seq = withLogits[j].seq;
+      if (withLogits[j].scoresPrompt) {
+        // Before the sequence's own last prompt row, which samples its first token.
+        try {
+          this.scorePrompt(seq, logits, j, withLogits[j].pos);
+        } catch (e) {
+          this.fail(seq, e);
+        }
+        j++;
+        continue;
+      }
       let end = j + 1;
-      while (end < withLogits.length && withLogits[end].seq === seq) end++;
+      while (end < withLogits.length && withLogits[end].seq === seq && !withLogits[end].scoresPrompt) end++;
       try {
         if (seq.pooling?.kind === 'logits') this.takeLogits(seq, logits, j);
         else this.verify(seq, logits, j, end - j);
@@ -261,6 +281,18 @@ export class Scheduler {
     const vocab = this.model.config.vocabSize;
     seq.pooled = Float64Array.from(seq.pooling.tokenIds, (id) => logits[row * vocab + id]);
     seq.finishReason = 'stop';
+  }
+
+  /** The prompt token after `pos` scored by logit row `row` (promptLogprobs). */
+  private scorePrompt(seq: Sequence, logits: Float32Array, row: number, pos: number): void {
+    if (seq.finishReason) return;
+    const vocab = this.model.config.vocabSize;
+    const lp = promptLogprobOf(
+      logits.subarray(row * vocab, (row + 1) * vocab),
+      seq.promptIds[pos + 1],
+      seq.promptLogprobs,
+    );
+    seq.promptLogprobsOut[pos + 1] = lp;
   }
 
   /**
@@ -351,10 +383,13 @@ export class Scheduler {
       const seq = this.waiting[0];
       const slot = this.freeSlots[this.freeSlots.length - 1];
       // The last prompt token is always computed: its logits give the first generated token.
+      // A request scoring its prompt computes every position (as vLLM, which skips the prefix cache for it).
       const cached =
-        this.prefixCaching && !seq.pooling ? cache.matchPrefix(slot, seq.promptIds, seq.promptIds.length - 1) : 0;
+        this.prefixCaching && !seq.pooling && seq.promptLogprobs < 0
+          ? cache.matchPrefix(slot, seq.promptIds, seq.promptIds.length - 1)
+          : 0;
       try {
-        cache.ensure(slot, seq.promptIds.length + 1);
+        cache.ensure(slot, seq.promptIds.length + (seq.maxTokens > 0 ? 1 : 0));
       } catch (e) {
         this.model.resetCache(slot);
         if (e instanceof KvCacheFullError && this.running.length > 0) return; // wait for blocks
@@ -395,6 +430,12 @@ export class Scheduler {
   /** Sample the next token from logits[off..off+vocab) and apply the stopping rules; -1 if the sequence had finished. */
   private accept(seq: Sequence, logits: Float32Array, off: number): number {
     if (seq.finishReason) return -1;
+    if (seq.maxTokens === 0) {
+      // Only the prompt was asked for (its log-probabilities): nothing is generated.
+      if (seq.firstToken === 0) seq.firstToken = performance.now();
+      seq.finishReason = 'length';
+      return -1;
+    }
     const vocab = this.model.config.vocabSize;
     const row = logits.subarray(off, off + vocab);
     for (let i = 0; i < vocab; i++) {

@@ -35,6 +35,12 @@ export interface CamelCaseSamplingParams {
   logprobs?: number;
   /** Keep generating after EOS (enforced by the engine). */
   ignoreEos?: boolean;
+  /**
+   * Log-probability of every prompt token and the `promptLogprobs` most likely tokens at its
+   * position (vLLM's prompt_logprobs; the first token has none). Such a request reads its whole
+   * prompt: the prefix cache is not used for it.
+   */
+  promptLogprobs?: number;
 
   // --- Structured output, logits processors, n (issue 11) ---
   /** Constrain the output to a JSON schema, a regex, a choice or tool-call blocks (constrained decoding). */
@@ -116,6 +122,13 @@ const PARAMS: { [K in keyof Required<CamelCaseSamplingParams>]: { api: SnakeCase
     ),
   },
   ignoreEos: { api: 'ignore_eos', check: boolean },
+  promptLogprobs: {
+    api: 'prompt_logprobs',
+    check: numeric(
+      `an integer from 0 to ${MAX_LOGPROBS}`,
+      (v) => Number.isSafeInteger(v) && v >= 0 && v <= MAX_LOGPROBS,
+    ),
+  },
   // Structured output and logits processors (processors.ts, structured/).
   structuredOutput: { api: 'structured_output', check: checkStructuredOutput },
   logitBias: { api: 'logit_bias', check: checkLogitBias },
@@ -230,7 +243,9 @@ export function validateSamplingParams(p: SamplingParams): SamplingParams {
         `${other} and ${key} are the same parameter (${PARAMS[name].api}); give only one of them.`,
       );
     spelledAs.set(name, key);
-    PARAMS[name].check(value, name);
+    // maxTokens 0 with promptLogprobs: the prompt is scored and nothing is generated.
+    const scoresOnly = name === 'maxTokens' && value === 0 && (p.promptLogprobs ?? p.prompt_logprobs) !== undefined;
+    if (!scoresOnly) PARAMS[name].check(value, name);
     out[name] = value;
   }
   const checked = out as SamplingParams;

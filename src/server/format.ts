@@ -2,6 +2,7 @@
 // Server-Sent Events chunks of streamed ones, ids, usage and logprobs. server.ts only writes them.
 import { randomUUID } from 'node:crypto';
 import type { CompletionOutput, TokenLogprob } from '../engine/request.js';
+import { concatLogprobs, echoedPromptLogprobs } from './echo.js';
 import { parseToolCalls, ToolCallStreamParser, type StreamEvent, type ToolCall } from '../engine/tool-calls.js';
 import type { QwenTokenizer } from '../tokenizer/index.js';
 import type { GenerationRequest } from './protocol.js';
@@ -104,8 +105,9 @@ export function chatLogprobs(lp: TokenLogprob[], tt: TokenText): ChatLogprobs {
 
 export interface CompletionLogprobs {
   tokens: string[];
-  token_logprobs: number[];
-  top_logprobs: Record<string, number>[];
+  /** null: the first token of an echoed prompt (nothing before it). */
+  token_logprobs: (number | null)[];
+  top_logprobs: (Record<string, number> | null)[];
   text_offset: number[];
 }
 
@@ -226,7 +228,14 @@ export function completionBody(
         index: o.index,
         text: prefix + o.text,
         logprobs:
-          request.logprobs !== undefined ? completionLogprobs(o.logprobs ?? [], tokenText, prefix.length) : null,
+          request.logprobs === undefined
+            ? null
+            : o.promptLogprobs // echo: the prompt's tokens first
+              ? concatLogprobs(
+                  echoedPromptLogprobs(promptOf(o.index).ids, o.promptLogprobs, tokenText),
+                  completionLogprobs(o.logprobs ?? [], tokenText, prefix.length),
+                )
+              : completionLogprobs(o.logprobs ?? [], tokenText, prefix.length),
         finish_reason: completionFinishReason(o),
         stop_reason: o.stopReason ?? null,
       };

@@ -37,6 +37,8 @@ export interface GenerationRequest {
   echo: boolean;
   /** Chat with tools (tool_choice not "none"): parse <tool_call> blocks into tool_calls. */
   parseTools: boolean;
+  /** /v1/responses: answered as a Response object (responses.ts). */
+  responses?: import('./responses.js').ResponsesContext;
 }
 
 /** Limits on what a single request may ask for. */
@@ -103,7 +105,8 @@ function samplingFields(body: Body): { params: SamplingParams; maxTokens: number
   const maxCompletion = int(body, 'max_completion_tokens');
   const maxTokens = maxCompletion ?? int(body, 'max_tokens');
   const maxTokensParam = maxCompletion !== undefined ? 'max_completion_tokens' : 'max_tokens';
-  if (maxTokens !== undefined && maxTokens < 1)
+  // 0 with echo (completions): the prompt alone, scored when logprobs is set.
+  if (maxTokens !== undefined && maxTokens < 1 && !(maxTokens === 0 && body.echo === true))
     throw badRequest(`${maxTokensParam} must be at least 1, got ${maxTokens}.`, maxTokensParam);
 
   Object.assign(params, extraSamplingFields(body));
@@ -309,10 +312,10 @@ function contextLimit(llm: LLM): number {
   return Math.min(cache.contextLength, cache.capacityTokens);
 }
 
-function checkPromptLength(llm: LLM, prompt: EncodedPrompt, param: string): void {
+function checkPromptLength(llm: LLM, prompt: EncodedPrompt, param: string, room = 1): void {
   const limit = contextLimit(llm);
   if (prompt.ids.length === 0) throw badRequest('The prompt is empty: at least one token is needed.', param);
-  if (prompt.ids.length + 1 > limit) {
+  if (prompt.ids.length + room > limit) {
     throw badRequest(
       `This model's maximum context length is ${limit} tokens. However, your prompt has ${prompt.ids.length} tokens, which leaves no room for the completion.`,
       param,
@@ -329,6 +332,7 @@ function sequencesFor(
   sampling: ReturnType<typeof samplingFields>,
   logprobs: number | undefined,
   promptParam: string,
+  promptLogprobs?: number,
 ): SequenceSpec[] {
   const limit = contextLimit(llm);
   const fromConfig = llm.model.generationConfig.maxNewTokens;
@@ -341,8 +345,18 @@ function sequencesFor(
       );
   const sequences: SequenceSpec[] = [];
   prompts.forEach((p, pi) => {
-    checkPromptLength(llm, p, promptParam);
+    checkPromptLength(llm, p, promptParam, promptLogprobs !== undefined && sampling.maxTokens === 0 ? 0 : 1);
     const room = limit - p.ids.length;
+    if (promptLogprobs !== undefined && sampling.maxTokens === 0) {
+      // echo with max_tokens 0: the prompt alone (a prompt may then fill the whole context).
+      for (let i = 0; i < n; i++)
+        sequences.push({
+          index: pi * n + i,
+          prompt: pi,
+          params: { ...sampling.params, maxTokens: 0, logprobs, promptLogprobs },
+        });
+      return;
+    }
     if (sampling.maxTokens !== undefined && sampling.maxTokens > room) {
       throw badRequest(
         `This model's maximum context length is ${limit} tokens. However, you requested ${p.ids.length + sampling.maxTokens} tokens ` +
@@ -357,7 +371,7 @@ function sequencesFor(
       sampling.maxTokens === undefined && fromConfig !== undefined ? fromConfig : Infinity,
     );
     for (let i = 0; i < n; i++) {
-      const params: SamplingParams = { ...sampling.params, maxTokens, logprobs };
+      const params: SamplingParams = { ...sampling.params, maxTokens, logprobs, promptLogprobs };
       if (params.seed !== undefined) params.seed += i;
       sequences.push({ index: pi * n + i, prompt: pi, params });
     }
@@ -431,6 +445,24 @@ function tokenIdArray(llm: LLM, v: unknown[], param: string): number[] {
   return v as number[];
 }
 
+/**
+ * echo: the prompt's log-probabilities (prompt_logprobs) when logprobs is set, and always when
+ * max_tokens is 0 (the engine then scores the prompt instead of generating). One completion, not
+ * streamed: the prompt's logprobs are computed per sequence and sent with the last chunk otherwise.
+ */
+function echoPromptLogprobs(
+  echo: boolean,
+  logprobs: number | undefined,
+  common: { n: number; stream: boolean },
+  maxTokens: number | undefined,
+): number | undefined {
+  if (!echo || (logprobs === undefined && maxTokens !== 0)) return undefined;
+  if (common.n > 1) throw badRequest('echo with logprobs or max_tokens 0 supports n = 1 only.', 'n');
+  if (common.stream)
+    throw badRequest('echo with logprobs or max_tokens 0 cannot be streamed; set stream to false.', 'stream');
+  return logprobs ?? 0;
+}
+
 export async function parseCompletionRequest(llm: LLM, servedName: string, body: Body): Promise<GenerationRequest> {
   checkModel(body, servedName);
   const raw = body.prompt;
@@ -443,8 +475,7 @@ export async function parseCompletionRequest(llm: LLM, servedName: string, body:
   if (logprobs !== undefined && (logprobs < 0 || logprobs > MAX_TOP_LOGPROBS))
     throw badRequest(`logprobs must be from 0 to ${MAX_TOP_LOGPROBS}, got ${logprobs}.`, 'logprobs');
   const echo = bool(body, 'echo') ?? false;
-  if (echo && logprobs !== undefined)
-    throw badRequest('echo together with logprobs (prompt logprobs) is not supported.', 'echo');
+  const promptLogprobs = echoPromptLogprobs(echo, logprobs, common, sampling.maxTokens);
   const suffix = field<string>(body, 'suffix', (v) => typeof v === 'string', 'a string');
   if (suffix) throw badRequest('suffix is not supported.', 'suffix');
 
@@ -479,7 +510,7 @@ export async function parseCompletionRequest(llm: LLM, servedName: string, body:
     endpoint: 'completion',
     prompts,
     n: common.n,
-    sequences: sequencesFor(llm, prompts, common.n, sampling, logprobs, 'prompt'),
+    sequences: sequencesFor(llm, prompts, common.n, sampling, logprobs, 'prompt', promptLogprobs),
     stream: common.stream,
     includeUsage: common.includeUsage,
     logprobs,

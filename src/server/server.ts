@@ -3,6 +3,7 @@
 //   POST /v1/chat/completions            chat, streamed (SSE) or not
 //   POST /v1/completions                 text completion, streamed (SSE) or not
 //   POST /v1/embeddings, /v1/rerank      embeddings and reranking (embeddings.ts)
+//   POST /v1/responses                   OpenAI's Responses API, stateless (responses.ts)
 //   GET  /health, /metrics               liveness, Prometheus metrics
 // The engine's scheduler batches whatever runs at once; this layer admits at most maxConcurrency
 // requests, queues maxQueue more (FIFO), answers 429 beyond that, and aborts the generation of a
@@ -15,6 +16,7 @@ import type { Duplex } from 'node:stream';
 import type { LLM } from '../engine/llm.js';
 import type { CompletionOutput, RequestMetrics } from '../engine/request.js';
 import { AccessPolicy } from './access.js';
+import { openResponsesStream, parseResponsesRequest, responseBody } from './responses.js';
 import { Admission, QueueFullError } from './admission.js';
 import {
   ApiError,
@@ -86,7 +88,7 @@ export interface OpenAIServer {
   close(opts?: { graceMs?: number }): Promise<void>;
 }
 
-type Route = 'models' | 'model' | 'chat' | 'completions' | 'health' | 'metrics' | 'web' | PoolingRoute;
+type Route = 'models' | 'model' | 'chat' | 'completions' | 'responses' | 'health' | 'metrics' | 'web' | PoolingRoute;
 
 const ROUTES: Record<string, { route: Route; methods: string[] }> = {
   '/v1/models': { route: 'models', methods: ['GET'] },
@@ -96,6 +98,7 @@ const ROUTES: Record<string, { route: Route; methods: string[] }> = {
   '/v1/rerank': { route: 'rerank', methods: ['POST'] },
   '/rerank': { route: 'rerank', methods: ['POST'] },
   '/v1/score': { route: 'score', methods: ['POST'] },
+  '/v1/responses': { route: 'responses', methods: ['POST'] },
   '/health': { route: 'health', methods: ['GET', 'HEAD'] },
   '/metrics': { route: 'metrics', methods: ['GET'] },
 };
@@ -372,6 +375,7 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
       }
       case 'chat':
       case 'completions':
+      case 'responses':
         return generate(ctx, match.route);
       case 'web':
         return sendWeb(ctx);
@@ -429,7 +433,7 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
     ctx.res.end(ctx.method === 'HEAD' ? undefined : asset.body);
   }
 
-  async function generate(ctx: Ctx, route: 'chat' | 'completions'): Promise<void> {
+  async function generate(ctx: Ctx, route: 'chat' | 'completions' | 'responses'): Promise<void> {
     const body = await readJsonObject(ctx.req);
     if (llm.task.task === 'embed')
       throw badRequest(
@@ -440,7 +444,9 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
     const request =
       route === 'chat'
         ? await parseChatRequest(llm, opts.modelName, body)
-        : await parseCompletionRequest(llm, opts.modelName, body);
+        : route === 'responses'
+          ? await parseResponsesRequest(llm, opts.modelName, body)
+          : await parseCompletionRequest(llm, opts.modelName, body);
     ctx.promptTokens = request.prompts.reduce((s, p) => s + p.ids.length, 0);
     let release: () => void;
     try {
@@ -473,7 +479,11 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
     const gen = new AbortController();
     const onAbort = () => gen.abort();
     ctx.abort.signal.addEventListener('abort', onAbort, { once: true });
-    const stream = request.stream ? openStream(ctx, request) : null;
+    const stream = !request.stream
+      ? null
+      : request.responses
+        ? openResponsesStream(ctx.res, request.responses)
+        : openStream(ctx, request);
     let results: SeqResult[];
     try {
       results = await Promise.all(
@@ -526,6 +536,7 @@ export function createServer(llm: LLM, opts: ServerOptions): OpenAIServer {
       .reduce((sum, r) => sum + r.metrics!.cachedTokens, 0);
     const u = usage(ctx.promptTokens ?? 0, ctx.completionTokens, cached);
     if (stream) stream.end(u);
+    else if (request.responses) sendJson(ctx.res, 200, responseBody(request.responses, outputs[0], u));
     else sendJson(ctx.res, 200, completionBody(request, opts.modelName, outputs, tokenText, u));
   }
 
