@@ -95,6 +95,35 @@ describe('promptLogprobs (library)', () => {
   });
 });
 
+describe('promptLogprobs (CLI)', () => {
+  it('generate --prompt-logprobs prints the JSON result with them', () => {
+    const r = spawnSync(
+      process.execPath,
+      [
+        MAIN,
+        'generate',
+        '--prompt-logprobs',
+        '2',
+        '--max-tokens',
+        '0',
+        '--threads',
+        '1',
+        'Once upon a time, there was a little girl',
+      ],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
+    expect(r.status).toBe(0);
+    const out = JSON.parse(r.stdout) as {
+      promptTokenIds: number[];
+      promptLogprobs: ({ logprob: number; topLogprobs: unknown[] } | null)[];
+    };
+    expect(out.promptTokenIds.slice(0, 9)).toEqual(golden.promptTokenIds.slice(0, 9)); // "Once upon a time, there was a"
+    expect(out.promptLogprobs[0]).toBeNull();
+    expect(out.promptLogprobs[1]!.topLogprobs.length).toBe(2);
+    expect(Math.abs(out.promptLogprobs[1]!.logprob - golden.promptLogprobs[1]!.logprob)).toBeLessThanOrEqual(TOLERANCE);
+  });
+});
+
 describe('perplexity', () => {
   it('equals the numpy reference (same windows) to 4 significant digits, ctx 128', async () => {
     const g = golden.perplexity.find((p) => p.ctx === 128)!;

@@ -48,7 +48,8 @@ type NumericKey =
   | 'presencePenalty'
   | 'frequencyPenalty'
   | 'maxTokens'
-  | 'seed';
+  | 'seed'
+  | 'promptLogprobs';
 
 /** Sampling flag -> SamplingParams field. */
 export const SAMPLING_FLAGS: Record<string, NumericKey> = {
@@ -61,6 +62,7 @@ export const SAMPLING_FLAGS: Record<string, NumericKey> = {
   'frequency-penalty': 'frequencyPenalty',
   'max-tokens': 'maxTokens',
   seed: 'seed',
+  'prompt-logprobs': 'promptLogprobs',
 };
 
 type OptionSpec = { type: 'string' | 'boolean'; multiple?: boolean; short?: string };
@@ -122,7 +124,9 @@ export const SAMPLING_HELP = `Sampling (unset: the model's generation_config.jso
       --frequency-penalty X  in [-2, 2]
       --max-tokens N         most tokens to generate (default: generation_config's, else 256)
       --seed N               reproducible sampling
-      --stop TEXT            stop string, not included in the output (repeatable)`;
+      --stop TEXT            stop string, not included in the output (repeatable)
+      --prompt-logprobs K    each prompt token's log-probability and the top K (0..20) at it, in the
+                             JSON result (as --json); with --max-tokens 0 the prompt is only scored`;
 
 /**
  * node:util parseArgs, with its errors turned into CliErrors. Option values that look like negative

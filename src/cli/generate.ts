@@ -107,7 +107,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
     const input = chat ? llm.encodeChat(messages) : llm.encodePrompt(prompt);
     const { promptTokenIds } = input;
 
-    if (values.json) {
+    if (values.json || params.promptLogprobs !== undefined) {
       const [result] = await llm.generate(input, params, { signal: controller.signal, progressBar: false });
       process.stdout.write(JSON.stringify(result, null, 2) + '\n');
       process.stderr.write(dim(statsLine(result.promptTokenIds.length, result.outputs[0], result.metrics)) + '\n');

@@ -184,7 +184,7 @@ export function metricsOf(seq: Sequence): RequestMetrics {
     timeToFirstToken: s(seq.firstToken - seq.arrival),
     queueSeconds: s(seq.prefillStart - seq.arrival),
     prefillTokensPerSec: prefill > 0 ? (seq.promptIds.length - seq.cachedTokens) / prefill : 0,
-    decodeTokensPerSec: decode > 0 ? (seq.outputIds.length - 1) / decode : 0,
+    decodeTokensPerSec: decode > 0 && seq.outputIds.length > 1 ? (seq.outputIds.length - 1) / decode : 0,
     totalSeconds: s(seq.finished - seq.arrival),
     cachedTokens: seq.cachedTokens,
     specDraftTokens: seq.specDraftTokens,

@@ -9,6 +9,7 @@ import { SamplingParamsError, type SamplingParams } from '../sampler/index.js';
 import { compileStructuredOutput, StructuredOutputError, type StructuredOutput } from '../sampler/structured/index.js';
 import { ChatTemplateError, type ChatMessage } from '../tokenizer/index.js';
 import { badRequest, modelNotFound } from './errors.js';
+import type { ResponsesContext } from './responses.js';
 
 export type Endpoint = 'chat' | 'completion';
 
@@ -38,7 +39,7 @@ export interface GenerationRequest {
   /** Chat with tools (tool_choice not "none"): parse <tool_call> blocks into tool_calls. */
   parseTools: boolean;
   /** /v1/responses: answered as a Response object (responses.ts). */
-  responses?: import('./responses.js').ResponsesContext;
+  responses?: ResponsesContext;
 }
 
 /** Limits on what a single request may ask for. */
