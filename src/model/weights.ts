@@ -2,7 +2,6 @@
 // read once from disk into its final SharedArrayBuffer storage (bf16 -> bf16 with no conversion at
 // all); conversions and quantization go through a piece of rows at a time, never a second full
 // copy, on every thread the model will run on (load-pieces.ts).
-import { Piscina } from 'piscina';
 import {
   BF16,
   F32,
@@ -14,7 +13,7 @@ import {
   type Matrix,
   type WeightFormat,
 } from '../tensor/matrix.js';
-import { runnableUrl } from '../tensor/pool.js';
+import { startTaskThreads } from '../platform/runtime.js';
 import { allocGgmlMatrix, kQuantTensorType, type TensorRole } from '../tensor/formats/ggml.js';
 import { allocQuantizedMatrix } from '../tensor/matmul.js';
 import type { ModelConfig } from './config.js';
@@ -184,15 +183,8 @@ async function runPieces(
   onPiece: ((doneBytes: number) => void) | null,
 ): Promise<void> {
   const workers = threads - 1;
-  const piscina =
-    workers > 0
-      ? new Piscina({
-          filename: runnableUrl(new URL('./load-worker.js', import.meta.url)).href,
-          minThreads: workers,
-          maxThreads: workers,
-          concurrentTasksPerWorker: 1,
-        })
-      : null;
+  // (null in the browser: the fetched files are in this thread's memory, so this thread loads alone.)
+  const piscina = workers > 0 ? startTaskThreads(new URL('./load-worker.js', import.meta.url), workers) : null;
   const results = piscina
     ? Promise.all(Array.from({ length: workers }, () => piscina.run(plan) as Promise<PiecesResult>))
     : null;
