@@ -147,7 +147,21 @@ export async function loadWeights(
   opts: LoadWeightsOptions = {},
 ): Promise<ModelWeights> {
   const jobs: TensorJob[] = [];
-  const weights = planWeights(store, c, format, jobs);
+  let weights: ModelWeights;
+  try {
+    weights = planWeights(store, c, format, jobs);
+  } catch (e) {
+    // A model larger than the memory a runtime lets one buffer or the process have (a browser
+    // tab's limits are the usual case) fails here, while its tensors are allocated.
+    if (!(e instanceof RangeError) || !/allocat|array buffer length/i.test(e.message)) throw e;
+    let fileBytes = 0;
+    for (const info of store.tensors.values()) fileBytes += info.byteLength;
+    throw new RangeError(
+      `${store.dir}: cannot allocate the weights (${e.message}): the checkpoint holds ${(fileBytes / 2 ** 30).toFixed(2)} GiB ` +
+        `and loads as ${format}; this runtime (a browser tab caps each buffer and the tab's memory) has not that much. ` +
+        'Use a smaller model, or weights q8_0 / q4_0 (about a quarter and an eighth of f32)',
+    );
+  }
   const plan = planPieces(jobs, opts.pieceBytes ?? PIECE_BYTES);
   // Workers for the bytes that are converted or quantized. Copies (bf16 to bf16, f32 to f32) are
   // bound by the page faults of their fresh memory, which took 0.8x-1.4x as long on two threads as

@@ -60,7 +60,12 @@ export class ProgressLine {
     private label: string,
     opts: ProgressLineOptions = {},
   ) {
-    const stream = opts.stream ?? process.stderr;
+    // (A browser has no stderr: the console then.)
+    const stream =
+      opts.stream ??
+      (typeof process !== 'undefined'
+        ? process.stderr
+        : ({ write: (text: string) => (console.log(text), true) } as unknown as NodeJS.WritableStream));
     this.stream = stream;
     this.tty = opts.tty ?? (stream as { isTTY?: boolean }).isTTY === true;
     this.prefix = opts.prefix ?? '';
