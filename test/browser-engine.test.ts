@@ -9,6 +9,10 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { LLM } from '../src/engine/llm.js';
+import { writeSyntheticModel } from '../src/model/synthetic.js';
 import { createDemoServer, ISOLATION_HEADERS } from '../src/server/demo.js';
 
 const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => fs.existsSync(p));
@@ -30,6 +34,9 @@ const weightRequests = new Map<http.Server, number>();
 
 /** A model whose single weight file is over the ArrayBuffer limit (only its length is ever sent). */
 const HUGE = '/models/huge/';
+/** The synthetic tiny Qwen2.5 (Qwen's tokenizer and chat template), in two shards. */
+const TINY = '/models/tiny/';
+let tinyDir: string;
 
 async function serve(isolated: boolean): Promise<string> {
   const demo = createDemoServer({ isolated });
@@ -41,6 +48,12 @@ async function serve(isolated: boolean): Promise<string> {
       return;
     }
     if (req.url?.startsWith(HUGE)) req.url = req.url.replace(HUGE, '/models/stories260K/');
+    if (req.url?.startsWith(TINY)) {
+      const file = path.join(tinyDir, path.basename(req.url));
+      if (!fs.existsSync(file)) res.writeHead(404, ISOLATION_HEADERS).end();
+      else res.writeHead(200, ISOLATION_HEADERS).end(fs.readFileSync(file));
+      return;
+    }
     demo.emit('request', req, res);
   });
   weightRequests.set(server, 0);
@@ -62,9 +75,12 @@ beforeAll(async () => {
     args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-sync'],
   });
   fs.mkdirSync(ARTIFACTS, { recursive: true });
+  tinyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-ts-browser-'));
+  writeSyntheticModel(tinyDir, { preset: 'tiny', shards: 2 });
 });
 
 afterAll(async () => {
+  if (tinyDir) fs.rmSync(tinyDir, { recursive: true, force: true });
   await browser?.close();
   for (const s of servers) s.close();
 });
@@ -121,6 +137,39 @@ describe.skipIf(!RUN)('qwen-ts/browser in headless Chromium', () => {
     expect('Once upon a time' + r.text + '\n').toBe(EXPECTED);
     expect(warnings.filter((w) => w.includes(NOT_ISOLATED))).toHaveLength(1);
     expect(warnings.filter((w) => !w.includes(NOT_ISOLATED))).toEqual([]);
+    await page.close();
+  }, 60_000);
+
+  it('chat on a sharded Qwen2.5-style model gives the same tokens in the tab as in Node', async () => {
+    const messages = [
+      { role: 'system', content: 'You are a helpful assistant.' },
+      { role: 'user', content: '跟我讲讲股市运行的逻辑' },
+    ];
+    const params = { temperature: 0, maxTokens: 24, ignoreEos: true };
+    // Node and the tab at once (each load parses Qwen's 7 MB tokenizer.json).
+    const inNode = (async () => {
+      const node = await LLM.load(tinyDir, { threads: 1 });
+      const [out] = await node.chat(messages, params);
+      await node.close();
+      return out;
+    })();
+    const base = await serve(true);
+    const { page, warnings } = await blankPage(base);
+    const inTab = page.evaluate(`(async () => {
+      const { LLM } = await import('/qwen-ts/index.js');
+      const llm = await LLM.load('${TINY}', { threads: 2 });
+      const [r] = await llm.chat(${JSON.stringify(messages)}, ${JSON.stringify(params)});
+      let streamed = '';
+      for await (const d of llm.stream(${JSON.stringify(messages)}, ${JSON.stringify(params)})) streamed += d;
+      await llm.close();
+      return { prompt: r.promptTokenIds, ids: r.outputs[0].tokenIds, text: r.outputs[0].text, streamed };
+    })()`) as Promise<{ prompt: number[]; ids: number[]; text: string; streamed: string }>;
+    const [expected, r] = await Promise.all([inNode, inTab]);
+    expect(r.prompt).toEqual(expected.promptTokenIds);
+    expect(r.ids).toEqual(expected.outputs[0].tokenIds);
+    expect(r.text).toBe(expected.outputs[0].text);
+    expect(r.streamed).toBe(expected.outputs[0].text);
+    expect(warnings).toEqual([]);
     await page.close();
   }, 60_000);
 
