@@ -92,11 +92,15 @@ async function generateInPage(page: Page, threads: number): Promise<{ text: stri
     const { LLM } = await import('/qwen-ts/index.js');
     const llm = await LLM.load('/models/stories260K/', { threads: ${threads} });
     const [r] = await llm.generate('Once upon a time', { temperature: 0, maxTokens: ${MAX_TOKENS} });
-    const threads = llm.model.threads;
-    await llm.close();
-    return { text: r.outputs[0].text, threads };
+    window.llm = llm; // closed by closeInPage, once the test has counted the page's workers
+    return { text: r.outputs[0].text, threads: llm.model.threads };
   })()`) as Promise<{ text: string; threads: number }>;
 }
+
+const closeInPage = (page: Page) => page.evaluate('window.llm.close()');
+
+/** The page's kernel pool Web Workers (started by the engine worker). */
+const kernelWorkers = (page: Page) => page.workers().filter((w) => w.url().endsWith('/qwen-ts/task-thread.js')).length;
 
 async function blankPage(base: string): Promise<{ page: Page; warnings: string[] }> {
   const page = await browser.newPage();
@@ -117,6 +121,8 @@ describe.skipIf(!RUN)('qwen-ts/browser in headless Chromium', () => {
     const r = await generateInPage(page, 2);
     // The engine worker and a kernel Web Worker: every operation waits for each thread's share.
     expect(r.threads).toBe(2);
+    expect(kernelWorkers(page)).toBe(1);
+    await closeInPage(page);
     expect('Once upon a time' + r.text + '\n').toBe(EXPECTED);
     expect(warnings).toEqual([]);
     const server = servers[servers.length - 1];
@@ -124,6 +130,7 @@ describe.skipIf(!RUN)('qwen-ts/browser in headless Chromium', () => {
     await page.reload();
     const again = await generateInPage(page, 1);
     expect('Once upon a time' + again.text + '\n').toBe(EXPECTED);
+    await closeInPage(page);
     expect(weightRequests.get(server)).toBe(1); // from the Cache API, not downloaded again
     await page.close();
   }, 60_000);
@@ -134,6 +141,8 @@ describe.skipIf(!RUN)('qwen-ts/browser in headless Chromium', () => {
     expect(await page.evaluate(() => crossOriginIsolated)).toBe(false);
     const r = await generateInPage(page, 4);
     expect(r.threads).toBe(1);
+    expect(kernelWorkers(page)).toBe(0);
+    await closeInPage(page);
     expect('Once upon a time' + r.text + '\n').toBe(EXPECTED);
     expect(warnings.filter((w) => w.includes(NOT_ISOLATED))).toHaveLength(1);
     expect(warnings.filter((w) => !w.includes(NOT_ISOLATED))).toEqual([]);
