@@ -3,6 +3,7 @@
 // run.c text exactly; with cross-origin isolation (COOP/COEP) the kernels run on a pool of Web Workers,
 // without it on one thread with one clear warning; a reload loads the model from the Cache API.
 // The demo page of `qwen-ts serve --demo` is screenshot to test-artifacts/ (look at it).
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -220,4 +221,35 @@ describe.skipIf(!RUN)('qwen-ts/browser in headless Chromium', () => {
     await page.screenshot({ path: `${ARTIFACTS}/browser-demo.png` });
     await page.close();
   }, 60_000);
+});
+
+describe('qwen-ts serve --demo', () => {
+  it('serves the demo page, the bundle and the model with the isolation headers, and nothing else', async () => {
+    const main = fileURLToPath(new URL('../dist/src/cli/main.js', import.meta.url));
+    const child = spawn(process.execPath, [main, 'serve', '--demo', '--port', '0'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    try {
+      const base = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        child.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          const m = /listening on (http:\/\/\S+)/.exec(out);
+          if (m) resolve(m[1]);
+        });
+        child.once('exit', (code) => reject(new Error(`serve --demo exited (${code})`)));
+      });
+      const page = await fetch(`${base}/`);
+      expect(page.status).toBe(200);
+      expect(page.headers.get('cross-origin-opener-policy')).toBe('same-origin');
+      expect(page.headers.get('cross-origin-embedder-policy')).toBe('require-corp');
+      expect(await page.text()).toContain('/demo/demo.js');
+      expect((await fetch(`${base}/qwen-ts/index.js`)).status).toBe(200);
+      expect((await fetch(`${base}/models/stories260K/config.json`)).status).toBe(200);
+      expect((await fetch(`${base}/models/stories260K/%2e%2e/%2e%2e/package.json`)).status).toBe(404);
+      expect((await fetch(`${base}/v1/models`)).status).toBe(404);
+    } finally {
+      child.kill('SIGTERM');
+    }
+  }, 30_000);
 });
