@@ -67,6 +67,7 @@ export type { WeightFormat } from './tensor/matrix.js';
 
 // The OpenAI-compatible HTTP server over an LLM (what `qwen-ts serve` runs).
 export { createServer, type ServerOptions, type OpenAIServer } from './server/server.js';
+export { createDemoServer, ISOLATION_HEADERS, type DemoServerOptions } from './server/demo.js';
 
 // The bundled demo model (stories260K), and synthetic models (random weights, for speed) in the
 // subpath export 'qwen-ts/synthetic'.

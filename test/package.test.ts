@@ -65,6 +65,32 @@ describe('the packed tarball, installed in an empty folder', () => {
     expect(fs.existsSync(path.join(installed, 'test'))).toBe(false);
   });
 
+  it('ships qwen-ts/browser (dist/browser, no Node imports) and the demo page; the export resolves', () => {
+    const installed = path.join(app, 'node_modules', 'qwen-ts');
+    for (const f of [
+      'dist/browser/index.js',
+      'dist/browser/engine-thread.js',
+      'dist/browser/task-thread.js',
+      'dist/browser/worker.js',
+      'dist/browser/runner.js',
+      'dist/src/browser/index.d.ts',
+      'dist/src/demo/index.html',
+      'dist/src/demo/demo.js',
+    ])
+      expect(fs.existsSync(path.join(installed, f)), f).toBe(true);
+    for (const f of fs.readdirSync(path.join(installed, 'dist/browser')).filter((f) => f.endsWith('.js')))
+      expect(fs.readFileSync(path.join(installed, 'dist/browser', f), 'utf8'), f).not.toMatch(
+        /from\s*["']node:|require\(/,
+      );
+    const r = run(
+      process.execPath,
+      ['--input-type=module', '-e', "console.log(import.meta.resolve('qwen-ts/browser'))"],
+      app,
+    );
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toMatch(/node_modules\/qwen-ts\/dist\/browser\/index\.js$/);
+  });
+
   it('npx qwen-ts --version', () => {
     const r = run('npx', ['--no-install', 'qwen-ts', '--version'], app);
     expect(r.code, r.stderr).toBe(0);

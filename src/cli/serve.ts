@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { CliError, HELP_OPTION, MODEL_HELP, MODEL_OPTIONS, modelArgsFrom, parseCommandArgs } from './args.js';
 import { loadLLM, note, resolveModelSource } from './common.js';
 import { isLoopbackAddress, parseAllowedOrigins } from '../server/access.js';
+import { createDemoServer } from '../server/demo.js';
 import { createServer } from '../server/server.js';
 
 export const SERVE_HELP = `Usage: qwen-ts serve [options]
@@ -30,6 +31,9 @@ Server:
       --max-sequences N      KV cache slots: sequences decoded together (default 8)
       --quiet                no per-request log lines on stderr
       --no-webui             do not serve the chat page at /
+      --demo                 serve instead a page that runs the bundled stories260K in the browser
+                             tab itself (qwen-ts/browser), with the COOP/COEP headers that let it
+                             use a pool of Web Workers; no model is loaded here
 ${MODEL_HELP}
   -h, --help                 this help
 `;
@@ -46,6 +50,7 @@ const SERVE_OPTIONS = {
   'max-sequences': { type: 'string' },
   quiet: { type: 'boolean' },
   'no-webui': { type: 'boolean' },
+  demo: { type: 'boolean' },
   ...HELP_OPTION,
 } as const;
 
@@ -119,6 +124,7 @@ export async function runServe(argv: string[]): Promise<number> {
   }
   const port = intFlag(values, 'port', 0, 65535) ?? 8000;
   const host = typeof values.host === 'string' ? values.host : '127.0.0.1';
+  if (values.demo === true) return serveDemo(host, port);
   const maxConcurrency = intFlag(values, 'max-concurrency', 1, 1 << 20);
   const maxQueue = intFlag(values, 'max-queue', 0, 1 << 20);
   const modelArgs = modelArgsFrom(values);
@@ -185,6 +191,29 @@ export async function runServe(argv: string[]): Promise<number> {
           process.off('SIGTERM', onSignal);
           resolve(code);
         });
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}
+
+/** `--demo`: the in-tab engine's demo page, static files only, until SIGINT/SIGTERM. */
+async function serveDemo(host: string, port: number): Promise<number> {
+  const server = createDemoServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e) => reject(listenError(host, port, e)));
+    server.listen(port, host, () => resolve());
+  });
+  const address = server.address() as net.AddressInfo;
+  const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  process.stdout.write(`listening on http://${shown}:${address.port}\n`);
+  note(`demo page (stories260K runs in the browser tab, cross-origin isolated): http://${shown}:${address.port}/`);
+  return new Promise<number>((resolve) => {
+    const onSignal = () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      server.close(() => resolve(0));
+      server.closeAllConnections();
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);

@@ -1,11 +1,10 @@
 // The main thread's side of the engine thread: starts it, sends requests, routes text deltas and
 // results back to each request's promise. The engine thread keeps the process alive only while a
 // request (or the load) is in flight: a script that forgets close() still exits.
-import { Worker } from 'node:worker_threads';
 import type { LoadProgress } from '../platform/progress.js';
 import type { PoolingRequest } from '../model/pooling.js';
+import { startEngineThread, type EngineThread } from '../platform/runtime.js';
 import type { SamplingParams } from '../sampler/index.js';
-import { runnableUrl } from '../tensor/pool.js';
 import {
   reviveError,
   serializeError,
@@ -38,15 +37,15 @@ export class EngineClient {
   state: EngineState;
 
   private constructor(
-    private worker: Worker,
+    private worker: EngineThread,
     readonly info: ModelInfo,
     state: EngineState,
   ) {
     this.state = state;
-    this.exited = new Promise((r) => worker.once('exit', () => r()));
+    this.exited = new Promise((r) => worker.on('exit', () => r()));
     worker.on('message', (m: FromEngine) => this.onMessage(m));
-    worker.on('error', (e) => this.die(new Error(`qwen-ts: the engine thread failed: ${e.message}`)));
-    worker.on('exit', (code) => this.die(new Error(`qwen-ts: the engine thread exited (code ${code})`)));
+    worker.on('error', (e: Error) => this.die(new Error(`qwen-ts: the engine thread failed: ${e.message}`)));
+    worker.on('exit', (code: number) => this.die(new Error(`qwen-ts: the engine thread exited (code ${code})`)));
     worker.unref();
   }
 
@@ -61,13 +60,13 @@ export class EngineClient {
   ): Promise<EngineClient> {
     const { onProgress: _fn, ...cloneable } = options;
     const init: EngineInit = { dir, options: cloneable, progress: hooks.onProgress !== undefined };
-    const worker = new Worker(runnableUrl(new URL('./engine-thread.js', import.meta.url)), { workerData: init });
+    const worker = startEngineThread(new URL('./engine-thread.js', import.meta.url), init);
     let onMessage: (m: FromEngine) => void = () => {};
     let onError: (e: Error) => void = () => {};
     let onExit: (code: number) => void = () => {};
     const ready = await new Promise<Extract<FromEngine, { type: 'ready' }>>((resolve, reject) => {
       (hooks.tokenizerFiles ?? Promise.resolve('')).then(
-        (files) => worker.postMessage({ type: 'tokenizer', files } satisfies ToEngine),
+        (files) => worker.post({ type: 'tokenizer', files } satisfies ToEngine),
         reject,
       );
       onMessage = (m) => {
@@ -77,13 +76,17 @@ export class EngineClient {
       };
       onError = reject;
       onExit = (code) => reject(new Error(`qwen-ts: the engine thread exited while loading (code ${code})`));
-      worker.on('message', onMessage).once('error', onError).once('exit', onExit);
+      worker.on('message', onMessage);
+      worker.on('error', onError);
+      worker.on('exit', onExit);
     }).catch(async (e) => {
       await worker.terminate();
       throw e;
     });
     // (Not removeAllListeners: the Worker's own listeners route its messages.)
-    worker.off('message', onMessage).off('error', onError).off('exit', onExit);
+    worker.off('message', onMessage);
+    worker.off('error', onError);
+    worker.off('exit', onExit);
     return new EngineClient(worker, ready.info, ready.state);
   }
 
@@ -139,7 +142,7 @@ export class EngineClient {
   }
 
   private send(m: ToEngine): void {
-    this.worker.postMessage(m);
+    this.worker.post(m);
   }
 
   private track(id: number, p: Pending): void {

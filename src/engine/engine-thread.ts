@@ -1,9 +1,9 @@
 // The engine thread: loads the model (this thread is thread 0 of its kernel pool) and a tokenizer
 // (stream decoding, stop strings, and whatever the sampler needs), runs the scheduler, and talks
 // to the main thread only by messages. The main thread stays free for HTTP, streams and parsing.
-import { parentPort, workerData } from 'node:worker_threads';
 import { loadModel } from '../model/load.js';
 import type { LoadProgress } from '../platform/progress.js';
+import { enginePort, envVar } from '../platform/runtime.js';
 import type { Qwen2Model } from '../model/qwen2.js';
 import { Sampler } from '../sampler/index.js';
 import { vocabularyFromTokenizer, type TokenVocabulary } from '../sampler/structured/index.js';
@@ -24,16 +24,14 @@ import type { Proposer } from './speculation/gate.js';
 import { Scheduler } from './scheduler.js';
 import { loadTokenizer } from './load-tokenizer.js';
 
-const port = parentPort!;
-const post = (m: FromEngine) => port.postMessage(m);
-
-// The caller's thread reads and parses the tokenizer files once and sends what decoding needs.
-const tokenizerFiles = new Promise<string>((resolve) =>
-  port.once('message', (m: ToEngine) => resolve(m.type === 'tokenizer' ? m.files : '')),
-);
-
 async function main(): Promise<void> {
-  const init = workerData as EngineInit;
+  const port = await enginePort();
+  const post = (m: FromEngine) => port.post(m);
+  // The caller's thread reads and parses the tokenizer files once and sends what decoding needs.
+  const tokenizerFiles = new Promise<string>((resolve) =>
+    port.once((m: ToEngine) => resolve(m.type === 'tokenizer' ? m.files : '')),
+  );
+  const init = port.init as EngineInit;
   let model: Qwen2Model;
   let tokenizer: QwenTokenizer;
   let speculative: ResolvedSpeculativeConfig | null;
@@ -57,7 +55,7 @@ async function main(): Promise<void> {
   }
   const prefixCaching = init.options.prefixCaching ?? true;
   const jumpForward = init.options.jumpForward ?? true;
-  const stepDelayMs = Number(process.env.QWEN_TS_DEBUG_STEP_DELAY_MS ?? 0) || 0;
+  const stepDelayMs = Number(envVar('QWEN_TS_DEBUG_STEP_DELAY_MS') ?? 0) || 0;
   const scheduler = new Scheduler(model, { prefixCaching, stepDelayMs });
   const live = new Map<number, Sequence>();
   const cache = model.kvCache;
@@ -131,7 +129,7 @@ async function main(): Promise<void> {
     scheduler.submit(seq);
   };
 
-  port.on('message', (m: ToEngine) => {
+  port.on((m: ToEngine) => {
     switch (m.type) {
       case 'submit':
         try {
@@ -155,8 +153,7 @@ async function main(): Promise<void> {
         for (const seq of live.values()) scheduler.abort(seq, new Error('the LLM was closed'));
         void model.close().finally(() => {
           post({ type: 'closed' });
-          // Deno's worker port has no close(); the main thread ends the thread on 'closed' anyway.
-          if (typeof port.close === 'function') port.close();
+          port.close();
         });
         return;
     }

@@ -4,13 +4,16 @@
 // The model runs in the engine thread (engine-thread.ts: scheduler, forward pass, sampling); this
 // object lives on the caller's thread, tokenizes and applies the chat template, and exchanges
 // plain-data messages with the engine, so the caller's event loop never waits for a forward pass.
-import * as fs from 'node:fs';
-import { join } from 'node:path';
 import type { GenerationConfig, ModelConfig } from '../model/config.js';
 import { validateSamplingParams, type SamplingParams } from '../sampler/index.js';
-import { Piscina } from 'piscina';
-import { runnableUrl } from '../tensor/pool.js';
-import { resolveModel } from '../model/sources/index.js';
+import { joinPath, pathKind } from '../platform/files.js';
+import {
+  resolveModel,
+  startTaskThreads,
+  stderrIsTerminal,
+  writeStderr,
+  type TaskThreads,
+} from '../platform/runtime.js';
 import { ProgressLine, type LoadProgress } from '../platform/progress.js';
 import { QwenTokenizer, type ChatMessage, type ChatTemplateOptions, type TokenizerFiles } from '../tokenizer/index.js';
 import { EngineClient } from './client.js';
@@ -45,11 +48,7 @@ function abortReason(signal: AbortSignal): unknown {
 }
 
 function isDirectory(p: string): boolean {
-  try {
-    return fs.statSync(p).isDirectory();
-  } catch {
-    return false;
-  }
+  return pathKind(p) === 'directory';
 }
 
 export interface LLMLoadOptions extends EngineOptions {
@@ -92,7 +91,7 @@ export class LLM {
   /** The model's configuration and the engine's sizes (the weights live in the engine thread). */
   readonly model: ModelInfo;
 
-  private tokenizerThread: Piscina | null = null;
+  private tokenizerThread: TaskThreads | null = null;
   /** What the model is for (embed, score or generate), and why. */
   readonly task: { task: ModelTask; reason: string };
   /** How embed() pools: the folder's sentence-transformers files, else last token + L2 normalisation. */
@@ -126,13 +125,12 @@ export class LLM {
       throw new TaskError(
         `LLM.load: option task must be one of ${MODEL_TASKS.join(', ')}, got ${JSON.stringify(task)}`,
       );
-    const dir = (await resolveModel(model, source)).path;
     const onProgress = engineOptions.onProgress;
     if (onProgress !== undefined && typeof onProgress !== 'function')
       throw new TypeError(`LLM.load: option onProgress must be a function, got ${typeof onProgress}`);
+    const dir = await resolveModel(model, source, onProgress);
     const t0 = performance.now();
-    const line =
-      (progressBar ?? (onProgress === undefined && process.stderr.isTTY === true)) ? new ProgressLine('') : null;
+    const line = (progressBar ?? (onProgress === undefined && stderrIsTerminal())) ? new ProgressLine('') : null;
     const report = (p: LoadProgress) => {
       const progress = { ...p, seconds: (performance.now() - t0) / 1000 };
       onProgress?.(progress);
@@ -158,7 +156,7 @@ export class LLM {
       tokenizer = new QwenTokenizer(files.tokenizerJson, files.tokenizerConfig, files.source);
       const client = await engine;
       // A GGUF file holds its config: it is the file to name.
-      tokenizer.checkModelVocab(client.info.config.vocabSize, isDirectory(dir) ? join(dir, 'config.json') : dir);
+      tokenizer.checkModelVocab(client.info.config.vocabSize, isDirectory(dir) ? joinPath(dir, 'config.json') : dir);
       const llm = new LLM(client, tokenizer, dir, model, task);
       line?.end();
       return llm;
@@ -228,12 +226,12 @@ export class LLM {
   }
 
   private async tokenizeInThread(text: string, addSpecialTokens: boolean): Promise<number[]> {
-    this.tokenizerThread ??= new Piscina({
-      filename: runnableUrl(new URL('./tokenize-task.js', import.meta.url)).href,
+    this.tokenizerThread ??= startTaskThreads(new URL('./tokenize-task.js', import.meta.url), 1, {
       minThreads: 0,
-      maxThreads: 1,
-      idleTimeout: 30_000,
+      idleTimeoutMs: 30_000,
     });
+    // (No such thread in the browser: the text is tokenized here.)
+    if (this.tokenizerThread === null) return this.tokenizer.encode(text, { addSpecialTokens });
     const ids = (await this.tokenizerThread.run({ dir: this.dir, text, addSpecialTokens })) as Int32Array;
     return Array.from(ids);
   }
@@ -314,7 +312,7 @@ export class LLM {
     this.resolveParams(params); // reject bad parameters before anything starts
     const encoded = await this.encodePrompts(list);
     const total = encoded.length;
-    const bar = opts.progressBar ?? (process.stderr.isTTY === true && total > 1);
+    const bar = opts.progressBar ?? (stderrIsTerminal() && total > 1);
     const t0 = performance.now();
     const tokens0 = this.engine.state.generatedTokens;
     let done = 0;
@@ -325,7 +323,7 @@ export class LLM {
       if (bar) {
         const width = 30;
         const filled = Math.round((width * done) / total);
-        process.stderr.write(
+        writeStderr(
           `\rProcessed prompts [${'='.repeat(filled)}${' '.repeat(width - filled)}] ${done}/${total}, ${tokensPerSec.toFixed(1)} tok/s${done === total ? '\n' : ''}`,
         );
       }

@@ -3,8 +3,7 @@
 // load option `task`, or read from the folder: a checkpoint without an output head, a bare
 // decoder (architectures ["Qwen3Model"]) or a sentence-transformers folder (modules.json) embeds;
 // a folder whose name says Reranker (Qwen3-Reranker-0.6B) scores; anything else generates.
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+import { joinPath, pathKind } from '../platform/files.js';
 import type { ModelConfig } from '../model/config.js';
 
 export type ModelTask = 'generate' | 'embed' | 'score';
@@ -38,11 +37,11 @@ export function resolveTask(
   const arch = config.architectures ?? [];
   if (arch.length > 0 && arch.every((a) => /Model$/.test(a)))
     return { task: 'embed', reason: `config.json's architectures is ${JSON.stringify(arch)} (a bare decoder)` };
-  const isDir = fs.existsSync(source) && fs.statSync(source).isDirectory();
-  if (isDir && fs.existsSync(path.join(source, 'modules.json')))
+  const isDir = pathKind(source) === 'directory';
+  if (isDir && pathKind(joinPath(source, 'modules.json')) !== 'missing')
     return { task: 'embed', reason: 'the folder holds sentence-transformers modules.json' };
   // The name as given (Qwen/Qwen3-Reranker-0.6B) or the folder's (a hub cache's snapshot is a hash).
-  const named = [name, ...source.split(path.sep).slice(-3)].find((n) => /reranker/i.test(n));
+  const named = [name, ...source.split(/[\\/]/).slice(-3)].find((n) => /reranker/i.test(n));
   if (named !== undefined) return { task: 'score', reason: `the model's name (${named}) says Reranker` };
   return { task: 'generate', reason: 'a causal language model' };
 }

@@ -9,7 +9,6 @@
 // that could be the start of "<tool_call>" is held back), then each block is sent whole as one
 // tool-call delta with its index when it closes, so the streamed calls equal the non-streamed
 // ones. (Streaming cannot take back text already sent: a malformed block there is sent as text.)
-import { randomUUID } from 'node:crypto';
 import type { StructuredOutput, ToolFunctionSpec } from '../sampler/structured/index.js';
 
 export const TOOL_CALL_START = '<tool_call>';
@@ -27,7 +26,7 @@ export interface ParsedOutput {
   toolCalls: ToolCall[];
 }
 
-export const newToolCallId = (): string => `call_${randomUUID().replaceAll('-', '').slice(0, 24)}`;
+export const newToolCallId = (): string => `call_${globalThis.crypto.randomUUID().replaceAll('-', '').slice(0, 24)}`;
 
 const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 

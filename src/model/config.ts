@@ -1,8 +1,6 @@
 // config.json and generation_config.json of a Hugging Face model directory, validated. Supported
 // families: Qwen2 / Qwen2.5 (model_type "qwen2"), Qwen3 dense ("qwen3") and Llama 1/2/3.x ("llama").
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { MAX_CONFIG_BYTES, readTextFile } from '../platform/files.js';
+import { joinPath, MAX_CONFIG_BYTES, pathKind, readTextFile } from '../platform/files.js';
 import { SamplingParamsError, validateSamplingParams, type SamplingParams } from '../sampler/params.js';
 import type { RopeScalingSpec } from '../tensor/ops.js';
 
@@ -295,7 +293,7 @@ export function parseModelConfig(json: Record<string, unknown>, file = 'config.j
 }
 
 export function loadModelConfig(dir: string): ModelConfig {
-  const file = path.join(dir, 'config.json');
+  const file = joinPath(dir, 'config.json');
   return parseModelConfig(readJsonFile(file), file);
 }
 
@@ -311,8 +309,8 @@ const GENERATION_SAMPLING_FIELDS: Record<string, keyof SamplingParams> = {
 
 /** generation_config.json is optional; without it the eos ids come from config.json. */
 export function loadGenerationConfig(dir: string, config: ModelConfig): GenerationConfig {
-  const file = path.join(dir, 'generation_config.json');
-  const json = fs.existsSync(file) ? readJsonFile(file) : {};
+  const file = joinPath(dir, 'generation_config.json');
+  const json = pathKind(file) !== 'missing' ? readJsonFile(file) : {};
   const num = (key: string): number | undefined => {
     const v = json[key];
     if (v === undefined || v === null) return undefined;

@@ -1,18 +1,15 @@
 // loadModel: a Hugging Face Qwen2 / Qwen3 / Llama model directory -> a ready Qwen2Model with its worker threads.
-import * as fs from 'node:fs';
-import * as os from 'node:os';
+import { pathKind } from '../platform/files.js';
 import { ProgressLine, type LoadProgress } from '../platform/progress.js';
+import { defaultThreads, isGgufPath, openGgufModel, resolveModel, stderrIsTerminal } from '../platform/runtime.js';
 import { closestName } from '../sampler/params.js';
 import type { WeightFormat } from '../tensor/matrix.js';
 import { loadGenerationConfig, loadModelConfig, type GenerationConfig, type ModelConfig } from './config.js';
-import { GgufModel, isGgufPath } from './gguf/file.js';
-import { ggufGenerationConfig, ggufModelConfig } from './gguf/config.js';
-import { loadGgufWeights } from './gguf/weights.js';
 import { KV_CACHE_DTYPES, type KvCacheDtype } from './kv-cache.js';
 import { Qwen2Model } from './qwen2.js';
 import { TensorStore } from './safetensors.js';
 import { loadWeights, type ModelWeights } from './weights.js';
-import { resolveModel, type ResolveOptions } from './sources/index.js';
+import type { ResolveOptions } from './sources/index.js';
 
 export interface LoadOptions {
   /**
@@ -97,25 +94,25 @@ export async function loadModel(model: string, options: LoadOptions = {}): Promi
         `loadModel: unknown option ${JSON.stringify(key)}; did you mean ${JSON.stringify(closestName(key, Object.keys(LOAD_OPTIONS)))}?`,
       );
   }
-  const dir = (await resolveModel(model, options.source)).path;
-  if (!fs.existsSync(dir))
+  const dir = await resolveModel(model, options.source);
+  if (pathKind(dir) === 'missing')
     throw new Error(`loadModel: ${dir} does not exist (expected a model folder or a .gguf file)`);
   if (isGgufPath(dir)) return loadGgufModel(dir, options);
-  if (!fs.statSync(dir).isDirectory())
+  if (pathKind(dir) !== 'directory')
     throw new Error(`loadModel: ${dir} is a file; expected the model directory (config.json, *.safetensors, ...)`);
   const format = options.weights ?? DEFAULT_WEIGHTS;
   checkOptions(options);
   const config = loadModelConfig(dir);
   checkInt('contextLength', options.contextLength, 1, config.contextLimit);
   const generationConfig = loadGenerationConfig(dir, config);
-  const threads = options.threads ?? os.availableParallelism();
+  const threads = options.threads ?? defaultThreads();
   const store = TensorStore.open(dir);
   let weights;
   try {
     // The vectors (norms, biases) are always scanned: a few KB per layer, and a NaN there spoils every token.
     store.checkValues(options.checkTensors ? undefined : (info) => info.shape.length <= 1);
     const t0 = performance.now();
-    const line = options.onProgress || !process.stderr.isTTY ? null : new ProgressLine('loading weights');
+    const line = options.onProgress || !stderrIsTerminal() ? null : new ProgressLine('loading weights');
     const onProgress =
       options.onProgress ??
       ((p: LoadProgress) => (p.doneBytes < p.totalBytes ? line?.update(p.doneBytes, p.totalBytes) : line?.end()));
@@ -144,11 +141,9 @@ export async function loadModel(model: string, options: LoadOptions = {}): Promi
  */
 async function loadGgufModel(file: string, options: LoadOptions): Promise<Qwen2Model> {
   checkOptions(options);
-  const g = GgufModel.open(file);
-  const config = ggufModelConfig(g);
+  const { config, generationConfig, loadWeights: loadFileWeights } = openGgufModel(file);
   checkInt('contextLength', options.contextLength, 1, config.contextLimit);
-  const generationConfig = ggufGenerationConfig(g, config);
-  const weights = loadGgufWeights(g, config, { weights: options.weights, checkTensors: options.checkTensors });
+  const weights = loadFileWeights({ weights: options.weights, checkTensors: options.checkTensors });
   return createModel(config, generationConfig, weights, options, file);
 }
 
@@ -165,7 +160,7 @@ async function createModel(
     contextLength: options.contextLength ?? Math.min(config.contextLimit, 32768),
     kvCacheBytes: options.kvCacheBytes ?? 1 << 30,
     kvCacheDtype: options.kvCacheDtype ?? 'f32',
-    threads: options.threads ?? os.availableParallelism(),
+    threads: options.threads ?? defaultThreads(),
   });
   try {
     await checkArithmetic(model, source);

@@ -2,8 +2,7 @@
 // sentence-transformers files of the model folder (modules.json, 1_Pooling/config.json,
 // 2_Normalize, config_sentence_transformers.json), or, without them, the last token's hidden state
 // L2-normalised (what Qwen3-Embedding and most decoder embedders use).
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+import { joinPath, MAX_CONFIG_BYTES, pathKind, readTextFile } from '../platform/files.js';
 import { ConfigError, readJsonFile } from './config.js';
 
 /** Which positions make the vector: the last token's, the mean of all, or the first (CLS). */
@@ -47,10 +46,10 @@ const POOLING_FLAGS: Record<string, PoolingMode | null> = {
 
 /** The pooling of the model folder `dir`: its sentence-transformers files, else DEFAULT_POOLING. */
 export function loadPoolingConfig(dir: string): PoolingConfig {
-  const modulesFile = path.join(dir, 'modules.json');
-  const stFile = path.join(dir, 'config_sentence_transformers.json');
+  const modulesFile = joinPath(dir, 'modules.json');
+  const stFile = joinPath(dir, 'config_sentence_transformers.json');
   const config: PoolingConfig = { ...DEFAULT_POOLING, prompts: {} };
-  if (fs.existsSync(modulesFile)) {
+  if (pathKind(modulesFile) !== 'missing') {
     config.source = 'sentence-transformers';
     config.normalize = false;
     const modules = readJsonArray(modulesFile);
@@ -63,7 +62,7 @@ export function loadPoolingConfig(dir: string): PoolingConfig {
         return;
       }
       if (kind === 'Pooling') {
-        const file = path.join(dir, typeof m.path === 'string' ? m.path : '1_Pooling', 'config.json');
+        const file = joinPath(dir, typeof m.path === 'string' ? m.path : '1_Pooling', 'config.json');
         config.mode = poolingMode(file);
         return;
       }
@@ -72,7 +71,7 @@ export function loadPoolingConfig(dir: string): PoolingConfig {
       );
     });
   }
-  if (fs.existsSync(stFile)) {
+  if (pathKind(stFile) !== 'missing') {
     const json = readJsonFile(stFile);
     const prompts = json.prompts ?? {};
     if (typeof prompts !== 'object' || prompts === null || Array.isArray(prompts))
@@ -97,8 +96,13 @@ export function loadPoolingConfig(dir: string): PoolingConfig {
 function readJsonArray(file: string): Record<string, unknown>[] {
   let json: unknown;
   try {
-    json = JSON.parse(fs.readFileSync(file, 'utf8'));
+    json = JSON.parse(
+      readTextFile(file, 'a sentence-transformers modules.json', MAX_CONFIG_BYTES, (problem) => {
+        throw new ConfigError(`${file}: ${problem}`);
+      }),
+    );
   } catch (e) {
+    if (e instanceof ConfigError) throw e;
     throw new ConfigError(`${file}: invalid JSON (${(e as Error).message})`);
   }
   if (!Array.isArray(json) || json.some((m) => typeof m !== 'object' || m === null))
@@ -107,7 +111,7 @@ function readJsonArray(file: string): Record<string, unknown>[] {
 }
 
 function poolingMode(file: string): PoolingMode {
-  if (!fs.existsSync(file))
+  if (pathKind(file) === 'missing')
     throw new ConfigError(`${file}: missing; modules.json lists a Pooling module whose config.json is this file`);
   const json = readJsonFile(file);
   const on = Object.keys(POOLING_FLAGS).filter((k) => json[k] === true);

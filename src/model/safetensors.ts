@@ -3,10 +3,18 @@
 // (typically SharedArrayBuffers shared with worker threads), so a model is never held twice.
 // Every malformed input becomes a SafetensorsError naming the file and the tensor/field, because
 // the usual failure is a half-downloaded or hand-edited checkpoint and a RangeError says nothing.
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { prefixedHfNames } from './tensor-names.js';
-import { MAX_INDEX_BYTES, openRegularFile, readTextFile } from '../platform/files.js';
+import {
+  basenamePath,
+  closeFile,
+  joinPath,
+  MAX_INDEX_BYTES,
+  openRegularFile,
+  pathKind,
+  readAt,
+  readTextFile,
+  resolvePath,
+} from '../platform/files.js';
 
 export type SafetensorsDType = 'BF16' | 'F16' | 'F32';
 
@@ -44,7 +52,7 @@ const fmtShape = (s: readonly number[]) => `[${s.join(', ')}]`;
 function readFully(fd: number, target: Uint8Array, pos: number, where: string): void {
   let done = 0;
   while (done < target.length) {
-    const n = fs.readSync(fd, target, done, Math.min(target.length - done, 1 << 30), pos + done);
+    const n = readAt(fd, target, done, Math.min(target.length - done, 1 << 30), pos + done);
     if (n === 0) fail(where, `unexpected end of file at byte ${pos + done} (file truncated?)`);
     done += n;
   }
@@ -55,19 +63,19 @@ export function readSafetensorsHeader(file: string): {
   tensors: Map<string, TensorInfo>;
   metadata: Record<string, string>;
 } {
-  file = path.resolve(file);
+  file = resolvePath(file);
   const { fd, size } = openRegularFile(file, 'a .safetensors file', (problem) => fail(file, problem));
   let json: string;
   let n: number;
   try {
     if (size < 8) fail(file, `file is only ${size} bytes, too short for the 8-byte header length`);
-    const prefix = Buffer.alloc(8);
+    const prefix = new Uint8Array(8);
     readFully(fd, prefix, 0, file);
-    const big = prefix.readBigUInt64LE(0);
+    const big = new DataView(prefix.buffer).getBigUint64(0, true);
     if (big > BigInt(MAX_HEADER)) fail(file, `header length ${big} is absurdly large (limit ${MAX_HEADER} bytes)`);
     n = Number(big);
     if (n > size - 8) fail(file, `header length ${n} runs past the end of the file (${size} bytes)`);
-    const bytes = Buffer.alloc(n);
+    const bytes = new Uint8Array(n);
     readFully(fd, bytes, 8, file);
     try {
       json = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
@@ -75,7 +83,7 @@ export function readSafetensorsHeader(file: string): {
       fail(file, 'header is not valid UTF-8');
     }
   } finally {
-    fs.closeSync(fd);
+    closeFile(fd);
   }
   return parseHeader(file, json, 8 + n, size);
 }
@@ -180,12 +188,12 @@ export class TensorStore {
   }
 
   static open(dir: string): TensorStore {
-    dir = path.resolve(dir);
-    const indexPath = path.join(dir, INDEX);
+    dir = resolvePath(dir);
+    const indexPath = joinPath(dir, INDEX);
     // Prefer the index: a directory can hold a stale single file next to a newer sharded export.
-    if (fs.existsSync(indexPath)) return new TensorStore(dir, openSharded(dir, indexPath));
-    const single = path.join(dir, SINGLE);
-    if (fs.existsSync(single)) return new TensorStore(dir, readSafetensorsHeader(single).tensors);
+    if (pathKind(indexPath) !== 'missing') return new TensorStore(dir, openSharded(dir, indexPath));
+    const single = joinPath(dir, SINGLE);
+    if (pathKind(single) !== 'missing') return new TensorStore(dir, readSafetensorsHeader(single).tensors);
     fail(dir, `no ${SINGLE} or ${INDEX} found`);
   }
 
@@ -285,18 +293,14 @@ export class TensorReader {
       );
     let fd = this.fds.get(info.file);
     if (fd === undefined) {
-      try {
-        fd = fs.openSync(info.file, 'r');
-      } catch (e) {
-        fail(info.file, `cannot open: ${(e as Error).message}`);
-      }
+      fd = openRegularFile(info.file, 'a .safetensors file', (problem) => fail(info.file, problem)).fd;
       this.fds.set(info.file, fd);
     }
     readFully(fd, target, info.dataStart + offset, `${info.file}: tensor "${info.name}"`);
   }
 
   close(): void {
-    for (const fd of this.fds.values()) fs.closeSync(fd);
+    for (const fd of this.fds.values()) closeFile(fd);
     this.fds.clear();
   }
 }
@@ -330,21 +334,22 @@ function openSharded(dir: string, indexPath: string): Map<string, TensorInfo> {
   const byShard = new Map<string, string[]>();
   for (const [name, shard] of Object.entries(index.weight_map)) {
     // Plain file names only: the index must not point outside the model directory.
-    if (typeof shard !== 'string' || shard !== path.basename(shard) || shard === '..')
+    if (typeof shard !== 'string' || shard !== basenamePath(shard) || shard === '..')
       fail(indexPath, `weight_map entry "${name}" has invalid shard file name ${JSON.stringify(shard)}`);
     byShard.set(shard, [...(byShard.get(shard) ?? []), name]);
   }
 
   const tensors = new Map<string, TensorInfo>();
   for (const [shard, names] of byShard) {
-    const file = path.join(dir, shard);
-    if (!fs.existsSync(file)) fail(indexPath, `shard ${shard} (listed for tensor "${names[0]}") is missing on disk`);
+    const file = joinPath(dir, shard);
+    if (pathKind(file) === 'missing')
+      fail(indexPath, `shard ${shard} (listed for tensor "${names[0]}") is missing on disk`);
     const header = readSafetensorsHeader(file).tensors;
     for (const name of names)
       if (!header.has(name)) fail(file, `tensor "${name}" is listed in weight_map but absent from shard ${shard}`);
     for (const [name, info] of header) {
       const prev = tensors.get(name);
-      if (prev) fail(indexPath, `tensor "${name}" appears in two shards: ${path.basename(prev.file)} and ${shard}`);
+      if (prev) fail(indexPath, `tensor "${name}" appears in two shards: ${basenamePath(prev.file)} and ${shard}`);
       tensors.set(name, info);
     }
   }

@@ -2,7 +2,6 @@
 // read once from disk into its final SharedArrayBuffer storage (bf16 -> bf16 with no conversion at
 // all); conversions and quantization go through a piece of rows at a time, never a second full
 // copy, on every thread the model will run on (load-pieces.ts).
-import { Piscina } from 'piscina';
 import {
   BF16,
   F32,
@@ -14,7 +13,7 @@ import {
   type Matrix,
   type WeightFormat,
 } from '../tensor/matrix.js';
-import { runnableUrl } from '../tensor/pool.js';
+import { startTaskThreads } from '../platform/runtime.js';
 import { allocGgmlMatrix, kQuantTensorType, type TensorRole } from '../tensor/formats/ggml.js';
 import { allocQuantizedMatrix } from '../tensor/matmul.js';
 import type { ModelConfig } from './config.js';
@@ -154,7 +153,21 @@ export async function loadWeights(
   opts: LoadWeightsOptions = {},
 ): Promise<ModelWeights> {
   const jobs: TensorJob[] = [];
-  const weights = planWeights(store, c, format, jobs);
+  let weights: ModelWeights;
+  try {
+    weights = planWeights(store, c, format, jobs);
+  } catch (e) {
+    // A model larger than the memory a runtime lets one buffer or the process have (a browser
+    // tab's limits are the usual case) fails here, while its tensors are allocated.
+    if (!(e instanceof RangeError) || !/allocat|array buffer length/i.test(e.message)) throw e;
+    let fileBytes = 0;
+    for (const info of store.tensors.values()) fileBytes += info.byteLength;
+    throw new RangeError(
+      `${store.dir}: cannot allocate the weights (${e.message}): the checkpoint holds ${(fileBytes / 2 ** 30).toFixed(2)} GiB ` +
+        `and loads as ${format}; this runtime (a browser tab caps each buffer and the tab's memory) has not that much. ` +
+        'Use a smaller model, or weights q8_0 / q4_0 (about a quarter and an eighth of f32)',
+    );
+  }
   const plan = planPieces(jobs, opts.pieceBytes ?? PIECE_BYTES);
   // Workers for the bytes that are converted or quantized. Copies (bf16 to bf16, f32 to f32) are
   // bound by the page faults of their fresh memory, which took 0.8x-1.4x as long on two threads as
@@ -190,15 +203,8 @@ async function runPieces(
   onPiece: ((doneBytes: number) => void) | null,
 ): Promise<void> {
   const workers = threads - 1;
-  const piscina =
-    workers > 0
-      ? new Piscina({
-          filename: runnableUrl(new URL('./load-worker.js', import.meta.url)).href,
-          minThreads: workers,
-          maxThreads: workers,
-          concurrentTasksPerWorker: 1,
-        })
-      : null;
+  // (null in the browser: the fetched files are in this thread's memory, so this thread loads alone.)
+  const piscina = workers > 0 ? startTaskThreads(new URL('./load-worker.js', import.meta.url), workers) : null;
   const results = piscina
     ? Promise.all(Array.from({ length: workers }, () => piscina.run(plan) as Promise<PiecesResult>))
     : null;

@@ -1,8 +1,10 @@
-// Reading a model's files with a bound on what a bad folder can do. A named pipe in place of
+// Reading a model's files with a bound on what a bad folder can do (the Node side of the platform
+// seam: files.browser.ts reads the same calls from the files a page fetched into memory). A named pipe in place of
 // config.json blocks a plain open() until some writer appears, and /dev/zero (or a huge file) read
 // whole never ends or fills memory: only regular files are read, each up to a stated size.
 
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 
 // Opening without blocking lets us look at what the path is before reading it: for a FIFO,
 // open(O_RDONLY) would wait for a writer; with O_NONBLOCK it returns at once. (Windows has neither.)
@@ -60,20 +62,41 @@ export function readTextFile(
   try {
     if (size > maxBytes)
       fail(`is ${size} bytes, more than the ${maxBytes} bytes ${expected} may have here: is it the right file?`);
-    const bytes = Buffer.alloc(size);
+    const bytes = new Uint8Array(size);
     let done = 0;
     while (done < size) {
       const n = fs.readSync(fd, bytes, done, size - done, done);
       if (n === 0) break; // shrank while being read: parse what is there
       done += n;
     }
-    return bytes.toString('utf8', 0, done);
+    return new TextDecoder().decode(bytes.subarray(0, done));
   } finally {
     fs.closeSync(fd);
   }
 }
 
-/** Size limits of the JSON files of a model folder (the largest real ones are far below). */
-export const MAX_CONFIG_BYTES = 16 * 2 ** 20; // config.json, generation_config.json, tokenizer_config.json
-export const MAX_INDEX_BYTES = 64 * 2 ** 20; // model.safetensors.index.json
-export const MAX_TOKENIZER_BYTES = 256 * 2 ** 20; // tokenizer.json (Qwen2.5's is 7 MB)
+export { MAX_CONFIG_BYTES, MAX_INDEX_BYTES, MAX_TOKENIZER_BYTES } from './limits.js';
+
+/** Read up to `length` bytes at file position `position` into target[offset..]; returns the count (0 at the end). */
+export function readAt(fd: number, target: Uint8Array, offset: number, length: number, position: number): number {
+  return fs.readSync(fd, target, offset, length, position);
+}
+
+export function closeFile(fd: number): void {
+  fs.closeSync(fd);
+}
+
+/** What is at `p`: a regular file, a directory, nothing, or something else (a pipe, a device). */
+export function pathKind(p: string): 'file' | 'directory' | 'missing' | 'other' {
+  try {
+    const stat = fs.statSync(p);
+    return stat.isFile() ? 'file' : stat.isDirectory() ? 'directory' : 'other';
+  } catch {
+    return 'missing';
+  }
+}
+
+export const joinPath = path.join;
+export const dirnamePath = path.dirname;
+export const basenamePath = path.basename;
+export const resolvePath = path.resolve;

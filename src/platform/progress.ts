@@ -4,9 +4,12 @@
 // once the wait passes a second, so a log shows what the process was doing without a wall of
 // carriage returns.
 
-/** Where a load is: `tokenizer` has no byte count; `weights` counts the weight files' bytes read. */
+/**
+ * Where a load is: `download` (in the browser) counts the weight files' bytes fetched; `tokenizer`
+ * has no byte count; `weights` counts the weight files' bytes read.
+ */
 export interface LoadProgress {
-  stage: 'tokenizer' | 'weights';
+  stage: 'download' | 'tokenizer' | 'weights';
   /** Bytes done and in all (0 and 0 for the tokenizer). */
   doneBytes: number;
   totalBytes: number;
@@ -57,7 +60,12 @@ export class ProgressLine {
     private label: string,
     opts: ProgressLineOptions = {},
   ) {
-    const stream = opts.stream ?? process.stderr;
+    // (A browser has no stderr: the console then.)
+    const stream =
+      opts.stream ??
+      (typeof process !== 'undefined'
+        ? process.stderr
+        : ({ write: (text: string) => (console.log(text), true) } as unknown as NodeJS.WritableStream));
     this.stream = stream;
     this.tty = opts.tty ?? (stream as { isTTY?: boolean }).isTTY === true;
     this.prefix = opts.prefix ?? '';

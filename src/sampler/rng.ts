@@ -5,8 +5,6 @@
 // the seeding procedure its authors recommend (it turns any 64-bit seed, including 0, into a
 // well-mixed non-zero state).
 
-import { getRandomValues } from 'node:crypto';
-
 const MASK64 = (1n << 64n) - 1n;
 
 /** SplitMix64 (Steele, Lea & Flood): a 64-bit generator used here only to expand seeds. */
@@ -49,7 +47,7 @@ export class Xoshiro128 {
 
   /** Generator seeded from the OS CSPRNG, for requests without a seed. */
   static fromEntropy(): Xoshiro128 {
-    const w = getRandomValues(new Uint32Array(4));
+    const w = globalThis.crypto.getRandomValues(new Uint32Array(4));
     if ((w[0] | w[1] | w[2] | w[3]) === 0) w[0] = 1;
     return new Xoshiro128(w[0], w[1], w[2], w[3]);
   }

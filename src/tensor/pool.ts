@@ -1,13 +1,12 @@
-// Threads for the kernels. Piscina owns the worker threads' lifecycle (start, errors, shutdown);
+// Threads for the kernels. Piscina (a Web Worker each in the browser: platform/runtime.ts) owns the
+// worker threads' lifecycle (start, errors, shutdown);
 // each worker runs one long task: a loop that waits on a shared control block for the next
 // operation. Dispatching an operation is then a few Atomics stores (well under a microsecond when
 // the workers are spinning) instead of a postMessage round trip (20-90 us) per matrix multiply.
 //
 // Thread 0 is the calling (main) thread: it does its share of every operation too, so N threads
 // means N-1 workers and never more busy threads than cores.
-import * as path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Piscina } from 'piscina';
+import { envVar, importRunner, runnableUrl, startTaskThreads, type TaskThreads } from '../platform/runtime.js';
 
 /**
  * Runs part `part` of `parts` of operation `op` with integer arguments `args`. `work` holds
@@ -44,19 +43,6 @@ export interface WorkerTask {
   runnerState: unknown;
 }
 
-/**
- * Worker threads load plain JS. When this module runs from TypeScript sources (tests, through
- * vitest), point them at the built copy under dist/ instead (`npm test` builds first).
- */
-export function runnableUrl(url: URL): URL {
-  if (!import.meta.url.endsWith('.ts')) return url;
-  const file = fileURLToPath(url);
-  const marker = `${path.sep}src${path.sep}`;
-  const root = file.slice(0, file.lastIndexOf(marker));
-  const rel = path.relative(root, file).replace(/\.ts$/, '.js');
-  return pathToFileURL(path.join(root, 'dist', rel));
-}
-
 export class ThreadPool {
   readonly threads: number;
   private control: Int32Array;
@@ -65,7 +51,7 @@ export class ThreadPool {
   /** Milliseconds the calling thread waited for workers after its own part (while profiling). */
   waitMs = 0;
   profiling = false;
-  private piscina: Piscina | null;
+  private piscina: TaskThreads | null;
   private tasks: Promise<unknown>[] = [];
   private seq = 0;
   private closed = false;
@@ -73,7 +59,7 @@ export class ThreadPool {
   private constructor(
     threads: number,
     private mainRunner: OpRunner,
-    piscina: Piscina | null,
+    piscina: TaskThreads | null,
     control: Int32Array,
   ) {
     this.threads = threads;
@@ -99,13 +85,8 @@ export class ThreadPool {
     const control = new Int32Array(new SharedArrayBuffer(4 * CONTROL_SLOTS));
     const workers = threads - 1;
     if (workers === 0) return new ThreadPool(1, mainRunner, null, control);
-    const piscina = new Piscina({
-      filename: runnableUrl(new URL('./worker.js', import.meta.url)).href,
-      minThreads: workers,
-      maxThreads: workers,
-      concurrentTasksPerWorker: 1,
-      idleTimeout: Number.MAX_SAFE_INTEGER,
-    });
+    const piscina = startTaskThreads(new URL('./worker.js', import.meta.url), workers);
+    if (piscina === null) throw new Error('qwen-ts: this runtime cannot start the kernel worker threads');
     const pool = new ThreadPool(threads, mainRunner, piscina, control);
     const runnerUrl = runnableUrl(runnerModule).href;
     let failure: unknown = null;
@@ -186,7 +167,7 @@ export class ThreadPool {
 /** The worker's side: called by worker.ts with the task it was given. */
 export async function workerLoop(task: WorkerTask): Promise<void> {
   const { control: c, index, parts } = task;
-  const mod = (await import(task.runnerUrl)) as { createRunner: (state: unknown) => OpRunner };
+  const mod = (await importRunner(task.runnerUrl)) as { createRunner: (state: unknown) => OpRunner };
   const run = mod.createRunner(task.runnerState);
   const args = c.subarray(ARGS, ARGS + MAX_ARGS);
   const work = c.subarray(WORK, WORK + WORK_COUNTERS);
@@ -226,7 +207,7 @@ export function splitRange(n: number, part: number, parts: number, align: number
 let claimEnd = 0;
 // QWEN_TS_SCHEDULE=static: each thread takes its fixed share (splitRange), as before the claims,
 // for measuring one against the other in the same build.
-const STATIC_SCHEDULE = typeof process !== 'undefined' && process.env.QWEN_TS_SCHEDULE === 'static';
+const STATIC_SCHEDULE = envVar('QWEN_TS_SCHEDULE') === 'static';
 
 /**
  * Guided self-scheduling of rows [0, total) over counter work[counter]: claims this thread's next

@@ -9,9 +9,8 @@
 // added the way transformers adds them, an empty-safe decode, and the chat template.
 // The Qwen ids are checked against an independent Python implementation in test/tokenizer.test.ts.
 
-import { dirname, join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { MAX_CONFIG_BYTES, MAX_TOKENIZER_BYTES, readTextFile } from '../platform/files.js';
+import { dirnamePath, joinPath, MAX_CONFIG_BYTES, MAX_TOKENIZER_BYTES, readTextFile } from '../platform/files.js';
 import { applyChatTemplate, ChatTemplateError, type ChatMessage, type ChatTemplateOptions } from './chat-template.js';
 
 export interface EncodeOptions {
@@ -297,8 +296,8 @@ export class QwenTokenizer {
 
   /** tokenizer.json and tokenizer_config.json of a model directory, parsed and checked. */
   static readFiles(dir: string): TokenizerFiles {
-    const tokenizerPath = join(dir, 'tokenizer.json');
-    const configPath = join(dir, 'tokenizer_config.json');
+    const tokenizerPath = joinPath(dir, 'tokenizer.json');
+    const configPath = joinPath(dir, 'tokenizer_config.json');
     const tokenizerJson = readJsonSync(tokenizerPath);
     const config = readJsonSync(configPath);
     if (tokenizerJson === null || typeof tokenizerJson !== 'object' || !('model' in tokenizerJson)) {
@@ -361,7 +360,7 @@ export class QwenTokenizer {
 
   private wholeTokenizer(): QwenTokenizer {
     if (this.whole) return this.whole;
-    const files = QwenTokenizer.readFiles(dirname(this.source));
+    const files = QwenTokenizer.readFiles(dirnamePath(this.source));
     return (this.whole = new QwenTokenizer(files.tokenizerJson, files.tokenizerConfig, files.source));
   }
 
