@@ -25,6 +25,8 @@ export const GGML_BLOCKS = 4;
 export const Q4_K = 5;
 /** llama.cpp's Q6_K, levels repacked to int8: formats/q6_k.ts. */
 export const Q6_K = 6;
+/** ggml's Q5_0, its low nibbles in q4_0's SWAR layout and its fifth bits beside them: formats/q5_0.ts. */
+export const Q5_0 = 7;
 
 /** Quantized formats group 32 consecutive weights of a row under one scale, as llama.cpp does. */
 export const QBLOCK = 32;
