@@ -5,7 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import { loadModel } from '../src/index.js';
 import { newReferenceCache, referenceForward, referenceWeights } from '../src/model/reference.js';
-import { GGML_TYPE, kQuantTensorType } from '../src/tensor/formats/ggml.js';
+import { kQuantFileType, tensorType } from '../src/model/gguf/quant-mix.js';
+import { GGML_TYPE } from '../src/tensor/formats/ggml.js';
 import { Q4_K, Q6_K, Q8_0 } from '../src/tensor/matrix.js';
 import { argmax, makeTempModel, removeDir } from './helpers/models.js';
 
@@ -17,6 +18,23 @@ const OVERRIDES = {
   num_key_value_heads: 2,
   vocab_size: 1024,
 };
+
+// The type the load-time format gives a tensor: llama-quantize's mix (quant-mix.ts, as convert uses).
+function kQuantTensorType(
+  format: 'q4_k' | 'q5_k' | 'q6_k' | 'q4_k_m',
+  role: 'output' | 'attn_v' | 'ffn_down' | 'other',
+  layer: number,
+  layers: number,
+  cols: number,
+): number {
+  const name =
+    role === 'output'
+      ? 'output.weight'
+      : role === 'other'
+        ? `blk.${layer}.attn_q.weight`
+        : `blk.${layer}.${role}.weight`;
+  return tensorType(kQuantFileType(format), { name, cols, nDims: 2, layer, layers, tiedEmbedding: false });
+}
 
 describe('K-quant mixes', () => {
   it("q4_k_m picks llama-quantize's types: Q6_K output, Q6_K attn_v/ffn_down where use_more_bits, fallbacks", () => {

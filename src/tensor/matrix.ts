@@ -2,7 +2,7 @@
 // storage formats. Every Matrix has the same fields whatever its format, so V8 sees one object
 // shape at every kernel call site; the arrays a format does not use are empty.
 
-/** q4_k, q5_k, q6_k, q4_k_m: llama.cpp's K-quants, a ggml type per tensor (formats/ggml.ts, kQuantTensorType). */
+/** q4_k, q5_k, q6_k, q4_k_m: llama.cpp's K-quants, a ggml type per tensor as llama-quantize picks it (model/gguf/quant-mix.ts). */
 export type WeightFormat = 'f32' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_k' | 'q5_k' | 'q6_k' | 'q4_k_m';
 /** The storage format code of each load-time format (the K-quants: of their main type). */
 export const FORMAT_CODES: Record<WeightFormat, number> = {

@@ -328,36 +328,3 @@ function packQ4_0Rows(src: Uint8Array, m: Matrix, r0: number, nRows: number): vo
     }
   }
 }
-
-/** What a weight is to the model, as far as llama.cpp's K-quant mixes care. */
-export type TensorRole = 'output' | 'attn_v' | 'ffn_down' | 'other';
-
-/**
- * The ggml type llama-quantize gives a weight of `cols` columns for a K-quant file type (its
- * llama_tensor_get_type without an importance matrix, for dense non-Falcon models): Q4_K_M gives the
- * output (and a tied embedding) Q6_K, and attn_v and ffn_down Q6_K in the layers use_more_bits picks
- * (the first and last eighth and every third between), the rest Q4_K; q4_k/q5_k/q6_k give every
- * weight that type but the output Q6_K. A row that is not a whole number of 256-blocks falls back
- * as llama.cpp does: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0 (output: Q8_0).
- */
-export function kQuantTensorType(
-  fileType: 'q4_k' | 'q5_k' | 'q6_k' | 'q4_k_m',
-  role: TensorRole,
-  layer: number,
-  layers: number,
-  cols: number,
-): number {
-  const eighth = Math.trunc(layers / 8);
-  const useMoreBits = layer < eighth || layer >= Math.trunc((7 * layers) / 8) || (layer - eighth) % 3 === 2;
-  let type: number =
-    fileType === 'q4_k_m' || fileType === 'q4_k'
-      ? GGML_TYPE.Q4_K
-      : fileType === 'q5_k'
-        ? GGML_TYPE.Q5_K
-        : GGML_TYPE.Q6_K;
-  if (role === 'output') return cols % 256 !== 0 ? GGML_TYPE.Q8_0 : GGML_TYPE.Q6_K;
-  if (fileType === 'q4_k_m' && (role === 'attn_v' || role === 'ffn_down') && useMoreBits) type = GGML_TYPE.Q6_K;
-  if (cols % 256 !== 0)
-    type = type === GGML_TYPE.Q4_K ? GGML_TYPE.Q5_0 : type === GGML_TYPE.Q5_K ? GGML_TYPE.Q5_1 : GGML_TYPE.Q8_0;
-  return type;
-}
