@@ -27,6 +27,8 @@ export const Q4_K = 5;
 export const Q6_K = 6;
 /** ggml's Q5_0, its low nibbles in q4_0's SWAR layout and its fifth bits beside them: formats/q5_0.ts. */
 export const Q5_0 = 7;
+/** f16 (GGUF F16 tensors) in half storage, widened in the kernels: formats/f16.ts. */
+export const F16 = 8;
 
 /** Quantized formats group 32 consecutive weights of a row under one scale, as llama.cpp does. */
 export const QBLOCK = 32;
@@ -36,7 +38,7 @@ export interface Matrix {
   rows: number;
   cols: number;
   f32: Float32Array; // f32: [rows, cols]
-  u16: Uint16Array; // bf16: [rows, cols]
+  u16: Uint16Array; // bf16, f16: [rows, cols]
   q: Int32Array; // q8_0: [rows, cols/4] four int8 per int32; q4_0: see quantize.ts
   scales: Float32Array; // q8_0/q4_0: [rows, cols/32]
   u8: Uint8Array; // ggml blocks: the tensor's bytes as in the GGUF file

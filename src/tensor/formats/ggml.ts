@@ -33,6 +33,7 @@ import { allocQ8_0 } from './q8_0.js';
 import { allocQ4_K, packQ4_KRows } from './q4_k.js';
 import { allocQ6_K, packQ6_KRows } from './q6_k.js';
 import { allocQ5_0, packQ5_0Rows } from './q5_0.js';
+import { f16Matrix } from './f16.js';
 import { GGML_BLOCK_KERNELS } from './ggml-blocks.js';
 
 /** ggml_type codes of the types qwen-ts reads (ggml.h). */
@@ -222,7 +223,7 @@ export function quantizeGgml(type: number, f32: Float32Array, out: Uint8Array, r
  * A GGUF tensor (`src`: its bytes, `rows` x `cols` values of ggml `type`, row-major as ggml stores
  * [cols, rows]) as a Matrix the kernels run, in about the file's bytes: F32 and BF16 as they are,
  * Q8_0, Q4_0, Q4_K and Q6_K repacked into the layouts of their kernels (exact: the same values;
- * Q6_K's levels as int8, 1.31x its bytes), the others kept in their ggml blocks. F16 widens to f32 (twice its bytes). Unsupported types throw an
+ * Q6_K's levels as int8, 1.31x its bytes), F16 as f16 (widened in its kernels), the others kept in their ggml blocks. Unsupported types throw an
  * error naming the type (the caller adds the tensor's name).
  */
 export function ggmlToMatrix(type: number, src: Uint8Array, rows: number, cols: number): Matrix {
@@ -232,8 +233,9 @@ export function ggmlToMatrix(type: number, src: Uint8Array, rows: number, cols: 
     throw new Error(`ggml ${row.name} tensor [${rows}, ${cols}]: needs ${rows * rowBytes} bytes, got ${src.length}`);
   const n = rows * cols;
   switch (row.name) {
-    case 'F32':
-    case 'F16': {
+    case 'F16':
+      return f16Matrix(src, rows, cols);
+    case 'F32': {
       const f32 = new Float32Array(new SharedArrayBuffer(4 * n));
       dequantizeGgml(type, src, f32, n);
       return makeMatrix(F32, rows, cols, { f32 });
