@@ -29,6 +29,8 @@ export const Q6_K = 6;
 export const Q5_0 = 7;
 /** f16 (GGUF F16 tensors) in half storage, widened in the kernels: formats/f16.ts. */
 export const F16 = 8;
+/** llama.cpp's Q5_K, repacked as Q4_K's nibbles plus Q5_0's fifth bits: formats/q5_k.ts. */
+export const Q5_K = 9;
 
 /** Quantized formats group 32 consecutive weights of a row under one scale, as llama.cpp does. */
 export const QBLOCK = 32;

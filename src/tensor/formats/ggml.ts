@@ -2,7 +2,20 @@
 // quantization bit for bit, and the repacking of a GGUF tensor into a Matrix the kernels run as is
 // (no f32 copy). What src/model/gguf (reading) and `qwen-ts convert` (writing) call.
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ToF16 } from '../dtype.js';
-import { BF16, F32, GGML_BLOCKS, makeMatrix, Q4_0, Q4_K, Q5_0, Q6_K, Q8_0, QBLOCK, type Matrix } from '../matrix.js';
+import {
+  BF16,
+  F32,
+  GGML_BLOCKS,
+  makeMatrix,
+  Q4_0,
+  Q4_K,
+  Q5_0,
+  Q5_K,
+  Q6_K,
+  Q8_0,
+  QBLOCK,
+  type Matrix,
+} from '../matrix.js';
 import {
   dequantizeBlockIQ4_NL,
   dequantizeBlockIQ4_XS,
@@ -34,6 +47,7 @@ import { allocQ4_K, packQ4_KRows } from './q4_k.js';
 import { allocQ6_K, packQ6_KRows } from './q6_k.js';
 import { allocQ5_0, packQ5_0Rows } from './q5_0.js';
 import { f16Matrix } from './f16.js';
+import { allocQ5_K, packQ5_KRows } from './q5_k.js';
 import { GGML_BLOCK_KERNELS } from './ggml-blocks.js';
 
 /** ggml_type codes of the types qwen-ts reads (ggml.h). */
@@ -264,6 +278,7 @@ export function allocGgmlMatrix(type: number, rows: number, cols: number): Matri
   else if (row.name === 'Q4_0' && rows % 2 === 0) m = allocQ4_0(rows, cols);
   else if (row.name === 'Q4_K' && rows % 2 === 0) m = allocQ4_K(rows, cols);
   else if (row.name === 'Q5_0' && rows % 2 === 0) m = allocQ5_0(rows, cols);
+  else if (row.name === 'Q5_K' && rows % 2 === 0) m = allocQ5_K(rows, cols);
   else if (row.name === 'Q6_K') m = allocQ6_K(rows, cols);
   else if (GGML_BLOCK_KERNELS.has(type) || row.name === 'Q4_0' || row.name === 'Q4_K' || row.name === 'Q5_0')
     m = makeMatrix(GGML_BLOCKS, rows, cols, { u8: new Uint8Array(new SharedArrayBuffer(rows * rowBytes)) });
@@ -281,6 +296,7 @@ export function packGgmlRows(m: Matrix, src: Uint8Array, r0: number, nRows: numb
   else if (m.format === Q4_K) packQ4_KRows(src, m, r0, nRows);
   else if (m.format === Q6_K) packQ6_KRows(src, m, r0, nRows);
   else if (m.format === Q5_0) packQ5_0Rows(src, m, r0, nRows);
+  else if (m.format === Q5_K) packQ5_KRows(src, m, r0, nRows);
   else throw new Error(`packGgmlRows: matrix format ${m.format} does not hold ggml blocks`);
 }
 

@@ -92,7 +92,7 @@ let sumsFrom: QuantizedActivations | null = null;
 let sumsVersion = -1;
 let sumsN = 0;
 
-function subsetSums(xq: QuantizedActivations, n: number): Int32Array {
+export function subsetSums(xq: QuantizedActivations, n: number): Int32Array {
   if (sumsFrom === xq && sumsVersion === xq.version && sumsN >= n) return hiSums;
   const groups = (n * xq.cols) >> 2;
   if (hiSums.length < 16 * groups) hiSums = new Int32Array(16 * groups);
