@@ -106,6 +106,110 @@ function dot16(wq: Int32Array, w: number, xv: Int32Array, x: number): number {
 }
 
 /**
+ * Rows r..r+3 against one token (q8_0's 4-row pass): each 16-value half of a 32-block summed in
+ * int32 per row, scaled by its sub-block's d * sc, then by the block's activation scale.
+ */
+function rows4Q6_K(
+  m: Matrix,
+  r: number,
+  xq: QuantizedActivations,
+  xo: number,
+  xso: number,
+  y: Float32Array,
+  yt: number,
+): void {
+  const cols = m.cols;
+  const blocks = cols >> 5,
+    words = cols >> 2,
+    supers = cols >> 8,
+    subs = cols >> 4;
+  const wq = m.q,
+    xv = xq.q,
+    xs = xq.scales,
+    dd = m.scales,
+    sc = m.u8;
+  let acc0 = 0,
+    acc1 = 0,
+    acc2 = 0,
+    acc3 = 0;
+  const w0 = (r * words) & OFFSET_MASK;
+  const e0 = r * supers,
+    s0 = r * subs;
+  for (let b = 0; b < blocks; b++) {
+    const xb = (xo + 32 * b) & OFFSET_MASK;
+    const o0 = (w0 + 8 * b) & OFFSET_MASK,
+      o1 = (o0 + words) & OFFSET_MASK,
+      o2 = (o1 + words) & OFFSET_MASK,
+      o3 = (o2 + words) & OFFSET_MASK;
+    let blockSum0 = 0,
+      blockSum1 = 0,
+      blockSum2 = 0,
+      blockSum3 = 0;
+    for (let h = 0; h < 2; h++) {
+      let p0 = 0,
+        p1 = 0,
+        p2 = 0,
+        p3 = 0;
+      for (let j = 4 * h; j < 4 * h + 4; j++) {
+        const xj = (xb + 4 * j) & OFFSET_MASK;
+        const x0 = xv[xj],
+          x1 = xv[xj + 1],
+          x2 = xv[xj + 2],
+          x3 = xv[xj + 3];
+        const a = wq[o0 + j],
+          c = wq[o1 + j],
+          d = wq[o2 + j],
+          e = wq[o3 + j];
+        p0 =
+          (p0 +
+            Math.imul((a << 24) >> 24, x0) +
+            Math.imul((a << 16) >> 24, x1) +
+            Math.imul((a << 8) >> 24, x2) +
+            Math.imul(a >> 24, x3)) |
+          0;
+        p1 =
+          (p1 +
+            Math.imul((c << 24) >> 24, x0) +
+            Math.imul((c << 16) >> 24, x1) +
+            Math.imul((c << 8) >> 24, x2) +
+            Math.imul(c >> 24, x3)) |
+          0;
+        p2 =
+          (p2 +
+            Math.imul((d << 24) >> 24, x0) +
+            Math.imul((d << 16) >> 24, x1) +
+            Math.imul((d << 8) >> 24, x2) +
+            Math.imul(d >> 24, x3)) |
+          0;
+        p3 =
+          (p3 +
+            Math.imul((e << 24) >> 24, x0) +
+            Math.imul((e << 16) >> 24, x1) +
+            Math.imul((e << 8) >> 24, x2) +
+            Math.imul(e >> 24, x3)) |
+          0;
+      }
+      // Sub-block 2b + h of each row: its int8 scale times the row's d (as subScale).
+      const si = 2 * b + h,
+        di = b >> 3;
+      blockSum0 += p0 * fround(dd[e0 + di] * ((sc[s0 + si] << 24) >> 24));
+      blockSum1 += p1 * fround(dd[e0 + supers + di] * ((sc[s0 + subs + si] << 24) >> 24));
+      blockSum2 += p2 * fround(dd[e0 + 2 * supers + di] * ((sc[s0 + 2 * subs + si] << 24) >> 24));
+      blockSum3 += p3 * fround(dd[e0 + 3 * supers + di] * ((sc[s0 + 3 * subs + si] << 24) >> 24));
+    }
+    const xd = xs[xso + b];
+    acc0 += blockSum0 * xd;
+    acc1 += blockSum1 * xd;
+    acc2 += blockSum2 * xd;
+    acc3 += blockSum3 * xd;
+  }
+  y[yt + r] = acc0;
+  y[yt + r + 1] = acc1;
+  y[yt + r + 2] = acc2;
+  y[yt + r + 3] = acc3;
+}
+
+/**
  * One token at a time (decode), 2 rows per pass: each activation block feeds both rows; each
  * 16-value half of a 32-block is summed in int32 and scaled by its sub-block's d1.
  */
@@ -133,6 +237,7 @@ function matvecQ6_K(
       xso = t * blocks,
       yt = yOff + t * yStride;
     let r = r0;
+    for (; r + 4 <= r1; r += 4) rows4Q6_K(m, r, xq, xo, xso, y, yt);
     for (; r + 2 <= r1; r += 2) {
       let acc0 = 0,
         acc1 = 0;
