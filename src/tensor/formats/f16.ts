@@ -1,11 +1,10 @@
 // f16 weights [rows, cols] (GGUF F16 tensors) kept in half storage: widening an f16 is a table
-// lookup (65536 f32, built once per thread), so decode widens 16 rows at a time into an f32
-// scratch that stays in the L2 cache and runs the f32 kernel on it, and prefill widens 4-row
-// panels as bf16 does. The values are exactly the f16 ones, as if widened at load, in half the memory.
+// lookup (65536 f32, built once per thread): decode looks each weight up where it multiplies it,
+// 4 rows per pass, and prefill widens 4-row panels for the f32 kernel as bf16 does. The values are exactly the f16 ones, as if widened at load, in half the memory.
 import { f16ArrayToF32 } from '../dtype.js';
 import { F16, makeMatrix, type Matrix } from '../matrix.js';
-import { PANEL_MIN_TOKENS, type MatmulKernel } from './common.js';
-import { matmulPanels, matvecF32 } from './f32.js';
+import { COLS_MASK, OFFSET_MASK, PANEL_MIN_TOKENS, type MatmulKernel } from './common.js';
+import { matmulPanels } from './f32.js';
 
 let table: Float32Array | null = null;
 
@@ -44,20 +43,62 @@ function widenRows(m: Matrix, r: number, nr: number, out: Float32Array): void {
   for (let j = 0; j < len; j++) out[j] = t[u16[start + j]];
 }
 
-const DECODE_ROWS = 16;
-// DECODE_ROWS widened rows (decode), per thread.
-let rowsScratch = new Float32Array(0);
-
 export const matmulF16Matrix: MatmulKernel = (m, x, xOff, xStride, n, y, yOff, yStride, r0, r1) => {
-  if (n >= PANEL_MIN_TOKENS) {
-    matmulPanels(m, widenRows, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
-    return;
-  }
-  if (rowsScratch.length < DECODE_ROWS * m.cols) rowsScratch = new Float32Array(DECODE_ROWS * m.cols);
-  for (let r = r0; r < r1; r += DECODE_ROWS) {
-    const nr = Math.min(DECODE_ROWS, r1 - r);
-    widenRows(m, r, nr, rowsScratch);
-    // The scratch as an nr-row f32 matrix: output rows r..r+nr of every token.
-    matvecF32(rowsScratch, m.cols, x, xOff, xStride, n, y, yOff + r, yStride, 0, nr);
-  }
+  if (n >= PANEL_MIN_TOKENS) matmulPanels(m, widenRows, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
+  else matvecF16(m, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
 };
+
+/**
+ * One token at a time: 4 rows per pass, each weight widened by the table right where it is
+ * multiplied (a widened scratch row cost a store and a load more per weight), offsets masked.
+ */
+function matvecF16(
+  m: Matrix,
+  x: Float32Array,
+  xOff: number,
+  xStride: number,
+  n: number,
+  y: Float32Array,
+  yOff: number,
+  yStride: number,
+  r0: number,
+  r1: number,
+): void {
+  const t = f16Table();
+  const u16 = m.u16;
+  const cols = m.cols & COLS_MASK;
+  if (u16.length > OFFSET_MASK || x.length > OFFSET_MASK || m.cols > COLS_MASK)
+    throw new RangeError('f16: matrix too large');
+  for (let tok = 0; tok < n; tok++) {
+    const xo = (xOff + tok * xStride) & OFFSET_MASK;
+    const yo = yOff + tok * yStride;
+    let r = r0;
+    for (; r + 4 <= r1; r += 4) {
+      const o0 = (r * cols) & OFFSET_MASK,
+        o1 = (o0 + cols) & OFFSET_MASK,
+        o2 = (o1 + cols) & OFFSET_MASK,
+        o3 = (o2 + cols) & OFFSET_MASK;
+      let a0 = 0,
+        a1 = 0,
+        a2 = 0,
+        a3 = 0;
+      for (let k = 0; k < cols; k++) {
+        const xk = x[xo + k];
+        a0 += t[u16[o0 + k]] * xk;
+        a1 += t[u16[o1 + k]] * xk;
+        a2 += t[u16[o2 + k]] * xk;
+        a3 += t[u16[o3 + k]] * xk;
+      }
+      y[yo + r] = a0;
+      y[yo + r + 1] = a1;
+      y[yo + r + 2] = a2;
+      y[yo + r + 3] = a3;
+    }
+    for (; r < r1; r++) {
+      const o = (r * cols) & OFFSET_MASK;
+      let a = 0;
+      for (let k = 0; k < cols; k++) a += t[u16[o + k]] * x[xo + k];
+      y[yo + r] = a;
+    }
+  }
+}
