@@ -24,6 +24,7 @@ import { printConstraintBench, runConstraintBench } from './constraint.js';
 import { printGoals, runGoals, runJumpForwardGoals, runRowKernels, runStepCost, type GoalRow } from './speculation.js';
 import { dimsFromConfig, dimsFromPreset, runKernels, type KernelDims, type KernelResult } from './kernels.js';
 import { runScalarLimit, type ScalarRow } from './scalar.js';
+import { FORMAT_SHAPES, FORMAT_TYPES, runFormats, type FormatResult } from './formats.js';
 import { machineBasics, measureBandwidth, measureDispatch, measureFirstTouch, type DispatchCost } from './machine.js';
 
 function usage(): string {
@@ -40,6 +41,11 @@ function usage(): string {
   --kernels-only       machine, scalar-limit and kernel sections only
   --scalar-only        machine and scalar-limit sections only (each kernel's % of the scalar C loop)
   --e2e-only           machine and end-to-end sections only
+  --formats-only       only the per-format table: each GGUF tensor type (--types LIST, default
+                       ${FORMAT_TYPES.join(',')}) as one decoder layer's matmuls of the 0.5B and 1.5B
+                       (--models), prefill of 64 and decode tokens/s on the largest --threads count, with
+                       its ratio to q4_0 or q8_0 in the same run and its memory against the file's
+                       bytes (--format-rounds N interleaved rounds, default 5; also part of the kernels section)
   --compare-before     end to end also with the kernels of before (bench/matmul-reference.ts)
   --spec-only          speculative decoding only: the cost of a step with k = 1..8 rows of one sequence
                        per model and weight format, then the goals end to end on stories260K
@@ -70,6 +76,12 @@ function list(flag: string, value: string): string[] {
 
 interface Options {
   quick: boolean;
+  /** Only the per-format table (formats.ts). */
+  formatsOnly: boolean;
+  /** The per-format table as part of the kernels section. */
+  formats: boolean;
+  types: string[];
+  formatRounds: number;
   json: boolean;
   models: { name: string; preset: string | null; dir: string | null }[];
   weights: WeightFormat[];
@@ -104,6 +116,9 @@ function parseOptions(argv: string[]): Options | null {
         'scalar-only': { type: 'boolean' },
         'compare-before': { type: 'boolean' },
         'spec-only': { type: 'boolean' },
+        'formats-only': { type: 'boolean' },
+        types: { type: 'string' },
+        'format-rounds': { type: 'string' },
         'spec-rounds': { type: 'string' },
         cache: { type: 'string' },
         'prompt-tokens': { type: 'string' },
@@ -118,8 +133,18 @@ function parseOptions(argv: string[]): Options | null {
   if (v.help) return null;
   const quick = v.quick ?? false;
 
-  if ([v['kernels-only'], v['e2e-only'], v['scalar-only'], v['spec-only']].filter(Boolean).length > 1)
-    throw new UsageError('--kernels-only, --scalar-only, --e2e-only and --spec-only exclude each other');
+  if (
+    [v['kernels-only'], v['e2e-only'], v['scalar-only'], v['spec-only'], v['formats-only']].filter(Boolean).length > 1
+  )
+    throw new UsageError(
+      '--kernels-only, --scalar-only, --e2e-only, --spec-only and --formats-only exclude each other',
+    );
+  const types = list('--types', v.types ?? FORMAT_TYPES.join(',')).map((t) => {
+    const u = t.toUpperCase();
+    if (!FORMAT_TYPES.includes(u))
+      throw new UsageError(`--types: unknown type "${t}" (expected ${FORMAT_TYPES.join(', ')})`);
+    return u;
+  });
   if (v.model !== undefined && v.models !== undefined)
     throw new UsageError('use either --model DIR or --models LIST, not both');
 
@@ -179,6 +204,10 @@ function parseOptions(argv: string[]): Options | null {
     compareBefore: v['compare-before'] ?? false,
     spec: v['spec-only'] ?? false,
     specRounds: v['spec-rounds'] === undefined ? 5 : count('--spec-rounds', v['spec-rounds']),
+    formatsOnly: v['formats-only'] ?? false,
+    formats: !quick && !v['e2e-only'] && !v['scalar-only'],
+    types,
+    formatRounds: v['format-rounds'] === undefined ? 5 : count('--format-rounds', v['format-rounds']),
     cacheDir: v.cache !== undefined ? path.resolve(v.cache) : path.join(repoRoot(), '.cache', 'models'),
   };
 }
@@ -228,6 +257,11 @@ async function main(): Promise<number> {
   setJsonMode(opts.json);
   const started = performance.now();
   if (opts.spec) return runSpeculationBench(opts);
+  if (opts.formatsOnly) {
+    const formats = await runFormatTable(opts);
+    if (opts.json) process.stdout.write(JSON.stringify({ formats }, null, 2) + '\n');
+    return 0;
+  }
   const quick = opts.quick;
 
   // ---- Machine ----
@@ -314,6 +348,7 @@ async function main(): Promise<number> {
     }
     log(`kernels: done in ${since(tk)}`);
   }
+  const formats: FormatResult[] = opts.formats ? await runFormatTable(opts) : [];
 
   // ---- Constrained decoding (structured output): per-step cost of the token mask ----
   let constraint: Awaited<ReturnType<typeof runConstraintBench>> | null = null;
@@ -529,6 +564,7 @@ async function main(): Promise<number> {
       },
       scalar,
       kernels,
+      formats,
       constraint: constraint && { ...constraint, results: constraint.results.map(({ text, ...r }) => (void text, r)) },
       results,
       errors,
@@ -546,6 +582,27 @@ async function main(): Promise<number> {
   }
   log(`bench: done in ${seconds.toFixed(1)} s`);
   return errors.some((e) => !e.error.startsWith('skipped')) ? 1 : 0;
+}
+
+/** The per-format table on the synthetic shapes asked for (0.5B and 1.5B). */
+async function runFormatTable(opts: Options): Promise<FormatResult[]> {
+  const t0 = performance.now();
+  const names = opts.models.map((m) => m.name);
+  const shapes = FORMAT_SHAPES.filter((s) => names.includes(MODEL_ALIASES[s.model]));
+  if (shapes.length === 0) {
+    log('formats: no 0.5b or 1.5b model among --models; skipped');
+    return [];
+  }
+  log('formats...');
+  const results = await runFormats({
+    shapes,
+    types: opts.types,
+    threads: Math.max(...opts.threads),
+    prefillN: 64,
+    rounds: opts.formatRounds,
+  });
+  log(`formats: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  return results;
 }
 
 async function runSpeculationBench(opts: Options): Promise<number> {

@@ -19,7 +19,8 @@ import {
 import { rmsnorm, rope, ropeTables, softmax, swiglu } from '../src/tensor/ops.js';
 import { ThreadPool } from '../src/tensor/pool.js';
 import { allocQuantizedActivations, quantizeActivations } from '../src/tensor/formats/activations.js';
-import { allocGgmlMatrix, kQuantTensorType, quantizeGgmlRows } from '../src/tensor/formats/ggml.js';
+import { allocGgmlMatrix, quantizeGgmlRows } from '../src/tensor/formats/ggml.js';
+import { kQuantFileType, tensorType } from '../src/model/gguf/quant-mix.js';
 import { quantizeRowsQ4_0 } from '../src/tensor/formats/q4_0.js';
 import { quantizeRowsQ8_0 } from '../src/tensor/formats/q8_0.js';
 import { attendHead } from './attention-before.js';
@@ -162,7 +163,15 @@ export function buildMatrix(format: WeightFormat, src: Float32Array, rows: numbe
     }
     default: {
       // The K-quants: the ggml type of their main weights, by llama.cpp's reference quantizer.
-      const m = allocGgmlMatrix(kQuantTensorType(format, 'other', 0, 1, cols), rows, cols);
+      const type = tensorType(kQuantFileType(format), {
+        name: 'blk.0.attn_q.weight',
+        cols,
+        nDims: 2,
+        layer: 0,
+        layers: 1,
+        tiedEmbedding: false,
+      });
+      const m = allocGgmlMatrix(type, rows, cols);
       const chunk = Math.max(2, Math.floor((8 << 20) / (cols * 4)) & ~1);
       for (let r0 = 0; r0 < rows; r0 += chunk) {
         const nr = Math.min(chunk, rows - r0);

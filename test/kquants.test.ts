@@ -5,8 +5,9 @@
 import { describe, expect, it } from 'vitest';
 import { loadModel } from '../src/index.js';
 import { newReferenceCache, referenceForward, referenceWeights } from '../src/model/reference.js';
-import { GGML_TYPE, kQuantTensorType } from '../src/tensor/formats/ggml.js';
-import { Q4_K, Q6_K, Q8_0 } from '../src/tensor/matrix.js';
+import { kQuantFileType, tensorType } from '../src/model/gguf/quant-mix.js';
+import { GGML_TYPE } from '../src/tensor/formats/ggml.js';
+import { Q4_K, Q5_K, Q6_K, Q8_0 } from '../src/tensor/matrix.js';
 import { argmax, makeTempModel, removeDir } from './helpers/models.js';
 
 const OVERRIDES = {
@@ -17,6 +18,23 @@ const OVERRIDES = {
   num_key_value_heads: 2,
   vocab_size: 1024,
 };
+
+// The type the load-time format gives a tensor: llama-quantize's mix (quant-mix.ts, as convert uses).
+function kQuantTensorType(
+  format: 'q4_k' | 'q5_k' | 'q6_k' | 'q4_k_m',
+  role: 'output' | 'attn_v' | 'ffn_down' | 'other',
+  layer: number,
+  layers: number,
+  cols: number,
+): number {
+  const name =
+    role === 'output'
+      ? 'output.weight'
+      : role === 'other'
+        ? `blk.${layer}.attn_q.weight`
+        : `blk.${layer}.${role}.weight`;
+  return tensorType(kQuantFileType(format), { name, cols, nDims: 2, layer, layers, tiedEmbedding: false });
+}
 
 describe('K-quant mixes', () => {
   it("q4_k_m picks llama-quantize's types: Q6_K output, Q6_K attn_v/ffn_down where use_more_bits, fallbacks", () => {
@@ -32,16 +50,14 @@ describe('K-quant mixes', () => {
     expect(kQuantTensorType('q5_k', 'other', 3, 24, 896)).toBe(GGML_TYPE.Q5_1);
   });
 
-  // q4_k runs the Q4_K kernels as q4_k_m does (whose Q6_K tensors run q6_k's): two suffice; q5_k's
-  // ggml-blocks path is checked per matrix in ggml.test.ts.
-  for (const weights of ['q4_k_m', 'q6_k'] as const) {
+  // q4_k runs the Q4_K kernels as q4_k_m does (whose Q6_K tensors run q6_k's).
+  for (const weights of ['q4_k_m', 'q5_k', 'q6_k'] as const) {
     it(`${weights}, 2 threads: close to the reference on its dequantized weights; prefill and batches == decodes`, async () => {
       const d = makeTempModel({ preset: 'tiny', seed: 7, overrides: OVERRIDES });
       const model = await loadModel(d, { weights, threads: 2, maxSequences: 16 });
       try {
         const layer0 = model.weights.layers[0];
-        if (weights === 'q4_k_m') expect(layer0.qProj.format).toBe(Q4_K);
-        else expect(layer0.qProj.format).toBe(Q6_K);
+        expect(layer0.qProj.format).toBe(weights === 'q4_k_m' ? Q4_K : weights === 'q5_k' ? Q5_K : Q6_K);
         if (weights === 'q4_k_m') expect(model.weights.layers[1].downProj.ggmlType).toBe(GGML_TYPE.Q6_K);
         expect(model.weights.embed.ggmlType).toBe(GGML_TYPE.Q6_K);
         expect(layer0.kProj.format).not.toBe(Q8_0);

@@ -14,7 +14,8 @@ import {
   type WeightFormat,
 } from '../tensor/matrix.js';
 import { startTaskThreads } from '../platform/runtime.js';
-import { allocGgmlMatrix, kQuantTensorType, type TensorRole } from '../tensor/formats/ggml.js';
+import { allocGgmlMatrix } from '../tensor/formats/ggml.js';
+import { kQuantFileType, tensorType } from './gguf/quant-mix.js';
 import { allocQuantizedMatrix } from '../tensor/matmul.js';
 import type { ModelConfig } from './config.js';
 import {
@@ -99,11 +100,15 @@ function planMatrix(
   // (Rows not a whole number of 32-blocks have no ggml quantized type: they stay bf16 below.)
   if ((format === 'q4_k' || format === 'q5_k' || format === 'q6_k' || format === 'q4_k_m') && cols % QBLOCK === 0) {
     // llama-quantize's type for this tensor (by its role and layer), quantized by ggml's rules.
-    const m = allocGgmlMatrix(
-      kQuantTensorType(format, kQuantRole(name, tied), layerOf(name), layers, cols),
-      rows,
+    const type = tensorType(kQuantFileType(format), {
+      name: ggufRoleName(name),
       cols,
-    );
+      nDims: 2,
+      layer: layerOf(name),
+      layers,
+      tiedEmbedding: tied,
+    });
+    const m = allocGgmlMatrix(type, rows, cols);
     jobs.push({ info, dest: m });
     return m;
   }
@@ -120,12 +125,14 @@ function planMatrix(
   return m;
 }
 
-/** A weight's role in llama.cpp's K-quant mixes, from its HF name (a tied embedding is the output). */
-function kQuantRole(name: string, tied: boolean): TensorRole {
-  if (name === 'lm_head.weight' || (tied && name === 'model.embed_tokens.weight')) return 'output';
-  if (name.endsWith('.self_attn.v_proj.weight')) return 'attn_v';
-  if (name.endsWith('.mlp.down_proj.weight')) return 'ffn_down';
-  return 'other';
+/** The GGUF name quant-mix decides by (output, token_embd, attn_v, ffn_down; the rest alike), from an HF name. */
+function ggufRoleName(name: string): string {
+  if (name === 'lm_head.weight') return 'output.weight';
+  if (name === 'model.embed_tokens.weight') return 'token_embd.weight';
+  const layer = layerOf(name);
+  if (name.endsWith('.self_attn.v_proj.weight')) return `blk.${layer}.attn_v.weight`;
+  if (name.endsWith('.mlp.down_proj.weight')) return `blk.${layer}.ffn_down.weight`;
+  return `blk.${layer}.${name.replace(/^model\.layers\.\d+\./, '')}`;
 }
 
 function layerOf(name: string): number {

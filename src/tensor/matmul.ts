@@ -4,13 +4,16 @@
 // format (src/tensor/formats/) brings its kernels; this file only looks them up by format code.
 import { matmulBf16Matrix, readRowBf16 } from './formats/bf16.js';
 import type { MatmulKernel } from './formats/common.js';
+import { matmulF16Matrix, readRowF16 } from './formats/f16.js';
 import { matmulF32Matrix, readRowF32 } from './formats/f32.js';
 import { matmulGgmlBlocks, readRowGgmlBlocks } from './formats/ggml-blocks.js';
 import { allocQ4_0, matmulQ4_0Matrix, readRowQ4_0 } from './formats/q4_0.js';
 import { matmulQ4_KMatrix, readRowQ4_K } from './formats/q4_k.js';
+import { matmulQ5_0Matrix, readRowQ5_0 } from './formats/q5_0.js';
+import { matmulQ5_KMatrix, readRowQ5_K } from './formats/q5_k.js';
 import { matmulQ6_KMatrix, readRowQ6_K } from './formats/q6_k.js';
 import { allocQ8_0, matmulQ8_0Matrix, readRowQ8_0 } from './formats/q8_0.js';
-import { BF16, F32, GGML_BLOCKS, Q4_0, Q4_K, Q6_K, Q8_0, QBLOCK, type Matrix } from './matrix.js';
+import { BF16, F16, F32, GGML_BLOCKS, Q4_0, Q4_K, Q5_0, Q5_K, Q6_K, Q8_0, QBLOCK, type Matrix } from './matrix.js';
 
 /** What a weight format brings: its matmul, its row reader and (stored formats) an allocator. */
 interface FormatKernels {
@@ -28,6 +31,9 @@ FORMATS[Q8_0] = { name: 'q8_0', matmul: matmulQ8_0Matrix, readRow: readRowQ8_0, 
 FORMATS[Q4_0] = { name: 'q4_0', matmul: matmulQ4_0Matrix, readRow: readRowQ4_0, alloc: allocQ4_0 };
 FORMATS[Q4_K] = { name: 'q4_k', matmul: matmulQ4_KMatrix, readRow: readRowQ4_K, alloc: null };
 FORMATS[Q6_K] = { name: 'q6_k', matmul: matmulQ6_KMatrix, readRow: readRowQ6_K, alloc: null };
+FORMATS[Q5_0] = { name: 'q5_0', matmul: matmulQ5_0Matrix, readRow: readRowQ5_0, alloc: null };
+FORMATS[F16] = { name: 'f16', matmul: matmulF16Matrix, readRow: readRowF16, alloc: null };
+FORMATS[Q5_K] = { name: 'q5_k', matmul: matmulQ5_KMatrix, readRow: readRowQ5_K, alloc: null };
 FORMATS[GGML_BLOCKS] = { name: 'ggml', matmul: matmulGgmlBlocks, readRow: readRowGgmlBlocks, alloc: null };
 
 function formatOf(m: Matrix): FormatKernels {

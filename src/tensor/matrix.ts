@@ -2,7 +2,7 @@
 // storage formats. Every Matrix has the same fields whatever its format, so V8 sees one object
 // shape at every kernel call site; the arrays a format does not use are empty.
 
-/** q4_k, q5_k, q6_k, q4_k_m: llama.cpp's K-quants, a ggml type per tensor (formats/ggml.ts, kQuantTensorType). */
+/** q4_k, q5_k, q6_k, q4_k_m: llama.cpp's K-quants, a ggml type per tensor as llama-quantize picks it (model/gguf/quant-mix.ts). */
 export type WeightFormat = 'f32' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_k' | 'q5_k' | 'q6_k' | 'q4_k_m';
 /** The storage format code of each load-time format (the K-quants: of their main type). */
 export const FORMAT_CODES: Record<WeightFormat, number> = {
@@ -25,6 +25,12 @@ export const GGML_BLOCKS = 4;
 export const Q4_K = 5;
 /** llama.cpp's Q6_K, levels repacked to int8: formats/q6_k.ts. */
 export const Q6_K = 6;
+/** ggml's Q5_0, its low nibbles in q4_0's SWAR layout and its fifth bits beside them: formats/q5_0.ts. */
+export const Q5_0 = 7;
+/** f16 (GGUF F16 tensors) in half storage, widened in the kernels: formats/f16.ts. */
+export const F16 = 8;
+/** llama.cpp's Q5_K, repacked as Q4_K's nibbles plus Q5_0's fifth bits: formats/q5_k.ts. */
+export const Q5_K = 9;
 
 /** Quantized formats group 32 consecutive weights of a row under one scale, as llama.cpp does. */
 export const QBLOCK = 32;
@@ -34,7 +40,7 @@ export interface Matrix {
   rows: number;
   cols: number;
   f32: Float32Array; // f32: [rows, cols]
-  u16: Uint16Array; // bf16: [rows, cols]
+  u16: Uint16Array; // bf16, f16: [rows, cols]
   q: Int32Array; // q8_0: [rows, cols/4] four int8 per int32; q4_0: see quantize.ts
   scales: Float32Array; // q8_0/q4_0: [rows, cols/32]
   u8: Uint8Array; // ggml blocks: the tensor's bytes as in the GGUF file

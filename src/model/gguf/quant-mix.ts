@@ -25,6 +25,14 @@ export const FILE_TYPES: Record<string, { base: number; fileType: number }> = {
   q6_k: { base: GGML.Q6_K, fileType: 18 },
 };
 
+/**
+ * The llama-quantize file type of a load-time K-quant format (`weights: 'q4_k' | ...`): q4_k and
+ * q5_k are llama.cpp's Q4_K_S and Q5_K_S mixes, q4_k_m and q6_k its Q4_K_M and Q6_K.
+ */
+export function kQuantFileType(format: 'q4_k' | 'q5_k' | 'q6_k' | 'q4_k_m'): string {
+  return format === 'q4_k' ? 'q4_k_s' : format === 'q5_k' ? 'q5_k_s' : format;
+}
+
 /** Values per block of a ggml type. */
 const blockSize = (type: number): number => GGML_TYPES.get(type)!.blockSize;
 const FALLBACK: Record<number, number> = { 10: GGML.Q4_0, 11: GGML.Q4_0, 12: GGML.Q5_0, 13: GGML.Q5_1, 14: GGML.Q8_0 };

@@ -171,6 +171,8 @@ export function loadGgufWeights(g: GgufModel, c: ModelConfig, opts: GgufWeightsO
     const bytes = bytesOf(info, rows, permuted);
     const isFloat = info.type === GGML_F32 || info.type === GGML_F16 || info.type === GGML_BF16;
     if (!isFloat) return quantizedMatrix(info, bytes, rows, cols);
+    // F16 stays f16 (exact, half of f32's memory) unless a format is asked for.
+    if (info.type === GGML_F16 && format === undefined) return ggmlToMatrix(info.type, bytes, rows, cols);
     if (info.type === GGML_BF16 && (format === undefined || format === 'bf16'))
       return makeMatrix(BF16, rows, cols, { u16: new Uint16Array(bytes.buffer, bytes.byteOffset, rows * cols) });
     const f32 = floatsOf(info, bytes, rows * cols);

@@ -2,7 +2,20 @@
 // quantization bit for bit, and the repacking of a GGUF tensor into a Matrix the kernels run as is
 // (no f32 copy). What src/model/gguf (reading) and `qwen-ts convert` (writing) call.
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ToF16 } from '../dtype.js';
-import { BF16, F32, GGML_BLOCKS, makeMatrix, Q4_0, Q4_K, Q6_K, Q8_0, QBLOCK, type Matrix } from '../matrix.js';
+import {
+  BF16,
+  F32,
+  GGML_BLOCKS,
+  makeMatrix,
+  Q4_0,
+  Q4_K,
+  Q5_0,
+  Q5_K,
+  Q6_K,
+  Q8_0,
+  QBLOCK,
+  type Matrix,
+} from '../matrix.js';
 import {
   dequantizeBlockIQ4_NL,
   dequantizeBlockIQ4_XS,
@@ -32,6 +45,9 @@ import { allocQ4_0 } from './q4_0.js';
 import { allocQ8_0 } from './q8_0.js';
 import { allocQ4_K, packQ4_KRows } from './q4_k.js';
 import { allocQ6_K, packQ6_KRows } from './q6_k.js';
+import { allocQ5_0, packQ5_0Rows } from './q5_0.js';
+import { f16Matrix } from './f16.js';
+import { allocQ5_K, packQ5_KRows } from './q5_k.js';
 import { GGML_BLOCK_KERNELS } from './ggml-blocks.js';
 
 /** ggml_type codes of the types qwen-ts reads (ggml.h). */
@@ -221,7 +237,7 @@ export function quantizeGgml(type: number, f32: Float32Array, out: Uint8Array, r
  * A GGUF tensor (`src`: its bytes, `rows` x `cols` values of ggml `type`, row-major as ggml stores
  * [cols, rows]) as a Matrix the kernels run, in about the file's bytes: F32 and BF16 as they are,
  * Q8_0, Q4_0, Q4_K and Q6_K repacked into the layouts of their kernels (exact: the same values;
- * Q6_K's levels as int8, 1.31x its bytes), the others kept in their ggml blocks. F16 widens to f32 (twice its bytes). Unsupported types throw an
+ * Q6_K's levels as int8, 1.31x its bytes), F16 as f16 (widened in its kernels), the others kept in their ggml blocks. Unsupported types throw an
  * error naming the type (the caller adds the tensor's name).
  */
 export function ggmlToMatrix(type: number, src: Uint8Array, rows: number, cols: number): Matrix {
@@ -231,8 +247,9 @@ export function ggmlToMatrix(type: number, src: Uint8Array, rows: number, cols: 
     throw new Error(`ggml ${row.name} tensor [${rows}, ${cols}]: needs ${rows * rowBytes} bytes, got ${src.length}`);
   const n = rows * cols;
   switch (row.name) {
-    case 'F32':
-    case 'F16': {
+    case 'F16':
+      return f16Matrix(src, rows, cols);
+    case 'F32': {
       const f32 = new Float32Array(new SharedArrayBuffer(4 * n));
       dequantizeGgml(type, src, f32, n);
       return makeMatrix(F32, rows, cols, { f32 });
@@ -260,8 +277,10 @@ export function allocGgmlMatrix(type: number, rows: number, cols: number): Matri
   if (row.name === 'Q8_0') m = allocQ8_0(rows, cols);
   else if (row.name === 'Q4_0' && rows % 2 === 0) m = allocQ4_0(rows, cols);
   else if (row.name === 'Q4_K' && rows % 2 === 0) m = allocQ4_K(rows, cols);
+  else if (row.name === 'Q5_0' && rows % 2 === 0) m = allocQ5_0(rows, cols);
+  else if (row.name === 'Q5_K' && rows % 2 === 0) m = allocQ5_K(rows, cols);
   else if (row.name === 'Q6_K') m = allocQ6_K(rows, cols);
-  else if (GGML_BLOCK_KERNELS.has(type) || row.name === 'Q4_0' || row.name === 'Q4_K')
+  else if (GGML_BLOCK_KERNELS.has(type) || row.name === 'Q4_0' || row.name === 'Q4_K' || row.name === 'Q5_0')
     m = makeMatrix(GGML_BLOCKS, rows, cols, { u8: new Uint8Array(new SharedArrayBuffer(rows * rowBytes)) });
   else throw new Error(`allocGgmlMatrix: ggml type ${row.name} is not a quantized type`);
   m.ggmlType = type;
@@ -276,6 +295,8 @@ export function packGgmlRows(m: Matrix, src: Uint8Array, r0: number, nRows: numb
   else if (m.format === Q4_0) packQ4_0Rows(src, m, r0, nRows);
   else if (m.format === Q4_K) packQ4_KRows(src, m, r0, nRows);
   else if (m.format === Q6_K) packQ6_KRows(src, m, r0, nRows);
+  else if (m.format === Q5_0) packQ5_0Rows(src, m, r0, nRows);
+  else if (m.format === Q5_K) packQ5_KRows(src, m, r0, nRows);
   else throw new Error(`packGgmlRows: matrix format ${m.format} does not hold ggml blocks`);
 }
 
@@ -324,37 +345,4 @@ function packQ4_0Rows(src: Uint8Array, m: Matrix, r0: number, nRows: number): vo
         halves[ho + 2 * j] = nib[4 * j] | (nib[4 * j + 1] << 4) | (nib[4 * j + 2] << 8) | (nib[4 * j + 3] << 12);
     }
   }
-}
-
-/** What a weight is to the model, as far as llama.cpp's K-quant mixes care. */
-export type TensorRole = 'output' | 'attn_v' | 'ffn_down' | 'other';
-
-/**
- * The ggml type llama-quantize gives a weight of `cols` columns for a K-quant file type (its
- * llama_tensor_get_type without an importance matrix, for dense non-Falcon models): Q4_K_M gives the
- * output (and a tied embedding) Q6_K, and attn_v and ffn_down Q6_K in the layers use_more_bits picks
- * (the first and last eighth and every third between), the rest Q4_K; q4_k/q5_k/q6_k give every
- * weight that type but the output Q6_K. A row that is not a whole number of 256-blocks falls back
- * as llama.cpp does: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0 (output: Q8_0).
- */
-export function kQuantTensorType(
-  fileType: 'q4_k' | 'q5_k' | 'q6_k' | 'q4_k_m',
-  role: TensorRole,
-  layer: number,
-  layers: number,
-  cols: number,
-): number {
-  const eighth = Math.trunc(layers / 8);
-  const useMoreBits = layer < eighth || layer >= Math.trunc((7 * layers) / 8) || (layer - eighth) % 3 === 2;
-  let type: number =
-    fileType === 'q4_k_m' || fileType === 'q4_k'
-      ? GGML_TYPE.Q4_K
-      : fileType === 'q5_k'
-        ? GGML_TYPE.Q5_K
-        : GGML_TYPE.Q6_K;
-  if (role === 'output') return cols % 256 !== 0 ? GGML_TYPE.Q8_0 : GGML_TYPE.Q6_K;
-  if (fileType === 'q4_k_m' && (role === 'attn_v' || role === 'ffn_down') && useMoreBits) type = GGML_TYPE.Q6_K;
-  if (cols % 256 !== 0)
-    type = type === GGML_TYPE.Q4_K ? GGML_TYPE.Q5_0 : type === GGML_TYPE.Q5_K ? GGML_TYPE.Q5_1 : GGML_TYPE.Q8_0;
-  return type;
 }

@@ -12,13 +12,17 @@ import type { QuantizedActivations } from './activations.js';
 import { OFFSET_MASK, type MatmulKernel } from './common.js';
 import { matmulPanels } from './f32.js';
 import { f16At } from './ggml-dequantize.js';
+import { lanesApply, matmulLanes, ROUND, type LaneKernel } from './lanes.js';
 
 const fround = Math.fround;
+const LANES_MIN_TOKENS = 4;
 
-// Every token runs the integer loop, so that a prefill gives a decode's logits (no lanes kernel yet:
-// prefill reads the weights once per token). Without int8 activations, f32 panels.
+// Prefill and batches: float64 lanes (below); one token: the integer loop. Without int8
+// activations, f32 panels.
 export const matmulQ6_KMatrix: MatmulKernel = (m, x, xOff, xStride, n, y, yOff, yStride, r0, r1, xq) => {
   if (xq === null) matmulPanels(m, widenRows, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
+  else if (n >= LANES_MIN_TOKENS && lanesApply(LANES_Q6_K, m, n))
+    matmulLanes(LANES_Q6_K, m, xq, n, y, yOff, yStride, r0, r1);
   else matvecQ6_K(m, xq, n, y, yOff, yStride, r0, r1);
 };
 
@@ -102,6 +106,110 @@ function dot16(wq: Int32Array, w: number, xv: Int32Array, x: number): number {
 }
 
 /**
+ * Rows r..r+3 against one token (q8_0's 4-row pass): each 16-value half of a 32-block summed in
+ * int32 per row, scaled by its sub-block's d * sc, then by the block's activation scale.
+ */
+function rows4Q6_K(
+  m: Matrix,
+  r: number,
+  xq: QuantizedActivations,
+  xo: number,
+  xso: number,
+  y: Float32Array,
+  yt: number,
+): void {
+  const cols = m.cols;
+  const blocks = cols >> 5,
+    words = cols >> 2,
+    supers = cols >> 8,
+    subs = cols >> 4;
+  const wq = m.q,
+    xv = xq.q,
+    xs = xq.scales,
+    dd = m.scales,
+    sc = m.u8;
+  let acc0 = 0,
+    acc1 = 0,
+    acc2 = 0,
+    acc3 = 0;
+  const w0 = (r * words) & OFFSET_MASK;
+  const e0 = r * supers,
+    s0 = r * subs;
+  for (let b = 0; b < blocks; b++) {
+    const xb = (xo + 32 * b) & OFFSET_MASK;
+    const o0 = (w0 + 8 * b) & OFFSET_MASK,
+      o1 = (o0 + words) & OFFSET_MASK,
+      o2 = (o1 + words) & OFFSET_MASK,
+      o3 = (o2 + words) & OFFSET_MASK;
+    let blockSum0 = 0,
+      blockSum1 = 0,
+      blockSum2 = 0,
+      blockSum3 = 0;
+    for (let h = 0; h < 2; h++) {
+      let p0 = 0,
+        p1 = 0,
+        p2 = 0,
+        p3 = 0;
+      for (let j = 4 * h; j < 4 * h + 4; j++) {
+        const xj = (xb + 4 * j) & OFFSET_MASK;
+        const x0 = xv[xj],
+          x1 = xv[xj + 1],
+          x2 = xv[xj + 2],
+          x3 = xv[xj + 3];
+        const a = wq[o0 + j],
+          c = wq[o1 + j],
+          d = wq[o2 + j],
+          e = wq[o3 + j];
+        p0 =
+          (p0 +
+            Math.imul((a << 24) >> 24, x0) +
+            Math.imul((a << 16) >> 24, x1) +
+            Math.imul((a << 8) >> 24, x2) +
+            Math.imul(a >> 24, x3)) |
+          0;
+        p1 =
+          (p1 +
+            Math.imul((c << 24) >> 24, x0) +
+            Math.imul((c << 16) >> 24, x1) +
+            Math.imul((c << 8) >> 24, x2) +
+            Math.imul(c >> 24, x3)) |
+          0;
+        p2 =
+          (p2 +
+            Math.imul((d << 24) >> 24, x0) +
+            Math.imul((d << 16) >> 24, x1) +
+            Math.imul((d << 8) >> 24, x2) +
+            Math.imul(d >> 24, x3)) |
+          0;
+        p3 =
+          (p3 +
+            Math.imul((e << 24) >> 24, x0) +
+            Math.imul((e << 16) >> 24, x1) +
+            Math.imul((e << 8) >> 24, x2) +
+            Math.imul(e >> 24, x3)) |
+          0;
+      }
+      // Sub-block 2b + h of each row: its int8 scale times the row's d (as subScale).
+      const si = 2 * b + h,
+        di = b >> 3;
+      blockSum0 += p0 * fround(dd[e0 + di] * ((sc[s0 + si] << 24) >> 24));
+      blockSum1 += p1 * fround(dd[e0 + supers + di] * ((sc[s0 + subs + si] << 24) >> 24));
+      blockSum2 += p2 * fround(dd[e0 + 2 * supers + di] * ((sc[s0 + 2 * subs + si] << 24) >> 24));
+      blockSum3 += p3 * fround(dd[e0 + 3 * supers + di] * ((sc[s0 + 3 * subs + si] << 24) >> 24));
+    }
+    const xd = xs[xso + b];
+    acc0 += blockSum0 * xd;
+    acc1 += blockSum1 * xd;
+    acc2 += blockSum2 * xd;
+    acc3 += blockSum3 * xd;
+  }
+  y[yt + r] = acc0;
+  y[yt + r + 1] = acc1;
+  y[yt + r + 2] = acc2;
+  y[yt + r + 3] = acc3;
+}
+
+/**
  * One token at a time (decode), 2 rows per pass: each activation block feeds both rows; each
  * 16-value half of a 32-block is summed in int32 and scaled by its sub-block's d1.
  */
@@ -129,6 +237,7 @@ function matvecQ6_K(
       xso = t * blocks,
       yt = yOff + t * yStride;
     let r = r0;
+    for (; r + 4 <= r1; r += 4) rows4Q6_K(m, r, xq, xo, xso, y, yt);
     for (; r + 2 <= r1; r += 2) {
       let acc0 = 0,
         acc1 = 0;
@@ -218,3 +327,129 @@ function matvecQ6_K(
     }
   }
 }
+
+// ---- lanes (prefill): the panel holds level * sc (|q * sc| <= 32 * 128), so a 32-block's sum needs
+// no split at the sub-block boundary: |32 products| <= 32 * 4096 * 127 < 2^24, two tokens per double
+// 2^25 apart (as q8_0's two, 2^20 apart), in q8_0's register block of 3 rows x 2 groups, scaled by d
+// per 256 and the activation scale. d * sc is exact in f32 (11 + 8 bits), so this is the
+// dequantized product up to float rounding.
+
+function widenRowQ6_K(m: Matrix, r: number, panel: Float64Array, po: number): void {
+  const cols = m.cols;
+  const wq = m.q,
+    sc = m.u8;
+  const wo = (r * cols) >> 2,
+    so = r * (cols >> 4);
+  for (let s = 0; s < cols >> 4; s++) {
+    const scale = (sc[so + s] << 24) >> 24;
+    for (let w = 4 * s; w < 4 * s + 4; w++) {
+      const word = wq[wo + w];
+      const k = po + 4 * w;
+      panel[k] = ((word << 24) >> 24) * scale;
+      panel[k + 1] = ((word << 16) >> 24) * scale;
+      panel[k + 2] = ((word << 8) >> 24) * scale;
+      panel[k + 3] = (word >> 24) * scale;
+    }
+  }
+}
+
+/** q8_0's rowTripleQ8 with lanes 2^25 apart and a row scale per 256: acc[3t + i] += row i . token t, 4 tokens from t0. */
+function rowTripleQ6_K(
+  panel: Float64Array,
+  cols: number,
+  packed: Float64Array,
+  xOff: number,
+  ws: Float32Array,
+  rA: number,
+  rB: number,
+  rC: number,
+  xsT: Float64Array,
+  nPad: number,
+  t0: number,
+  acc: Float64Array,
+): void {
+  const c = cols & 0x1fffffff;
+  const c2 = (2 * c) & OFFSET_MASK;
+  const xa = xOff & OFFSET_MASK,
+    xb = (xa + c) & OFFSET_MASK;
+  const blocks = c >> 5,
+    supers = c >> 8;
+  for (let b = 0; b < blocks; b++) {
+    let a0 = 0,
+      a1 = 0,
+      b0 = 0,
+      b1 = 0,
+      c0 = 0,
+      c1 = 0;
+    const k0 = (b * 32) & OFFSET_MASK;
+    for (let k = k0; k < k0 + 32; k += 2) {
+      let x0 = packed[xa + k],
+        x1 = packed[xb + k];
+      let p = panel[k],
+        q = panel[c + k],
+        u = panel[c2 + k];
+      a0 += p * x0;
+      a1 += p * x1;
+      b0 += q * x0;
+      b1 += q * x1;
+      c0 += u * x0;
+      c1 += u * x1;
+      x0 = packed[xa + k + 1];
+      x1 = packed[xb + k + 1];
+      p = panel[k + 1];
+      q = panel[c + k + 1];
+      u = panel[c2 + k + 1];
+      a0 += p * x0;
+      a1 += p * x1;
+      b0 += q * x0;
+      b1 += q * x1;
+      c0 += u * x0;
+      c1 += u * x1;
+    }
+    const wA = ws[rA * supers + (b >> 3)],
+      wB = ws[rB * supers + (b >> 3)],
+      wC = ws[rC * supers + (b >> 3)];
+    const so = b * nPad + t0;
+    const o = 3 * t0;
+    splitQ6_K(a0, b0, c0, wA, wB, wC, xsT, so, acc, o);
+    splitQ6_K(a1, b1, c1, wA, wB, wC, xsT, so + 2, acc, o + 6);
+  }
+}
+
+const M1 = 33554432,
+  INV_M1 = 1 / M1;
+
+/** Three rows' sums of a group of two tokens, split at M1 and scaled, into acc[o + 3t + row]. */
+function splitQ6_K(
+  sa: number,
+  sb: number,
+  sc: number,
+  wA: number,
+  wB: number,
+  wC: number,
+  xsT: Float64Array,
+  so: number,
+  acc: Float64Array,
+  o: number,
+): void {
+  const ha = sa * INV_M1 + ROUND - ROUND,
+    hb = sb * INV_M1 + ROUND - ROUND,
+    hc = sc * INV_M1 + ROUND - ROUND;
+  const d0 = xsT[so],
+    d1 = xsT[so + 1];
+  acc[o] += (sa - ha * M1) * wA * d0;
+  acc[o + 1] += (sb - hb * M1) * wB * d0;
+  acc[o + 2] += (sc - hc * M1) * wC * d0;
+  acc[o + 3] += ha * wA * d1;
+  acc[o + 4] += hb * wB * d1;
+  acc[o + 5] += hc * wC * d1;
+}
+
+const LANES_Q6_K: LaneKernel = {
+  lanes: 2,
+  spacing: M1,
+  rows: 3,
+  groups: 2,
+  widenRow: widenRowQ6_K,
+  block: rowTripleQ6_K,
+};
