@@ -4,7 +4,7 @@
 // Python's json.dumps(data, ensure_ascii=False) (", " and ": " separators, Python float repr,
 // key order kept), so numbers and keys are re-read from the file text, not through JSON.parse.
 //
-//   node dist/bench/maskbench.js <data folder> [--limit N] [--every K] [--reverse] [--filter substring]
+//   node dist/bench/maskbench.js <data folder> [--limit N] [--every K] [--shard k/n] [--reverse] [--filter substring]
 //   [--out results.jsonl]
 //   [--tokenizer dir]
 import { existsSync, readdirSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
@@ -123,6 +123,8 @@ async function main(): Promise<void> {
   const limit = Number(opt('--limit') ?? Infinity);
   const filter = opt('--filter');
   const every = Number(opt('--every') ?? 1);
+  // --shard k/n: the files whose index in name order is k mod n (one process per core).
+  const [shardK, shardN] = (opt('--shard') ?? '0/1').split('/').map(Number) as [number, number];
   const reverse = args.includes('--reverse');
   if (reverse) args.splice(args.indexOf('--reverse'), 1);
   const out = opt('--out');
@@ -142,6 +144,7 @@ async function main(): Promise<void> {
     .sort();
   if (filter) files = files.filter((f) => f.includes(filter));
   files = files.filter((_, i) => i % every === 0);
+  files = files.filter((_, i) => i % shardN === shardK);
   if (reverse) files.reverse();
   files = files.slice(0, limit);
   if (out) writeFileSync(out, '');
