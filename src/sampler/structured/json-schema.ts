@@ -402,7 +402,9 @@ class SchemaCompiler {
           if (s.nullable === true) named.push('null');
           // Numbers with a fraction (what "not integer" also admits) have no exact form here: left
           // out, a narrowing (every output still validates).
-          const kept = TYPES.filter((t) => !named.includes(t) && t !== 'integer' && !(t === 'number' && named.includes('integer')));
+          const kept = TYPES.filter(
+            (t) => !named.includes(t) && t !== 'integer' && !(t === 'number' && named.includes('integer')),
+          );
           if (kept.length > 0) out.push({ type: kept });
           break;
         }
@@ -434,11 +436,15 @@ class SchemaCompiler {
           break;
         case 'minimum':
           if (typeof v !== 'number') refuse(k);
-          out.push(s.exclusiveMinimum === true ? { type: 'number', maximum: v } : { type: 'number', exclusiveMaximum: v });
+          out.push(
+            s.exclusiveMinimum === true ? { type: 'number', maximum: v } : { type: 'number', exclusiveMaximum: v },
+          );
           break;
         case 'maximum':
           if (typeof v !== 'number') refuse(k);
-          out.push(s.exclusiveMaximum === true ? { type: 'number', minimum: v } : { type: 'number', exclusiveMinimum: v });
+          out.push(
+            s.exclusiveMaximum === true ? { type: 'number', minimum: v } : { type: 'number', exclusiveMinimum: v },
+          );
           break;
         case 'exclusiveMinimum':
           if (typeof v === 'number') out.push({ type: 'number', maximum: v });
@@ -506,9 +512,7 @@ class SchemaCompiler {
   private notValues(values: unknown[], refuse: () => never): unknown[] {
     const types = new Set(values.map(typeOfValue));
     const out: unknown[] = [];
-    const others = TYPES.filter(
-      (t) => t !== 'integer' && !types.has(t) && !(t === 'number' && types.has('integer')),
-    );
+    const others = TYPES.filter((t) => t !== 'integer' && !types.has(t) && !(t === 'number' && types.has('integer')));
     if (others.length > 0) out.push({ type: others });
     if (types.has('boolean')) {
       const rest = [true, false].filter((b) => !values.includes(b));
@@ -547,6 +551,12 @@ class SchemaCompiler {
     if (typeof a.$ref === 'string') a = this.inline(a, path) as Schema;
     if (typeof b.$ref === 'string') b = this.inline(b, path) as Schema;
     if (!isObject(a) || !isObject(b)) return this.merge(a, b, path);
+    if ('not' in a && 'not' in b) {
+      // Two nots: the second one as the branches that violate it.
+      const violations = this.negate(b.not, join(path, 'not'));
+      if (violations.length === 0) return NEVER;
+      return this.merge(this.merge(a, withoutKeys(b, ['not']), path), { anyOf: violations }, path);
+    }
     // Nested combinators: allOf flattens; anyOf/oneOf distribute (A and (B or C) = A&B or A&C).
     if (Array.isArray(b.allOf)) {
       let m = this.merge(a, withoutKeys(b, ['allOf']), path);
