@@ -4,7 +4,7 @@
 // Python's json.dumps(data, ensure_ascii=False) (", " and ": " separators, Python float repr,
 // key order kept), so numbers and keys are re-read from the file text, not through JSON.parse.
 //
-//   node dist/bench/maskbench.js <data folder> [--limit N] [--every K] [--shard k/n] [--reverse] [--filter substring]
+//   node dist/bench/maskbench.js <data folder> [--limit N] [--every K] [--shard k/n] [--resume a.jsonl,...] [--reverse] [--filter substring]
 //   [--out results.jsonl]
 //   [--tokenizer dir]
 import { existsSync, readdirSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
@@ -122,6 +122,8 @@ async function main(): Promise<void> {
   };
   const limit = Number(opt('--limit') ?? Infinity);
   const filter = opt('--filter');
+  // --resume a.jsonl,b.jsonl: leave out the files these outputs already hold (then --every samples the rest).
+  const resume = opt('--resume');
   const every = Number(opt('--every') ?? 1);
   // --shard k/n: the files whose index in name order is k mod n (one process per core).
   const [shardK, shardN] = (opt('--shard') ?? '0/1').split('/').map(Number) as [number, number];
@@ -143,6 +145,13 @@ async function main(): Promise<void> {
     .filter((f) => f.endsWith('.json'))
     .sort();
   if (filter) files = files.filter((f) => f.includes(filter));
+  if (resume) {
+    const done = new Set<string>();
+    for (const f of resume.split(','))
+      for (const line of readFileSync(f, 'utf8').split('\n'))
+        if (line.trim()) done.add((JSON.parse(line) as { file: string }).file);
+    files = files.filter((f) => !done.has(f));
+  }
   files = files.filter((_, i) => i % every === 0);
   files = files.filter((_, i) => i % shardN === shardK);
   if (reverse) files.reverse();

@@ -364,6 +364,16 @@ const CASES: Case[] = [
       { a: [] },
     ],
   },
+  {
+    name: 'unanchored pattern alternatives: after a match the string runs free',
+    schema: {
+      type: 'object',
+      properties: { tz: { type: 'string', pattern: 'UTC|(Africa/[A-Za-z]+)|^(Asia/[A-Z][a-z]+)$' } },
+      required: ['tz'],
+    },
+    valid: [{ tz: 'UTC' }, { tz: 'x UTC y "q" é' }, { tz: 'in Africa/Lagos!' }, { tz: 'Asia/Tokyo' }],
+    invalid: [{ tz: 'utc' }, { tz: 'Africa/' }, { tz: 'x Asia/Tokyo' }, { tz: 'Asia/tokyo' }],
+  },
 ];
 
 describe('JSON-schema keywords, checked with ajv', () => {
@@ -452,6 +462,16 @@ describe('what is refused, and how', () => {
     } finally {
       setCompileBudget({ maxMillis: 60_000 });
     }
+  });
+
+  it('an unanchored pattern that has matched is one automaton state, however the match began', () => {
+    const m = createMatcher({ type: 'json', schema: { type: 'string', pattern: 'UTC|(Africa/[A-Za-z]+)' } }, vocab);
+    const pda = m.guide.pda;
+    expect(runs(m, '"x UTC')).toEqual({ accepted: true, complete: false });
+    const before = pda.stats.frameStates;
+    expect(runs(m, '"x UTC and Africa/Lagos, Africa/Accra or UTC again"')).toEqual({ accepted: true, complete: true });
+    // Only the closing quote's state is new: the text after the first match adds no states.
+    expect(pda.stats.frameStates - before).toBeLessThanOrEqual(2);
   });
 
   it('a 50,000-entry enum compiles as a trie and constrains exactly', () => {
