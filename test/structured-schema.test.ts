@@ -374,6 +374,17 @@ const CASES: Case[] = [
     valid: [{ tz: 'UTC' }, { tz: 'x UTC y "q" é' }, { tz: 'in Africa/Lagos!' }, { tz: 'Asia/Tokyo' }],
     invalid: [{ tz: 'utc' }, { tz: 'Africa/' }, { tz: 'x Asia/Tokyo' }, { tz: 'Asia/tokyo' }],
   },
+  {
+    name: 'patternProperties ".*" next to listed properties: the other keys take its schema',
+    schema: {
+      type: 'object',
+      properties: { default: { type: 'string' } },
+      patternProperties: { '.*': { type: 'string' } },
+      required: ['default'],
+    },
+    valid: [{ default: 'a', print: 'b', web: 'c' }, { default: '' }],
+    invalid: [{ default: 'a', print: 1 }, { print: 'b' }, { default: 1 }],
+  },
 ];
 
 describe('JSON-schema keywords, checked with ajv', () => {

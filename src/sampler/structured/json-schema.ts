@@ -1038,6 +1038,12 @@ class SchemaCompiler {
           join(path, 'patternProperties'),
         );
       for (const [pat, ps] of patternEntries) {
+        if (names === undefined && MATCHES_EVERY_STRING.has(pat)) {
+          // A pattern every key matches (found anywhere in it): the extra keys are all the others.
+          const value = this.compile(ps, join(join(path, 'patternProperties'), pat), depth + 1);
+          extras.push(seq(keyNotIn(listedNames), this.colon, value));
+          continue;
+        }
         if (listedNames.some((n) => testPattern(pat, n, path)) || names !== undefined) continue; // keys may not repeat listed ones
         let keyFrag: Frag;
         try {
@@ -1114,6 +1120,9 @@ class SchemaCompiler {
     };
   }
 }
+
+/** Patterns that match every string as JSON Schema applies them (a search: an empty match will do). */
+const MATCHES_EVERY_STRING = new Set(['', '.*', '^.*', '.*$', '(.*)', '^(.*)']);
 
 /** A JSON string key that is none of `names` (compared as written: keys have no escapes here). */
 function keyNotIn(names: string[]): Frag {
