@@ -65,6 +65,8 @@ const MAX_SCHEMA_DEPTH = 128;
 /** What an impossible allOf merges to (compiles to a fragment that matches nothing). */
 const NEVER: Schema = { 'x-never': true };
 const MAX_BRANCHES = 256;
+/** An overlapping oneOf becomes branch-and-not-the-others up to this many branches (quadratic). */
+const MAX_EXCLUSIVE_BRANCHES = 8;
 const MAX_COUNT_TRACKS = 32;
 
 // --- JSON lexical pieces ---
@@ -362,11 +364,25 @@ class SchemaCompiler {
         const p = join(join(path, key), i);
         return hasValidation(rest) ? this.merge(rest, this.inline(s, p), p) : s;
       });
-      if (key === 'oneOf' && !this.disjoint(branches))
-        throw new SchemaError(
-          `${join(path, 'oneOf')}: its branches may overlap, so "exactly one" cannot be enforced (use anyOf if any one will do)`,
-          join(path, 'oneOf'),
-        );
+      if (key === 'oneOf' && !this.disjoint(branches)) {
+        // Exactly one = each branch with the nots of the others, where every not has an exact form.
+        const overlap = () =>
+          new SchemaError(
+            `${join(path, 'oneOf')}: its branches may overlap, so "exactly one" cannot be enforced (use anyOf if any one will do)`,
+            join(path, 'oneOf'),
+          );
+        if (branches.length > MAX_EXCLUSIVE_BRANCHES) throw overlap();
+        try {
+          for (const [i, b] of branches.entries()) this.negate(b, join(join(path, key), i));
+          const exclusive = branches.map((b, i) => ({
+            allOf: [b, ...branches.filter((_, j) => j !== i).map((o) => ({ not: o }))],
+          }));
+          return alt(...exclusive.map((s, i) => this.compile(s, join(join(path, key), i), depth + 1)));
+        } catch (e) {
+          if (e instanceof SchemaError) throw overlap();
+          throw e;
+        }
+      }
       return alt(...branches.map((s, i) => this.compile(s, join(join(path, key), i), depth + 1)));
     }
     return this.typed(schema, path, depth);
