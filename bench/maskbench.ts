@@ -4,7 +4,7 @@
 // Python's json.dumps(data, ensure_ascii=False) (", " and ": " separators, Python float repr,
 // key order kept), so numbers and keys are re-read from the file text, not through JSON.parse.
 //
-//   node dist/bench/maskbench.js <data folder> [--limit N] [--every K] [--reverse] [--filter substring]
+//   node dist/bench/maskbench.js <data folder> [--limit N] [--every K] [--shard k/n] [--resume a.jsonl,...] [--shuffle] [--reverse] [--filter substring]
 //   [--out results.jsonl]
 //   [--tokenizer dir]
 import { existsSync, readdirSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
@@ -122,7 +122,14 @@ async function main(): Promise<void> {
   };
   const limit = Number(opt('--limit') ?? Infinity);
   const filter = opt('--filter');
+  // --resume a.jsonl,b.jsonl: leave out the files these outputs already hold (then --every samples the rest).
+  const resume = opt('--resume');
   const every = Number(opt('--every') ?? 1);
+  // --shard k/n: the files whose index in name order is k mod n (one process per core).
+  const [shardK, shardN] = (opt('--shard') ?? '0/1').split('/').map(Number) as [number, number];
+  // --shuffle: a fixed pseudo-random order (so a run cut short is a uniform sample, not the first names).
+  const shuffle = args.includes('--shuffle');
+  if (shuffle) args.splice(args.indexOf('--shuffle'), 1);
   const reverse = args.includes('--reverse');
   if (reverse) args.splice(args.indexOf('--reverse'), 1);
   const out = opt('--out');
@@ -141,7 +148,23 @@ async function main(): Promise<void> {
     .filter((f) => f.endsWith('.json'))
     .sort();
   if (filter) files = files.filter((f) => f.includes(filter));
+  if (resume) {
+    const done = new Set<string>();
+    for (const f of resume.split(','))
+      for (const line of readFileSync(f, 'utf8').split('\n'))
+        if (line.trim()) done.add((JSON.parse(line) as { file: string }).file);
+    files = files.filter((f) => !done.has(f));
+  }
   files = files.filter((_, i) => i % every === 0);
+  files = files.filter((_, i) => i % shardN === shardK);
+  if (shuffle) {
+    const key = (f: string) => {
+      let h = 2166136261;
+      for (let i = 0; i < f.length; i++) h = Math.imul(h ^ f.charCodeAt(i), 16777619);
+      return h >>> 0;
+    };
+    files.sort((a, b) => key(a) - key(b));
+  }
   if (reverse) files.reverse();
   files = files.slice(0, limit);
   if (out) writeFileSync(out, '');

@@ -315,6 +315,94 @@ const CASES: Case[] = [
     ],
     invalid: [{ e: 2 }, { f: 1 }, { g: 1 }, { h: 1.5 }, { j: 1 }, { k: { deep: [1] } }],
   },
+  {
+    name: 'a property with a false schema is absent, also where other members are allowed',
+    schema: { type: 'object', properties: { a: false, b: { type: 'integer' } } },
+    valid: [{}, { b: 1, c: 'x' }, { c: 1 }],
+    invalid: [{ a: 1 }, { b: 1, a: null }, { c: 1, a: 1 }],
+  },
+  {
+    name: 'not: of required, anyOf of required, enum, bounds, lengths, not of not',
+    schema: {
+      type: 'object',
+      properties: {
+        r: { type: 'object', not: { required: ['x', 'y'] } },
+        o: { type: 'object', not: { anyOf: [{ required: ['x'] }, { required: ['y'] }] } },
+        e: { not: { enum: ['no', 'never', 3, true] } },
+        n: { type: 'integer', not: { minimum: 10 } },
+        x: { type: 'number', not: { exclusiveMaximum: 2.5 } },
+        s: { type: 'string', not: { maxLength: 2 } },
+        d: { not: { not: { type: 'string', minLength: 1 } } },
+        t: { not: { type: ['string', 'integer'] } },
+        p: { type: 'object', not: { properties: { k: { type: 'string' } } } },
+        a: { type: 'array', not: { items: false } },
+      },
+      additionalProperties: false,
+    },
+    valid: [
+      { r: { x: 1 }, o: { z: 1 }, e: 'yes', n: 9, x: 2.5, s: 'abc', d: 'a', t: null, p: { k: 1 }, a: [1] },
+      { r: {}, o: {}, e: 4, n: -100, x: 100, s: 'abcdef', d: 'xyz', t: [], p: { k: null }, a: [[]] },
+      { e: false, t: true },
+      { e: null, t: { a: 1 } },
+      { e: 3.5, t: 'x' === 'y' ? 1 : false },
+    ],
+    invalid: [
+      { r: { x: 1, y: 2 } },
+      { o: { y: 1 } },
+      { e: 'no' },
+      { e: 3 },
+      { e: true },
+      { n: 10 },
+      { x: 2.4 },
+      { s: 'ab' },
+      { d: '' },
+      { d: 1 },
+      { t: 's' },
+      { t: 2 },
+      { p: {} },
+      { p: { k: 's' } },
+      { a: [] },
+    ],
+  },
+  {
+    name: 'unanchored pattern alternatives: after a match the string runs free',
+    schema: {
+      type: 'object',
+      properties: { tz: { type: 'string', pattern: 'UTC|(Africa/[A-Za-z]+)|^(Asia/[A-Z][a-z]+)$' } },
+      required: ['tz'],
+    },
+    valid: [{ tz: 'UTC' }, { tz: 'x UTC y "q" é' }, { tz: 'in Africa/Lagos!' }, { tz: 'Asia/Tokyo' }],
+    invalid: [{ tz: 'utc' }, { tz: 'Africa/' }, { tz: 'x Asia/Tokyo' }, { tz: 'Asia/tokyo' }],
+  },
+  {
+    name: 'patternProperties ".*" next to listed properties: the other keys take its schema',
+    schema: {
+      type: 'object',
+      properties: { default: { type: 'string' } },
+      patternProperties: { '.*': { type: 'string' } },
+      required: ['default'],
+    },
+    valid: [{ default: 'a', print: 'b', web: 'c' }, { default: '' }],
+    invalid: [{ default: 'a', print: 1 }, { print: 'b' }, { default: 1 }],
+  },
+  {
+    name: 'oneOf whose branches overlap: each branch and not the others',
+    schema: {
+      type: 'object',
+      properties: {
+        q: { type: 'object', oneOf: [{ required: ['a'] }, { required: ['b'] }] },
+        n: {
+          oneOf: [
+            { type: 'integer', minimum: 0 },
+            { type: 'integer', maximum: 10 },
+          ],
+        },
+      },
+      additionalProperties: false,
+    },
+    valid: [{ q: { a: 1 } }, { q: { b: 1, c: 2 } }, { n: 11 }, { n: -1 }],
+    invalid: [{ q: { a: 1, b: 2 } }, { q: {} }, { n: 5 }, { n: 0 }, { n: 10 }],
+  },
 ];
 
 describe('JSON-schema keywords, checked with ajv', () => {
@@ -356,10 +444,14 @@ describe('what is refused, and how', () => {
 
   it('keywords a grammar cannot enforce are errors naming the keyword and its place', () => {
     expect(err({ type: 'array', uniqueItems: true })).toMatch(/^schema\.uniqueItems: .*"uniqueItems"/);
-    expect(err({ properties: { a: { not: { required: ['x'] } } } })).toMatch(/^schema\.properties\.a\.not: /);
-    expect(err({ properties: { a: { not: { type: 'string' } } } })).toBe('compiled'); // the exact form
+    expect(err({ properties: { a: { not: { pattern: 'x' } } } })).toMatch(
+      /^schema\.properties\.a\.not\.pattern: .*"not"/,
+    );
+    expect(err({ properties: { a: { not: { multipleOf: 3 } } } })).toMatch(/"not".*"multipleOf"/);
+    expect(err({ properties: { a: { not: { required: ['x'] } } } })).toBe('compiled'); // exact forms
+    expect(err({ properties: { a: { not: { type: 'string' } } } })).toBe('compiled');
     expect(err({ if: { type: 'string' }, then: { minLength: 1 } })).toMatch(/"if"/);
-    expect(err({ oneOf: [{ type: 'string' }, { type: 'string', minLength: 1 }] })).toMatch(/oneOf.*overlap/);
+    expect(err({ oneOf: [{ type: 'string' }, { type: 'string', pattern: 'x' }] })).toMatch(/oneOf.*overlap/);
     expect(err({ type: 'string', format: 'color' })).toMatch(/"format".*"color"/);
     expect(err({ type: [] })).toMatch(/^schema\.type: .*at least one type/);
     expect(err({ $ref: '#/definitions/missing' })).toMatch(/points to nothing/);
@@ -399,6 +491,16 @@ describe('what is refused, and how', () => {
     } finally {
       setCompileBudget({ maxMillis: 60_000 });
     }
+  });
+
+  it('an unanchored pattern that has matched is one automaton state, however the match began', () => {
+    const m = createMatcher({ type: 'json', schema: { type: 'string', pattern: 'UTC|(Africa/[A-Za-z]+)' } }, vocab);
+    const pda = m.guide.pda;
+    expect(runs(m, '"x UTC')).toEqual({ accepted: true, complete: false });
+    const before = pda.stats.frameStates;
+    expect(runs(m, '"x UTC and Africa/Lagos, Africa/Accra or UTC again"')).toEqual({ accepted: true, complete: true });
+    // Only the closing quote's state is new: the text after the first match adds no states.
+    expect(pda.stats.frameStates - before).toBeLessThanOrEqual(2);
   });
 
   it('a 50,000-entry enum compiles as a trie and constrains exactly', () => {

@@ -65,6 +65,8 @@ const MAX_SCHEMA_DEPTH = 128;
 /** What an impossible allOf merges to (compiles to a fragment that matches nothing). */
 const NEVER: Schema = { 'x-never': true };
 const MAX_BRANCHES = 256;
+/** An overlapping oneOf becomes branch-and-not-the-others up to this many branches (quadratic). */
+const MAX_EXCLUSIVE_BRANCHES = 8;
 const MAX_COUNT_TRACKS = 32;
 
 // --- JSON lexical pieces ---
@@ -196,6 +198,8 @@ const OBJECT_KEYS = [
 const ARRAY_KEYS = ['items', 'prefixItems', 'additionalItems', 'minItems', 'maxItems'];
 const STRING_KEYS = ['minLength', 'maxLength', 'pattern', 'format'];
 const NUMBER_KEYS = ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf'];
+/** Internal keyword (from `not: {enum: [...]}`): the strings that are not allowed. */
+const NOT_STRINGS = '$notStrings';
 /** Validation keywords that cannot be enforced exactly. */
 const UNSUPPORTED = [
   'not',
@@ -324,7 +328,12 @@ class SchemaCompiler {
         `${path || 'the schema'} must be an object or a boolean, got ${JSON.stringify(schema)}`,
         path,
       );
-    if ('not' in schema) return this.compile(this.withoutNot(schema, path), path, depth + 1);
+    if ('not' in schema) {
+      const violations = this.negate(schema.not, join(path, 'not'));
+      if (violations.length === 0) return nothing;
+      const rest = withoutKeys(schema, ['not']);
+      return this.compile({ allOf: [rest, { anyOf: violations }] }, path, depth + 1);
+    }
     for (const k of UNSUPPORTED)
       if (k in schema && !(k === 'if' && !('then' in schema) && !('else' in schema)))
         throw new SchemaError(`unsupported JSON-schema keyword "${k}" at ${join(path, k)}`, join(path, k));
@@ -355,43 +364,186 @@ class SchemaCompiler {
         const p = join(join(path, key), i);
         return hasValidation(rest) ? this.merge(rest, this.inline(s, p), p) : s;
       });
-      if (key === 'oneOf' && !this.disjoint(branches))
-        throw new SchemaError(
-          `${join(path, 'oneOf')}: its branches may overlap, so "exactly one" cannot be enforced (use anyOf if any one will do)`,
-          join(path, 'oneOf'),
-        );
+      if (key === 'oneOf' && !this.disjoint(branches)) {
+        // Exactly one = each branch with the nots of the others, where every not has an exact form.
+        const overlap = () =>
+          new SchemaError(
+            `${join(path, 'oneOf')}: its branches may overlap, so "exactly one" cannot be enforced (use anyOf if any one will do)`,
+            join(path, 'oneOf'),
+          );
+        if (branches.length > MAX_EXCLUSIVE_BRANCHES) throw overlap();
+        try {
+          for (const [i, b] of branches.entries()) this.negate(b, join(join(path, key), i));
+          const exclusive = branches.map((b, i) => ({
+            allOf: [b, ...branches.filter((_, j) => j !== i).map((o) => ({ not: o }))],
+          }));
+          return alt(...exclusive.map((s, i) => this.compile(s, join(join(path, key), i), depth + 1)));
+        } catch (e) {
+          if (e instanceof SchemaError) throw overlap();
+          throw e;
+        }
+      }
       return alt(...branches.map((s, i) => this.compile(s, join(join(path, key), i), depth + 1)));
     }
     return this.typed(schema, path, depth);
   }
 
   /**
-   * `not` in the forms that are exact: `not: {}` (nothing validates), `not: false`, and `not` of
-   * types only (the types are taken away). Anything else is refused.
+   * `not: n` as a positive schema: the branches (any one will do) of what violates `n`. A schema
+   * is the conjunction of its keywords, so a value violates it when its type is another one or it
+   * breaks one keyword; each keyword's violation is written with the keywords that are exact here
+   * (not required [a] = properties {a: false}, not minimum x = exclusiveMaximum x, not anyOf = allOf
+   * of nots, ...). A keyword whose violation cannot be written exactly is refused, naming it.
    */
-  private withoutNot(schema: Schema, path: string): Schema {
-    const n = schema.not;
-    const rest = withoutKeys(schema, ['not']);
-    if (n === true || (isObject(n) && !hasValidation(n))) return NEVER;
-    if (n === false) return rest;
-    if (isObject(n) && Object.keys(n).every((k) => k === 'type' || !KNOWN.has(k))) {
-      const excluded = ([] as unknown[]).concat(n.type);
-      const current: string[] =
-        rest.type !== undefined
-          ? ([] as string[]).concat(rest.type as string)
-          : hasValidation(rest)
-            ? this.inferTypes(rest)
-            : [...TYPES];
-      if (current.includes('number') && excluded.includes('integer') && !excluded.includes('number'))
-        throw new SchemaError(
-          `unsupported JSON-schema keyword "not" at ${join(path, 'not')}: numbers that are not integers`,
-          join(path, 'not'),
-        );
-      const kept = current.filter((t) => !excluded.includes(t) && !(t === 'integer' && excluded.includes('number')));
-      if (kept.length === 0) return NEVER;
-      return { ...rest, type: kept };
+  private negate(n: unknown, path: string, seen = 0): unknown[] {
+    if (n === true) return [];
+    if (n === false) return [true];
+    if (!isObject(n)) throw new SchemaError(`${path} must be an object or a boolean`, path);
+    if (seen > 32) throw new SchemaError(`unsupported JSON-schema keyword "not" at ${path}: nested too deep`, path);
+    const s = typeof n.$ref === 'string' ? this.inline(n, path) : n;
+    if (!isObject(s)) return this.negate(s, path, seen + 1);
+    if (!hasValidation(s)) return [];
+    const refuse = (k: string, why = ''): never => {
+      throw new SchemaError(
+        `unsupported JSON-schema keyword "not" at ${path}: not of "${k}"${why ? ` (${why})` : ''}`,
+        join(path, k),
+      );
+    };
+    const out: unknown[] = [];
+    for (const [k, v] of Object.entries(s)) {
+      if (!KNOWN.has(k)) continue;
+      switch (k) {
+        case 'type': {
+          const named = ([] as unknown[]).concat(v);
+          if (s.nullable === true) named.push('null');
+          // Numbers with a fraction (what "not integer" also admits) have no exact form here: left
+          // out, a narrowing (every output still validates).
+          const kept = TYPES.filter(
+            (t) => !named.includes(t) && t !== 'integer' && !(t === 'number' && named.includes('integer')),
+          );
+          if (kept.length > 0) out.push({ type: kept });
+          break;
+        }
+        case 'nullable':
+          break;
+        case 'not':
+          out.push(v);
+          break;
+        case 'anyOf':
+          if (!Array.isArray(v)) refuse(k);
+          out.push({ allOf: (v as unknown[]).map((x) => ({ not: x })) });
+          break;
+        case 'oneOf':
+          if (!Array.isArray(v) || !this.disjoint(v)) refuse(k, 'its branches may overlap');
+          out.push({ allOf: (v as unknown[]).map((x) => ({ not: x })) });
+          break;
+        case 'allOf':
+          if (!Array.isArray(v)) refuse(k);
+          for (const x of v as unknown[]) out.push({ not: x });
+          break;
+        case 'required':
+          if (!Array.isArray(v)) refuse(k);
+          for (const name of v as string[]) out.push({ type: 'object', properties: { [name]: false } });
+          break;
+        case 'properties':
+          if (!isObject(v)) refuse(k);
+          for (const [name, x] of Object.entries(v as Schema))
+            if (x !== true) out.push({ type: 'object', required: [name], properties: { [name]: { not: x } } });
+          break;
+        case 'minimum':
+          if (typeof v !== 'number') refuse(k);
+          out.push(
+            s.exclusiveMinimum === true ? { type: 'number', maximum: v } : { type: 'number', exclusiveMaximum: v },
+          );
+          break;
+        case 'maximum':
+          if (typeof v !== 'number') refuse(k);
+          out.push(
+            s.exclusiveMaximum === true ? { type: 'number', minimum: v } : { type: 'number', exclusiveMinimum: v },
+          );
+          break;
+        case 'exclusiveMinimum':
+          if (typeof v === 'number') out.push({ type: 'number', maximum: v });
+          else if (typeof v !== 'boolean') refuse(k);
+          break;
+        case 'exclusiveMaximum':
+          if (typeof v === 'number') out.push({ type: 'number', minimum: v });
+          else if (typeof v !== 'boolean') refuse(k);
+          break;
+        case 'minLength':
+        case 'minItems':
+        case 'minProperties': {
+          if (typeof v !== 'number' || !Number.isInteger(v)) refuse(k);
+          const type = k === 'minLength' ? 'string' : k === 'minItems' ? 'array' : 'object';
+          const maxKey = k.replace('min', 'max');
+          if ((v as number) > 0) out.push({ type, [maxKey]: (v as number) - 1 });
+          break;
+        }
+        case 'maxLength':
+        case 'maxItems':
+        case 'maxProperties': {
+          if (typeof v !== 'number' || !Number.isInteger(v)) refuse(k);
+          const type = k === 'maxLength' ? 'string' : k === 'maxItems' ? 'array' : 'object';
+          out.push({ type, [k.replace('max', 'min')]: (v as number) + 1 });
+          break;
+        }
+        case 'items':
+          if (v === false) out.push({ type: 'array', minItems: 1 });
+          else if (Array.isArray(v) && s.additionalItems === false) out.push({ type: 'array', minItems: v.length + 1 });
+          else if (!(v === true || (isObject(v) && !hasValidation(v)))) refuse(k);
+          break;
+        case 'prefixItems':
+          if (!Array.isArray(v)) refuse(k);
+          if (s.items === false) out.push({ type: 'array', minItems: (v as unknown[]).length + 1 });
+          else refuse(k);
+          break;
+        case 'additionalItems':
+          if (!Array.isArray(s.items) && v !== true) break; // no effect without a tuple
+          if (v !== true && s.additionalItems !== false) refuse(k);
+          break;
+        case 'contains':
+          out.push({ type: 'array', items: { not: v } });
+          break;
+        case 'uniqueItems':
+          if (v === true) refuse(k);
+          break;
+        case 'if':
+          if (!('then' in s) && !('else' in s)) break;
+          refuse(k);
+          break;
+        case 'enum':
+        case 'const': {
+          const values = k === 'const' ? [v] : Array.isArray(v) ? v : refuse(k);
+          out.push(...this.notValues(values, () => refuse(k, 'of numbers, arrays or objects')));
+          break;
+        }
+        default:
+          refuse(k);
+      }
     }
-    throw new SchemaError(`unsupported JSON-schema keyword "not" at ${join(path, 'not')}`, join(path, 'not'));
+    return out;
+  }
+
+  /** Every JSON value but these (strings by a trie of the names; numbers by ranges between them). */
+  private notValues(values: unknown[], refuse: () => never): unknown[] {
+    const types = new Set(values.map(typeOfValue));
+    const out: unknown[] = [];
+    const others = TYPES.filter((t) => t !== 'integer' && !types.has(t) && !(t === 'number' && types.has('integer')));
+    if (others.length > 0) out.push({ type: others });
+    if (types.has('boolean')) {
+      const rest = [true, false].filter((b) => !values.includes(b));
+      if (rest.length > 0) out.push({ const: rest[0] });
+    }
+    if (types.has('string')) out.push({ type: 'string', [NOT_STRINGS]: values.filter((x) => typeof x === 'string') });
+    if (types.has('number') || types.has('integer')) {
+      const nums = [...new Set(values.filter((x): x is number => typeof x === 'number'))].sort((a, b) => a - b);
+      out.push({ type: 'number', exclusiveMaximum: nums[0] });
+      for (let i = 0; i + 1 < nums.length; i++)
+        out.push({ type: 'number', exclusiveMinimum: nums[i], exclusiveMaximum: nums[i + 1] });
+      out.push({ type: 'number', exclusiveMinimum: nums[nums.length - 1] });
+    }
+    if (types.has('array') || types.has('object')) refuse();
+    return out;
   }
 
   /** A schema with its top-level $ref resolved (for merging). */
@@ -415,6 +567,12 @@ class SchemaCompiler {
     if (typeof a.$ref === 'string') a = this.inline(a, path) as Schema;
     if (typeof b.$ref === 'string') b = this.inline(b, path) as Schema;
     if (!isObject(a) || !isObject(b)) return this.merge(a, b, path);
+    if ('not' in a && 'not' in b) {
+      // Two nots: the second one as the branches that violate it.
+      const violations = this.negate(b.not, join(path, 'not'));
+      if (violations.length === 0) return NEVER;
+      return this.merge(this.merge(a, withoutKeys(b, ['not']), path), { anyOf: violations }, path);
+    }
     // Nested combinators: allOf flattens; anyOf/oneOf distribute (A and (B or C) = A&B or A&C).
     if (Array.isArray(b.allOf)) {
       let m = this.merge(a, withoutKeys(b, ['allOf']), path);
@@ -460,7 +618,8 @@ class SchemaCompiler {
           break;
         }
         case 'required':
-          out.required = [...new Set([...(u as string[]), ...(v as string[])])];
+        case NOT_STRINGS:
+          out[k] = [...new Set([...(u as string[]), ...(v as string[])])];
           break;
         case 'minimum':
         case 'minLength':
@@ -672,6 +831,15 @@ class SchemaCompiler {
         `unsupported JSON-schema keyword combination at ${path || 'the schema'}: ${[...constraints, ...(hasLength ? ['minLength/maxLength'] : [])].join(' with ')} on one string`,
         join(path, constraints[0] ?? 'pattern'),
       );
+    if (NOT_STRINGS in schema) {
+      if (constraints.length > 0 || hasLength)
+        throw new SchemaError(
+          `unsupported JSON-schema keyword combination at ${path || 'the schema'}: not of an enum with ${[...constraints, ...(hasLength ? ['minLength/maxLength'] : [])].join(', ')} on one string`,
+          join(path, 'not'),
+        );
+      // Strings written without escapes (a subset: still valid) that are none of the names.
+      return keyNotIn(schema[NOT_STRINGS] as string[]);
+    }
     if (typeof schema.format === 'string' && !(schema.format in FORMATS)) {
       throw new SchemaError(
         `unsupported JSON-schema keyword "format" at ${join(path, 'format')}: "${schema.format}" (supported: ${Object.keys(FORMATS).join(', ')})`,
@@ -875,7 +1043,8 @@ class SchemaCompiler {
     }
     // Other members: under a patternProperties key, or any other key for additionalProperties.
     const extras: Frag[] = [];
-    const listedNames = listed.map((m) => m.name);
+    // Keys other members may not take: every listed name, also those forbidden (a false schema).
+    const listedNames = [...new Set([...Object.keys(props), ...required])];
     const patternEntries = Object.entries(patterns);
     if (patternEntries.length > 0 && schema.unevaluatedProperties !== false) {
       const distinct = new Set(patternEntries.map(([, s]) => JSON.stringify(s)));
@@ -885,6 +1054,12 @@ class SchemaCompiler {
           join(path, 'patternProperties'),
         );
       for (const [pat, ps] of patternEntries) {
+        if (names === undefined && MATCHES_EVERY_STRING.has(pat)) {
+          // A pattern every key matches (found anywhere in it): the extra keys are all the others.
+          const value = this.compile(ps, join(join(path, 'patternProperties'), pat), depth + 1);
+          extras.push(seq(keyNotIn(listedNames), this.colon, value));
+          continue;
+        }
         if (listedNames.some((n) => testPattern(pat, n, path)) || names !== undefined) continue; // keys may not repeat listed ones
         let keyFrag: Frag;
         try {
@@ -961,6 +1136,9 @@ class SchemaCompiler {
     };
   }
 }
+
+/** Patterns that match every string as JSON Schema applies them (a search: an empty match will do). */
+const MATCHES_EVERY_STRING = new Set(['', '.*', '^.*', '.*$', '(.*)', '^(.*)']);
 
 /** A JSON string key that is none of `names` (compared as written: keys have no escapes here). */
 function keyNotIn(names: string[]): Frag {
@@ -1160,6 +1338,7 @@ const KNOWN = new Set([
   'oneOf',
   'uniqueItems',
   'unevaluatedProperties',
+  NOT_STRINGS,
   ...OBJECT_KEYS,
   ...ARRAY_KEYS,
   ...STRING_KEYS,
@@ -1225,6 +1404,9 @@ function conforms(v: unknown, s: unknown, resolveRef: (ref: string) => unknown, 
         break;
       }
       case 'nullable':
+        break;
+      case NOT_STRINGS:
+        if (typeof v === 'string' && (x as string[]).includes(v)) return false;
         break;
       case 'enum':
         if (!Array.isArray(x) || !x.some((e) => JSON.stringify(e) === JSON.stringify(v))) return false;

@@ -62,6 +62,11 @@ export class Nfa {
   readonly ruleStart: number[] = [];
   readonly ruleEnd: number[] = [];
   readonly ruleName: string[] = [];
+  /**
+   * absorbing.get(h) = [lo, hi): every state numbered lo..hi-1 reads a subset of what h reads
+   * (h: the free run after an unanchored pattern matched), so where h is, they add nothing.
+   */
+  readonly absorbing = new Map<number, [number, number]>();
   private readonly deadline: number;
 
   constructor(readonly budget: Budget = DEFAULT_BUDGET) {

@@ -72,6 +72,7 @@ export class Pda {
   private readonly ruleStartState: Int32Array;
   private readonly mark: Int32Array;
   private stamp = 0;
+  private readonly headClosure = new Map<number, Set<number>>();
 
   constructor(
     readonly nfa: Nfa,
@@ -140,16 +141,18 @@ export class Pda {
     return c;
   }
 
-  private closure(seeds: number[]): number[] {
+  private closure(seeds: number[], raw = false): number[] {
     const nfa = this.nfa;
     const stamp = ++this.stamp;
     const stack = seeds.slice();
     const kept: number[] = [];
     for (const q of stack) this.mark[q] = stamp;
+    let heads: number[] | null = null;
     while (stack.length > 0) {
       const q = stack.pop()!;
       if (this.nfaDist[q] >= INF) continue; // can never finish: never enter it
       if (nfa.edges[q].length > 0 || nfa.calls[q].length > 0 || this.ruleEndOf[q] >= 0) kept.push(q);
+      if (nfa.absorbing.size > 0 && nfa.absorbing.has(q)) (heads ??= []).push(q);
       for (const r of nfa.eps[q]) {
         if (this.mark[r] !== stamp) {
           this.mark[r] = stamp;
@@ -157,7 +160,24 @@ export class Pda {
         }
       }
     }
+    if (heads && !raw) return this.absorb(kept, heads).sort((a, b) => a - b);
     return kept.sort((a, b) => a - b);
+  }
+
+  /** The set less the states an absorbing head covers (those of its range not in its own closure). */
+  private absorb(kept: number[], heads: number[]): number[] {
+    let out = kept;
+    const done = new Set<string>();
+    for (const h of heads) {
+      const [lo, hi] = this.nfa.absorbing.get(h)!;
+      if (done.has(`${lo},${hi}`)) continue;
+      done.add(`${lo},${hi}`);
+      let own = this.headClosure.get(h);
+      if (!own) this.headClosure.set(h, (own = new Set(this.closure([h], true))));
+      const keep = own;
+      out = out.filter((q) => q < lo || q >= hi || keep.has(q));
+    }
+    return out;
   }
 
   private internState(set: number[]): number {

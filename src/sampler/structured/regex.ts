@@ -194,18 +194,37 @@ class Parser {
     let f: Frag;
     if (this.search) {
       // Each top-level branch is unanchored unless it starts with ^ / ends with $.
-      const anyRun = star(classFrag(ANY_CHAR, this.mode));
+      const anyChar = classFrag(ANY_CHAR, this.mode);
+      const anyRun = star(anyChar);
+      // The run after a match: a loop head h that absorbs every other thread of the pattern (all
+      // of them read whole characters up to the same end), so a matched string is one DFA state.
+      const heads: number[] = [];
+      const tailRun: Frag = (nfa, from) => {
+        const h = nfa.state();
+        nfa.addEps(from, h);
+        nfa.addEps(anyChar(nfa, h), h);
+        heads.push(h);
+        return h;
+      };
       const branches: Frag[] = [];
       for (;;) {
         this.anchoredStart = this.src[this.i] === '^';
         if (this.anchoredStart) this.i++;
         this.anchoredEnd = false;
         const body = this.sequence(true);
-        branches.push(seq(this.anchoredStart ? empty : anyRun, body, this.anchoredEnd ? empty : anyRun));
+        branches.push(seq(this.anchoredStart ? empty : anyRun, body, this.anchoredEnd ? empty : tailRun));
         if (this.src[this.i] !== '|') break;
         this.i++;
       }
-      f = alt(...branches);
+      const pattern = alt(...branches);
+      f = (nfa, from) => {
+        heads.length = 0;
+        const lo = nfa.eps.length;
+        const end = pattern(nfa, from);
+        const hi = nfa.eps.length;
+        for (const h of heads) nfa.absorbing.set(h, [lo, hi]);
+        return end;
+      };
     } else {
       if (this.src.startsWith('^')) this.i = 1;
       f = this.alternation();
