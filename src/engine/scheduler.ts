@@ -340,14 +340,14 @@ export class Scheduler {
     const vocab = this.model.config.vocabSize;
     const draft = seq.draft;
     seq.draft = [];
-    // A certain draft has one logits row, its last; the positions before it are sampled from zeros.
+    // A certain draft has one logits row, its last; the tokens before it are taken as they are (takeCertain).
     const certain = draft.length > 0 && seq.draftBy?.certain === true;
     let accepted = 0;
     try {
       for (let i = 0; i <= draft.length; i++) {
         const known = certain && i < draft.length;
         const token = known
-          ? this.accept(seq, seq.sampler.zeroLogits, 0)
+          ? this.accept(seq, logits, -1, draft[i])
           : this.accept(seq, logits, (row0 + (certain ? 0 : i)) * vocab);
         if (known && token !== draft[i] && !seq.finishReason)
           throw new Error(
@@ -427,8 +427,11 @@ export class Scheduler {
     }
   }
 
-  /** Sample the next token from logits[off..off+vocab) and apply the stopping rules; -1 if the sequence had finished. */
-  private accept(seq: Sequence, logits: Float32Array, off: number): number {
+  /**
+   * Sample the next token from logits[off..off+vocab) (or take `certain`, a jump-forward token that
+   * has no logits row) and apply the stopping rules; -1 if the sequence had finished.
+   */
+  private accept(seq: Sequence, logits: Float32Array, off: number, certain = -1): number {
     if (seq.finishReason) return -1;
     if (seq.maxTokens === 0) {
       // Only the prompt was asked for (its log-probabilities): nothing is generated.
@@ -437,8 +440,8 @@ export class Scheduler {
       return -1;
     }
     const vocab = this.model.config.vocabSize;
-    const row = logits.subarray(off, off + vocab);
-    for (let i = 0; i < vocab; i++) {
+    const row = logits.subarray(Math.max(off, 0), Math.max(off, 0) + vocab);
+    for (let i = 0; certain < 0 && i < vocab; i++) {
       const x = row[i];
       if (x !== x || x === Infinity) {
         throw new NonFiniteLogitsError(
@@ -446,7 +449,7 @@ export class Scheduler {
         );
       }
     }
-    const r = seq.sampler.sample(row, seq.promptIds, seq.outputIds);
+    const r = certain >= 0 ? seq.sampler.takeCertain(certain) : seq.sampler.sample(row, seq.promptIds, seq.outputIds);
     const token = r.token;
     if (seq.outputIds.length === 0) seq.firstToken = performance.now();
     seq.outputIds.push(token);

@@ -193,9 +193,13 @@ export class Sampler {
     return run;
   }
 
-  /** All-zero logits: what certain tokens are sampled from (the model's are not computed for them). */
-  get zeroLogits(): Float32Array {
-    return (this.zeros ??= new Float32Array(this.vocabSize));
+  /**
+   * Takes a token from certainTokens() without logits: what sample() would return from any logits,
+   * with the random draw it would consume (one per sampled position), so later draws are unchanged.
+   */
+  takeCertain(token: number): SampleResult {
+    if (!this.greedy) this.rng.nextFloat();
+    return { token };
   }
 
   /** Tokens the structured-output constraint alone would write next, after these output tokens. */
