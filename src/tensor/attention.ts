@@ -114,19 +114,28 @@ export function attendRows(
     const block = kv.blockTables[tableOff + t0 / bs];
     const base = (block * kv.kvHeads + kvHead) * bs * hd;
     const tileLen = Math.min(bs, end - t0);
-    loadTile(s.kTile, kv, kv.k, kv.k32, kv.kScale, base, tileLen * hd, s);
-    loadTile(s.vTile, kv, kv.v, kv.v32, kv.vScale, base, tileLen * hd, s);
+    let k: Float32Array | Float64Array = s.kTile,
+      v: Float32Array | Float64Array = s.vTile,
+      kvOff = 0;
+    if (kv.format === KV_F32) {
+      k = kv.k as Float32Array;
+      v = kv.v as Float32Array;
+      kvOff = base;
+    } else {
+      loadTile(s.kTile, kv, kv.k, kv.k32, kv.kScale, base, tileLen * hd, s);
+      loadTile(s.vTile, kv, kv.v, kv.v32, kv.vScale, base, tileLen * hd, s);
+    }
     // Rows before firstRow see none of this tile (causal); the queries from a multiple of 4 at or
     // below its first query on are computed, the ones that see nothing get probability 0.
     const firstRow = Math.max(0, t0 - pos0);
     const q0 = (firstRow * group) & ~3;
-    tileScores(s.scores, qs, s.kTile, q0, padded, tileLen, hd, bs);
+    tileScores(s.scores, qs, k, kvOff, q0, padded, tileLen, hd, bs);
     for (let qi = q0; qi < padded; qi++) {
       const row = qi < queries ? (qi / group) | 0 : rows - 1;
       const visible = Math.max(0, Math.min(tileLen, pos0 + row + 1 - t0));
       softmaxStep(s, qi, qi * bs, visible, tileLen, hd);
     }
-    tileValues(s.acc, s.scores, s.vTile, q0, padded, tileLen, hd, bs);
+    tileValues(s.acc, s.scores, v, kvOff, q0, padded, tileLen, hd, bs);
   }
   for (let i = 0; i < rows; i++) {
     for (let g = 0; g < group; g++) {
@@ -145,7 +154,8 @@ export function attendRows(
 function tileScores(
   scores: Float64Array,
   q: Float64Array,
-  k: Float64Array,
+  k: Float32Array | Float64Array,
+  kOff: number,
   q0: number,
   q1: number,
   n: number,
@@ -163,7 +173,7 @@ function tileScores(
       sd = sc + bs;
     let t = 0;
     for (; t + 2 <= n; t += 2) {
-      const k0 = t * hd,
+      const k0 = kOff + t * hd,
         k1 = k0 + hd;
       let a0 = 0,
         a1 = 0,
@@ -199,7 +209,7 @@ function tileScores(
       scores[sd + t + 1] = d1;
     }
     if (t < n) {
-      const k0 = t * hd;
+      const k0 = kOff + t * hd;
       let a0 = 0,
         b0 = 0,
         c0 = 0,
@@ -226,7 +236,8 @@ function tileScores(
 function tileValues(
   acc: Float64Array,
   p: Float64Array,
-  v: Float64Array,
+  v: Float32Array | Float64Array,
+  vOff: number,
   q0: number,
   q1: number,
   n: number,
@@ -240,7 +251,7 @@ function tileValues(
       pb = pa + bs;
     let t = 0;
     for (; t + 4 <= n; t += 4) {
-      const v0 = t * hd,
+      const v0 = vOff + t * hd,
         v1 = v0 + hd,
         v2 = v1 + hd,
         v3 = v2 + hd;
@@ -262,7 +273,7 @@ function tileValues(
       }
     }
     for (; t < n; t++) {
-      const v0 = t * hd;
+      const v0 = vOff + t * hd;
       const a0 = p[pa + t],
         b0 = p[pb + t];
       for (let j = 0; j < hd; j++) {
