@@ -29,6 +29,8 @@ export function longContextUsage(): string {
   --prompt-tokens N      prompt of the pp column (default 128)
   --decode-steps N       decode steps per round (default 4)
   --rounds N             interleaved rounds; the median is kept (default 3)
+  --whole-prompts LIST   instead of the depth table: prefill tok/s of whole prompts of these
+                         lengths from position 0 (e.g. 128,2048: the goal's 2k prompt vs 128)
   --cache DIR            where the synthetic model is written and reused (default <repo>/.cache/models)`;
 }
 
@@ -139,6 +141,60 @@ async function measureDtype(
   }
 }
 
+/** Prefill tok/s of whole prompts (from position 0) of each length, in interleaved rounds. */
+async function measureWholePrompts(
+  dir: string,
+  dtype: KvCacheDtype,
+  o: { weights: WeightFormat; threads: number; lengths: number[]; rounds: number },
+): Promise<void> {
+  const model = await loadModel(dir, {
+    weights: o.weights,
+    threads: o.threads,
+    maxSequences: 1,
+    contextLength: Math.max(...o.lengths),
+    kvCacheDtype: dtype,
+  });
+  try {
+    const vocab = model.config.vocabSize;
+    const random = rng(3);
+    const wall: number[][] = o.lengths.map(() => []);
+    const cpu: number[][] = o.lengths.map(() => []);
+    model.forward([1, 2, 3, 4, 5, 6, 7, 8]); // warm-up: JIT, page faults
+    for (let round = 0; round < o.rounds; round++) {
+      for (let i = 0; i < o.lengths.length; i++) {
+        const n = o.lengths[i];
+        const prompt = Array.from({ length: n }, () => Math.floor(random() * Math.min(vocab, 150000)));
+        const t = performance.now();
+        const c = process.cpuUsage();
+        model.forward(prompt);
+        wall[i].push(n / ((performance.now() - t) / 1000));
+        cpu[i].push(n / (cpuMs(process.cpuUsage(c)) / 1000));
+        log(
+          `  ${dtype} round ${round + 1}/${o.rounds}: ${n}-token prompt ${num(wall[i].at(-1)!)} tok/s ` +
+            `(cpu ${num(cpu[i].at(-1)!)}), ${num(n / wall[i].at(-1)!)} s`,
+        );
+      }
+    }
+    const table = new StreamTable(`KV cache ${dtype}: whole prompts from position 0`, [
+      { title: 'prompt tokens', width: 13 },
+      { title: 'prefill tok/s', width: 13 },
+      { title: 'vs first', width: 8 },
+      { title: 'cpu: tok/s', width: 10 },
+      { title: 'cpu: vs first', width: 13 },
+    ]);
+    for (let i = 0; i < o.lengths.length; i++)
+      table.row([
+        String(o.lengths[i]),
+        num(median(wall[i])),
+        `${num((100 * median(wall[i])) / median(wall[0]))}%`,
+        num(median(cpu[i])),
+        `${num((100 * median(cpu[i])) / median(cpu[0]))}%`,
+      ]);
+  } finally {
+    await model.close();
+  }
+}
+
 export async function longContextMain(argv: string[]): Promise<void> {
   const { values: v } = parseArgs({
     args: argv,
@@ -151,6 +207,7 @@ export async function longContextMain(argv: string[]): Promise<void> {
       'prompt-tokens': { type: 'string' },
       'decode-steps': { type: 'string' },
       rounds: { type: 'string' },
+      'whole-prompts': { type: 'string' },
       cache: { type: 'string' },
       help: { type: 'boolean' },
     },
@@ -171,6 +228,15 @@ export async function longContextMain(argv: string[]): Promise<void> {
     if (!KV_CACHE_DTYPES.includes(d))
       throw new Error(`--kv-cache-dtypes: one of ${KV_CACHE_DTYPES.join(', ')}, got ${d}`);
   const dir = v.model ?? ensureSyntheticModel('qwen2.5-0.5b', v.cache ?? path.join(repoRoot(), '.cache', 'models'));
+  if (v['whole-prompts'] !== undefined) {
+    const lengths = ints(v['whole-prompts'], '');
+    const badLength = lengths.find((x) => !Number.isInteger(x) || x < 1);
+    if (badLength !== undefined)
+      throw new Error(`--whole-prompts: every length must be a positive integer, got ${badLength}`);
+    out(`Whole prompts: ${path.basename(dir)}, ${weights} weights, ${threads} threads (medians of ${rounds} rounds)`);
+    for (const dtype of dtypes) await measureWholePrompts(dir, dtype, { weights, threads, lengths, rounds });
+    return;
+  }
 
   out(
     `Long contexts: ${path.basename(dir)}, ${weights} weights, ${threads} threads, pp${promptTokens} and tg at depth d`,

@@ -43,9 +43,11 @@ function pagedLayer(cache: KvCache, layer: number, c: ModelConfig): PagedKv {
 }
 
 describe('attendRows against the plain attention, over a paged cache of every dtype', () => {
-  // heads 6 / kv heads 2: a group of 3 takes the two-query path and the one-query tail.
+  // Queries go through the kernels in fours: a group of 3 (6 / 2) leaves padding after every query
+  // block and decode row, 7 (the 0.5B's 14 / 2) after a decode row, 2 (8 / 4) after a decode row only.
   for (const [heads, kvHeads, headDim] of [
     [6, 2, 64],
+    [14, 2, 64],
     [8, 4, 8],
   ]) {
     for (const dtype of KV_CACHE_DTYPES) {

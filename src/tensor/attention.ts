@@ -35,30 +35,39 @@ export interface PagedKv {
 
 /** A thread's working memory for attendRows: tiles of one cache block, and per-query state. */
 export interface AttentionScratch {
-  kTile: Float32Array; // [blockSize, headDim]
-  vTile: Float32Array;
-  kTile32: Int32Array; // the same memory, for widening bf16
-  vTile32: Int32Array;
+  // Everything the inner loops read is f64: JavaScript computes in doubles, so an f64 load needs no
+  // widening, and a tile or query widened once is reused by every query block / position it meets.
+  queries: Float64Array; // [maxQueries rounded up to 4, headDim]: the queries times the scale
+  kTile: Float64Array; // [blockSize, headDim]
+  vTile: Float64Array;
+  stage: Float32Array; // [blockSize * headDim]: bf16 widened to f32 before the f64 tile
+  stage32: Int32Array; // the same memory
   scaleTile: Float32Array; // q8_0 scales of one tile
-  scores: Float32Array; // [2, blockSize]: two queries' scores, then probabilities, within a tile
-  acc: Float32Array; // [maxQueries, headDim]: unnormalised output
-  max: Float64Array; // [maxQueries]: running max of the scores
-  sum: Float64Array; // [maxQueries]: running sum of exp(score - max)
+  scores: Float64Array; // [maxQueries rounded up to 4, blockSize]: scores, then probabilities
+  acc: Float64Array; // [maxQueries rounded up to 4, headDim]: unnormalised output
+  max: Float64Array; // running max of each query's scores
+  sum: Float64Array; // running sum of exp(score - max)
+}
+
+/** Queries go through the score kernel four at a time; the padding queries are zero and ignored. */
+function paddedQueries(queries: number): number {
+  return (queries + 3) & ~3;
 }
 
 export function allocAttentionScratch(maxQueries: number, blockSize: number, headDim: number): AttentionScratch {
-  const kTile = new Float32Array(blockSize * headDim);
-  const vTile = new Float32Array(blockSize * headDim);
+  const padded = paddedQueries(maxQueries);
+  const stage = new Float32Array(blockSize * headDim);
   return {
-    kTile,
-    vTile,
-    kTile32: new Int32Array(kTile.buffer),
-    vTile32: new Int32Array(vTile.buffer),
+    queries: new Float64Array(padded * headDim),
+    kTile: new Float64Array(blockSize * headDim),
+    vTile: new Float64Array(blockSize * headDim),
+    stage,
+    stage32: new Int32Array(stage.buffer),
     scaleTile: new Float32Array(blockSize * headDim),
-    scores: new Float32Array(2 * blockSize),
-    acc: new Float32Array(maxQueries * headDim),
-    max: new Float64Array(maxQueries),
-    sum: new Float64Array(maxQueries),
+    scores: new Float64Array(padded * blockSize),
+    acc: new Float64Array(padded * headDim),
+    max: new Float64Array(padded),
+    sum: new Float64Array(padded),
   };
 }
 
@@ -67,6 +76,10 @@ export function allocAttentionScratch(maxQueries: number, blockSize: number, hea
  * `group` query heads of kv head `kvHead` (heads kvHead*group ...): row i attends to positions
  * 0..pos0+i. Query head h of row i is q[qOff + i*rowStride + h*headDim ..]; its output goes to the
  * same offset of `out`. scale is the factor of the scores (1/√headDim).
+ *
+ * Per cache block of blockSize positions it is two small matrix products, as in flash attention:
+ * scores [queries x positions] = Q·Kᵀ, then acc [queries x headDim] += P·V, each register-blocked
+ * (tileScores, tileValues) like the matmul kernels, with the online softmax between them.
  */
 export function attendRows(
   out: Float32Array,
@@ -85,37 +98,44 @@ export function attendRows(
   const hd = kv.headDim,
     bs = kv.blockSize;
   const queries = rows * group;
-  for (let qi = 0; qi < queries; qi++) {
-    s.max[qi] = -Infinity;
-    s.sum[qi] = 0;
+  const padded = paddedQueries(queries);
+  const qs = s.queries;
+  for (let i = 0; i < rows; i++) {
+    const src = qOff + i * rowStride + kvHead * group * hd;
+    const dst = i * group * hd;
+    for (let j = 0; j < group * hd; j++) qs[dst + j] = q[src + j] * scale;
   }
-  s.acc.fill(0, 0, queries * hd);
+  qs.fill(0, queries * hd, padded * hd);
+  s.max.fill(-Infinity, 0, padded);
+  s.sum.fill(0, 0, padded);
+  s.acc.fill(0, 0, padded * hd);
   const end = pos0 + rows; // positions 0..end-1 are read by the last row
   for (let t0 = 0; t0 < end; t0 += bs) {
     const block = kv.blockTables[tableOff + t0 / bs];
     const base = (block * kv.kvHeads + kvHead) * bs * hd;
     const tileLen = Math.min(bs, end - t0);
-    let k: Float32Array, kOff: number, v: Float32Array, vOff: number;
+    let k: Float32Array | Float64Array = s.kTile,
+      v: Float32Array | Float64Array = s.vTile,
+      kvOff = 0;
     if (kv.format === KV_F32) {
       k = kv.k as Float32Array;
       v = kv.v as Float32Array;
-      kOff = vOff = base;
+      kvOff = base;
     } else {
-      loadTile(s.kTile, s.kTile32, kv, kv.k, kv.k32, kv.kScale, base, tileLen * hd, s.scaleTile);
-      loadTile(s.vTile, s.vTile32, kv, kv.v, kv.v32, kv.vScale, base, tileLen * hd, s.scaleTile);
-      k = s.kTile;
-      v = s.vTile;
-      kOff = vOff = 0;
+      loadTile(s.kTile, kv, kv.k, kv.k32, kv.kScale, base, tileLen * hd, s);
+      loadTile(s.vTile, kv, kv.v, kv.v32, kv.vScale, base, tileLen * hd, s);
     }
-    for (let i = 0; i < rows; i++) {
-      const visible = Math.min(tileLen, pos0 + i + 1 - t0);
-      if (visible <= 0) continue;
-      const qo = qOff + i * rowStride + kvHead * group * hd;
-      let g = 0;
-      for (; g + 2 <= group; g += 2)
-        attendTilePair(q, qo + g * hd, k, kOff, v, vOff, visible, hd, scale, s, i * group + g);
-      if (g < group) attendTile(q, qo + g * hd, k, kOff, v, vOff, visible, hd, scale, s, i * group + g);
+    // Rows before firstRow see none of this tile (causal); the queries from a multiple of 4 at or
+    // below its first query on are computed, the ones that see nothing get probability 0.
+    const firstRow = Math.max(0, t0 - pos0);
+    const q0 = (firstRow * group) & ~3;
+    tileScores(s.scores, qs, k, kvOff, q0, padded, tileLen, hd, bs);
+    for (let qi = q0; qi < padded; qi++) {
+      const row = qi < queries ? (qi / group) | 0 : rows - 1;
+      const visible = Math.max(0, Math.min(tileLen, pos0 + row + 1 - t0));
+      softmaxStep(s, qi, qi * bs, visible, tileLen, hd);
     }
+    tileValues(s.acc, s.scores, v, kvOff, q0, padded, tileLen, hd, bs);
   }
   for (let i = 0; i < rows; i++) {
     for (let g = 0; g < group; g++) {
@@ -127,174 +147,154 @@ export function attendRows(
   }
 }
 
-/** Fold positions 0..n-1 of one tile (keys at k[kOff..], values at v[vOff..]) into query qi's state. */
-function attendTile(
-  q: Float32Array,
-  qo: number,
-  k: Float32Array,
-  kOff: number,
-  v: Float32Array,
-  vOff: number,
-  n: number,
-  hd: number,
-  scale: number,
-  s: AttentionScratch,
-  qi: number,
-): void {
-  const scores = s.scores,
-    acc = s.acc;
-  // Scores, four positions at a time: each q value loaded once for four keys.
-  let t = 0;
-  for (; t + 4 <= n; t += 4) {
-    const k0 = kOff + t * hd,
-      k1 = k0 + hd,
-      k2 = k1 + hd,
-      k3 = k2 + hd;
-    let s0 = 0,
-      s1 = 0,
-      s2 = 0,
-      s3 = 0;
-    for (let d = 0; d < hd; d++) {
-      const x = q[qo + d];
-      s0 += x * k[k0 + d];
-      s1 += x * k[k1 + d];
-      s2 += x * k[k2 + d];
-      s3 += x * k[k3 + d];
-    }
-    scores[t] = s0 * scale;
-    scores[t + 1] = s1 * scale;
-    scores[t + 2] = s2 * scale;
-    scores[t + 3] = s3 * scale;
-  }
-  for (; t < n; t++) {
-    const k0 = kOff + t * hd;
-    let s0 = 0;
-    for (let d = 0; d < hd; d++) s0 += q[qo + d] * k[k0 + d];
-    scores[t] = s0 * scale;
-  }
-
-  softmaxStep(s, qi, 0, n, hd);
-  const ao = qi * hd;
-
-  // acc += p·V, four positions at a time: each accumulator loaded and stored once for four values.
-  t = 0;
-  for (; t + 4 <= n; t += 4) {
-    const v0 = vOff + t * hd,
-      v1 = v0 + hd,
-      v2 = v1 + hd,
-      v3 = v2 + hd;
-    const p0 = scores[t],
-      p1 = scores[t + 1],
-      p2 = scores[t + 2],
-      p3 = scores[t + 3];
-    for (let d = 0; d < hd; d++) acc[ao + d] += p0 * v[v0 + d] + p1 * v[v1 + d] + p2 * v[v2 + d] + p3 * v[v3 + d];
-  }
-  for (; t < n; t++) {
-    const v0 = vOff + t * hd;
-    const p = scores[t];
-    for (let d = 0; d < hd; d++) acc[ao + d] += p * v[v0 + d];
-  }
-}
-
 /**
- * attendTile for queries qi and qi+1, whose q rows are adjacent (two heads of one group): each key
- * and value is loaded once for both, the loop that bounds the speed of decode at long contexts.
+ * scores[qi*bs + t] = q_qi · k_t for queries q0..q1 (q1 - q0 a multiple of 4) and positions 0..n-1
+ * of the tile: four queries x two positions at a time, 6 loads for 8 multiply-adds.
  */
-function attendTilePair(
-  q: Float32Array,
-  qo: number,
-  k: Float32Array,
+function tileScores(
+  scores: Float64Array,
+  q: Float64Array,
+  k: Float32Array | Float64Array,
   kOff: number,
-  v: Float32Array,
-  vOff: number,
+  q0: number,
+  q1: number,
   n: number,
   hd: number,
-  scale: number,
-  s: AttentionScratch,
-  qi: number,
+  bs: number,
 ): void {
-  const scores = s.scores,
-    acc = s.acc;
-  const qb = qo + hd; // the second query
-  const sb = n; // its scores follow the first's
-  // Scores, two queries x two positions at a time: 2 + 2 loads for 4 multiply-adds.
-  let t = 0;
-  for (; t + 2 <= n; t += 2) {
-    const k0 = kOff + t * hd,
-      k1 = k0 + hd;
-    let a0 = 0,
-      a1 = 0,
-      b0 = 0,
-      b1 = 0;
-    for (let d = 0; d < hd; d++) {
-      const x = q[qo + d],
-        y = q[qb + d];
-      const u = k[k0 + d],
-        w = k[k1 + d];
-      a0 += x * u;
-      a1 += x * w;
-      b0 += y * u;
-      b1 += y * w;
+  for (let qi = q0; qi < q1; qi += 4) {
+    const qa = qi * hd,
+      qb = qa + hd,
+      qc = qb + hd,
+      qd = qc + hd;
+    const sa = qi * bs,
+      sb = sa + bs,
+      sc = sb + bs,
+      sd = sc + bs;
+    let t = 0;
+    for (; t + 2 <= n; t += 2) {
+      const k0 = kOff + t * hd,
+        k1 = k0 + hd;
+      let a0 = 0,
+        a1 = 0,
+        b0 = 0,
+        b1 = 0,
+        c0 = 0,
+        c1 = 0,
+        d0 = 0,
+        d1 = 0;
+      for (let j = 0; j < hd; j++) {
+        const x = k[k0 + j],
+          y = k[k1 + j];
+        const wa = q[qa + j],
+          wb = q[qb + j],
+          wc = q[qc + j],
+          wd = q[qd + j];
+        a0 += wa * x;
+        a1 += wa * y;
+        b0 += wb * x;
+        b1 += wb * y;
+        c0 += wc * x;
+        c1 += wc * y;
+        d0 += wd * x;
+        d1 += wd * y;
+      }
+      scores[sa + t] = a0;
+      scores[sa + t + 1] = a1;
+      scores[sb + t] = b0;
+      scores[sb + t + 1] = b1;
+      scores[sc + t] = c0;
+      scores[sc + t + 1] = c1;
+      scores[sd + t] = d0;
+      scores[sd + t + 1] = d1;
     }
-    scores[t] = a0 * scale;
-    scores[t + 1] = a1 * scale;
-    scores[sb + t] = b0 * scale;
-    scores[sb + t + 1] = b1 * scale;
-  }
-  for (; t < n; t++) {
-    const k0 = kOff + t * hd;
-    let a0 = 0,
-      b0 = 0;
-    for (let d = 0; d < hd; d++) {
-      const u = k[k0 + d];
-      a0 += q[qo + d] * u;
-      b0 += q[qb + d] * u;
-    }
-    scores[t] = a0 * scale;
-    scores[sb + t] = b0 * scale;
-  }
-  softmaxStep(s, qi, 0, n, hd);
-  softmaxStep(s, qi + 1, sb, n, hd);
-
-  // acc += p·V for both queries, two positions at a time.
-  const aa = qi * hd,
-    ab = aa + hd;
-  t = 0;
-  for (; t + 2 <= n; t += 2) {
-    const v0 = vOff + t * hd,
-      v1 = v0 + hd;
-    const pa0 = scores[t],
-      pa1 = scores[t + 1],
-      pb0 = scores[sb + t],
-      pb1 = scores[sb + t + 1];
-    for (let d = 0; d < hd; d++) {
-      const x = v[v0 + d],
-        y = v[v1 + d];
-      acc[aa + d] += pa0 * x + pa1 * y;
-      acc[ab + d] += pb0 * x + pb1 * y;
-    }
-  }
-  for (; t < n; t++) {
-    const v0 = vOff + t * hd;
-    const pa = scores[t],
-      pb = scores[sb + t];
-    for (let d = 0; d < hd; d++) {
-      const x = v[v0 + d];
-      acc[aa + d] += pa * x;
-      acc[ab + d] += pb * x;
+    if (t < n) {
+      const k0 = kOff + t * hd;
+      let a0 = 0,
+        b0 = 0,
+        c0 = 0,
+        d0 = 0;
+      for (let j = 0; j < hd; j++) {
+        const x = k[k0 + j];
+        a0 += q[qa + j] * x;
+        b0 += q[qb + j] * x;
+        c0 += q[qc + j] * x;
+        d0 += q[qd + j] * x;
+      }
+      scores[sa + t] = a0;
+      scores[sb + t] = b0;
+      scores[sc + t] = c0;
+      scores[sd + t] = d0;
     }
   }
 }
 
 /**
- * Online softmax for query qi over the n scores at s.scores[off..]: they become exp(score - max)
- * with the running max, and the accumulator and sum are rescaled when the max grows.
+ * acc[qi*hd ..] += Σ_t p[qi*bs + t] · v_t for queries q0..q1 (an even count) over positions 0..n-1:
+ * two queries x four positions at a time, the eight probabilities held in registers.
  */
-function softmaxStep(s: AttentionScratch, qi: number, off: number, n: number, hd: number): void {
+function tileValues(
+  acc: Float64Array,
+  p: Float64Array,
+  v: Float32Array | Float64Array,
+  vOff: number,
+  q0: number,
+  q1: number,
+  n: number,
+  hd: number,
+  bs: number,
+): void {
+  for (let qi = q0; qi < q1; qi += 2) {
+    const aa = qi * hd,
+      ab = aa + hd;
+    const pa = qi * bs,
+      pb = pa + bs;
+    let t = 0;
+    for (; t + 4 <= n; t += 4) {
+      const v0 = vOff + t * hd,
+        v1 = v0 + hd,
+        v2 = v1 + hd,
+        v3 = v2 + hd;
+      const a0 = p[pa + t],
+        a1 = p[pa + t + 1],
+        a2 = p[pa + t + 2],
+        a3 = p[pa + t + 3];
+      const b0 = p[pb + t],
+        b1 = p[pb + t + 1],
+        b2 = p[pb + t + 2],
+        b3 = p[pb + t + 3];
+      for (let j = 0; j < hd; j++) {
+        const x0 = v[v0 + j],
+          x1 = v[v1 + j],
+          x2 = v[v2 + j],
+          x3 = v[v3 + j];
+        acc[aa + j] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3;
+        acc[ab + j] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3;
+      }
+    }
+    for (; t < n; t++) {
+      const v0 = vOff + t * hd;
+      const a0 = p[pa + t],
+        b0 = p[pb + t];
+      for (let j = 0; j < hd; j++) {
+        const x = v[v0 + j];
+        acc[aa + j] += a0 * x;
+        acc[ab + j] += b0 * x;
+      }
+    }
+  }
+}
+
+/**
+ * Online softmax for query qi over the first `visible` of the n scores at s.scores[off..]: they
+ * become exp(score - max) with the running max, the rest (masked) 0, and the accumulator and sum
+ * are rescaled when the max grows.
+ */
+function softmaxStep(s: AttentionScratch, qi: number, off: number, visible: number, n: number, hd: number): void {
   const scores = s.scores,
     acc = s.acc;
   let tileMax = -Infinity;
-  for (let j = off; j < off + n; j++) if (scores[j] > tileMax) tileMax = scores[j];
+  for (let j = off; j < off + visible; j++) if (scores[j] > tileMax) tileMax = scores[j];
   const oldMax = s.max[qi];
   const newMax = tileMax > oldMax ? tileMax : oldMax;
   let sum = s.sum[qi];
@@ -304,39 +304,48 @@ function softmaxStep(s: AttentionScratch, qi: number, off: number, n: number, hd
     for (let d = qi * hd; d < (qi + 1) * hd; d++) acc[d] *= correction;
     s.max[qi] = newMax;
   }
-  for (let j = off; j < off + n; j++) {
+  for (let j = off; j < off + visible; j++) {
     const p = Math.exp(scores[j] - newMax);
     scores[j] = p;
     sum += p;
   }
+  for (let j = off + visible; j < off + n; j++) scores[j] = 0;
   s.sum[qi] = sum;
 }
 
-/** tile[0..n) = the cache's values at base.. widened to f32 (bf16 or q8_0). */
+/** tile[0..n) = the cache's values at base.. widened to f64 (from f32, bf16 or q8_0). */
 function loadTile(
-  tile: Float32Array,
-  tile32: Int32Array,
+  tile: Float64Array,
   kv: PagedKv,
   store: Float32Array | Uint16Array | Int8Array,
   store32: Int32Array | null,
   scales: Uint16Array | null,
   base: number,
   n: number,
-  scaleTile: Float32Array,
+  s: AttentionScratch,
 ): void {
+  if (kv.format === KV_F32) {
+    const src = store as Float32Array;
+    for (let j = 0; j < n; j++) tile[j] = src[base + j];
+    return;
+  }
   if (kv.format === KV_BF16) {
     // bf16 is the top half of an f32; base and n are even (headDim is), so values come in pairs.
-    const src = store32!;
+    const src = store32!,
+      stage32 = s.stage32,
+      stage = s.stage;
     const p0 = base >> 1;
     for (let j = 0; j < n >> 1; j++) {
       const w = src[p0 + j];
-      tile32[2 * j] = w << 16;
-      tile32[2 * j + 1] = w & -65536;
+      stage32[2 * j] = w << 16;
+      stage32[2 * j + 1] = w & -65536;
     }
+    for (let j = 0; j < n; j++) tile[j] = stage[j];
     return;
   }
   const qs = store as Int8Array;
   const group = kv.group;
+  const scaleTile = s.scaleTile;
   f16ArrayToF32(scales!, base / group, scaleTile, 0, n / group);
   for (let g = 0; g < n / group; g++) {
     const d = scaleTile[g];
