@@ -2,9 +2,11 @@
 // states pooled and normalised as the folder says) on synthetic Qwen3-Embedding-shaped, Llama and
 // Qwen2 models; batched equals one at a time; LLM.score against the model's own last-position
 // logits; and the named errors of bad inputs and of the wrong task.
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EmbedInputError, LLM, loadModel, loadPoolingConfig, TaskError, yesProbability } from '../src/index.js';
 import { writeSyntheticModel, type SyntheticOptions } from '../src/model/synthetic.js';
@@ -157,6 +159,21 @@ describe('embedding options and inputs (Qwen3-Embedding layout)', () => {
     const state = await llm.stats();
     expect(state.running).toBe(0);
     expect(state.freeTokens).toBe(state.capacityTokens);
+  }, 60_000);
+
+  it('qwen-ts embed prints the library vectors; qwen-ts rerank on it exits 2 naming the task', async () => {
+    const main = fileURLToPath(new URL('../dist/src/cli/main.js', import.meta.url));
+    const run = (...args: string[]) =>
+      spawnSync(process.execPath, [main, ...args, '--model', dir, '-t', '1'], { encoding: 'utf8', timeout: 60_000 });
+    const r = run('embed', '--dimensions', '8', '--prompt-name', 'query', 'Hello, world!');
+    expect(r.status, r.stderr).toBe(0);
+    const line = JSON.parse(r.stdout.trim());
+    const [expected] = await llm.embed('Hello, world!', { dimensions: 8, promptName: 'query' });
+    expect(line).toMatchObject({ index: 0, text: 'Hello, world!', tokens: expected.promptTokenIds.length });
+    expect(line.embedding).toEqual(expected.outputs.embedding);
+    const bad = run('rerank', '--query', 'q', 'doc');
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/score\(\) needs a reranker \(task "score"\); this model's task is "embed"/);
   }, 60_000);
 
   it('a causal LM folder refuses task "generate" only when it has no head', async () => {

@@ -8,13 +8,27 @@ import { packageRoot } from '../package-root.js';
 import { CliError, didYouMean } from './args.js';
 import { CHAT_HELP, runChat } from './chat.js';
 import { CONVERT_HELP, runConvert } from './convert.js';
+import { EMBED_HELP, RERANK_HELP, runEmbed, runRerank } from './embed.js';
 import { GENERATE_HELP, runGenerate } from './generate.js';
 import { LIST_HELP, runList } from './list.js';
 import { PULL_HELP, runPull } from './pull.js';
 import { PERPLEXITY_HELP, runPerplexity } from './perplexity.js';
 import { runServe } from './serve.js';
 
-const COMMANDS = ['generate', 'chat', 'serve', 'bench', 'pull', 'list', 'make-model', 'convert', 'perplexity', 'help'];
+const COMMANDS = [
+  'generate',
+  'chat',
+  'embed',
+  'rerank',
+  'serve',
+  'bench',
+  'pull',
+  'list',
+  'make-model',
+  'convert',
+  'perplexity',
+  'help',
+];
 
 const USAGE = 'usage: qwen-ts <command> [options]   (qwen-ts --help for the commands)';
 
@@ -25,6 +39,8 @@ usage: qwen-ts <command> [options]
 Commands:
   generate     complete a prompt (or answer it with --chat), streaming to stdout
   chat         interactive multi-turn chat in the terminal
+  embed        embed texts with an embedding model (one JSON line each)
+  rerank       score documents against a query with a reranker
   serve        OpenAI-compatible HTTP server
   bench        benchmarks
   pull NAME    download a model from the Hugging Face hub into its cache (Org/Name)
@@ -90,6 +106,12 @@ function commandHelp(cmd: string): Promise<number> | number {
     case 'chat':
       process.stdout.write(CHAT_HELP);
       return 0;
+    case 'embed':
+      process.stdout.write(EMBED_HELP);
+      return 0;
+    case 'rerank':
+      process.stdout.write(RERANK_HELP);
+      return 0;
     case 'make-model':
       return runNode(MAKE_MODEL, ['--help']);
     case 'convert':
@@ -137,6 +159,10 @@ export async function main(argv: string[]): Promise<number> {
       return runGenerate(rest);
     case 'chat':
       return runChat(rest);
+    case 'embed':
+      return runEmbed(rest);
+    case 'rerank':
+      return runRerank(rest);
     case 'make-model':
       return runNode(MAKE_MODEL, rest);
     case 'convert':
