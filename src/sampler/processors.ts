@@ -118,7 +118,7 @@ export class LogitsProcessors {
     const matcher = this.constraint!.matcher;
     const text = matcher.forcedBytes();
     if (text.length === 0) return finite;
-    const forced = matcher.forcedTokens();
+    const forced = matcher.forcedTokensOf(text);
     if (forced.length > 0) {
       if (!(x[forced[0]] > -Infinity)) return finite;
       const keep = x[forced[0]];

@@ -96,7 +96,11 @@ export class Matcher {
    * tokens of the vocabulary. Accepting them in order is always allowed. Does not change the state.
    */
   forcedTokens(): number[] {
-    const bytes = this.forcedBytes();
+    return this.forcedTokensOf(this.forcedBytes());
+  }
+
+  /** forcedTokens() for bytes already known to be forcedBytes() (the walk is not repeated). */
+  forcedTokensOf(bytes: Uint8Array): number[] {
     if (bytes.length === 0) return [];
     const tokens = this.tokenize(bytes);
     tokens.pop();
