@@ -9,8 +9,9 @@
 // safetensors.ts, errors must name the file and key or tensor, the writer (convert) shares the
 // value types, and on the 5.9 MB header of Qwen2.5's 151,936-token vocabulary the library took
 // 4.3-4.8 s against 0.5-0.7 s here (same run, shared machine).
-import * as fs from 'node:fs';
-import * as path from 'node:path';
+// Files are read through the platform seam (platform/files.ts): in a browser tab the same code reads
+// the fetched file's bytes.
+import { closeFile, openRegularFile, pathKind, readAt, resolvePath } from '../../platform/files.js';
 
 export class GgufError extends Error {
   override name = 'GgufError';
@@ -111,7 +112,8 @@ export interface GgufHeader {
 
 /** A cursor over the header, reading more of the file as the parse needs it. */
 class HeaderCursor {
-  buf: Buffer;
+  buf: Uint8Array;
+  view: DataView;
   pos = 0; // in the file
   private bufStart = 0; // file offset of buf[0]
   private bufEnd = 0;
@@ -121,7 +123,8 @@ class HeaderCursor {
     readonly file: string,
     readonly size: number,
   ) {
-    this.buf = Buffer.alloc(1 << 20);
+    this.buf = new Uint8Array(1 << 20);
+    this.view = new DataView(this.buf.buffer);
   }
 
   need(n: number, what: () => string): number {
@@ -134,15 +137,16 @@ class HeaderCursor {
         throw new GgufError(`${this.file}: header larger than ${MAX_HEADER_BYTES} bytes reading ${what()}`);
       const keep = this.bufEnd - this.pos;
       const want = Math.max(this.buf.length, 2 * n);
-      const next = Buffer.alloc(Math.min(Math.max(want, 4 * keep), this.size - this.pos));
-      this.buf.copy(next, 0, this.pos - this.bufStart, this.bufEnd - this.bufStart);
+      const next = new Uint8Array(Math.min(Math.max(want, 4 * keep), this.size - this.pos));
+      next.set(this.buf.subarray(this.pos - this.bufStart, this.bufEnd - this.bufStart));
       let filled = keep;
       while (filled < next.length) {
-        const r = fs.readSync(this.fd, next, filled, next.length - filled, this.pos + filled);
+        const r = readAt(this.fd, next, filled, next.length - filled, this.pos + filled);
         if (r === 0) break;
         filled += r;
       }
       this.buf = next;
+      this.view = new DataView(next.buffer);
       this.bufStart = this.pos;
       this.bufEnd = this.pos + filled;
     }
@@ -153,12 +157,12 @@ class HeaderCursor {
 
   u32(what: () => string): number {
     const at = this.need(4, what);
-    return this.buf.readUInt32LE(at);
+    return this.view.getUint32(at, true);
   }
 
   u64(what: () => string): number {
     const at = this.need(8, what);
-    const v = this.buf.readBigUInt64LE(at);
+    const v = this.view.getBigUint64(at, true);
     if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new GgufError(`${this.file}: ${what()} is ${v}, too large`);
     return Number(v);
   }
@@ -167,8 +171,21 @@ class HeaderCursor {
     const n = this.u64(what);
     if (n > this.size) throw new GgufError(`${this.file}: ${what()}: string length ${n} runs past the end of the file`);
     const at = this.need(n, what);
-    return this.buf.toString('utf8', at, at + n);
+    return utf8(this.buf, at, at + n);
   }
+}
+
+const decoder = new TextDecoder();
+
+/** UTF-8 text of bytes[start..end]; most GGUF strings (keys, tensor names, tokens) are short ASCII. */
+function utf8(bytes: Uint8Array, start: number, end: number): string {
+  if (end - start > 64) return decoder.decode(bytes.subarray(start, end));
+  let s = '';
+  for (let i = start; i < end; i++) {
+    if (bytes[i] >= 0x80) return decoder.decode(bytes.subarray(start, end));
+    s += String.fromCharCode(bytes[i]);
+  }
+  return s;
 }
 
 const SCALAR_BYTES: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
@@ -178,35 +195,35 @@ function readScalar(c: HeaderCursor, type: number, what: () => string): GgufScal
   const n = SCALAR_BYTES[type];
   if (n === undefined)
     throw new GgufError(`${c.file}: ${what()} has unknown value type ${type} (file corrupt or from a newer GGUF)`);
-  const at = c.need(n, what); // may replace c.buf: read it after
-  const b = c.buf;
+  const at = c.need(n, what); // may replace c.view: read it after
+  const v = c.view;
   switch (type) {
     case GGUF_VALUE.UINT8:
-      return b.readUInt8(at);
+      return v.getUint8(at);
     case GGUF_VALUE.INT8:
-      return b.readInt8(at);
+      return v.getInt8(at);
     case GGUF_VALUE.UINT16:
-      return b.readUInt16LE(at);
+      return v.getUint16(at, true);
     case GGUF_VALUE.INT16:
-      return b.readInt16LE(at);
+      return v.getInt16(at, true);
     case GGUF_VALUE.UINT32:
-      return b.readUInt32LE(at);
+      return v.getUint32(at, true);
     case GGUF_VALUE.INT32:
-      return b.readInt32LE(at);
+      return v.getInt32(at, true);
     case GGUF_VALUE.FLOAT32:
-      return b.readFloatLE(at);
+      return v.getFloat32(at, true);
     case GGUF_VALUE.BOOL:
-      return b.readUInt8(at) !== 0;
+      return v.getUint8(at) !== 0;
     case GGUF_VALUE.UINT64: {
-      const v = b.readBigUInt64LE(at);
-      return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+      const big = v.getBigUint64(at, true);
+      return big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(big) : big;
     }
     case GGUF_VALUE.INT64: {
-      const v = b.readBigInt64LE(at);
-      return v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(v) : v;
+      const big = v.getBigInt64(at, true);
+      return big <= BigInt(Number.MAX_SAFE_INTEGER) && big >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(big) : big;
     }
     default:
-      return b.readDoubleLE(at);
+      return v.getFloat64(at, true);
   }
 }
 
@@ -226,22 +243,17 @@ function readEntry(c: HeaderCursor, key: string): GgufEntry {
 
 /** Parse and check one file's header. */
 export function readGgufHeader(file: string): GgufHeader {
-  file = path.resolve(file);
-  let fd: number;
+  file = resolvePath(file);
+  const { fd, size } = openRegularFile(file, 'a GGUF file', (problem) => {
+    throw new GgufError(`${file}: ${problem}`);
+  });
   try {
-    fd = fs.openSync(file, 'r');
-  } catch (e) {
-    throw new GgufError(`${file}: cannot open: ${(e as Error).message}`);
-  }
-  try {
-    const stat = fs.fstatSync(fd);
-    if (!stat.isFile()) throw new GgufError(`${file}: not a regular file`);
-    const c = new HeaderCursor(fd, file, stat.size);
-    if (stat.size < 24) throw new GgufError(`${file}: only ${stat.size} bytes, too short for a GGUF header`);
+    const c = new HeaderCursor(fd, file, size);
+    if (size < 24) throw new GgufError(`${file}: only ${size} bytes, too short for a GGUF header`);
     const magic = c.u32(() => 'the magic');
     if (magic !== MAGIC)
       throw new GgufError(
-        `${file}: not a GGUF file (it starts with ${JSON.stringify(c.buf.toString('latin1', 0, 4).replace(/[^ -~]/g, '?'))}, expected "GGUF")`,
+        `${file}: not a GGUF file (it starts with ${JSON.stringify(String.fromCharCode(...c.buf.subarray(0, 4)).replace(/[^ -~]/g, '?'))}, expected "GGUF")`,
       );
     const version = c.u32(() => 'the version');
     if (version !== 2 && version !== 3)
@@ -285,15 +297,15 @@ export function readGgufHeader(file: string): GgufHeader {
         );
       if (offset % alignment !== 0) throw new GgufError(`${where}: offset ${offset} is not aligned to ${alignment}`);
       const byteLength = (elements / info.blockSize) * info.blockBytes;
-      if (dataStart + offset + byteLength > stat.size)
+      if (dataStart + offset + byteLength > size)
         throw new GgufError(
-          `${where}: its ${byteLength} bytes at offset ${offset} run past the end of the file (${stat.size} bytes; truncated download?)`,
+          `${where}: its ${byteLength} bytes at offset ${offset} run past the end of the file (${size} bytes; truncated download?)`,
         );
       return { name, dims, type, file, dataStart: dataStart + offset, byteLength };
     });
     return { file, version, metadata, tensors, alignment, dataStart };
   } finally {
-    fs.closeSync(fd);
+    closeFile(fd);
   }
 }
 
@@ -310,7 +322,7 @@ export class GgufModel {
   ) {}
 
   static open(file: string): GgufModel {
-    file = path.resolve(file);
+    file = resolvePath(file);
     const first = readGgufHeader(file);
     const files = [file];
     const headers = [first];
@@ -326,7 +338,7 @@ export class GgufModel {
         throw new GgufError(`${file}: the name says ${Number(m[2])} files but "split.count" says ${count}`);
       for (let i = 2; i <= count; i++) {
         const part = file.replace(SPLIT, `-${String(i).padStart(5, '0')}-of-${m[2]}.gguf`);
-        if (!fs.existsSync(part))
+        if (pathKind(part) === 'missing')
           throw new GgufError(`${file}: split file ${i} of ${count} is missing: ${part} (download every part)`);
         files.push(part);
         headers.push(readGgufHeader(part));
@@ -403,14 +415,16 @@ export class GgufModel {
 /** True if `p` names a GGUF file (by extension, or by its magic when it is a regular file). */
 export function isGgufPath(p: string): boolean {
   if (p.toLowerCase().endsWith('.gguf')) return true;
+  if (pathKind(p) !== 'file') return false;
   try {
-    if (!fs.statSync(p).isFile()) return false;
-    const fd = fs.openSync(p, 'r');
+    const { fd } = openRegularFile(p, 'a file', (problem) => {
+      throw new Error(problem);
+    });
     try {
-      const b = Buffer.alloc(4);
-      return fs.readSync(fd, b, 0, 4, 0) === 4 && b.readUInt32LE(0) === MAGIC;
+      const b = new Uint8Array(4);
+      return readAt(fd, b, 0, 4, 0) === 4 && new DataView(b.buffer).getUint32(0, true) === MAGIC;
     } finally {
-      fs.closeSync(fd);
+      closeFile(fd);
     }
   } catch {
     return false;
@@ -421,7 +435,7 @@ export function isGgufPath(p: string): boolean {
 export function readFileRange(fd: number, target: Uint8Array, pos: number, where: string): void {
   let done = 0;
   while (done < target.length) {
-    const n = fs.readSync(fd, target, done, Math.min(target.length - done, 1 << 30), pos + done);
+    const n = readAt(fd, target, done, Math.min(target.length - done, 1 << 30), pos + done);
     if (n === 0) throw new GgufError(`${where}: unexpected end of file at byte ${pos + done} (file truncated?)`);
     done += n;
   }

@@ -1,4 +1,4 @@
-// A GGUF model file's parts for loadModel (Node only: the browser build has no GGUF yet).
+// A GGUF model file's parts for loadModel (in Node and, from the fetched bytes, in a browser tab).
 import type { GenerationConfig, ModelConfig } from '../config.js';
 import type { WeightFormat } from '../../tensor/matrix.js';
 import type { ModelWeights } from '../weights.js';

@@ -3,7 +3,6 @@
 // tensors keep the type the file gives each of them (never the file name: a "Q4_K_M" file mixes
 // types) and are handed to src/tensor's ggml formats. llama's q/k rows are put back in HF order
 // here, so the forward pass is the same for every source.
-import * as fs from 'node:fs';
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16 } from '../../tensor/dtype.js';
 import {
   BF16,
@@ -20,6 +19,7 @@ import { ggmlToMatrix } from '../../tensor/formats/ggml.js';
 import { quantizeRowsQ4_0 } from '../../tensor/formats/q4_0.js';
 import { quantizeRowsQ8_0 } from '../../tensor/formats/q8_0.js';
 import { allocQuantizedMatrix } from '../../tensor/matmul.js';
+import { closeFile, openRegularFile } from '../../platform/files.js';
 import type { ModelConfig } from '../config.js';
 import {
   FAMILIES,
@@ -60,7 +60,9 @@ class TensorReader {
   read(info: GgufTensorInfo): Uint8Array {
     let fd = this.fds.get(info.file);
     if (fd === undefined) {
-      fd = fs.openSync(info.file, 'r');
+      fd = openRegularFile(info.file, 'a GGUF file', (problem) => {
+        throw new GgufError(`${info.file}: ${problem}`);
+      }).fd;
       this.fds.set(info.file, fd);
     }
     // A SharedArrayBuffer: an F32 tensor is used in place as the weights.
@@ -70,7 +72,7 @@ class TensorReader {
   }
 
   close(): void {
-    for (const fd of this.fds.values()) fs.closeSync(fd);
+    for (const fd of this.fds.values()) closeFile(fd);
     this.fds.clear();
   }
 }
