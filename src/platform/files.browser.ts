@@ -17,6 +17,11 @@ export function mountedFiles(dir: string): [string, Uint8Array][] {
   return [...mounted].filter(([p]) => p.startsWith(prefix));
 }
 
+/** The bytes mounted as `path`, if any. */
+export function mountedFile(path: string): Uint8Array | undefined {
+  return mounted.get(path);
+}
+
 export function unmountFile(path: string): void {
   mounted.delete(path);
 }

@@ -4,11 +4,11 @@
 // cross-origin isolated page (COOP/COEP headers); without it, everything runs on the engine worker.
 import type { LoadProgress } from './progress.js';
 import type { ResolveOptions } from '../model/sources/index.js';
-import type { TokenizerFiles } from '../tokenizer/index.js';
-import type { GenerationConfig, ModelConfig } from '../model/config.js';
-import type { ModelWeights } from '../model/weights.js';
-import type { WeightFormat } from '../tensor/matrix.js';
-import { mountedFiles, mountFile, pathKind, unmountFile } from './files.browser.js';
+import { mountedFile, mountedFiles, mountFile, pathKind, unmountFile } from './files.browser.js';
+
+// The GGUF reader reads through the files seam, so in the tab it reads the fetched file's bytes.
+export { isGgufPath } from '../model/gguf/file.js';
+export { openGgufModel, readGgufTokenizerFiles } from '../model/gguf/open.js';
 
 const isolated = (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === true;
 
@@ -136,9 +136,9 @@ export function startEngineThread(module: URL, init: unknown): EngineThread {
     const error = new Error(e.message || 'the engine worker failed to start (is engine-thread.js served?)');
     listeners.error.forEach((fn) => fn(error));
   };
-  const files = mountedFiles(start.dir);
+  const files = modelFiles(start.dir);
   const moved: ArrayBuffer[] = [];
-  for (const [path, bytes] of files) if (path.endsWith('.safetensors')) moved.push(bytes.buffer as ArrayBuffer);
+  for (const [path, bytes] of files) if (isWeightFile(path)) moved.push(bytes.buffer as ArrayBuffer);
   worker.postMessage({ type: 'init', init, files }, moved);
   // (A later load of the same folder reads it from the Cache API again.)
   for (const [path] of files) unmountFile(path);
@@ -200,8 +200,7 @@ export function enginePort(): Promise<EnginePort> {
           // Loaded: the weights are in their final buffers, so the fetched copies can go.
           const type = (message as { type?: string }).type;
           if (type === 'ready' || type === 'load-error')
-            for (const [path] of mountedFiles((m.init as { dir: string }).dir))
-              if (path.endsWith('.safetensors')) unmountFile(path);
+            for (const [path] of modelFiles((m.init as { dir: string }).dir)) if (isWeightFile(path)) unmountFile(path);
           scope.postMessage(message);
         },
         on: (fn) => {
@@ -218,6 +217,32 @@ export function enginePort(): Promise<EnginePort> {
   });
 }
 
+const isWeightFile = (path: string) => /\.(safetensors|gguf)$/i.test(path);
+
+const GGUF_URL = /\.gguf$/i;
+const SPLIT = /-(\d{5})-of-(\d{5})\.gguf$/i;
+
+/** The URLs of a GGUF model's files: itself, or all parts of a split model named by its first. */
+function ggufPartUrls(url: string): string[] {
+  const m = SPLIT.exec(url);
+  if (m === null) return [url];
+  const count = Number(m[2]);
+  const parts: string[] = [];
+  for (let i = 1; i <= count; i++) parts.push(url.replace(SPLIT, `-${String(i).padStart(5, '0')}-of-${m[2]}.gguf`));
+  return parts;
+}
+
+/** A model's fetched files: a folder's, or a GGUF file and its split parts. */
+function modelFiles(dir: string): [string, Uint8Array][] {
+  if (!GGUF_URL.test(dir)) return mountedFiles(dir);
+  const files: [string, Uint8Array][] = [];
+  for (const url of ggufPartUrls(dir)) {
+    const bytes = mountedFile(url);
+    if (bytes !== undefined) files.push([url, bytes]);
+  }
+  return files;
+}
+
 /** The most bytes one fetched file may have: browsers cap an ArrayBuffer at 2 to 16 GiB. */
 export const MAX_FILE_BYTES = 2 ** 31 - 1;
 
@@ -231,11 +256,156 @@ async function openCache(): Promise<Cache | null> {
   }
 }
 
+const GGUF_MAGIC = [0x47, 0x47, 0x55, 0x46]; // "GGUF"
+
 /**
- * The URL of an HF-style model folder: config.json, tokenizer.json, tokenizer_config.json,
+ * Fetches a model's files through the Cache API: each comes from there when a load stored it, else
+ * from the network (then stored, whole and checked, so a reload needs no network).
+ */
+class Downloader {
+  private t0 = performance.now();
+  private doneBytes = 0;
+  private totalBytes = 0;
+  private reported = 0;
+
+  constructor(
+    private cache: Cache | null,
+    private onProgress: ((p: LoadProgress) => void) | undefined,
+  ) {}
+
+  /** The response for `url`: cached or fetched; null for a 404 of an optional file. */
+  async open(url: string, expected: string, optional = false): Promise<Response | null> {
+    const hit = await this.cache?.match(url);
+    if (hit) return hit;
+    let res: Response;
+    try {
+      res = await fetch(url);
+    } catch (e) {
+      throw new Error(`${url}: cannot fetch (${(e as Error).message}): is ${expected} served from this URL?`);
+    }
+    if (res.status === 404 && optional) return null;
+    if (!res.ok) throw new Error(`${url}: HTTP ${res.status} ${res.statusText} (expected ${expected})`);
+    return res;
+  }
+
+  /**
+   * The whole body of `res`, at most MAX_FILE_BYTES (`tooLarge` says what to do instead), stored in
+   * the cache once read. `check` sees the first bytes (at least 4, when there are) and may throw.
+   */
+  async read(
+    url: string,
+    res: Response,
+    tooLarge: string,
+    opts: { progress?: boolean; check?: (head: Uint8Array) => void } = {},
+  ): Promise<Uint8Array> {
+    const length = Number(res.headers.get('content-length') ?? NaN);
+    if (length > MAX_FILE_BYTES)
+      throw new RangeError(
+        `${url} is ${(length / 2 ** 30).toFixed(1)} GiB: more than the ${MAX_FILE_BYTES} bytes a browser holds in one ArrayBuffer. ${tooLarge}`,
+      );
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    if (res.body === null) {
+      opts.check?.(new Uint8Array(0));
+      return new Uint8Array(0);
+    }
+    const reader = res.body.getReader();
+    let checked = opts.check === undefined;
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        chunks.push(value);
+        size += value.length;
+        if (opts.progress) this.add(value.length);
+        if (size > MAX_FILE_BYTES)
+          throw new RangeError(
+            `${url} is more than the ${MAX_FILE_BYTES} bytes a browser holds in one ArrayBuffer. ${tooLarge}`,
+          );
+        if (!checked && size >= 4) {
+          checked = true;
+          opts.check!(join(chunks, size).subarray(0, 4));
+        }
+      }
+    } catch (e) {
+      await reader.cancel().catch(() => {});
+      throw e;
+    }
+    if (!checked) opts.check!(join(chunks, size));
+    let bytes: Uint8Array;
+    try {
+      bytes = join(chunks, size);
+    } catch {
+      throw new RangeError(
+        `${url}: the browser could not allocate ${size} bytes for it (out of memory, or over its ArrayBuffer limit)`,
+      );
+    }
+    await this.store(url, res, bytes);
+    return bytes;
+  }
+
+  /** Start counting the bytes of these responses for `onProgress` (stage "download"). */
+  expect(responses: Response[]): void {
+    for (const r of responses) this.totalBytes += Number(r.headers.get('content-length') ?? 0);
+    this.report();
+  }
+
+  finish(): void {
+    this.totalBytes = Math.max(this.totalBytes, this.doneBytes);
+    this.report();
+  }
+
+  private add(n: number): void {
+    this.doneBytes += n;
+    if (performance.now() - this.reported < 100) return;
+    this.reported = performance.now();
+    this.report();
+  }
+
+  private report(): void {
+    this.onProgress?.({
+      stage: 'download',
+      doneBytes: this.doneBytes,
+      totalBytes: this.totalBytes,
+      seconds: (performance.now() - this.t0) / 1000,
+    });
+  }
+
+  private async store(url: string, res: Response, bytes: Uint8Array): Promise<void> {
+    if (!this.cache || res.headers.get('x-qwen-ts-cached') === '1') return;
+    const headers = {
+      'content-type': 'application/octet-stream',
+      'content-length': String(bytes.length),
+      'x-qwen-ts-cached': '1',
+    };
+    try {
+      await this.cache.put(url, new Response(bytes as Uint8Array<ArrayBuffer>, { headers }));
+    } catch (e) {
+      console.warn(`qwen-ts: could not cache ${url} (${(e as Error).message}); it will be downloaded again`);
+    }
+  }
+}
+
+/** The chunks as one array (the first chunk itself when it is all). */
+function join(chunks: Uint8Array[], size: number): Uint8Array {
+  const first = chunks[0];
+  if (chunks.length === 1 && first.byteOffset === 0 && first.buffer.byteLength === size) return first;
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    bytes.set(c, at);
+    at += c.length;
+  }
+  chunks.splice(0, chunks.length, bytes);
+  return bytes;
+}
+
+/**
+ * The URL of an HF-style model folder (config.json, tokenizer.json, tokenizer_config.json,
  * generation_config.json (optional) and model.safetensors or its shards with
- * model.safetensors.index.json. Each file comes from the Cache API when a load stored it there,
- * else from the network (then stored); `onProgress` gets stage "download" with the bytes.
+ * model.safetensors.index.json), or of a GGUF file (a split one by its first part,
+ * `name-00001-of-0000N.gguf`), fetched into memory under their URLs. `onProgress` gets stage
+ * "download" with the bytes of the weights.
  */
 export async function resolveModel(
   model: string,
@@ -244,145 +414,108 @@ export async function resolveModel(
 ): Promise<string> {
   if (source !== undefined)
     throw new TypeError(
-      'LLM.load: option source (model names, caches, hub token) is for Node; in the browser give the URL of a model folder',
+      'LLM.load: option source (model names, caches, hub token) is for Node; in the browser give the URL of a model folder or a .gguf file',
     );
   if (typeof model !== 'string' || model === '')
-    throw new TypeError('LLM.load: expected the URL of a model folder (config.json, tokenizer.json, *.safetensors)');
-  const dir = new URL(model, globalThis.location?.href).href.replace(/[?#].*$/, '').replace(/\/+$/, '');
+    throw new TypeError(
+      'LLM.load: expected the URL of a model folder (config.json, tokenizer.json, *.safetensors) or of a .gguf file',
+    );
+  const url = new URL(model, globalThis.location?.href).href.replace(/[?#].*$/, '');
+  const gguf = GGUF_URL.test(url);
+  const dir = gguf ? url : url.replace(/\/+$/, '');
   // The engine worker was sent the files with its start: nothing to fetch there.
-  if (pathKind(`${dir}/config.json`) === 'file') return dir;
+  if (pathKind(gguf ? dir : `${dir}/config.json`) === 'file') return dir;
   warnIfNotIsolated();
-  if (dir.toLowerCase().endsWith('.gguf'))
-    throw new Error(`${dir}: GGUF files do not load in the browser yet; give the URL of a safetensors model folder`);
-  const cache = await openCache();
-  const t0 = performance.now();
-  const fetchFile = async (name: string, optional = false): Promise<Response | null> => {
-    const url = `${dir}/${name}`;
-    const hit = await cache?.match(url);
-    if (hit) return hit;
-    let res: Response;
-    try {
-      res = await fetch(url);
-    } catch (e) {
-      throw new Error(`${url}: cannot fetch (${(e as Error).message}): is the model folder served from this URL?`);
-    }
-    if (res.status === 404 && optional) return null;
-    if (!res.ok) throw new Error(`${url}: HTTP ${res.status} ${res.statusText} (expected the model folder's ${name})`);
-    return res;
+  const download = new Downloader(await openCache(), onProgress);
+  const mounted: string[] = [];
+  const mount = (path: string, bytes: Uint8Array) => {
+    mountFile(path, bytes);
+    mounted.push(path);
   };
-  const store = async (name: string, res: Response, bytes: Uint8Array) => {
-    if (!cache || res.headers.get('x-qwen-ts-cached') === '1') return;
-    const headers = {
-      'content-type': 'application/octet-stream',
-      'content-length': String(bytes.length),
-      'x-qwen-ts-cached': '1',
-    };
-    try {
-      await cache.put(`${dir}/${name}`, new Response(bytes as Uint8Array<ArrayBuffer>, { headers }));
-    } catch (e) {
-      console.warn(`qwen-ts: could not cache ${dir}/${name} (${(e as Error).message}); it will be downloaded again`);
-    }
-  };
-  const readAll = async (name: string, res: Response, onBytes: (n: number) => void): Promise<Uint8Array> => {
-    const length = Number(res.headers.get('content-length') ?? NaN);
-    if (length > MAX_FILE_BYTES)
-      throw new RangeError(
-        `${dir}/${name} is ${(length / 2 ** 30).toFixed(1)} GiB: more than the ${MAX_FILE_BYTES} bytes a browser holds in one ArrayBuffer. ` +
-          'Use a smaller model, or a checkpoint in shards of at most 2 GB (model.safetensors.index.json)',
-      );
-    const chunks: Uint8Array[] = [];
-    let size = 0;
-    if (res.body === null) return new Uint8Array(0);
-    const reader = res.body.getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      chunks.push(value);
-      size += value.length;
-      onBytes(value.length);
-      if (size > MAX_FILE_BYTES)
-        throw new RangeError(
-          `${dir}/${name} is more than the ${MAX_FILE_BYTES} bytes a browser holds in one ArrayBuffer`,
-        );
-    }
-    let bytes: Uint8Array;
-    try {
-      bytes = new Uint8Array(size);
-    } catch {
-      throw new RangeError(
-        `${dir}/${name}: the browser could not allocate ${size} bytes for it (out of memory, or over its ArrayBuffer limit)`,
-      );
-    }
-    let at = 0;
-    for (const c of chunks) {
-      bytes.set(c, at);
-      at += c.length;
-    }
-    await store(name, res, bytes);
-    return bytes;
-  };
-  const text = async (name: string, optional = false) => {
-    const res = await fetchFile(name, optional);
+  try {
+    if (gguf) await fetchGguf(dir, download, mount);
+    else await fetchFolder(dir, download, mount);
+  } catch (e) {
+    for (const path of mounted) unmountFile(path);
+    throw e;
+  }
+  return dir;
+}
+
+const TOO_LARGE_SAFETENSORS =
+  'Use a smaller model, or a checkpoint in shards of at most 2 GB (model.safetensors.index.json)';
+const TOO_LARGE_GGUF =
+  "Use a smaller quantization, or split the file into parts of at most 2 GB (llama.cpp's " +
+  '`llama-gguf-split --split-max-size 2G`) and give the URL of its first part';
+
+async function fetchFolder(
+  dir: string,
+  download: Downloader,
+  mount: (path: string, bytes: Uint8Array) => void,
+): Promise<void> {
+  const file = async (name: string, optional = false) => {
+    const res = await download.open(`${dir}/${name}`, `the model folder's ${name}`, optional);
     if (res === null) return;
-    mountFile(`${dir}/${name}`, await readAll(name, res, () => {}));
+    mount(`${dir}/${name}`, await download.read(`${dir}/${name}`, res, TOO_LARGE_SAFETENSORS));
   };
   await Promise.all([
-    text('config.json'),
-    text('generation_config.json', true),
-    text('tokenizer.json'),
-    text('tokenizer_config.json'),
+    file('config.json'),
+    file('generation_config.json', true),
+    file('tokenizer.json'),
+    file('tokenizer_config.json'),
   ]);
-  const index = await fetchFile('model.safetensors.index.json', true);
+  const indexUrl = `${dir}/model.safetensors.index.json`;
+  const index = await download.open(indexUrl, "the model folder's model.safetensors.index.json", true);
   let weightFiles = ['model.safetensors'];
   if (index !== null) {
-    const bytes = await readAll('model.safetensors.index.json', index, () => {});
-    mountFile(`${dir}/model.safetensors.index.json`, bytes);
+    const bytes = await download.read(indexUrl, index, TOO_LARGE_SAFETENSORS);
+    mount(indexUrl, bytes);
     let map: unknown;
     try {
       map = (JSON.parse(new TextDecoder().decode(bytes)) as { weight_map?: unknown }).weight_map;
     } catch (e) {
-      throw new Error(`${dir}/model.safetensors.index.json: invalid JSON (${(e as Error).message})`);
+      throw new Error(`${indexUrl}: invalid JSON (${(e as Error).message})`);
     }
-    if (typeof map !== 'object' || map === null)
-      throw new Error(`${dir}/model.safetensors.index.json: missing "weight_map" object`);
+    if (typeof map !== 'object' || map === null) throw new Error(`${indexUrl}: missing "weight_map" object`);
     weightFiles = [...new Set(Object.values(map as Record<string, string>))].filter(
       (f) => typeof f === 'string' && /^[^/\\]+$/.test(f),
     );
   }
-  const responses = await Promise.all(weightFiles.map((f) => fetchFile(f)));
-  let totalBytes = 0;
-  for (const r of responses) totalBytes += Number(r!.headers.get('content-length') ?? 0);
-  let doneBytes = 0;
-  let reported = 0;
-  const report = () =>
-    onProgress?.({ stage: 'download', doneBytes, totalBytes, seconds: (performance.now() - t0) / 1000 });
-  report();
+  const responses = await Promise.all(weightFiles.map((f) => download.open(`${dir}/${f}`, `the model folder's ${f}`)));
+  download.expect(responses as Response[]);
   for (let i = 0; i < weightFiles.length; i++) {
-    const bytes = await readAll(weightFiles[i], responses[i]!, (n) => {
-      doneBytes += n;
-      if (performance.now() - reported < 100) return;
-      reported = performance.now();
-      report();
-    });
-    mountFile(`${dir}/${weightFiles[i]}`, bytes);
+    const url = `${dir}/${weightFiles[i]}`;
+    mount(url, await download.read(url, responses[i]!, TOO_LARGE_SAFETENSORS, { progress: true }));
   }
-  totalBytes = Math.max(totalBytes, doneBytes);
-  report();
-  return dir;
+  download.finish();
 }
 
-export function isGgufPath(p: string): boolean {
-  return p.toLowerCase().endsWith('.gguf');
-}
-
-export function openGgufModel(file: string): {
-  config: ModelConfig;
-  generationConfig: GenerationConfig;
-  loadWeights: (options: { weights?: WeightFormat; checkTensors?: boolean }) => ModelWeights;
-} {
-  throw new Error(`${file}: GGUF files do not load in the browser yet; give the URL of a safetensors model folder`);
-}
-
-export function readGgufTokenizerFiles(file: string): TokenizerFiles {
-  throw new Error(`${file}: GGUF files do not load in the browser yet; give the URL of a safetensors model folder`);
+/** A GGUF file, or every part of a split one; each checked to start with "GGUF" before it is kept. */
+async function fetchGguf(
+  url: string,
+  download: Downloader,
+  mount: (path: string, bytes: Uint8Array) => void,
+): Promise<void> {
+  const split = SPLIT.exec(url);
+  if (split !== null && Number(split[1]) !== 1)
+    throw new Error(`${url}: is part of a split model; give the URL of its first file (...-00001-of-${split[2]}.gguf)`);
+  const parts = ggufPartUrls(url);
+  const responses = await Promise.all(
+    parts.map((part, i) =>
+      download.open(part, parts.length === 1 ? 'a GGUF file' : `part ${i + 1} of ${parts.length} of a split GGUF`),
+    ),
+  );
+  download.expect(responses as Response[]);
+  for (let i = 0; i < parts.length; i++) {
+    const check = (head: Uint8Array) => {
+      if (head.length < 4 || GGUF_MAGIC.some((b, j) => head[j] !== b)) {
+        const start = String.fromCharCode(...head.subarray(0, 4)).replace(/[^ -~]/g, '?');
+        throw new Error(
+          `${parts[i]}: not a GGUF file (it starts with ${JSON.stringify(start)}, expected "GGUF"): is this the URL of a .gguf file?`,
+        );
+      }
+    };
+    mount(parts[i], await download.read(parts[i], responses[i]!, TOO_LARGE_GGUF, { progress: true, check }));
+  }
+  download.finish();
 }

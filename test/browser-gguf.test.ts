@@ -1,0 +1,215 @@
+// GGUF files in a browser tab (qwen-ts/browser in Debian's headless Chromium through puppeteer-core):
+// the bundled stories260K converted to GGUF (F32, split in two, Q8_0) is loaded from its URL, with
+// its tokenizer from the GGUF metadata (no tokenizer.json is served). F32's greedy text equals
+// run.c's exactly, Q8_0's equals the Node engine's on the same file; a reload reads the file from the
+// Cache API (the test server counts the requests); a missing URL, a file that is not GGUF, a file
+// over the ArrayBuffer limit and the second part of a split model are errors naming the URL.
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LLM } from '../src/engine/llm.js';
+import { convertToGguf } from '../src/model/gguf/convert.js';
+import { GGUF_VALUE, readGgufHeader } from '../src/model/gguf/file.js';
+import { writeGguf, type TensorToWrite } from '../src/model/gguf/writer.js';
+import { createDemoServer, ISOLATION_HEADERS } from '../src/server/demo.js';
+
+const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => fs.existsSync(p));
+// CI installs Chromium (.ci/run): there a missing browser is a failure, not a skip.
+const RUN = CHROMIUM !== undefined || process.env.CI === 'true';
+const STORIES = fileURLToPath(new URL('../assets/stories260K/', import.meta.url));
+const EXPECTED = fs.readFileSync(
+  fileURLToPath(new URL('./fixtures/stories260K/once-upon-a-time.txt', import.meta.url)),
+  'utf8',
+);
+// run.c's 256 positions from BOS: "Once upon a time" is 5 tokens with BOS (see stories260k.test.ts).
+const MAX_TOKENS = 256 + 1 - 5;
+const GREEDY = { temperature: 0, maxTokens: MAX_TOKENS };
+
+let browser: Browser;
+let dir: string;
+const servers: http.Server[] = [];
+
+/** Split a GGUF in two by its tensors, as llama-gguf-split does: the metadata in the first part. */
+function splitGguf(src: string, first: string, second: string): void {
+  const h = readGgufHeader(src);
+  const bytes = fs.readFileSync(src);
+  const tensors: TensorToWrite[] = h.tensors.map((t) => ({
+    name: t.name,
+    dims: t.dims,
+    type: t.type,
+    data: () => bytes.subarray(t.dataStart, t.dataStart + t.byteLength),
+  }));
+  const half = Math.floor(tensors.length / 2);
+  const split = (no: number) => [
+    ['split.no', { type: GGUF_VALUE.UINT16, value: no }] as const,
+    ['split.count', { type: GGUF_VALUE.UINT16, value: 2 }] as const,
+  ];
+  writeGguf(first, [...h.metadata.entries(), ...split(0)], tensors.slice(0, half));
+  writeGguf(second, [...split(1)], tensors.slice(half));
+}
+
+/** A server of the bundle (/qwen-ts/), a blank page (/demo/blank.html) and the GGUF files (/gguf/), counting their requests. */
+async function serve(): Promise<{ base: string; requests: Map<string, number> }> {
+  const demo = createDemoServer({ isolated: true });
+  const requests = new Map<string, number>();
+  const server = http.createServer((req, res) => {
+    const url = req.url ?? '/';
+    if (!url.startsWith('/gguf/')) return void demo.emit('request', req, res);
+    requests.set(url, (requests.get(url) ?? 0) + 1);
+    if (url === '/gguf/huge.gguf') {
+      res.writeHead(200, { 'Content-Length': String(3 * 2 ** 30), ...ISOLATION_HEADERS });
+      res.write(Buffer.from('GGUF'));
+      setTimeout(() => res.destroy(), 1000);
+      return;
+    }
+    const file = path.join(dir, path.basename(url));
+    if (!fs.existsSync(file)) return void res.writeHead(404, ISOLATION_HEADERS).end('not found\n');
+    res.writeHead(200, { 'Content-Type': 'application/octet-stream', ...ISOLATION_HEADERS }).end(fs.readFileSync(file));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  servers.push(server);
+  return { base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests };
+}
+
+beforeAll(async () => {
+  if (!RUN) return;
+  if (!fs.existsSync(fileURLToPath(new URL('../dist/browser/index.js', import.meta.url))))
+    throw new Error('dist/browser is missing: build first (npm run build)');
+  browser = await puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-sync'],
+  });
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-ts-browser-gguf-'));
+  convertToGguf(STORIES, path.join(dir, 'stories.f32.gguf'), { type: 'f32' });
+  convertToGguf(STORIES, path.join(dir, 'stories.q8_0.gguf'), { type: 'q8_0' });
+  splitGguf(
+    path.join(dir, 'stories.f32.gguf'),
+    path.join(dir, 'split-00001-of-00002.gguf'),
+    path.join(dir, 'split-00002-of-00002.gguf'),
+  );
+  fs.copyFileSync(path.join(STORIES, 'config.json'), path.join(dir, 'config.gguf'));
+});
+
+afterAll(async () => {
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  await browser?.close();
+  for (const s of servers) s.close();
+});
+
+async function blankPage(base: string): Promise<{ page: Page; warnings: string[] }> {
+  const page = await browser.newPage();
+  const warnings: string[] = [];
+  page.on('console', (m) => {
+    if (m.type() === 'warn' || m.type() === 'warning') warnings.push(m.text());
+  });
+  page.on('pageerror', (e) => warnings.push(`page error: ${(e as Error).message}`));
+  await page.goto(`${base}/demo/blank.html`);
+  return { page, warnings };
+}
+
+interface InTab {
+  text: string;
+  tokenIds: number[];
+  threads: number;
+  progress: { stage: string; doneBytes: number; totalBytes: number }[];
+}
+
+/** Load `url` in the page's own engine and run the prompt greedily. */
+// (Source text, not a function: vitest would rewrite a function's import() into its own loader.)
+function generateInPage(page: Page, url: string, threads: number): Promise<InTab> {
+  return page.evaluate(`(async () => {
+    const { LLM } = await import('/qwen-ts/index.js');
+    const progress = [];
+    const llm = await LLM.load('${url}', { threads: ${threads}, onProgress: (p) => progress.push(p) });
+    const [r] = await llm.generate('Once upon a time', ${JSON.stringify(GREEDY)});
+    const threads = llm.model.threads;
+    await llm.close();
+    return { text: r.outputs[0].text, tokenIds: r.outputs[0].tokenIds, threads, progress };
+  })()`) as Promise<InTab>;
+}
+
+const errorInPage = (page: Page, url: string): Promise<string> =>
+  page.evaluate(`(async () => {
+    const { LLM } = await import('/qwen-ts/index.js');
+    return LLM.load('${url}').then((llm) => llm.close().then(() => 'loaded'), (e) => e.name + ': ' + e.message);
+  })()`) as Promise<string>;
+
+describe.skipIf(!RUN)('GGUF files in headless Chromium', () => {
+  it('an F32 GGUF by its URL: run.c’s text on 2 threads, download progress, and a reload reads it from the cache', async () => {
+    const { base, requests } = await serve();
+    const { page, warnings } = await blankPage(base);
+    const size = fs.statSync(path.join(dir, 'stories.f32.gguf')).size;
+    const r = await generateInPage(page, '/gguf/stories.f32.gguf', 2);
+    expect(r.threads).toBe(2);
+    expect('Once upon a time' + r.text + '\n').toBe(EXPECTED);
+    const download = r.progress.filter((p) => p.stage === 'download');
+    expect(download.length).toBeGreaterThan(0);
+    expect(download[download.length - 1]).toMatchObject({ doneBytes: size, totalBytes: size });
+    expect(requests.get('/gguf/stories.f32.gguf')).toBe(1);
+    // Only the GGUF file was asked for: the tokenizer and config come from its metadata.
+    expect([...requests.keys()]).toEqual(['/gguf/stories.f32.gguf']);
+    await page.reload();
+    const again = await generateInPage(page, `${base}/gguf/stories.f32.gguf?download=true`, 1);
+    expect('Once upon a time' + again.text + '\n').toBe(EXPECTED);
+    expect(requests.get('/gguf/stories.f32.gguf')).toBe(1); // from the Cache API, not downloaded again
+    expect(warnings).toEqual([]);
+    await page.close();
+  }, 60_000);
+
+  it('a split GGUF by its first part, and a Q8_0 GGUF with the Node engine’s text', async () => {
+    const { base, requests } = await serve();
+    const { page, warnings } = await blankPage(base);
+    const split = await generateInPage(page, '/gguf/split-00001-of-00002.gguf', 1);
+    expect('Once upon a time' + split.text + '\n').toBe(EXPECTED);
+    expect(requests.get('/gguf/split-00001-of-00002.gguf')).toBe(1);
+    expect(requests.get('/gguf/split-00002-of-00002.gguf')).toBe(1);
+    const sizes = ['split-00001-of-00002.gguf', 'split-00002-of-00002.gguf'].map(
+      (f) => fs.statSync(path.join(dir, f)).size,
+    );
+    expect(split.progress.filter((p) => p.stage === 'download').pop()).toMatchObject({
+      doneBytes: sizes[0] + sizes[1],
+      totalBytes: sizes[0] + sizes[1],
+    });
+
+    const inNode = (async () => {
+      const llm = await LLM.load(path.join(dir, 'stories.q8_0.gguf'), { threads: 1 });
+      const [out] = await llm.generate('Once upon a time', GREEDY);
+      await llm.close();
+      return out.outputs[0];
+    })();
+    const [expected, q8] = await Promise.all([inNode, generateInPage(page, '/gguf/stories.q8_0.gguf', 2)]);
+    expect(q8.tokenIds).toEqual(expected.tokenIds);
+    expect(q8.text).toBe(expected.text);
+    expect(q8.text.length).toBeGreaterThan(100);
+    expect(warnings).toEqual([]);
+    await page.close();
+  }, 60_000);
+
+  it('a missing URL, a file that is not GGUF, one over the ArrayBuffer limit, a second part: errors naming the URL', async () => {
+    const { base, requests } = await serve();
+    const { page } = await blankPage(base);
+    expect(await errorInPage(page, '/gguf/nothing-here.gguf')).toBe(
+      `Error: ${base}/gguf/nothing-here.gguf: HTTP 404 Not Found (expected a GGUF file)`,
+    );
+    expect(await errorInPage(page, '/gguf/config.gguf')).toBe(
+      `Error: ${base}/gguf/config.gguf: not a GGUF file (it starts with "{?  ", expected "GGUF"): is this the URL of a .gguf file?`,
+    );
+    // Not kept in the cache: asked for again, it is fetched again.
+    await errorInPage(page, '/gguf/config.gguf');
+    expect(requests.get('/gguf/config.gguf')).toBe(2);
+    expect(await errorInPage(page, '/gguf/huge.gguf')).toMatch(
+      /^RangeError: http:\/\/127\.0\.0\.1:\d+\/gguf\/huge\.gguf is 3\.0 GiB: more than the 2147483647 bytes a browser holds in one ArrayBuffer\. Use a smaller quantization, or split the file/,
+    );
+    expect(await errorInPage(page, '/gguf/split-00002-of-00002.gguf')).toMatch(
+      /^Error: .*\/gguf\/split-00002-of-00002\.gguf: is part of a split model; give the URL of its first file \(\.\.\.-00001-of-00002\.gguf\)/,
+    );
+    expect(requests.get('/gguf/split-00002-of-00002.gguf')).toBeUndefined();
+    await page.close();
+  }, 30_000);
+});
