@@ -4,6 +4,7 @@
 // run.c's exactly, Q8_0's equals the Node engine's on the same file; a reload reads the file from the
 // Cache API (the test server counts the requests); a missing URL, a file that is not GGUF, a file
 // over the ArrayBuffer limit and the second part of a split model are errors naming the URL.
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -29,6 +30,8 @@ const EXPECTED = fs.readFileSync(
 // run.c's 256 positions from BOS: "Once upon a time" is 5 tokens with BOS (see stories260k.test.ts).
 const MAX_TOKENS = 256 + 1 - 5;
 const GREEDY = { temperature: 0, maxTokens: MAX_TOKENS };
+const MAIN = fileURLToPath(new URL('../dist/src/cli/main.js', import.meta.url));
+const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url));
 
 let browser: Browser;
 let dir: string;
@@ -85,6 +88,7 @@ beforeAll(async () => {
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-sync'],
   });
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qwen-ts-browser-gguf-'));
   convertToGguf(STORIES, path.join(dir, 'stories.f32.gguf'), { type: 'f32' });
   convertToGguf(STORIES, path.join(dir, 'stories.q8_0.gguf'), { type: 'q8_0' });
@@ -212,4 +216,53 @@ describe.skipIf(!RUN)('GGUF files in headless Chromium', () => {
     expect(requests.get('/gguf/split-00002-of-00002.gguf')).toBeUndefined();
     await page.close();
   }, 30_000);
+
+  it('qwen-ts serve --demo --model FILE.gguf: the demo page runs that file (screenshot in test-artifacts/)', async () => {
+    const child = spawn(
+      process.execPath,
+      [MAIN, 'serve', '--demo', '--port', '0', '--model', path.join(dir, 'stories.f32.gguf')],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    try {
+      const base = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        child.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          const m = /listening on (http:\/\/\S+)/.exec(out);
+          if (m) resolve(m[1]);
+        });
+        child.once('exit', (code) => reject(new Error(`serve --demo exited (${code})`)));
+      });
+      // Only the file itself is served from its folder.
+      expect((await fetch(`${base}/models/local/stories.f32.gguf`)).status).toBe(200);
+      expect((await fetch(`${base}/models/local/stories.q8_0.gguf`)).status).toBe(404);
+      const page = await browser.newPage();
+      await page.setViewport({ width: 900, height: 760 });
+      await page.goto(`${base}/`); // redirected to /?model=/models/local/stories.f32.gguf
+      await page.waitForFunction(() => !(document.getElementById('generate') as HTMLButtonElement).disabled, {
+        timeout: 20_000,
+      });
+      expect(await page.$eval('#status', (e) => e.textContent)).toMatch(
+        /^stories\.f32\.gguf loaded in .* \(cross-origin isolated\)/,
+      );
+      await page.$eval('#max-tokens', (e) => ((e as HTMLInputElement).value = '60'));
+      await page.click('#generate');
+      await page.waitForFunction(() => document.body.dataset.done === '1', { timeout: 20_000 });
+      const story = await page.$eval('#output', (e) => e.textContent!);
+      expect(story.length).toBeGreaterThan(100);
+      expect(EXPECTED.startsWith(story)).toBe(true);
+      await page.screenshot({ path: `${ARTIFACTS}/browser-demo-gguf.png` });
+      await page.close();
+    } finally {
+      child.kill('SIGTERM');
+    }
+  }, 60_000);
+});
+
+describe('qwen-ts serve --demo flags', () => {
+  it('a flag that does not apply to the demo is an error, not ignored', () => {
+    const r = spawnSync(process.execPath, [MAIN, 'serve', '--demo', '--weights', 'q8_0'], { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('--weights does not apply to --demo');
+  });
 });

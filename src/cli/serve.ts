@@ -33,7 +33,8 @@ Server:
       --no-webui             do not serve the chat page at /
       --demo                 serve instead a page that runs the bundled stories260K in the browser
                              tab itself (qwen-ts/browser), with the COOP/COEP headers that let it
-                             use a pool of Web Workers; no model is loaded here
+                             use a pool of Web Workers; no model is loaded here. With --model (a
+                             folder or a .gguf file) the page runs that one; /?model=URL any other
 ${MODEL_HELP}
   -h, --help                 this help
 `;
@@ -124,7 +125,17 @@ export async function runServe(argv: string[]): Promise<number> {
   }
   const port = intFlag(values, 'port', 0, 65535) ?? 8000;
   const host = typeof values.host === 'string' ? values.host : '127.0.0.1';
-  if (values.demo === true) return serveDemo(host, port);
+  if (values.demo === true) {
+    // Only the flags that mean something to a static file server: nothing is silently ignored.
+    const demoFlags = new Set(['demo', 'host', 'port', 'model', 'revision', 'help']);
+    const other = Object.keys(values).find((k) => !demoFlags.has(k));
+    if (other !== undefined)
+      throw new CliError(
+        `--${other} does not apply to --demo (the model runs in the browser tab; set it in the page's code)`,
+      );
+    const model = typeof values.model === 'string' ? (await resolveModelSource(modelArgsFrom(values))).dir : undefined;
+    return serveDemo(host, port, model);
+  }
   const maxConcurrency = intFlag(values, 'max-concurrency', 1, 1 << 20);
   const maxQueue = intFlag(values, 'max-queue', 0, 1 << 20);
   const modelArgs = modelArgsFrom(values);
@@ -198,8 +209,8 @@ export async function runServe(argv: string[]): Promise<number> {
 }
 
 /** `--demo`: the in-tab engine's demo page, static files only, until SIGINT/SIGTERM. */
-async function serveDemo(host: string, port: number): Promise<number> {
-  const server = createDemoServer();
+async function serveDemo(host: string, port: number, model?: string): Promise<number> {
+  const server = createDemoServer({ model });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e) => reject(listenError(host, port, e)));
     server.listen(port, host, () => resolve());
@@ -207,7 +218,8 @@ async function serveDemo(host: string, port: number): Promise<number> {
   const address = server.address() as net.AddressInfo;
   const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   process.stdout.write(`listening on http://${shown}:${address.port}\n`);
-  note(`demo page (stories260K runs in the browser tab, cross-origin isolated): http://${shown}:${address.port}/`);
+  const what = model === undefined ? 'stories260K' : path.basename(model);
+  note(`demo page (${what} runs in the browser tab, cross-origin isolated): http://${shown}:${address.port}/`);
   return new Promise<number>((resolve) => {
     const onSignal = () => {
       process.off('SIGINT', onSignal);

@@ -1,5 +1,7 @@
-// The demo page of `qwen-ts serve --demo`: loads stories260K into this tab with qwen-ts/browser and
-// streams a story. The output is inserted as text, never as HTML.
+// The demo page of `qwen-ts serve --demo`: loads a model into this tab with qwen-ts/browser (the
+// bundled stories260K, or the folder or .gguf file `?model=URL` names) and streams its text: a
+// chat answer when the model has a chat template, else a continuation. Output is inserted as
+// text, never as HTML.
 import { LLM } from '/qwen-ts/index.js';
 
 const $ = (id) => document.getElementById(id);
@@ -8,13 +10,21 @@ const status = (text, warn = false) => {
   $('status').className = warn ? 'status warn' : 'status';
 };
 
+const modelUrl = new URL(new URLSearchParams(location.search).get('model') || '/models/stories260K/', location.href);
+const modelName = decodeURIComponent(modelUrl.pathname.replace(/\/+$/, '').split('/').pop());
+$('model-url').value = modelUrl.pathname === '/models/stories260K/' ? '' : modelUrl.href;
+$('model-name').textContent = modelName;
+
 const t0 = performance.now();
 let llm;
 try {
-  llm = await LLM.load(new URL('/models/stories260K/', location.href).href, {
+  llm = await LLM.load(modelUrl.href, {
     onProgress: (p) => {
       if (p.totalBytes > 0) $('progress').style.width = `${(100 * p.doneBytes) / p.totalBytes}%`;
-      status(`loading: ${p.stage}`);
+      const mb = (n) => (n / 1e6).toFixed(1);
+      status(
+        `loading ${modelName}: ${p.stage}${p.totalBytes > 0 ? ` ${mb(p.doneBytes)} of ${mb(p.totalBytes)} MB` : ''}`,
+      );
     },
   });
 } catch (e) {
@@ -25,10 +35,13 @@ $('progress').style.width = '100%';
 const threads = llm.model.threads;
 const isolation = crossOriginIsolated ? 'cross-origin isolated' : 'not cross-origin isolated: one thread';
 status(
-  `stories260K loaded in ${((performance.now() - t0) / 1000).toFixed(2)} s; ${threads} thread${threads === 1 ? '' : 's'} (${isolation})`,
+  `${modelName} loaded in ${((performance.now() - t0) / 1000).toFixed(2)} s; ${threads} thread${threads === 1 ? '' : 's'} (${isolation})`,
   !crossOriginIsolated,
 );
 window.qwenTs = { llm, threads };
+// A chat model answers the prompt as a user message; stories260K (no template) continues it.
+const chat = llm.tokenizer.chatTemplate !== null;
+if (chat) $('prompt').value = 'Tell me a short story.';
 $('generate').disabled = false;
 
 let controller = null;
@@ -41,9 +54,9 @@ $('form').addEventListener('submit', async (event) => {
   controller = new AbortController();
   const prompt = $('prompt').value;
   const params = { temperature: Number($('temperature').value), maxTokens: Number($('max-tokens').value) };
-  $('output').textContent = prompt;
+  $('output').textContent = chat ? '' : prompt;
   try {
-    for await (const delta of llm.stream(prompt, params, {
+    for await (const delta of llm.stream(chat ? [{ role: 'user', content: prompt }] : prompt, params, {
       signal: controller.signal,
       onFinish: (output, m) => {
         $('metrics').textContent =

@@ -1,7 +1,8 @@
 // `qwen-ts serve --demo`: a page that runs the engine itself in the browser tab (qwen-ts/browser,
-// dist/browser) on the bundled stories260K. Nothing runs here but a static file server: the page,
-// the bundle and the model's files, with the cross-origin isolation headers (COOP/COEP) that give
-// the page SharedArrayBuffer and so a kernel pool of Web Workers.
+// dist/browser) on the bundled stories260K, or on the model `?model=URL` names (a folder or a .gguf
+// file; `--model` serves a local one under /models/local/). Nothing runs here but a static file
+// server: the page, the bundle and the model's files, with the cross-origin isolation headers
+// (COOP/COEP) that give the page SharedArrayBuffer and so a kernel pool of Web Workers.
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
@@ -15,6 +16,7 @@ const TYPES: Record<string, string> = {
   '.json': 'application/json',
   '.map': 'application/json',
   '.safetensors': 'application/octet-stream',
+  '.gguf': 'application/octet-stream',
 };
 
 export const ISOLATION_HEADERS = {
@@ -26,10 +28,38 @@ export const ISOLATION_HEADERS = {
 export interface DemoServerOptions {
   /** Send the COOP/COEP headers (default true); without them the page runs the model on one thread. */
   isolated?: boolean;
+  /** A local model folder or .gguf file to serve under /models/local/; the page at / then loads it. */
+  model?: string;
+}
+
+const SPLIT = /-\d{5}-of-(\d{5})\.gguf$/i;
+
+/** Where `--model` is served: a folder as /models/local/NAME/, a GGUF file (and its split parts) as /models/local/NAME.gguf. */
+function localModel(model: string): { url: string; prefix: string; dir: string; allowed: (rel: string) => boolean } {
+  const resolved = path.resolve(model);
+  const name = path.basename(resolved);
+  if (fs.statSync(resolved).isDirectory())
+    return {
+      url: `/models/local/${encodeURIComponent(name)}/`,
+      prefix: `/models/local/${name}/`,
+      dir: resolved,
+      allowed: () => true,
+    };
+  const split = SPLIT.exec(name);
+  const parts = new Set([name]);
+  if (split !== null)
+    for (let i = 1; i <= Number(split[1]); i++)
+      parts.add(name.replace(SPLIT, `-${String(i).padStart(5, '0')}-of-${split[1]}.gguf`));
+  return {
+    url: `/models/local/${encodeURIComponent(name)}`,
+    prefix: '/models/local/',
+    dir: path.dirname(resolved),
+    allowed: (rel) => parts.has(rel),
+  };
 }
 
 /** The folder a URL path maps to, and the path inside it; null for anything else. */
-function route(urlPath: string): { dir: string; rel: string } | null {
+function route(urlPath: string, local: ReturnType<typeof localModel> | null): { dir: string; rel: string } | null {
   const demoDir = fileURLToPath(new URL('../demo/', import.meta.url));
   if (urlPath === '/' || urlPath === '/index.html') return { dir: demoDir, rel: 'index.html' };
   const prefixes: [string, string][] = [
@@ -39,31 +69,42 @@ function route(urlPath: string): { dir: string; rel: string } | null {
   ];
   for (const [prefix, dir] of prefixes)
     if (urlPath.startsWith(prefix)) return { dir, rel: urlPath.slice(prefix.length) };
+  if (local !== null && urlPath.startsWith(local.prefix)) {
+    const rel = urlPath.slice(local.prefix.length);
+    if (local.allowed(rel)) return { dir: local.dir, rel };
+  }
   return null;
 }
 
 export function createDemoServer(options: DemoServerOptions = {}): http.Server {
   const isolated = options.isolated ?? true;
+  const local = options.model === undefined ? null : localModel(options.model);
   return http.createServer((req, res) => {
     const headers: Record<string, string> = {
       'Cache-Control': 'no-cache',
       'X-Content-Type-Options': 'nosniff',
       ...(isolated ? ISOLATION_HEADERS : {}),
     };
-    const urlPath = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
-    const found = req.method === 'GET' || req.method === 'HEAD' ? route(urlPath) : null;
-    // Plain names only (no "..", no hidden files): the three folders and nothing else are served.
+    const url = new URL(req.url ?? '/', 'http://x');
+    const urlPath = decodeURIComponent(url.pathname);
+    // With --model, the page opens on it.
+    if (local !== null && urlPath === '/' && !url.searchParams.has('model')) {
+      res.writeHead(302, { ...headers, Location: `/?model=${encodeURIComponent(local.url)}` }).end();
+      return;
+    }
+    const found = req.method === 'GET' || req.method === 'HEAD' ? route(urlPath, local) : null;
+    // Plain names only (no "..", no hidden files): the served folders and nothing else.
     const file =
       found && found.rel.split('/').every((part) => part !== '' && !part.startsWith('.'))
         ? path.join(found.dir, found.rel)
         : null;
-    let body: Buffer | null = null;
+    let size = -1;
     try {
-      if (file !== null && fs.statSync(file).isFile()) body = fs.readFileSync(file);
+      if (file !== null && fs.statSync(file).isFile()) size = fs.statSync(file).size;
     } catch {
-      body = null;
+      size = -1;
     }
-    if (body === null) {
+    if (size < 0) {
       const missingBundle =
         urlPath.startsWith('/qwen-ts/') && !fs.existsSync(path.join(packageRoot(), 'dist', 'browser'));
       res.writeHead(404, { ...headers, 'Content-Type': 'text/plain; charset=utf-8' });
@@ -73,8 +114,13 @@ export function createDemoServer(options: DemoServerOptions = {}): http.Server {
     res.writeHead(200, {
       ...headers,
       'Content-Type': TYPES[path.extname(file!)] ?? 'application/octet-stream',
-      'Content-Length': String(body.length),
+      'Content-Length': String(size),
     });
-    res.end(req.method === 'HEAD' ? undefined : body);
+    if (req.method === 'HEAD') res.end();
+    // Streamed: a model file may be gigabytes.
+    else
+      fs.createReadStream(file!)
+        .on('error', () => res.destroy())
+        .pipe(res);
   });
 }
