@@ -56,6 +56,24 @@ function splitGguf(src: string, first: string, second: string): void {
   writeGguf(second, [...split(1)], tensors.slice(half));
 }
 
+/** stories260K with a chat template in its metadata (tokenizer.chat_template), as chat models have. */
+function addChatTemplate(src: string, out: string): void {
+  const h = readGgufHeader(src);
+  const bytes = fs.readFileSync(src);
+  const template =
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}Once upon a time{% endif %}";
+  writeGguf(
+    out,
+    [...h.metadata.entries(), ['tokenizer.chat_template', { type: GGUF_VALUE.STRING, value: template }]],
+    h.tensors.map((t) => ({
+      name: t.name,
+      dims: t.dims,
+      type: t.type,
+      data: () => bytes.subarray(t.dataStart, t.dataStart + t.byteLength),
+    })),
+  );
+}
+
 /** A server of the bundle (/qwen-ts/), a blank page (/demo/blank.html) and the GGUF files (/gguf/), counting their requests. */
 async function serve(): Promise<{ base: string; requests: Map<string, number> }> {
   const demo = createDemoServer({ isolated: true });
@@ -97,6 +115,7 @@ beforeAll(async () => {
     path.join(dir, 'split-00001-of-00002.gguf'),
     path.join(dir, 'split-00002-of-00002.gguf'),
   );
+  addChatTemplate(path.join(dir, 'stories.f32.gguf'), path.join(dir, 'chat.gguf'));
   fs.copyFileSync(path.join(STORIES, 'config.json'), path.join(dir, 'config.gguf'));
 });
 
@@ -166,7 +185,7 @@ describe.skipIf(!RUN)('GGUF files in headless Chromium', () => {
     await page.close();
   }, 60_000);
 
-  it('a split GGUF by its first part, and a Q8_0 GGUF with the Node engine’s text', async () => {
+  it('a split GGUF by its first part; a Q8_0 GGUF and a chat template from the metadata as in Node', async () => {
     const { base, requests } = await serve();
     const { page, warnings } = await blankPage(base);
     const split = await generateInPage(page, '/gguf/split-00001-of-00002.gguf', 1);
@@ -191,6 +210,28 @@ describe.skipIf(!RUN)('GGUF files in headless Chromium', () => {
     expect(q8.tokenIds).toEqual(expected.tokenIds);
     expect(q8.text).toBe(expected.text);
     expect(q8.text.length).toBeGreaterThan(100);
+
+    // The chat template comes from the metadata too: the same prompt ids and answer as in Node.
+    const messages = [{ role: 'user', content: 'Tell me a story about a dog.' }];
+    const params = { temperature: 0, maxTokens: 40 };
+    const chatInNode = (async () => {
+      const llm = await LLM.load(path.join(dir, 'chat.gguf'), { threads: 1 });
+      const [out] = await llm.chat(messages, params);
+      await llm.close();
+      return out;
+    })();
+    const chatInTab = page.evaluate(`(async () => {
+      const { LLM } = await import('/qwen-ts/index.js');
+      const llm = await LLM.load('/gguf/chat.gguf', { threads: 1 });
+      const [r] = await llm.chat(${JSON.stringify(messages)}, ${JSON.stringify(params)});
+      await llm.close();
+      return { prompt: r.promptTokenIds, ids: r.outputs[0].tokenIds, text: r.outputs[0].text };
+    })()`) as Promise<{ prompt: number[]; ids: number[]; text: string }>;
+    const [chatExpected, chat] = await Promise.all([chatInNode, chatInTab]);
+    expect(chat.prompt).toEqual(chatExpected.promptTokenIds);
+    expect(chat.prompt.length).toBeGreaterThan(12);
+    expect(chat.ids).toEqual(chatExpected.outputs[0].tokenIds);
+    expect(chat.text).toBe(chatExpected.outputs[0].text);
     expect(warnings).toEqual([]);
     await page.close();
   }, 60_000);
