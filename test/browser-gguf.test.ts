@@ -18,6 +18,7 @@ import { convertToGguf } from '../src/model/gguf/convert.js';
 import { GGUF_VALUE, readGgufHeader } from '../src/model/gguf/file.js';
 import { writeGguf, type TensorToWrite } from '../src/model/gguf/writer.js';
 import { createDemoServer, ISOLATION_HEADERS } from '../src/server/demo.js';
+import { writeStoriesChatGguf } from './helpers/chat-gguf.js';
 
 const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => fs.existsSync(p));
 // CI installs Chromium (.ci/run): there a missing browser is a failure, not a skip.
@@ -54,24 +55,6 @@ function splitGguf(src: string, first: string, second: string): void {
   ];
   writeGguf(first, [...h.metadata.entries(), ...split(0)], tensors.slice(0, half));
   writeGguf(second, [...split(1)], tensors.slice(half));
-}
-
-/** stories260K with a chat template in its metadata (tokenizer.chat_template), as chat models have. */
-function addChatTemplate(src: string, out: string): void {
-  const h = readGgufHeader(src);
-  const bytes = fs.readFileSync(src);
-  const template =
-    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}Once upon a time{% endif %}";
-  writeGguf(
-    out,
-    [...h.metadata.entries(), ['tokenizer.chat_template', { type: GGUF_VALUE.STRING, value: template }]],
-    h.tensors.map((t) => ({
-      name: t.name,
-      dims: t.dims,
-      type: t.type,
-      data: () => bytes.subarray(t.dataStart, t.dataStart + t.byteLength),
-    })),
-  );
 }
 
 /** A server of the bundle (/qwen-ts/), a blank page (/demo/blank.html) and the GGUF files (/gguf/), counting their requests. */
@@ -115,7 +98,7 @@ beforeAll(async () => {
     path.join(dir, 'split-00001-of-00002.gguf'),
     path.join(dir, 'split-00002-of-00002.gguf'),
   );
-  addChatTemplate(path.join(dir, 'stories.f32.gguf'), path.join(dir, 'chat.gguf'));
+  writeStoriesChatGguf(path.join(dir, 'chat.gguf'), path.join(dir, 'stories.f32.gguf'));
   fs.copyFileSync(path.join(STORIES, 'config.json'), path.join(dir, 'config.gguf'));
 });
 
