@@ -147,12 +147,12 @@ const errorInPage = (page: Page, url: string): Promise<string> =>
   })()`) as Promise<string>;
 
 describe.skipIf(!RUN)('GGUF files in headless Chromium', () => {
-  it('an F32 GGUF by its URL: run.c’s text on 2 threads, download progress, and a reload reads it from the cache', async () => {
+  it('an F32 GGUF by its URL: run.c’s text, download progress, and a reload reads it from the cache', async () => {
     const { base, requests } = await serve();
     const { page, warnings } = await blankPage(base);
     const size = fs.statSync(path.join(dir, 'stories.f32.gguf')).size;
-    const r = await generateInPage(page, '/gguf/stories.f32.gguf', 2);
-    expect(r.threads).toBe(2);
+    // One thread here (two are slower on this tiny model); the Q8_0 test below runs on two.
+    const r = await generateInPage(page, '/gguf/stories.f32.gguf', 1);
     expect('Once upon a time' + r.text + '\n').toBe(EXPECTED);
     const download = r.progress.filter((p) => p.stage === 'download');
     expect(download.length).toBeGreaterThan(0);
@@ -190,6 +190,7 @@ describe.skipIf(!RUN)('GGUF files in headless Chromium', () => {
       return out.outputs[0];
     })();
     const [expected, q8] = await Promise.all([inNode, generateInPage(page, '/gguf/stories.q8_0.gguf', 2)]);
+    expect(q8.threads).toBe(2); // the engine worker and a kernel Web Worker share the GGUF's weights
     expect(q8.tokenIds).toEqual(expected.tokenIds);
     expect(q8.text).toBe(expected.text);
     expect(q8.text.length).toBeGreaterThan(100);
