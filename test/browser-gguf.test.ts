@@ -58,22 +58,23 @@ function splitGguf(src: string, first: string, second: string): void {
 }
 
 /** A server of the bundle (/qwen-ts/), a blank page (/demo/blank.html) and the GGUF files (/gguf/), counting their requests. */
-async function serve(): Promise<{ base: string; requests: Map<string, number> }> {
-  const demo = createDemoServer({ isolated: true });
+async function serve(isolated = true): Promise<{ base: string; requests: Map<string, number> }> {
+  const demo = createDemoServer({ isolated });
+  const isolation = isolated ? ISOLATION_HEADERS : {};
   const requests = new Map<string, number>();
   const server = http.createServer((req, res) => {
     const url = req.url ?? '/';
     if (!url.startsWith('/gguf/')) return void demo.emit('request', req, res);
     requests.set(url, (requests.get(url) ?? 0) + 1);
     if (url === '/gguf/huge.gguf') {
-      res.writeHead(200, { 'Content-Length': String(3 * 2 ** 30), ...ISOLATION_HEADERS });
+      res.writeHead(200, { 'Content-Length': String(3 * 2 ** 30), ...isolation });
       res.write(Buffer.from('GGUF'));
       setTimeout(() => res.destroy(), 1000);
       return;
     }
     const file = path.join(dir, path.basename(url));
-    if (!fs.existsSync(file)) return void res.writeHead(404, ISOLATION_HEADERS).end('not found\n');
-    res.writeHead(200, { 'Content-Type': 'application/octet-stream', ...ISOLATION_HEADERS }).end(fs.readFileSync(file));
+    if (!fs.existsSync(file)) return void res.writeHead(404, isolation).end('not found\n');
+    res.writeHead(200, { 'Content-Type': 'application/octet-stream', ...isolation }).end(fs.readFileSync(file));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   servers.push(server);
@@ -220,9 +221,15 @@ describe.skipIf(!RUN)('GGUF files in headless Chromium', () => {
     await page.close();
   }, 60_000);
 
-  it('a missing URL, a file that is not GGUF, one over the ArrayBuffer limit, a second part: errors naming the URL', async () => {
-    const { base, requests } = await serve();
-    const { page } = await blankPage(base);
+  it('not isolated (one thread, no SharedArrayBuffer) it runs too; a missing URL, a file that is not GGUF, one over the ArrayBuffer limit, a second part: errors naming the URL', async () => {
+    const { base, requests } = await serve(false);
+    const { page, warnings } = await blankPage(base);
+    expect(await page.evaluate(() => crossOriginIsolated)).toBe(false);
+    const one = await generateInPage(page, '/gguf/stories.f32.gguf', 2);
+    expect(one.threads).toBe(1);
+    expect('Once upon a time' + one.text + '\n').toBe(EXPECTED);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain('not cross-origin isolated');
     expect(await errorInPage(page, '/gguf/nothing-here.gguf')).toBe(
       `Error: ${base}/gguf/nothing-here.gguf: HTTP 404 Not Found (expected a GGUF file)`,
     );
