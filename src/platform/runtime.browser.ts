@@ -454,7 +454,11 @@ async function fetchFolder(
   mount: (path: string, bytes: Uint8Array) => void,
 ): Promise<void> {
   const file = async (name: string, optional = false) => {
-    const res = await download.open(`${dir}/${name}`, `the model folder's ${name}`, optional);
+    const expected =
+      name === 'config.json'
+        ? "the model folder's config.json; for a GGUF model give the URL of its .gguf file"
+        : `the model folder's ${name}`;
+    const res = await download.open(`${dir}/${name}`, expected, optional);
     if (res === null) return;
     mount(`${dir}/${name}`, await download.read(`${dir}/${name}`, res, TOO_LARGE_SAFETENSORS));
   };
