@@ -233,6 +233,9 @@ describe.skipIf(!RUN)('GGUF files in headless Chromium', () => {
     expect(await errorInPage(page, '/gguf/nothing-here.gguf')).toBe(
       `Error: ${base}/gguf/nothing-here.gguf: HTTP 404 Not Found (expected a GGUF file)`,
     );
+    expect(await errorInPage(page, 'http://127.0.0.1:1/model.gguf')).toBe(
+      'Error: http://127.0.0.1:1/model.gguf: cannot fetch (Failed to fetch): is it served at this URL (from another origin, with CORS headers)?',
+    );
     expect(await errorInPage(page, '/gguf/config.gguf')).toBe(
       `Error: ${base}/gguf/config.gguf: not a GGUF file (it starts with "{?  ", expected "GGUF"): is this the URL of a .gguf file?`,
     );

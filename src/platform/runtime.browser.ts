@@ -281,7 +281,9 @@ class Downloader {
     try {
       res = await fetch(url);
     } catch (e) {
-      throw new Error(`${url}: cannot fetch (${(e as Error).message}): is ${expected} served from this URL?`);
+      throw new Error(
+        `${url}: cannot fetch (${(e as Error).message}): is it served at this URL (from another origin, with CORS headers)?`,
+      );
     }
     if (res.status === 404 && optional) return null;
     if (!res.ok) throw new Error(`${url}: HTTP ${res.status} ${res.statusText} (expected ${expected})`);
