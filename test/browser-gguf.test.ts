@@ -160,6 +160,11 @@ describe.skipIf(!RUN)('GGUF files in headless Chromium', () => {
     const download = r.progress.filter((p) => p.stage === 'download');
     expect(download.length).toBeGreaterThan(0);
     expect(download[download.length - 1]).toMatchObject({ doneBytes: size, totalBytes: size });
+    // Then the engine worker's "weights" stage, over the tensors' bytes.
+    const weights = r.progress.filter((p) => p.stage === 'weights');
+    const last = weights[weights.length - 1];
+    expect(last.doneBytes).toBe(last.totalBytes);
+    expect(last.totalBytes).toBeGreaterThan(0.9 * size);
     expect(requests.get('/gguf/stories.f32.gguf')).toBe(1);
     // Only the GGUF file was asked for: the tokenizer and config come from its metadata.
     expect([...requests.keys()]).toEqual(['/gguf/stories.f32.gguf']);

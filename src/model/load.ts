@@ -143,7 +143,16 @@ async function loadGgufModel(file: string, options: LoadOptions): Promise<Qwen2M
   checkOptions(options);
   const { config, generationConfig, loadWeights: loadFileWeights } = openGgufModel(file);
   checkInt('contextLength', options.contextLength, 1, config.contextLimit);
-  const weights = loadFileWeights({ weights: options.weights, checkTensors: options.checkTensors });
+  const t0 = performance.now();
+  const onProgress = options.onProgress;
+  const weights = loadFileWeights({
+    weights: options.weights,
+    checkTensors: options.checkTensors,
+    onProgress:
+      onProgress &&
+      ((doneBytes, totalBytes) =>
+        onProgress({ stage: 'weights', doneBytes, totalBytes, seconds: (performance.now() - t0) / 1000 })),
+  });
   return createModel(config, generationConfig, weights, options, file);
 }
 

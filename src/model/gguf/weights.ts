@@ -41,6 +41,8 @@ export interface GgufWeightsOptions {
   weights?: WeightFormat;
   /** Scan float tensors for NaN/Inf. */
   checkTensors?: boolean;
+  /** Called after each tensor with the tensor bytes read so far and in all (the load's "weights" stage). */
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
 }
 
 /** A quantized ggml tensor as the kernels run it (src/tensor/formats: repacked, never widened to f32). */
@@ -149,8 +151,15 @@ export function loadGgufWeights(g: GgufModel, c: ModelConfig, opts: GgufWeightsO
     return info;
   };
 
+  let totalBytes = 0;
+  for (const t of g.tensors.values()) totalBytes += t.byteLength;
+  let doneBytes = 0;
+  opts.onProgress?.(0, totalBytes);
+
   const bytesOf = (info: GgufTensorInfo, rows: number, permuted: boolean): Uint8Array => {
     const bytes = reader.read(info);
+    doneBytes += info.byteLength;
+    opts.onProgress?.(doneBytes, totalBytes);
     if (!permuted || !FAMILIES[family].ropeInterleavedInGguf) return bytes;
     return unpermuteRows(bytes, rows, info.byteLength / rows, c.headDim);
   };
