@@ -175,7 +175,8 @@ class HeaderCursor {
   }
 }
 
-const decoder = new TextDecoder();
+// ignoreBOM keeps a leading U+FEFF (a vocabulary may hold it as a token), as Buffer's toString did.
+const decoder = new TextDecoder('utf-8', { ignoreBOM: true });
 
 /** UTF-8 text of bytes[start..end]; most GGUF strings (keys, tensor names, tokens) are short ASCII. */
 function utf8(bytes: Uint8Array, start: number, end: number): string {
