@@ -1,9 +1,11 @@
 // GGUF files in a browser tab (qwen-ts/browser in Debian's headless Chromium through puppeteer-core):
-// the bundled stories260K converted to GGUF (F32, split in two, Q8_0) is loaded from its URL, with
-// its tokenizer from the GGUF metadata (no tokenizer.json is served). F32's greedy text equals
-// run.c's exactly, Q8_0's equals the Node engine's on the same file; a reload reads the file from the
-// Cache API (the test server counts the requests); a missing URL, a file that is not GGUF, a file
-// over the ArrayBuffer limit and the second part of a split model are errors naming the URL.
+// the bundled stories260K converted to GGUF (F32, split in two, Q8_0, and F32 with a chat template in
+// its metadata) is loaded from its URL, with config, tokenizer and template from the GGUF metadata (no
+// other file is served). F32's greedy text equals run.c's exactly, isolated or not; Q8_0's (on a
+// kernel Web Worker) and the chat answer equal the Node engine's on the same file; a reload reads
+// the file from the Cache API (the test server counts the requests); a missing URL, a refused fetch,
+// a file that is not GGUF, one over the ArrayBuffer limit and the second part of a split model are
+// errors naming the URL. `qwen-ts serve --demo --model FILE.gguf` runs the file in the demo page.
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
