@@ -10,8 +10,21 @@ const status = (text, warn = false) => {
   $('status').className = warn ? 'status warn' : 'status';
 };
 
-const modelUrl = new URL(new URLSearchParams(location.search).get('model') || '/models/stories260K/', location.href);
-const modelName = decodeURIComponent(modelUrl.pathname.replace(/\/+$/, '').split('/').pop());
+const asked = new URLSearchParams(location.search).get('model') || '/models/stories260K/';
+let modelUrl;
+try {
+  modelUrl = new URL(asked, location.href);
+} catch {
+  status(`could not load the model: ${JSON.stringify(asked)} is not a URL`, true);
+  throw new Error(`not a URL: ${asked}`);
+}
+const lastPart = modelUrl.pathname.replace(/\/+$/, '').split('/').pop();
+let modelName = lastPart;
+try {
+  modelName = decodeURIComponent(lastPart);
+} catch {
+  // keep it as written
+}
 $('model-url').value = modelUrl.pathname === '/models/stories260K/' ? '' : modelUrl.href;
 $('model-name').textContent = modelName;
 
