@@ -2,7 +2,8 @@
 // the bundled stories260K converted to GGUF (F32, split in two, Q8_0, and F32 with a chat template in
 // its metadata) is loaded from its URL, with config, tokenizer and template from the GGUF metadata (no
 // other file is served). F32's greedy text equals run.c's exactly, isolated or not; Q8_0's (on a
-// kernel Web Worker) and the chat answer equal the Node engine's on the same file; a reload reads
+// kernel Web Worker), a llama-quantize Q4_K_M fixture's tokens and log-probabilities, and the chat
+// answer equal the Node engine's on the same file; a reload reads
 // the file from the Cache API (the test server counts the requests); a missing URL, a refused fetch,
 // a file that is not GGUF, one over the ArrayBuffer limit and the second part of a split model are
 // errors naming the URL. `qwen-ts serve --demo --model FILE.gguf` runs the file in the demo page.
@@ -16,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LLM } from '../src/engine/llm.js';
+import type { TokenLogprob } from '../src/sampler/index.js';
 import { convertToGguf } from '../src/model/gguf/convert.js';
 import { GGUF_VALUE, readGgufHeader } from '../src/model/gguf/file.js';
 import { writeGguf, type TensorToWrite } from '../src/model/gguf/writer.js';
@@ -26,6 +28,8 @@ const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => 
 // CI installs Chromium (.ci/run): there a missing browser is a failure, not a skip.
 const RUN = CHROMIUM !== undefined || process.env.CI === 'true';
 const STORIES = fileURLToPath(new URL('../assets/stories260K/', import.meta.url));
+// llama-quantize's Q4_K_M of a small synthetic qwen2 (K-quants mixed with Q5_0/Q8_0/Q6_K; Qwen-style tokenizer in its metadata).
+const KQUANT = fileURLToPath(new URL('./fixtures/gguf/qwen2-k.Q4_K_M.gguf', import.meta.url));
 const EXPECTED = fs.readFileSync(
   fileURLToPath(new URL('./fixtures/stories260K/once-upon-a-time.txt', import.meta.url)),
   'utf8',
@@ -105,6 +109,7 @@ beforeAll(async () => {
   );
   writeStoriesChatGguf(path.join(dir, 'chat.gguf'), path.join(dir, 'stories.f32.gguf'));
   fs.copyFileSync(path.join(STORIES, 'config.json'), path.join(dir, 'config.gguf'));
+  fs.copyFileSync(KQUANT, path.join(dir, 'qwen2-k.Q4_K_M.gguf'));
 });
 
 afterAll(async () => {
@@ -178,7 +183,7 @@ describe.skipIf(!RUN)('GGUF files in headless Chromium', () => {
     await page.close();
   }, 60_000);
 
-  it('a split GGUF by its first part; a Q8_0 GGUF and a chat template from the metadata as in Node', async () => {
+  it('a split GGUF by its first part; Q8_0, a llama-quantize Q4_K_M and a chat template from the metadata as in Node', async () => {
     const { base, requests } = await serve();
     const { page, warnings } = await blankPage(base);
     const split = await generateInPage(page, '/gguf/split-00001-of-00002.gguf', 1);
@@ -204,6 +209,31 @@ describe.skipIf(!RUN)('GGUF files in headless Chromium', () => {
     expect(q8.tokenIds).toEqual(expected.tokenIds);
     expect(q8.text).toBe(expected.text);
     expect(q8.text.length).toBeGreaterThan(150);
+
+    // A llama-quantize Q4_K_M file: the same tokens and top log-probabilities in the tab as in Node.
+    const kParams = { temperature: 0, maxTokens: 8, ignoreEos: true, logprobs: 3 };
+    const kInNode = (async () => {
+      const llm = await LLM.load(KQUANT, { threads: 1 });
+      const [out] = await llm.generate('Hello world', kParams);
+      await llm.close();
+      return out.outputs[0];
+    })();
+    const kInTab = page.evaluate(`(async () => {
+      const { LLM } = await import('/qwen-ts/index.js');
+      const llm = await LLM.load('/gguf/qwen2-k.Q4_K_M.gguf', { threads: 1 });
+      const [r] = await llm.generate('Hello world', ${JSON.stringify(kParams)});
+      await llm.close();
+      return { ids: r.outputs[0].tokenIds, logprobs: r.outputs[0].logprobs };
+    })()`) as Promise<{ ids: number[]; logprobs: TokenLogprob[] }>;
+    const [kExpected, k] = await Promise.all([kInNode, kInTab]);
+    expect(k.ids).toEqual(kExpected.tokenIds);
+    expect(k.logprobs).toHaveLength(8);
+    k.logprobs.forEach((lp, i) => {
+      const want = kExpected.logprobs![i];
+      expect(lp.logprob).toBeCloseTo(want.logprob, 5);
+      expect(lp.topLogprobs!.map((t) => t.token)).toEqual(want.topLogprobs!.map((t) => t.token));
+      lp.topLogprobs!.forEach((t, j) => expect(t.logprob).toBeCloseTo(want.topLogprobs![j].logprob, 5));
+    });
 
     // The chat template comes from the metadata too: the same prompt ids and answer as in Node.
     const messages = [{ role: 'user', content: 'Tell me a story about a dog.' }];
