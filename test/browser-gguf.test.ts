@@ -5,7 +5,7 @@
 // kernel Web Worker), a llama-quantize Q4_K_M fixture's tokens and log-probabilities, and the chat
 // answer equal the Node engine's on the same file; a reload reads
 // the file from the Cache API (the test server counts the requests); a missing URL, a refused fetch,
-// a file that is not GGUF, one over the ArrayBuffer limit and the second part of a split model are
+// a file that is not GGUF, one over the ArrayBuffer limit, a cut download and the second part of a split model are
 // errors naming the URL. `qwen-ts serve --demo --model FILE.gguf` runs the file in the demo page.
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -78,6 +78,12 @@ async function serve(isolated = true): Promise<{ base: string; requests: Map<str
       res.writeHead(200, { 'Content-Length': String(3 * 2 ** 30), ...isolation });
       res.write(Buffer.from('GGUF'));
       setTimeout(() => res.destroy(), 1000);
+      return;
+    }
+    if (url === '/gguf/cut.gguf') {
+      res.writeHead(200, { 'Content-Length': '1000', ...isolation });
+      res.write(Buffer.from('GGUF and then the connection is cut'));
+      setTimeout(() => res.destroy(), 200);
       return;
     }
     const file = path.join(dir, path.basename(url));
@@ -260,7 +266,7 @@ describe.skipIf(!RUN)('GGUF files in headless Chromium', () => {
     await page.close();
   }, 60_000);
 
-  it('not isolated (one thread, no SharedArrayBuffer) it runs too; a missing URL, a file that is not GGUF, one over the ArrayBuffer limit, a second part: errors naming the URL', async () => {
+  it('not isolated (one thread, no SharedArrayBuffer) it runs too; a missing URL, a file that is not GGUF, one over the ArrayBuffer limit, a cut download, a second part: errors naming the URL', async () => {
     const { base, requests } = await serve(false);
     const { page, warnings } = await blankPage(base);
     expect(await page.evaluate(() => crossOriginIsolated)).toBe(false);
@@ -284,6 +290,11 @@ describe.skipIf(!RUN)('GGUF files in headless Chromium', () => {
     expect(await errorInPage(page, '/gguf/huge.gguf')).toMatch(
       /^RangeError: http:\/\/127\.0\.0\.1:\d+\/gguf\/huge\.gguf is 3\.0 GiB: more than the 2147483647 bytes a browser holds in one ArrayBuffer\. Use a smaller quantization, or split the file/,
     );
+    expect(await errorInPage(page, '/gguf/cut.gguf')).toMatch(
+      /^Error: http:\/\/127\.0\.0\.1:\d+\/gguf\/cut\.gguf: the download stopped after 35 of 1000 bytes \(.+\); load again to retry$/,
+    );
+    await errorInPage(page, '/gguf/cut.gguf');
+    expect(requests.get('/gguf/cut.gguf')).toBe(2); // nothing of it was cached
     expect(await errorInPage(page, '/gguf/split-00002-of-00002.gguf')).toMatch(
       /^Error: .*\/gguf\/split-00002-of-00002\.gguf: is part of a split model; give the URL of its first file \(\.\.\.-00001-of-00002\.gguf\)/,
     );

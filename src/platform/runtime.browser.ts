@@ -315,7 +315,17 @@ class Downloader {
     let checked = opts.check === undefined;
     try {
       for (;;) {
-        const { done, value } = await reader.read();
+        let next: ReadableStreamReadResult<Uint8Array>;
+        try {
+          next = await reader.read();
+        } catch (e) {
+          // A connection cut mid-file: nothing of it is kept, so the next load starts over.
+          const of = Number.isFinite(length) ? ` of ${length}` : '';
+          throw new Error(
+            `${url}: the download stopped after ${size}${of} bytes (${(e as Error).message}); load again to retry`,
+          );
+        }
+        const { done, value } = next;
         if (done) break;
         chunks.push(value);
         size += value.length;
