@@ -66,3 +66,29 @@ describe('SWAR lanes at the extremes', () => {
           }
         });
 });
+
+describe('Q6_K with an odd row count', () => {
+  it('stays in its ggml blocks (the SWAR layout takes row pairs) and multiplies as dequantized', () => {
+    const rows = 3,
+      cols = 256;
+    const bytes = new Uint8Array(rows * ggmlRowBytes(GGML_TYPE.Q6_K, cols));
+    for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 37 + 11) & 0xff;
+    for (let o = 0; o < bytes.length; o += 210) bytes.set([0x00, 0x30], o + 208); // d = 0.125
+    const deq = new Float32Array(rows * cols);
+    dequantizeGgml(GGML_TYPE.Q6_K, bytes, deq, rows * cols);
+    const m = ggmlToMatrix(GGML_TYPE.Q6_K, bytes, rows, cols);
+    expect(m.u8.length).toBe(bytes.length);
+    const x = new Float32Array(cols).map((_, i) => Math.sin(i));
+    const y = new Float32Array(rows);
+    matmul(m, x, 0, cols, 1, y, 0, rows, 0, rows, null);
+    for (let r = 0; r < rows; r++) {
+      let exact = 0,
+        mag = 0;
+      for (let k = 0; k < cols; k++) {
+        exact += deq[r * cols + k] * x[k];
+        mag += Math.abs(deq[r * cols + k] * x[k]);
+      }
+      expect(Math.abs(y[r] - exact)).toBeLessThanOrEqual(1e-5 * mag);
+    }
+  });
+});

@@ -280,7 +280,7 @@ export function allocGgmlMatrix(type: number, rows: number, cols: number): Matri
   else if (row.name === 'Q5_0' && rows % 2 === 0) m = allocQ5_0(rows, cols);
   else if (row.name === 'Q5_K' && rows % 2 === 0) m = allocQ5_K(rows, cols);
   else if (row.name === 'Q6_K' && rows % 2 === 0) m = allocQ6_K(rows, cols);
-  else if (GGML_BLOCK_KERNELS.has(type))
+  else if (GGML_BLOCK_KERNELS.has(type) || row.name === 'Q4_0' || row.name === 'Q4_K' || row.name === 'Q5_0')
     m = makeMatrix(GGML_BLOCKS, rows, cols, { u8: new Uint8Array(new SharedArrayBuffer(rows * rowBytes)) });
   else throw new Error(`allocGgmlMatrix: ggml type ${row.name} is not a quantized type`);
   m.ggmlType = type;
