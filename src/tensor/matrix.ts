@@ -23,13 +23,13 @@ export const Q4_0 = 3;
 export const GGML_BLOCKS = 4;
 /** llama.cpp's Q4_K, repacked for the SWAR and lanes kernels: formats/q4_k.ts. */
 export const Q4_K = 5;
-/** llama.cpp's Q6_K, levels repacked to int8: formats/q6_k.ts. */
+/** llama.cpp's Q6_K, its 6-bit levels repacked in row-pair SWAR words: formats/q6_k.ts. */
 export const Q6_K = 6;
-/** ggml's Q5_0, its low nibbles in q4_0's SWAR layout and its fifth bits beside them: formats/q5_0.ts. */
+/** ggml's Q5_0, its 5-bit levels repacked in row-pair SWAR words: formats/q5_0.ts. */
 export const Q5_0 = 7;
 /** f16 (GGUF F16 tensors) in half storage, widened in the kernels: formats/f16.ts. */
 export const F16 = 8;
-/** llama.cpp's Q5_K, repacked as Q4_K's nibbles plus Q5_0's fifth bits: formats/q5_k.ts. */
+/** llama.cpp's Q5_K, its levels in Q5_0's row-pair SWAR words: formats/q5_k.ts. */
 export const Q5_K = 9;
 
 /** Quantized formats group 32 consecutive weights of a row under one scale, as llama.cpp does. */

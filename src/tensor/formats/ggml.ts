@@ -236,8 +236,8 @@ export function quantizeGgml(type: number, f32: Float32Array, out: Uint8Array, r
 /**
  * A GGUF tensor (`src`: its bytes, `rows` x `cols` values of ggml `type`, row-major as ggml stores
  * [cols, rows]) as a Matrix the kernels run, in about the file's bytes: F32 and BF16 as they are,
- * Q8_0, Q4_0, Q4_K and Q6_K repacked into the layouts of their kernels (exact: the same values;
- * Q6_K's levels as int8, 1.31x its bytes), F16 as f16 (widened in its kernels), the others kept in their ggml blocks. Unsupported types throw an
+ * Q8_0, Q4_0, Q5_0, Q4_K, Q5_K and Q6_K repacked into the layouts of their kernels (exact: the same
+ * values), F16 as f16 (widened in its kernels), the others kept in their ggml blocks. Unsupported types throw an
  * error naming the type (the caller adds the tensor's name).
  */
 export function ggmlToMatrix(type: number, src: Uint8Array, rows: number, cols: number): Matrix {
@@ -279,7 +279,7 @@ export function allocGgmlMatrix(type: number, rows: number, cols: number): Matri
   else if (row.name === 'Q4_K' && rows % 2 === 0) m = allocQ4_K(rows, cols);
   else if (row.name === 'Q5_0' && rows % 2 === 0) m = allocQ5_0(rows, cols);
   else if (row.name === 'Q5_K' && rows % 2 === 0) m = allocQ5_K(rows, cols);
-  else if (row.name === 'Q6_K') m = allocQ6_K(rows, cols);
+  else if (row.name === 'Q6_K' && rows % 2 === 0) m = allocQ6_K(rows, cols);
   else if (GGML_BLOCK_KERNELS.has(type) || row.name === 'Q4_0' || row.name === 'Q4_K' || row.name === 'Q5_0')
     m = makeMatrix(GGML_BLOCKS, rows, cols, { u8: new Uint8Array(new SharedArrayBuffer(rows * rowBytes)) });
   else throw new Error(`allocGgmlMatrix: ggml type ${row.name} is not a quantized type`);

@@ -108,14 +108,33 @@ function matvecQ4_K(
   const wq = m.q,
     xv = xq.q;
   if (wq.length > OFFSET_MASK || xv.length > OFFSET_MASK) throw new RangeError('q4_K: matrix too large');
+  const bsx = scaledSums(xq, n);
   for (let t = 0; t < n; t++) {
     const xo = t * cols,
       xso = t * blocks,
       yo = yOff + t * yStride;
     let r = r0;
-    for (; r + 4 <= r1; r += 4) rows4(m, r, blocks, pairStride, xq, xo, xso, y, yo);
-    for (; r < r1; r += 2) rowPair(m, r, r1, blocks, pairStride, xq, xo, xso, y, yo);
+    for (; r + 4 <= r1; r += 4) rows4(m, r, blocks, pairStride, xq, bsx, xo, xso, y, yo);
+    for (; r < r1; r += 2) rowPair(m, r, r1, blocks, pairStride, xq, bsx, xo, xso, y, yo);
   }
+}
+
+// Per thread: the activations' block sums times their scales (what a sub-block's min multiplies),
+// built once per quantized activations (xq.version) and token count.
+let sumsScaled = new Float64Array(0);
+let scaledFrom: QuantizedActivations | null = null;
+let scaledVersion = -1;
+let scaledN = 0;
+
+function scaledSums(xq: QuantizedActivations, n: number): Float64Array {
+  if (scaledFrom === xq && scaledVersion === xq.version && scaledN >= n) return sumsScaled;
+  const count = n * (xq.cols >> 5);
+  if (sumsScaled.length < count) sumsScaled = new Float64Array(count);
+  for (let i = 0; i < count; i++) sumsScaled[i] = xq.sums[i] * xq.scales[i];
+  scaledFrom = xq;
+  scaledVersion = xq.version;
+  scaledN = n;
+  return sumsScaled;
 }
 
 /** Sub-block b of row r: d1 = d*sc and m1 = dmin*m as ggml's floats. */
@@ -132,6 +151,7 @@ function rows4(
   blocks: number,
   pairStride: number,
   xq: QuantizedActivations,
+  bsx: Float64Array,
   xo: number,
   xso: number,
   y: Float32Array,
@@ -140,7 +160,6 @@ function rows4(
   const wq = m.q,
     xv = xq.q,
     xs = xq.scales,
-    xsum = xq.sums,
     dd = m.scales,
     sm = m.u8;
   // Each row's d, dmin (2 per super-block) and sc, m (2 per sub-block) start here.
@@ -156,6 +175,15 @@ function rows4(
     acc1 = 0,
     acc2 = 0,
     acc3 = 0;
+  // The current super-block's scale and min sums, before d and dmin.
+  let sc0 = 0,
+    sc1 = 0,
+    sc2 = 0,
+    sc3 = 0,
+    mn0 = 0,
+    mn1 = 0,
+    mn2 = 0,
+    mn3 = 0;
   let wo = ((r >> 1) * pairStride) & OFFSET_MASK;
   for (let b = 0; b < blocks; b++, wo += 8) {
     const xb = (xo + b * QBLOCK) & OFFSET_MASK;
@@ -222,14 +250,28 @@ function rows4(
     l = (u << 16) >> 16;
     lo1 += l;
     hi1 += (u - l) >> 16;
+    // The sub-block's scale and min in integers (|16 * 15 * 127 * 2 * 63| < 2^22), the activation
+    // scale per block, d and dmin per super-block.
     const xd = xs[xso + b],
-      bsum = xsum[xso + b];
-    const sb = (b >> 3) << 1,
-      ub = b << 1;
-    acc0 += (lo0 * fround(dd[d0 + sb] * sm[u0 + ub]) - bsum * fround(dd[d0 + sb + 1] * sm[u0 + ub + 1])) * xd;
-    acc1 += (hi0 * fround(dd[d1 + sb] * sm[u1 + ub]) - bsum * fround(dd[d1 + sb + 1] * sm[u1 + ub + 1])) * xd;
-    acc2 += (lo1 * fround(dd[d2 + sb] * sm[u2 + ub]) - bsum * fround(dd[d2 + sb + 1] * sm[u2 + ub + 1])) * xd;
-    acc3 += (hi1 * fround(dd[d3 + sb] * sm[u3 + ub]) - bsum * fround(dd[d3 + sb + 1] * sm[u3 + ub + 1])) * xd;
+      bs = bsx[xso + b];
+    const ub = (b << 1) & OFFSET_MASK;
+    sc0 += Math.imul(sm[u0 + ub], lo0) * xd;
+    sc1 += Math.imul(sm[u1 + ub], hi0) * xd;
+    sc2 += Math.imul(sm[u2 + ub], lo1) * xd;
+    sc3 += Math.imul(sm[u3 + ub], hi1) * xd;
+    mn0 += sm[u0 + ub + 1] * bs;
+    mn1 += sm[u1 + ub + 1] * bs;
+    mn2 += sm[u2 + ub + 1] * bs;
+    mn3 += sm[u3 + ub + 1] * bs;
+    if ((b & 7) === 7) {
+      const sb = (b >> 3) << 1;
+      acc0 += sc0 * dd[d0 + sb] - mn0 * dd[d0 + sb + 1];
+      acc1 += sc1 * dd[d1 + sb] - mn1 * dd[d1 + sb + 1];
+      acc2 += sc2 * dd[d2 + sb] - mn2 * dd[d2 + sb + 1];
+      acc3 += sc3 * dd[d3 + sb] - mn3 * dd[d3 + sb + 1];
+      sc0 = sc1 = sc2 = sc3 = 0;
+      mn0 = mn1 = mn2 = mn3 = 0;
+    }
   }
   y[yo + r] = acc0;
   y[yo + r + 1] = acc1;
@@ -245,15 +287,26 @@ function rowPair(
   blocks: number,
   pairStride: number,
   xq: QuantizedActivations,
+  bsx: Float64Array,
   xo: number,
   xso: number,
   y: Float32Array,
   yo: number,
 ): void {
   const wq = m.q,
-    xv = xq.q;
+    xv = xq.q,
+    dd = m.scales,
+    sm = m.u8;
+  const d0 = r * (blocks >> 2),
+    d1 = d0 + (blocks >> 2);
+  const u0 = 2 * r * blocks,
+    u1 = u0 + 2 * blocks;
   let acc0 = 0,
-    acc1 = 0;
+    acc1 = 0,
+    sc0 = 0,
+    sc1 = 0,
+    mn0 = 0,
+    mn1 = 0;
   let wo = (r >> 1) * pairStride;
   for (let b = 0; b < blocks; b++, wo += 8) {
     let lo = 0,
@@ -276,9 +329,17 @@ function rowPair(
       hi += (s - l) >> 16;
     }
     const xd = xq.scales[xso + b],
-      bsum = xq.sums[xso + b];
-    acc0 += (lo * subScale(m, r, b) - bsum * subMin(m, r, b)) * xd;
-    if (r + 1 < r1) acc1 += (hi * subScale(m, r + 1, b) - bsum * subMin(m, r + 1, b)) * xd;
+      bs = bsx[xso + b];
+    sc0 += Math.imul(sm[u0 + 2 * b], lo) * xd;
+    sc1 += Math.imul(sm[u1 + 2 * b], hi) * xd;
+    mn0 += sm[u0 + 2 * b + 1] * bs;
+    mn1 += sm[u1 + 2 * b + 1] * bs;
+    if ((b & 7) === 7) {
+      const sb = (b >> 3) << 1;
+      acc0 += sc0 * dd[d0 + sb] - mn0 * dd[d0 + sb + 1];
+      acc1 += sc1 * dd[d1 + sb] - mn1 * dd[d1 + sb + 1];
+      sc0 = sc1 = mn0 = mn1 = 0;
+    }
   }
   y[yo + r] = acc0;
   if (r + 1 < r1) y[yo + r + 1] = acc1;

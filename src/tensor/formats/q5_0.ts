@@ -1,18 +1,20 @@
 // ggml's Q5_0: every 32 weights of a row share an f16 scale d and keep 5-bit levels q (0..31) with
 // w = d * (q - 16). Qwen2.5-0.5B "Q4_K_M" files hold most tensors in Q5_0 (896-wide rows have no
-// 256-blocks), so it gets q4_0's kernels: the low 4 bits of each level in q4_0's row-pair SWAR
-// layout and the fifth bits as two more words per row pair and block, 24 bytes per row and block
-// against the file's 22 (the scale widens to f32).
+// 256-blocks), so it gets SWAR kernels on row pairs, 24 bytes per row and block against the file's
+// 22 (the scale widens to f32).
 //
-// Storage, rows even: q [rows/2, blocks, 10] words. Words 0..7 are q4_0's (word j: columns
-// 4j..4j+3, row r in bits 4c..4c+3, row r+1 in bits 16+4c..); word 8 holds the fifth bits of columns
-// 0..15 (row r in bits 0..15, row r+1 in bits 16..31), word 9 those of columns 16..31.
+// Storage, rows even: q [rows/2, blocks, 10] words, a word's low 16 bits row r's and its high 16
+// bits row r+1's. Words 5h..5h+4 hold columns 16h..16h+15 of the block: each 16-bit lane of word
+// 5h+i has the levels of columns 16h+3i, +1, +2 in bits 0..4, 5..9, 10..14, and in bit 15 bit i of
+// the level of column 16h+15 (the lanes' spare bits spell that column). Q5_K (q5_k.ts) shares it.
 // scales [rows, blocks]: d.
 //
-// Decode: sum_k (q_k - 16) x_k = sum_k lo_k x_k + 16 sum_k hi_k x_k - 16 sum_k x_k, the first two
-// sums by SWAR Math.imul on both rows at once (a fifth-bit pair is (h >>> c) & 0x10001). Prefill:
-// float64 lanes on q - 16 (-16..15): |32 products| <= 32 * 16 * 127 = 65024 < 2^16, so three
-// tokens per double 2^17 apart (q4_0's are 2^16 apart).
+// Decode: a column's levels of both rows come out of a word with one shift and mask (the 16th
+// column's out of five) into one Math.imul by the activation: two rows' multiply-adds. Unsigned
+// levels times int8 could overflow a 16-bit lane after 8 columns; subtracting 16 * (the 16 columns'
+// activation sum) from both lanes at once makes them sums of (q - 16) x, |16 * 16 * 127| < 2^15, so
+// 16 columns share one split. Prefill: float64 lanes on q - 16 (-16..15): |32 products| <= 32 * 16
+// * 127 = 65024 < 2^16, so three tokens per double 2^17 apart (q4_0's are 2^16 apart).
 import { makeMatrix, Q5_0, QBLOCK, type Matrix } from '../matrix.js';
 import type { QuantizedActivations } from './activations.js';
 import { OFFSET_MASK, type MatmulKernel } from './common.js';
@@ -22,6 +24,7 @@ import { lanesApply, matmulLanes, ROUND, type LaneKernel } from './lanes.js';
 const LANES_MIN_TOKENS = 8;
 /** Words per row pair and 32-block. */
 const PAIR_WORDS = 10;
+const LEVELS5 = 0x1f001f;
 
 export const matmulQ5_0Matrix: MatmulKernel = (m, _x, _xOff, _xStride, n, y, yOff, yStride, r0, r1, xq) => {
   if (n >= LANES_MIN_TOKENS && lanesApply(LANES_Q5_0, m, n))
@@ -44,72 +47,91 @@ export function allocQ5_0(rows: number, cols: number): Matrix {
 export function packQ5_0Rows(src: Uint8Array, m: Matrix, r0: number, nRows: number): void {
   const blocks = m.cols / QBLOCK;
   const halves = new Uint16Array(m.q.buffer, m.q.byteOffset, m.q.length * 2);
-  const nib = new Uint8Array(32);
+  const levels = new Uint8Array(32);
   for (let r = r0; r < r0 + nRows; r++) {
     for (let b = 0; b < blocks; b++) {
       const o = 22 * ((r - r0) * blocks + b);
       m.scales[r * blocks + b] = f16At(src, o);
       for (let j = 0; j < 16; j++) {
-        nib[j] = src[o + 6 + j] & 0xf;
-        nib[j + 16] = src[o + 6 + j] >> 4;
+        const h = src[o + 2 + (j >> 3)] >> (j & 7),
+          h16 = src[o + 4 + (j >> 3)] >> (j & 7);
+        levels[j] = (src[o + 6 + j] & 0xf) | ((h & 1) << 4);
+        levels[j + 16] = (src[o + 6 + j] >> 4) | ((h16 & 1) << 4);
       }
-      // This row's 16-bit halves of the block's 10 words.
-      const ho = ((r >> 1) * blocks + b) * 2 * PAIR_WORDS + (r & 1);
-      for (let j = 0; j < 8; j++)
-        halves[ho + 2 * j] = nib[4 * j] | (nib[4 * j + 1] << 4) | (nib[4 * j + 2] << 8) | (nib[4 * j + 3] << 12);
-      // The file's qh: bit j is column j's fifth bit, little-endian.
-      halves[ho + 16] = src[o + 2] | (src[o + 3] << 8);
-      halves[ho + 18] = src[o + 4] | (src[o + 5] << 8);
+      packLevels5(levels, halves, ((r >> 1) * blocks + b) * 2 * PAIR_WORDS + (r & 1));
     }
   }
 }
+
+/** A row's 32 levels (0..31) of a block into its 16-bit halves halves[ho + 2w] of the block's 10 words. */
+export function packLevels5(levels: Uint8Array, halves: Uint16Array, ho: number): void {
+  for (let h = 0; h < 2; h++)
+    for (let i = 0; i < 5; i++) {
+      const k = 16 * h + 3 * i;
+      halves[ho + 2 * (5 * h + i)] =
+        levels[k] | (levels[k + 1] << 5) | (levels[k + 2] << 10) | (((levels[16 * h + 15] >> i) & 1) << 15);
+    }
+}
+
+/** Row r's (shift: 16 * (r & 1)) 32 levels of the block at words q[wo, wo + 10), minus `offset`, into out[o, o + 32). */
+export function unpackLevels5(
+  q: Int32Array,
+  wo: number,
+  shift: number,
+  offset: number,
+  out: Float32Array | Float64Array,
+  o: number,
+): void {
+  for (let h = 0; h < 2; h++) {
+    let last = 0;
+    for (let i = 0; i < 5; i++) {
+      const w = q[wo + 5 * h + i] >>> shift;
+      const k = o + 16 * h + 3 * i;
+      out[k] = (w & 31) - offset;
+      out[k + 1] = ((w >>> 5) & 31) - offset;
+      out[k + 2] = ((w >>> 10) & 31) - offset;
+      last |= ((w >>> 15) & 1) << i;
+    }
+    out[o + 16 * h + 15] = last - offset;
+  }
+}
+
+// This thread's levels of one block (readRow).
+const blockLevels = new Float32Array(32);
 
 /** Row r as ggml dequantizes it: (q - 16) * d in f32. */
 export function readRowQ5_0(m: Matrix, r: number, out: Float32Array, outOff: number): void {
   const blocks = m.cols / QBLOCK;
-  const q = m.q;
   const shift = 16 * (r & 1);
   for (let b = 0; b < blocks; b++) {
     const d = m.scales[r * blocks + b];
-    const wo = ((r >> 1) * blocks + b) * PAIR_WORDS;
-    const o = outOff + b * QBLOCK;
-    const hi = ((q[wo + 8] >>> shift) & 0xffff) | (((q[wo + 9] >>> shift) & 0xffff) << 16);
-    for (let j = 0; j < 8; j++) {
-      const word = q[wo + j] >>> shift;
-      for (let c = 0; c < 4; c++) {
-        const k = 4 * j + c;
-        out[o + k] = ((((word >>> (4 * c)) & 0xf) | (((hi >>> k) & 1) << 4)) - 16) * d;
-      }
-    }
+    unpackLevels5(m.q, ((r >> 1) * blocks + b) * PAIR_WORDS, shift, 16, blockLevels, 0);
+    for (let k = 0; k < 32; k++) out[outOff + b * QBLOCK + k] = blockLevels[k] * d;
   }
 }
 
-// Per thread: hiSums[t, k/4, s] = the sum of token t's int8 activations at the columns k + i of the
-// 4-column group for the bits i set in s (0..15), so that a row's fifth bits of 4 columns cost one
-// load instead of four multiplies; built once per quantized activations (xq.version) and tokens.
-let hiSums = new Int32Array(0);
-let sumsFrom: QuantizedActivations | null = null;
-let sumsVersion = -1;
-let sumsN = 0;
+// Per thread: lane16[t, g] = Math.imul(0x100010, sum of token t's int8 activations at columns
+// 16g..16g+15): subtracted from a SWAR sum of unsigned 5-bit levels, it leaves both lanes' sums of
+// (q - 16) * x. Built once per quantized activations (xq.version) and token count.
+let lane16 = new Int32Array(0);
+let lane16From: QuantizedActivations | null = null;
+let lane16Version = -1;
+let lane16N = 0;
 
-export function subsetSums(xq: QuantizedActivations, n: number): Int32Array {
-  if (sumsFrom === xq && sumsVersion === xq.version && sumsN >= n) return hiSums;
-  const groups = (n * xq.cols) >> 2;
-  if (hiSums.length < 16 * groups) hiSums = new Int32Array(16 * groups);
-  const hs = hiSums,
-    xv = xq.q;
+export function laneOffsets16(xq: QuantizedActivations, n: number): Int32Array {
+  if (lane16From === xq && lane16Version === xq.version && lane16N >= n) return lane16;
+  const groups = (n * xq.cols) >> 4;
+  if (lane16.length < groups) lane16 = new Int32Array(groups);
+  const xv = xq.q;
   for (let g = 0; g < groups; g++) {
-    const x0 = xv[4 * g],
-      x1 = xv[4 * g + 1],
-      x2 = xv[4 * g + 2],
-      x3 = xv[4 * g + 3];
-    const o = 16 * g;
-    for (let s = 0; s < 16; s++) hs[o + s] = (s & 1 ? x0 : 0) + (s & 2 ? x1 : 0) + (s & 4 ? x2 : 0) + (s & 8 ? x3 : 0);
+    let s = 0;
+    for (let k = 16 * g; k < 16 * g + 16; k++) s += xv[k];
+    lane16[g] = Math.imul(0x100010, s);
   }
-  sumsFrom = xq;
-  sumsVersion = xq.version;
-  sumsN = n;
-  return hs;
+  lane16From = xq;
+  lane16Version = xq.version;
+  lane16N = n;
+  return lane16;
 }
 
 /** One token at a time: 4 rows (two row pairs) per pass, a last row pair alone. */
@@ -126,17 +148,68 @@ function matvecQ5_0(
   if (r0 % 2 !== 0) throw new RangeError(`q5_0: row slices start on even rows (row pairs), got ${r0}`);
   const cols = m.cols;
   const blocks = cols / QBLOCK;
-  if (m.q.length > OFFSET_MASK || 4 * xq.q.length > OFFSET_MASK) throw new RangeError('q5_0: matrix too large');
-  const hs = subsetSums(xq, n);
+  if (m.q.length > OFFSET_MASK || xq.q.length > OFFSET_MASK) throw new RangeError('q5_0: matrix too large');
+  const c16 = laneOffsets16(xq, n);
   for (let t = 0; t < n; t++) {
     const xo = t * cols,
       xso = t * blocks,
+      co = t * (cols >> 4),
       yo = yOff + t * yStride;
     let r = r0;
-    for (; r + 4 <= r1; r += 4) rows4(m, r, blocks, xq, xo, xso, y, yo, hs, 4 * xo);
-    for (; r < r1; r += 2) rowPair(m, r, r1, blocks, xq, xo, xso, y, yo);
+    for (; r + 4 <= r1; r += 4) rows4(m, r, blocks, xq, xo, xso, c16, co, y, yo);
+    for (; r < r1; r += 2) rowPair(m, r, r1, blocks, xq, xo, xso, c16, co, y, yo);
   }
 }
+
+/**
+ * Both row pairs' SWAR sums of the 16 columns of half h of the block at words wq[wo..] (row pair 0)
+ * and wq[wo + w1..] (row pair 1) with xv[xj, xj + 16), made signed by c: sums[0..1] = rows 0, 1 and
+ * sums[2..3] = rows 2, 3 of (q - 16) * x. Shared with Q5_K.
+ */
+export function halfSums5(
+  wq: Int32Array,
+  wo: number,
+  w1: number,
+  xv: Int32Array,
+  xj: number,
+  c: number,
+  sums: Int32Array,
+): void {
+  let s = 0,
+    u = 0,
+    sl = 0,
+    ul = 0;
+  for (let i = 0; i < 5; i++) {
+    const xi = (xj + 3 * i) & OFFSET_MASK;
+    const x0 = xv[xi],
+      x1 = xv[xi + 1],
+      x2 = xv[xi + 2];
+    const p = wq[(wo + i) & OFFSET_MASK],
+      q = wq[(wo + w1 + i) & OFFSET_MASK];
+    s =
+      (s + Math.imul(p & 0x1f001f, x0) + Math.imul((p >>> 5) & 0x1f001f, x1) + Math.imul((p >>> 10) & 0x1f001f, x2)) |
+      0;
+    u =
+      (u + Math.imul(q & 0x1f001f, x0) + Math.imul((q >>> 5) & 0x1f001f, x1) + Math.imul((q >>> 10) & 0x1f001f, x2)) |
+      0;
+    // Bit 15 of each lane is bit i of the 16th column's level.
+    const bit = 0x10001 << i;
+    sl |= (p >>> (15 - i)) & bit;
+    ul |= (q >>> (15 - i)) & bit;
+  }
+  const x15 = xv[(xj + 15) & OFFSET_MASK];
+  s = (s + Math.imul(sl, x15) - c) | 0;
+  u = (u + Math.imul(ul, x15) - c) | 0;
+  let l = (s << 16) >> 16;
+  sums[0] = l;
+  sums[1] = (s - l) >> 16;
+  l = (u << 16) >> 16;
+  sums[2] = l;
+  sums[3] = (u - l) >> 16;
+}
+
+// This thread's four row sums of halfSums5.
+const sums4 = new Int32Array(4);
 
 /** Rows r..r+3: both row pairs' lanes against one token, 16 columns between lane splits. */
 function rows4(
@@ -146,16 +219,15 @@ function rows4(
   xq: QuantizedActivations,
   xo: number,
   xso: number,
+  c16: Int32Array,
+  co: number,
   y: Float32Array,
   yo: number,
-  hs: Int32Array,
-  ho: number,
 ): void {
   const wq = m.q,
     ws = m.scales,
     xv = xq.q,
-    xs = xq.scales,
-    xsum = xq.sums;
+    xs = xq.scales;
   const pairStride = blocks * PAIR_WORDS;
   let acc0 = 0,
     acc1 = 0,
@@ -166,73 +238,51 @@ function rows4(
   let so = r * blocks;
   for (let b = 0; b < blocks; b++, wo += PAIR_WORDS, so++) {
     const xb = (xo + b * QBLOCK) & OFFSET_MASK;
-    let lo0 = 0,
-      hi0 = 0,
-      lo1 = 0,
-      hi1 = 0,
-      f = 0,
-      g = 0;
-    const tb = (ho + 128 * b) & OFFSET_MASK;
-    for (let half = 0; half < 2; half++) {
+    let l0 = 0,
+      l1 = 0,
+      l2 = 0,
+      l3 = 0;
+    for (let h = 0; h < 2; h++) {
+      const xh = (xb + 16 * h) & OFFSET_MASK,
+        wh = (wo + 5 * h) & OFFSET_MASK;
       let s = 0,
-        u = 0;
-      for (let j = 4 * half; j < 4 * half + 4; j++) {
-        const xj = (xb + 4 * j) & OFFSET_MASK;
-        const x0 = xv[xj],
-          x1 = xv[xj + 1],
-          x2 = xv[xj + 2],
-          x3 = xv[xj + 3];
-        const p = wq[wo + j],
-          q = wq[wo + w1 + j];
+        u = 0,
+        sl = 0,
+        ul = 0;
+      for (let i = 0; i < 5; i++) {
+        const xi = (xh + 3 * i) & OFFSET_MASK;
+        const x0 = xv[xi],
+          x1 = xv[xi + 1],
+          x2 = xv[xi + 2];
+        const p = wq[wh + i],
+          q = wq[wh + w1 + i];
         s =
-          (s +
-            Math.imul(p & 0xf000f, x0) +
-            Math.imul((p >>> 4) & 0xf000f, x1) +
-            Math.imul((p >>> 8) & 0xf000f, x2) +
-            Math.imul((p >>> 12) & 0xf000f, x3)) |
+          (s + Math.imul(p & LEVELS5, x0) + Math.imul((p >>> 5) & LEVELS5, x1) + Math.imul((p >>> 10) & LEVELS5, x2)) |
           0;
         u =
-          (u +
-            Math.imul(q & 0xf000f, x0) +
-            Math.imul((q >>> 4) & 0xf000f, x1) +
-            Math.imul((q >>> 8) & 0xf000f, x2) +
-            Math.imul((q >>> 12) & 0xf000f, x3)) |
+          (u + Math.imul(q & LEVELS5, x0) + Math.imul((q >>> 5) & LEVELS5, x1) + Math.imul((q >>> 10) & LEVELS5, x2)) |
           0;
+        // Bit 15 of each lane is bit i of the 16th column's level.
+        const bit = 0x10001 << i;
+        sl |= (p >>> (15 - i)) & bit;
+        ul |= (q >>> (15 - i)) & bit;
       }
-      // Split the nibble lanes after 16 columns (|lane| <= 16 * 15 * 127 < 2^15).
+      const x15 = xv[xh + 15],
+        c = c16[co + 2 * b + h];
+      s = (s + Math.imul(sl, x15) - c) | 0;
+      u = (u + Math.imul(ul, x15) - c) | 0;
       let l = (s << 16) >> 16;
-      lo0 += l;
-      hi0 += (s - l) >> 16;
+      l0 += l;
+      l1 += (s - l) >> 16;
       l = (u << 16) >> 16;
-      lo1 += l;
-      hi1 += (u - l) >> 16;
+      l2 += l;
+      l3 += (u - l) >> 16;
     }
-    // The fifth bits of 4 columns index the activations' subset sums (hiSums), both rows of a pair
-    // at once, in a loop of their own (fewer live registers than inside the nibble loop).
-    for (let half = 0; half < 2; half++) {
-      let hp = wq[wo + 8 + half],
-        hq = wq[wo + w1 + 8 + half];
-      for (let j = 4 * half; j < 4 * half + 4; j++) {
-        const tj = (tb + 16 * j) & OFFSET_MASK;
-        f = (f + hs[tj + (hp & 15)] + (hs[tj + ((hp >>> 16) & 15)] << 16)) | 0;
-        g = (g + hs[tj + (hq & 15)] + (hs[tj + ((hq >>> 16) & 15)] << 16)) | 0;
-        hp >>>= 4;
-        hq >>>= 4;
-      }
-    }
-    // The fifth bits' sums, two rows per int32 (|lane| <= 32 * 127): split once per block.
-    let l = (f << 16) >> 16;
-    const f0 = l,
-      f1 = (f - l) >> 16;
-    l = (g << 16) >> 16;
-    const g0 = l,
-      g1 = (g - l) >> 16;
-    const xd = xs[xso + b],
-      bsum = 16 * xsum[xso + b];
-    acc0 += (lo0 + 16 * f0 - bsum) * ws[so] * xd;
-    acc1 += (hi0 + 16 * f1 - bsum) * ws[so + blocks] * xd;
-    acc2 += (lo1 + 16 * g0 - bsum) * ws[so + 2 * blocks] * xd;
-    acc3 += (hi1 + 16 * g1 - bsum) * ws[so + 3 * blocks] * xd;
+    const xd = xs[xso + b];
+    acc0 += l0 * ws[so] * xd;
+    acc1 += l1 * ws[so + blocks] * xd;
+    acc2 += l2 * ws[so + 2 * blocks] * xd;
+    acc3 += l3 * ws[so + 3 * blocks] * xd;
   }
   y[yo + r] = acc0;
   y[yo + r + 1] = acc1;
@@ -240,7 +290,7 @@ function rows4(
   y[yo + r + 3] = acc3;
 }
 
-/** The row pair (r, r + 1), the second written only when below r1. */
+/** The row pair (r, r + 1) as rows4 computes each row, the second written only when below r1. */
 function rowPair(
   m: Matrix,
   r: number,
@@ -249,50 +299,30 @@ function rowPair(
   xq: QuantizedActivations,
   xo: number,
   xso: number,
+  c16: Int32Array,
+  co: number,
   y: Float32Array,
   yo: number,
 ): void {
   const wq = m.q,
     ws = m.scales,
     xv = xq.q;
+  const sums = sums4;
   let acc0 = 0,
     acc1 = 0;
   let wo = (r >> 1) * blocks * PAIR_WORDS;
   for (let b = 0; b < blocks; b++, wo += PAIR_WORDS) {
-    let lo = 0,
-      hi = 0,
-      f = 0;
-    for (let half = 0; half < 2; half++) {
-      let s = 0;
-      let h = wq[wo + 8 + half];
-      for (let j = 4 * half; j < 4 * half + 4; j++) {
-        const word = wq[wo + j];
-        const xj = xo + b * QBLOCK + 4 * j;
-        s =
-          (s +
-            Math.imul(word & 0xf000f, xv[xj]) +
-            Math.imul((word >>> 4) & 0xf000f, xv[xj + 1]) +
-            Math.imul((word >>> 8) & 0xf000f, xv[xj + 2]) +
-            Math.imul((word >>> 12) & 0xf000f, xv[xj + 3])) |
-          0;
-        f =
-          (f +
-            Math.imul(h & 0x10001, xv[xj]) +
-            Math.imul((h >>> 1) & 0x10001, xv[xj + 1]) +
-            Math.imul((h >>> 2) & 0x10001, xv[xj + 2]) +
-            Math.imul((h >>> 3) & 0x10001, xv[xj + 3])) |
-          0;
-        h >>>= 4;
-      }
-      const l = (s << 16) >> 16;
-      lo += l;
-      hi += (s - l) >> 16;
-    }
-    const l = (f << 16) >> 16;
-    const xd = xq.scales[xso + b],
-      bsum = 16 * xq.sums[xso + b];
-    acc0 += (lo + 16 * l - bsum) * ws[r * blocks + b] * xd;
-    if (r + 1 < r1) acc1 += (hi + 16 * ((f - l) >> 16) - bsum) * ws[(r + 1) * blocks + b] * xd;
+    const xb = xo + b * QBLOCK;
+    // The same pair twice (w1 = 0): rows 2, 3 of the sums repeat rows 0, 1.
+    halfSums5(wq, wo, 0, xv, xb, c16[co + 2 * b], sums);
+    let l0 = sums[0],
+      l1 = sums[1];
+    halfSums5(wq, wo + 5, 0, xv, xb + 16, c16[co + 2 * b + 1], sums);
+    l0 += sums[0];
+    l1 += sums[1];
+    const xd = xq.scales[xso + b];
+    acc0 += l0 * ws[r * blocks + b] * xd;
+    if (r + 1 < r1) acc1 += l1 * ws[(r + 1) * blocks + b] * xd;
   }
   y[yo + r] = acc0;
   if (r + 1 < r1) y[yo + r + 1] = acc1;
@@ -303,22 +333,9 @@ function rowPair(
 /** Widen row r (any parity) into panel[po, po + cols) as signed integers -16..15. */
 function widenRowQ5_0(m: Matrix, r: number, panel: Float64Array, po: number): void {
   const blocks = m.cols / QBLOCK;
-  const wq = m.q;
   const shift = 16 * (r & 1);
-  for (let b = 0; b < blocks; b++) {
-    const wo = ((r >> 1) * blocks + b) * PAIR_WORDS;
-    let hi = ((wq[wo + 8] >>> shift) & 0xffff) | (((wq[wo + 9] >>> shift) & 0xffff) << 16);
-    const k0 = po + b * QBLOCK;
-    for (let j = 0; j < 8; j++) {
-      const word = wq[wo + j] >>> shift;
-      const k = k0 + 4 * j;
-      panel[k] = ((word & 15) | ((hi & 1) << 4)) - 16;
-      panel[k + 1] = (((word >>> 4) & 15) | ((hi & 2) << 3)) - 16;
-      panel[k + 2] = (((word >>> 8) & 15) | ((hi & 4) << 2)) - 16;
-      panel[k + 3] = (((word >>> 12) & 15) | ((hi & 8) << 1)) - 16;
-      hi >>>= 4;
-    }
-  }
+  for (let b = 0; b < blocks; b++)
+    unpackLevels5(m.q, ((r >> 1) * blocks + b) * PAIR_WORDS, shift, 16, panel, po + b * QBLOCK);
 }
 
 const L1 = 131072,

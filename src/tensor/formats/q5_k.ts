@@ -1,29 +1,29 @@
 // Q5_K (llama.cpp's k-quant): super-blocks of 256 values with an f16 scale d and min dmin, eight
 // 32-value sub-blocks with 6-bit scale sc and min m each (packed as Q4_K's), and 5-bit levels q:
-// w = d*sc * q - dmin*m. Q4_K's kernels (q4_k.ts) with Q5_0's fifth bits (q5_0.ts): the low
-// nibbles in q4_0's row-pair SWAR layout and the fifth bits beside them, 184 bytes per row and
-// super-block against the file's 176 (d and dmin widen to f32).
+// w = d*sc * q - dmin*m. The levels in Q5_0's row-pair layout (q5_0.ts: three 5-bit levels per
+// 16-bit lane), 184 bytes per row and super-block against the file's 176 (d and dmin widen to f32).
 //
 // Storage, rows even, cols % 256 == 0:
-//   q      [rows/2, cols/32, 10] words as Q5_0's (8 nibble words, then the fifth bits of columns
-//          0..15 and 16..31, row r in the low 16 bits, row r+1 in the high);
+//   q      [rows/2, cols/32, 10] words as Q5_0's;
 //   scales [rows, cols/256, 2]: d, dmin;
 //   u8     [rows, cols/32, 2]: sc, m.
-// Decode: per sub-block, (sum_k lo_k x_k + 16 sum_k hi_k x_k) * d1 - m1 * sum_k x_k, the nibble sums
-// by SWAR, the fifth bits' by Q5_0's table of 4-column activation subset sums. Prefill: float64
-// lanes on q - 16 (lanes 2^17 apart, as Q5_0), the min folded into an offset: d1*q - m1 =
+// Decode: Q5_0's SWAR sums give L = sum_k (q_k - 16) x_k per sub-block, so sum_k q_k x_k = L + 16 *
+// sum_k x_k; times sc and m in integers, per 32-block times the activation scale, per super-block
+// times d and dmin: sum_k w_k x_k = xd * (d * sc * (L + 16 xsum) - dmin * m * xsum). Prefill:
+// float64 lanes on q - 16 (lanes 2^17 apart, as Q5_0), the min folded into an offset: d1*q - m1 =
 // d1*(q - 16) + (16*d1 - m1).
 import { makeMatrix, Q5_K, QBLOCK, type Matrix } from '../matrix.js';
 import type { QuantizedActivations } from './activations.js';
 import { OFFSET_MASK, type MatmulKernel } from './common.js';
 import { f16At, scaleMinK4 } from './ggml-dequantize.js';
 import { lanesApply, matmulLanes, ROUND, type LaneKernel } from './lanes.js';
-import { subsetSums } from './q5_0.js';
+import { halfSums5, laneOffsets16, packLevels5, unpackLevels5 } from './q5_0.js';
 
 const fround = Math.fround;
 const LANES_MIN_TOKENS = 8;
 /** Words per row pair and 32-block. */
 const PAIR_WORDS = 10;
+const LEVELS5 = 0x1f001f;
 
 export const matmulQ5_KMatrix: MatmulKernel = (m, _x, _xOff, _xStride, n, y, yOff, yStride, r0, r1, xq) => {
   if (n >= LANES_MIN_TOKENS && lanesApply(LANES_Q5_K, m, n))
@@ -51,7 +51,7 @@ export function packQ5_KRows(src: Uint8Array, m: Matrix, r0: number, nRows: numb
   const blocks = cols / QBLOCK,
     supers = cols / 256;
   const halves = new Uint16Array(m.q.buffer, m.q.byteOffset, m.q.length * 2);
-  const nib = new Uint8Array(32);
+  const levels = new Uint8Array(32);
   for (let r = r0; r < r0 + nRows; r++) {
     for (let s = 0; s < supers; s++) {
       const o = 176 * ((r - r0) * supers + s);
@@ -66,18 +66,8 @@ export function packQ5_KRows(src: Uint8Array, m: Matrix, r0: number, nRows: numb
         // its fifth bits are bit j of qh[0..32).
         const qo = o + 48 + 32 * (j >> 1),
           shift = 4 * (j & 1);
-        for (let l = 0; l < 32; l++) nib[l] = (src[qo + l] >> shift) & 0xf;
-        const ho = ((r >> 1) * blocks + b) * 2 * PAIR_WORDS + (r & 1);
-        for (let w = 0; w < 8; w++)
-          halves[ho + 2 * w] = nib[4 * w] | (nib[4 * w + 1] << 4) | (nib[4 * w + 2] << 8) | (nib[4 * w + 3] << 12);
-        let h0 = 0,
-          h1 = 0;
-        for (let l = 0; l < 16; l++) {
-          h0 |= ((src[o + 16 + l] >> j) & 1) << l;
-          h1 |= ((src[o + 32 + l] >> j) & 1) << l;
-        }
-        halves[ho + 16] = h0;
-        halves[ho + 18] = h1;
+        for (let l = 0; l < 32; l++) levels[l] = ((src[qo + l] >> shift) & 0xf) | (((src[o + 16 + l] >> j) & 1) << 4);
+        packLevels5(levels, halves, ((r >> 1) * blocks + b) * 2 * PAIR_WORDS + (r & 1));
       }
     }
   }
@@ -91,24 +81,18 @@ function subMin(m: Matrix, r: number, b: number): number {
   return fround(m.scales[2 * (r * (m.cols >> 8) + (b >> 3)) + 1] * m.u8[2 * (r * (m.cols >> 5) + b) + 1]);
 }
 
+// This thread's levels of one block (readRow).
+const blockLevels = new Float32Array(32);
+
 /** Row r as ggml dequantizes it: fround(fround(d1 * q) - m1). */
 export function readRowQ5_K(m: Matrix, r: number, out: Float32Array, outOff: number): void {
   const blocks = m.cols / QBLOCK;
   const shift = 16 * (r & 1);
-  const q = m.q;
   for (let b = 0; b < blocks; b++) {
     const d1 = subScale(m, r, b),
       m1 = subMin(m, r, b);
-    const wo = ((r >> 1) * blocks + b) * PAIR_WORDS;
-    const hi = ((q[wo + 8] >>> shift) & 0xffff) | (((q[wo + 9] >>> shift) & 0xffff) << 16);
-    const o = outOff + b * QBLOCK;
-    for (let j = 0; j < 8; j++) {
-      const word = q[wo + j] >>> shift;
-      for (let c = 0; c < 4; c++) {
-        const k = 4 * j + c;
-        out[o + k] = fround(fround(d1 * (((word >>> (4 * c)) & 0xf) | (((hi >>> k) & 1) << 4))) - m1);
-      }
-    }
+    unpackLevels5(m.q, ((r >> 1) * blocks + b) * PAIR_WORDS, shift, 0, blockLevels, 0);
+    for (let k = 0; k < 32; k++) out[outOff + b * QBLOCK + k] = fround(fround(d1 * blockLevels[k]) - m1);
   }
 }
 
@@ -126,19 +110,23 @@ function matvecQ5_K(
   if (r0 % 2 !== 0) throw new RangeError(`q5_K: row slices start on even rows (row pairs), got ${r0}`);
   const cols = m.cols;
   const blocks = cols / QBLOCK;
-  if (m.q.length > OFFSET_MASK || 4 * xq.q.length > OFFSET_MASK) throw new RangeError('q5_K: matrix too large');
-  const hs = subsetSums(xq, n);
+  if (m.q.length > OFFSET_MASK || xq.q.length > OFFSET_MASK) throw new RangeError('q5_K: matrix too large');
+  const c16 = laneOffsets16(xq, n);
   for (let t = 0; t < n; t++) {
     const xo = t * cols,
       xso = t * blocks,
+      co = t * (cols >> 4),
       yo = yOff + t * yStride;
     let r = r0;
-    for (; r + 4 <= r1; r += 4) rows4(m, r, blocks, xq, xo, xso, y, yo, hs, 4 * xo);
-    for (; r < r1; r += 2) rowPair(m, r, r1, blocks, xq, xo, xso, y, yo, hs, 4 * xo);
+    for (; r + 4 <= r1; r += 4) rows4(m, r, blocks, xq, xo, xso, c16, co, y, yo);
+    for (; r < r1; r += 2) rowPair(m, r, r1, blocks, xq, xo, xso, c16, co, y, yo);
   }
 }
 
-/** Rows r..r+3 against one token: nibble lanes split every 16 columns, fifth bits from the subset sums. */
+// This thread's four row sums of halfSums5.
+const sums4 = new Int32Array(4);
+
+/** Rows r..r+3 against one token: per sub-block both row pairs' lane sums, then the scales and mins. */
 function rows4(
   m: Matrix,
   r: number,
@@ -146,10 +134,10 @@ function rows4(
   xq: QuantizedActivations,
   xo: number,
   xso: number,
+  c16: Int32Array,
+  co: number,
   y: Float32Array,
   yo: number,
-  hs: Int32Array,
-  ho: number,
 ): void {
   const wq = m.q,
     xv = xq.q,
@@ -171,79 +159,85 @@ function rows4(
     acc1 = 0,
     acc2 = 0,
     acc3 = 0;
+  // The current super-block's scale and min sums, before d and dmin.
+  let sc0 = 0,
+    sc1 = 0,
+    sc2 = 0,
+    sc3 = 0,
+    mn0 = 0,
+    mn1 = 0,
+    mn2 = 0,
+    mn3 = 0;
   let wo = ((r >> 1) * pairStride) & OFFSET_MASK;
   const w1 = pairStride & OFFSET_MASK;
   for (let b = 0; b < blocks; b++, wo += PAIR_WORDS) {
     const xb = (xo + b * QBLOCK) & OFFSET_MASK;
-    let lo0 = 0,
-      hi0 = 0,
-      lo1 = 0,
-      hi1 = 0,
-      f = 0,
-      g = 0;
-    const tb = (ho + 128 * b) & OFFSET_MASK;
-    for (let half = 0; half < 2; half++) {
+    let l0 = 0,
+      l1 = 0,
+      l2 = 0,
+      l3 = 0;
+    for (let h = 0; h < 2; h++) {
+      const xh = (xb + 16 * h) & OFFSET_MASK,
+        wh = (wo + 5 * h) & OFFSET_MASK;
       let s = 0,
-        u = 0;
-      for (let j = 4 * half; j < 4 * half + 4; j++) {
-        const xj = (xb + 4 * j) & OFFSET_MASK;
-        const x0 = xv[xj],
-          x1 = xv[xj + 1],
-          x2 = xv[xj + 2],
-          x3 = xv[xj + 3];
-        const p = wq[wo + j],
-          q = wq[wo + w1 + j];
+        u = 0,
+        sl = 0,
+        ul = 0;
+      for (let i = 0; i < 5; i++) {
+        const xi = (xh + 3 * i) & OFFSET_MASK;
+        const x0 = xv[xi],
+          x1 = xv[xi + 1],
+          x2 = xv[xi + 2];
+        const p = wq[wh + i],
+          q = wq[wh + w1 + i];
         s =
-          (s +
-            Math.imul(p & 0xf000f, x0) +
-            Math.imul((p >>> 4) & 0xf000f, x1) +
-            Math.imul((p >>> 8) & 0xf000f, x2) +
-            Math.imul((p >>> 12) & 0xf000f, x3)) |
+          (s + Math.imul(p & LEVELS5, x0) + Math.imul((p >>> 5) & LEVELS5, x1) + Math.imul((p >>> 10) & LEVELS5, x2)) |
           0;
         u =
-          (u +
-            Math.imul(q & 0xf000f, x0) +
-            Math.imul((q >>> 4) & 0xf000f, x1) +
-            Math.imul((q >>> 8) & 0xf000f, x2) +
-            Math.imul((q >>> 12) & 0xf000f, x3)) |
+          (u + Math.imul(q & LEVELS5, x0) + Math.imul((q >>> 5) & LEVELS5, x1) + Math.imul((q >>> 10) & LEVELS5, x2)) |
           0;
+        // Bit 15 of each lane is bit i of the 16th column's level.
+        const bit = 0x10001 << i;
+        sl |= (p >>> (15 - i)) & bit;
+        ul |= (q >>> (15 - i)) & bit;
       }
+      const x15 = xv[xh + 15],
+        c = c16[co + 2 * b + h];
+      s = (s + Math.imul(sl, x15) - c) | 0;
+      u = (u + Math.imul(ul, x15) - c) | 0;
       let l = (s << 16) >> 16;
-      lo0 += l;
-      hi0 += (s - l) >> 16;
+      l0 += l;
+      l1 += (s - l) >> 16;
       l = (u << 16) >> 16;
-      lo1 += l;
-      hi1 += (u - l) >> 16;
+      l2 += l;
+      l3 += (u - l) >> 16;
     }
-    for (let half = 0; half < 2; half++) {
-      let hp = wq[wo + 8 + half],
-        hq = wq[wo + w1 + 8 + half];
-      for (let j = 4 * half; j < 4 * half + 4; j++) {
-        const tj = (tb + 16 * j) & OFFSET_MASK;
-        f = (f + hs[tj + (hp & 15)] + (hs[tj + ((hp >>> 16) & 15)] << 16)) | 0;
-        g = (g + hs[tj + (hq & 15)] + (hs[tj + ((hq >>> 16) & 15)] << 16)) | 0;
-        hp >>>= 4;
-        hq >>>= 4;
-      }
-    }
-    let l = (f << 16) >> 16;
-    const f0 = l,
-      f1 = (f - l) >> 16;
-    l = (g << 16) >> 16;
-    const g0 = l,
-      g1 = (g - l) >> 16;
+    // sum_k q_k x_k = sum_k (q_k - 16) x_k + 16 sum_k x_k
     const xd = xs[xso + b],
       bsum = xsum[xso + b];
-    const sb = (b >> 3) << 1,
-      ub = b << 1;
-    acc0 +=
-      ((lo0 + 16 * f0) * fround(dd[d0 + sb] * sm[u0 + ub]) - bsum * fround(dd[d0 + sb + 1] * sm[u0 + ub + 1])) * xd;
-    acc1 +=
-      ((hi0 + 16 * f1) * fround(dd[d1 + sb] * sm[u1 + ub]) - bsum * fround(dd[d1 + sb + 1] * sm[u1 + ub + 1])) * xd;
-    acc2 +=
-      ((lo1 + 16 * g0) * fround(dd[d2 + sb] * sm[u2 + ub]) - bsum * fround(dd[d2 + sb + 1] * sm[u2 + ub + 1])) * xd;
-    acc3 +=
-      ((hi1 + 16 * g1) * fround(dd[d3 + sb] * sm[u3 + ub]) - bsum * fround(dd[d3 + sb + 1] * sm[u3 + ub + 1])) * xd;
+    const b16 = 16 * bsum;
+    l0 += b16;
+    l1 += b16;
+    l2 += b16;
+    l3 += b16;
+    const ub = (2 * b) & OFFSET_MASK;
+    sc0 += Math.imul(sm[u0 + ub], l0) * xd;
+    sc1 += Math.imul(sm[u1 + ub], l1) * xd;
+    sc2 += Math.imul(sm[u2 + ub], l2) * xd;
+    sc3 += Math.imul(sm[u3 + ub], l3) * xd;
+    mn0 += Math.imul(sm[u0 + ub + 1], bsum) * xd;
+    mn1 += Math.imul(sm[u1 + ub + 1], bsum) * xd;
+    mn2 += Math.imul(sm[u2 + ub + 1], bsum) * xd;
+    mn3 += Math.imul(sm[u3 + ub + 1], bsum) * xd;
+    if ((b & 7) === 7) {
+      const sb = (b >> 3) << 1;
+      acc0 += sc0 * dd[d0 + sb] - mn0 * dd[d0 + sb + 1];
+      acc1 += sc1 * dd[d1 + sb] - mn1 * dd[d1 + sb + 1];
+      acc2 += sc2 * dd[d2 + sb] - mn2 * dd[d2 + sb + 1];
+      acc3 += sc3 * dd[d3 + sb] - mn3 * dd[d3 + sb + 1];
+      sc0 = sc1 = sc2 = sc3 = 0;
+      mn0 = mn1 = mn2 = mn3 = 0;
+    }
   }
   y[yo + r] = acc0;
   y[yo + r + 1] = acc1;
@@ -251,7 +245,7 @@ function rows4(
   y[yo + r + 3] = acc3;
 }
 
-/** The row pair (r, r + 1), the second written only when below r1. */
+/** The row pair (r, r + 1) as rows4 computes each row, the second written only when below r1. */
 function rowPair(
   m: Matrix,
   r: number,
@@ -260,47 +254,49 @@ function rowPair(
   xq: QuantizedActivations,
   xo: number,
   xso: number,
+  c16: Int32Array,
+  co: number,
   y: Float32Array,
   yo: number,
-  hs: Int32Array,
-  ho: number,
 ): void {
   const wq = m.q,
-    xv = xq.q;
+    xv = xq.q,
+    dd = m.scales,
+    sm = m.u8;
+  const sums = sums4;
+  const d0 = r * (blocks >> 2),
+    d1 = d0 + (blocks >> 2);
+  const u0 = 2 * r * blocks,
+    u1 = u0 + 2 * blocks;
   let acc0 = 0,
-    acc1 = 0;
+    acc1 = 0,
+    sc0 = 0,
+    sc1 = 0,
+    mn0 = 0,
+    mn1 = 0;
   let wo = (r >> 1) * blocks * PAIR_WORDS;
   for (let b = 0; b < blocks; b++, wo += PAIR_WORDS) {
-    let lo = 0,
-      hi = 0,
-      f0 = 0,
-      f1 = 0;
-    for (let half = 0; half < 2; half++) {
-      let s = 0;
-      let h = wq[wo + 8 + half];
-      for (let j = 4 * half; j < 4 * half + 4; j++) {
-        const word = wq[wo + j];
-        const xj = xo + b * QBLOCK + 4 * j;
-        s =
-          (s +
-            Math.imul(word & 0xf000f, xv[xj]) +
-            Math.imul((word >>> 4) & 0xf000f, xv[xj + 1]) +
-            Math.imul((word >>> 8) & 0xf000f, xv[xj + 2]) +
-            Math.imul((word >>> 12) & 0xf000f, xv[xj + 3])) |
-          0;
-        const tj = ho + 128 * b + 16 * j;
-        f0 += hs[tj + (h & 15)];
-        f1 += hs[tj + ((h >>> 16) & 15)];
-        h >>>= 4;
-      }
-      const l = (s << 16) >> 16;
-      lo += l;
-      hi += (s - l) >> 16;
-    }
+    const xb = xo + b * QBLOCK;
+    // The same pair twice (w1 = 0): rows 2, 3 of the sums repeat rows 0, 1.
+    halfSums5(wq, wo, 0, xv, xb, c16[co + 2 * b], sums);
+    let l0 = sums[0],
+      l1 = sums[1];
+    halfSums5(wq, wo + 5, 0, xv, xb + 16, c16[co + 2 * b + 1], sums);
     const xd = xq.scales[xso + b],
       bsum = xq.sums[xso + b];
-    acc0 += ((lo + 16 * f0) * subScale(m, r, b) - bsum * subMin(m, r, b)) * xd;
-    if (r + 1 < r1) acc1 += ((hi + 16 * f1) * subScale(m, r + 1, b) - bsum * subMin(m, r + 1, b)) * xd;
+    const b16 = 16 * bsum;
+    l0 += sums[0] + b16;
+    l1 += sums[1] + b16;
+    sc0 += Math.imul(sm[u0 + 2 * b], l0) * xd;
+    sc1 += Math.imul(sm[u1 + 2 * b], l1) * xd;
+    mn0 += Math.imul(sm[u0 + 2 * b + 1], bsum) * xd;
+    mn1 += Math.imul(sm[u1 + 2 * b + 1], bsum) * xd;
+    if ((b & 7) === 7) {
+      const sb = (b >> 3) << 1;
+      acc0 += sc0 * dd[d0 + sb] - mn0 * dd[d0 + sb + 1];
+      acc1 += sc1 * dd[d1 + sb] - mn1 * dd[d1 + sb + 1];
+      sc0 = sc1 = mn0 = mn1 = 0;
+    }
   }
   y[yo + r] = acc0;
   if (r + 1 < r1) y[yo + r + 1] = acc1;
@@ -320,21 +316,9 @@ function widenRowQ5_K(m: Matrix, r: number, panel: Float64Array, po: number): vo
     panelScale = new Float64Array(2 * blocks);
     panelOffset = new Float64Array(2 * blocks);
   }
-  const wq = m.q;
   const shift = 16 * (r & 1);
   for (let b = 0; b < blocks; b++) {
-    const wo = ((r >> 1) * blocks + b) * PAIR_WORDS;
-    let hi = ((wq[wo + 8] >>> shift) & 0xffff) | (((wq[wo + 9] >>> shift) & 0xffff) << 16);
-    const k0 = po + b * QBLOCK;
-    for (let j = 0; j < 8; j++) {
-      const word = wq[wo + j] >>> shift;
-      const k = k0 + 4 * j;
-      panel[k] = ((word & 15) | ((hi & 1) << 4)) - 16;
-      panel[k + 1] = (((word >>> 4) & 15) | ((hi & 2) << 3)) - 16;
-      panel[k + 2] = (((word >>> 8) & 15) | ((hi & 4) << 2)) - 16;
-      panel[k + 3] = (((word >>> 12) & 15) | ((hi & 8) << 1)) - 16;
-      hi >>>= 4;
-    }
+    unpackLevels5(m.q, ((r >> 1) * blocks + b) * PAIR_WORDS, shift, 16, panel, po + b * QBLOCK);
     const d1 = subScale(m, r, b);
     panelScale[i * blocks + b] = d1;
     panelOffset[i * blocks + b] = 16 * d1 - subMin(m, r, b);
