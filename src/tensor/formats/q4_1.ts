@@ -1,0 +1,404 @@
+// ggml's Q4_1: every 32 weights of a row share an f16 scale d and an f16 min m and keep 4-bit levels
+// q (0..15) with w = q * d + m. Qwen2.5 Q4_1 files hold every matrix in it. A block's product with
+// x is an integer dot product times d plus m times the activations' sum: sum_k w_k x_k = xd *
+// (d * sum_k q_k xq_k + m * sum_k xq_k) with x ~ xd * xq (int8 activations per 32, activations.ts).
+//
+// Storage (repacked at load, exactly the file's 20 bytes per row and block):
+//   q  the levels in q4_0's row-pair SWAR layout (q4_0.ts): word j of a pair's block holds columns
+//      4j..4j+3, row r in bits 4c..4c+3, row r+1 in bits 16+4c..; rows even;
+//   u16 [rows, blocks, 2]: d, m as the file's f16 bits, widened by a table lookup where they are
+//      used (as f32 they would take 24 bytes per block: 1.2x the file).
+// Decode is q4_0's SWAR loop (two rows' multiply-adds per Math.imul, 4 rows per pass); prefill the
+// float64 lanes (lanes.ts) on levels - 8, three tokens per double 2^16 apart as q4_0's. Both scale a
+// block's exact integer sum the same way, (lo * d + bsum * m) * xd with lo = sum q xq, so a token's
+// outputs do not depend on how many tokens share the call.
+import { f16Values } from '../dtype.js';
+import { makeMatrix, Q4_1, QBLOCK, type Matrix } from '../matrix.js';
+import type { QuantizedActivations } from './activations.js';
+import { OFFSET_MASK, type MatmulKernel } from './common.js';
+import { lanesApply, matmulLanes, ROUND, type LaneKernel } from './lanes.js';
+
+const LANES_MIN_TOKENS = 8;
+
+export const matmulQ4_1Matrix: MatmulKernel = (m, _x, _xOff, _xStride, n, y, yOff, yStride, r0, r1, xq) => {
+  if (n >= LANES_MIN_TOKENS && lanesApply(LANES_Q4_1, m, n))
+    matmulLanes(LANES_Q4_1, m, xq!, n, y, yOff, yStride, r0, r1);
+  else matvecQ4_1(m, xq!, n, y, yOff, yStride, r0, r1);
+};
+
+/** An empty Q4_1 matrix with shared storage (rows even, cols a multiple of 32), filled by packQ4_1Rows. */
+export function allocQ4_1(rows: number, cols: number): Matrix {
+  if (rows % 2 !== 0 || cols % QBLOCK !== 0)
+    throw new Error(`q4_1 matrix [${rows}, ${cols}]: rows must be even, cols a multiple of 32`);
+  return makeMatrix(Q4_1, rows, cols, {
+    q: new Int32Array(new SharedArrayBuffer((rows * cols) / 2)),
+    u16: new Uint16Array(new SharedArrayBuffer((rows * cols) / 8)),
+    ggmlType: 3,
+  });
+}
+
+/** ggml Q4_1 blocks (20 bytes: f16 d, f16 m, 16 bytes of nibbles j | j+16) of rows [r0, r0 + nRows) into m. */
+export function packQ4_1Rows(src: Uint8Array, m: Matrix, r0: number, nRows: number): void {
+  const blocks = m.cols / QBLOCK;
+  const halves = new Uint16Array(m.q.buffer, m.q.byteOffset, m.q.length * 2);
+  const nib = new Uint8Array(32);
+  for (let r = r0; r < r0 + nRows; r++) {
+    for (let b = 0; b < blocks; b++) {
+      const o = 20 * ((r - r0) * blocks + b);
+      m.u16[2 * (r * blocks + b)] = src[o] | (src[o + 1] << 8);
+      m.u16[2 * (r * blocks + b) + 1] = src[o + 2] | (src[o + 3] << 8);
+      for (let j = 0; j < 16; j++) {
+        nib[j] = src[o + 4 + j] & 0xf;
+        nib[j + 16] = src[o + 4 + j] >> 4;
+      }
+      const ho = ((r >> 1) * blocks + b) * 16 + (r & 1);
+      for (let j = 0; j < 8; j++)
+        halves[ho + 2 * j] = nib[4 * j] | (nib[4 * j + 1] << 4) | (nib[4 * j + 2] << 8) | (nib[4 * j + 3] << 12);
+    }
+  }
+}
+
+/** Row r as ggml dequantizes it: fround(fround(q * d) + m). */
+export function readRowQ4_1(m: Matrix, r: number, out: Float32Array, outOff: number): void {
+  const f16 = f16Values();
+  const blocks = m.cols / QBLOCK;
+  const shift = 16 * (r & 1);
+  for (let b = 0; b < blocks; b++) {
+    const d = f16[m.u16[2 * (r * blocks + b)]],
+      mn = f16[m.u16[2 * (r * blocks + b) + 1]];
+    const wo = ((r >> 1) * blocks + b) * 8;
+    const o = outOff + b * QBLOCK;
+    for (let j = 0; j < 8; j++) {
+      const word = m.q[wo + j] >>> shift;
+      for (let c = 0; c < 4; c++) out[o + 4 * j + c] = Math.fround(Math.fround(((word >>> (4 * c)) & 0xf) * d) + mn);
+    }
+  }
+}
+
+/** One token at a time: 4 rows (two row pairs) per pass, a last row pair alone. */
+function matvecQ4_1(
+  m: Matrix,
+  xq: QuantizedActivations,
+  n: number,
+  y: Float32Array,
+  yOff: number,
+  yStride: number,
+  r0: number,
+  r1: number,
+): void {
+  if (r0 % 2 !== 0) throw new RangeError(`q4_1: row slices start on even rows (row pairs), got ${r0}`);
+  const cols = m.cols;
+  const blocks = cols / QBLOCK;
+  if (m.q.length > OFFSET_MASK || xq.q.length > OFFSET_MASK) throw new RangeError('q4_1: matrix too large');
+  const f16 = f16Values();
+  for (let t = 0; t < n; t++) {
+    const xo = t * cols,
+      xso = t * blocks,
+      yo = yOff + t * yStride;
+    let r = r0;
+    for (; r + 4 <= r1; r += 4) rows4(m, r, blocks, xq, xo, xso, y, yo, f16);
+    for (; r < r1; r += 2) rowPair(m, r, r1, blocks, xq, xo, xso, y, yo, f16);
+  }
+}
+
+/** Rows r..r+3 against one token: both row pairs' lanes, split after every 16 columns. */
+function rows4(
+  m: Matrix,
+  r: number,
+  blocks: number,
+  xq: QuantizedActivations,
+  xo: number,
+  xso: number,
+  y: Float32Array,
+  yo: number,
+  f16: Float32Array,
+): void {
+  const wq = m.q,
+    dm = m.u16,
+    xv = xq.q,
+    xs = xq.scales,
+    xsum = xq.sums;
+  const pairStride = (blocks * 8) & OFFSET_MASK;
+  // Each row's (d, m) pairs start here.
+  const u0 = (2 * r * blocks) & OFFSET_MASK,
+    u1 = (u0 + 2 * blocks) & OFFSET_MASK,
+    u2 = (u1 + 2 * blocks) & OFFSET_MASK,
+    u3 = (u2 + 2 * blocks) & OFFSET_MASK;
+  let acc0 = 0,
+    acc1 = 0,
+    acc2 = 0,
+    acc3 = 0;
+  let wo = ((r >> 1) * pairStride) & OFFSET_MASK;
+  for (let b = 0; b < blocks; b++, wo += 8) {
+    const xb = (xo + b * QBLOCK) & OFFSET_MASK;
+    let s = 0,
+      u = 0;
+    for (let j = 0; j < 4; j++) {
+      const xj = (xb + 4 * j) & OFFSET_MASK;
+      const x0 = xv[xj],
+        x1 = xv[xj + 1],
+        x2 = xv[xj + 2],
+        x3 = xv[xj + 3];
+      const p = wq[wo + j],
+        q = wq[wo + pairStride + j];
+      s =
+        (s +
+          Math.imul(p & 0xf000f, x0) +
+          Math.imul((p >>> 4) & 0xf000f, x1) +
+          Math.imul((p >>> 8) & 0xf000f, x2) +
+          Math.imul((p >>> 12) & 0xf000f, x3)) |
+        0;
+      u =
+        (u +
+          Math.imul(q & 0xf000f, x0) +
+          Math.imul((q >>> 4) & 0xf000f, x1) +
+          Math.imul((q >>> 8) & 0xf000f, x2) +
+          Math.imul((q >>> 12) & 0xf000f, x3)) |
+        0;
+    }
+    // Split the lanes after 16 columns, before they can overflow (16 * 15 * 127 < 2^15).
+    let l = (s << 16) >> 16;
+    let lo0 = l,
+      hi0 = (s - l) >> 16;
+    l = (u << 16) >> 16;
+    let lo1 = l,
+      hi1 = (u - l) >> 16;
+    s = 0;
+    u = 0;
+    for (let j = 4; j < 8; j++) {
+      const xj = (xb + 4 * j) & OFFSET_MASK;
+      const x0 = xv[xj],
+        x1 = xv[xj + 1],
+        x2 = xv[xj + 2],
+        x3 = xv[xj + 3];
+      const p = wq[wo + j],
+        q = wq[wo + pairStride + j];
+      s =
+        (s +
+          Math.imul(p & 0xf000f, x0) +
+          Math.imul((p >>> 4) & 0xf000f, x1) +
+          Math.imul((p >>> 8) & 0xf000f, x2) +
+          Math.imul((p >>> 12) & 0xf000f, x3)) |
+        0;
+      u =
+        (u +
+          Math.imul(q & 0xf000f, x0) +
+          Math.imul((q >>> 4) & 0xf000f, x1) +
+          Math.imul((q >>> 8) & 0xf000f, x2) +
+          Math.imul((q >>> 12) & 0xf000f, x3)) |
+        0;
+    }
+    l = (s << 16) >> 16;
+    lo0 += l;
+    hi0 += (s - l) >> 16;
+    l = (u << 16) >> 16;
+    lo1 += l;
+    hi1 += (u - l) >> 16;
+    const xd = xs[xso + b],
+      bsum = xsum[xso + b];
+    const ub = b << 1;
+    acc0 += (lo0 * f16[dm[u0 + ub]] + bsum * f16[dm[u0 + ub + 1]]) * xd;
+    acc1 += (hi0 * f16[dm[u1 + ub]] + bsum * f16[dm[u1 + ub + 1]]) * xd;
+    acc2 += (lo1 * f16[dm[u2 + ub]] + bsum * f16[dm[u2 + ub + 1]]) * xd;
+    acc3 += (hi1 * f16[dm[u3 + ub]] + bsum * f16[dm[u3 + ub + 1]]) * xd;
+  }
+  y[yo + r] = acc0;
+  y[yo + r + 1] = acc1;
+  y[yo + r + 2] = acc2;
+  y[yo + r + 3] = acc3;
+}
+
+/** The row pair (r, r + 1), the second written only when below r1. */
+function rowPair(
+  m: Matrix,
+  r: number,
+  r1: number,
+  blocks: number,
+  xq: QuantizedActivations,
+  xo: number,
+  xso: number,
+  y: Float32Array,
+  yo: number,
+  f16: Float32Array,
+): void {
+  const wq = m.q,
+    dm = m.u16,
+    xv = xq.q;
+  let acc0 = 0,
+    acc1 = 0;
+  let wo = (r >> 1) * blocks * 8;
+  const u0 = 2 * r * blocks,
+    u1 = u0 + 2 * blocks;
+  for (let b = 0; b < blocks; b++, wo += 8) {
+    let lo = 0,
+      hi = 0;
+    for (let h = 0; h < 8; h += 4) {
+      let s = 0;
+      for (let j = h; j < h + 4; j++) {
+        const word = wq[wo + j];
+        const xj = xo + b * QBLOCK + 4 * j;
+        s =
+          (s +
+            Math.imul(word & 0xf000f, xv[xj]) +
+            Math.imul((word >>> 4) & 0xf000f, xv[xj + 1]) +
+            Math.imul((word >>> 8) & 0xf000f, xv[xj + 2]) +
+            Math.imul((word >>> 12) & 0xf000f, xv[xj + 3])) |
+          0;
+      }
+      const l = (s << 16) >> 16;
+      lo += l;
+      hi += (s - l) >> 16;
+    }
+    const xd = xq.scales[xso + b],
+      bsum = xq.sums[xso + b];
+    acc0 += (lo * f16[dm[u0 + 2 * b]] + bsum * f16[dm[u0 + 2 * b + 1]]) * xd;
+    if (r + 1 < r1) acc1 += (hi * f16[dm[u1 + 2 * b]] + bsum * f16[dm[u1 + 2 * b + 1]]) * xd;
+  }
+  y[yo + r] = acc0;
+  if (r + 1 < r1) y[yo + r + 1] = acc1;
+}
+
+// ---- lanes (prefill): levels - 8 (-8..7), three tokens per double 2^16 apart (|32 * 8 * 127| <
+// 2^15), 2 rows x 3 groups; widenRow also leaves each block's d and m for the block kernel.
+
+// Per panel row (0, 1): [blocks] d and m of the rows widened last.
+let panelScale = new Float64Array(0);
+let panelMin = new Float64Array(0);
+
+function widenRowQ4_1(m: Matrix, r: number, panel: Float64Array, po: number): void {
+  const f16 = f16Values();
+  const blocks = m.cols / QBLOCK;
+  const i = po / m.cols; // which panel row
+  if (panelScale.length < 2 * blocks) {
+    panelScale = new Float64Array(2 * blocks);
+    panelMin = new Float64Array(2 * blocks);
+  }
+  const wq = m.q;
+  const wo = (r >> 1) * blocks * 8;
+  const shift = 16 * (r & 1);
+  for (let w = 0; w < blocks * 8; w++) {
+    const word = wq[wo + w] >>> shift;
+    const k = po + 4 * w;
+    panel[k] = (word & 15) - 8;
+    panel[k + 1] = ((word >>> 4) & 15) - 8;
+    panel[k + 2] = ((word >>> 8) & 15) - 8;
+    panel[k + 3] = ((word >>> 12) & 15) - 8;
+  }
+  for (let b = 0; b < blocks; b++) {
+    panelScale[i * blocks + b] = f16[m.u16[2 * (r * blocks + b)]];
+    panelMin[i * blocks + b] = f16[m.u16[2 * (r * blocks + b) + 1]];
+  }
+}
+
+const L1 = 65536,
+  L2 = L1 * L1,
+  INV_L1 = 1 / L1,
+  INV_L2 = 1 / L2;
+
+/** As q4_0's rowPairQ4, with each block's d and m from widenRowQ4_1. */
+function rowPairQ4_1(
+  panel: Float64Array,
+  cols: number,
+  packed: Float64Array,
+  xOff: number,
+  _ws: Float32Array,
+  _rA: number,
+  _rB: number,
+  _rC: number,
+  xsT: Float64Array,
+  nPad: number,
+  t0: number,
+  acc: Float64Array,
+  xsumT: Float64Array,
+): void {
+  const c = cols & 0x1fffffff;
+  const xa = xOff & OFFSET_MASK,
+    xb = (xa + c) & OFFSET_MASK,
+    xc = (xb + c) & OFFSET_MASK;
+  const blocks = c / QBLOCK;
+  for (let b = 0; b < blocks; b++) {
+    let a0 = 0,
+      a1 = 0,
+      a2 = 0,
+      b0 = 0,
+      b1 = 0,
+      b2 = 0;
+    const k0 = (b * QBLOCK) & OFFSET_MASK;
+    for (let k = k0; k < k0 + QBLOCK; k += 2) {
+      let x0 = packed[xa + k],
+        x1 = packed[xb + k],
+        x2 = packed[xc + k];
+      let p = panel[k],
+        q = panel[c + k];
+      a0 += p * x0;
+      a1 += p * x1;
+      a2 += p * x2;
+      b0 += q * x0;
+      b1 += q * x1;
+      b2 += q * x2;
+      x0 = packed[xa + k + 1];
+      x1 = packed[xb + k + 1];
+      x2 = packed[xc + k + 1];
+      p = panel[k + 1];
+      q = panel[c + k + 1];
+      a0 += p * x0;
+      a1 += p * x1;
+      a2 += p * x2;
+      b0 += q * x0;
+      b1 += q * x1;
+      b2 += q * x2;
+    }
+    const so = b * nPad + t0;
+    const o = 2 * t0;
+    const dA = panelScale[b],
+      dB = panelScale[blocks + b],
+      mA = panelMin[b],
+      mB = panelMin[blocks + b];
+    splitQ4_1(a0, b0, dA, dB, mA, mB, xsT, xsumT, so, acc, o);
+    splitQ4_1(a1, b1, dA, dB, mA, mB, xsT, xsumT, so + 3, acc, o + 6);
+    splitQ4_1(a2, b2, dA, dB, mA, mB, xsT, xsumT, so + 6, acc, o + 12);
+  }
+}
+
+/**
+ * The three tokens' lanes of rows A and B (as q4_0's splitQ4), each back to the decode's integer
+ * lo = sum (q - 8) xq + 8 * bsum and scaled as the decode does: (lo * d + bsum * m) * xd.
+ */
+function splitQ4_1(
+  sa: number,
+  sb: number,
+  dA: number,
+  dB: number,
+  mA: number,
+  mB: number,
+  xsT: Float64Array,
+  xsumT: Float64Array,
+  so: number,
+  acc: Float64Array,
+  o: number,
+): void {
+  const ha = sa * INV_L2 + ROUND - ROUND,
+    hb = sb * INV_L2 + ROUND - ROUND;
+  const ra = sa - ha * L2,
+    rb = sb - hb * L2;
+  const ma = ra * INV_L1 + ROUND - ROUND,
+    mb = rb * INV_L1 + ROUND - ROUND;
+  const s0 = xsumT[so],
+    s1 = xsumT[so + 1],
+    s2 = xsumT[so + 2];
+  acc[o] += ((ra - ma * L1 + 8 * s0) * dA + s0 * mA) * xsT[so];
+  acc[o + 1] += ((rb - mb * L1 + 8 * s0) * dB + s0 * mB) * xsT[so];
+  acc[o + 2] += ((ma + 8 * s1) * dA + s1 * mA) * xsT[so + 1];
+  acc[o + 3] += ((mb + 8 * s1) * dB + s1 * mB) * xsT[so + 1];
+  acc[o + 4] += ((ha + 8 * s2) * dA + s2 * mA) * xsT[so + 2];
+  acc[o + 5] += ((hb + 8 * s2) * dB + s2 * mB) * xsT[so + 2];
+}
+
+const LANES_Q4_1: LaneKernel = {
+  lanes: 3,
+  spacing: L1,
+  rows: 2,
+  groups: 3,
+  widenRow: widenRowQ4_1,
+  block: rowPairQ4_1,
+};
