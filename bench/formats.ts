@@ -80,7 +80,7 @@ const SCALE_OFFSETS: Record<string, number[]> = {
 };
 
 /** Random GGUF bytes of `rows` x `cols` values of `type` (speed only: the values do not matter). */
-function randomTensor(type: string, rows: number, cols: number, seed: number): Uint8Array {
+export function randomTensor(type: string, rows: number, cols: number, seed: number): Uint8Array {
   const code = GGML_TYPE[type as keyof typeof GGML_TYPE];
   const bytes = new Uint8Array(rows * ggmlRowBytes(code, cols));
   let s = seed >>> 0 || 1;

@@ -10,8 +10,8 @@
 //      used (as f32 they would take 24 bytes per block: 1.2x the file).
 // Decode is q4_0's SWAR loop (two rows' multiply-adds per Math.imul, 4 rows per pass); prefill the
 // float64 lanes (lanes.ts) on levels - 8, three tokens per double 2^16 apart as q4_0's. Both scale a
-// block's exact integer sum the same way, (lo * d + bsum * m) * xd with lo = sum q xq, so a token's
-// outputs do not depend on how many tokens share the call.
+// block's exact integer sum the same way, ((sum (q - 8) xq) * d + bsum * (m + 8d)) * xd, so a
+// token's outputs do not depend on how many tokens share the call (bit for bit).
 import { f16Values } from '../dtype.js';
 import { makeMatrix, Q4_1, QBLOCK, type Matrix } from '../matrix.js';
 import type { QuantizedActivations } from './activations.js';
@@ -195,12 +195,17 @@ function rows4(
     lo1 += l;
     hi1 += (u - l) >> 16;
     const xd = xs[xso + b],
-      bsum = xsum[xso + b];
+      bsum = xsum[xso + b],
+      b8 = 8 * bsum;
     const ub = b << 1;
-    acc0 += (lo0 * f16[dm[u0 + ub]] + bsum * f16[dm[u0 + ub + 1]]) * xd;
-    acc1 += (hi0 * f16[dm[u1 + ub]] + bsum * f16[dm[u1 + ub + 1]]) * xd;
-    acc2 += (lo1 * f16[dm[u2 + ub]] + bsum * f16[dm[u2 + ub + 1]]) * xd;
-    acc3 += (hi1 * f16[dm[u3 + ub]] + bsum * f16[dm[u3 + ub + 1]]) * xd;
+    const d0 = f16[dm[u0 + ub]];
+    acc0 += ((lo0 - b8) * d0 + bsum * (f16[dm[u0 + ub + 1]] + 8 * d0)) * xd;
+    const d1 = f16[dm[u1 + ub]];
+    acc1 += ((hi0 - b8) * d1 + bsum * (f16[dm[u1 + ub + 1]] + 8 * d1)) * xd;
+    const d2 = f16[dm[u2 + ub]];
+    acc2 += ((lo1 - b8) * d2 + bsum * (f16[dm[u2 + ub + 1]] + 8 * d2)) * xd;
+    const d3 = f16[dm[u3 + ub]];
+    acc3 += ((hi1 - b8) * d3 + bsum * (f16[dm[u3 + ub + 1]] + 8 * d3)) * xd;
   }
   y[yo + r] = acc0;
   y[yo + r + 1] = acc1;
@@ -251,19 +256,21 @@ function rowPair(
     }
     const xd = xq.scales[xso + b],
       bsum = xq.sums[xso + b];
-    acc0 += (lo * f16[dm[u0 + 2 * b]] + bsum * f16[dm[u0 + 2 * b + 1]]) * xd;
-    if (r + 1 < r1) acc1 += (hi * f16[dm[u1 + 2 * b]] + bsum * f16[dm[u1 + 2 * b + 1]]) * xd;
+    const dA = f16[dm[u0 + 2 * b]],
+      dB = f16[dm[u1 + 2 * b]];
+    acc0 += ((lo - 8 * bsum) * dA + bsum * (f16[dm[u0 + 2 * b + 1]] + 8 * dA)) * xd;
+    if (r + 1 < r1) acc1 += ((hi - 8 * bsum) * dB + bsum * (f16[dm[u1 + 2 * b + 1]] + 8 * dB)) * xd;
   }
   y[yo + r] = acc0;
   if (r + 1 < r1) y[yo + r + 1] = acc1;
 }
 
 // ---- lanes (prefill): levels - 8 (-8..7), three tokens per double 2^16 apart (|32 * 8 * 127| <
-// 2^15), 2 rows x 3 groups; widenRow also leaves each block's d and m for the block kernel.
+// 2^15), 2 rows x 3 groups; widenRow also leaves each block's d and offset m + 8d for the block kernel.
 
-// Per panel row (0, 1): [blocks] d and m of the rows widened last.
+// Per panel row (0, 1): [blocks] d and m + 8d of the rows widened last.
 let panelScale = new Float64Array(0);
-let panelMin = new Float64Array(0);
+let panelOffset = new Float64Array(0);
 
 function widenRowQ4_1(m: Matrix, r: number, panel: Float64Array, po: number): void {
   const f16 = f16Values();
@@ -271,7 +278,7 @@ function widenRowQ4_1(m: Matrix, r: number, panel: Float64Array, po: number): vo
   const i = po / m.cols; // which panel row
   if (panelScale.length < 2 * blocks) {
     panelScale = new Float64Array(2 * blocks);
-    panelMin = new Float64Array(2 * blocks);
+    panelOffset = new Float64Array(2 * blocks);
   }
   const wq = m.q;
   const wo = (r >> 1) * blocks * 8;
@@ -285,8 +292,9 @@ function widenRowQ4_1(m: Matrix, r: number, panel: Float64Array, po: number): vo
     panel[k + 3] = ((word >>> 12) & 15) - 8;
   }
   for (let b = 0; b < blocks; b++) {
-    panelScale[i * blocks + b] = f16[m.u16[2 * (r * blocks + b)]];
-    panelMin[i * blocks + b] = f16[m.u16[2 * (r * blocks + b) + 1]];
+    const d = f16[m.u16[2 * (r * blocks + b)]];
+    panelScale[i * blocks + b] = d;
+    panelOffset[i * blocks + b] = f16[m.u16[2 * (r * blocks + b) + 1]] + 8 * d;
   }
 }
 
@@ -295,7 +303,7 @@ const L1 = 65536,
   INV_L1 = 1 / L1,
   INV_L2 = 1 / L2;
 
-/** As q4_0's rowPairQ4, with each block's d and m from widenRowQ4_1. */
+/** As q4_0's rowPairQ4, with each block's d and offset from widenRowQ4_1. */
 function rowPairQ4_1(
   panel: Float64Array,
   cols: number,
@@ -316,6 +324,8 @@ function rowPairQ4_1(
     xb = (xa + c) & OFFSET_MASK,
     xc = (xb + c) & OFFSET_MASK;
   const blocks = c / QBLOCK;
+  const ps = panelScale,
+    po = panelOffset;
   for (let b = 0; b < blocks; b++) {
     let a0 = 0,
       a1 = 0,
@@ -350,27 +360,24 @@ function rowPairQ4_1(
     }
     const so = b * nPad + t0;
     const o = 2 * t0;
-    const dA = panelScale[b],
-      dB = panelScale[blocks + b],
-      mA = panelMin[b],
-      mB = panelMin[blocks + b];
-    splitQ4_1(a0, b0, dA, dB, mA, mB, xsT, xsumT, so, acc, o);
-    splitQ4_1(a1, b1, dA, dB, mA, mB, xsT, xsumT, so + 3, acc, o + 6);
-    splitQ4_1(a2, b2, dA, dB, mA, mB, xsT, xsumT, so + 6, acc, o + 12);
+    const dA = ps[b],
+      dB = ps[blocks + b],
+      offA = po[b],
+      offB = po[blocks + b];
+    splitQ4_1(a0, b0, dA, dB, offA, offB, xsT, xsumT, so, acc, o);
+    splitQ4_1(a1, b1, dA, dB, offA, offB, xsT, xsumT, so + 3, acc, o + 6);
+    splitQ4_1(a2, b2, dA, dB, offA, offB, xsT, xsumT, so + 6, acc, o + 12);
   }
 }
 
-/**
- * The three tokens' lanes of rows A and B (as q4_0's splitQ4), each back to the decode's integer
- * lo = sum (q - 8) xq + 8 * bsum and scaled as the decode does: (lo * d + bsum * m) * xd.
- */
+/** The three tokens' lanes of rows A and B (as q4_0's splitQ4), each scaled and offset as the decode does. */
 function splitQ4_1(
   sa: number,
   sb: number,
   dA: number,
   dB: number,
-  mA: number,
-  mB: number,
+  offA: number,
+  offB: number,
   xsT: Float64Array,
   xsumT: Float64Array,
   so: number,
@@ -383,15 +390,18 @@ function splitQ4_1(
     rb = sb - hb * L2;
   const ma = ra * INV_L1 + ROUND - ROUND,
     mb = rb * INV_L1 + ROUND - ROUND;
+  const d0 = xsT[so],
+    d1 = xsT[so + 1],
+    d2 = xsT[so + 2];
   const s0 = xsumT[so],
     s1 = xsumT[so + 1],
     s2 = xsumT[so + 2];
-  acc[o] += ((ra - ma * L1 + 8 * s0) * dA + s0 * mA) * xsT[so];
-  acc[o + 1] += ((rb - mb * L1 + 8 * s0) * dB + s0 * mB) * xsT[so];
-  acc[o + 2] += ((ma + 8 * s1) * dA + s1 * mA) * xsT[so + 1];
-  acc[o + 3] += ((mb + 8 * s1) * dB + s1 * mB) * xsT[so + 1];
-  acc[o + 4] += ((ha + 8 * s2) * dA + s2 * mA) * xsT[so + 2];
-  acc[o + 5] += ((hb + 8 * s2) * dB + s2 * mB) * xsT[so + 2];
+  acc[o] += ((ra - ma * L1) * dA + s0 * offA) * d0;
+  acc[o + 1] += ((rb - mb * L1) * dB + s0 * offB) * d0;
+  acc[o + 2] += (ma * dA + s1 * offA) * d1;
+  acc[o + 3] += (mb * dB + s1 * offB) * d1;
+  acc[o + 4] += (ha * dA + s2 * offA) * d2;
+  acc[o + 5] += (hb * dB + s2 * offB) * d2;
 }
 
 const LANES_Q4_1: LaneKernel = {
