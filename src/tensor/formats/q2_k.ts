@@ -1,0 +1,250 @@
+// Q2_K (llama.cpp's k-quant): super-blocks of 256 values with an f16 scale d and min dmin, sixteen
+// 16-value sub-blocks with a 4-bit scale sc and min m each, and 2-bit levels q: w = d*sc * q - dmin*m
+// (ggml's dl = d*sc and ml = dmin*m are exact in f32: 11 by 4 bits). Llama.cpp's Q2_K files keep
+// most matrices in it. Per 32 columns (one activation scale xd, activations.ts) a row's product is
+// xd * (d * sum_sub sc * sum q xq - dmin * sum_sub m * sum xq): integer sums, then two multiplies.
+//
+// Storage (repacked at load, exactly the file's 84 bytes per row and super-block):
+//   q   [rows/2, cols/16, 2] words: word w of a sub-block holds columns 8w..8w+7, row r in bits
+//       2c..2c+1 and row r+1 in bits 16+2c.. (q4_0's row-pair SWAR layout with 2-bit levels); rows even;
+//   u8  [rows, cols/16]: the file's scale bytes (sc in the low nibble, m in the high);
+//   u16 [rows, cols/256, 2]: d, dmin as the file's f16 bits.
+// One kernel for any number of tokens (4 rows per pass, each token in turn): every token's outputs
+// are those of its one-token call, bit for bit. (word >>> 2c) & 0x00030003 gives both rows' levels
+// of a column, one Math.imul multiplies both; lanes are split once per sub-block (16 * 3 * 127 < 2^15).
+import { f16Values } from '../dtype.js';
+import { makeMatrix, Q2_K, type Matrix } from '../matrix.js';
+import type { QuantizedActivations } from './activations.js';
+import { OFFSET_MASK, type MatmulKernel } from './common.js';
+
+const M2 = 0x00030003;
+
+export const matmulQ2_KMatrix: MatmulKernel = (m, _x, _xOff, _xStride, n, y, yOff, yStride, r0, r1, xq) => {
+  matvecQ2_K(m, xq!, n, y, yOff, yStride, r0, r1);
+};
+
+/** An empty Q2_K matrix with shared storage (rows even, cols a multiple of 256), filled by packQ2_KRows. */
+export function allocQ2_K(rows: number, cols: number): Matrix {
+  if (rows % 2 !== 0 || cols % 256 !== 0)
+    throw new Error(`q2_K matrix [${rows}, ${cols}]: rows must be even, cols a multiple of 256`);
+  return makeMatrix(Q2_K, rows, cols, {
+    q: new Int32Array(new SharedArrayBuffer((rows * cols) / 4)),
+    u8: new Uint8Array(new SharedArrayBuffer((rows * cols) / 16)),
+    u16: new Uint16Array(new SharedArrayBuffer((rows * cols) / 64)),
+    ggmlType: 10,
+  });
+}
+
+/**
+ * The 2-bit level of value v (0..255) of the K-quant super-block whose qs start at src[qs]: ggml
+ * keeps 32 consecutive values per 2-bit plane, 128 values per 32 bytes.
+ */
+export function lowBitsK(src: Uint8Array, qs: number, v: number): number {
+  const i = v >> 5;
+  return (src[qs + ((i >> 2) << 5) + (v & 31)] >> (2 * (i & 3))) & 3;
+}
+
+/** ggml Q2_K blocks (84 bytes: scales[16], qs[64], f16 d, f16 dmin) of rows [r0, r0 + nRows) into m. */
+export function packQ2_KRows(src: Uint8Array, m: Matrix, r0: number, nRows: number): void {
+  const subs = m.cols / 16,
+    supers = m.cols / 256;
+  const halves = new Uint16Array(m.q.buffer, m.q.byteOffset, m.q.length * 2);
+  for (let r = r0; r < r0 + nRows; r++) {
+    for (let s = 0; s < supers; s++) {
+      const o = 84 * ((r - r0) * supers + s);
+      m.u16[2 * (r * supers + s)] = src[o + 80] | (src[o + 81] << 8);
+      m.u16[2 * (r * supers + s) + 1] = src[o + 82] | (src[o + 83] << 8);
+      for (let j = 0; j < 16; j++) {
+        const sb = s * 16 + j;
+        m.u8[r * subs + sb] = src[o + j];
+        const ho = ((r >> 1) * subs + sb) * 4 + (r & 1);
+        for (let w = 0; w < 2; w++) {
+          let half = 0;
+          for (let c = 0; c < 8; c++) half |= lowBitsK(src, o + 16, 16 * j + 8 * w + c) << (2 * c);
+          halves[ho + 2 * w] = half;
+        }
+      }
+    }
+  }
+}
+
+/** Row r as ggml dequantizes it: fround(fround(dl * q) - ml), dl = fround(d * sc), ml = fround(dmin * m). */
+export function readRowQ2_K(m: Matrix, r: number, out: Float32Array, outOff: number): void {
+  const f16 = f16Values();
+  const subs = m.cols / 16,
+    supers = m.cols / 256;
+  const shift = 16 * (r & 1);
+  for (let sb = 0; sb < subs; sb++) {
+    const s = r * supers + (sb >> 4);
+    const e = m.u8[r * subs + sb];
+    const dl = Math.fround(f16[m.u16[2 * s]] * (e & 15)),
+      ml = Math.fround(f16[m.u16[2 * s + 1]] * (e >> 4));
+    const wo = ((r >> 1) * subs + sb) * 2;
+    for (let k = 0; k < 16; k++) {
+      const q = (m.q[wo + (k >> 3)] >>> (shift + 2 * (k & 7))) & 3;
+      out[outOff + 16 * sb + k] = Math.fround(Math.fround(dl * q) - ml);
+    }
+  }
+}
+
+// Per thread: the activations' sums over each 16 columns, [n, cols/16].
+let sums16 = new Int32Array(0);
+
+/** sums16[t * cols/16 + j] = sum of token t's int8 activations over columns 16j..16j+15. */
+export function activationSums16(xq: QuantizedActivations, n: number): Int32Array {
+  const groups = (n * xq.cols) >> 4;
+  if (sums16.length < groups) sums16 = new Int32Array(groups);
+  const xv = xq.q;
+  for (let g = 0; g < groups; g++) {
+    let s = 0;
+    for (let k = 16 * g; k < 16 * g + 16; k++) s += xv[k];
+    sums16[g] = s;
+  }
+  return sums16;
+}
+
+/** Every token in turn: 4 rows (two row pairs) per pass; a last row pair runs as both pairs. */
+function matvecQ2_K(
+  m: Matrix,
+  xq: QuantizedActivations,
+  n: number,
+  y: Float32Array,
+  yOff: number,
+  yStride: number,
+  r0: number,
+  r1: number,
+): void {
+  if (r0 % 2 !== 0) throw new RangeError(`q2_K: row slices start on even rows (row pairs), got ${r0}`);
+  const cols = m.cols;
+  if (m.q.length > OFFSET_MASK || xq.q.length > OFFSET_MASK) throw new RangeError('q2_K: matrix too large');
+  const s16 = activationSums16(xq, n);
+  const f16 = f16Values();
+  for (let t = 0; t < n; t++) {
+    const yo = yOff + t * yStride;
+    let r = r0;
+    for (; r + 4 <= r1; r += 4) rows4(m, r, r + 2, xq, t, s16, f16, y, yo, r1);
+    for (; r < r1; r += 2) rows4(m, r, r, xq, t, s16, f16, y, yo, r1);
+  }
+}
+
+/**
+ * Rows (rA, rA + 1) and (rB, rB + 1) against token t; rB = rA when one pair is left (written once,
+ * its second row only when below r1).
+ */
+function rows4(
+  m: Matrix,
+  rA: number,
+  rB: number,
+  xq: QuantizedActivations,
+  t: number,
+  s16: Int32Array,
+  f16: Float32Array,
+  y: Float32Array,
+  yo: number,
+  r1: number,
+): void {
+  const cols = m.cols;
+  const subs = cols >> 4,
+    supers = cols >> 8,
+    blocks = cols >> 5;
+  const wq = m.q,
+    sm = m.u8,
+    dd = m.u16,
+    xv = xq.q,
+    xs = xq.scales;
+  const xo = (t * cols) & OFFSET_MASK,
+    xso = t * blocks,
+    so16 = (t * subs) & OFFSET_MASK;
+  let pa = ((rA >> 1) * subs * 2) & OFFSET_MASK;
+  const pb = ((rB >> 1) * subs * 2 - pa) & OFFSET_MASK; // second pair's words, relative
+  const e0 = (rA * subs) & OFFSET_MASK,
+    e1 = (e0 + subs) & OFFSET_MASK,
+    e2 = (rB * subs) & OFFSET_MASK,
+    e3 = (e2 + subs) & OFFSET_MASK;
+  const v0 = (2 * rA * supers) & OFFSET_MASK,
+    v1 = (v0 + 2 * supers) & OFFSET_MASK,
+    v2 = (2 * rB * supers) & OFFSET_MASK,
+    v3 = (v2 + 2 * supers) & OFFSET_MASK;
+  let acc0 = 0,
+    acc1 = 0,
+    acc2 = 0,
+    acc3 = 0;
+  for (let s = 0; s < supers; s++) {
+    const d0 = f16[dd[v0 + 2 * s]],
+      d1 = f16[dd[v1 + 2 * s]],
+      d2 = f16[dd[v2 + 2 * s]],
+      d3 = f16[dd[v3 + 2 * s]];
+    const n0 = f16[dd[v0 + 2 * s + 1]],
+      n1 = f16[dd[v1 + 2 * s + 1]],
+      n2 = f16[dd[v2 + 2 * s + 1]],
+      n3 = f16[dd[v3 + 2 * s + 1]];
+    for (let b = 8 * s; b < 8 * s + 8; b++) {
+      // Per row: sum over the block's two sub-blocks of sc * sum q xq, and of m * sum xq.
+      let i0 = 0,
+        i1 = 0,
+        i2 = 0,
+        i3 = 0,
+        j0 = 0,
+        j1 = 0,
+        j2 = 0,
+        j3 = 0;
+      for (let h = 0; h < 2; h++, pa += 2) {
+        const sb = (2 * b + h) & OFFSET_MASK;
+        const xb = (xo + 16 * sb) & OFFSET_MASK;
+        let sA = 0,
+          sB = 0;
+        for (let w = 0; w < 2; w++) {
+          const p = wq[pa + w],
+            q = wq[pa + pb + w];
+          for (let c = 0; c < 8; c += 4) {
+            const xj = (xb + 8 * w + c) & OFFSET_MASK;
+            const x0 = xv[xj],
+              x1 = xv[xj + 1],
+              x2 = xv[xj + 2],
+              x3 = xv[xj + 3];
+            sA =
+              (sA +
+                Math.imul((p >>> (2 * c)) & M2, x0) +
+                Math.imul((p >>> (2 * c + 2)) & M2, x1) +
+                Math.imul((p >>> (2 * c + 4)) & M2, x2) +
+                Math.imul((p >>> (2 * c + 6)) & M2, x3)) |
+              0;
+            sB =
+              (sB +
+                Math.imul((q >>> (2 * c)) & M2, x0) +
+                Math.imul((q >>> (2 * c + 2)) & M2, x1) +
+                Math.imul((q >>> (2 * c + 4)) & M2, x2) +
+                Math.imul((q >>> (2 * c + 6)) & M2, x3)) |
+              0;
+          }
+        }
+        const lA = (sA << 16) >> 16,
+          lB = (sB << 16) >> 16;
+        const x16 = s16[so16 + sb];
+        const c0 = sm[e0 + sb],
+          c1 = sm[e1 + sb],
+          c2 = sm[e2 + sb],
+          c3 = sm[e3 + sb];
+        i0 += (c0 & 15) * lA;
+        i1 += (c1 & 15) * ((sA - lA) >> 16);
+        i2 += (c2 & 15) * lB;
+        i3 += (c3 & 15) * ((sB - lB) >> 16);
+        j0 += (c0 >> 4) * x16;
+        j1 += (c1 >> 4) * x16;
+        j2 += (c2 >> 4) * x16;
+        j3 += (c3 >> 4) * x16;
+      }
+      const xd = xs[xso + b];
+      acc0 += (d0 * i0 - n0 * j0) * xd;
+      acc1 += (d1 * i1 - n1 * j1) * xd;
+      acc2 += (d2 * i2 - n2 * j2) * xd;
+      acc3 += (d3 * i3 - n3 * j3) * xd;
+    }
+  }
+  y[yo + rA] = acc0;
+  if (rA + 1 < r1) y[yo + rA + 1] = acc1;
+  if (rB !== rA) {
+    y[yo + rB] = acc2;
+    y[yo + rB + 1] = acc3;
+  }
+}
