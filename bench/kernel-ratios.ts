@@ -2,7 +2,7 @@
 // fewer, q8_0 for more), in interleaved rounds: the 1.5B's up_proj [8960 x 1536] and down_proj
 // [1536 x 8960] (and the 0.5B's [4864 x 896] / [896 x 4864] for the 32-block types), random GGUF
 // blocks repacked by ggmlToMatrix as a load does, decode (n = 1) and a prefill chunk (n = 64).
-// Prints the median time of each and its speed ratio to the baseline of the same run.
+// Prints the median CPU time of each and its speed ratio to the baseline of the same run.
 // usage: node dist/bench/kernel-ratios.js [--types Q4_1,Q5_1] [--rounds 10] [--shapes 1.5b,0.5b] [--n 1,64]
 import { parseArgs } from 'node:util';
 import { allocQuantizedActivations, quantizeActivations } from '../src/tensor/formats/activations.js';
@@ -52,10 +52,13 @@ for (const shapeName of values.shapes!.split(',')) {
     const xq = allocQuantizedActivations(nMax, cols, false);
     quantizeActivations(x, 0, cols, 0, nMax, xq);
     const y = new Float32Array(nMax * rows);
+    // CPU time of this process (one thread): on a shared machine, time spent waiting for a core
+    // is not counted, so loaded rounds stay comparable.
     const time = (m: Matrix, n: number, reps: number) => {
-      const t0 = process.hrtime.bigint();
+      const t0 = process.cpuUsage();
       for (let k = 0; k < reps; k++) matmul(m, x, 0, cols, n, y, 0, rows, 0, rows, xq);
-      return Number(process.hrtime.bigint() - t0) / 1e6 / reps;
+      const dt = process.cpuUsage(t0);
+      return (dt.user + dt.system) / 1e3 / reps;
     };
     for (const n of values.n!.split(',').map(Number)) {
       const times = new Map<string, number[]>(shapeTypes.map((t) => [t, []]));

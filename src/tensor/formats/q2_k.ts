@@ -193,28 +193,91 @@ function rows4(
         const xb = (xo + 16 * sb) & OFFSET_MASK;
         let sA = 0,
           sB = 0;
-        for (let w = 0; w < 2; w++) {
-          const p = wq[pa + w],
-            q = wq[pa + pb + w];
-          for (let c = 0; c < 8; c += 4) {
-            const xj = (xb + 8 * w + c) & OFFSET_MASK;
-            const x0 = xv[xj],
-              x1 = xv[xj + 1],
-              x2 = xv[xj + 2],
-              x3 = xv[xj + 3];
+        {
+          const p = wq[pa + 0],
+            q = wq[pa + pb + 0];
+          {
+            const x0 = xv[xb + 0],
+              x1 = xv[xb + 1],
+              x2 = xv[xb + 2],
+              x3 = xv[xb + 3];
             sA =
               (sA +
-                Math.imul((p >>> (2 * c)) & M2, x0) +
-                Math.imul((p >>> (2 * c + 2)) & M2, x1) +
-                Math.imul((p >>> (2 * c + 4)) & M2, x2) +
-                Math.imul((p >>> (2 * c + 6)) & M2, x3)) |
+                Math.imul(p & M2, x0) +
+                Math.imul((p >>> 2) & M2, x1) +
+                Math.imul((p >>> 4) & M2, x2) +
+                Math.imul((p >>> 6) & M2, x3)) |
               0;
             sB =
               (sB +
-                Math.imul((q >>> (2 * c)) & M2, x0) +
-                Math.imul((q >>> (2 * c + 2)) & M2, x1) +
-                Math.imul((q >>> (2 * c + 4)) & M2, x2) +
-                Math.imul((q >>> (2 * c + 6)) & M2, x3)) |
+                Math.imul(q & M2, x0) +
+                Math.imul((q >>> 2) & M2, x1) +
+                Math.imul((q >>> 4) & M2, x2) +
+                Math.imul((q >>> 6) & M2, x3)) |
+              0;
+          }
+          {
+            const x0 = xv[xb + 4],
+              x1 = xv[xb + 5],
+              x2 = xv[xb + 6],
+              x3 = xv[xb + 7];
+            sA =
+              (sA +
+                Math.imul((p >>> 8) & M2, x0) +
+                Math.imul((p >>> 10) & M2, x1) +
+                Math.imul((p >>> 12) & M2, x2) +
+                Math.imul((p >>> 14) & M2, x3)) |
+              0;
+            sB =
+              (sB +
+                Math.imul((q >>> 8) & M2, x0) +
+                Math.imul((q >>> 10) & M2, x1) +
+                Math.imul((q >>> 12) & M2, x2) +
+                Math.imul((q >>> 14) & M2, x3)) |
+              0;
+          }
+        }
+        {
+          const p = wq[pa + 1],
+            q = wq[pa + pb + 1];
+          {
+            const x0 = xv[xb + 8],
+              x1 = xv[xb + 9],
+              x2 = xv[xb + 10],
+              x3 = xv[xb + 11];
+            sA =
+              (sA +
+                Math.imul(p & M2, x0) +
+                Math.imul((p >>> 2) & M2, x1) +
+                Math.imul((p >>> 4) & M2, x2) +
+                Math.imul((p >>> 6) & M2, x3)) |
+              0;
+            sB =
+              (sB +
+                Math.imul(q & M2, x0) +
+                Math.imul((q >>> 2) & M2, x1) +
+                Math.imul((q >>> 4) & M2, x2) +
+                Math.imul((q >>> 6) & M2, x3)) |
+              0;
+          }
+          {
+            const x0 = xv[xb + 12],
+              x1 = xv[xb + 13],
+              x2 = xv[xb + 14],
+              x3 = xv[xb + 15];
+            sA =
+              (sA +
+                Math.imul((p >>> 8) & M2, x0) +
+                Math.imul((p >>> 10) & M2, x1) +
+                Math.imul((p >>> 12) & M2, x2) +
+                Math.imul((p >>> 14) & M2, x3)) |
+              0;
+            sB =
+              (sB +
+                Math.imul((q >>> 8) & M2, x0) +
+                Math.imul((q >>> 10) & M2, x1) +
+                Math.imul((q >>> 12) & M2, x2) +
+                Math.imul((q >>> 14) & M2, x3)) |
               0;
           }
         }
