@@ -9,18 +9,27 @@
 //       2c..2c+1 and row r+1 in bits 16+2c.. (q4_0's row-pair SWAR layout with 2-bit levels); rows even;
 //   u8  [rows, cols/16]: the file's scale bytes (sc in the low nibble, m in the high);
 //   u16 [rows, cols/256, 2]: d, dmin as the file's f16 bits.
-// One kernel for any number of tokens (4 rows per pass, each token in turn): every token's outputs
-// are those of its one-token call, bit for bit. (word >>> 2c) & 0x00030003 gives both rows' levels
-// of a column, one Math.imul multiplies both; lanes are split once per sub-block (16 * 3 * 127 < 2^15).
+// Decode: 4 rows per pass; (word >>> 2c) & 0x00030003 gives both rows' levels of a column, one
+// Math.imul multiplies both; lanes are split once per sub-block (16 * 3 * 127 < 2^15). Prefill:
+// float64 lanes on sc * q, two tokens per double, the mins from the activations' 16-column sums.
+// Both compute a block's exact integer sums I = sum sc * q xq and J = sum m * sum xq and scale them
+// the same way, (d * I - dmin * J) * xd, so every token's outputs are those of its one-token call,
+// bit for bit.
 import { f16Values } from '../dtype.js';
 import { makeMatrix, Q2_K, type Matrix } from '../matrix.js';
 import type { QuantizedActivations } from './activations.js';
 import { OFFSET_MASK, type MatmulKernel } from './common.js';
+import { lanesApply, matmulLanes, ROUND, type LaneKernel } from './lanes.js';
 
 const M2 = 0x00030003;
 
+const LANES_MIN_TOKENS = 4;
+
 export const matmulQ2_KMatrix: MatmulKernel = (m, _x, _xOff, _xStride, n, y, yOff, yStride, r0, r1, xq) => {
-  matvecQ2_K(m, xq!, n, y, yOff, yStride, r0, r1);
+  if (n >= LANES_MIN_TOKENS && lanesApply(LANES_Q2_K, m, n)) {
+    transposeSums16(xq!, n);
+    matmulLanes(LANES_Q2_K, m, xq!, n, y, yOff, yStride, r0, r1);
+  } else matvecQ2_K(m, xq!, n, y, yOff, yStride, r0, r1);
 };
 
 /** An empty Q2_K matrix with shared storage (rows even, cols a multiple of 256), filled by packQ2_KRows. */
@@ -311,3 +320,162 @@ function rows4(
     y[yo + rB + 1] = acc3;
   }
 }
+
+// ---- lanes (prefill): the panel holds sc * q (0..45): |32 products| <= 32 * 45 * 127 < 2^18, two
+// tokens per double 2^20 apart, in q6_k's register block of 3 rows x 2 groups. The mins' integer
+// sums m_a * S_a + m_b * S_b per block and token come from the 16-column sums, transposed to
+// [cols/16, nPad] as lanes.ts transposes the activation scales.
+
+// Per panel row (0..2): [supers] d and dmin, [cols/16] m of the rows widened last.
+let panelScale = new Float64Array(0);
+let panelDmin = new Float64Array(0);
+let panelMin = new Int32Array(0);
+// Per thread: the activations' 16-column sums [cols/16, nPad] of the call (tokens past n: 0).
+let sums16T = new Float64Array(0);
+
+/** sums16T[j * nPad + t] = token t's sum over columns 16j..16j+15, nPad as matmulLanes pads LANES_Q2_K. */
+function transposeSums16(xq: QuantizedActivations, n: number): void {
+  const subs = xq.cols >> 4;
+  const { lanes, groups: G } = LANES_Q2_K;
+  const nPad = Math.ceil(Math.ceil(n / lanes) / G) * G * lanes;
+  if (sums16T.length < subs * nPad) sums16T = new Float64Array(subs * nPad);
+  const s16 = activationSums16(xq, n);
+  sums16T.fill(0, 0, subs * nPad);
+  for (let t = 0; t < n; t++) for (let j = 0; j < subs; j++) sums16T[j * nPad + t] = s16[t * subs + j];
+}
+
+function widenRowQ2_K(m: Matrix, r: number, panel: Float64Array, po: number): void {
+  const f16 = f16Values();
+  const cols = m.cols;
+  const subs = cols >> 4,
+    supers = cols >> 8;
+  const i = po / cols; // which panel row
+  if (panelScale.length < 3 * supers) {
+    panelScale = new Float64Array(3 * supers);
+    panelDmin = new Float64Array(3 * supers);
+  }
+  if (panelMin.length < 3 * subs) panelMin = new Int32Array(3 * subs);
+  for (let s = 0; s < supers; s++) {
+    panelScale[i * supers + s] = f16[m.u16[2 * (r * supers + s)]];
+    panelDmin[i * supers + s] = f16[m.u16[2 * (r * supers + s) + 1]];
+  }
+  const wq = m.q;
+  const shift = 16 * (r & 1);
+  for (let sb = 0; sb < subs; sb++) {
+    const e = m.u8[r * subs + sb];
+    const sc = e & 15;
+    panelMin[i * subs + sb] = e >> 4;
+    const wo = ((r >> 1) * subs + sb) * 2;
+    const k0 = po + 16 * sb;
+    for (let w = 0; w < 2; w++) {
+      const word = wq[wo + w] >>> shift;
+      for (let c = 0; c < 8; c++) panel[k0 + 8 * w + c] = sc * ((word >>> (2 * c)) & 3);
+    }
+  }
+}
+
+/** q6_k's rowTripleQ6_K with lanes 2^20 apart and the mins: acc[3t + i] += row i . token t, 4 tokens from t0. */
+function rowTripleQ2_K(
+  panel: Float64Array,
+  cols: number,
+  packed: Float64Array,
+  xOff: number,
+  _ws: Float32Array,
+  _rA: number,
+  _rB: number,
+  _rC: number,
+  xsT: Float64Array,
+  nPad: number,
+  t0: number,
+  acc: Float64Array,
+): void {
+  const c = cols & 0x1fffffff;
+  const c2 = (2 * c) & OFFSET_MASK;
+  const xa = xOff & OFFSET_MASK,
+    xb = (xa + c) & OFFSET_MASK;
+  const blocks = c >> 5,
+    supers = c >> 8,
+    subs = c >> 4;
+  const ps = panelScale,
+    pd = panelDmin,
+    pm = panelMin,
+    st = sums16T;
+  for (let b = 0; b < blocks; b++) {
+    let a0 = 0,
+      a1 = 0,
+      b0 = 0,
+      b1 = 0,
+      c0 = 0,
+      c1 = 0;
+    const k0 = (b * 32) & OFFSET_MASK;
+    for (let k = k0; k < k0 + 32; k += 2) {
+      let x0 = packed[xa + k],
+        x1 = packed[xb + k];
+      let p = panel[k],
+        q = panel[c + k],
+        u = panel[c2 + k];
+      a0 += p * x0;
+      a1 += p * x1;
+      b0 += q * x0;
+      b1 += q * x1;
+      c0 += u * x0;
+      c1 += u * x1;
+      x0 = packed[xa + k + 1];
+      x1 = packed[xb + k + 1];
+      p = panel[k + 1];
+      q = panel[c + k + 1];
+      u = panel[c2 + k + 1];
+      a0 += p * x0;
+      a1 += p * x1;
+      b0 += q * x0;
+      b1 += q * x1;
+      c0 += u * x0;
+      c1 += u * x1;
+    }
+    const s = b >> 3;
+    const so = b * nPad + t0;
+    const o = 3 * t0;
+    // The block's two sub-blocks' 16-column sums for the group's tokens t0..t0+3.
+    const sa = (2 * b * nPad + t0) & OFFSET_MASK,
+      sbo = (sa + nPad) & OFFSET_MASK;
+    const mA0 = pm[2 * b],
+      mA1 = pm[2 * b + 1],
+      mB0 = pm[subs + 2 * b],
+      mB1 = pm[subs + 2 * b + 1],
+      mC0 = pm[2 * subs + 2 * b],
+      mC1 = pm[2 * subs + 2 * b + 1];
+    for (let g = 0; g < 2; g++) {
+      const sA = g === 0 ? a0 : a1,
+        sB = g === 0 ? b0 : b1,
+        sC = g === 0 ? c0 : c1;
+      const hA = sA * INV_M1 + ROUND - ROUND,
+        hB = sB * INV_M1 + ROUND - ROUND,
+        hC = sC * INV_M1 + ROUND - ROUND;
+      const og = o + 6 * g;
+      for (let l = 0; l < 2; l++) {
+        const t = 2 * g + l;
+        const xd = xsT[so + t];
+        const x16a = st[sa + t],
+          x16b = st[sbo + t];
+        const iA = l === 0 ? sA - hA * M1 : hA,
+          iB = l === 0 ? sB - hB * M1 : hB,
+          iC = l === 0 ? sC - hC * M1 : hC;
+        acc[og + 3 * l] += (ps[s] * iA - pd[s] * (mA0 * x16a + mA1 * x16b)) * xd;
+        acc[og + 3 * l + 1] += (ps[supers + s] * iB - pd[supers + s] * (mB0 * x16a + mB1 * x16b)) * xd;
+        acc[og + 3 * l + 2] += (ps[2 * supers + s] * iC - pd[2 * supers + s] * (mC0 * x16a + mC1 * x16b)) * xd;
+      }
+    }
+  }
+}
+
+const M1 = 1048576,
+  INV_M1 = 1 / M1;
+
+const LANES_Q2_K: LaneKernel = {
+  lanes: 2,
+  spacing: M1,
+  rows: 3,
+  groups: 2,
+  widenRow: widenRowQ2_K,
+  block: rowTripleQ2_K,
+};

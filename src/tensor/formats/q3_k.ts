@@ -11,14 +11,16 @@
 //       row r, bit 16+c for row r+1); rows even;
 //   u8  [rows, cols/16]: sc + 32 (0..63);
 //   u16 [rows, cols/256]: d as the file's f16 bits.
-// One kernel for any number of tokens (4 rows per pass, each token in turn): every token's outputs
-// are those of its one-token call, bit for bit. A column's two levels are put together in both
-// 16-bit lanes, ((lo >>> 2c) & 0x00030003) | (high bits moved to bit 2), and one Math.imul
-// multiplies both rows; lanes are split once per sub-block (16 * 7 * 127 < 2^15).
+// Decode: 4 rows per pass; a column's two levels are put together in both 16-bit lanes, ((lo >>>
+// 2c) & 0x00030003) | (high bits moved to bit 2), and one Math.imul multiplies both rows; lanes are
+// split once per sub-block (16 * 7 * 127 < 2^15). Prefill: float64 lanes on (sc - 32) * (q - 4),
+// two tokens per double. Both scale a block's exact integer sum I the same way, d * I * xd, so
+// every token's outputs are those of its one-token call, bit for bit.
 import { f16Values } from '../dtype.js';
 import { makeMatrix, Q3_K, type Matrix } from '../matrix.js';
 import type { QuantizedActivations } from './activations.js';
 import { OFFSET_MASK, type MatmulKernel } from './common.js';
+import { lanesApply, matmulLanes, ROUND, type LaneKernel } from './lanes.js';
 import { activationSums16, lowBitsK } from './q2_k.js';
 
 const M2 = 0x00030003;
@@ -26,8 +28,12 @@ const M4 = 0x00040004;
 /** Words per row pair and 16-column sub-block. */
 const SUB_WORDS = 3;
 
+const LANES_MIN_TOKENS = 4;
+
 export const matmulQ3_KMatrix: MatmulKernel = (m, _x, _xOff, _xStride, n, y, yOff, yStride, r0, r1, xq) => {
-  matvecQ3_K(m, xq!, n, y, yOff, yStride, r0, r1);
+  if (n >= LANES_MIN_TOKENS && lanesApply(LANES_Q3_K, m, n))
+    matmulLanes(LANES_Q3_K, m, xq!, n, y, yOff, yStride, r0, r1);
+  else matvecQ3_K(m, xq!, n, y, yOff, yStride, r0, r1);
 };
 
 /** An empty Q3_K matrix with shared storage (rows even, cols a multiple of 256), filled by packQ3_KRows. */
@@ -285,3 +291,138 @@ function rows4(
     y[yo + rB + 1] = acc3;
   }
 }
+
+// ---- lanes (prefill): the panel holds (sc - 32) * (q - 4) (|.| <= 128), so a 32-block's sum needs
+// no split at the sub-block boundary: |32 products| <= 32 * 128 * 127 < 2^19, two tokens per double
+// 2^20 apart, in q6_k's register block of 3 rows x 2 groups, scaled by d per 256 and xd.
+
+// Per panel row (0..2): [supers] d of the rows widened last.
+let panelScale = new Float64Array(0);
+
+function widenRowQ3_K(m: Matrix, r: number, panel: Float64Array, po: number): void {
+  const f16 = f16Values();
+  const cols = m.cols;
+  const subs = cols >> 4,
+    supers = cols >> 8;
+  const i = po / cols; // which panel row
+  if (panelScale.length < 3 * supers) panelScale = new Float64Array(3 * supers);
+  for (let s = 0; s < supers; s++) panelScale[i * supers + s] = f16[m.u16[r * supers + s]];
+  const wq = m.q;
+  const shift = 16 * (r & 1);
+  for (let sb = 0; sb < subs; sb++) {
+    const sc = m.u8[r * subs + sb] - 32;
+    const wo = ((r >> 1) * subs + sb) * SUB_WORDS;
+    const high = wq[wo + 2] >>> shift;
+    const k0 = po + 16 * sb;
+    for (let w = 0; w < 2; w++) {
+      const word = wq[wo + w] >>> shift;
+      for (let c = 0; c < 8; c++) {
+        const k = 8 * w + c;
+        panel[k0 + k] = sc * ((((word >>> (2 * c)) & 3) | (((high >>> k) & 1) << 2)) - 4);
+      }
+    }
+  }
+}
+
+/** q6_k's rowTripleQ6_K with lanes 2^20 apart: acc[3t + i] += row i . token t, 4 tokens from t0. */
+function rowTripleQ3_K(
+  panel: Float64Array,
+  cols: number,
+  packed: Float64Array,
+  xOff: number,
+  _ws: Float32Array,
+  _rA: number,
+  _rB: number,
+  _rC: number,
+  xsT: Float64Array,
+  nPad: number,
+  t0: number,
+  acc: Float64Array,
+): void {
+  const c = cols & 0x1fffffff;
+  const c2 = (2 * c) & OFFSET_MASK;
+  const xa = xOff & OFFSET_MASK,
+    xb = (xa + c) & OFFSET_MASK;
+  const blocks = c >> 5,
+    supers = c >> 8;
+  const ps = panelScale;
+  for (let b = 0; b < blocks; b++) {
+    let a0 = 0,
+      a1 = 0,
+      b0 = 0,
+      b1 = 0,
+      c0 = 0,
+      c1 = 0;
+    const k0 = (b * 32) & OFFSET_MASK;
+    for (let k = k0; k < k0 + 32; k += 2) {
+      let x0 = packed[xa + k],
+        x1 = packed[xb + k];
+      let p = panel[k],
+        q = panel[c + k],
+        u = panel[c2 + k];
+      a0 += p * x0;
+      a1 += p * x1;
+      b0 += q * x0;
+      b1 += q * x1;
+      c0 += u * x0;
+      c1 += u * x1;
+      x0 = packed[xa + k + 1];
+      x1 = packed[xb + k + 1];
+      p = panel[k + 1];
+      q = panel[c + k + 1];
+      u = panel[c2 + k + 1];
+      a0 += p * x0;
+      a1 += p * x1;
+      b0 += q * x0;
+      b1 += q * x1;
+      c0 += u * x0;
+      c1 += u * x1;
+    }
+    const s = b >> 3;
+    const wA = ps[s],
+      wB = ps[supers + s],
+      wC = ps[2 * supers + s];
+    const so = b * nPad + t0;
+    const o = 3 * t0;
+    splitQ3_K(a0, b0, c0, wA, wB, wC, xsT, so, acc, o);
+    splitQ3_K(a1, b1, c1, wA, wB, wC, xsT, so + 2, acc, o + 6);
+  }
+}
+
+const M1 = 1048576,
+  INV_M1 = 1 / M1;
+
+/** Three rows' sums of a group of two tokens, split at M1 and scaled as the decode does, into acc[o + 3t + row]. */
+function splitQ3_K(
+  sa: number,
+  sb: number,
+  sc: number,
+  wA: number,
+  wB: number,
+  wC: number,
+  xsT: Float64Array,
+  so: number,
+  acc: Float64Array,
+  o: number,
+): void {
+  const ha = sa * INV_M1 + ROUND - ROUND,
+    hb = sb * INV_M1 + ROUND - ROUND,
+    hc = sc * INV_M1 + ROUND - ROUND;
+  const d0 = xsT[so],
+    d1 = xsT[so + 1];
+  acc[o] += wA * (sa - ha * M1) * d0;
+  acc[o + 1] += wB * (sb - hb * M1) * d0;
+  acc[o + 2] += wC * (sc - hc * M1) * d0;
+  acc[o + 3] += wA * ha * d1;
+  acc[o + 4] += wB * hb * d1;
+  acc[o + 5] += wC * hc * d1;
+}
+
+const LANES_Q3_K: LaneKernel = {
+  lanes: 2,
+  spacing: M1,
+  rows: 3,
+  groups: 2,
+  widenRow: widenRowQ3_K,
+  block: rowTripleQ3_K,
+};
