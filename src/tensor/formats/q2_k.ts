@@ -444,26 +444,49 @@ function rowTripleQ2_K(
       mB1 = pm[subs + 2 * b + 1],
       mC0 = pm[2 * subs + 2 * b],
       mC1 = pm[2 * subs + 2 * b + 1];
-    for (let g = 0; g < 2; g++) {
-      const sA = g === 0 ? a0 : a1,
-        sB = g === 0 ? b0 : b1,
-        sC = g === 0 ? c0 : c1;
-      const hA = sA * INV_M1 + ROUND - ROUND,
-        hB = sB * INV_M1 + ROUND - ROUND,
-        hC = sC * INV_M1 + ROUND - ROUND;
-      const og = o + 6 * g;
-      for (let l = 0; l < 2; l++) {
-        const t = 2 * g + l;
-        const xd = xsT[so + t];
-        const x16a = st[sa + t],
-          x16b = st[sbo + t];
-        const iA = l === 0 ? sA - hA * M1 : hA,
-          iB = l === 0 ? sB - hB * M1 : hB,
-          iC = l === 0 ? sC - hC * M1 : hC;
-        acc[og + 3 * l] += (ps[s] * iA - pd[s] * (mA0 * x16a + mA1 * x16b)) * xd;
-        acc[og + 3 * l + 1] += (ps[supers + s] * iB - pd[supers + s] * (mB0 * x16a + mB1 * x16b)) * xd;
-        acc[og + 3 * l + 2] += (ps[2 * supers + s] * iC - pd[2 * supers + s] * (mC0 * x16a + mC1 * x16b)) * xd;
-      }
+    const dA = ps[s],
+      dB = ps[supers + s],
+      dC = ps[2 * supers + s],
+      nA = pd[s],
+      nB = pd[supers + s],
+      nC = pd[2 * supers + s];
+    const hA0 = a0 * INV_M1 + ROUND - ROUND,
+      hB0 = b0 * INV_M1 + ROUND - ROUND,
+      hC0 = c0 * INV_M1 + ROUND - ROUND,
+      hA1 = a1 * INV_M1 + ROUND - ROUND,
+      hB1 = b1 * INV_M1 + ROUND - ROUND,
+      hC1 = c1 * INV_M1 + ROUND - ROUND;
+    {
+      const xd = xsT[so],
+        x16a = st[sa],
+        x16b = st[sbo];
+      acc[o] += (dA * (a0 - hA0 * M1) - nA * (mA0 * x16a + mA1 * x16b)) * xd;
+      acc[o + 1] += (dB * (b0 - hB0 * M1) - nB * (mB0 * x16a + mB1 * x16b)) * xd;
+      acc[o + 2] += (dC * (c0 - hC0 * M1) - nC * (mC0 * x16a + mC1 * x16b)) * xd;
+    }
+    {
+      const xd = xsT[so + 1],
+        x16a = st[sa + 1],
+        x16b = st[sbo + 1];
+      acc[o + 3] += (dA * hA0 - nA * (mA0 * x16a + mA1 * x16b)) * xd;
+      acc[o + 4] += (dB * hB0 - nB * (mB0 * x16a + mB1 * x16b)) * xd;
+      acc[o + 5] += (dC * hC0 - nC * (mC0 * x16a + mC1 * x16b)) * xd;
+    }
+    {
+      const xd = xsT[so + 2],
+        x16a = st[sa + 2],
+        x16b = st[sbo + 2];
+      acc[o + 6] += (dA * (a1 - hA1 * M1) - nA * (mA0 * x16a + mA1 * x16b)) * xd;
+      acc[o + 7] += (dB * (b1 - hB1 * M1) - nB * (mB0 * x16a + mB1 * x16b)) * xd;
+      acc[o + 8] += (dC * (c1 - hC1 * M1) - nC * (mC0 * x16a + mC1 * x16b)) * xd;
+    }
+    {
+      const xd = xsT[so + 3],
+        x16a = st[sa + 3],
+        x16b = st[sbo + 3];
+      acc[o + 9] += (dA * hA1 - nA * (mA0 * x16a + mA1 * x16b)) * xd;
+      acc[o + 10] += (dB * hB1 - nB * (mB0 * x16a + mB1 * x16b)) * xd;
+      acc[o + 11] += (dC * hC1 - nC * (mC0 * x16a + mC1 * x16b)) * xd;
     }
   }
 }
