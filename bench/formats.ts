@@ -40,10 +40,19 @@ export const FORMAT_TYPES = [
   'Q3_K',
   'F16',
   'BF16',
+  'IQ4_NL',
+  'IQ4_XS',
 ];
 
 // llama-quantize's fallbacks for rows its block does not divide (quant-mix.ts).
-const FALLBACK: Record<string, string> = { Q2_K: 'Q4_0', Q3_K: 'Q4_0', Q4_K: 'Q5_0', Q5_K: 'Q5_1', Q6_K: 'Q8_0' };
+const FALLBACK: Record<string, string> = {
+  Q2_K: 'Q4_0',
+  Q3_K: 'Q4_0',
+  Q4_K: 'Q5_0',
+  Q5_K: 'Q5_1',
+  Q6_K: 'Q8_0',
+  IQ4_XS: 'IQ4_NL',
+};
 
 export interface FormatResult {
   model: string;
