@@ -32,7 +32,8 @@ const SHAPES: Record<string, [string, number, number][]> = {
     ['0.5b down', 896, 4864],
   ],
 };
-const baselineOf = (t: string) => (['Q4_0', 'Q4_1', 'Q4_K', 'Q2_K', 'Q3_K'].includes(t) ? 'Q4_0' : 'Q8_0');
+const baselineOf = (t: string) =>
+  ['Q4_0', 'Q4_1', 'Q4_K', 'Q2_K', 'Q3_K', 'IQ4_NL', 'IQ4_XS'].includes(t) ? 'Q4_0' : 'Q8_0';
 const median = (a: number[]) => [...a].sort((p, q) => p - q)[a.length >> 1];
 
 for (const shapeName of values.shapes!.split(',')) {

@@ -39,6 +39,8 @@ export const Q5_1 = 11;
 export const Q2_K = 12;
 /** llama.cpp's Q3_K, Q2_K's low bits plus a plane of high bits: formats/q3_k.ts. */
 export const Q3_K = 13;
+/** ggml's IQ4_NL, row-pair index bytes for float64 lanes: formats/iq4_nl.ts. */
+export const IQ4_NL = 14;
 
 /** Quantized formats group 32 consecutive weights of a row under one scale, as llama.cpp does. */
 export const QBLOCK = 32;
