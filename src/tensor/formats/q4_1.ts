@@ -4,14 +4,15 @@
 // (d * sum_k q_k xq_k + m * sum_k xq_k) with x ~ xd * xq (int8 activations per 32, activations.ts).
 //
 // Storage (repacked at load, exactly the file's 20 bytes per row and block):
-//   q  the levels in q4_0's row-pair SWAR layout (q4_0.ts): word j of a pair's block holds columns
-//      4j..4j+3, row r in bits 4c..4c+3, row r+1 in bits 16+4c..; rows even;
+//   q   [rows/2, blocks, 8] words: byte c of word j is the row pair's level byte of column 4j+c, row
+//       r's level in the low nibble, row r+1's in the high (iq4_nl.ts's layout); rows even;
 //   u16 [rows, blocks, 2]: d, m as the file's f16 bits, widened by a table lookup where they are
-//      used (as f32 they would take 24 bytes per block: 1.2x the file).
-// Decode is q4_0's SWAR loop (two rows' multiply-adds per Math.imul, 4 rows per pass); prefill the
-// float64 lanes (lanes.ts) on levels - 8, three tokens per double 2^16 apart as q4_0's. Both scale a
-// block's exact integer sum the same way, ((sum (q - 8) xq) * d + bsum * (m + 8d)) * xd, so a
-// token's outputs do not depend on how many tokens share the call (bit for bit).
+//       used (as f32 they would take 24 bytes per block: 1.2x the file).
+// Decode: a 256-entry table gives both rows' levels of a column as one double, q_r + q_r+1 * 2^20,
+// so one load and one multiply-add serve both rows (iq4_nl.ts; faster here than q4_0's SWAR
+// Math.imul); prefill the float64 lanes (lanes.ts) on levels - 8, three tokens per double 2^16 apart
+// as q4_0's. Both scale a block's exact integer sum the same way, ((sum (q - 8) xq) * d + bsum *
+// (m + 8d)) * xd, so a token's outputs do not depend on how many tokens share the call (bit for bit).
 import { f16Values } from '../dtype.js';
 import { makeMatrix, Q4_1, QBLOCK, type Matrix } from '../matrix.js';
 import type { QuantizedActivations } from './activations.js';
@@ -40,20 +41,18 @@ export function allocQ4_1(rows: number, cols: number): Matrix {
 /** ggml Q4_1 blocks (20 bytes: f16 d, f16 m, 16 bytes of nibbles j | j+16) of rows [r0, r0 + nRows) into m. */
 export function packQ4_1Rows(src: Uint8Array, m: Matrix, r0: number, nRows: number): void {
   const blocks = m.cols / QBLOCK;
-  const halves = new Uint16Array(m.q.buffer, m.q.byteOffset, m.q.length * 2);
-  const nib = new Uint8Array(32);
+  const bytes = new Uint8Array(m.q.buffer, m.q.byteOffset, m.q.byteLength);
   for (let r = r0; r < r0 + nRows; r++) {
+    const shift = 4 * (r & 1);
     for (let b = 0; b < blocks; b++) {
       const o = 20 * ((r - r0) * blocks + b);
       m.u16[2 * (r * blocks + b)] = src[o] | (src[o + 1] << 8);
       m.u16[2 * (r * blocks + b) + 1] = src[o + 2] | (src[o + 3] << 8);
+      const bo = ((r >> 1) * blocks + b) * 32;
       for (let j = 0; j < 16; j++) {
-        nib[j] = src[o + 4 + j] & 0xf;
-        nib[j + 16] = src[o + 4 + j] >> 4;
+        bytes[bo + j] = (bytes[bo + j] & (0xf0 >> shift)) | ((src[o + 4 + j] & 0xf) << shift);
+        bytes[bo + j + 16] = (bytes[bo + j + 16] & (0xf0 >> shift)) | ((src[o + 4 + j] >> 4) << shift);
       }
-      const ho = ((r >> 1) * blocks + b) * 16 + (r & 1);
-      for (let j = 0; j < 8; j++)
-        halves[ho + 2 * j] = nib[4 * j] | (nib[4 * j + 1] << 4) | (nib[4 * j + 2] << 8) | (nib[4 * j + 3] << 12);
     }
   }
 }
@@ -62,20 +61,24 @@ export function packQ4_1Rows(src: Uint8Array, m: Matrix, r0: number, nRows: numb
 export function readRowQ4_1(m: Matrix, r: number, out: Float32Array, outOff: number): void {
   const f16 = f16Values();
   const blocks = m.cols / QBLOCK;
-  const shift = 16 * (r & 1);
+  const bytes = new Uint8Array(m.q.buffer, m.q.byteOffset, m.q.byteLength);
+  const shift = 4 * (r & 1);
   for (let b = 0; b < blocks; b++) {
     const d = f16[m.u16[2 * (r * blocks + b)]],
       mn = f16[m.u16[2 * (r * blocks + b) + 1]];
-    const wo = ((r >> 1) * blocks + b) * 8;
-    const o = outOff + b * QBLOCK;
-    for (let j = 0; j < 8; j++) {
-      const word = m.q[wo + j] >>> shift;
-      for (let c = 0; c < 4; c++) out[o + 4 * j + c] = Math.fround(Math.fround(((word >>> (4 * c)) & 0xf) * d) + mn);
-    }
+    const bo = ((r >> 1) * blocks + b) * 32;
+    for (let k = 0; k < QBLOCK; k++)
+      out[outOff + b * QBLOCK + k] = Math.fround(Math.fround(((bytes[bo + k] >> shift) & 15) * d) + mn);
   }
 }
 
-/** One token at a time: 4 rows (two row pairs) per pass, a last row pair alone. */
+/** pairLevels[q_r | q_r+1 << 4] = q_r + q_r+1 * 2^20. */
+const D1 = 1048576,
+  INV_D1 = 1 / D1;
+const pairLevels = new Float64Array(256);
+for (let i = 0; i < 256; i++) pairLevels[i] = (i & 15) + (i >> 4) * D1;
+
+/** One token at a time: 4 rows (two row pairs) per pass, a last row pair as both pairs. */
 function matvecQ4_1(
   m: Matrix,
   xq: QuantizedActivations,
@@ -87,182 +90,89 @@ function matvecQ4_1(
   r1: number,
 ): void {
   if (r0 % 2 !== 0) throw new RangeError(`q4_1: row slices start on even rows (row pairs), got ${r0}`);
-  const cols = m.cols;
-  const blocks = cols / QBLOCK;
   if (m.q.length > OFFSET_MASK || xq.q.length > OFFSET_MASK) throw new RangeError('q4_1: matrix too large');
   const f16 = f16Values();
   for (let t = 0; t < n; t++) {
-    const xo = t * cols,
-      xso = t * blocks,
-      yo = yOff + t * yStride;
+    const yo = yOff + t * yStride;
     let r = r0;
-    for (; r + 4 <= r1; r += 4) rows4(m, r, blocks, xq, xo, xso, y, yo, f16);
-    for (; r < r1; r += 2) rowPair(m, r, r1, blocks, xq, xo, xso, y, yo, f16);
+    for (; r + 4 <= r1; r += 4) rows4(m, r, r + 2, xq, t, f16, y, yo, r1);
+    for (; r < r1; r += 2) rows4(m, r, r, xq, t, f16, y, yo, r1);
   }
 }
 
-/** Rows r..r+3 against one token: both row pairs' lanes, split after every 16 columns. */
+/**
+ * Rows (rA, rA + 1) and (rB, rB + 1) against token t; rB = rA when one pair is left (written once,
+ * its second row only when below r1).
+ */
 function rows4(
   m: Matrix,
-  r: number,
-  blocks: number,
+  rA: number,
+  rB: number,
   xq: QuantizedActivations,
-  xo: number,
-  xso: number,
+  t: number,
+  f16: Float32Array,
   y: Float32Array,
   yo: number,
-  f16: Float32Array,
+  r1: number,
 ): void {
+  const cols = m.cols;
+  const blocks = cols >> 5;
   const wq = m.q,
     dm = m.u16,
     xv = xq.q,
     xs = xq.scales,
-    xsum = xq.sums;
-  const pairStride = (blocks * 8) & OFFSET_MASK;
+    xsum = xq.sums,
+    T = pairLevels;
+  const xo = (t * cols) & OFFSET_MASK,
+    xso = t * blocks;
+  let pa = ((rA >> 1) * blocks * 8) & OFFSET_MASK;
+  const pb = ((rB >> 1) * blocks * 8 - pa) & OFFSET_MASK;
   // Each row's (d, m) pairs start here.
-  const u0 = (2 * r * blocks) & OFFSET_MASK,
+  const u0 = (2 * rA * blocks) & OFFSET_MASK,
     u1 = (u0 + 2 * blocks) & OFFSET_MASK,
-    u2 = (u1 + 2 * blocks) & OFFSET_MASK,
+    u2 = (2 * rB * blocks) & OFFSET_MASK,
     u3 = (u2 + 2 * blocks) & OFFSET_MASK;
   let acc0 = 0,
     acc1 = 0,
     acc2 = 0,
     acc3 = 0;
-  let wo = ((r >> 1) * pairStride) & OFFSET_MASK;
-  for (let b = 0; b < blocks; b++, wo += 8) {
-    const xb = (xo + b * QBLOCK) & OFFSET_MASK;
-    let s = 0,
-      u = 0;
-    for (let j = 0; j < 4; j++) {
+  for (let b = 0; b < blocks; b++, pa += 8) {
+    const xb = (xo + 32 * b) & OFFSET_MASK;
+    let sA = 0,
+      sB = 0;
+    for (let j = 0; j < 8; j++) {
       const xj = (xb + 4 * j) & OFFSET_MASK;
       const x0 = xv[xj],
         x1 = xv[xj + 1],
         x2 = xv[xj + 2],
         x3 = xv[xj + 3];
-      const p = wq[wo + j],
-        q = wq[wo + pairStride + j];
-      s =
-        (s +
-          Math.imul(p & 0xf000f, x0) +
-          Math.imul((p >>> 4) & 0xf000f, x1) +
-          Math.imul((p >>> 8) & 0xf000f, x2) +
-          Math.imul((p >>> 12) & 0xf000f, x3)) |
-        0;
-      u =
-        (u +
-          Math.imul(q & 0xf000f, x0) +
-          Math.imul((q >>> 4) & 0xf000f, x1) +
-          Math.imul((q >>> 8) & 0xf000f, x2) +
-          Math.imul((q >>> 12) & 0xf000f, x3)) |
-        0;
+      const p = wq[pa + j],
+        q = wq[pa + pb + j];
+      sA += T[p & 0xff] * x0 + T[(p >>> 8) & 0xff] * x1 + T[(p >>> 16) & 0xff] * x2 + T[p >>> 24] * x3;
+      sB += T[q & 0xff] * x0 + T[(q >>> 8) & 0xff] * x1 + T[(q >>> 16) & 0xff] * x2 + T[q >>> 24] * x3;
     }
-    // Split the lanes after 16 columns, before they can overflow (16 * 15 * 127 < 2^15).
-    let l = (s << 16) >> 16;
-    let lo0 = l,
-      hi0 = (s - l) >> 16;
-    l = (u << 16) >> 16;
-    let lo1 = l,
-      hi1 = (u - l) >> 16;
-    s = 0;
-    u = 0;
-    for (let j = 4; j < 8; j++) {
-      const xj = (xb + 4 * j) & OFFSET_MASK;
-      const x0 = xv[xj],
-        x1 = xv[xj + 1],
-        x2 = xv[xj + 2],
-        x3 = xv[xj + 3];
-      const p = wq[wo + j],
-        q = wq[wo + pairStride + j];
-      s =
-        (s +
-          Math.imul(p & 0xf000f, x0) +
-          Math.imul((p >>> 4) & 0xf000f, x1) +
-          Math.imul((p >>> 8) & 0xf000f, x2) +
-          Math.imul((p >>> 12) & 0xf000f, x3)) |
-        0;
-      u =
-        (u +
-          Math.imul(q & 0xf000f, x0) +
-          Math.imul((q >>> 4) & 0xf000f, x1) +
-          Math.imul((q >>> 8) & 0xf000f, x2) +
-          Math.imul((q >>> 12) & 0xf000f, x3)) |
-        0;
-    }
-    l = (s << 16) >> 16;
-    lo0 += l;
-    hi0 += (s - l) >> 16;
-    l = (u << 16) >> 16;
-    lo1 += l;
-    hi1 += (u - l) >> 16;
+    // |32 * 15 * 127| < 2^19: the low lane is below half the spacing.
+    const hA = sA * INV_D1 + ROUND - ROUND,
+      hB = sB * INV_D1 + ROUND - ROUND;
     const xd = xs[xso + b],
       bsum = xsum[xso + b],
       b8 = 8 * bsum;
     const ub = b << 1;
-    const d0 = f16[dm[u0 + ub]];
-    acc0 += ((lo0 - b8) * d0 + bsum * (f16[dm[u0 + ub + 1]] + 8 * d0)) * xd;
-    const d1 = f16[dm[u1 + ub]];
-    acc1 += ((hi0 - b8) * d1 + bsum * (f16[dm[u1 + ub + 1]] + 8 * d1)) * xd;
-    const d2 = f16[dm[u2 + ub]];
-    acc2 += ((lo1 - b8) * d2 + bsum * (f16[dm[u2 + ub + 1]] + 8 * d2)) * xd;
-    const d3 = f16[dm[u3 + ub]];
-    acc3 += ((hi1 - b8) * d3 + bsum * (f16[dm[u3 + ub + 1]] + 8 * d3)) * xd;
+    const d0 = f16[dm[u0 + ub]],
+      d1 = f16[dm[u1 + ub]],
+      d2 = f16[dm[u2 + ub]],
+      d3 = f16[dm[u3 + ub]];
+    acc0 += ((sA - hA * D1 - b8) * d0 + bsum * (f16[dm[u0 + ub + 1]] + 8 * d0)) * xd;
+    acc1 += ((hA - b8) * d1 + bsum * (f16[dm[u1 + ub + 1]] + 8 * d1)) * xd;
+    acc2 += ((sB - hB * D1 - b8) * d2 + bsum * (f16[dm[u2 + ub + 1]] + 8 * d2)) * xd;
+    acc3 += ((hB - b8) * d3 + bsum * (f16[dm[u3 + ub + 1]] + 8 * d3)) * xd;
   }
-  y[yo + r] = acc0;
-  y[yo + r + 1] = acc1;
-  y[yo + r + 2] = acc2;
-  y[yo + r + 3] = acc3;
-}
-
-/** The row pair (r, r + 1), the second written only when below r1. */
-function rowPair(
-  m: Matrix,
-  r: number,
-  r1: number,
-  blocks: number,
-  xq: QuantizedActivations,
-  xo: number,
-  xso: number,
-  y: Float32Array,
-  yo: number,
-  f16: Float32Array,
-): void {
-  const wq = m.q,
-    dm = m.u16,
-    xv = xq.q;
-  let acc0 = 0,
-    acc1 = 0;
-  let wo = (r >> 1) * blocks * 8;
-  const u0 = 2 * r * blocks,
-    u1 = u0 + 2 * blocks;
-  for (let b = 0; b < blocks; b++, wo += 8) {
-    let lo = 0,
-      hi = 0;
-    for (let h = 0; h < 8; h += 4) {
-      let s = 0;
-      for (let j = h; j < h + 4; j++) {
-        const word = wq[wo + j];
-        const xj = xo + b * QBLOCK + 4 * j;
-        s =
-          (s +
-            Math.imul(word & 0xf000f, xv[xj]) +
-            Math.imul((word >>> 4) & 0xf000f, xv[xj + 1]) +
-            Math.imul((word >>> 8) & 0xf000f, xv[xj + 2]) +
-            Math.imul((word >>> 12) & 0xf000f, xv[xj + 3])) |
-          0;
-      }
-      const l = (s << 16) >> 16;
-      lo += l;
-      hi += (s - l) >> 16;
-    }
-    const xd = xq.scales[xso + b],
-      bsum = xq.sums[xso + b];
-    const dA = f16[dm[u0 + 2 * b]],
-      dB = f16[dm[u1 + 2 * b]];
-    acc0 += ((lo - 8 * bsum) * dA + bsum * (f16[dm[u0 + 2 * b + 1]] + 8 * dA)) * xd;
-    if (r + 1 < r1) acc1 += ((hi - 8 * bsum) * dB + bsum * (f16[dm[u1 + 2 * b + 1]] + 8 * dB)) * xd;
+  y[yo + rA] = acc0;
+  if (rA + 1 < r1) y[yo + rA + 1] = acc1;
+  if (rB !== rA) {
+    y[yo + rB] = acc2;
+    y[yo + rB + 1] = acc3;
   }
-  y[yo + r] = acc0;
-  if (r + 1 < r1) y[yo + r + 1] = acc1;
 }
 
 // ---- lanes (prefill): levels - 8 (-8..7), three tokens per double 2^16 apart (|32 * 8 * 127| <
@@ -274,22 +184,23 @@ let panelOffset = new Float64Array(0);
 
 function widenRowQ4_1(m: Matrix, r: number, panel: Float64Array, po: number): void {
   const f16 = f16Values();
-  const blocks = m.cols / QBLOCK;
-  const i = po / m.cols; // which panel row
+  const cols = m.cols;
+  const blocks = cols / QBLOCK;
+  const i = po / cols; // which panel row
   if (panelScale.length < 2 * blocks) {
     panelScale = new Float64Array(2 * blocks);
     panelOffset = new Float64Array(2 * blocks);
   }
   const wq = m.q;
+  const shift = 4 * (r & 1);
   const wo = (r >> 1) * blocks * 8;
-  const shift = 16 * (r & 1);
   for (let w = 0; w < blocks * 8; w++) {
     const word = wq[wo + w] >>> shift;
     const k = po + 4 * w;
     panel[k] = (word & 15) - 8;
-    panel[k + 1] = ((word >>> 4) & 15) - 8;
-    panel[k + 2] = ((word >>> 8) & 15) - 8;
-    panel[k + 3] = ((word >>> 12) & 15) - 8;
+    panel[k + 1] = ((word >>> 8) & 15) - 8;
+    panel[k + 2] = ((word >>> 16) & 15) - 8;
+    panel[k + 3] = ((word >>> 24) & 15) - 8;
   }
   for (let b = 0; b < blocks; b++) {
     const d = f16[m.u16[2 * (r * blocks + b)]];
