@@ -40,10 +40,19 @@ export const FORMAT_TYPES = [
   'Q3_K',
   'F16',
   'BF16',
+  'IQ4_NL',
+  'IQ4_XS',
 ];
 
 // llama-quantize's fallbacks for rows its block does not divide (quant-mix.ts).
-const FALLBACK: Record<string, string> = { Q2_K: 'Q4_0', Q3_K: 'Q4_0', Q4_K: 'Q5_0', Q5_K: 'Q5_1', Q6_K: 'Q8_0' };
+const FALLBACK: Record<string, string> = {
+  Q2_K: 'Q4_0',
+  Q3_K: 'Q4_0',
+  Q4_K: 'Q5_0',
+  Q5_K: 'Q5_1',
+  Q6_K: 'Q8_0',
+  IQ4_XS: 'IQ4_NL',
+};
 
 export interface FormatResult {
   model: string;
@@ -80,7 +89,7 @@ const SCALE_OFFSETS: Record<string, number[]> = {
 };
 
 /** Random GGUF bytes of `rows` x `cols` values of `type` (speed only: the values do not matter). */
-function randomTensor(type: string, rows: number, cols: number, seed: number): Uint8Array {
+export function randomTensor(type: string, rows: number, cols: number, seed: number): Uint8Array {
   const code = GGML_TYPE[type as keyof typeof GGML_TYPE];
   const bytes = new Uint8Array(rows * ggmlRowBytes(code, cols));
   let s = seed >>> 0 || 1;

@@ -153,3 +153,39 @@ describe('ggml types', () => {
     });
   }
 });
+
+// Batch invariance of the kernels of Q4_1, Q5_1, Q2_K, Q3_K and IQ4_NL: a prefill (n = 9 and 64: the lanes
+// where a format has them) gives every token exactly the bits of its one-token decode, since both
+// scale each block's exact integer sums by the same float operations in the same order.
+describe('ggml kernels: batch invariant bit for bit', () => {
+  for (const name of ['Q4_1', 'Q5_1', 'Q2_K', 'Q3_K', 'IQ4_NL'] as const) {
+    it(`${name}: every token of a prefill equals its one-token decode; row slices equal the whole`, () => {
+      const { q } = fixture(name);
+      const rows = 8;
+      // Two copies of the fixture's 4 rows, so that rows4 and the last row pair both run.
+      const src = new Uint8Array(2 * q.length);
+      src.set(q, 0);
+      src.set(q, q.length);
+      const m = ggmlToMatrix(GGML_TYPE[name], src, rows, COLS);
+      for (const n of [9, 64]) {
+        const x = new Float32Array(n * COLS);
+        for (let i = 0; i < x.length; i++) x[i] = Math.sin(i * 0.91) - 0.3 * Math.cos(i * 0.23);
+        const xq = allocQuantizedActivations(n, COLS, false);
+        quantizeActivations(x, 0, COLS, 0, n, xq);
+        const prefill = new Float32Array(n * rows);
+        matmul(m, x, 0, COLS, n, prefill, 0, rows, 0, rows, xq);
+        for (let t = 0; t < n; t++) {
+          const xt = allocQuantizedActivations(1, COLS, false);
+          quantizeActivations(x, t * COLS, COLS, 0, 1, xt);
+          const one = new Float32Array(rows),
+            sliced = new Float32Array(rows);
+          matmul(m, x, t * COLS, COLS, 1, one, 0, rows, 0, rows, xt);
+          matmul(m, x, t * COLS, COLS, 1, sliced, 0, rows, 0, 6, xt);
+          matmul(m, x, t * COLS, COLS, 1, sliced, 0, rows, 6, rows, xt);
+          expect(bits(prefill.subarray(t * rows, (t + 1) * rows))).toEqual(bits(one));
+          expect(bits(sliced)).toEqual(bits(one));
+        }
+      }
+    });
+  }
+});

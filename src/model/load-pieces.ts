@@ -6,6 +6,7 @@
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16 } from '../tensor/dtype.js';
 import { quantizeGgmlRows } from '../tensor/formats/ggml.js';
 import { BF16, F32, Q4_0, Q4_K, Q5_0, Q5_K, Q6_K, Q8_0, type Matrix } from '../tensor/matrix.js';
+import { Q2_K, Q3_K, Q4_1, Q5_1 } from '../tensor/matrix.js';
 import { quantizeBf16RowsQ4_0, quantizeRowsQ4_0 } from '../tensor/formats/q4_0.js';
 import { quantizeBf16RowsQ8_0, quantizeRowsQ8_0 } from '../tensor/formats/q8_0.js';
 import type { TensorInfo, TensorReader } from './safetensors.js';
@@ -49,6 +50,7 @@ export function planPieces(jobs: TensorJob[], pieceBytes: number): LoadPlan {
     let step = Math.max(1, Math.floor(pieceBytes / rowBytes));
     if (format === Q4_0 || format === Q4_K || format === Q5_0 || format === Q5_K || format === Q6_K)
       step = Math.max(2, step & ~1); // these store rows in pairs
+    if (format === Q4_1 || format === Q5_1 || format === Q2_K || format === Q3_K) step = Math.max(2, step & ~1);
     for (let r = 0; r < rows; r += step) pieces.push(j, r, Math.min(rows, r + step));
   });
   return {

@@ -31,6 +31,16 @@ export const Q5_0 = 7;
 export const F16 = 8;
 /** llama.cpp's Q5_K, its levels in Q5_0's row-pair SWAR words: formats/q5_k.ts. */
 export const Q5_K = 9;
+/** ggml's Q4_1, q4_0's SWAR layout with its f16 scale and min: formats/q4_1.ts. */
+export const Q4_1 = 10;
+/** ggml's Q5_1, Q5_0's layout with its f16 scale and min: formats/q5_1.ts. */
+export const Q5_1 = 11;
+/** llama.cpp's Q2_K, 2-bit levels in row-pair SWAR words: formats/q2_k.ts. */
+export const Q2_K = 12;
+/** llama.cpp's Q3_K, Q2_K's low bits plus a plane of high bits: formats/q3_k.ts. */
+export const Q3_K = 13;
+/** ggml's IQ4_NL, row-pair index bytes for float64 lanes: formats/iq4_nl.ts. */
+export const IQ4_NL = 14;
 
 /** Quantized formats group 32 consecutive weights of a row under one scale, as llama.cpp does. */
 export const QBLOCK = 32;

@@ -1,8 +1,8 @@
 #!/bin/sh
 # Regenerates the K-quant fixtures of test/fixtures/gguf: a small qwen2 whose rows are multiples of
 # 256 (hidden 256, 2 layers, the 512-token stories260K vocabulary) written by llama.cpp's gguf-py
-# as F32 and quantized by llama.cpp's own llama-quantize to Q4_K_M (Q4_K, Q6_K tensors) and Q5_K_M
-# (Q5_K, Q6_K); for each, the exact float64 logits of tools/gguf/oracle.py on fixed tokens and
+# as F32 and quantized by llama.cpp's own llama-quantize to Q4_K_M (Q4_K, Q6_K tensors), Q5_K_M
+# (Q5_K, Q6_K), Q4_1, Q5_1, Q3_K_M and Q2_K (TYPES="..." for some of them); for each, the exact float64 logits of tools/gguf/oracle.py on fixed tokens and
 # llama.cpp's own deviation from that exact forward (tools/gguf/fidelity.py: llama-server's
 # log-probabilities), which the tests allow three times of.
 # usage: sh tools/gguf/make-kquant-fixtures.sh   (repository root, after npx tsc; llama.cpp built)
@@ -22,7 +22,7 @@ for (const f of ['tokenizer.json', 'tokenizer_config.json', 'generation_config.j
 " --input-type=module
 python3 tools/gguf/hf_to_gguf.py "$TMP/hf" "$TMP/f32.gguf" --type f32 >/dev/null
 TOKENS=1,403,261,375,100,42,7,300
-for t in Q4_K_M Q5_K_M; do
+for t in ${TYPES:-Q4_K_M Q5_K_M Q4_1 Q5_1 Q3_K_M Q2_K}; do
   f="$OUT/qwen2-k.$t.gguf"
   "$BIN/llama-quantize" "$TMP/f32.gguf" "$f" "$t" 1 >/dev/null 2>&1
   python3 tools/gguf/oracle.py "$f" "$TOKENS" "$TMP/$t.oracle.json" >/dev/null
