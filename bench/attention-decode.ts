@@ -36,13 +36,14 @@ for (const dtype of dtypes) {
     for (let l = 0; l < layers; l++) cache.write(l, 0, pos, rowsK, r, rowsV, r);
   }
   const a = cache.arrays;
-  const pairs = (x: Float32Array | Uint16Array | Int8Array) => new Int32Array(x.buffer, x.byteOffset, x.length >> 1);
+  const words = (x: Float32Array | Uint16Array | Int8Array) =>
+    new Int32Array(x.buffer, x.byteOffset, x.byteLength >> 2);
   const layerKv = a.k.map((k, l) => ({
     format: a.format,
     k,
     v: a.v[l],
-    k32: a.format === current.KV_BF16 ? pairs(k) : null,
-    v32: a.format === current.KV_BF16 ? pairs(a.v[l]) : null,
+    k32: a.format !== current.KV_F32 ? words(k) : null,
+    v32: a.format !== current.KV_F32 ? words(a.v[l]) : null,
     kScale: a.kScale[l] ?? null,
     vScale: a.vScale[l] ?? null,
     group: a.group,

@@ -13,7 +13,7 @@ import {
   attendHeadNaive,
   attendRowPart,
   attendRows,
-  KV_BF16,
+  KV_F32,
   mergeRowParts,
   rowPartLength,
   rowPartSize,
@@ -35,13 +35,14 @@ function cacheConfig(heads: number, kvHeads: number, headDim: number): ModelConf
 
 function pagedLayer(cache: KvCache, layer: number, c: ModelConfig): PagedKv {
   const a = cache.arrays;
-  const pairs = (x: Float32Array | Uint16Array | Int8Array) => new Int32Array(x.buffer, x.byteOffset, x.length >> 1);
+  const words = (x: Float32Array | Uint16Array | Int8Array) =>
+    new Int32Array(x.buffer, x.byteOffset, x.byteLength >> 2);
   return {
     format: a.format,
     k: a.k[layer],
     v: a.v[layer],
-    k32: a.format === KV_BF16 ? pairs(a.k[layer]) : null,
-    v32: a.format === KV_BF16 ? pairs(a.v[layer]) : null,
+    k32: a.format !== KV_F32 ? words(a.k[layer]) : null,
+    v32: a.format !== KV_F32 ? words(a.v[layer]) : null,
     kScale: a.kScale[layer] ?? null,
     vScale: a.vScale[layer] ?? null,
     group: a.group,

@@ -7,7 +7,7 @@ import {
   allocAttentionScratch,
   attendRowPart,
   attendRows,
-  KV_BF16,
+  KV_F32,
   MAX_ROW_PARTS,
   mergeRowParts,
   rowPartLength,
@@ -136,13 +136,14 @@ export function createRunner(state: ForwardState): OpRunner {
   const { matrices, biases } = weightTable(state.weights);
   const group = d.heads / d.kvHeads; // GQA: query head h reads kv head h / group
   const attention = allocAttentionScratch(QUERY_BLOCK * group, d.blockSize, d.headDim);
-  const pairs = (a: Float32Array | Uint16Array | Int8Array) => new Int32Array(a.buffer, a.byteOffset, a.length >> 1);
+  const words = (a: Float32Array | Uint16Array | Int8Array) =>
+    new Int32Array(a.buffer, a.byteOffset, a.byteLength >> 2);
   const layerKv: PagedKv[] = kv.k.map((k, l) => ({
     format: kv.format,
     k,
     v: kv.v[l],
-    k32: kv.format === KV_BF16 ? pairs(k) : null,
-    v32: kv.format === KV_BF16 ? pairs(kv.v[l]) : null,
+    k32: kv.format !== KV_F32 ? words(k) : null,
+    v32: kv.format !== KV_F32 ? words(kv.v[l]) : null,
     kScale: kv.kScale[l] ?? null,
     vScale: kv.vScale[l] ?? null,
     group: kv.group,

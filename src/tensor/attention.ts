@@ -20,7 +20,7 @@ export interface PagedKv {
   format: number;
   k: Float32Array | Uint16Array | Int8Array;
   v: Float32Array | Uint16Array | Int8Array;
-  /** bf16: the same storage as pairs of values (one 32-bit load widens two). */
+  /** bf16 and q8_0: the same storage as 32-bit words (one load widens two bf16 or four int8); else null. */
   k32: Int32Array | null;
   v32: Int32Array | null;
   /** q8_0: the f16 scale of each `group` consecutive values. */
@@ -569,9 +569,25 @@ function loadTile(
     }
     return;
   }
-  const qs = store as Int8Array;
   const group = kv.group;
   f16ArrayToF32(scales!, base / group, scaleTile, 0, n / group);
+  if (store32 !== null && (group & 3) === 0) {
+    // Four int8 per 32-bit load (base is a multiple of headDim, so of 4), sign-extended by shifts.
+    const w0 = base >> 2;
+    for (let g = 0; g < n / group; g++) {
+      const d = scaleTile[g];
+      const o = g * group;
+      for (let i = o; i < o + group; i += 4) {
+        const w = store32[w0 + (i >> 2)];
+        tile[i] = ((w << 24) >> 24) * d;
+        tile[i + 1] = ((w << 16) >> 24) * d;
+        tile[i + 2] = ((w << 8) >> 24) * d;
+        tile[i + 3] = (w >> 24) * d;
+      }
+    }
+    return;
+  }
+  const qs = store as Int8Array;
   for (let g = 0; g < n / group; g++) {
     const d = scaleTile[g];
     const o = g * group;
