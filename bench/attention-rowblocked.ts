@@ -1,3 +1,5 @@
+// The attention kernel of before the decode split (commit 8ce0d1e), kept as bench/attention-decode.ts's
+// baseline: one thread per (sequence, kv head) in decode, a padding query for a group of 7, Math.exp.
 // Causal scaled dot-product attention over a paged KV cache, blocked as flash attention is.
 // Keys/values of kv head `kvHead` for position t live at
 //   ((blockTable[tableOff + t / blockSize] * kvHeads + kvHead) * blockSize + t % blockSize) * headDim.
