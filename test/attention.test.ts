@@ -8,7 +8,17 @@ import type { ModelConfig } from '../src/model/config.js';
 import { BLOCK_SIZE, KvCache, kvRoundTrip } from '../src/model/kv-cache.js';
 import { newReferenceCache, referenceForward, referenceWeights } from '../src/model/reference.js';
 import { hadamard } from '../src/tensor/ops.js';
-import { allocAttentionScratch, attendHeadNaive, attendRows, KV_BF16, type PagedKv } from '../src/tensor/attention.js';
+import {
+  allocAttentionScratch,
+  attendHeadNaive,
+  attendRowPart,
+  attendRows,
+  KV_F32,
+  mergeRowParts,
+  rowPartLength,
+  rowPartSize,
+  type PagedKv,
+} from '../src/tensor/attention.js';
 import { makeTempModel, removeDir } from './helpers/models.js';
 
 function rng(seed: number): () => number {
@@ -25,13 +35,14 @@ function cacheConfig(heads: number, kvHeads: number, headDim: number): ModelConf
 
 function pagedLayer(cache: KvCache, layer: number, c: ModelConfig): PagedKv {
   const a = cache.arrays;
-  const pairs = (x: Float32Array | Uint16Array | Int8Array) => new Int32Array(x.buffer, x.byteOffset, x.length >> 1);
+  const words = (x: Float32Array | Uint16Array | Int8Array) =>
+    new Int32Array(x.buffer, x.byteOffset, x.byteLength >> 2);
   return {
     format: a.format,
     k: a.k[layer],
     v: a.v[layer],
-    k32: a.format === KV_BF16 ? pairs(a.k[layer]) : null,
-    v32: a.format === KV_BF16 ? pairs(a.v[layer]) : null,
+    k32: a.format !== KV_F32 ? words(a.k[layer]) : null,
+    v32: a.format !== KV_F32 ? words(a.v[layer]) : null,
     kScale: a.kScale[layer] ?? null,
     vScale: a.vScale[layer] ?? null,
     group: a.group,
@@ -144,6 +155,65 @@ describe('attendRows against the plain attention, over a paged cache of every dt
     }
   }
 
+  for (const dtype of KV_CACHE_DTYPES) {
+    it(`${dtype}: a decode row over 4,200 positions split into parts by position and merged (split-K) equals the plain attention within 1e-5`, () => {
+      const [heads, kvHeads, headDim] = [14, 2, 64];
+      const group = heads / kvHeads;
+      const c = cacheConfig(heads, kvHeads, headDim);
+      const kvDim = kvHeads * headDim,
+        qDim = heads * headDim;
+      const len = 4200;
+      const cache = new KvCache(c, 1, len, 1 << 26, dtype);
+      const random = rng(5);
+      const k = new Float32Array(len * kvDim).map(() => 4 * random());
+      const v = new Float32Array(len * kvDim).map(() => random());
+      cache.ensure(0, len);
+      for (let pos = 0; pos < len; pos++) cache.write(0, 0, pos, k, pos * kvDim, v, pos * kvDim);
+      const ks = new Float32Array(len * kvDim),
+        vs = new Float32Array(len * kvDim);
+      for (let pos = 0; pos < len; pos++) cache.read(0, 0, pos, ks, pos * kvDim, vs, pos * kvDim);
+
+      const partLength = rowPartLength(len, BLOCK_SIZE);
+      const count = Math.ceil(len / partLength);
+      expect([partLength, count]).toEqual([1056, 4]); // whole cache blocks, the last part shorter
+      expect(rowPartLength(2047, BLOCK_SIZE)).toBe(2047); // under 2 x 1,024 positions: not split
+
+      const q = new Float32Array(qDim).map(() => random());
+      const qKernel = q.slice();
+      if (cache.rotatesKeys) for (let h = 0; h < heads; h++) hadamard(qKernel, h * headDim, headDim);
+      const scale = 1 / Math.sqrt(headDim);
+      const layer = pagedLayer(cache, 0, c);
+      const scratch = allocAttentionScratch(group, BLOCK_SIZE, headDim);
+      const size = rowPartSize(group, headDim);
+      const parts = new Float64Array(count * size);
+      const split = new Float32Array(qDim),
+        whole = new Float32Array(qDim);
+      for (let h = 0; h < kvHeads; h++) {
+        // Parts in any order: each writes its own slot.
+        for (const p of [2, 0, 3, 1]) {
+          const to = Math.min(len, (p + 1) * partLength);
+          attendRowPart(parts, p * size, qKernel, 0, len - 1, p * partLength, to, layer, 0, h, group, scale, scratch);
+        }
+        mergeRowParts(split, h * group * headDim, parts, 0, count, group, headDim);
+        attendRows(whole, qKernel, 0, qDim, 1, len - 1, layer, 0, h, group, scale, scratch);
+      }
+      const want = new Float32Array(qDim);
+      for (let h = 0; h < heads; h++) {
+        const kvh = Math.floor(h / group);
+        const at = (a: Float32Array) => (t: number, d: number) => a[t * kvDim + kvh * headDim + d];
+        attendHeadNaive(want, h * headDim, q, h * headDim, at(ks), at(vs), headDim, len, scale);
+      }
+      let err = 0,
+        wholeErr = 0;
+      for (let j = 0; j < qDim; j++) {
+        err = Math.max(err, Math.abs(split[j] - want[j]));
+        wholeErr = Math.max(wholeErr, Math.abs(whole[j] - want[j]));
+      }
+      expect(err).toBeLessThan(1e-5);
+      expect(wholeErr).toBeLessThan(1e-5);
+    });
+  }
+
   it('a q8_0 cache takes about half the memory of bf16 and a quarter of f32 (0.5B shape: 2 kv heads of 64)', () => {
     const c = cacheConfig(14, 2, 64);
     const bytes = (dtype: KvCacheDtype) => new KvCache({ ...c, numLayers: 24 }, 1, 64, 1 << 20, dtype).bytesPerToken;
@@ -200,6 +270,35 @@ describe('the forward pass with every KV cache dtype', () => {
           for (let t = 0; t < vocab; t++) batchErr = Math.max(batchErr, Math.abs(batched[j * vocab + t] - alone[t]));
         }
         expect(batchErr).toBeLessThan(1e-5);
+      } finally {
+        await model.close();
+      }
+    });
+  }
+
+  for (const dtype of KV_CACHE_DTYPES) {
+    it(`${dtype}: a decode row at position 2,100 (split into parts over 2 threads) equals the prefill's last row, alone and in a batch`, async () => {
+      const model = await loadModel(dir, { threads: 2, maxSequences: 3, contextLength: 2200, kvCacheDtype: dtype });
+      try {
+        const vocab = model.config.vocabSize;
+        const random = rng(9);
+        const prompt = Array.from({ length: 2101 }, () => Math.floor((random() + 0.5) * 5000));
+        const prefill = model.forward(prompt, { seq: 0 }).slice(); // the last row is in a block of 53 rows: not split
+        model.forward(prompt.slice(0, 2100), { seq: 1 });
+        const decoded = model.forward([prompt[2100]], { startPos: 2100, seq: 1 }).slice();
+        let err = 0;
+        for (let t = 0; t < vocab; t++) err = Math.max(err, Math.abs(decoded[t] - prefill[t]));
+        expect(err).toBeLessThan(1e-5);
+
+        // Beside a short sequence's row, in one step: the same parts, the same logits.
+        model.forward(prompt.slice(0, 30), { seq: 2 });
+        const batched = model.decodeBatch([
+          { seq: 2, token: prompt[30], pos: 30 },
+          { seq: 1, token: prompt[2100], pos: 2100 },
+        ]);
+        let batchErr = 0;
+        for (let t = 0; t < vocab; t++) batchErr = Math.max(batchErr, Math.abs(batched[vocab + t] - decoded[t]));
+        expect(batchErr).toBe(0);
       } finally {
         await model.close();
       }

@@ -18,6 +18,7 @@ import { ThreadPool } from '../tensor/pool.js';
 import type { GenerationConfig, ModelConfig } from './config.js';
 import { BLOCK_SIZE, KvCache, type KvCacheDtype } from './kv-cache.js';
 import {
+  allocAttentionParts,
   bufferTable,
   createRunner,
   MAX_MATMULS,
@@ -454,6 +455,7 @@ function forwardState(c: ModelConfig, weights: ModelWeights, opts: ModelOptions)
     hb2: sharedFloat32(rows * d.intermediate),
     logits: sharedFloat32(d.maxLogitRows * d.vocab),
     rows: new Int32Array(new SharedArrayBuffer(rows * 2 * 4)),
+    ...allocAttentionParts(d),
   };
   return { dims: d, weights, kv: kvCache.arrays, scratch, kvCache };
 }

@@ -3,7 +3,17 @@
 // claims chunks of matrix rows (and attention heads) from the operation's shared counters until
 // none are left (pool.ts's claimRows), so a slow or late thread simply takes fewer. Operations name their inputs and outputs by number (an index into `buffers` and
 // `weights` below), so the model's forward reads like run.c: matmul(out, x, W, bias, n).
-import { allocAttentionScratch, attendRows, KV_BF16, type PagedKv } from '../tensor/attention.js';
+import {
+  allocAttentionScratch,
+  attendRowPart,
+  attendRows,
+  KV_F32,
+  MAX_ROW_PARTS,
+  mergeRowParts,
+  rowPartLength,
+  rowPartSize,
+  type PagedKv,
+} from '../tensor/attention.js';
 import { matmul } from '../tensor/matmul.js';
 import type { Matrix } from '../tensor/matrix.js';
 import { swiglu } from '../tensor/ops.js';
@@ -59,6 +69,10 @@ export interface Scratch {
   hb2: Float32Array; // up [maxRows, intermediate]
   logits: Float32Array; // [maxLogitRows, vocab]
   rows: Int32Array; // [maxRows, 2]: sequence slot and position of each row
+  /** Decode rows split by position (attention.ts's attendRowPart): [maxRows, kvHeads, MAX_ROW_PARTS, rowPartSize]. */
+  attentionParts: Float64Array;
+  /** [maxRows, kvHeads]: parts of a (row, kv head) done in the current operation; the last one merges and resets it. */
+  attentionDone: Int32Array;
 }
 
 /** The activation buffers an operation can name, in the order of their numbers. */
@@ -101,6 +115,16 @@ const MIN_CHUNK_MACS = 32768;
 const ATTENTION_COUNTER = 0;
 const QUERY_BLOCK = 16;
 
+/** The attention scratch of Scratch for these shapes. */
+export function allocAttentionParts(d: Dims): { attentionParts: Float64Array; attentionDone: Int32Array } {
+  const group = d.heads / d.kvHeads;
+  const doubles = d.maxRows * d.kvHeads * MAX_ROW_PARTS * rowPartSize(group, d.headDim);
+  return {
+    attentionParts: new Float64Array(new SharedArrayBuffer(doubles * 8)),
+    attentionDone: new Int32Array(new SharedArrayBuffer(d.maxRows * d.kvHeads * 4)),
+  };
+}
+
 /** The smallest chunk of an operation: rows of a [rows, cols] matrix times n tokens. */
 function minChunkRows(cols: number, n: number): number {
   return Math.ceil(MIN_CHUNK_MACS / (cols * n) / ALIGN) * ALIGN;
@@ -112,13 +136,14 @@ export function createRunner(state: ForwardState): OpRunner {
   const { matrices, biases } = weightTable(state.weights);
   const group = d.heads / d.kvHeads; // GQA: query head h reads kv head h / group
   const attention = allocAttentionScratch(QUERY_BLOCK * group, d.blockSize, d.headDim);
-  const pairs = (a: Float32Array | Uint16Array | Int8Array) => new Int32Array(a.buffer, a.byteOffset, a.length >> 1);
+  const words = (a: Float32Array | Uint16Array | Int8Array) =>
+    new Int32Array(a.buffer, a.byteOffset, a.byteLength >> 2);
   const layerKv: PagedKv[] = kv.k.map((k, l) => ({
     format: kv.format,
     k,
     v: kv.v[l],
-    k32: kv.format === KV_BF16 ? pairs(k) : null,
-    v32: kv.format === KV_BF16 ? pairs(kv.v[l]) : null,
+    k32: kv.format !== KV_F32 ? words(k) : null,
+    v32: kv.format !== KV_F32 ? words(kv.v[l]) : null,
     kScale: kv.kScale[l] ?? null,
     vScale: kv.vScale[l] ?? null,
     group: kv.group,
@@ -128,6 +153,10 @@ export function createRunner(state: ForwardState): OpRunner {
     blockSize: d.blockSize,
   }));
   const blockStart = new Int32Array(d.maxRows + 1); // the query blocks of an attention operation
+  const blockParts = new Int32Array(d.maxRows); // parts per kv head of each block (1 unless a split decode row)
+  const blockPartLength = new Int32Array(d.maxRows);
+  const blockItems = new Int32Array(d.maxRows + 1); // first item of each block
+  const partSize = rowPartSize(group, d.headDim);
   // This thread's int8 copy of a matmul's input, for q8_0/q4_0 weights: one per input width.
   const quantized = new Map<number, QuantizedActivations>();
   for (const m of matrices)
@@ -244,21 +273,75 @@ export function createRunner(state: ForwardState): OpRunner {
           if (!continues) blockStart[blocks++] = r;
         }
         blockStart[blocks] = n;
-        const items = blocks * d.kvHeads;
+        // Items: (block, kv head, part), the parts of a block's kv head consecutive.
+        let items = 0;
+        for (let b = 0; b < blocks; b++) {
+          const r0 = blockStart[b];
+          const single = blockStart[b + 1] - r0 === 1;
+          const len = s.rows[2 * r0 + 1] + 1;
+          blockPartLength[b] = single ? rowPartLength(len, d.blockSize) : len;
+          blockParts[b] = single ? Math.ceil(len / blockPartLength[b]) : 1;
+          blockItems[b] = items;
+          items += blockParts[b] * d.kvHeads;
+        }
+        blockItems[blocks] = items;
         const scale = 1 / Math.sqrt(d.headDim);
+        const lkv = layerKv[layer];
+        let b = blocks - 1;
         for (let it = claimRows(work, ATTENTION_COUNTER, items, 1, 1, parts, part); it < items;) {
           const end = claimedEnd();
           for (; it < end; it++) {
             // Last blocks first: in a prefill they see the most positions, so the threads end together.
             const item = items - 1 - it;
-            const b = (item / d.kvHeads) | 0;
-            const kvHead = item - b * d.kvHeads;
+            while (blockItems[b] > item) b--;
+            while (blockItems[b + 1] <= item) b++;
+            const local = item - blockItems[b];
+            const count = blockParts[b];
+            const kvHead = (local / count) | 0;
             const r0 = blockStart[b];
             const seq = s.rows[2 * r0],
               pos0 = s.rows[2 * r0 + 1];
             const table = seq * kv.maxBlocksPerSeq;
-            const rows = blockStart[b + 1] - r0;
-            attendRows(out, q, r0 * d.qDim, d.qDim, rows, pos0, layerKv[layer], table, kvHead, group, scale, attention);
+            if (count === 1) {
+              const rows = blockStart[b + 1] - r0;
+              attendRows(out, q, r0 * d.qDim, d.qDim, rows, pos0, lkv, table, kvHead, group, scale, attention);
+              continue;
+            }
+            const c = local - kvHead * count;
+            const from = c * blockPartLength[b];
+            const to = Math.min(pos0 + 1, from + blockPartLength[b]);
+            const slot = r0 * d.kvHeads + kvHead;
+            const partsOff = slot * MAX_ROW_PARTS * partSize;
+            const qOff = r0 * d.qDim;
+            attendRowPart(
+              s.attentionParts,
+              partsOff + c * partSize,
+              q,
+              qOff,
+              pos0,
+              from,
+              to,
+              lkv,
+              table,
+              kvHead,
+              group,
+              scale,
+              attention,
+            );
+            // The thread that finishes a row's last part merges them (the add orders the other
+            // threads' parts before it), then leaves the counter at zero for the next operation.
+            if (Atomics.add(s.attentionDone, slot, 1) === count - 1) {
+              mergeRowParts(
+                out,
+                qOff + kvHead * group * d.headDim,
+                s.attentionParts,
+                partsOff,
+                count,
+                group,
+                d.headDim,
+              );
+              Atomics.store(s.attentionDone, slot, 0);
+            }
           }
           it = claimRows(work, ATTENTION_COUNTER, items, 1, 1, parts, part);
         }
