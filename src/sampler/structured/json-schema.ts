@@ -866,7 +866,8 @@ class SchemaCompiler {
           `unsupported JSON-schema keyword "minLength" at ${join(path, 'minLength')}: above ${MAX_COUNTED_LENGTH}`,
           join(path, 'minLength'),
         );
-      const max = Math.min(maxLength, MAX_COUNTED_LENGTH);
+      // Without maxLength nothing is counted past minLength (a free run: no cap, few states).
+      const max = maxLength === Infinity ? Infinity : Math.min(maxLength, MAX_COUNTED_LENGTH);
       return seq(literal('"'), repeat(contentChar, minLength, max), literal('"'));
     }
     return jsonString;
