@@ -130,50 +130,57 @@ export const jsonNumber: Frag = seq(
  * One character of a string's content, for counted strings: printable ASCII but " and \\, the
  * short escapes, or one whole UTF-8 character (tails shared, so a copy is ~12 states).
  */
+// contentChar's byte sets, made once (a counted string of 512 characters has 512 copies).
+const CC_PLAIN = byteSet([
+  [0x20, 0x21],
+  [0x23, 0x5b],
+  [0x5d, 0x7e],
+]);
+const CC_BACKSLASH = byteSet([[0x5c, 0x5c]]);
+const CC_ESCAPED = byteSet([...'"\\/bfnrt'].map((c): [number, number] => [c.charCodeAt(0), c.charCodeAt(0)]));
+const CC_CONT = byteSet([[0x80, 0xbf]]);
+const CC_LEAD2 = byteSet([[0xc2, 0xdf]]);
+const CC_LEAD3 = byteSet([
+  [0xe1, 0xec],
+  [0xee, 0xef],
+]);
+const CC_LEAD4 = byteSet([[0xf1, 0xf3]]);
+const CC_E0 = byteSet([[0xe0, 0xe0]]);
+const CC_E0_NEXT = byteSet([[0xa0, 0xbf]]);
+const CC_ED = byteSet([[0xed, 0xed]]);
+const CC_ED_NEXT = byteSet([[0x80, 0x9f]]);
+const CC_F0 = byteSet([[0xf0, 0xf0]]);
+const CC_F0_NEXT = byteSet([[0x90, 0xbf]]);
+const CC_F4 = byteSet([[0xf4, 0xf4]]);
+const CC_F4_NEXT = byteSet([[0x80, 0x8f]]);
 const contentChar: Frag = (nfa, from) => {
   const end = nfa.state();
-  nfa.addEdge(
-    from,
-    byteSet([
-      [0x20, 0x21],
-      [0x23, 0x5b],
-      [0x5d, 0x7e],
-    ]),
-    end,
-  );
+  nfa.addEdge(from, CC_PLAIN, end);
   const esc = nfa.state();
-  nfa.addEdge(from, byteSet([[0x5c, 0x5c]]), esc);
-  nfa.addEdge(esc, byteSet([...'"\\/bfnrt'].map((c): [number, number] => [c.charCodeAt(0), c.charCodeAt(0)])), end);
+  nfa.addEdge(from, CC_BACKSLASH, esc);
+  nfa.addEdge(esc, CC_ESCAPED, end);
   // UTF-8: one continuation byte left (c1), two (c2), three (c3); leads with narrower second bytes.
   const c1 = nfa.state();
   const c2 = nfa.state();
   const c3 = nfa.state();
-  const cont = byteSet([[0x80, 0xbf]]);
-  nfa.addEdge(c1, cont, end);
-  nfa.addEdge(c2, cont, c1);
-  nfa.addEdge(c3, cont, c2);
-  nfa.addEdge(from, byteSet([[0xc2, 0xdf]]), c1);
-  nfa.addEdge(
-    from,
-    byteSet([
-      [0xe1, 0xec],
-      [0xee, 0xef],
-    ]),
-    c2,
-  );
-  nfa.addEdge(from, byteSet([[0xf1, 0xf3]]), c3);
+  nfa.addEdge(c1, CC_CONT, end);
+  nfa.addEdge(c2, CC_CONT, c1);
+  nfa.addEdge(c3, CC_CONT, c2);
+  nfa.addEdge(from, CC_LEAD2, c1);
+  nfa.addEdge(from, CC_LEAD3, c2);
+  nfa.addEdge(from, CC_LEAD4, c3);
   const e0 = nfa.state();
-  nfa.addEdge(from, byteSet([[0xe0, 0xe0]]), e0);
-  nfa.addEdge(e0, byteSet([[0xa0, 0xbf]]), c1);
+  nfa.addEdge(from, CC_E0, e0);
+  nfa.addEdge(e0, CC_E0_NEXT, c1);
   const ed = nfa.state();
-  nfa.addEdge(from, byteSet([[0xed, 0xed]]), ed);
-  nfa.addEdge(ed, byteSet([[0x80, 0x9f]]), c1);
+  nfa.addEdge(from, CC_ED, ed);
+  nfa.addEdge(ed, CC_ED_NEXT, c1);
   const f0 = nfa.state();
-  nfa.addEdge(from, byteSet([[0xf0, 0xf0]]), f0);
-  nfa.addEdge(f0, byteSet([[0x90, 0xbf]]), c2);
+  nfa.addEdge(from, CC_F0, f0);
+  nfa.addEdge(f0, CC_F0_NEXT, c2);
   const f4 = nfa.state();
-  nfa.addEdge(from, byteSet([[0xf4, 0xf4]]), f4);
-  nfa.addEdge(f4, byteSet([[0x80, 0x8f]]), c2);
+  nfa.addEdge(from, CC_F4, f4);
+  nfa.addEdge(f4, CC_F4_NEXT, c2);
   return end;
 };
 /**
