@@ -1116,26 +1116,29 @@ class SchemaCompiler {
       let at: number[] = [start];
       for (let c = 1; c <= cap; c++) at.push(-1);
       const track = (list: number[], c: number) => (list[c] >= 0 ? list[c] : (list[c] = nfa.state()));
+      // One copy of a member per track it leads to: the tracks that go to the same one (all of
+      // them without min/maxProperties) enter a shared copy, each after its comma if it has one.
+      const addMember = (member: Frag, from: number[], into: number[]) => {
+        const entries = new Map<number, number>();
+        for (let c = 0; c <= cap; c++) {
+          if (from[c] < 0) continue;
+          const to = bump(c);
+          if (to > cap) continue;
+          track(into, to); // made now: when from is into, the new track loops too
+          let entry = entries.get(to);
+          if (entry === undefined) entries.set(to, (entry = nfa.state()));
+          nfa.addEps(c === 0 ? from[c] : this.comma(nfa, from[c]), entry);
+        }
+        for (const [to, entry] of entries) nfa.addEps(member(nfa, entry), track(into, to));
+      };
       for (let i = 0; i < members.length; i++) {
         const next: number[] = at.map(() => -1);
-        for (let c = 0; c <= cap; c++) {
-          if (at[c] < 0) continue;
-          if (!listed[i].required) nfa.addEps(at[c], track(next, c));
-          const to = bump(c);
-          if (to > cap) continue;
-          nfa.addEps((c === 0 ? members[i] : seq(this.comma, members[i]))(nfa, at[c]), track(next, to));
-        }
+        for (let c = 0; c <= cap; c++) if (at[c] >= 0 && !listed[i].required) nfa.addEps(at[c], track(next, c));
+        addMember(members[i], at, next);
         at = next;
       }
-      if (extra) {
-        // Extra members loop: from track c to track c + 1 (saturating); reachable tracks only grow.
-        for (let c = 0; c <= cap; c++) {
-          if (at[c] < 0) continue;
-          const to = bump(c);
-          if (to > cap) continue;
-          nfa.addEps((c === 0 ? extra : seq(this.comma, extra))(nfa, at[c]), track(at, to));
-        }
-      }
+      // Extra members loop: from track c to track c + 1 (saturating); reachable tracks only grow.
+      if (extra) addMember(extra, at, at);
       for (let c = 0; c <= cap; c++) {
         if (c < minP || at[c] < 0) continue;
         nfa.addEps((c === 0 ? literal('}') : seq(this.ws, literal('}')))(nfa, at[c]), end);
@@ -1149,6 +1152,8 @@ class SchemaCompiler {
 const MATCHES_EVERY_STRING = new Set(['', '.*', '^.*', '.*$', '(.*)', '^(.*)']);
 
 /** A JSON string key that is none of `names` (compared as written: keys have no escapes here). */
+const ALL_LEADS = byteSet([[0xc2, 0xf4]]);
+
 function keyNotIn(names: string[]): Frag {
   const keyChar = alt(
     bytesOf(
@@ -1171,6 +1176,16 @@ function keyNotIn(names: string[]): Frag {
     const free = nfa.state();
     const freeEnd = star(keyChar)(nfa, free);
     nfa.addEps(literal('"')(nfa, freeEnd), end);
+    const leaveTo = nfa.state();
+    nfa.addEps(leaveTo, free);
+    let leadStart = -1;
+    const anyLead = () => {
+      if (leadStart < 0) {
+        leadStart = nfa.state();
+        nfa.addEps(utf8Tail()(nfa, leadStart, ALL_LEADS), free);
+      }
+      return leadStart;
+    };
     const build = (node: number, list: Uint8Array[], depth: number): void => {
       const byByte = new Map<number, Uint8Array[]>();
       let endsHere = false;
@@ -1192,14 +1207,15 @@ function keyNotIn(names: string[]): Frag {
         [0x5d, 0x7e],
       ] as [number, number][])
         for (let c = lo; c <= hi; c++) if (!byByte.has(c)) leave[c] = 1;
-      const leaveTo = nfa.state();
       nfa.addEdge(node, leave, leaveTo);
-      nfa.addEps(leaveTo, free);
-      // Non-ASCII characters: leave on a lead byte no name continues with.
-      const lead = new Uint8Array(256);
-      for (let c = 0xc2; c <= 0xf4; c++) if (!byByte.has(c)) lead[c] = 1;
-      const leadTo = utf8Tail()(nfa, node, lead);
-      nfa.addEps(leadTo, free);
+      // Non-ASCII characters: leave on a lead byte no name continues with (through one shared
+      // tail where no name continues with a non-ASCII byte here: most nodes of most names).
+      if ([...byByte.keys()].every((c) => c < 0x80)) nfa.addEps(node, anyLead());
+      else {
+        const lead = new Uint8Array(256);
+        for (let c = 0xc2; c <= 0xf4; c++) if (!byByte.has(c)) lead[c] = 1;
+        nfa.addEps(utf8Tail()(nfa, node, lead), free);
+      }
       for (const [k, sub] of byByte) {
         const child = nfa.state();
         nfa.addEdge(node, byteSet([[k, k]]), child);
