@@ -109,8 +109,14 @@ export class TokenGuide {
 
   private compute(config: number): Uint32Array {
     const pda = this.pda;
-    const bits = new Uint32Array(this.words);
     const exp = pda.expanded(config);
+    if (exp.length === 1 && !pda.isAccepting(config)) {
+      // One frame that never leaves its rule (most configurations): its local mask as it is,
+      // shared, without a new 19 KB array for the garbage collector.
+      const lm = this.localMask(pda.frameState[exp[0]]);
+      if (lm.exits.length === 0 && lm.fullExits.length === 0) return lm.bits;
+    }
+    const bits = new Uint32Array(this.words);
     for (let i = 0; i < exp.length; i++) {
       const f = exp[i];
       const d = pda.frameState[f];
