@@ -94,7 +94,7 @@ export class TokenGuide {
       // tokens), so "one byte closer" is always possible; when even that does not fit, it is asked.
       const budget = Math.max(tokensLeft - 2, here - 1);
       this.scratch.fill(0);
-      this.walk(config, -1, this.scratch, budget);
+      if (!this.budgetedSlices(config, budget, this.scratch)) this.walk(config, -1, this.scratch, budget);
       if (this.pda.isAccepting(config)) or(this.scratch, this.eosBits);
       return this.scratch;
     }
@@ -105,6 +105,34 @@ export class TokenGuide {
       this.memo.set(config, m);
     }
     return m;
+  }
+
+  /**
+   * The budgeted mask of a configuration that is one frame in a sliced state: a plain token of n
+   * characters ends in the n-th state of the uniform chain whatever its bytes, so the budget is
+   * checked once per n; the other tokens are walked. False when the configuration is not such.
+   */
+  private budgetedSlices(config: number, budget: number, bits: Uint32Array): boolean {
+    if (!this.useSlices) return false;
+    const pda = this.pda;
+    const exp = pda.expanded(config);
+    if (exp.length !== 1) return false;
+    const d = pda.frameState[exp[0]];
+    const parent = pda.frameParent[exp[0]];
+    const slices = slicesOf(this.vocab);
+    const limit = this.plainLimit(d, slices.maxChars);
+    if (limit < 0) return false;
+    const top = Math.min(limit, slices.maxChars);
+    const fits: number[] = [];
+    let s = d;
+    for (let n = 1; n <= top; n++) {
+      s = this.uniformNext(s);
+      if (pda.frameDist[pda.internFrame(s, parent)] <= budget) fits.push(n);
+    }
+    if (fits.length === top) or(bits, slices.upTo(top));
+    else for (const n of fits) slices.addExactly(n, bits);
+    this.walk(config, -1, bits, budget, slices.others);
+    return true;
   }
 
   private compute(config: number): Uint32Array {

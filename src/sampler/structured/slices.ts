@@ -127,6 +127,15 @@ export class PlainSlices {
     return bits;
   }
 
+  /** Sets the bits of the plain tokens of exactly n characters. */
+  addExactly(n: number, bits: Uint32Array): void {
+    if (n < 1 || n > this.maxChars) return;
+    for (let k = this.countUpTo[n - 1]; k < this.countUpTo[n]; k++) {
+      const t = this.byChars[k];
+      bits[t >>> 5] |= 1 << (t & 31);
+    }
+  }
+
   /** The plain tokens whose first byte is b (shared: do not modify). */
   startingWith(b: number): Uint32Array {
     let bits = this.startingCache.get(b);
