@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LogitsProcessors } from '../src/sampler/processors.js';
 import { trieOf, vocabularyFromTokenizer, type StructuredOutput } from '../src/sampler/structured/index.js';
+import { slicesOf } from '../src/sampler/structured/slices.js';
 import { QwenTokenizer } from '../src/tokenizer/index.js';
 import { log, num, out, repoRoot, StreamTable } from './common.js';
 
@@ -86,6 +87,7 @@ function mulberry32(seed: number): () => number {
 export async function runConstraintBench(opts: { quick: boolean }): Promise<{
   vocabMs: number;
   trieMs: number;
+  slicesMs: number;
   results: ConstraintResult[];
 }> {
   const tok = await QwenTokenizer.fromDir(path.join(repoRoot(), 'assets', 'qwen2.5-tokenizer'));
@@ -95,6 +97,9 @@ export async function runConstraintBench(opts: { quick: boolean }): Promise<{
   t0 = performance.now();
   trieOf(vocab);
   const trieMs = performance.now() - t0;
+  t0 = performance.now();
+  slicesOf(vocab);
+  const slicesMs = performance.now() - t0;
   const steps = opts.quick ? 24 : 96;
   const rand = mulberry32(1);
   const logits = new Float32Array(LOGITS);
@@ -136,13 +141,13 @@ export async function runConstraintBench(opts: { quick: boolean }): Promise<{
       text: tok.decode(output),
     });
   }
-  return { vocabMs, trieMs, results };
+  return { vocabMs, trieMs, slicesMs, results };
 }
 
 export function printConstraintBench(r: Awaited<ReturnType<typeof runConstraintBench>>): void {
   const table = new StreamTable(
     `Constrained decoding on the Qwen2.5 vocabulary (per step: advance the automaton, get the mask, apply it to 151936 logits; ` +
-      `one-time: token bytes ${num(r.vocabMs)} ms, trie ${num(r.trieMs)} ms; a 0.5B decode step is 124-173 ms here)`,
+      `one-time: token bytes ${num(r.vocabMs)} ms, trie ${num(r.trieMs)} ms, slices ${num(r.slicesMs)} ms; a 0.5B decode step is 124-173 ms here)`,
     [
       { title: 'constraint', width: 11, align: 'left' },
       { title: 'steps', width: 5 },

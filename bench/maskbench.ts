@@ -7,6 +7,7 @@
 //   node dist/bench/maskbench.js <data folder> [--limit N] [--every K] [--shard k/n] [--resume a.jsonl,...] [--shuffle] [--reverse] [--filter substring]
 //   [--out results.jsonl]
 //   [--tokenizer dir]
+//   node dist/bench/maskbench.js --summarize a.jsonl,b.jsonl   (one summary of several runs' outputs, e.g. shards; no new work)
 import { existsSync, readdirSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
@@ -16,6 +17,7 @@ import {
   StructuredOutputError,
   vocabularyFromTokenizer,
 } from '../src/sampler/structured/index.js';
+import { slicesOf } from '../src/sampler/structured/slices.js';
 import { trieOf } from '../src/sampler/structured/vocabulary.js';
 import { QwenTokenizer } from '../src/tokenizer/index.js';
 
@@ -120,6 +122,14 @@ async function main(): Promise<void> {
     args.splice(k, 2);
     return v;
   };
+  const summarize = opt('--summarize');
+  if (summarize) {
+    const all: Status[] = [];
+    for (const f of summarize.split(','))
+      for (const line of readFileSync(f, 'utf8').split('\n')) if (line.trim()) all.push(JSON.parse(line) as Status);
+    report(all, 0);
+    return;
+  }
   const limit = Number(opt('--limit') ?? Infinity);
   const filter = opt('--filter');
   // --resume a.jsonl,b.jsonl: leave out the files these outputs already hold (then --every samples the rest).
@@ -143,7 +153,9 @@ async function main(): Promise<void> {
   setCompileBudget({ maxMillis: 60_000 });
   const tok = await QwenTokenizer.fromDir(tokDir);
   const vocab = vocabularyFromTokenizer(tok, tok.vocabSize, [tok.eosTokenId ?? 151643]);
-  trieOf(vocab); // built once, outside the timings
+  // Built once per tokenizer, outside the timings.
+  trieOf(vocab);
+  slicesOf(vocab);
   let files = readdirSync(folder)
     .filter((f) => f.endsWith('.json'))
     .sort();
@@ -169,22 +181,17 @@ async function main(): Promise<void> {
   files = files.slice(0, limit);
   if (out) writeFileSync(out, '');
 
-  let passing = 0;
-  let compileErrors = 0;
-  let validationErrors = 0;
-  let invalidationErrors = 0;
-  let exceptions = 0;
-  const reasons = new Map<string, number>();
-  let maskTimes = new Float64Array(1 << 20);
+  const statuses: Status[] = [];
   let masks = 0;
-  const compileTimes: number[] = [];
+  let maskTimes = new Float64Array(1 << 16);
   const started = performance.now();
   for (const [n, file] of files.entries()) {
     const text = readFileSync(join(folder, file), 'utf8');
     const raw = JSON.parse(text) as { schema: unknown; tests?: { data: unknown; valid: boolean }[] };
     const py = parsePy(text) as { entries: [string, PyValue][] };
     const pyTests = (py.entries.find(([k]) => k === 'tests')?.[1] ?? []) as { entries: [string, PyValue][] }[];
-    const status: Record<string, unknown> = { file };
+    const status: Status = { file };
+    statuses.push(status);
     try {
       const t0 = performance.now();
       let guide;
@@ -192,14 +199,9 @@ async function main(): Promise<void> {
         guide = guideFor({ type: 'json', schema: raw.schema as Record<string, unknown> }, vocab);
       } catch (e) {
         if (!(e instanceof StructuredOutputError)) throw e;
-        compileErrors++;
-        const m = /keyword(?: combination)? "?([^"\s:]+)/.exec(e.message);
-        const reason = m ? m[1]! : e.message.replace(/\d+/g, 'N').slice(0, 60);
-        reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
         status.compileError = e.message;
         continue;
       }
-      compileTimes.push(performance.now() - t0);
       status.compileMs = Number((performance.now() - t0).toFixed(3));
       const firstMask = masks;
       const matcher = new Matcher(guide);
@@ -238,45 +240,76 @@ async function main(): Promise<void> {
         }
       }
       status.maskMs = Array.from(maskTimes.subarray(firstMask, masks), (x) => Number(x.toFixed(3)));
-      if (status.validationError) {
-        if (/should reject/.test(status.validationError as string)) invalidationErrors++;
-        else validationErrors++;
-      } else passing++;
     } catch (e) {
-      exceptions++;
       status.exception = (e as Error).stack;
     } finally {
       if (out) appendFileSync(out, JSON.stringify(status) + '\n');
       if ((n + 1) % 500 === 0) {
         console.error(`${n + 1}/${files.length} files, ${((performance.now() - started) / 1000).toFixed(0)} s`);
-        report(n + 1);
+        report(statuses, performance.now() - started);
       }
     }
   }
-  report(files.length);
+  report(statuses, performance.now() - started);
+}
 
-  function report(total: number): void {
-    const pct = (x: number) => `${((100 * x) / total).toFixed(1)}%`;
-    const sortedMasks = maskTimes.slice(0, masks).sort();
-    const sortedCompile = Float64Array.from(compileTimes).sort();
-    const ms = (x: number) => `${x.toFixed(3)} ms`;
-    console.log(`MaskBench: ${total} schemas, ${masks} masks, ${((performance.now() - started) / 1000).toFixed(0)} s`);
-    console.log(
-      '| engine | passing | compile errors | validation errors | invalidation errors (unsound) | exceptions |',
-    );
-    console.log('|---|---|---|---|---|---|');
-    console.log(
-      `| qwen-ts | ${passing} (${pct(passing)}) | ${compileErrors} | ${validationErrors} | ${invalidationErrors} | ${exceptions} |`,
-    );
-    console.log(
-      `mask time: p50 ${ms(percentile(sortedMasks, 50))}, p99 ${ms(percentile(sortedMasks, 99))}, max ${ms(sortedMasks[sortedMasks.length - 1] ?? NaN)}`,
-    );
-    console.log(
-      `compile time: p50 ${ms(percentile(sortedCompile, 50))}, p90 ${ms(percentile(sortedCompile, 90))}, p99 ${ms(percentile(sortedCompile, 99))}, max ${ms(sortedCompile[sortedCompile.length - 1] ?? NaN)}`,
-    );
-    console.log('compile errors by keyword:');
-    for (const [k, v] of [...reasons].sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`  ${k}: ${v}`);
+interface Status {
+  file: string;
+  compileMs?: number;
+  compileError?: string;
+  maskMs?: number[];
+  validationError?: string;
+  instance?: string;
+  exception?: string;
+}
+
+/** The summary the README's MaskBench table needs, from per-file statuses (one run, or several merged). */
+function report(statuses: Status[], elapsedMs: number): void {
+  const total = statuses.length;
+  let passing = 0;
+  let compileErrors = 0;
+  let validationErrors = 0;
+  let invalidationErrors = 0;
+  let exceptions = 0;
+  let masks = 0;
+  const reasons = new Map<string, number>();
+  for (const st of statuses) {
+    if (st.exception) exceptions++;
+    else if (st.compileError !== undefined) {
+      compileErrors++;
+      const m = /keyword(?: combination)? "?([^"\s:]+)/.exec(st.compileError);
+      const reason = m ? m[1]! : st.compileError.replace(/\d+/g, 'N').slice(0, 60);
+      reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
+    } else if (st.validationError) {
+      if (/should reject/.test(st.validationError)) invalidationErrors++;
+      else validationErrors++;
+    } else passing++;
+    masks += st.maskMs?.length ?? 0;
   }
+  const sortedMasks = new Float64Array(masks);
+  let at = 0;
+  for (const st of statuses) for (const x of st.maskMs ?? []) sortedMasks[at++] = x;
+  sortedMasks.sort();
+  const sortedCompile = Float64Array.from(
+    statuses.filter((st) => st.compileMs !== undefined).map((st) => st.compileMs!),
+  ).sort();
+  const pct = (x: number) => `${((100 * x) / total).toFixed(1)}%`;
+  const ms = (x: number) => `${x.toFixed(3)} ms`;
+  const took = elapsedMs > 0 ? `, ${(elapsedMs / 1000).toFixed(0)} s` : '';
+  console.log(`MaskBench: ${total} schemas, ${masks} masks${took}`);
+  console.log('| engine | passing | compile errors | validation errors | invalidation errors (unsound) | exceptions |');
+  console.log('|---|---|---|---|---|---|');
+  console.log(
+    `| qwen-ts | ${passing} (${pct(passing)}) | ${compileErrors} | ${validationErrors} | ${invalidationErrors} | ${exceptions} |`,
+  );
+  console.log(
+    `mask time: p50 ${ms(percentile(sortedMasks, 50))}, p99 ${ms(percentile(sortedMasks, 99))}, max ${ms(sortedMasks[sortedMasks.length - 1] ?? NaN)}`,
+  );
+  console.log(
+    `compile time: p50 ${ms(percentile(sortedCompile, 50))}, p90 ${ms(percentile(sortedCompile, 90))}, p99 ${ms(percentile(sortedCompile, 99))}, max ${ms(sortedCompile[sortedCompile.length - 1] ?? NaN)}`,
+  );
+  console.log('compile errors by keyword:');
+  for (const [k, v] of [...reasons].sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`  ${k}: ${v}`);
 }
 
 await main();

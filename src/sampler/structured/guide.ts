@@ -17,90 +17,8 @@
 // when few tokens are left the walk keeps only tokens after which the value can still be closed,
 // keeping one token for EOS; generation then closes the value in time.
 import { DEAD, type Pda } from './pda.js';
+import { CONT_RANGES, PLAIN_RANGES, slicesOf } from './slices.js';
 import { TokenTrie, trieOf, type TokenVocabulary } from './vocabulary.js';
-
-/**
- * Tokens that are plain text (printable ASCII but " and \\, and whole UTF-8 characters) and the
- * trie of all the other tokens, per vocabulary. Inside a free string every plain-text token loops
- * back to the same state, so its mask is "all plain tokens" plus a walk of the small other trie.
- */
-interface PlainSplit {
-  plain: Uint32Array;
-  others: TokenTrie;
-}
-const splits = new WeakMap<TokenVocabulary, PlainSplit>();
-
-function isPlainText(b: Uint8Array): boolean {
-  let need = 0;
-  let lo = 0x80;
-  let hi = 0xbf;
-  for (const x of b) {
-    if (need > 0) {
-      if (x < lo || x > hi) return false;
-      need--;
-      lo = 0x80;
-      hi = 0xbf;
-      continue;
-    }
-    if (x >= 0x20 && x <= 0x7e && x !== 0x22 && x !== 0x5c) continue;
-    if (x >= 0xc2 && x <= 0xdf) need = 1;
-    else if (x >= 0xe0 && x <= 0xef) {
-      need = 2;
-      if (x === 0xe0) lo = 0xa0;
-      if (x === 0xed) hi = 0x9f;
-    } else if (x >= 0xf0 && x <= 0xf4) {
-      need = 3;
-      if (x === 0xf0) lo = 0x90;
-      if (x === 0xf4) hi = 0x8f;
-    } else return false;
-  }
-  return need === 0;
-}
-
-function plainSplit(vocab: TokenVocabulary): PlainSplit {
-  let s = splits.get(vocab);
-  if (s) return s;
-  const plain = new Uint32Array((vocab.size + 31) >>> 5);
-  const bytes: (Uint8Array | null)[] = [];
-  for (let id = 0; id < vocab.size; id++) {
-    const b = vocab.bytesOf(id);
-    if (b && b.length > 0 && isPlainText(b)) {
-      plain[id >>> 5] |= 1 << (id & 31);
-      bytes.push(null);
-    } else bytes.push(b);
-  }
-  const others = new TokenTrie({ size: vocab.size, bytesOf: (id) => bytes[id] ?? null, eosIds: vocab.eosIds });
-  s = { plain, others };
-  splits.set(vocab, s);
-  return s;
-}
-
-// The UTF-8 of plain text as a small automaton: state 0 = between characters; the others wait
-// for continuation bytes (for checking that a frame state loops on every plain character).
-const PLAIN_RANGES: [number, number, number][] = [
-  // [lo, hi, next state] from state 0
-  [0x20, 0x21, 0],
-  [0x23, 0x5b, 0],
-  [0x5d, 0x7e, 0],
-  [0xc2, 0xdf, 1],
-  [0xe1, 0xec, 2],
-  [0xee, 0xef, 2],
-  [0xe0, 0xe0, 3],
-  [0xed, 0xed, 4],
-  [0xf1, 0xf3, 5],
-  [0xf0, 0xf0, 6],
-  [0xf4, 0xf4, 7],
-];
-// From the waiting states: [state, lo, hi, next]
-const CONT_RANGES: [number, number, number, number][] = [
-  [1, 0x80, 0xbf, 0],
-  [2, 0x80, 0xbf, 1],
-  [3, 0xa0, 0xbf, 1],
-  [4, 0x80, 0x9f, 1],
-  [5, 0x80, 0xbf, 2],
-  [6, 0x90, 0xbf, 2],
-  [7, 0x80, 0x8f, 2],
-];
 
 interface LocalMask {
   bits: Uint32Array;
@@ -108,7 +26,15 @@ interface LocalMask {
   exits: Int32Array;
   /** The trie the exits' nodes are in. */
   trie: TokenTrie;
+  /** More exits, in the whole trie. */
+  fullExits: Int32Array;
 }
+
+const UNSET = -2;
+/** Plain-text characters lead to different frame states. */
+const MIXED = -3;
+/** At most this many ASCII characters may go their own way for exceptionsOf. */
+const MAX_EXCEPTIONS = 24;
 
 /** Masks memoised per guide, each vocab/8 bytes (19 KB for Qwen): ~20 MB at most per guide. */
 const MAX_MEMO = 512;
@@ -120,13 +46,20 @@ export class TokenGuide {
   readonly words: number;
   private readonly local = new Map<number, LocalMask>();
   private readonly memo = new Map<number, Uint32Array>();
+  private readonly uniform = new Map<number, number>();
+  /** How the local masks were made: plain tokens sliced, sliced but a few first bytes, walked. */
+  readonly localStats = { sliced: 0, excepted: 0, walked: 0 };
   private readonly stateAt: Int32Array;
   private readonly scratch: Uint32Array;
   private readonly eosBits: Uint32Array;
 
+  /**
+   * useSlices false walks every token (the reference the sliced masks are tested against).
+   */
   constructor(
     readonly pda: Pda,
     readonly vocab: TokenVocabulary,
+    readonly useSlices = true,
   ) {
     this.trie = trieOf(vocab);
     this.words = (vocab.size + 31) >>> 5;
@@ -161,7 +94,7 @@ export class TokenGuide {
       // tokens), so "one byte closer" is always possible; when even that does not fit, it is asked.
       const budget = Math.max(tokensLeft - 2, here - 1);
       this.scratch.fill(0);
-      this.walk(config, -1, this.scratch, budget);
+      if (!this.budgetedSlices(config, budget, this.scratch)) this.walk(config, -1, this.scratch, budget);
       if (this.pda.isAccepting(config)) or(this.scratch, this.eosBits);
       return this.scratch;
     }
@@ -174,10 +107,44 @@ export class TokenGuide {
     return m;
   }
 
+  /**
+   * The budgeted mask of a configuration that is one frame in a sliced state: a plain token of n
+   * characters ends in the n-th state of the uniform chain whatever its bytes, so the budget is
+   * checked once per n; the other tokens are walked. False when the configuration is not such.
+   */
+  private budgetedSlices(config: number, budget: number, bits: Uint32Array): boolean {
+    if (!this.useSlices) return false;
+    const pda = this.pda;
+    const exp = pda.expanded(config);
+    if (exp.length !== 1) return false;
+    const d = pda.frameState[exp[0]];
+    const parent = pda.frameParent[exp[0]];
+    const slices = slicesOf(this.vocab);
+    const limit = this.plainLimit(d, slices.maxChars);
+    if (limit < 0) return false;
+    const top = Math.min(limit, slices.maxChars);
+    const fits: number[] = [];
+    let s = d;
+    for (let n = 1; n <= top; n++) {
+      s = this.uniformNext(s);
+      if (pda.frameDist[pda.internFrame(s, parent)] <= budget) fits.push(n);
+    }
+    if (fits.length === top) or(bits, slices.upTo(top));
+    else for (const n of fits) slices.addExactly(n, bits);
+    this.walk(config, -1, bits, budget, slices.others);
+    return true;
+  }
+
   private compute(config: number): Uint32Array {
     const pda = this.pda;
-    const bits = new Uint32Array(this.words);
     const exp = pda.expanded(config);
+    if (exp.length === 1 && !pda.isAccepting(config)) {
+      // One frame that never leaves its rule (most configurations): its local mask as it is,
+      // shared, without a new 19 KB array for the garbage collector.
+      const lm = this.localMask(pda.frameState[exp[0]]);
+      if (lm.exits.length === 0 && lm.fullExits.length === 0) return lm.bits;
+    }
+    const bits = new Uint32Array(this.words);
     for (let i = 0; i < exp.length; i++) {
       const f = exp[i];
       const d = pda.frameState[f];
@@ -189,45 +156,110 @@ export class TokenGuide {
         if (frames.length === 0) continue;
         this.walk(pda.internConfig(frames), lm.exits[k], bits, Infinity, lm.trie);
       }
+      for (let k = 0; k < lm.fullExits.length; k += 2) {
+        const frames = pda.exitFrames(lm.fullExits[k + 1], parent);
+        if (frames.length === 0) continue;
+        this.walk(pda.internConfig(frames), lm.fullExits[k], bits, Infinity, this.trie);
+      }
     }
     if (pda.isAccepting(config)) or(bits, this.eosBits);
     return bits;
   }
 
   /**
-   * Whether every plain-text character read from d comes back to d, through states that neither
-   * call nor return (then every plain-text token is allowed in d and ends in d).
+   * The frame state every plain-text character leads to from d (through states that neither call
+   * nor return), DEAD when every one of them dies, MIXED when they differ.
    */
-  private loopsOnPlainText(d: number): boolean {
+  private uniformNext(d: number): number {
+    let u = this.uniform.get(d);
+    if (u !== undefined) return u;
+    u = this.computeUniformNext(d, true);
+    this.uniform.set(d, u);
+    return u;
+  }
+
+  private computeUniformNext(d: number, ascii: boolean): number {
     const pda = this.pda;
-    if (pda.exits[d] === 1) return false;
     // Product of the frame DFA from d with the UTF-8 automaton: (utf8 state, frame state) pairs.
     const seen = new Set<number>();
-    const work: [number, number][] = [[0, d]];
-    seen.add(d * 8);
+    const work: number[] = [0, d];
+    let target = UNSET;
     while (work.length > 0) {
-      const [u, s] = work.pop()!;
+      const s = work.pop()!;
+      const u = work.pop()!;
       const step = (lo: number, hi: number, nu: number): boolean => {
         for (let b = lo; b <= hi; b++) {
           const t = pda.next(s, b);
-          if (t === DEAD || pda.exits[t] === 1) return false;
-          if (nu === 0 && t !== d) return false;
+          const end = t === DEAD ? DEAD : nu === 0 ? t : UNSET;
+          if (end !== UNSET) {
+            if (target === UNSET) target = end;
+            else if (target !== end) return false;
+            continue;
+          }
+          if (pda.exits[t] === 1) return false;
           const key = t * 8 + nu;
           if (!seen.has(key)) {
-            if (seen.size > 4096) return false;
+            // A string's UTF-8 needs a handful of these; many more means characters are told apart.
+            if (seen.size >= 64) return false;
             seen.add(key);
-            work.push([nu, t]);
+            work.push(nu, t);
           }
         }
         return true;
       };
       if (u === 0) {
-        for (const [lo, hi, nu] of PLAIN_RANGES) if (!step(lo, hi, nu)) return false;
+        for (const [lo, hi, nu] of PLAIN_RANGES) if ((ascii || nu !== 0) && !step(lo, hi, nu)) return MIXED;
       } else {
-        for (const [su, lo, hi, nu] of CONT_RANGES) if (su === u && !step(lo, hi, nu)) return false;
+        for (const [su, lo, hi, nu] of CONT_RANGES) if (su === u && !step(lo, hi, nu)) return MIXED;
       }
     }
-    return true;
+    return target;
+  }
+
+  /**
+   * How many plain-text characters may be read from d, each one like any other: every plain token
+   * of at most that many characters is allowed, every longer one is not. -1 when the characters
+   * are not alike (the tokens must be walked).
+   */
+  private plainLimit(d: number, maxChars: number): number {
+    const pda = this.pda;
+    if (pda.exits[d] === 1) return -1;
+    const chain = new Set<number>([d]);
+    let s = d;
+    for (let k = 0; k < maxChars; k++) {
+      const u = this.uniformNext(s);
+      if (u === MIXED) return -1;
+      if (u === DEAD) return k;
+      if (pda.exits[u] === 1) return -1;
+      if (chain.has(u)) return Infinity;
+      chain.add(u);
+      s = u;
+    }
+    return Infinity;
+  }
+
+  /**
+   * When plain characters from d all go alike but for a few ASCII ones (the first letters of the
+   * names a key must not be, of a pattern's literal): those bytes and where the others go.
+   */
+  private exceptionsOf(d: number, maxChars: number): { bytes: number[]; limit: number } | null {
+    const pda = this.pda;
+    if (pda.exits[d] === 1) return null;
+    const multi = this.computeUniformNext(d, false);
+    if (multi === MIXED || multi === DEAD || pda.exits[multi] === 1) return null;
+    const bytes: number[] = [];
+    for (const [lo, hi, nu] of PLAIN_RANGES) {
+      if (nu !== 0) continue;
+      for (let b = lo; b <= hi; b++) {
+        if (pda.next(d, b) === multi) continue;
+        if (bytes.length === MAX_EXCEPTIONS) return null;
+        bytes.push(b);
+      }
+    }
+    // The other characters lead to `multi`, from where the rest of a token must be alike too.
+    const rest = this.plainLimit(multi, maxChars);
+    if (rest < 0) return null;
+    return { bytes, limit: rest + 1 };
   }
 
   /** Tokens read from frame state d without a call or a return, and where those may happen. */
@@ -236,21 +268,73 @@ export class TokenGuide {
     if (lm) return lm;
     if (this.local.size >= MAX_MEMO) this.local.clear();
     const bits = new Uint32Array(this.words);
+    const exits: number[] = [];
+    const fullExits: number[] = [];
     let trie = this.trie;
-    if (this.loopsOnPlainText(d)) {
-      const split = plainSplit(this.vocab);
-      bits.set(split.plain);
-      trie = split.others;
+    let done = false;
+    if (this.useSlices) {
+      const slices = slicesOf(this.vocab);
+      const limit = this.plainLimit(d, slices.maxChars);
+      if (limit >= 0) {
+        bits.set(slices.upTo(limit));
+        trie = slices.others;
+        this.localStats.sliced++;
+      } else {
+        const exc = this.exceptionsOf(d, slices.maxChars);
+        if (exc) {
+          // Plain tokens but those starting with an exception byte, then the others trie but
+          // those same first bytes, then every token starting with an exception byte.
+          bits.set(slices.upTo(exc.limit));
+          const skip = new Uint8Array(256);
+          for (const c of exc.bytes) {
+            skip[c] = 1;
+            const first = slices.startingWith(c);
+            for (let w = 0; w < bits.length; w++) bits[w] &= ~first[w];
+          }
+          trie = slices.others;
+          this.walkLocal(d, trie, -1, skip, bits, exits);
+          for (const c of exc.bytes) {
+            const root = this.trie.rootChild[c];
+            if (root >= 0) this.walkLocal(d, this.trie, root, null, bits, fullExits);
+          }
+          done = true;
+          this.localStats.excepted++;
+        }
+      }
     }
+    if (!done) this.walkLocal(d, trie, -1, null, bits, exits);
+    if (trie === this.trie) this.localStats.walked++;
+    lm = { bits, exits: Int32Array.from(exits), trie, fullExits: Int32Array.from(fullExits) };
+    this.local.set(d, lm);
+    return lm;
+  }
+
+  /**
+   * Walks `trie` from frame state d (all of it, or the subtree of node `root` with root itself),
+   * setting the bits of tokens read without a call or a return and listing where those may
+   * happen; first bytes marked in `skip` are left out.
+   */
+  private walkLocal(
+    d: number,
+    trie: TokenTrie,
+    root: number,
+    skip: Uint8Array | null,
+    bits: Uint32Array,
+    exits: number[],
+  ): void {
     const { byte, depth, subtreeEnd, firstToken, nextToken, nodeCount } = trie;
     const pda = this.pda;
     const exitFlag = pda.exits;
-    const exits: number[] = [];
     const stateAt = this.stateAt;
     stateAt[0] = d;
     let trans = pda.trans;
-    let i = 0;
-    while (i < nodeCount) {
+    let i = root < 0 ? 0 : root;
+    const end = root < 0 ? nodeCount : subtreeEnd[root];
+    while (i < end) {
+      if (skip !== null && depth[i] === 1 && skip[byte[i]] === 1) {
+        i = subtreeEnd[i];
+        continue;
+      }
       const from = stateAt[depth[i] - 1];
       let s = trans[from * 256 + byte[i]];
       if (s < DEAD) {
@@ -266,9 +350,6 @@ export class TokenGuide {
       if (exitFlag[s] === 1 && subtreeEnd[i] > i + 1) exits.push(i, s);
       i++;
     }
-    lm = { bits, exits: Int32Array.from(exits), trie };
-    this.local.set(d, lm);
-    return lm;
   }
 
   /**

@@ -179,8 +179,12 @@ export interface CompiledConstraint {
 // Compiled constraints by spec, most recently used last, bounded by the bytes they hold (not by
 // count: one 50,000-entry enum weighs as much as thousands of small schemas).
 const compiled = new Map<string, CompiledConstraint>();
-/** Bytes the cache may hold across all constraints (automata and memoised masks). */
-export const MAX_CACHE_BYTES = 256 * 1024 * 1024;
+/**
+ * Bytes the cache may hold across all constraints (automata and memoised masks). Kept small: a
+ * full cache is a large heap of small objects, and the garbage collector's pauses over it land
+ * in the mask times (MaskBench's worst masks halved going from 256 MB to 64 MB).
+ */
+export const MAX_CACHE_BYTES = 64 * 1024 * 1024;
 /** Longest spec (as JSON) the cache keeps; longer ones compile per request. */
 const MAX_KEY_CHARS = 4 * 1024 * 1024;
 

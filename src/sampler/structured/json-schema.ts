@@ -130,50 +130,57 @@ export const jsonNumber: Frag = seq(
  * One character of a string's content, for counted strings: printable ASCII but " and \\, the
  * short escapes, or one whole UTF-8 character (tails shared, so a copy is ~12 states).
  */
+// contentChar's byte sets, made once (a counted string of 512 characters has 512 copies).
+const CC_PLAIN = byteSet([
+  [0x20, 0x21],
+  [0x23, 0x5b],
+  [0x5d, 0x7e],
+]);
+const CC_BACKSLASH = byteSet([[0x5c, 0x5c]]);
+const CC_ESCAPED = byteSet([...'"\\/bfnrt'].map((c): [number, number] => [c.charCodeAt(0), c.charCodeAt(0)]));
+const CC_CONT = byteSet([[0x80, 0xbf]]);
+const CC_LEAD2 = byteSet([[0xc2, 0xdf]]);
+const CC_LEAD3 = byteSet([
+  [0xe1, 0xec],
+  [0xee, 0xef],
+]);
+const CC_LEAD4 = byteSet([[0xf1, 0xf3]]);
+const CC_E0 = byteSet([[0xe0, 0xe0]]);
+const CC_E0_NEXT = byteSet([[0xa0, 0xbf]]);
+const CC_ED = byteSet([[0xed, 0xed]]);
+const CC_ED_NEXT = byteSet([[0x80, 0x9f]]);
+const CC_F0 = byteSet([[0xf0, 0xf0]]);
+const CC_F0_NEXT = byteSet([[0x90, 0xbf]]);
+const CC_F4 = byteSet([[0xf4, 0xf4]]);
+const CC_F4_NEXT = byteSet([[0x80, 0x8f]]);
 const contentChar: Frag = (nfa, from) => {
   const end = nfa.state();
-  nfa.addEdge(
-    from,
-    byteSet([
-      [0x20, 0x21],
-      [0x23, 0x5b],
-      [0x5d, 0x7e],
-    ]),
-    end,
-  );
+  nfa.addEdge(from, CC_PLAIN, end);
   const esc = nfa.state();
-  nfa.addEdge(from, byteSet([[0x5c, 0x5c]]), esc);
-  nfa.addEdge(esc, byteSet([...'"\\/bfnrt'].map((c): [number, number] => [c.charCodeAt(0), c.charCodeAt(0)])), end);
+  nfa.addEdge(from, CC_BACKSLASH, esc);
+  nfa.addEdge(esc, CC_ESCAPED, end);
   // UTF-8: one continuation byte left (c1), two (c2), three (c3); leads with narrower second bytes.
   const c1 = nfa.state();
   const c2 = nfa.state();
   const c3 = nfa.state();
-  const cont = byteSet([[0x80, 0xbf]]);
-  nfa.addEdge(c1, cont, end);
-  nfa.addEdge(c2, cont, c1);
-  nfa.addEdge(c3, cont, c2);
-  nfa.addEdge(from, byteSet([[0xc2, 0xdf]]), c1);
-  nfa.addEdge(
-    from,
-    byteSet([
-      [0xe1, 0xec],
-      [0xee, 0xef],
-    ]),
-    c2,
-  );
-  nfa.addEdge(from, byteSet([[0xf1, 0xf3]]), c3);
+  nfa.addEdge(c1, CC_CONT, end);
+  nfa.addEdge(c2, CC_CONT, c1);
+  nfa.addEdge(c3, CC_CONT, c2);
+  nfa.addEdge(from, CC_LEAD2, c1);
+  nfa.addEdge(from, CC_LEAD3, c2);
+  nfa.addEdge(from, CC_LEAD4, c3);
   const e0 = nfa.state();
-  nfa.addEdge(from, byteSet([[0xe0, 0xe0]]), e0);
-  nfa.addEdge(e0, byteSet([[0xa0, 0xbf]]), c1);
+  nfa.addEdge(from, CC_E0, e0);
+  nfa.addEdge(e0, CC_E0_NEXT, c1);
   const ed = nfa.state();
-  nfa.addEdge(from, byteSet([[0xed, 0xed]]), ed);
-  nfa.addEdge(ed, byteSet([[0x80, 0x9f]]), c1);
+  nfa.addEdge(from, CC_ED, ed);
+  nfa.addEdge(ed, CC_ED_NEXT, c1);
   const f0 = nfa.state();
-  nfa.addEdge(from, byteSet([[0xf0, 0xf0]]), f0);
-  nfa.addEdge(f0, byteSet([[0x90, 0xbf]]), c2);
+  nfa.addEdge(from, CC_F0, f0);
+  nfa.addEdge(f0, CC_F0_NEXT, c2);
   const f4 = nfa.state();
-  nfa.addEdge(from, byteSet([[0xf4, 0xf4]]), f4);
-  nfa.addEdge(f4, byteSet([[0x80, 0x8f]]), c2);
+  nfa.addEdge(from, CC_F4, f4);
+  nfa.addEdge(f4, CC_F4_NEXT, c2);
   return end;
 };
 /**
@@ -866,7 +873,8 @@ class SchemaCompiler {
           `unsupported JSON-schema keyword "minLength" at ${join(path, 'minLength')}: above ${MAX_COUNTED_LENGTH}`,
           join(path, 'minLength'),
         );
-      const max = Math.min(maxLength, MAX_COUNTED_LENGTH);
+      // Without maxLength nothing is counted past minLength (a free run: no cap, few states).
+      const max = maxLength === Infinity ? Infinity : Math.min(maxLength, MAX_COUNTED_LENGTH);
       return seq(literal('"'), repeat(contentChar, minLength, max), literal('"'));
     }
     return jsonString;
@@ -1108,26 +1116,29 @@ class SchemaCompiler {
       let at: number[] = [start];
       for (let c = 1; c <= cap; c++) at.push(-1);
       const track = (list: number[], c: number) => (list[c] >= 0 ? list[c] : (list[c] = nfa.state()));
+      // One copy of a member per track it leads to: the tracks that go to the same one (all of
+      // them without min/maxProperties) enter a shared copy, each after its comma if it has one.
+      const addMember = (member: Frag, from: number[], into: number[]) => {
+        const entries = new Map<number, number>();
+        for (let c = 0; c <= cap; c++) {
+          if (from[c] < 0) continue;
+          const to = bump(c);
+          if (to > cap) continue;
+          track(into, to); // made now: when from is into, the new track loops too
+          let entry = entries.get(to);
+          if (entry === undefined) entries.set(to, (entry = nfa.state()));
+          nfa.addEps(c === 0 ? from[c] : this.comma(nfa, from[c]), entry);
+        }
+        for (const [to, entry] of entries) nfa.addEps(member(nfa, entry), track(into, to));
+      };
       for (let i = 0; i < members.length; i++) {
         const next: number[] = at.map(() => -1);
-        for (let c = 0; c <= cap; c++) {
-          if (at[c] < 0) continue;
-          if (!listed[i].required) nfa.addEps(at[c], track(next, c));
-          const to = bump(c);
-          if (to > cap) continue;
-          nfa.addEps((c === 0 ? members[i] : seq(this.comma, members[i]))(nfa, at[c]), track(next, to));
-        }
+        for (let c = 0; c <= cap; c++) if (at[c] >= 0 && !listed[i].required) nfa.addEps(at[c], track(next, c));
+        addMember(members[i], at, next);
         at = next;
       }
-      if (extra) {
-        // Extra members loop: from track c to track c + 1 (saturating); reachable tracks only grow.
-        for (let c = 0; c <= cap; c++) {
-          if (at[c] < 0) continue;
-          const to = bump(c);
-          if (to > cap) continue;
-          nfa.addEps((c === 0 ? extra : seq(this.comma, extra))(nfa, at[c]), track(at, to));
-        }
-      }
+      // Extra members loop: from track c to track c + 1 (saturating); reachable tracks only grow.
+      if (extra) addMember(extra, at, at);
       for (let c = 0; c <= cap; c++) {
         if (c < minP || at[c] < 0) continue;
         nfa.addEps((c === 0 ? literal('}') : seq(this.ws, literal('}')))(nfa, at[c]), end);
@@ -1141,6 +1152,8 @@ class SchemaCompiler {
 const MATCHES_EVERY_STRING = new Set(['', '.*', '^.*', '.*$', '(.*)', '^(.*)']);
 
 /** A JSON string key that is none of `names` (compared as written: keys have no escapes here). */
+const ALL_LEADS = byteSet([[0xc2, 0xf4]]);
+
 function keyNotIn(names: string[]): Frag {
   const keyChar = alt(
     bytesOf(
@@ -1163,6 +1176,16 @@ function keyNotIn(names: string[]): Frag {
     const free = nfa.state();
     const freeEnd = star(keyChar)(nfa, free);
     nfa.addEps(literal('"')(nfa, freeEnd), end);
+    const leaveTo = nfa.state();
+    nfa.addEps(leaveTo, free);
+    let leadStart = -1;
+    const anyLead = () => {
+      if (leadStart < 0) {
+        leadStart = nfa.state();
+        nfa.addEps(utf8Tail()(nfa, leadStart, ALL_LEADS), free);
+      }
+      return leadStart;
+    };
     const build = (node: number, list: Uint8Array[], depth: number): void => {
       const byByte = new Map<number, Uint8Array[]>();
       let endsHere = false;
@@ -1184,14 +1207,15 @@ function keyNotIn(names: string[]): Frag {
         [0x5d, 0x7e],
       ] as [number, number][])
         for (let c = lo; c <= hi; c++) if (!byByte.has(c)) leave[c] = 1;
-      const leaveTo = nfa.state();
       nfa.addEdge(node, leave, leaveTo);
-      nfa.addEps(leaveTo, free);
-      // Non-ASCII characters: leave on a lead byte no name continues with.
-      const lead = new Uint8Array(256);
-      for (let c = 0xc2; c <= 0xf4; c++) if (!byByte.has(c)) lead[c] = 1;
-      const leadTo = utf8Tail()(nfa, node, lead);
-      nfa.addEps(leadTo, free);
+      // Non-ASCII characters: leave on a lead byte no name continues with (through one shared
+      // tail where no name continues with a non-ASCII byte here: most nodes of most names).
+      if ([...byByte.keys()].every((c) => c < 0x80)) nfa.addEps(node, anyLead());
+      else {
+        const lead = new Uint8Array(256);
+        for (let c = 0xc2; c <= 0xf4; c++) if (!byByte.has(c)) lead[c] = 1;
+        nfa.addEps(utf8Tail()(nfa, node, lead), free);
+      }
       for (const [k, sub] of byByte) {
         const child = nfa.state();
         nfa.addEdge(node, byteSet([[k, k]]), child);

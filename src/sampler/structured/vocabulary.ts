@@ -102,6 +102,8 @@ export class TokenTrie {
   /** Bytes of each token, flat: tokenBytes[tokenStart[t] .. tokenStart[t + 1]). */
   readonly tokenBytes: Uint8Array;
   readonly tokenStart: Int32Array;
+  /** The node of each first byte (-1 when no token starts with it). */
+  readonly rootChild: Int32Array;
 
   constructor(vocab: TokenVocabulary) {
     const ids: number[] = [];
@@ -172,6 +174,8 @@ export class TokenTrie {
       open.push(i);
     }
     for (const i of open) this.subtreeEnd[i] = n;
+    this.rootChild = new Int32Array(256).fill(-1);
+    for (let i = 0; i < n; i = this.subtreeEnd[i]) this.rootChild[this.byte[i]] = i;
   }
 }
 
