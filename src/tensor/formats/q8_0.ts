@@ -585,10 +585,14 @@ export function matmulQ8_0Few(
   const r4 = r0 + ((r1 - r0) & ~3);
   for (let r = r0; r < r4; r += 4) {
     acc.fill(0, 0, 4 * nPad);
-    // Two groups (4 tokens) per pass; 3 groups per pass measured slower than 2 + 1 (README).
+    // Two groups (4 tokens) per pass of two rows, an odd group with 4 rows per pass: wider blocks
+    // (4 rows x 2 groups, 4 rows x 3 groups) measured slower (README).
     let g = 0;
-    for (; g + 2 <= groups; g += 2) quadQ8_0G2(wq, ws, words, blocks, r, packed, cols, g, xsT, nPad, acc);
-    if (g < groups) quadQ8_0G1(wq, ws, words, blocks, r, packed, cols, g, xsT, nPad, acc);
+    for (; g + 2 <= groups; g += 2) {
+      pairQ8_0G2(wq, ws, words, blocks, r, packed, cols, g, xsT, nPad, acc, 0);
+      pairQ8_0G2(wq, ws, words, blocks, r + 2, packed, cols, g, xsT, nPad, acc, 2);
+    }
+    if (g < groups) quadQ8_0G1(wq, ws, words, blocks, r, packed, cols, g, xsT, nPad, acc, 0);
     for (let t = 0; t < n; t++) {
       const yo = yOff + t * yStride + r;
       y[yo] = acc[4 * t];
@@ -607,7 +611,7 @@ function addLanesQ8_0(s: number, w: number, xsT: Float64Array, so: number, acc: 
   acc[o + 4] += h * w * xsT[so + 1];
 }
 
-/** Rows r..r+3 against packed groups g0..g0+0 (2 tokens from 2 * g0): see matmulQ8_0Few. */
+/** Rows r..r+3 against packed groups g0..g0+0 (2 tokens from 2 * g0), adding into acc[4t + o + i]. */
 function quadQ8_0G1(
   wq: Int32Array,
   ws: Float32Array,
@@ -620,10 +624,12 @@ function quadQ8_0G1(
   xsT: Float64Array,
   nPad: number,
   acc: Float64Array,
+  o: number,
 ): void {
   const wo0 = r * words;
   const so = r * blocks;
   const x0 = g0 * cols;
+  const ao = 8 * g0 + o;
   for (let b = 0; b < blocks; b++) {
     let a0 = 0,
       b0 = 0,
@@ -673,15 +679,16 @@ function quadQ8_0G1(
       c0 += wC * X0;
       d0 += wD * X0;
     }
-    addLanesQ8_0(a0, ws[so + b], xsT, b * nPad + 2 * g0 + 0, acc, 8 * g0 + 0);
-    addLanesQ8_0(b0, ws[so + 1 * blocks + b], xsT, b * nPad + 2 * g0 + 0, acc, 8 * g0 + 1);
-    addLanesQ8_0(c0, ws[so + 2 * blocks + b], xsT, b * nPad + 2 * g0 + 0, acc, 8 * g0 + 2);
-    addLanesQ8_0(d0, ws[so + 3 * blocks + b], xsT, b * nPad + 2 * g0 + 0, acc, 8 * g0 + 3);
+    const t0 = b * nPad + 2 * g0;
+    addLanesQ8_0(a0, ws[so + b], xsT, t0, acc, ao);
+    addLanesQ8_0(b0, ws[so + 1 * blocks + b], xsT, t0, acc, ao + 1);
+    addLanesQ8_0(c0, ws[so + 2 * blocks + b], xsT, t0, acc, ao + 2);
+    addLanesQ8_0(d0, ws[so + 3 * blocks + b], xsT, t0, acc, ao + 3);
   }
 }
 
-/** Rows r..r+3 against packed groups g0..g0+1 (4 tokens from 2 * g0): see matmulQ8_0Few. */
-function quadQ8_0G2(
+/** Rows r..r+1 against packed groups g0..g0+1 (4 tokens from 2 * g0), adding into acc[4t + o + i]. */
+function pairQ8_0G2(
   wq: Int32Array,
   ws: Float32Array,
   words: number,
@@ -693,91 +700,60 @@ function quadQ8_0G2(
   xsT: Float64Array,
   nPad: number,
   acc: Float64Array,
+  o: number,
 ): void {
   const wo0 = r * words;
   const so = r * blocks;
   const x0 = g0 * cols;
   const x1 = (g0 + 1) * cols;
+  const ao = 8 * g0 + o;
   for (let b = 0; b < blocks; b++) {
     let a0 = 0,
       b0 = 0,
-      c0 = 0,
-      d0 = 0,
       a1 = 0,
-      b1 = 0,
-      c1 = 0,
-      d1 = 0;
+      b1 = 0;
     const wo = wo0 + b * 8;
     for (let j = 0; j < 8; j++) {
       const a = wq[wo + j],
-        c = wq[wo + words + j],
-        d = wq[wo + 2 * words + j],
-        e = wq[wo + 3 * words + j];
+        c = wq[wo + words + j];
       const k = b * QBLOCK + 4 * j;
       let wA = (a << 24) >> 24,
-        wB = (c << 24) >> 24,
-        wC = (d << 24) >> 24,
-        wD = (e << 24) >> 24;
+        wB = (c << 24) >> 24;
       let X0 = packed[x0 + k];
       a0 += wA * X0;
       b0 += wB * X0;
-      c0 += wC * X0;
-      d0 += wD * X0;
       let X1 = packed[x1 + k];
       a1 += wA * X1;
       b1 += wB * X1;
-      c1 += wC * X1;
-      d1 += wD * X1;
       wA = (a << 16) >> 24;
       wB = (c << 16) >> 24;
-      wC = (d << 16) >> 24;
-      wD = (e << 16) >> 24;
       X0 = packed[x0 + k + 1];
       a0 += wA * X0;
       b0 += wB * X0;
-      c0 += wC * X0;
-      d0 += wD * X0;
       X1 = packed[x1 + k + 1];
       a1 += wA * X1;
       b1 += wB * X1;
-      c1 += wC * X1;
-      d1 += wD * X1;
       wA = (a << 8) >> 24;
       wB = (c << 8) >> 24;
-      wC = (d << 8) >> 24;
-      wD = (e << 8) >> 24;
       X0 = packed[x0 + k + 2];
       a0 += wA * X0;
       b0 += wB * X0;
-      c0 += wC * X0;
-      d0 += wD * X0;
       X1 = packed[x1 + k + 2];
       a1 += wA * X1;
       b1 += wB * X1;
-      c1 += wC * X1;
-      d1 += wD * X1;
       wA = a >> 24;
       wB = c >> 24;
-      wC = d >> 24;
-      wD = e >> 24;
       X0 = packed[x0 + k + 3];
       a0 += wA * X0;
       b0 += wB * X0;
-      c0 += wC * X0;
-      d0 += wD * X0;
       X1 = packed[x1 + k + 3];
       a1 += wA * X1;
       b1 += wB * X1;
-      c1 += wC * X1;
-      d1 += wD * X1;
     }
-    addLanesQ8_0(a0, ws[so + b], xsT, b * nPad + 2 * g0 + 0, acc, 8 * g0 + 0);
-    addLanesQ8_0(b0, ws[so + 1 * blocks + b], xsT, b * nPad + 2 * g0 + 0, acc, 8 * g0 + 1);
-    addLanesQ8_0(c0, ws[so + 2 * blocks + b], xsT, b * nPad + 2 * g0 + 0, acc, 8 * g0 + 2);
-    addLanesQ8_0(d0, ws[so + 3 * blocks + b], xsT, b * nPad + 2 * g0 + 0, acc, 8 * g0 + 3);
-    addLanesQ8_0(a1, ws[so + b], xsT, b * nPad + 2 * g0 + 2, acc, 8 * g0 + 8);
-    addLanesQ8_0(b1, ws[so + 1 * blocks + b], xsT, b * nPad + 2 * g0 + 2, acc, 8 * g0 + 9);
-    addLanesQ8_0(c1, ws[so + 2 * blocks + b], xsT, b * nPad + 2 * g0 + 2, acc, 8 * g0 + 10);
-    addLanesQ8_0(d1, ws[so + 3 * blocks + b], xsT, b * nPad + 2 * g0 + 2, acc, 8 * g0 + 11);
+    const t0 = b * nPad + 2 * g0;
+    addLanesQ8_0(a0, ws[so + b], xsT, t0, acc, ao);
+    addLanesQ8_0(b0, ws[so + 1 * blocks + b], xsT, t0, acc, ao + 1);
+    addLanesQ8_0(a1, ws[so + b], xsT, t0 + 2, acc, ao + 8);
+    addLanesQ8_0(b1, ws[so + 1 * blocks + b], xsT, t0 + 2, acc, ao + 9);
   }
 }
