@@ -477,8 +477,10 @@ export function matmulQ4_0Few(
   const cols = m.cols;
   const blocks = cols / QBLOCK;
   const pairStride = blocks * 8;
-  const groups = Math.ceil(n / 3);
-  const { packed, xsT, xsumT, nPad } = packedLanes(FEW_Q4_0, xq, n, 3, K1, 1);
+  // A fourth (or seventh) token alone costs one SWAR pass, less than a group of 3 lanes for it.
+  const lanesN = n > 1 && n % 3 === 1 ? n - 1 : n;
+  const groups = Math.ceil(lanesN / 3);
+  const { packed, xsT, xsumT, nPad } = packedLanes(FEW_Q4_0, xq, lanesN, 3, K1, 1);
   const acc = laneAccumulators(4 * nPad);
   const wq = m.q,
     ws = m.scales;
@@ -493,13 +495,31 @@ export function matmulQ4_0Few(
       pairQ4_0G2(wq, ws, pairStride, blocks, r + 2, packed, cols, g, xsT, xsumT, nPad, acc, 2);
     }
     if (g < groups) quadQ4_0G1(wq, ws, pairStride, blocks, r, packed, cols, g, xsT, xsumT, nPad, acc, 0);
-    for (let t = 0; t < n; t++) {
+    for (let t = 0; t < lanesN; t++) {
       const yo = yOff + t * yStride + r;
       y[yo] = acc[4 * t];
       y[yo + 1] = acc[4 * t + 1];
       y[yo + 2] = acc[4 * t + 2];
       y[yo + 3] = acc[4 * t + 3];
     }
+  }
+  if (lanesN < n) {
+    const t = n - 1;
+    rows4Q4_0(
+      wq,
+      ws,
+      pairStride,
+      blocks,
+      r0,
+      r4,
+      xq.q,
+      t * cols,
+      xq.scales,
+      xq.sums,
+      t * blocks,
+      y,
+      yOff + t * yStride,
+    );
   }
   if (r4 < r1) matmulQ4_0(m, xq, n, y, yOff, yStride, r4, r1);
 }
