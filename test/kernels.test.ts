@@ -867,6 +867,35 @@ describe('q8_0 / q4_0 integer matmul kernels', () => {
     }
   });
 
+  it('batch invariance: every token of a 1..12-token call gets the bits of a one-token call (q4_0, q8_0)', () => {
+    // 2..9 tokens run the few-token lanes kernels (q4_0.ts, q8_0.ts), 10+ the panel lanes, 1 the
+    // integer kernels; speculation needs a row's result independent of how many rows share the step.
+    const rand = mulberry32(307);
+    const rows = 22, // 5 quads and a pair left over for the integer kernel
+      cols = 96;
+    for (const format of [Q4_0, Q8_0]) {
+      const m = quantizeMatrix(format, randomF32(rand, rows * cols, 1), rows, cols);
+      const maxN = 12;
+      const x = randomF32(rand, maxN * cols, 3);
+      // A few blocks at the int8 extremes (+-127 after quantizing).
+      for (let k = 0; k < QBLOCK; k++) x[(k & 1) * cols + k] = k & 2 ? 1e3 : -1e3;
+      const alone = new Float32Array(maxN * rows).fill(NaN);
+      for (let t = 0; t < maxN; t++) {
+        const xt = x.subarray(t * cols, (t + 1) * cols);
+        matmul(m, xt, 0, cols, 1, alone, t * rows, rows, 0, rows, quantizeX(xt, 0, cols, 1, cols));
+      }
+      for (let n = 1; n <= maxN; n++) {
+        const xq = quantizeX(x, 0, cols, n, cols);
+        const y = new Float32Array(n * rows).fill(NaN);
+        // Row slices as two threads claim them.
+        matmul(m, x, 0, cols, n, y, 0, rows, 0, 8, xq);
+        matmul(m, x, 0, cols, n, y, 0, rows, 8, rows, xq);
+        const bad = firstFailure(n * rows, (i) => (Object.is(y[i], alone[i]) ? null : `${y[i]} != ${alone[i]}`));
+        expect(bad, `format ${format}, n = ${n} (token ${Math.floor(Number(bad?.split(':')[0]) / rows)})`).toBeNull();
+      }
+    }
+  });
+
   it('q4_0 and q8_0 integer sums are exact on random nibbles/bytes with random +-127-range activations', () => {
     const rand = mulberry32(305);
     const rows = 6,

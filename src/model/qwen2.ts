@@ -425,6 +425,9 @@ export class Qwen2Model {
   }
 }
 
+/** Logit rows the head computes per pass, whatever maxSequences (9: the few-token kernels' range). */
+const MIN_LOGIT_ROWS = 9;
+
 /** Shapes, KV cache and activation buffers: everything the threads share, allocated once. */
 function forwardState(c: ModelConfig, weights: ModelWeights, opts: ModelOptions): ForwardState & { kvCache: KvCache } {
   const rows = opts.maxBatchTokens;
@@ -438,7 +441,9 @@ function forwardState(c: ModelConfig, weights: ModelWeights, opts: ModelOptions)
     intermediate: c.intermediateSize,
     vocab: c.vocabSize,
     maxRows: rows,
-    maxLogitRows: Math.min(rows, opts.maxSequences),
+    // At least a sequence's verification rows (speculation: the proposals + 1), so that they share
+    // one pass of the head, whose few-token kernels cost far less per row than one row at a time.
+    maxLogitRows: Math.min(rows, Math.max(opts.maxSequences, MIN_LOGIT_ROWS)),
     blockSize: BLOCK_SIZE,
     contextLength: opts.contextLength,
   };

@@ -57,7 +57,7 @@ let xsumScratch: Float64Array = new Float64Array(0);
 let packedFrom: QuantizedActivations | null = null;
 let packedVersion = -1;
 let packedN = 0;
-let packedFor: LaneKernel | null = null;
+let packedFor: object | null = null;
 
 function grow(a: Float64Array, n: number): Float64Array {
   return a.length >= n ? a : new Float64Array(n);
@@ -94,6 +94,75 @@ export function lanesApply(kernel: LaneKernel, m: Matrix, n: number): boolean {
   return m.cols * (Math.ceil(n / kernel.lanes) + 3) < OFFSET_MASK && 3 * m.cols < OFFSET_MASK;
 }
 
+/** The activations as a lanes kernel reads them (packedLanes). */
+export interface PackedLanes {
+  packed: Float64Array; // [groups, cols]
+  xsT: Float64Array; // [blocks, nPad] activation scales, tokens past n scaled by 0
+  xsumT: Float64Array; // [blocks, nPad] activation block sums
+  groups: number;
+  nPad: number;
+}
+
+const packedResult: PackedLanes = {
+  packed: packedScratch,
+  xsT: xsScratch,
+  xsumT: xsumScratch,
+  groups: 0,
+  nPad: 0,
+};
+
+/**
+ * xq's first n tokens packed `lanes` per double `spacing` apart, in groups rounded up to a multiple
+ * of groupBlock, with the scales and block sums transposed to [blocks, nPad] so that a block's
+ * tokens sit side by side. Per thread and cached: a thread runs several row chunks of one matrix, or
+ * several matrices, on the same activations; `key` names the packing (one per kernel).
+ */
+export function packedLanes(
+  key: object,
+  xq: QuantizedActivations,
+  n: number,
+  lanes: number,
+  spacing: number,
+  groupBlock: number,
+): PackedLanes {
+  const cols = xq.cols;
+  const blocks = Math.floor(cols / QBLOCK);
+  const groups = Math.ceil(Math.ceil(n / lanes) / groupBlock) * groupBlock;
+  const nPad = groups * lanes;
+  if (packedScratch.length < groups * cols || xsScratch.length < blocks * nPad) packedFrom = null;
+  packedScratch = grow(packedScratch, groups * cols);
+  xsScratch = grow(xsScratch, blocks * nPad);
+  xsumScratch = grow(xsumScratch, blocks * nPad);
+  const xsT = xsScratch,
+    xsumT = xsumScratch;
+  if (packedFrom !== xq || packedVersion !== xq.version || packedN !== n || packedFor !== key) {
+    packActivations(xq, n, lanes, spacing, groupBlock, packedScratch);
+    xsT.fill(0, 0, blocks * nPad);
+    xsumT.fill(0, 0, blocks * nPad);
+    for (let t = 0; t < n; t++)
+      for (let b = 0; b < blocks; b++) {
+        xsT[b * nPad + t] = xq.scales[t * blocks + b];
+        xsumT[b * nPad + t] = xq.sums[t * blocks + b];
+      }
+    packedFrom = xq;
+    packedVersion = xq.version;
+    packedN = n;
+    packedFor = key;
+  }
+  packedResult.packed = packedScratch;
+  packedResult.xsT = xsT;
+  packedResult.xsumT = xsumT;
+  packedResult.groups = groups;
+  packedResult.nPad = nPad;
+  return packedResult;
+}
+
+/** A per-thread float64 scratch of at least `size` elements (the few-token kernels' accumulators). */
+export function laneAccumulators(size: number): Float64Array {
+  accScratch = grow(accScratch, size);
+  return accScratch;
+}
+
 /**
  * Y[t, r] = sum_k W[r, k] * X[t, k] for tokens t < n, rows [r0, r1), from the int8 activations xq,
  * with a format's lanes kernel.
@@ -110,39 +179,12 @@ export function matmulLanes(
   r1: number,
 ): void {
   const cols = m.cols & 0x1fffffff;
-  const blocks = cols / QBLOCK;
   const { lanes, spacing, rows: R, groups: G } = kernel;
-  const groups = Math.ceil(Math.ceil(n / lanes) / G) * G;
-  const nPad = groups * lanes;
-  if (packedScratch.length < groups * cols || xsScratch.length < blocks * nPad) packedFrom = null;
-  packedScratch = grow(packedScratch, groups * cols);
+  const { packed, xsT, xsumT, groups, nPad } = packedLanes(kernel, xq, n, lanes, spacing, G);
   panelScratch = grow(panelScratch, R * cols);
   accScratch = grow(accScratch, R * nPad);
-  const packed = packedScratch,
-    panel = panelScratch, // [R, cols]: the weight rows r..r+R-1 as float64 integers
+  const panel = panelScratch, // [R, cols]: the weight rows r..r+R-1 as float64 integers
     acc = accScratch; // [nPad, R]: their outputs for every token, float64 across blocks
-  xsScratch = grow(xsScratch, blocks * nPad);
-  xsumScratch = grow(xsumScratch, blocks * nPad);
-  const xsT = xsScratch,
-    xsumT = xsumScratch;
-  // A thread runs several row chunks of one matrix, or several matrices, on the same activations:
-  // pack them once.
-  if (packedFrom !== xq || packedVersion !== xq.version || packedN !== n || packedFor !== kernel) {
-    packActivations(xq, n, lanes, spacing, G, packed);
-    // Activation scales transposed to [blocks, nPad] (tokens past n scaled by 0), so that a block's
-    // tokens sit side by side.
-    xsT.fill(0, 0, blocks * nPad);
-    xsumT.fill(0, 0, blocks * nPad);
-    for (let t = 0; t < n; t++)
-      for (let b = 0; b < blocks; b++) {
-        xsT[b * nPad + t] = xq.scales[t * blocks + b];
-        xsumT[b * nPad + t] = xq.sums[t * blocks + b];
-      }
-    packedFrom = xq;
-    packedVersion = xq.version;
-    packedN = n;
-    packedFor = kernel;
-  }
   const ws = m.scales;
   for (let r = r0; r < r1; r += R) {
     const live = Math.min(R, r1 - r); // the last rows of a slice run with zero rows beside them

@@ -12,15 +12,21 @@ import { makeMatrix, Q4_0, QBLOCK, type Matrix } from '../matrix.js';
 import type { QuantizedActivations } from './activations.js';
 import { widenBf16Block } from './bf16.js';
 import { blockAbsMaxBits, OFFSET_MASK, type MatmulKernel } from './common.js';
-import { lanesApply, matmulLanes, ROUND, type LaneKernel } from './lanes.js';
+import { laneAccumulators, lanesApply, matmulLanes, packedLanes, ROUND, type LaneKernel } from './lanes.js';
 
-// Lanes pass the SWAR kernel between n = 7 and 8 on the 0.5B gate/up shape (README, Performance).
-const LANES_MIN_TOKENS = 8;
+// From FEW_MIN_TOKENS to FEW_MAX_TOKENS tokens (speculation's verification rows, small batches) the
+// few-token lanes kernel reads the packed nibbles directly; from LANES_MIN_TOKENS on the panel
+// lanes kernel amortizes widening the weights (README, Performance and Speculative decoding).
+const FEW_MIN_TOKENS = 2;
+const FEW_MAX_TOKENS = 9;
+const LANES_MIN_TOKENS = 10;
 
 /** matmul for a q4_0 matrix (xq: x quantized by quantizeActivations; q4_0 needs it). */
 export const matmulQ4_0Matrix: MatmulKernel = (m, _x, _xOff, _xStride, n, y, yOff, yStride, r0, r1, xq) => {
   if (n >= LANES_MIN_TOKENS && lanesApply(LANES_Q4_0, m, n))
     matmulLanes(LANES_Q4_0, m, xq!, n, y, yOff, yStride, r0, r1);
+  else if (n >= FEW_MIN_TOKENS && n <= FEW_MAX_TOKENS && fewApply(m, n))
+    matmulQ4_0Few(m, xq!, n, y, yOff, yStride, r0, r1);
   else matmulQ4_0(m, xq!, n, y, yOff, yStride, r0, r1);
 };
 
@@ -432,3 +438,255 @@ function splitQ4(
 }
 
 const LANES_Q4_0: LaneKernel = { lanes: 3, spacing: L1, rows: 2, groups: 3, widenRow: widenRowQ4_0, block: rowPairQ4 };
+
+// ---- few tokens (2..9: verification rows, small batches): the lanes without a panel. Three
+// tokens per double, K1 = 2^17 apart, times the stored nibble (0..15, the weight + 8) read straight
+// from the SWAR words: |32 products| <= 32 * 15 * 127 = 60960 < 2^16, so each lane stays apart,
+// and 8 times the activations' block sum comes off after the split, as in the SWAR kernel. Each
+// weight is decoded once for 2 groups (6 tokens), or for one with 4 rows per packed load. The
+// integer block sums are exact, and the float steps after them (minus 8 * sum, times the weight
+// scale, times the activation scale, added block by block) are the SWAR kernel's, so every token
+// gets the same bits as from matmulQ4_0 alone, for any number of tokens in the call.
+
+const K1 = 131072,
+  K2 = K1 * K1,
+  INV_K1 = 1 / K1,
+  INV_K2 = 1 / K2;
+
+/** Names the few-token packing in lanes.ts' per-thread cache. */
+const FEW_Q4_0 = {};
+
+/** True when matmulQ4_0Few can run this matrix for n tokens (every index well below 2^30). */
+export function fewApply(m: Matrix, n: number): boolean {
+  return n <= FEW_MAX_TOKENS && m.cols * 4 < OFFSET_MASK && m.q.length < OFFSET_MASK;
+}
+
+/** q4_0 for 1 to 9 tokens, 4 rows per pass; bit-identical to matmulQ4_0 for every token. */
+export function matmulQ4_0Few(
+  m: Matrix,
+  xq: QuantizedActivations,
+  n: number,
+  y: Float32Array,
+  yOff: number,
+  yStride: number,
+  r0: number,
+  r1: number,
+): void {
+  if (r0 % 2 !== 0) throw new RangeError(`matmulQ4_0Few: row slices start on even rows (row pairs), got ${r0}`);
+  if (n < 1 || n > FEW_MAX_TOKENS) throw new RangeError(`matmulQ4_0Few: 1 to ${FEW_MAX_TOKENS} tokens, got ${n}`);
+  const cols = m.cols;
+  const blocks = cols / QBLOCK;
+  const pairStride = blocks * 8;
+  // A fourth (or seventh) token alone costs one SWAR pass, less than a group of 3 lanes for it.
+  const lanesN = n > 1 && n % 3 === 1 ? n - 1 : n;
+  const groups = Math.ceil(lanesN / 3);
+  const { packed, xsT, xsumT, nPad } = packedLanes(FEW_Q4_0, xq, lanesN, 3, K1, 1);
+  const acc = laneAccumulators(4 * nPad);
+  const wq = m.q,
+    ws = m.scales;
+  const r4 = r0 + ((r1 - r0) & ~3);
+  for (let r = r0; r < r4; r += 4) {
+    acc.fill(0, 0, 4 * nPad);
+    // Two groups (6 tokens) per pass of one row pair at a time, an odd group with 4 rows per pass:
+    // wider blocks (4 rows x 2 groups, 2 rows x 3 groups) measured slower (README).
+    let g = 0;
+    for (; g + 2 <= groups; g += 2) {
+      pairQ4_0G2(wq, ws, pairStride, blocks, r, packed, cols, g, xsT, xsumT, nPad, acc, 0);
+      pairQ4_0G2(wq, ws, pairStride, blocks, r + 2, packed, cols, g, xsT, xsumT, nPad, acc, 2);
+    }
+    if (g < groups) quadQ4_0G1(wq, ws, pairStride, blocks, r, packed, cols, g, xsT, xsumT, nPad, acc, 0);
+    for (let t = 0; t < lanesN; t++) {
+      const yo = yOff + t * yStride + r;
+      y[yo] = acc[4 * t];
+      y[yo + 1] = acc[4 * t + 1];
+      y[yo + 2] = acc[4 * t + 2];
+      y[yo + 3] = acc[4 * t + 3];
+    }
+  }
+  if (lanesN < n) {
+    const t = n - 1;
+    rows4Q4_0(
+      wq,
+      ws,
+      pairStride,
+      blocks,
+      r0,
+      r4,
+      xq.q,
+      t * cols,
+      xq.scales,
+      xq.sums,
+      t * blocks,
+      y,
+      yOff + t * yStride,
+    );
+  }
+  if (r4 < r1) matmulQ4_0(m, xq, n, y, yOff, yStride, r4, r1);
+}
+
+/**
+ * Split one row's group sum s (3 tokens' lanes, nibbles 0..15) and add each token's
+ * (lane - 8 * block sum) * weight scale * activation scale to acc[o + 4i], token i of the group.
+ */
+function addLanesQ4_0(
+  s: number,
+  w: number,
+  xsT: Float64Array,
+  xsumT: Float64Array,
+  so: number,
+  acc: Float64Array,
+  o: number,
+): void {
+  const h = s * INV_K2 + ROUND - ROUND;
+  const rest = s - h * K2;
+  const mid = rest * INV_K1 + ROUND - ROUND;
+  acc[o] += (rest - mid * K1 - 8 * xsumT[so]) * w * xsT[so];
+  acc[o + 4] += (mid - 8 * xsumT[so + 1]) * w * xsT[so + 1];
+  acc[o + 8] += (h - 8 * xsumT[so + 2]) * w * xsT[so + 2];
+}
+
+/** Rows r..r+3 (two row pairs) against packed group g0 (3 tokens from 3 * g0), adding into acc[4t + o + i]. */
+function quadQ4_0G1(
+  wq: Int32Array,
+  ws: Float32Array,
+  pairStride: number,
+  blocks: number,
+  r: number,
+  packed: Float64Array,
+  cols: number,
+  g0: number,
+  xsT: Float64Array,
+  xsumT: Float64Array,
+  nPad: number,
+  acc: Float64Array,
+  o: number,
+): void {
+  const wo0 = (r >> 1) * pairStride;
+  const so = r * blocks;
+  const x0 = g0 * cols;
+  const ao = 12 * g0 + o;
+  for (let b = 0; b < blocks; b++) {
+    let a0 = 0,
+      b0 = 0,
+      c0 = 0,
+      d0 = 0;
+    const wo = wo0 + b * 8;
+    for (let j = 0; j < 8; j++) {
+      const p = wq[wo + j],
+        q = wq[wo + pairStride + j];
+      const k = b * QBLOCK + 4 * j;
+      let wA = p & 15,
+        wB = (p >>> 16) & 15,
+        wC = q & 15,
+        wD = (q >>> 16) & 15;
+      let X0 = packed[x0 + k];
+      a0 += wA * X0;
+      b0 += wB * X0;
+      c0 += wC * X0;
+      d0 += wD * X0;
+      wA = (p >>> 4) & 15;
+      wB = (p >>> 20) & 15;
+      wC = (q >>> 4) & 15;
+      wD = (q >>> 20) & 15;
+      X0 = packed[x0 + k + 1];
+      a0 += wA * X0;
+      b0 += wB * X0;
+      c0 += wC * X0;
+      d0 += wD * X0;
+      wA = (p >>> 8) & 15;
+      wB = (p >>> 24) & 15;
+      wC = (q >>> 8) & 15;
+      wD = (q >>> 24) & 15;
+      X0 = packed[x0 + k + 2];
+      a0 += wA * X0;
+      b0 += wB * X0;
+      c0 += wC * X0;
+      d0 += wD * X0;
+      wA = (p >>> 12) & 15;
+      wB = (p >>> 28) & 15;
+      wC = (q >>> 12) & 15;
+      wD = (q >>> 28) & 15;
+      X0 = packed[x0 + k + 3];
+      a0 += wA * X0;
+      b0 += wB * X0;
+      c0 += wC * X0;
+      d0 += wD * X0;
+    }
+    const t0 = b * nPad + 3 * g0;
+    addLanesQ4_0(a0, ws[so + b], xsT, xsumT, t0, acc, ao);
+    addLanesQ4_0(b0, ws[so + 1 * blocks + b], xsT, xsumT, t0, acc, ao + 1);
+    addLanesQ4_0(c0, ws[so + 2 * blocks + b], xsT, xsumT, t0, acc, ao + 2);
+    addLanesQ4_0(d0, ws[so + 3 * blocks + b], xsT, xsumT, t0, acc, ao + 3);
+  }
+}
+
+/** Rows r, r+1 (one row pair) against packed groups g0..g0+1 (6 tokens from 3 * g0), adding into acc[4t + o + i]. */
+function pairQ4_0G2(
+  wq: Int32Array,
+  ws: Float32Array,
+  pairStride: number,
+  blocks: number,
+  r: number,
+  packed: Float64Array,
+  cols: number,
+  g0: number,
+  xsT: Float64Array,
+  xsumT: Float64Array,
+  nPad: number,
+  acc: Float64Array,
+  o: number,
+): void {
+  const wo0 = (r >> 1) * pairStride;
+  const so = r * blocks;
+  const x0 = g0 * cols;
+  const x1 = (g0 + 1) * cols;
+  const ao = 12 * g0 + o;
+  for (let b = 0; b < blocks; b++) {
+    let a0 = 0,
+      b0 = 0,
+      a1 = 0,
+      b1 = 0;
+    const wo = wo0 + b * 8;
+    for (let j = 0; j < 8; j++) {
+      const p = wq[wo + j];
+      const k = b * QBLOCK + 4 * j;
+      let wA = p & 15,
+        wB = (p >>> 16) & 15;
+      let X0 = packed[x0 + k];
+      a0 += wA * X0;
+      b0 += wB * X0;
+      let X1 = packed[x1 + k];
+      a1 += wA * X1;
+      b1 += wB * X1;
+      wA = (p >>> 4) & 15;
+      wB = (p >>> 20) & 15;
+      X0 = packed[x0 + k + 1];
+      a0 += wA * X0;
+      b0 += wB * X0;
+      X1 = packed[x1 + k + 1];
+      a1 += wA * X1;
+      b1 += wB * X1;
+      wA = (p >>> 8) & 15;
+      wB = (p >>> 24) & 15;
+      X0 = packed[x0 + k + 2];
+      a0 += wA * X0;
+      b0 += wB * X0;
+      X1 = packed[x1 + k + 2];
+      a1 += wA * X1;
+      b1 += wB * X1;
+      wA = (p >>> 12) & 15;
+      wB = (p >>> 28) & 15;
+      X0 = packed[x0 + k + 3];
+      a0 += wA * X0;
+      b0 += wB * X0;
+      X1 = packed[x1 + k + 3];
+      a1 += wA * X1;
+      b1 += wB * X1;
+    }
+    const t0 = b * nPad + 3 * g0;
+    addLanesQ4_0(a0, ws[so + b], xsT, xsumT, t0, acc, ao);
+    addLanesQ4_0(b0, ws[so + 1 * blocks + b], xsT, xsumT, t0, acc, ao + 1);
+    addLanesQ4_0(a1, ws[so + b], xsT, xsumT, t0 + 3, acc, ao + 12);
+    addLanesQ4_0(b1, ws[so + 1 * blocks + b], xsT, xsumT, t0 + 3, acc, ao + 13);
+  }
+}

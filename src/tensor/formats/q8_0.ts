@@ -8,10 +8,14 @@ import type { QuantizedActivations } from './activations.js';
 import { widenBf16Block } from './bf16.js';
 import { bitsToF32, blockAbsMaxBits, OFFSET_MASK, PANEL_MIN_TOKENS, type MatmulKernel } from './common.js';
 import { matmulPanels } from './f32.js';
-import { lanesApply, matmulLanes, ROUND, type LaneKernel } from './lanes.js';
+import { laneAccumulators, lanesApply, matmulLanes, packedLanes, ROUND, type LaneKernel } from './lanes.js';
 
-// Lanes pass the integer kernel at n = 4 on the 0.5B gate/up shape (README, Performance).
-const LANES_MIN_TOKENS = 4;
+// From FEW_MIN_TOKENS to FEW_MAX_TOKENS tokens (speculation's verification rows, small batches) the
+// few-token lanes kernel reads the int8 words directly; from LANES_MIN_TOKENS on the panel lanes
+// kernel amortizes widening the weights (README, Performance and Speculative decoding).
+const FEW_MIN_TOKENS = 2;
+const FEW_MAX_TOKENS = 8;
+const LANES_MIN_TOKENS = 9;
 
 /**
  * matmul for a q8_0 matrix. Without quantized activations (xq null: a caller that has only f32 x),
@@ -20,6 +24,8 @@ const LANES_MIN_TOKENS = 4;
 export const matmulQ8_0Matrix: MatmulKernel = (m, x, xOff, xStride, n, y, yOff, yStride, r0, r1, xq) => {
   if (xq !== null && n >= LANES_MIN_TOKENS && lanesApply(LANES_Q8_0, m, n))
     matmulLanes(LANES_Q8_0, m, xq, n, y, yOff, yStride, r0, r1);
+  else if (xq !== null && n >= FEW_MIN_TOKENS && n <= FEW_MAX_TOKENS && fewApply(m, n))
+    matmulQ8_0Few(m, xq, n, y, yOff, yStride, r0, r1);
   else if (n >= PANEL_MIN_TOKENS) matmulPanels(m, widenRowsQ8_0, x, xOff, xStride, n, y, yOff, yStride, r0, r1);
   else matmulQ8_0Rows4(m, xq!, n, y, yOff, yStride, r0, r1);
 };
@@ -539,3 +545,215 @@ const LANES_Q8_0: LaneKernel = {
   widenRow: widenRowQ8_0,
   block: rowTripleQ8,
 };
+
+// ---- few tokens (2..8: verification rows, small batches): the lanes without a panel. Two tokens
+// per double, M1 = 2^20 apart (as the panel lanes), times the int8 weights read straight from the
+// words; each weight is decoded once for 2 groups (4 tokens; more take more passes) and each
+// packed load feeds 4 rows. The integer block sums are exact, and the float steps after them
+// (times the weight scale, times the activation scale, added block by block) are the one-token
+// kernel's, so every token gets the same bits as from matmulQ8_0Rows4 alone, for any number of
+// tokens in the call.
+
+/** Names the few-token packing in lanes.ts' per-thread cache. */
+const FEW_Q8_0 = {};
+
+/** True when matmulQ8_0Few can run this matrix for n tokens (every index well below 2^30). */
+export function fewApply(m: Matrix, n: number): boolean {
+  return n <= FEW_MAX_TOKENS && m.cols * 4 < OFFSET_MASK && m.q.length < OFFSET_MASK;
+}
+
+/** q8_0 for 1 to 8 tokens, 4 rows per pass; bit-identical to matmulQ8_0Rows4 for every token. */
+export function matmulQ8_0Few(
+  m: Matrix,
+  xq: QuantizedActivations,
+  n: number,
+  y: Float32Array,
+  yOff: number,
+  yStride: number,
+  r0: number,
+  r1: number,
+): void {
+  if (n < 1 || n > FEW_MAX_TOKENS) throw new RangeError(`matmulQ8_0Few: 1 to ${FEW_MAX_TOKENS} tokens, got ${n}`);
+  const cols = m.cols;
+  const blocks = cols / QBLOCK;
+  const words = cols >> 2;
+  const groups = Math.ceil(n / 2);
+  const { packed, xsT, nPad } = packedLanes(FEW_Q8_0, xq, n, 2, M1, 1);
+  const acc = laneAccumulators(4 * nPad);
+  const wq = m.q,
+    ws = m.scales;
+  const r4 = r0 + ((r1 - r0) & ~3);
+  for (let r = r0; r < r4; r += 4) {
+    acc.fill(0, 0, 4 * nPad);
+    // Two groups (4 tokens) per pass of two rows, an odd group with 4 rows per pass: wider blocks
+    // (4 rows x 2 groups, 4 rows x 3 groups) measured slower (README).
+    let g = 0;
+    for (; g + 2 <= groups; g += 2) {
+      pairQ8_0G2(wq, ws, words, blocks, r, packed, cols, g, xsT, nPad, acc, 0);
+      pairQ8_0G2(wq, ws, words, blocks, r + 2, packed, cols, g, xsT, nPad, acc, 2);
+    }
+    if (g < groups) quadQ8_0G1(wq, ws, words, blocks, r, packed, cols, g, xsT, nPad, acc, 0);
+    for (let t = 0; t < n; t++) {
+      const yo = yOff + t * yStride + r;
+      y[yo] = acc[4 * t];
+      y[yo + 1] = acc[4 * t + 1];
+      y[yo + 2] = acc[4 * t + 2];
+      y[yo + 3] = acc[4 * t + 3];
+    }
+  }
+  if (r4 < r1) matmulQ8_0(m, xq, n, y, yOff, yStride, r4, r1);
+}
+
+/** Split one row's group sum s (2 tokens' lanes) and add lane * weight scale * activation scale to acc[o + 4i]. */
+function addLanesQ8_0(s: number, w: number, xsT: Float64Array, so: number, acc: Float64Array, o: number): void {
+  const h = s * INV_M1 + ROUND - ROUND;
+  acc[o] += (s - h * M1) * w * xsT[so];
+  acc[o + 4] += h * w * xsT[so + 1];
+}
+
+/** Rows r..r+3 against packed groups g0..g0+0 (2 tokens from 2 * g0), adding into acc[4t + o + i]. */
+function quadQ8_0G1(
+  wq: Int32Array,
+  ws: Float32Array,
+  words: number,
+  blocks: number,
+  r: number,
+  packed: Float64Array,
+  cols: number,
+  g0: number,
+  xsT: Float64Array,
+  nPad: number,
+  acc: Float64Array,
+  o: number,
+): void {
+  const wo0 = r * words;
+  const so = r * blocks;
+  const x0 = g0 * cols;
+  const ao = 8 * g0 + o;
+  for (let b = 0; b < blocks; b++) {
+    let a0 = 0,
+      b0 = 0,
+      c0 = 0,
+      d0 = 0;
+    const wo = wo0 + b * 8;
+    for (let j = 0; j < 8; j++) {
+      const a = wq[wo + j],
+        c = wq[wo + words + j],
+        d = wq[wo + 2 * words + j],
+        e = wq[wo + 3 * words + j];
+      const k = b * QBLOCK + 4 * j;
+      let wA = (a << 24) >> 24,
+        wB = (c << 24) >> 24,
+        wC = (d << 24) >> 24,
+        wD = (e << 24) >> 24;
+      let X0 = packed[x0 + k];
+      a0 += wA * X0;
+      b0 += wB * X0;
+      c0 += wC * X0;
+      d0 += wD * X0;
+      wA = (a << 16) >> 24;
+      wB = (c << 16) >> 24;
+      wC = (d << 16) >> 24;
+      wD = (e << 16) >> 24;
+      X0 = packed[x0 + k + 1];
+      a0 += wA * X0;
+      b0 += wB * X0;
+      c0 += wC * X0;
+      d0 += wD * X0;
+      wA = (a << 8) >> 24;
+      wB = (c << 8) >> 24;
+      wC = (d << 8) >> 24;
+      wD = (e << 8) >> 24;
+      X0 = packed[x0 + k + 2];
+      a0 += wA * X0;
+      b0 += wB * X0;
+      c0 += wC * X0;
+      d0 += wD * X0;
+      wA = a >> 24;
+      wB = c >> 24;
+      wC = d >> 24;
+      wD = e >> 24;
+      X0 = packed[x0 + k + 3];
+      a0 += wA * X0;
+      b0 += wB * X0;
+      c0 += wC * X0;
+      d0 += wD * X0;
+    }
+    const t0 = b * nPad + 2 * g0;
+    addLanesQ8_0(a0, ws[so + b], xsT, t0, acc, ao);
+    addLanesQ8_0(b0, ws[so + 1 * blocks + b], xsT, t0, acc, ao + 1);
+    addLanesQ8_0(c0, ws[so + 2 * blocks + b], xsT, t0, acc, ao + 2);
+    addLanesQ8_0(d0, ws[so + 3 * blocks + b], xsT, t0, acc, ao + 3);
+  }
+}
+
+/** Rows r..r+1 against packed groups g0..g0+1 (4 tokens from 2 * g0), adding into acc[4t + o + i]. */
+function pairQ8_0G2(
+  wq: Int32Array,
+  ws: Float32Array,
+  words: number,
+  blocks: number,
+  r: number,
+  packed: Float64Array,
+  cols: number,
+  g0: number,
+  xsT: Float64Array,
+  nPad: number,
+  acc: Float64Array,
+  o: number,
+): void {
+  const wo0 = r * words;
+  const so = r * blocks;
+  const x0 = g0 * cols;
+  const x1 = (g0 + 1) * cols;
+  const ao = 8 * g0 + o;
+  for (let b = 0; b < blocks; b++) {
+    let a0 = 0,
+      b0 = 0,
+      a1 = 0,
+      b1 = 0;
+    const wo = wo0 + b * 8;
+    for (let j = 0; j < 8; j++) {
+      const a = wq[wo + j],
+        c = wq[wo + words + j];
+      const k = b * QBLOCK + 4 * j;
+      let wA = (a << 24) >> 24,
+        wB = (c << 24) >> 24;
+      let X0 = packed[x0 + k];
+      a0 += wA * X0;
+      b0 += wB * X0;
+      let X1 = packed[x1 + k];
+      a1 += wA * X1;
+      b1 += wB * X1;
+      wA = (a << 16) >> 24;
+      wB = (c << 16) >> 24;
+      X0 = packed[x0 + k + 1];
+      a0 += wA * X0;
+      b0 += wB * X0;
+      X1 = packed[x1 + k + 1];
+      a1 += wA * X1;
+      b1 += wB * X1;
+      wA = (a << 8) >> 24;
+      wB = (c << 8) >> 24;
+      X0 = packed[x0 + k + 2];
+      a0 += wA * X0;
+      b0 += wB * X0;
+      X1 = packed[x1 + k + 2];
+      a1 += wA * X1;
+      b1 += wB * X1;
+      wA = a >> 24;
+      wB = c >> 24;
+      X0 = packed[x0 + k + 3];
+      a0 += wA * X0;
+      b0 += wB * X0;
+      X1 = packed[x1 + k + 3];
+      a1 += wA * X1;
+      b1 += wB * X1;
+    }
+    const t0 = b * nPad + 2 * g0;
+    addLanesQ8_0(a0, ws[so + b], xsT, t0, acc, ao);
+    addLanesQ8_0(b0, ws[so + 1 * blocks + b], xsT, t0, acc, ao + 1);
+    addLanesQ8_0(a1, ws[so + b], xsT, t0 + 2, acc, ao + 8);
+    addLanesQ8_0(b1, ws[so + 1 * blocks + b], xsT, t0 + 2, acc, ao + 9);
+  }
+}
