@@ -620,7 +620,8 @@ async function runSpeculationBench(opts: Options): Promise<number> {
   const jumpForward: GoalRow[] = [];
   for (const m of models) {
     log(`jump-forward goal on ${m.name}...`);
-    jumpForward.push(...(await runJumpForwardGoals(m.dir, m.name, 'q4_0', threads, opts.specRounds)));
+    for (const weights of opts.weights)
+      jumpForward.push(...(await runJumpForwardGoals(m.dir, m.name, weights, threads, opts.specRounds)));
   }
   if (jumpForward.length > 0)
     printGoals(
