@@ -1,21 +1,25 @@
 // ggml's IQ4_XS: super-blocks of 256 values with an f16 scale d and eight 32-value sub-blocks with
 // a 6-bit scale ls each, indices into IQ4_NL's 16 non-linear int8 levels V: w = fround(d * (ls - 32))
-// * V[i]. A sub-block's product with x is an exact integer sum times ls - 32 (|32 * 127 * 127 * 32|
-// < 2^24), times the activation scale per 32 and d per 256.
+// * V[i]. A sub-block's product with x is an exact integer sum times ggml's dl = fround(d * (ls - 32))
+// and the activation scale, as IQ4_NL's blocks are with their d.
 //
 // Storage (repacked at load, 140 bytes per row and 256 values against the file's 136):
 //   q      [rows/2, cols/32, 8] words: IQ4_NL's row-pair index bytes (iq4_nl.ts); rows even;
 //   u8     [rows, cols/32]: ls (0..63);
 //   scales [rows, cols/256]: d widened to f32.
-// Decode: IQ4_NL's pair table (one load and one multiply-add per column serve both rows). A prefill
-// runs the decode token by token, so a token's outputs are those of its one-token call bit for bit.
+// Decode: IQ4_NL's pair table (one load and one multiply-add per column serve both rows); prefill:
+// IQ4_NL's lanes kernel, whose widenRow gives each block dl. Both scale a block's exact integer sum
+// the same way, (sum * dl) * xd, so a token's outputs are those of its one-token call bit for bit.
 import { IQ4_XS, makeMatrix, QBLOCK, type Matrix } from '../matrix.js';
 import type { QuantizedActivations } from './activations.js';
 import { OFFSET_MASK, type MatmulKernel } from './common.js';
 import { f16At } from './ggml-dequantize.js';
-import { IQ4_LEVELS } from './iq4_nl.js';
-import { ROUND } from './lanes.js';
+import { IQ4_LEVELS, LANES_IQ4_NL } from './iq4_nl.js';
+import { lanesApply, matmulLanes, ROUND } from './lanes.js';
 
+const LANES_MIN_TOKENS = 4;
+
+const fround = Math.fround;
 const M1 = 1048576,
   INV_M1 = 1 / M1;
 
@@ -24,15 +28,31 @@ const pairLevels = new Float64Array(256);
 for (let i = 0; i < 256; i++) pairLevels[i] = IQ4_LEVELS[i & 15] + IQ4_LEVELS[i >> 4] * M1;
 
 export const matmulIQ4_XSMatrix: MatmulKernel = (m, _x, _xOff, _xStride, n, y, yOff, yStride, r0, r1, xq) => {
+  if (n >= LANES_MIN_TOKENS && lanesApply(LANES_IQ4_NL, m, n))
+    matmulLanes(LANES_IQ4_NL, m, xq!, n, y, yOff, yStride, r0, r1);
+  else matvecIQ4_XS(m, xq!, n, y, yOff, yStride, r0, r1);
+};
+
+/** One token at a time: 4 rows (two row pairs) per pass, a last row pair as both pairs. */
+function matvecIQ4_XS(
+  m: Matrix,
+  xq: QuantizedActivations,
+  n: number,
+  y: Float32Array,
+  yOff: number,
+  yStride: number,
+  r0: number,
+  r1: number,
+): void {
   if (r0 % 2 !== 0) throw new RangeError(`iq4_xs: row slices start on even rows (row pairs), got ${r0}`);
-  if (m.q.length > OFFSET_MASK || xq!.q.length > OFFSET_MASK) throw new RangeError('iq4_xs: matrix too large');
+  if (m.q.length > OFFSET_MASK || xq.q.length > OFFSET_MASK) throw new RangeError('iq4_xs: matrix too large');
   for (let t = 0; t < n; t++) {
     const yo = yOff + t * yStride;
     let r = r0;
-    for (; r + 4 <= r1; r += 4) rows4(m, r, r + 2, xq!, t, y, yo, r1);
-    for (; r < r1; r += 2) rows4(m, r, r, xq!, t, y, yo, r1);
+    for (; r + 4 <= r1; r += 4) rows4(m, r, r + 2, xq, t, y, yo, r1);
+    for (; r < r1; r += 2) rows4(m, r, r, xq, t, y, yo, r1);
   }
-};
+}
 
 /** An empty IQ4_XS matrix with shared storage (rows even, cols a multiple of 256), filled by packIQ4_XSRows. */
 export function allocIQ4_XS(rows: number, cols: number): Matrix {
@@ -127,11 +147,6 @@ function rows4(
     acc1 = 0,
     acc2 = 0,
     acc3 = 0;
-  // The current super-block's sums, before d.
-  let s0 = 0,
-    s1 = 0,
-    s2 = 0,
-    s3 = 0;
   for (let b = 0; b < blocks; b++, pa += 8) {
     const xb = (xo + 32 * b) & OFFSET_MASK;
     let sA = 0,
@@ -150,19 +165,13 @@ function rows4(
     // |32 * 127 * 127| < 2^19: the low lane is below half the spacing.
     const hA = sA * INV_M1 + ROUND - ROUND,
       hB = sB * INV_M1 + ROUND - ROUND;
-    const xd = xs[xso + b];
-    s0 += (ls[v0 + b] - 32) * (sA - hA * M1) * xd;
-    s1 += (ls[v1 + b] - 32) * hA * xd;
-    s2 += (ls[v2 + b] - 32) * (sB - hB * M1) * xd;
-    s3 += (ls[v3 + b] - 32) * hB * xd;
-    if ((b & 7) === 7) {
-      const sb = b >> 3;
-      acc0 += s0 * dd[d0 + sb];
-      acc1 += s1 * dd[d1 + sb];
-      acc2 += s2 * dd[d2 + sb];
-      acc3 += s3 * dd[d3 + sb];
-      s0 = s1 = s2 = s3 = 0;
-    }
+    // Each block's scale as ggml's dl = fround(d * (ls - 32)), applied as IQ4_NL's lanes do (bit for bit).
+    const xd = xs[xso + b],
+      sb = b >> 3;
+    acc0 += (sA - hA * M1) * fround(dd[d0 + sb] * (ls[v0 + b] - 32)) * xd;
+    acc1 += hA * fround(dd[d1 + sb] * (ls[v1 + b] - 32)) * xd;
+    acc2 += (sB - hB * M1) * fround(dd[d2 + sb] * (ls[v2 + b] - 32)) * xd;
+    acc3 += hB * fround(dd[d3 + sb] * (ls[v3 + b] - 32)) * xd;
   }
   y[yo + rA] = acc0;
   if (rA + 1 < r1) y[yo + rA + 1] = acc1;
