@@ -21,6 +21,8 @@ const BASELINE: Partial<Record<GgmlTypeName, GgmlTypeName>> = {
   Q2_K: 'Q4_0',
   Q3_K: 'Q4_0',
   Q4_1: 'Q4_0',
+  IQ4_NL: 'Q4_0',
+  IQ4_XS: 'Q4_0',
 };
 const baselineOf = (t: GgmlTypeName): GgmlTypeName => BASELINE[t] ?? 'Q8_0';
 
@@ -36,8 +38,17 @@ const SCALE_OFFSETS: Partial<Record<GgmlTypeName, number[]>> = {
   Q4_K: [0, 2],
   Q5_K: [0, 2],
   Q6_K: [208],
+  IQ4_NL: [0],
+  IQ4_XS: [0],
 };
-const BLOCK_VALUES: Partial<Record<GgmlTypeName, number>> = { Q2_K: 256, Q3_K: 256, Q4_K: 256, Q5_K: 256, Q6_K: 256 };
+const BLOCK_VALUES: Partial<Record<GgmlTypeName, number>> = {
+  Q2_K: 256,
+  Q3_K: 256,
+  Q4_K: 256,
+  Q5_K: 256,
+  Q6_K: 256,
+  IQ4_XS: 256,
+};
 
 let seed = 12345;
 function rand(): number {

@@ -154,11 +154,11 @@ describe('ggml types', () => {
   }
 });
 
-// Batch invariance of the kernels of Q4_1, Q5_1, Q2_K, Q3_K and IQ4_NL: a prefill (n = 9 and 64: the lanes
+// Batch invariance of the kernels of Q4_1, Q5_1, Q2_K, Q3_K, IQ4_NL and IQ4_XS: a prefill (n = 9 and 64: the lanes
 // where a format has them) gives every token exactly the bits of its one-token decode, since both
 // scale each block's exact integer sums by the same float operations in the same order.
 describe('ggml kernels: batch invariant bit for bit', () => {
-  for (const name of ['Q4_1', 'Q5_1', 'Q2_K', 'Q3_K', 'IQ4_NL'] as const) {
+  for (const name of ['Q4_1', 'Q5_1', 'Q2_K', 'Q3_K', 'IQ4_NL', 'IQ4_XS'] as const) {
     it(`${name}: every token of a prefill equals its one-token decode; row slices equal the whole`, () => {
       const { q } = fixture(name);
       const rows = 8;

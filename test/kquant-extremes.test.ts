@@ -16,6 +16,8 @@ const LAYOUT = {
   Q5_K: { values: 256, scales: [0, 2] },
   Q6_K: { values: 256, scales: [208] },
   Q5_0: { values: 32, scales: [0] },
+  // Every index 0 (-127) with ls 0 (-32), or every index 15 (113) with ls 63.
+  IQ4_XS: { values: 256, scales: [0] },
 } as const;
 
 /** Every byte `fill` (levels, packed scales and mins all 0 or all ones), the f16 scales 1.0. */

@@ -13,13 +13,14 @@ import { matmulQ5_1Matrix, readRowQ5_1 } from './formats/q5_1.js';
 import { matmulQ2_KMatrix, readRowQ2_K } from './formats/q2_k.js';
 import { matmulQ3_KMatrix, readRowQ3_K } from './formats/q3_k.js';
 import { matmulIQ4_NLMatrix, readRowIQ4_NL } from './formats/iq4_nl.js';
+import { matmulIQ4_XSMatrix, readRowIQ4_XS } from './formats/iq4_xs.js';
 import { matmulQ4_KMatrix, readRowQ4_K } from './formats/q4_k.js';
 import { matmulQ5_0Matrix, readRowQ5_0 } from './formats/q5_0.js';
 import { matmulQ5_KMatrix, readRowQ5_K } from './formats/q5_k.js';
 import { matmulQ6_KMatrix, readRowQ6_K } from './formats/q6_k.js';
 import { allocQ8_0, matmulQ8_0Matrix, readRowQ8_0 } from './formats/q8_0.js';
 import { BF16, F16, F32, GGML_BLOCKS, Q4_0, Q4_K, Q5_0, Q5_K, Q6_K, Q8_0, QBLOCK, type Matrix } from './matrix.js';
-import { IQ4_NL, Q2_K, Q3_K, Q4_1, Q5_1 } from './matrix.js';
+import { IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_1, Q5_1 } from './matrix.js';
 
 /** What a weight format brings: its matmul, its row reader and (stored formats) an allocator. */
 interface FormatKernels {
@@ -45,6 +46,7 @@ FORMATS[Q5_1] = { name: 'q5_1', matmul: matmulQ5_1Matrix, readRow: readRowQ5_1, 
 FORMATS[Q2_K] = { name: 'q2_k', matmul: matmulQ2_KMatrix, readRow: readRowQ2_K, alloc: null };
 FORMATS[Q3_K] = { name: 'q3_k', matmul: matmulQ3_KMatrix, readRow: readRowQ3_K, alloc: null };
 FORMATS[IQ4_NL] = { name: 'iq4_nl', matmul: matmulIQ4_NLMatrix, readRow: readRowIQ4_NL, alloc: null };
+FORMATS[IQ4_XS] = { name: 'iq4_xs', matmul: matmulIQ4_XSMatrix, readRow: readRowIQ4_XS, alloc: null };
 FORMATS[GGML_BLOCKS] = { name: 'ggml', matmul: matmulGgmlBlocks, readRow: readRowGgmlBlocks, alloc: null };
 
 function formatOf(m: Matrix): FormatKernels {

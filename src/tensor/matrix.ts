@@ -41,6 +41,8 @@ export const Q2_K = 12;
 export const Q3_K = 13;
 /** ggml's IQ4_NL, row-pair index bytes for float64 lanes: formats/iq4_nl.ts. */
 export const IQ4_NL = 14;
+/** ggml's IQ4_XS, IQ4_NL's row-pair index bytes with 6-bit sub-block scales: formats/iq4_xs.ts. */
+export const IQ4_XS = 15;
 
 /** Quantized formats group 32 consecutive weights of a row under one scale, as llama.cpp does. */
 export const QBLOCK = 32;

@@ -54,7 +54,8 @@ import { allocQ5_1, packQ5_1Rows } from './q5_1.js';
 import { allocQ2_K, packQ2_KRows } from './q2_k.js';
 import { allocQ3_K, packQ3_KRows } from './q3_k.js';
 import { allocIQ4_NL, packIQ4_NLRows } from './iq4_nl.js';
-import { IQ4_NL, Q2_K, Q3_K, Q4_1, Q5_1 } from '../matrix.js';
+import { allocIQ4_XS, packIQ4_XSRows } from './iq4_xs.js';
+import { IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_1, Q5_1 } from '../matrix.js';
 
 /** ggml_type codes of the types qwen-ts reads (ggml.h). */
 export const GGML_TYPE = {
@@ -291,6 +292,7 @@ export function allocGgmlMatrix(type: number, rows: number, cols: number): Matri
   else if (row.name === 'Q2_K' && rows % 2 === 0) m = allocQ2_K(rows, cols);
   else if (row.name === 'Q3_K' && rows % 2 === 0) m = allocQ3_K(rows, cols);
   else if (row.name === 'IQ4_NL' && rows % 2 === 0) m = allocIQ4_NL(rows, cols);
+  else if (row.name === 'IQ4_XS' && rows % 2 === 0) m = allocIQ4_XS(rows, cols);
   else if (GGML_BLOCK_KERNELS.has(type) || row.name === 'Q4_0' || row.name === 'Q4_K' || row.name === 'Q5_0')
     m = makeMatrix(GGML_BLOCKS, rows, cols, { u8: new Uint8Array(new SharedArrayBuffer(rows * rowBytes)) });
   else throw new Error(`allocGgmlMatrix: ggml type ${row.name} is not a quantized type`);
@@ -313,6 +315,7 @@ export function packGgmlRows(m: Matrix, src: Uint8Array, r0: number, nRows: numb
   else if (m.format === Q2_K) packQ2_KRows(src, m, r0, nRows);
   else if (m.format === Q3_K) packQ3_KRows(src, m, r0, nRows);
   else if (m.format === IQ4_NL) packIQ4_NLRows(src, m, r0, nRows);
+  else if (m.format === IQ4_XS) packIQ4_XSRows(src, m, r0, nRows);
   else throw new Error(`packGgmlRows: matrix format ${m.format} does not hold ggml blocks`);
 }
 

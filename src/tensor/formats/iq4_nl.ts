@@ -12,7 +12,7 @@
 //       row r's index in the low nibble, row r+1's in the high; rows even;
 //   u16 [rows, blocks]: d as the file's f16 bits.
 import { f16Values } from '../dtype.js';
-import { IQ4_NL, makeMatrix, QBLOCK, type Matrix } from '../matrix.js';
+import { IQ4_NL, IQ4_XS, makeMatrix, QBLOCK, type Matrix } from '../matrix.js';
 import type { QuantizedActivations } from './activations.js';
 import { OFFSET_MASK, type MatmulKernel } from './common.js';
 import { lanesApply, matmulLanes, ROUND, type LaneKernel } from './lanes.js';
@@ -179,7 +179,11 @@ function widenRowIQ4_NL(m: Matrix, r: number, panel: Float64Array, po: number): 
   const bytes = new Uint8Array(m.q.buffer, m.q.byteOffset, m.q.byteLength);
   const shift = 4 * (r & 1);
   const bo = (r >> 1) * blocks * 32;
-  for (let b = 0; b < blocks; b++) panelScale[i * blocks + b] = f16[m.u16[r * blocks + b]];
+  // IQ4_XS (iq4_xs.ts) shares this layout; its block scale is ggml's fround(d * (ls - 32)).
+  if (m.format === IQ4_XS)
+    for (let b = 0; b < blocks; b++)
+      panelScale[i * blocks + b] = Math.fround(m.scales[r * (blocks >> 3) + (b >> 3)] * (m.u8[r * blocks + b] - 32));
+  else for (let b = 0; b < blocks; b++) panelScale[i * blocks + b] = f16[m.u16[r * blocks + b]];
   for (let k = 0; k < cols; k++) panel[po + k] = IQ4_LEVELS[(bytes[bo + k] >> shift) & 15];
 }
 
@@ -272,7 +276,8 @@ function splitIQ4_NL(
   acc[o + 5] += hc * wC * d1;
 }
 
-const LANES_IQ4_NL: LaneKernel = {
+/** Also IQ4_XS's prefill (the same index bytes, a block scale per 32 from widenRowIQ4_NL). */
+export const LANES_IQ4_NL: LaneKernel = {
   lanes: 2,
   spacing: M1,
   rows: 3,

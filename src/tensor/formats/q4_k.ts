@@ -4,13 +4,16 @@
 // activations' sum: sum_k w_k x_k = xd * (d1 * sum_k q_k xq_k - m1 * sum_k xq_k) with x ~ xd * xq
 // (int8 activations per 32, activations.ts) and d1 = d*sc, m1 = dmin*m as ggml computes them.
 //
-// Storage (repacked at load from the GGUF blocks, ~5% over the file's bytes):
-//   q      the levels 0..15 in q4_0's row-pair SWAR layout (q4_0.ts): rows even, cols % 256 == 0;
+// Storage (repacked at load from the GGUF blocks, ~6% over the file's bytes):
+//   q      [rows/2, cols/32, 8] words: byte c of word j is the row pair's level byte of column 4j+c,
+//          row r's level in the low nibble, row r+1's in the high (q4_1.ts's layout); rows even,
+//          cols % 256 == 0;
 //   scales [rows, cols/256, 2]: d, dmin widened to f32;
 //   u8     [rows, cols/32, 2]: sc, m.
-// Decode runs q4_0's SWAR loop (two rows' multiply-adds per Math.imul) with the scale and min per
-// sub-block; prefill runs the float64 lanes (lanes.ts) on levels - 8 with the min folded into an
-// offset per sub-block: d1*q - m1 = d1*(q - 8) + (8*d1 - m1).
+// Decode: q4_1's pair table (a byte of two rows' levels is one double, one multiply-add for both
+// rows), each sub-block's exact integer lane sums times sc and the min per sub-block; prefill runs
+// the float64 lanes (lanes.ts) on levels - 8 with the min folded into an offset per sub-block:
+// d1*q - m1 = d1*(q - 8) + (8*d1 - m1).
 import { makeMatrix, Q4_K, QBLOCK, type Matrix } from '../matrix.js';
 import type { QuantizedActivations } from './activations.js';
 import { OFFSET_MASK, type MatmulKernel } from './common.js';
@@ -45,9 +48,9 @@ export function packQ4_KRows(src: Uint8Array, m: Matrix, r0: number, nRows: numb
   const cols = m.cols;
   const blocks = cols / QBLOCK,
     supers = cols / 256;
-  const halves = new Uint16Array(m.q.buffer, m.q.byteOffset, m.q.length * 2);
-  const nib = new Uint8Array(32);
+  const bytes = new Uint8Array(m.q.buffer, m.q.byteOffset, m.q.byteLength);
   for (let r = r0; r < r0 + nRows; r++) {
+    const shift = 4 * (r & 1);
     for (let s = 0; s < supers; s++) {
       const o = 144 * ((r - r0) * supers + s);
       m.scales[2 * (r * supers + s)] = f16At(src, o);
@@ -59,11 +62,10 @@ export function packQ4_KRows(src: Uint8Array, m: Matrix, r0: number, nRows: numb
         m.u8[2 * (r * blocks + b) + 1] = smK4[1];
         // Sub-block j: 32 bytes at o + 16 + 32 * (j >> 1), low nibbles (j even) or high (j odd).
         const qo = o + 16 + 32 * (j >> 1),
-          shift = 4 * (j & 1);
-        for (let l = 0; l < 32; l++) nib[l] = (src[qo + l] >> shift) & 0xf;
-        const ho = ((r >> 1) * blocks + b) * 16 + (r & 1);
-        for (let w = 0; w < 8; w++)
-          halves[ho + 2 * w] = nib[4 * w] | (nib[4 * w + 1] << 4) | (nib[4 * w + 2] << 8) | (nib[4 * w + 3] << 12);
+          nibShift = 4 * (j & 1);
+        const bo = ((r >> 1) * blocks + b) * 32;
+        for (let l = 0; l < 32; l++)
+          bytes[bo + l] = (bytes[bo + l] & (0xf0 >> shift)) | (((src[qo + l] >> nibShift) & 0xf) << shift);
       }
     }
   }
@@ -73,23 +75,27 @@ export function packQ4_KRows(src: Uint8Array, m: Matrix, r0: number, nRows: numb
 export function readRowQ4_K(m: Matrix, r: number, out: Float32Array, outOff: number): void {
   const blocks = m.cols / QBLOCK,
     supers = m.cols / 256;
-  const shift = 16 * (r & 1);
+  const bytes = new Uint8Array(m.q.buffer, m.q.byteOffset, m.q.byteLength);
+  const shift = 4 * (r & 1);
   for (let b = 0; b < blocks; b++) {
     const s = r * supers + (b >> 3);
     const d1 = fround(m.scales[2 * s] * m.u8[2 * (r * blocks + b)]);
     const m1 = fround(m.scales[2 * s + 1] * m.u8[2 * (r * blocks + b) + 1]);
-    const wo = ((r >> 1) * blocks + b) * 8;
+    const bo = ((r >> 1) * blocks + b) * 32;
     const o = outOff + b * QBLOCK;
-    for (let j = 0; j < 8; j++) {
-      const word = m.q[wo + j] >>> shift;
-      for (let c = 0; c < 4; c++) out[o + 4 * j + c] = fround(fround(d1 * ((word >>> (4 * c)) & 0xf)) - m1);
-    }
+    for (let k = 0; k < QBLOCK; k++) out[o + k] = fround(fround(d1 * ((bytes[bo + k] >> shift) & 15)) - m1);
   }
 }
 
+/** pairLevels[q_r | q_r+1 << 4] = q_r + q_r+1 * 2^20 (as q4_1.ts). */
+const D1 = 1048576,
+  INV_D1 = 1 / D1;
+const pairLevels = new Float64Array(256);
+for (let i = 0; i < 256; i++) pairLevels[i] = (i & 15) + (i >> 4) * D1;
+
 /**
- * One token at a time (decode): 4 rows (two row pairs) per pass as q4_0's rows4Q4_0, each
- * sub-block's lane sums scaled by its d1 and corrected by its min; a last row pair alone.
+ * One token at a time (decode): 4 rows (two row pairs) per pass, each sub-block's lane sums scaled
+ * by its sc and corrected by its min; a last row pair as both pairs.
  */
 function matvecQ4_K(
   m: Matrix,
@@ -102,20 +108,13 @@ function matvecQ4_K(
   r1: number,
 ): void {
   if (r0 % 2 !== 0) throw new RangeError(`q4_K: row slices start on even rows (row pairs), got ${r0}`);
-  const cols = m.cols;
-  const blocks = cols / QBLOCK;
-  const pairStride = blocks * 8;
-  const wq = m.q,
-    xv = xq.q;
-  if (wq.length > OFFSET_MASK || xv.length > OFFSET_MASK) throw new RangeError('q4_K: matrix too large');
+  if (m.q.length > OFFSET_MASK || xq.q.length > OFFSET_MASK) throw new RangeError('q4_K: matrix too large');
   const bsx = scaledSums(xq, n);
   for (let t = 0; t < n; t++) {
-    const xo = t * cols,
-      xso = t * blocks,
-      yo = yOff + t * yStride;
+    const yo = yOff + t * yStride;
     let r = r0;
-    for (; r + 4 <= r1; r += 4) rows4(m, r, blocks, pairStride, xq, bsx, xo, xso, y, yo);
-    for (; r < r1; r += 2) rowPair(m, r, r1, blocks, pairStride, xq, bsx, xo, xso, y, yo);
+    for (; r + 4 <= r1; r += 4) rows4(m, r, r + 2, xq, bsx, t, y, yo, r1);
+    for (; r < r1; r += 2) rows4(m, r, r, xq, bsx, t, y, yo, r1);
   }
 }
 
@@ -145,31 +144,41 @@ function subMin(m: Matrix, r: number, b: number): number {
   return fround(m.scales[2 * (r * (m.cols >> 8) + (b >> 3)) + 1] * m.u8[2 * (r * (m.cols >> 5) + b) + 1]);
 }
 
+/**
+ * Rows (rA, rA + 1) and (rB, rB + 1) against token t; rB = rA when one pair is left (written once,
+ * its second row only when below r1).
+ */
 function rows4(
   m: Matrix,
-  r: number,
-  blocks: number,
-  pairStride: number,
+  rA: number,
+  rB: number,
   xq: QuantizedActivations,
   bsx: Float64Array,
-  xo: number,
-  xso: number,
+  t: number,
   y: Float32Array,
   yo: number,
+  r1: number,
 ): void {
+  const cols = m.cols;
+  const blocks = cols >> 5;
   const wq = m.q,
     xv = xq.q,
     xs = xq.scales,
     dd = m.scales,
-    sm = m.u8;
+    sm = m.u8,
+    T = pairLevels;
+  const xo = (t * cols) & OFFSET_MASK,
+    xso = t * blocks;
+  let pa = ((rA >> 1) * blocks * 8) & OFFSET_MASK;
+  const pb = ((rB >> 1) * blocks * 8 - pa) & OFFSET_MASK;
   // Each row's d, dmin (2 per super-block) and sc, m (2 per sub-block) start here.
-  const d0 = (r * (blocks >> 2)) & OFFSET_MASK,
+  const d0 = (rA * (blocks >> 2)) & OFFSET_MASK,
     d1 = (d0 + (blocks >> 2)) & OFFSET_MASK,
-    d2 = (d1 + (blocks >> 2)) & OFFSET_MASK,
+    d2 = (rB * (blocks >> 2)) & OFFSET_MASK,
     d3 = (d2 + (blocks >> 2)) & OFFSET_MASK;
-  const u0 = (2 * r * blocks) & OFFSET_MASK,
+  const u0 = (2 * rA * blocks) & OFFSET_MASK,
     u1 = (u0 + 2 * blocks) & OFFSET_MASK,
-    u2 = (u1 + 2 * blocks) & OFFSET_MASK,
+    u2 = (2 * rB * blocks) & OFFSET_MASK,
     u3 = (u2 + 2 * blocks) & OFFSET_MASK;
   let acc0 = 0,
     acc1 = 0,
@@ -184,81 +193,33 @@ function rows4(
     mn1 = 0,
     mn2 = 0,
     mn3 = 0;
-  let wo = ((r >> 1) * pairStride) & OFFSET_MASK;
-  for (let b = 0; b < blocks; b++, wo += 8) {
-    const xb = (xo + b * QBLOCK) & OFFSET_MASK;
-    let s = 0,
-      u = 0;
-    for (let j = 0; j < 4; j++) {
+  for (let b = 0; b < blocks; b++, pa += 8) {
+    const xb = (xo + 32 * b) & OFFSET_MASK;
+    let sA = 0,
+      sB = 0;
+    for (let j = 0; j < 8; j++) {
       const xj = (xb + 4 * j) & OFFSET_MASK;
       const x0 = xv[xj],
         x1 = xv[xj + 1],
         x2 = xv[xj + 2],
         x3 = xv[xj + 3];
-      const p = wq[wo + j],
-        q = wq[wo + pairStride + j];
-      s =
-        (s +
-          Math.imul(p & 0xf000f, x0) +
-          Math.imul((p >>> 4) & 0xf000f, x1) +
-          Math.imul((p >>> 8) & 0xf000f, x2) +
-          Math.imul((p >>> 12) & 0xf000f, x3)) |
-        0;
-      u =
-        (u +
-          Math.imul(q & 0xf000f, x0) +
-          Math.imul((q >>> 4) & 0xf000f, x1) +
-          Math.imul((q >>> 8) & 0xf000f, x2) +
-          Math.imul((q >>> 12) & 0xf000f, x3)) |
-        0;
+      const p = wq[pa + j],
+        q = wq[pa + pb + j];
+      sA += T[p & 0xff] * x0 + T[(p >>> 8) & 0xff] * x1 + T[(p >>> 16) & 0xff] * x2 + T[p >>> 24] * x3;
+      sB += T[q & 0xff] * x0 + T[(q >>> 8) & 0xff] * x1 + T[(q >>> 16) & 0xff] * x2 + T[q >>> 24] * x3;
     }
-    // Split the lanes after 16 columns, before they can overflow.
-    let l = (s << 16) >> 16;
-    let lo0 = l,
-      hi0 = (s - l) >> 16;
-    l = (u << 16) >> 16;
-    let lo1 = l,
-      hi1 = (u - l) >> 16;
-    s = 0;
-    u = 0;
-    for (let j = 4; j < 8; j++) {
-      const xj = (xb + 4 * j) & OFFSET_MASK;
-      const x0 = xv[xj],
-        x1 = xv[xj + 1],
-        x2 = xv[xj + 2],
-        x3 = xv[xj + 3];
-      const p = wq[wo + j],
-        q = wq[wo + pairStride + j];
-      s =
-        (s +
-          Math.imul(p & 0xf000f, x0) +
-          Math.imul((p >>> 4) & 0xf000f, x1) +
-          Math.imul((p >>> 8) & 0xf000f, x2) +
-          Math.imul((p >>> 12) & 0xf000f, x3)) |
-        0;
-      u =
-        (u +
-          Math.imul(q & 0xf000f, x0) +
-          Math.imul((q >>> 4) & 0xf000f, x1) +
-          Math.imul((q >>> 8) & 0xf000f, x2) +
-          Math.imul((q >>> 12) & 0xf000f, x3)) |
-        0;
-    }
-    l = (s << 16) >> 16;
-    lo0 += l;
-    hi0 += (s - l) >> 16;
-    l = (u << 16) >> 16;
-    lo1 += l;
-    hi1 += (u - l) >> 16;
-    // The sub-block's scale and min in integers (|16 * 15 * 127 * 2 * 63| < 2^22), the activation
+    // |32 * 15 * 127| < 2^19: the low lane is below half the spacing.
+    const hA = sA * INV_D1 + ROUND - ROUND,
+      hB = sB * INV_D1 + ROUND - ROUND;
+    // The sub-block's scale and min on exact integers (|32 * 15 * 127 * 63| < 2^22), the activation
     // scale per block, d and dmin per super-block.
     const xd = xs[xso + b],
       bs = bsx[xso + b];
     const ub = (b << 1) & OFFSET_MASK;
-    sc0 += Math.imul(sm[u0 + ub], lo0) * xd;
-    sc1 += Math.imul(sm[u1 + ub], hi0) * xd;
-    sc2 += Math.imul(sm[u2 + ub], lo1) * xd;
-    sc3 += Math.imul(sm[u3 + ub], hi1) * xd;
+    sc0 += sm[u0 + ub] * (sA - hA * D1) * xd;
+    sc1 += sm[u1 + ub] * hA * xd;
+    sc2 += sm[u2 + ub] * (sB - hB * D1) * xd;
+    sc3 += sm[u3 + ub] * hB * xd;
     mn0 += sm[u0 + ub + 1] * bs;
     mn1 += sm[u1 + ub + 1] * bs;
     mn2 += sm[u2 + ub + 1] * bs;
@@ -273,76 +234,12 @@ function rows4(
       mn0 = mn1 = mn2 = mn3 = 0;
     }
   }
-  y[yo + r] = acc0;
-  y[yo + r + 1] = acc1;
-  y[yo + r + 2] = acc2;
-  y[yo + r + 3] = acc3;
-}
-
-/** The row pair (r, r + 1), the second written only when below r1. */
-function rowPair(
-  m: Matrix,
-  r: number,
-  r1: number,
-  blocks: number,
-  pairStride: number,
-  xq: QuantizedActivations,
-  bsx: Float64Array,
-  xo: number,
-  xso: number,
-  y: Float32Array,
-  yo: number,
-): void {
-  const wq = m.q,
-    xv = xq.q,
-    dd = m.scales,
-    sm = m.u8;
-  const d0 = r * (blocks >> 2),
-    d1 = d0 + (blocks >> 2);
-  const u0 = 2 * r * blocks,
-    u1 = u0 + 2 * blocks;
-  let acc0 = 0,
-    acc1 = 0,
-    sc0 = 0,
-    sc1 = 0,
-    mn0 = 0,
-    mn1 = 0;
-  let wo = (r >> 1) * pairStride;
-  for (let b = 0; b < blocks; b++, wo += 8) {
-    let lo = 0,
-      hi = 0;
-    for (let h = 0; h < 8; h += 4) {
-      let s = 0;
-      for (let j = h; j < h + 4; j++) {
-        const word = wq[wo + j];
-        const xj = xo + b * QBLOCK + 4 * j;
-        s =
-          (s +
-            Math.imul(word & 0xf000f, xv[xj]) +
-            Math.imul((word >>> 4) & 0xf000f, xv[xj + 1]) +
-            Math.imul((word >>> 8) & 0xf000f, xv[xj + 2]) +
-            Math.imul((word >>> 12) & 0xf000f, xv[xj + 3])) |
-          0;
-      }
-      const l = (s << 16) >> 16;
-      lo += l;
-      hi += (s - l) >> 16;
-    }
-    const xd = xq.scales[xso + b],
-      bs = bsx[xso + b];
-    sc0 += Math.imul(sm[u0 + 2 * b], lo) * xd;
-    sc1 += Math.imul(sm[u1 + 2 * b], hi) * xd;
-    mn0 += sm[u0 + 2 * b + 1] * bs;
-    mn1 += sm[u1 + 2 * b + 1] * bs;
-    if ((b & 7) === 7) {
-      const sb = (b >> 3) << 1;
-      acc0 += sc0 * dd[d0 + sb] - mn0 * dd[d0 + sb + 1];
-      acc1 += sc1 * dd[d1 + sb] - mn1 * dd[d1 + sb + 1];
-      sc0 = sc1 = mn0 = mn1 = 0;
-    }
+  y[yo + rA] = acc0;
+  if (rA + 1 < r1) y[yo + rA + 1] = acc1;
+  if (rB !== rA) {
+    y[yo + rB] = acc2;
+    y[yo + rB + 1] = acc3;
   }
-  y[yo + r] = acc0;
-  if (r + 1 < r1) y[yo + r + 1] = acc1;
 }
 
 // ---- lanes (prefill): levels - 8 (-8..7) as q4_0's, three tokens per double 2^16 apart, 2 rows x
@@ -361,14 +258,14 @@ function widenRowQ4_K(m: Matrix, r: number, panel: Float64Array, po: number): vo
   }
   const wq = m.q;
   const wo = (r >> 1) * blocks * 8;
-  const shift = 16 * (r & 1);
+  const shift = 4 * (r & 1);
   for (let w = 0; w < blocks * 8; w++) {
     const word = wq[wo + w] >>> shift;
     const k = po + 4 * w;
     panel[k] = (word & 15) - 8;
-    panel[k + 1] = ((word >>> 4) & 15) - 8;
-    panel[k + 2] = ((word >>> 8) & 15) - 8;
-    panel[k + 3] = ((word >>> 12) & 15) - 8;
+    panel[k + 1] = ((word >>> 8) & 15) - 8;
+    panel[k + 2] = ((word >>> 16) & 15) - 8;
+    panel[k + 3] = ((word >>> 24) & 15) - 8;
   }
   for (let b = 0; b < blocks; b++) {
     const d1 = subScale(m, r, b);
