@@ -24,12 +24,12 @@ interface Dfa {
 /** Most DFA states one fragment may determinize to before the schema is refused. */
 const MAX_DFA_STATES = 4096;
 /** Most states one counted product may have (past it the matcher's own state cache would overflow). */
-const MAX_PRODUCT_STATES = 8192;
+const MAX_PRODUCT_STATES = 32768;
 /**
  * Most such states one whole constraint may have: the matcher interns the states it meets up to
  * its own limit (40,000), and counted strings met one after another would fill it.
  */
-const MAX_PRODUCT_STATES_PER_CONSTRAINT = 16384;
+const MAX_PRODUCT_STATES_PER_CONSTRAINT = 65536;
 const productStates = new WeakMap<Nfa, number>();
 
 /** Subset construction of a call-free fragment (regexes are small; the counter multiplies states). */
