@@ -38,6 +38,7 @@ import {
   type RuleDef,
 } from './nfa.js';
 import { integerRange, numberRange, type Bound } from './numbers.js';
+import { intersectStrings } from './intersect.js';
 import { ANY_CHAR, classFrag, jsonPatternFrag, RegexSyntaxError, regexFrag } from './regex.js';
 
 export class SchemaError extends Error {
@@ -833,11 +834,6 @@ class SchemaCompiler {
     const maxLength = nonNegInt(schema, 'maxLength', path) ?? Infinity;
     const hasLength = minLength > 0 || maxLength !== Infinity;
     const constraints = ['pattern', 'format'].filter((k) => k in schema);
-    if (constraints.length + (hasLength ? 1 : 0) > 1)
-      throw new SchemaError(
-        `unsupported JSON-schema keyword combination at ${path || 'the schema'}: ${[...constraints, ...(hasLength ? ['minLength/maxLength'] : [])].join(' with ')} on one string`,
-        join(path, constraints[0] ?? 'pattern'),
-      );
     if (NOT_STRINGS in schema) {
       if (constraints.length > 0 || hasLength)
         throw new SchemaError(
@@ -853,19 +849,21 @@ class SchemaCompiler {
         join(path, 'format'),
       );
     }
-    if (typeof schema.format === 'string')
-      return seq(literal('"'), jsonPatternFrag(`^(?:${FORMATS[schema.format]})$`), literal('"'));
+    const parts: Frag[] = [];
+    if (typeof schema.format === 'string') parts.push(jsonPatternFrag(`^(?:${FORMATS[schema.format]})$`));
     if ('pattern' in schema) {
       if (typeof schema.pattern !== 'string')
         throw new SchemaError(`${join(path, 'pattern')} must be a string`, join(path, 'pattern'));
       try {
-        return seq(literal('"'), jsonPatternFrag(schema.pattern), literal('"'));
+        parts.push(jsonPatternFrag(schema.pattern));
       } catch (e) {
         if (e instanceof RegexSyntaxError)
           throw new SchemaError(`${join(path, 'pattern')}: ${e.message}`, join(path, 'pattern'));
         throw e;
       }
     }
+    if (parts.length === 1 && !hasLength) return seq(literal('"'), parts[0], literal('"'));
+    if (parts.length > 1 && !hasLength) return seq(literal('"'), intersectStrings(parts, 0, Infinity), literal('"'));
     if (hasLength) {
       if (minLength > maxLength) return nothing;
       if (minLength > MAX_COUNTED_LENGTH)
@@ -875,6 +873,7 @@ class SchemaCompiler {
         );
       // Without maxLength nothing is counted past minLength (a free run: no cap, few states).
       const max = maxLength === Infinity ? Infinity : Math.min(maxLength, MAX_COUNTED_LENGTH);
+      if (parts.length > 0) return seq(literal('"'), intersectStrings(parts, minLength, max), literal('"'));
       return seq(literal('"'), repeat(contentChar, minLength, max), literal('"'));
     }
     return jsonString;
