@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import type { ModelConfig } from '../src/model/config.js';
 import { BLOCK_SIZE, KvCache, KV_CACHE_DTYPES, type KvCacheDtype } from '../src/model/kv-cache.js';
 import * as current from '../src/tensor/attention.js';
-import * as before from './attention-split.js';
+import * as before from './attention-widened.js';
 import { num, out, rng } from './common.js';
 
 const { values: v } = parseArgs({

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel, KV_CACHE_DTYPES, type KvCacheDtype } from '../src/index.js';
 import type { ModelConfig } from '../src/model/config.js';
-import { BLOCK_SIZE, KvCache, kvRoundTrip } from '../src/model/kv-cache.js';
+import { BLOCK_SIZE, KvCache, kvRoundTrip, queryRoundTrip } from '../src/model/kv-cache.js';
 import { newReferenceCache, referenceForward, referenceWeights } from '../src/model/reference.js';
 import { hadamard } from '../src/tensor/ops.js';
 import {
@@ -60,6 +60,7 @@ describe('attendRows against the plain attention, over a paged cache of every dt
     [6, 2, 64],
     [14, 2, 64],
     [8, 4, 8],
+    [4, 2, 16],
   ]) {
     for (const dtype of KV_CACHE_DTYPES) {
       it(`${dtype}, ${heads} heads / ${kvHeads} kv heads of ${headDim}: prefill blocks and decode rows within 1e-5`, () => {
@@ -112,6 +113,9 @@ describe('attendRows against the plain attention, over a paged cache of every dt
         // The cache holds q8_0 keys rotated: the kernel gets the queries rotated alike (as the model's forward does).
         const qKernel = q.slice();
         if (cache.rotatesKeys) for (let h = 0; h < rows * heads; h++) hadamard(qKernel, h * headDim, headDim);
+        // and rounds them as a q8_0 cache's score kernel does (the oracle's queries likewise).
+        const qNaive = q.slice();
+        queryRoundTrip(dtype, qNaive, 0, qNaive.length, headDim);
         const out = new Float32Array(rows * qDim);
         const scratch = allocAttentionScratch(rows * (heads / kvHeads), BLOCK_SIZE, headDim);
         const scale = 1 / Math.sqrt(headDim);
@@ -143,7 +147,17 @@ describe('attendRows against the plain attention, over a paged cache of every dt
           for (let h = 0; h < heads; h++) {
             const kvh = Math.floor(h / (heads / kvHeads));
             const at = (a: Float32Array) => (t: number, d: number) => a[t * kvDim + kvh * headDim + d];
-            attendHeadNaive(want, h * headDim, q, i * qDim + h * headDim, at(ks), at(vs), headDim, pos0 + i + 1, scale);
+            attendHeadNaive(
+              want,
+              h * headDim,
+              qNaive,
+              i * qDim + h * headDim,
+              at(ks),
+              at(vs),
+              headDim,
+              pos0 + i + 1,
+              scale,
+            );
           }
           for (let j = 0; j < qDim; j++) err = Math.max(err, Math.abs(out[i * qDim + j] - want[j]));
         }
@@ -181,6 +195,8 @@ describe('attendRows against the plain attention, over a paged cache of every dt
       const q = new Float32Array(qDim).map(() => random());
       const qKernel = q.slice();
       if (cache.rotatesKeys) for (let h = 0; h < heads; h++) hadamard(qKernel, h * headDim, headDim);
+      const qNaive = q.slice();
+      queryRoundTrip(dtype, qNaive, 0, qNaive.length, headDim);
       const scale = 1 / Math.sqrt(headDim);
       const layer = pagedLayer(cache, 0, c);
       const scratch = allocAttentionScratch(group, BLOCK_SIZE, headDim);
@@ -201,7 +217,7 @@ describe('attendRows against the plain attention, over a paged cache of every dt
       for (let h = 0; h < heads; h++) {
         const kvh = Math.floor(h / group);
         const at = (a: Float32Array) => (t: number, d: number) => a[t * kvDim + kvh * headDim + d];
-        attendHeadNaive(want, h * headDim, q, h * headDim, at(ks), at(vs), headDim, len, scale);
+        attendHeadNaive(want, h * headDim, qNaive, h * headDim, at(ks), at(vs), headDim, len, scale);
       }
       let err = 0,
         wholeErr = 0;
@@ -253,9 +269,10 @@ describe('the forward pass with every KV cache dtype', () => {
         const w = referenceWeights(model.weights);
         const refCache = newReferenceCache(c, prompt.length);
         const round = (x: Float32Array, isKey: boolean) => kvRoundTrip(dtype, x, 0, x.length, c.headDim, isKey);
+        const roundQuery = (x: Float32Array) => queryRoundTrip(dtype, x, 0, x.length, c.headDim);
         let refErr = 0;
         for (let i = 0; i < prompt.length; i++) {
-          const ref = referenceForward(c, w, refCache, prompt[i], i, undefined, round);
+          const ref = referenceForward(c, w, refCache, prompt[i], i, undefined, round, roundQuery);
           for (let t = 0; t < vocab; t++) refErr = Math.max(refErr, Math.abs(ref[t] - prefill[i * vocab + t]));
         }
         expect(refErr).toBeLessThan(1e-4);

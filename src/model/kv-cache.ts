@@ -10,7 +10,7 @@
 // blocks are ever registered and a sequence only writes past the blocks it matched, so a shared
 // block is never written. When no sequence uses a registered block it stays cached and is evicted,
 // least recently used first, only when a block is needed and none is free.
-import { KV_BF16, KV_F32 } from '../tensor/attention.js';
+import { KV_BF16, KV_F32, roundQueryQ8 } from '../tensor/attention.js';
 import { hadamard } from '../tensor/ops.js';
 import { bf16ToF32, f16ToF32, f32ArrayToBf16, f32ToBf16, f32ToF16 } from '../tensor/dtype.js';
 import type { ModelConfig } from './config.js';
@@ -427,6 +427,20 @@ export function kvRoundTrip(
   const rotate = isKey && rotatesKeys(dtype, headDim);
   if (rotate) for (let h = off; h < off + n; h += headDim) hadamard(x, h, headDim);
   roundTrip(dtype, x, off, n, headDim);
+  if (rotate) for (let h = off; h < off + n; h += headDim) hadamard(x, h, headDim);
+}
+
+/**
+ * The query heads x[off..off+n) rounded as the attention over a cache of `dtype` rounds them
+ * (q8_0: to integers per group of the cache's scales, in the rotated basis when the keys are
+ * rotated; f32 and bf16 keep queries as they are): the reference forward's queries go through this
+ * to be the oracle of a q8_0 cache.
+ */
+export function queryRoundTrip(dtype: KvCacheDtype, x: Float32Array, off: number, n: number, headDim: number): void {
+  if (dtype !== 'q8_0') return;
+  const rotate = rotatesKeys(dtype, headDim);
+  if (rotate) for (let h = off; h < off + n; h += headDim) hadamard(x, h, headDim);
+  roundQueryQ8(x, off, n, q8Group(headDim));
   if (rotate) for (let h = off; h < off + n; h += headDim) hadamard(x, h, headDim);
 }
 

@@ -111,7 +111,8 @@ function silu(x: number): number {
 /**
  * Logits [vocab] of `token` at position `pos`; writes its keys and values into `cache`, which must
  * hold positions 0..pos-1 already. `onLayer(l, x)` sees the residual stream after each layer;
- * `storeKv(k, isKey)` rounds keys and values in place as a compact cache stores them (kvRoundTrip).
+ * `storeKv(k, isKey)` rounds keys and values in place as a compact cache stores them (kvRoundTrip),
+ * `roundQuery(q)` the queries as the attention over such a cache rounds them (queryRoundTrip).
  */
 export function referenceForward(
   c: ModelConfig,
@@ -121,6 +122,7 @@ export function referenceForward(
   pos: number,
   onLayer?: (layer: number, x: Float32Array) => void,
   storeKv?: (kv: Float32Array, isKey: boolean) => void,
+  roundQuery?: (q: Float32Array) => void,
 ): Float32Array {
   const hidden = c.hiddenSize,
     headDim = c.headDim,
@@ -159,6 +161,7 @@ export function referenceForward(
     }
     ropeNaive(q, heads, headDim, pos, freq, ropeScale);
     ropeNaive(k, kvHeads, headDim, pos, freq, ropeScale);
+    roundQuery?.(q);
     storeKv?.(k, true);
     storeKv?.(v, false);
     cache.key[l].set(k, pos * kvDim);

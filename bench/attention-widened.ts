@@ -1,5 +1,5 @@
-// The attention kernel of before tileValuesQ8 (commit 2efb119), kept as bench/attention-decode.ts's
-// baseline: q8_0 values widened to an f32 tile before the P·V product.
+// The attention kernel of before the q8_0 lanes score kernel (commit f2e4559), kept as
+// bench/attention-decode.ts's baseline: q8_0 keys widened to an f32 tile before the scores.
 // Causal scaled dot-product attention over a paged KV cache, blocked as flash attention is.
 // Keys/values of kv head `kvHead` for position t live at
 //   ((blockTable[tableOff + t / blockSize] * kvHeads + kvHead) * blockSize + t % blockSize) * headDim.
@@ -46,7 +46,8 @@ export interface AttentionScratch {
   vTile: Float32Array;
   kTile32: Int32Array; // the same memory as kTile (bf16 pairs are widened through it)
   vTile32: Int32Array;
-  scaleTile: Float32Array; // q8_0 scales of one tile
+  scaleTile: Float32Array; // q8_0 scales of one tile of keys
+  vScaleTile: Float32Array; // and of values (which tileValuesQ8 reads as int8, never widened)
   scores: Float64Array; // [maxQueries rounded up to 4, blockSize]: scores, then probabilities
   acc: Float64Array; // [maxQueries rounded up to 4, headDim]: unnormalised output
   max: Float64Array; // running max of each query's scores
@@ -69,6 +70,7 @@ export function allocAttentionScratch(maxQueries: number, blockSize: number, hea
     kTile32: new Int32Array(kTile.buffer),
     vTile32: new Int32Array(vTile.buffer),
     scaleTile: new Float32Array(blockSize * headDim),
+    vScaleTile: new Float32Array(blockSize * headDim),
     scores: new Float64Array(padded * blockSize),
     acc: new Float64Array(padded * headDim),
     max: new Float64Array(padded),
@@ -244,9 +246,12 @@ function attendRange(
       k = kv.k as Float32Array;
       v = kv.v as Float32Array;
       kvOff = base;
-    } else {
+    } else if (kv.format === KV_BF16) {
       loadTile(s.kTile, s.kTile32, kv, kv.k, kv.k32, kv.kScale, base, tileLen * hd, s.scaleTile);
       loadTile(s.vTile, s.vTile32, kv, kv.v, kv.v32, kv.vScale, base, tileLen * hd, s.scaleTile);
+    } else {
+      loadTile(s.kTile, s.kTile32, kv, kv.k, kv.k32, kv.kScale, base, tileLen * hd, s.scaleTile);
+      f16ArrayToF32(kv.vScale!, base / kv.group, s.vScaleTile, 0, (tileLen * hd) / kv.group);
     }
     // Rows before firstRow see none of this tile (causal); the queries from a multiple of 4 at or
     // below its first query on are computed, the ones that see nothing get probability 0.
@@ -258,7 +263,9 @@ function attendRange(
       const visible = Math.max(0, Math.min(tileLen, pos0 + row + 1 - t0));
       softmaxStep(s, qi, qi * bs, visible, tileLen, hd);
     }
-    tileValues(s.acc, s.scores, v, kvOff, q0, queries, tileLen, hd, bs);
+    if (kv.format === KV_Q8_0)
+      tileValuesQ8(s.acc, s.scores, kv.v as Int8Array, base, s.vScaleTile, kv.group, q0, queries, tileLen, hd, bs);
+    else tileValues(s.acc, s.scores, v, kvOff, q0, queries, tileLen, hd, bs);
   }
 }
 
@@ -499,6 +506,117 @@ function tileValues(
       const v0 = vOff + t * hd;
       const a0 = p[pa + t];
       for (let j = 0; j < hd; j++) acc[aa + j] += a0 * v[v0 + j];
+    }
+  }
+}
+
+/**
+ * tileValues over a q8_0 tile read as int8 where it lies: v_t[d] = int8 times the scale of its
+ * group, and the scale is folded into the probability (p·scale, once per position and group), so
+ * the values are never widened into a tile (that was a fifth of a q8_0 decode step's attention).
+ * Two queries x eight positions, group by group; each query's sum runs over t in the same order
+ * in every call.
+ */
+function tileValuesQ8(
+  acc: Float64Array,
+  p: Float64Array,
+  v: Int8Array,
+  vOff: number,
+  scales: Float32Array,
+  group: number,
+  q0: number,
+  q1: number,
+  n: number,
+  hd: number,
+  bs: number,
+): void {
+  const groups = hd / group;
+  for (let qi = q0; qi < q1; qi += 2) {
+    // An odd last query goes alone (its neighbour's probabilities, padding, are read, not used).
+    const aa = qi * hd,
+      ab = aa + hd;
+    const pa = qi * bs,
+      pb = pa + bs;
+    const second = qi + 1 < q1;
+    let t = 0;
+    for (; t + 8 <= n; t += 8) {
+      for (let g = 0; g < groups; g++) {
+        const s0 = t * groups + g;
+        const d0 = scales[s0],
+          d1 = scales[s0 + groups],
+          d2 = scales[s0 + 2 * groups],
+          d3 = scales[s0 + 3 * groups],
+          d4 = scales[s0 + 4 * groups],
+          d5 = scales[s0 + 5 * groups],
+          d6 = scales[s0 + 6 * groups],
+          d7 = scales[s0 + 7 * groups];
+        const a0 = p[pa + t] * d0,
+          a1 = p[pa + t + 1] * d1,
+          a2 = p[pa + t + 2] * d2,
+          a3 = p[pa + t + 3] * d3,
+          a4 = p[pa + t + 4] * d4,
+          a5 = p[pa + t + 5] * d5,
+          a6 = p[pa + t + 6] * d6,
+          a7 = p[pa + t + 7] * d7;
+        const v0 = vOff + t * hd + g * group,
+          v1 = v0 + hd,
+          v2 = v1 + hd,
+          v3 = v2 + hd,
+          v4 = v3 + hd,
+          v5 = v4 + hd,
+          v6 = v5 + hd,
+          v7 = v6 + hd;
+        const oa = aa + g * group;
+        if (second) {
+          const b0 = p[pb + t] * d0,
+            b1 = p[pb + t + 1] * d1,
+            b2 = p[pb + t + 2] * d2,
+            b3 = p[pb + t + 3] * d3,
+            b4 = p[pb + t + 4] * d4,
+            b5 = p[pb + t + 5] * d5,
+            b6 = p[pb + t + 6] * d6,
+            b7 = p[pb + t + 7] * d7;
+          const ob = ab + g * group;
+          for (let j = 0; j < group; j++) {
+            const x0 = v[v0 + j],
+              x1 = v[v1 + j],
+              x2 = v[v2 + j],
+              x3 = v[v3 + j],
+              x4 = v[v4 + j],
+              x5 = v[v5 + j],
+              x6 = v[v6 + j],
+              x7 = v[v7 + j];
+            acc[oa + j] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3 + a4 * x4 + a5 * x5 + a6 * x6 + a7 * x7;
+            acc[ob + j] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3 + b4 * x4 + b5 * x5 + b6 * x6 + b7 * x7;
+          }
+        } else {
+          for (let j = 0; j < group; j++)
+            acc[oa + j] +=
+              a0 * v[v0 + j] +
+              a1 * v[v1 + j] +
+              a2 * v[v2 + j] +
+              a3 * v[v3 + j] +
+              a4 * v[v4 + j] +
+              a5 * v[v5 + j] +
+              a6 * v[v6 + j] +
+              a7 * v[v7 + j];
+        }
+      }
+    }
+    for (; t < n; t++) {
+      for (let g = 0; g < groups; g++) {
+        const d = scales[t * groups + g];
+        const a0 = p[pa + t] * d,
+          b0 = p[pb + t] * d;
+        const v0 = vOff + t * hd + g * group;
+        const oa = aa + g * group,
+          ob = ab + g * group;
+        for (let j = 0; j < group; j++) {
+          const x = v[v0 + j];
+          acc[oa + j] += a0 * x;
+          if (second) acc[ob + j] += b0 * x;
+        }
+      }
     }
   }
 }
