@@ -47,9 +47,9 @@ export interface AttentionScratch {
   scaleTile: Float32Array; // q8_0 scales of one tile of keys
   vScaleTile: Float32Array; // and of values
   // q8_0 keys: the queries as integers (quantizeQueriesQ8), two per double (tileScoresQ8).
-  qPacked: Float64Array; // [maxQueries rounded up to 4 / 2, headDim]
-  qScale: Float64Array; // [maxQueries rounded up to 4, headDim / group]: each group's scale
-  scores: Float64Array; // [maxQueries rounded up to 4, blockSize]: scores, then probabilities
+  qPacked: Float64Array; // [maxQueries rounded up to 4 / 2 + Q8_SPARE_PAIRS, headDim]
+  qScale: Float64Array; // [as many queries, headDim / group at most]: each group's scale
+  scores: Float64Array; // [as many queries, blockSize]: scores, then probabilities
   acc: Float64Array; // [maxQueries rounded up to 4, headDim]: unnormalised output
   max: Float64Array; // running max of each query's scores
   sum: Float64Array; // running sum of exp(score - max)
@@ -417,12 +417,12 @@ function tileScores(
 }
 
 // ---- q8_0 keys: integer scores, two queries per double (the lanes of formats/lanes.ts). A query
-// head is rounded to integers with a scale per group of the cache (|q| <= Q8_QUERY_MAX), and two
-// queries are packed in one double, A + B·2^26. Times an int8 key value that is two products in
-// one multiply; summed over a group, each lane's sum stays below group·128·Q8_QUERY_MAX < 2^25, so
-// the double holds both exactly and rounding splits them. The query keeps ~13 bits (8191 steps for
-// groups of 32) instead of the 8 of llama.cpp's q8_0 query: its rounding moves a score by ~1e-4 of
-// its size, below the keys' own int8 rounding.
+// head is rounded to integers with a scale per group of the cache (|q| <= queryMaxQ8(group)), and
+// two queries are packed in one double, A + B·2^26. Times an int8 key value that is two products
+// in one multiply; summed over a group, each lane's sum stays below group·128·queryMaxQ8 < 2^25,
+// so the double holds both exactly and rounding splits them. The query keeps 13 bits plus sign for
+// groups of 32 (8191 steps of its largest value) where llama.cpp's q8_0 query keeps 8: a step
+// much finer than the keys' own (1/127 of theirs).
 const LANE = 67108864; // 2^26
 const INV_LANE = 1 / LANE;
 const ROUND = 6755399441055744; // x + ROUND - ROUND rounds a double to an integer (|x| < 2^51)
