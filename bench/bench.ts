@@ -626,8 +626,13 @@ async function runSpeculationBench(opts: Options): Promise<number> {
   const jumpForward: GoalRow[] = [];
   for (const m of models) {
     log(`jump-forward goal on ${m.name}...`);
-    for (const weights of opts.weights)
-      jumpForward.push(...(await runJumpForwardGoals(m.dir, m.name, weights, threads, opts.specRounds)));
+    for (const weights of opts.weights) {
+      try {
+        jumpForward.push(...(await runJumpForwardGoals(m.dir, m.name, weights, threads, opts.specRounds)));
+      } catch (e) {
+        log(`  jump-forward goal on ${m.name} ${weights} FAILED: ${(e as Error).message}`);
+      }
+    }
   }
   if (jumpForward.length > 0)
     printGoals(

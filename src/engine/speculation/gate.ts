@@ -32,8 +32,8 @@ export interface StepPlan {
 }
 
 export class AcceptanceGate {
-  /** Running share of proposed tokens accepted (starts hopeful). */
-  private rate = 1;
+  /** Running share of proposed tokens accepted (starts hopeful, as after a pause). */
+  private rate = PROBE_RATE;
   private pauseSteps = 0;
   private nextPause = FIRST_PAUSE_STEPS;
   private probe = false;
