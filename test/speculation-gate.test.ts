@@ -7,7 +7,7 @@ import { StepCost } from '../src/engine/speculation/step-cost.js';
 /** A StepCost that measured `ms[R - 1]` for a step of R rows. */
 function costs(ms: number[]): StepCost {
   const c = new StepCost();
-  for (let k = 0; k < 6; k++) ms.forEach((m, i) => c.record(i + 1, m));
+  for (let k = 0; k < 11; k++) ms.forEach((m, i) => c.record(i + 1, m));
   return c;
 }
 
@@ -21,11 +21,11 @@ describe('StepCost', () => {
     c.record(1, 100); // a step switched out counts as 3x the line
     expect(c.estimate(1)).toBeLessThan(2.5);
     const one = new StepCost();
-    for (let i = 0; i < 3; i++) one.record(1, 50); // a row count's first steps compile code: not counted
+    for (let i = 0; i < 8; i++) one.record(1, 50); // a row count's first steps compile code: not counted
     expect(one.estimate(1)).toBe(0);
     for (let i = 0; i < 5; i++) one.record(1, 2);
     expect(one.estimate(3)).toBeCloseTo(2 + 2 * 0.5 * 2, 12); // only one-row steps: the prior
-    for (let i = 0; i < 6; i++) one.record(2, 3);
+    for (let i = 0; i < 11; i++) one.record(2, 3);
     for (let i = 0; i < 500; i++) one.record(1, 2); // the cost of a row stays known
     expect(one.estimate(2)).toBeCloseTo(3, 6);
     expect(new StepCost().estimate(1)).toBe(0);

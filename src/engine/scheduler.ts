@@ -23,7 +23,7 @@ import type { Qwen2Model } from '../model/qwen2.js';
 import { appendText, takeStreamable, type Sequence } from './request.js';
 import { promptLogprobOf } from './prompt-logprobs.js';
 import type { StepPlan } from './speculation/gate.js';
-import { StepCost } from './speculation/step-cost.js';
+import { StepCost, stepClock } from './speculation/step-cost.js';
 
 export interface SchedulerOptions {
   /** Reuse the KV cache of earlier sequences' identical prefixes. Default true. */
@@ -133,7 +133,7 @@ export class Scheduler {
     this.looping = true;
     try {
       while (this.waiting.length > 0 || this.running.length > 0) {
-        const start = performance.now();
+        const start = stepClock();
         let rows = 0;
         try {
           rows = await this.step();
@@ -146,7 +146,7 @@ export class Scheduler {
         this.onStep?.();
         // Let messages (new requests, aborts) in between steps.
         await new Promise((r) => setImmediate(r));
-        if (this.stepDelayMs === 0) this.stepCost.record(rows, performance.now() - start);
+        if (this.stepDelayMs === 0) this.stepCost.record(rows, stepClock() - start);
       }
     } finally {
       this.looping = false;

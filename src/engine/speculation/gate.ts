@@ -7,15 +7,15 @@
 // step; among eight, the step is still taken for the others and saves little more than a row.
 // Where extra rows cost nearly as much as a decode step (a tiny f32 model), only a run of
 // near-certain tokens pays; where they are cheap (q4_0/q8_0 few-token kernels), a doubtful one too. When proposing does not pay, the source pauses (4, 8, ... 64
-// steps while it keeps not paying) and then proposes one token whatever the costs, from
-// PROBE_RATE: a text that starts repeating is noticed, and the cost of a two-row step measured
-// again (the measurements of a row count come only from steps that have it).
+// steps while it keeps not paying) and then proposes one token whatever the costs (a probe): a
+// text that starts repeating raises the rate probe by probe until proposing pays again, and the
+// cost of a two-row step is measured again.
 import type { StepCost } from './step-cost.js';
 
 const RATE_WEIGHT = 0.25;
 /** The rate is never trusted beyond this: a run of acceptances does not make the next one certain. */
 const MAX_RATE = 0.95;
-const PROBE_RATE = 0.9;
+const START_RATE = 0.9;
 /**
  * A proposal must promise this much less time per token than none: the step times are wall-clock
  * times on a machine that may be shared, and a wrong yes costs rows while a wrong no costs nothing.
@@ -32,8 +32,8 @@ export interface StepPlan {
 }
 
 export class AcceptanceGate {
-  /** Running share of proposed tokens accepted (starts hopeful, as after a pause). */
-  private rate = PROBE_RATE;
+  /** Running share of proposed tokens accepted (starts hopeful). */
+  private rate = START_RATE;
   private pauseSteps = 0;
   private nextPause = FIRST_PAUSE_STEPS;
   private probe = false;
@@ -42,10 +42,7 @@ export class AcceptanceGate {
   budget(max: number, plan: StepPlan): number {
     if (this.pauseSteps > 0) {
       this.pauseSteps--;
-      if (this.pauseSteps === 0) {
-        this.rate = Math.max(this.rate, PROBE_RATE);
-        this.probe = true;
-      }
+      if (this.pauseSteps === 0) this.probe = true;
       return 0;
     }
     const r = Math.min(this.rate, MAX_RATE);

@@ -1,4 +1,4 @@
-// What an engine step costs with R rows, measured as the engine runs. Whether a proposal pays
+// What an engine step costs with R rows, measured as the engine runs (CPU time: stepClock). Whether a proposal pays
 // depends on it: on a 0.5B q4_0 model an extra verification row costs 0.2-0.6 of a one-row step,
 // on the tiny f32 stories260K 0.4-1.0, and the part of a step that does not grow with its rows
 // (scheduling, sampling, the state message to the caller's thread) differs again. So the
@@ -11,17 +11,34 @@
 // shared machine vary by +-20% from one to the next, and a row count measured rarely kept a lucky
 // or a cold value for long, so that proposals looked free or hopeless by chance; a line through
 // every step is steadier. The first COLD_STEPS steps of each row count are not counted (they
-// compile code for it: the first 5-row step of stories260K took 15 ms, the next ones 2), and a
-// step more than MAX_OUTLIER times the line (the thread switched out) counts as that. Until steps of more than one row count are
+// compile code for it: the first 5-row step of stories260K took 15 ms, the next ones 2; and steps
+// of a rarely used row count stay slow for a while, which would keep it rare), a step of R rows
+// counts as at most R one-row steps, and one more than MAX_OUTLIER times the line (the thread
+// switched out) as that. Until steps of more than one row count are
 // seen, a row is assumed to cost PRIOR_ROW_COST of a one-row step, a guess low enough that
 // proposals are tried, measured, and kept only if they pay.
 const DECAY = 0.99;
 const MAX_OUTLIER = 3;
-const COLD_STEPS = 3;
+const COLD_STEPS = 8;
 const MAX_TRACKED_ROWS = 64;
 const PRIOR_ROW_COST = 0.5;
 /** The rows' variance below which the steps do not tell the cost of a row apart from the fixed part. */
 const MIN_VARIANCE = 0.05;
+
+/**
+ * Milliseconds of CPU time of the process where the runtime tells it (Node, Bun, Deno), else of
+ * wall time: the machine may be shared, and a step's wall time then counts the time its thread
+ * waited for a core (+-20% from one step to the next at a load of 5 on 2 cores, enough to make
+ * proposals look free or hopeless by chance), its CPU time not.
+ */
+export function stepClock(): number {
+  const p = (globalThis as { process?: { cpuUsage?: () => { user: number; system: number } } }).process;
+  if (p?.cpuUsage) {
+    const u = p.cpuUsage();
+    return (u.user + u.system) / 1000;
+  }
+  return performance.now();
+}
 
 export class StepCost {
   // Decayed sums of the weights, rows, ms, rows² and rows·ms of the measured steps.
@@ -48,6 +65,9 @@ export class StepCost {
     }
     const expected = this.estimate(rows);
     if (expected > 0) ms = Math.min(ms, MAX_OUTLIER * expected);
+    // R rows cost at most R one-row steps (their work is independent): more is a cold step.
+    const one = this.estimate(1);
+    if (rows > 1 && one > 0) ms = Math.min(ms, rows * one);
     this.w = DECAY * this.w + 1;
     this.x = DECAY * this.x + rows;
     this.y = DECAY * this.y + ms;
