@@ -18,6 +18,10 @@ import { makeTempModel, removeDir } from './helpers/models.js';
 const MODEL = fileURLToPath(new URL('../assets/stories260K', import.meta.url));
 const MAIN = fileURLToPath(new URL('../dist/src/cli/main.js', import.meta.url));
 const NGRAM = { method: 'ngram', num_speculative_tokens: 4 } as const;
+// Propose whatever extra rows cost (the engine threads read it when they start): on this tiny f32
+// model the measured costs make the engine propose only near-certain runs, and these tests need
+// rejected proposals too. The cost-based choice itself: test/speculation-gate.test.ts.
+process.env.QWEN_TS_DEBUG_SPEC_PROPOSE_ALWAYS = '1';
 
 // A prompt the model partly repeats (its greedy story, then the story's opening again): proposals
 // are made and some are accepted, some rejected. And run.c's two reference prompts.

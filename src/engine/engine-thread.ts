@@ -56,7 +56,9 @@ async function main(): Promise<void> {
   const prefixCaching = init.options.prefixCaching ?? true;
   const jumpForward = init.options.jumpForward ?? true;
   const stepDelayMs = Number(envVar('QWEN_TS_DEBUG_STEP_DELAY_MS') ?? 0) || 0;
-  const scheduler = new Scheduler(model, { prefixCaching, stepDelayMs });
+  // Testing: propose whatever the measured step costs (so that every path of verification runs).
+  const proposeAlways = envVar('QWEN_TS_DEBUG_SPEC_PROPOSE_ALWAYS') === '1';
+  const scheduler = new Scheduler(model, { prefixCaching, stepDelayMs, proposeAlways });
   const live = new Map<number, Sequence>();
   const cache = model.kvCache;
   const state = (): EngineState => ({

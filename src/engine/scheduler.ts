@@ -22,12 +22,16 @@ import { finishPooling, poolRow } from '../model/pooling.js';
 import type { Qwen2Model } from '../model/qwen2.js';
 import { appendText, takeStreamable, type Sequence } from './request.js';
 import { promptLogprobOf } from './prompt-logprobs.js';
+import type { StepPlan } from './speculation/gate.js';
+import { StepCost, stepClock } from './speculation/step-cost.js';
 
 export interface SchedulerOptions {
   /** Reuse the KV cache of earlier sequences' identical prefixes. Default true. */
   prefixCaching?: boolean;
   /** Testing: block the engine thread this long in every step (simulates a slow model). */
   stepDelayMs?: number;
+  /** Testing: speculation proposes as if extra rows cost nothing (every verification path runs). */
+  proposeAlways?: boolean;
 }
 
 /** Counters since the scheduler started. */
@@ -73,6 +77,8 @@ export class Scheduler {
   };
   /** Called after every step (the engine thread reports its state to the main thread). */
   onStep: (() => void) | null = null;
+  /** Measured time of a step by row count: what a proposal's rows cost (speculation/gate.ts). */
+  private readonly stepCost: StepCost;
 
   constructor(
     private model: Qwen2Model,
@@ -81,6 +87,7 @@ export class Scheduler {
     this.freeSlots = Array.from({ length: model.kvCache.maxSequences }, (_, i) => model.kvCache.maxSequences - 1 - i);
     this.prefixCaching = opts.prefixCaching ?? true;
     this.stepDelayMs = opts.stepDelayMs ?? 0;
+    this.stepCost = new StepCost(opts.proposeAlways ?? false);
   }
 
   get queueLength(): number {
@@ -126,8 +133,12 @@ export class Scheduler {
     this.looping = true;
     try {
       while (this.waiting.length > 0 || this.running.length > 0) {
+        // Steps are timed only where proposals are weighed (a clock read costs ~1 us).
+        const timed = this.stepDelayMs === 0 && this.running.some((s) => s.proposers.length > 0);
+        const start = timed ? stepClock() : 0;
+        let rows = 0;
         try {
-          await this.step();
+          rows = await this.step();
         } catch (e) {
           // A bug outside any one sequence's work: fail those running, keep the engine alive.
           for (const s of this.running) this.fail(s, e);
@@ -137,6 +148,7 @@ export class Scheduler {
         this.onStep?.();
         // Let messages (new requests, aborts) in between steps.
         await new Promise((r) => setImmediate(r));
+        if (timed) this.stepCost.record(rows, stepClock() - start);
       }
     } finally {
       this.looping = false;
@@ -144,8 +156,12 @@ export class Scheduler {
     }
   }
 
-  /** One pass over the weights (more only when the decoding sequences alone exceed maxBatchTokens). */
-  private async step(): Promise<void> {
+  /**
+   * One pass over the weights (more only when the decoding sequences alone exceed maxBatchTokens).
+   * Returns its number of rows when they were all decoding or verification rows (the steps whose
+   * cost the proposals weigh), else 0.
+   */
+  private async step(): Promise<number> {
     this.dropFinished();
     this.admit();
     const maxRows = this.model.dims.maxRows;
@@ -153,10 +169,12 @@ export class Scheduler {
     const decoding = this.running.filter((s) => !s.finishReason && s.computed >= s.promptIds.length);
     // Proposed tokens ride in the first pass, beside one row per decoding sequence.
     let draftRoom = maxRows - decoding.length;
+    const plan: StepPlan = { cost: this.stepCost, decoding: decoding.length, rows: decoding.length };
     for (const s of decoding) {
       if (!this.reserveNextPosition(s)) continue;
-      s.draft = this.propose(s, draftRoom);
+      s.draft = this.propose(s, draftRoom, plan);
       draftRoom -= s.draft.length;
+      plan.rows += s.draft.length;
       // A certain draft needs logits only after its last token: the tokens before are known.
       const certain = s.draft.length > 0 && s.draftBy?.certain === true;
       const last = s.draft.length;
@@ -196,6 +214,7 @@ export class Scheduler {
       }
     }
     for (let i = 0; i < rows.length; i += maxRows) await this.runPass(rows.slice(i, i + maxRows));
+    return rows.length <= maxRows && reading.length === 0 ? rows.length : 0;
   }
 
   private async runPass(rows: Row[]): Promise<void> {
@@ -300,7 +319,7 @@ export class Scheduler {
    * beyond maxTokens or the context, or when the KV cache is nearly full (a proposal must never
    * take the blocks another sequence's next token needs).
    */
-  private propose(seq: Sequence, room: number): number[] {
+  private propose(seq: Sequence, room: number, plan: StepPlan): number[] {
     if (seq.proposers.length === 0 || room <= 0) return [];
     const cache = this.model.kvCache;
     const max = Math.min(
@@ -312,7 +331,7 @@ export class Scheduler {
     if (max <= 0) return [];
     let draft: number[] = [];
     for (const proposer of seq.proposers) {
-      draft = proposer.next(seq.promptIds, seq.outputIds, max);
+      draft = proposer.next(seq.promptIds, seq.outputIds, max, plan);
       seq.draftBy = proposer;
       if (draft.length > 0) break;
     }

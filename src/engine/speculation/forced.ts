@@ -6,7 +6,7 @@
 // Where logprobs are wanted the model's logits are needed: the forced tokens are then proposed and
 // verified like any speculation.
 import type { Sampler } from '../../sampler/sampler.js';
-import { AcceptanceGate, type Proposer } from './gate.js';
+import { AcceptanceGate, type Proposer, type StepPlan } from './gate.js';
 
 export class ForcedProposer implements Proposer {
   private readonly gate = new AcceptanceGate();
@@ -15,13 +15,13 @@ export class ForcedProposer implements Proposer {
 
   constructor(private readonly sampler: Sampler) {}
 
-  next(prompt: readonly number[], output: readonly number[], max: number): number[] {
+  next(prompt: readonly number[], output: readonly number[], max: number, plan: StepPlan): number[] {
     const certain = this.sampler.certainTokens(prompt, output, max);
     this.certain = certain.length > 0;
     if (this.certain) return certain;
     const forced = this.sampler.forcedTokens(output);
     if (forced.length === 0) return forced;
-    return forced.slice(0, this.gate.budget(Math.min(max, forced.length)));
+    return forced.slice(0, this.gate.budget(Math.min(max, forced.length), plan));
   }
 
   record(proposed: number, accepted: number): void {

@@ -3,7 +3,7 @@
 // cheap guess at what comes next. No draft model: the guess costs a scan of the sequence's tokens,
 // and the target model checks it in the same step as the next token (scheduler.ts), so a wrong
 // guess costs only the extra rows of that step.
-import { AcceptanceGate, type Proposer } from './gate.js';
+import { AcceptanceGate, type Proposer, type StepPlan } from './gate.js';
 
 /** vLLM's speculative_config for method "ngram" (the only method here). */
 export interface SpeculativeConfig {
@@ -79,9 +79,9 @@ export class NgramProposer implements Proposer {
 
   constructor(readonly config: ResolvedSpeculativeConfig) {}
 
-  /** Tokens for this step: `propose`'s, fewer when the acceptance rate is middling, none while paused. */
-  next(prompt: readonly number[], output: readonly number[], max: number): number[] {
-    const n = this.gate.budget(max);
+  /** Tokens for this step: `propose`'s, as many as the gate expects to pay off (none while paused). */
+  next(prompt: readonly number[], output: readonly number[], max: number, plan: StepPlan): number[] {
+    const n = this.gate.budget(Math.min(max, this.config.numSpeculativeTokens), plan);
     return n === 0 ? [] : this.propose(prompt, output, n);
   }
 
