@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LLM } from '../src/engine/llm.js';
+import { vocabularyFromTokenizer } from '../src/sampler/structured/index.js';
 import { QwenTokenizer, StreamDecoder } from '../src/tokenizer/index.js';
 import { removeDir } from './helpers/models.js';
 
@@ -111,6 +112,38 @@ describe('stories260K tokenizer (SentencePiece-style BPE with byte fallback)', (
     const time = tok.encode('Once upon a time', { addSpecialTokens: false }).at(-1)!;
     expect(new StreamDecoder(tok, { skipSpecialTokens: true }).push(time)).toBe('time');
     expect(new StreamDecoder(tok, { skipSpecialTokens: true, prompt: promptIds }).push(time)).toBe(' time');
+  });
+});
+
+describe('structured output on a SentencePiece vocabulary (U+2581 for spaces, <0xNN> byte tokens)', () => {
+  it('each token stands for its text: "\u2581the" is " the", <0x0A> is a newline, special tokens none', () => {
+    const tok = llm.tokenizer;
+    const vocab = vocabularyFromTokenizer(tok, tok.vocabSize, [tok.eosTokenId!]);
+    const text = (id: number) => Buffer.from(vocab.bytesOf(id) ?? []).toString('latin1');
+    expect(tok.pieceSpelling).toBe('sentencepiece');
+    expect(text(tok.tokenToId('\u2581the')!)).toBe(' the');
+    expect([...vocab.bytesOf(tok.tokenToId('<0x0A>')!)!]).toEqual([0x0a]);
+    expect(vocab.bytesOf(tok.tokenToId('<0xFF>')!)).toBeNull(); // never in UTF-8
+    for (const id of [0, 1, 2]) expect(vocab.bytesOf(id)).toBeNull();
+  });
+
+  it('a json schema and a regex constrain greedy decoding (exact ids; the texts validate)', async () => {
+    const schema = { type: 'object', properties: { name: { type: 'string' } }, required: ['name'] };
+    const [json] = await llm.generate('Once upon a time', {
+      maxTokens: 40,
+      temperature: 0,
+      structuredOutput: { type: 'json', schema },
+    });
+    const jsonOut = json!.outputs[0]!;
+    expect(jsonOut.finishReason).toBe('stop');
+    expect(Object.keys(JSON.parse(jsonOut.text))).toEqual(['name']);
+    expect(jsonOut.tokenIds.slice(0, 8)).toEqual([126, 410, 13, 436, 416, 412, 423, 411]);
+    const [regex] = await llm.generate('Once upon a time', {
+      maxTokens: 20,
+      temperature: 0,
+      structuredOutput: { type: 'regex', pattern: '[a-z ]+' },
+    });
+    expect(regex!.outputs[0]!.text).toBe(' there was a little girl named outside her grandm');
   });
 });
 

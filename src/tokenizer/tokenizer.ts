@@ -132,6 +132,21 @@ export interface TokenizerFiles {
   source: string;
 }
 
+/** How a vocabulary entry spells its bytes: GPT-2's one printable character per byte (Qwen), or
+ *  SentencePiece's text with U+2581 for a space and `<0xNN>` byte tokens (Llama, llama2.c). */
+export type PieceSpelling = 'byte-level' | 'sentencepiece';
+
+/** SentencePiece-style when the decoder turns U+2581 into spaces or has byte fallback; byte-level otherwise. */
+function pieceSpellingOf(decoder: unknown): PieceSpelling {
+  const d = decoder as { type?: string; decoders?: unknown[]; pattern?: { String?: string } } | null | undefined;
+  if (!d || typeof d !== 'object') return 'byte-level';
+  if (d.type === 'ByteFallback' || d.type === 'Metaspace') return 'sentencepiece';
+  if (d.type === 'Replace' && d.pattern?.String === '\u2581') return 'sentencepiece';
+  if (d.type === 'Sequence' && Array.isArray(d.decoders))
+    return d.decoders.some((x) => pieceSpellingOf(x) === 'sentencepiece') ? 'sentencepiece' : 'byte-level';
+  return 'byte-level';
+}
+
 export class QwenTokenizer {
   /** Number of ids the tokenizer knows (BPE vocab + added tokens): 151665 for Qwen2.5.
    *  The model's embedding/logits are padded to 151936; ids in between decode to "". */
@@ -147,6 +162,8 @@ export class QwenTokenizer {
   readonly specialTokenIds: ReadonlySet<number>;
   /** All added tokens (special or not), content -> id. */
   readonly addedTokens: ReadonlyMap<string, number>;
+  /** How vocabulary entries spell bytes, from tokenizer.json's decoder (constrained decoding needs it). */
+  readonly pieceSpelling: PieceSpelling;
   /** Ids encode() puts in front of a text with addSpecialTokens (e.g. [bos]); [] for Qwen. */
   readonly prefixIds: readonly number[];
   /** Ids encode() appends with addSpecialTokens (e.g. [eos] with add_eos_token); usually []. */
@@ -202,6 +219,7 @@ export class QwenTokenizer {
       if (t.special) special.add(t.id);
     }
     this.addedTokens = addedMap;
+    this.pieceSpelling = pieceSpellingOf((tokenizerJson as { decoder?: unknown }).decoder);
     this.specialTokenIds = special;
 
     let maxId = -1;

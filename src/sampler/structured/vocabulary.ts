@@ -32,7 +32,13 @@ export interface VocabularySource {
   readonly specialTokenIds: ReadonlySet<number>;
   idToToken(id: number): string | undefined;
   encode(text: string, opts?: { addSpecialTokens?: boolean }): number[];
+  /** How a vocabulary entry spells its bytes (absent: 'byte-level'). */
+  readonly pieceSpelling?: PieceSpelling;
 }
+
+/** 'byte-level': GPT-2's one printable character per byte (Qwen). 'sentencepiece': text with
+ *  U+2581 for a space, and `<0xNN>` tokens for single bytes (Llama, llama2.c's models). */
+export type PieceSpelling = 'byte-level' | 'sentencepiece';
 
 // GPT-2 byte-level BPE writes each byte as one printable character.
 function byteDecoder(): Map<number, number> {
@@ -45,7 +51,25 @@ function byteDecoder(): Map<number, number> {
   return m;
 }
 
-/** Makes the vocabulary of a byte-level BPE tokenizer (Qwen2.5's) for `size` logits rows. */
+const BYTE_PIECE = /^<0x([0-9A-Fa-f]{2})>$/;
+
+function sentencePieceBytes(piece: string): number[] | null {
+  const byte = BYTE_PIECE.exec(piece);
+  if (byte) return [parseInt(byte[1]!, 16)];
+  return [...new TextEncoder().encode(piece.replaceAll('\u2581', ' '))];
+}
+
+function byteLevelBytes(piece: string, map: Map<number, number>): number[] | null {
+  const out: number[] = [];
+  for (const ch of piece) {
+    const b = map.get(ch.codePointAt(0)!);
+    if (b === undefined) return null;
+    out.push(b);
+  }
+  return out;
+}
+
+/** Makes the vocabulary of a BPE tokenizer (Qwen's byte-level or a SentencePiece one) for `size` logits rows. */
 export function vocabularyFromTokenizer(
   tok: VocabularySource,
   size: number,
@@ -58,18 +82,10 @@ export function vocabularyFromTokenizer(
     if (addedIds.has(id)) continue;
     const piece = tok.idToToken(id);
     if (piece === undefined) continue;
-    const out: number[] = [];
-    let ok = true;
-    for (const ch of piece) {
-      const b = map.get(ch.codePointAt(0)!);
-      // 0xC0, 0xC1 and 0xF5..0xFF never occur in UTF-8; 0xF8/0xF9 are the tool-call tags here.
-      if (b === undefined || b === 0xc0 || b === 0xc1 || b >= 0xf5) {
-        ok = false;
-        break;
-      }
-      out.push(b);
-    }
-    if (ok && out.length > 0) bytes[id] = Uint8Array.from(out);
+    const out = tok.pieceSpelling === 'sentencepiece' ? sentencePieceBytes(piece) : byteLevelBytes(piece, map);
+    // 0xC0, 0xC1 and 0xF5..0xFF never occur in UTF-8; 0xF8/0xF9 are the tool-call tags here.
+    if (out === null || out.length === 0 || out.some((b) => b === 0xc0 || b === 0xc1 || b >= 0xf5)) continue;
+    bytes[id] = Uint8Array.from(out);
   }
   for (const [content, id] of tok.addedTokens) {
     if (id >= size || tok.specialTokenIds.has(id)) continue;
