@@ -184,6 +184,12 @@ const contentChar: Frag = (nfa, from) => {
   nfa.addEdge(f4, CC_F4_NEXT, c2);
   return end;
 };
+/** contentChar, recorded as one step of a counted string (Nfa.charChain): only between quotes. */
+const countedChar: Frag = (nfa, from) => {
+  const end = contentChar(nfa, from);
+  nfa.charChain.set(from, end);
+  return end;
+};
 /**
  * Counted strings hold at most this many characters even when maxLength allows more (a counter
  * costs states per character): a subset, so outputs still validate. minLength above it is an error.
@@ -874,7 +880,7 @@ class SchemaCompiler {
       // Without maxLength nothing is counted past minLength (a free run: no cap, few states).
       const max = maxLength === Infinity ? Infinity : Math.min(maxLength, MAX_COUNTED_LENGTH);
       if (parts.length > 0) return seq(literal('"'), intersectStrings(parts, minLength, max), literal('"'));
-      return seq(literal('"'), repeat(contentChar, minLength, max), literal('"'));
+      return seq(literal('"'), repeat(countedChar, minLength, max), literal('"'));
     }
     return jsonString;
   }
