@@ -5,7 +5,7 @@
 // key order kept), so numbers and keys are re-read from the file text, not through JSON.parse.
 //
 //   node dist/bench/maskbench.js <data folder> [--limit N] [--every K] [--shard k/n] [--resume a.jsonl,...] [--shuffle] [--reverse] [--filter substring]
-//   [--out results.jsonl]
+//   [--out results.jsonl] [--slow MS]
 //   [--tokenizer dir]
 //   node dist/bench/maskbench.js --summarize a.jsonl,b.jsonl   (one summary of several runs' outputs, e.g. shards; no new work)
 import { existsSync, readdirSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
@@ -143,6 +143,8 @@ async function main(): Promise<void> {
   const reverse = args.includes('--reverse');
   if (reverse) args.splice(args.indexOf('--reverse'), 1);
   const out = opt('--out');
+  // --slow MS: print every mask slower than that (file, test, the text before it) to stderr.
+  const slow = Number(opt('--slow') ?? Infinity);
   const tokDir = opt('--tokenizer') ?? new URL('../../assets/qwen2.5-tokenizer', import.meta.url).pathname;
   const folder = args[0];
   if (!folder || !existsSync(folder)) {
@@ -211,7 +213,7 @@ async function main(): Promise<void> {
         const instance = dumps(dataValue);
         const tokens = tok.encode(instance, { addSpecialTokens: false });
         let accepted = true;
-        for (const t of tokens) {
+        for (const [k, t] of tokens.entries()) {
           const m0 = performance.now();
           const bits = matcher.allowedTokens();
           const ok = ((bits[t >>> 5]! >>> (t & 31)) & 1) === 1;
@@ -223,6 +225,10 @@ async function main(): Promise<void> {
             maskTimes = grown;
           }
           maskTimes[masks++] = dt;
+          if (dt > slow)
+            console.error(
+              `slow mask ${dt.toFixed(1)} ms: ${file} test #${i} after ${JSON.stringify(tok.decode(tokens.slice(0, k)).slice(-60))}`,
+            );
           if (!ok) {
             accepted = false;
             break;
