@@ -4,8 +4,14 @@
 // MaskBench schemas that used to end in that error (many counted strings) now fit.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LLM } from '../src/engine/llm.js';
-import { BudgetError } from '../src/sampler/structured/nfa.js';
-import { createMatcher, setAutomatonLimits, setCompileBudget } from '../src/sampler/structured/index.js';
+import { BudgetError, DEFAULT_BUDGET } from '../src/sampler/structured/nfa.js';
+import {
+  compileStructuredOutput,
+  createMatcher,
+  setAutomatonLimits,
+  setCompileBudget,
+  StructuredOutputError,
+} from '../src/sampler/structured/index.js';
 import { DEFAULT_PDA_LIMITS } from '../src/sampler/structured/pda.js';
 import { QwenTokenizer } from '../src/tokenizer/index.js';
 import { makeTempModel, removeDir } from './helpers/models.js';
@@ -45,6 +51,28 @@ describe('the per-request automaton limit in the matcher', () => {
     m.rollback(Math.min(2, accepted));
     expect(() => m.allowedTokens()).not.toThrow();
     expect(m.isComplete()).toBe(false);
+  });
+});
+
+describe('the compile time limit', () => {
+  afterAll(() => setCompileBudget(DEFAULT_BUDGET));
+
+  it('holds while allOf/anyOf branches are merged, before any automaton state is built', () => {
+    // 3^12 merged branches. Before, the limit was checked only as NFA states were made: this ran
+    // for minutes (Github_hard o64819: 34 s and 2.3 GB with a 1 s limit) before being refused.
+    setCompileBudget({ maxMillis: 200 });
+    const part = (i: number) => ({
+      anyOf: ['string', 'integer', 'boolean'].map((type, k) => ({ properties: { [`p${i}_${k}`]: { type } } })),
+    });
+    const schema = { type: 'object', allOf: Array.from({ length: 12 }, (_, i) => part(i)) };
+    let error: unknown;
+    try {
+      compileStructuredOutput({ type: 'json', schema });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(StructuredOutputError);
+    expect((error as Error).message).toBe('compiling the constraint took more than 200 ms (the limit per request)');
   });
 });
 

@@ -88,7 +88,7 @@ function jsonOptions(spec: { whitespace?: unknown }): JsonOptions {
       `whitespace must be "any" or "compact", got ${JSON.stringify(spec.whitespace)}`,
       'whitespace',
     );
-  return { compact: spec.whitespace === 'compact' };
+  return { compact: spec.whitespace === 'compact', maxMillis: compileBudget.maxMillis };
 }
 
 /** The rules of a spec (rules[0] is the whole output). */
@@ -139,7 +139,10 @@ function rulesOf(spec: StructuredOutput): RuleDef[] {
         return seq(
           literalBytes([TOOL_CALL_START_BYTE]),
           literal(`\n{"name": ${JSON.stringify(fn.name)}, "arguments": `),
-          wrapSchema(schema, `functions[${i}].parameters`, rules, { compact: false }),
+          wrapSchema(schema, `functions[${i}].parameters`, rules, {
+            compact: false,
+            maxMillis: compileBudget.maxMillis,
+          }),
           literal('}\n'),
           literalBytes([TOOL_CALL_END_BYTE]),
         );
