@@ -120,15 +120,13 @@ export class TokenGuide {
     const d = pda.frameState[exp[0]];
     const parent = pda.frameParent[exp[0]];
     const slices = slicesOf(this.vocab);
-    const limit = this.plainLimit(d, slices.maxChars);
+    const below = parent >= 0 ? pda.frameDist[parent] : 0;
+    const fits: number[] = [];
+    const limit = this.plainLimit(d, slices.maxChars, (n, dist) => {
+      if (dist + below <= budget) fits.push(n);
+    });
     if (limit < 0) return false;
     const top = Math.min(limit, slices.maxChars);
-    const fits: number[] = [];
-    let s = d;
-    for (let n = 1; n <= top; n++) {
-      s = this.uniformNext(s);
-      if (pda.frameDist[pda.internFrame(s, parent)] <= budget) fits.push(n);
-    }
     if (fits.length === top) or(bits, slices.upTo(top));
     else for (const n of fits) slices.addExactly(n, bits);
     this.walk(config, -1, bits, budget, slices.others);
@@ -219,23 +217,61 @@ export class TokenGuide {
   /**
    * How many plain-text characters may be read from d, each one like any other: every plain token
    * of at most that many characters is allowed, every longer one is not. -1 when the characters
-   * are not alike (the tokens must be walked).
+   * are not alike (the tokens must be walked). onStep, when given, gets the fewest bytes to the
+   * rule's end after each character up to the limit (at most maxChars).
    */
-  private plainLimit(d: number, maxChars: number): number {
+  private plainLimit(d: number, maxChars: number, onStep?: (n: number, dist: number) => void): number {
     const pda = this.pda;
     if (pda.exits[d] === 1) return -1;
-    const chain = new Set<number>([d]);
+    const seen = new Set<number>([d]);
     let s = d;
-    for (let k = 0; k < maxChars; k++) {
-      const u = this.uniformNext(s);
-      if (u === MIXED) return -1;
-      if (u === DEAD) return k;
+    let k = 0;
+    while (k < maxChars) {
+      let u: number;
+      let q = this.countedMember(s);
+      if (q >= 0) {
+        // A counted string's position: follow its characters in the NFA, without building the
+        // frame states in between (a position's closure reads no other plain text: Nfa.charChain).
+        const chain = pda.nfa.charChain;
+        do {
+          q = chain.get(q)!;
+          k++;
+          onStep?.(k, pda.nfaDist[q]);
+        } while (k < maxChars && chain.has(q));
+        if (k >= maxChars) return Infinity;
+        u = pda.stateOf(q);
+        if (u === DEAD) return -1;
+      } else {
+        u = this.uniformNext(s);
+        if (u === MIXED) return -1;
+        if (u === DEAD) return k;
+        k++;
+        onStep?.(k, pda.dist[u]);
+      }
       if (pda.exits[u] === 1) return -1;
-      if (chain.has(u)) return Infinity;
-      chain.add(u);
+      // A loop: as many characters as wanted (with onStep, go round it to maxChars).
+      if (seen.has(u) && !onStep) return Infinity;
+      seen.add(u);
       s = u;
     }
     return Infinity;
+  }
+
+  /**
+   * The member of frame state d where a counted string's next character starts (Nfa.charChain),
+   * when no other member reads a plain-text first byte; else -1.
+   */
+  private countedMember(d: number): number {
+    const nfa = this.pda.nfa;
+    if (nfa.charChain.size === 0) return -1;
+    let found = -1;
+    for (const q of this.pda.membersOf(d)) {
+      if (nfa.charChain.has(q)) {
+        if (found >= 0) return -1;
+        found = q;
+      } else for (const e of nfa.edges[q]) if (readsPlain(e.set)) return -1;
+    }
+    return found;
   }
 
   /**
@@ -327,7 +363,7 @@ export class TokenGuide {
     const exitFlag = pda.exits;
     const stateAt = this.stateAt;
     stateAt[0] = d;
-    let trans = pda.trans;
+    const pages = pda.transPages;
     let i = root < 0 ? 0 : root;
     const end = root < 0 ? nodeCount : subtreeEnd[root];
     while (i < end) {
@@ -336,11 +372,8 @@ export class TokenGuide {
         continue;
       }
       const from = stateAt[depth[i] - 1];
-      let s = trans[from * 256 + byte[i]];
-      if (s < DEAD) {
-        s = pda.compute(from, byte[i]);
-        trans = pda.trans; // may have grown
-      }
+      let s = pages[from >> 6][((from & 63) << 8) | byte[i]];
+      if (s < DEAD) s = pda.compute(from, byte[i]);
       if (s === DEAD) {
         i = subtreeEnd[i];
         continue;
@@ -391,6 +424,18 @@ export class TokenGuide {
   isEos(token: number): boolean {
     return this.vocab.eosIds.includes(token);
   }
+}
+
+const readsPlainMemo = new WeakMap<Uint8Array, boolean>();
+
+/** Whether a byte set holds a byte that may start a plain-text character. */
+function readsPlain(set: Uint8Array): boolean {
+  let r = readsPlainMemo.get(set);
+  if (r === undefined) {
+    r = PLAIN_RANGES.some(([lo, hi]) => set.subarray(lo, hi + 1).includes(1));
+    readsPlainMemo.set(set, r);
+  }
+  return r;
 }
 
 function or(into: Uint32Array, from: Uint32Array): void {

@@ -19,7 +19,8 @@ import {
   type Nfa,
   type RuleDef,
 } from './nfa.js';
-import { GrammarError, Pda } from './pda.js';
+import { envVar } from '../../platform/runtime.js';
+import { DEFAULT_PDA_LIMITS, GrammarError, Pda, type PdaLimits } from './pda.js';
 import { RegexSyntaxError, regexFrag } from './regex.js';
 import {
   TOOL_CALL_END_BYTE,
@@ -87,7 +88,7 @@ function jsonOptions(spec: { whitespace?: unknown }): JsonOptions {
       `whitespace must be "any" or "compact", got ${JSON.stringify(spec.whitespace)}`,
       'whitespace',
     );
-  return { compact: spec.whitespace === 'compact' };
+  return { compact: spec.whitespace === 'compact', maxMillis: compileBudget.maxMillis };
 }
 
 /** The rules of a spec (rules[0] is the whole output). */
@@ -138,7 +139,10 @@ function rulesOf(spec: StructuredOutput): RuleDef[] {
         return seq(
           literalBytes([TOOL_CALL_START_BYTE]),
           literal(`\n{"name": ${JSON.stringify(fn.name)}, "arguments": `),
-          wrapSchema(schema, `functions[${i}].parameters`, rules, { compact: false }),
+          wrapSchema(schema, `functions[${i}].parameters`, rules, {
+            compact: false,
+            maxMillis: compileBudget.maxMillis,
+          }),
           literal('}\n'),
           literalBytes([TOOL_CALL_END_BYTE]),
         );
@@ -210,9 +214,21 @@ export function setCompileBudget(budget: Partial<Budget>): void {
   compileBudget = { ...compileBudget, ...budget };
 }
 
+/**
+ * The matcher's limits per constraint (lazily built states, stacks). Tests lower them, in this
+ * thread or (QWEN_TS_DEBUG_AUTOMATON_STATES) in an engine thread started after it is set.
+ */
+let automatonLimits: PdaLimits = {
+  ...DEFAULT_PDA_LIMITS,
+  maxFrameStates: Number(envVar('QWEN_TS_DEBUG_AUTOMATON_STATES') ?? 0) || DEFAULT_PDA_LIMITS.maxFrameStates,
+};
+export function setAutomatonLimits(limits: Partial<PdaLimits>): void {
+  automatonLimits = { ...automatonLimits, ...limits };
+}
+
 function build(spec: StructuredOutput): Pda {
   try {
-    return new Pda(nfaOf(spec, compileBudget));
+    return new Pda(nfaOf(spec, compileBudget), automatonLimits);
   } catch (e) {
     if (e instanceof BudgetError || e instanceof GrammarError) throw new StructuredOutputError(e.message, '');
     if (e instanceof RangeError && /call stack/.test(e.message))

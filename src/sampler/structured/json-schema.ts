@@ -21,6 +21,7 @@
 import { FORMATS } from './formats.js';
 import {
   alt,
+  BudgetError,
   byteSet,
   bytesOf,
   call,
@@ -55,6 +56,11 @@ export class SchemaError extends Error {
 export interface JsonOptions {
   /** No whitespace between tokens. */
   compact: boolean;
+  /**
+   * Wall time the schema compiler may take (merging allOf/oneOf branches can take far longer
+   * than building the automaton states that the NFA's own budget counts); BudgetError past it.
+   */
+  maxMillis?: number;
 }
 
 type Schema = Record<string, unknown>;
@@ -184,6 +190,12 @@ const contentChar: Frag = (nfa, from) => {
   nfa.addEdge(f4, CC_F4_NEXT, c2);
   return end;
 };
+/** contentChar, recorded as one step of a counted string (Nfa.charChain): only between quotes. */
+const countedChar: Frag = (nfa, from) => {
+  const end = contentChar(nfa, from);
+  nfa.charChain.set(from, end);
+  return end;
+};
 /**
  * Counted strings hold at most this many characters even when maxLength allows more (a counter
  * costs states per character): a subset, so outputs still validate. minLength above it is an error.
@@ -238,12 +250,14 @@ class SchemaCompiler {
   private readonly anchors = new Map<string, unknown>();
   private valueRule = -1;
   private readonly baseId: string;
+  private readonly deadline: number;
 
   constructor(
     private readonly root: unknown,
     private readonly rules: RuleDef[],
-    opts: JsonOptions,
+    private readonly opts: JsonOptions,
   ) {
+    this.deadline = Date.now() + (opts.maxMillis ?? Infinity);
     this.ws = opts.compact ? empty : star(bytesOf(WS_SET));
     this.comma = seq(this.ws, literal(','), this.ws);
     this.colon = seq(this.ws, literal(':'), this.ws);
@@ -325,7 +339,15 @@ class SchemaCompiler {
 
   // --- schemas ---
 
+  private checkTime(): void {
+    if (Date.now() > this.deadline)
+      throw new BudgetError(
+        `compiling the constraint took more than ${this.opts.maxMillis} ms (the limit per request)`,
+      );
+  }
+
   compile(schema: unknown, path: string, depth: number): Frag {
+    this.checkTime();
     if (depth > MAX_SCHEMA_DEPTH)
       throw new SchemaError(`the schema nests more than ${MAX_SCHEMA_DEPTH} levels deep at ${path}`, path);
     if (schema === true) return this.anyValue();
@@ -568,6 +590,7 @@ class SchemaCompiler {
 
   /** allOf of two schemas as one schema; throws where the combination cannot be expressed. */
   private merge(a: unknown, b: unknown, path: string): Schema {
+    this.checkTime();
     if (a === false || b === false || a === NEVER || b === NEVER) return NEVER;
     if (a === true) return isObject(b) ? b : {};
     if (b === true) return isObject(a) ? a : {};
@@ -874,7 +897,7 @@ class SchemaCompiler {
       // Without maxLength nothing is counted past minLength (a free run: no cap, few states).
       const max = maxLength === Infinity ? Infinity : Math.min(maxLength, MAX_COUNTED_LENGTH);
       if (parts.length > 0) return seq(literal('"'), intersectStrings(parts, minLength, max), literal('"'));
-      return seq(literal('"'), repeat(contentChar, minLength, max), literal('"'));
+      return seq(literal('"'), repeat(countedChar, minLength, max), literal('"'));
     }
     return jsonString;
   }

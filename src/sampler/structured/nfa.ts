@@ -67,6 +67,13 @@ export class Nfa {
    * (h: the free run after an unanchored pattern matched), so where h is, they add nothing.
    */
   readonly absorbing = new Map<number, [number, number]>();
+  /**
+   * charChain.get(q) = r: q is where one character of a counted string starts; every plain-text
+   * character read from q ends in r, and no other state of q's closure reads a plain-text byte.
+   * The matcher follows these without building the automaton states in between (a string with
+   * maxLength 500 is 500 positions of ~8 states each).
+   */
+  readonly charChain = new Map<number, number>();
   private readonly deadline: number;
 
   constructor(readonly budget: Budget = DEFAULT_BUDGET) {
@@ -124,7 +131,7 @@ export class Nfa {
 
   /** Rough bytes held (for the compiled-constraint cache, which is bounded by size). */
   get approxBytes(): number {
-    return this.eps.length * 48;
+    return this.eps.length * 48 + this.charChain.size * 40;
   }
 }
 

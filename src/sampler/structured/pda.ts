@@ -2,7 +2,7 @@
 //
 // Three layers, each interned and memoised so that generation keeps reusing what it has seen:
 //   frame state  a set of NFA states of one rule (epsilon-closed): the lazy DFA of that rule.
-//                trans[d * 256 + b] is the next frame state on byte b.
+//                transPages[d >> 6][(d & 63) * 256 + b] is the next frame state on byte b.
 //   frame        a frame state with the frame below it (its return point): a stack, shared
 //                between configurations as a persistent linked list.
 //   config       a sorted set of frames: every stack the input read so far may be on (the
@@ -22,6 +22,7 @@ import { BudgetError, type Nfa } from './nfa.js';
 export const DEAD = -1;
 const UNKNOWN = -2;
 const INF = 0x3fffffff;
+const PAGE_BYTES = 64 * 256 * 4;
 
 export interface PdaLimits {
   maxFrameStates: number;
@@ -39,8 +40,11 @@ export class GrammarError extends Error {
 
 export class Pda {
   // --- frame states (the per-rule lazy DFA) ---
-  /** trans[d * 256 + b]: next frame state, DEAD, or UNKNOWN. */
-  trans: Int32Array = new Int32Array(256 * 64).fill(UNKNOWN);
+  /**
+   * transPages[d >> 6][(d & 63) * 256 + b]: next frame state, DEAD, or UNKNOWN. In pages of 64
+   * states, so that growing never copies (one array would be 64 MB to copy at 65,536 states).
+   */
+  readonly transPages: Int32Array[] = [];
   /** 1 when the frame state contains its rule's end (the frame may pop, or the root may finish). */
   readonly accepting: number[] = [];
   /** Fewest bytes from the frame state to its rule's end. */
@@ -66,7 +70,8 @@ export class Pda {
   private readonly configIds = new Map<string, number>();
 
   readonly start: number;
-  private readonly nfaDist: Int32Array;
+  /** Fewest bytes from each NFA state to its rule's end. */
+  readonly nfaDist: Int32Array;
   private readonly ruleEndOf: Int32Array;
   private readonly ruleMinLen: Int32Array;
   private readonly ruleStartState: Int32Array;
@@ -96,10 +101,25 @@ export class Pda {
 
   /** Rough bytes held (the cache in index.ts is bounded by this). */
   get approxBytes(): number {
-    return this.trans.length * 4 + this.frameState.length * 40 + this.configFrames.length * 1200 + this.nfa.approxBytes;
+    return (
+      this.transPages.length * PAGE_BYTES +
+      this.frameState.length * 40 +
+      this.configFrames.length * 1200 +
+      this.nfa.approxBytes
+    );
   }
 
   // --- frame states ---
+
+  /** The NFA states of frame state d (do not modify). */
+  membersOf(d: number): Int32Array {
+    return this.members[d];
+  }
+
+  /** The frame state of NFA state q with what it reaches without reading (DEAD if it cannot finish). */
+  stateOf(q: number): number {
+    return this.internState(this.closure([q]));
+  }
 
   private ruleStart(rule: number): number {
     let s = this.ruleStartState[rule];
@@ -109,7 +129,7 @@ export class Pda {
 
   /** The frame state after byte b; DEAD if b cannot come next inside this rule. */
   next(d: number, b: number): number {
-    const t = this.trans[d * 256 + b];
+    const t = this.transPages[d >> 6][((d & 63) << 8) | b];
     return t !== UNKNOWN ? t : this.compute(d, b);
   }
 
@@ -118,7 +138,7 @@ export class Pda {
     const targets: number[] = [];
     for (const q of this.members[d]) for (const e of edges[q]) if (e.set[b]) targets.push(e.to);
     const t = targets.length === 0 ? DEAD : this.internState(this.closure(targets));
-    this.trans[d * 256 + b] = t;
+    this.transPages[d >> 6][((d & 63) << 8) | b] = t;
     return t;
   }
 
@@ -204,11 +224,7 @@ export class Pda {
     this.accepting.push(accepting);
     this.exits.push(exit);
     this.dist.push(d);
-    if ((id + 1) * 256 > this.trans.length) {
-      const grown = new Int32Array(this.trans.length * 2).fill(UNKNOWN);
-      grown.set(this.trans);
-      this.trans = grown;
-    }
+    if ((id & 63) === 0) this.transPages.push(new Int32Array(64 * 256).fill(UNKNOWN));
     return id;
   }
 

@@ -206,16 +206,21 @@ class Parser {
         heads.push(h);
         return h;
       };
-      const branches: Frag[] = [];
+      // Branches grouped by their anchors, so that unanchored ones share one leading run and one
+      // tail (`a|b|c` is .*(a|b|c).*, not three copies of .* that every DFA state would carry).
+      const groups: Frag[][] = [[], [], [], []];
       for (;;) {
         this.anchoredStart = this.src[this.i] === '^';
         if (this.anchoredStart) this.i++;
         this.anchoredEnd = false;
         const body = this.sequence(true);
-        branches.push(seq(this.anchoredStart ? empty : anyRun, body, this.anchoredEnd ? empty : tailRun));
+        groups[(this.anchoredStart ? 2 : 0) + (this.anchoredEnd ? 1 : 0)].push(body);
         if (this.src[this.i] !== '|') break;
         this.i++;
       }
+      const branches: Frag[] = [];
+      for (const [k, bodies] of groups.entries())
+        if (bodies.length > 0) branches.push(seq(k & 2 ? empty : anyRun, alt(...bodies), k & 1 ? empty : tailRun));
       const pattern = alt(...branches);
       f = (nfa, from) => {
         heads.length = 0;
