@@ -17,8 +17,8 @@ const RATE_WEIGHT = 0.25;
 const MAX_RATE = 0.95;
 const START_RATE = 0.9;
 /**
- * A proposal must promise this much less time per token than none: the step times are wall-clock
- * times on a machine that may be shared, and a wrong yes costs rows while a wrong no costs nothing.
+ * A proposal must promise this much less time per token than none: the step times are measured on
+ * a machine that may be shared (step-cost.ts), and a wrong yes costs rows while a wrong no costs nothing.
  */
 const MIN_GAIN = 0.1;
 const FIRST_PAUSE_STEPS = 4;

@@ -9,6 +9,8 @@
 // (0xF8, 0xF9: bytes that never occur in UTF-8), so a grammar that asks for "<tool_call>" gets
 // that one token, not the same text spelled with "<", "tool", "_call", ">".
 
+import type { PieceSpelling } from '../../tokenizer/tokenizer.js';
+
 export interface TokenVocabulary {
   /** Number of token ids (rows of the logits; may exceed the tokenizer's vocabulary). */
   readonly size: number;
@@ -36,10 +38,6 @@ export interface VocabularySource {
   readonly pieceSpelling?: PieceSpelling;
 }
 
-/** 'byte-level': GPT-2's one printable character per byte (Qwen). 'sentencepiece': text with
- *  U+2581 for a space, and `<0xNN>` tokens for single bytes (Llama, llama2.c's models). */
-export type PieceSpelling = 'byte-level' | 'sentencepiece';
-
 // GPT-2 byte-level BPE writes each byte as one printable character.
 function byteDecoder(): Map<number, number> {
   const m = new Map<number, number>();
@@ -52,11 +50,12 @@ function byteDecoder(): Map<number, number> {
 }
 
 const BYTE_PIECE = /^<0x([0-9A-Fa-f]{2})>$/;
+const utf8 = new TextEncoder();
 
 function sentencePieceBytes(piece: string): number[] | null {
   const byte = BYTE_PIECE.exec(piece);
   if (byte) return [parseInt(byte[1]!, 16)];
-  return [...new TextEncoder().encode(piece.replaceAll('\u2581', ' '))];
+  return [...utf8.encode(piece.replaceAll('\u2581', ' '))];
 }
 
 function byteLevelBytes(piece: string, map: Map<number, number>): number[] | null {
