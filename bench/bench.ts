@@ -49,7 +49,8 @@ function usage(): string {
   --compare-before     end to end also with the kernels of before (bench/matmul-reference.ts)
   --spec-only          speculative decoding only: the cost of a step with k = 1..8 rows of one sequence
                        per model and weight format, then the goals end to end on stories260K
-                       (--spec-rounds N rounds each, default 5; --threads: the largest count)
+                       (--spec-rounds N rounds each, default 5; --threads: the largest count;
+                       --spec-tokens N: num_speculative_tokens of the goals, default 4)
   --cache DIR          where synthetic models are written and reused (default <repo>/.cache/models)
   --prompt-tokens LIST prefill prompt lengths (default 128,512)
   --decode-steps N     timed decode steps (default 128)
@@ -92,6 +93,7 @@ interface Options {
   compareBefore: boolean;
   spec: boolean;
   specRounds: number;
+  specTokens: number;
   cacheDir: string;
   promptTokens: number[] | null;
   decodeSteps: number | null;
@@ -120,6 +122,7 @@ function parseOptions(argv: string[]): Options | null {
         types: { type: 'string' },
         'format-rounds': { type: 'string' },
         'spec-rounds': { type: 'string' },
+        'spec-tokens': { type: 'string' },
         cache: { type: 'string' },
         'prompt-tokens': { type: 'string' },
         'decode-steps': { type: 'string' },
@@ -204,6 +207,7 @@ function parseOptions(argv: string[]): Options | null {
     compareBefore: v['compare-before'] ?? false,
     spec: v['spec-only'] ?? false,
     specRounds: v['spec-rounds'] === undefined ? 5 : count('--spec-rounds', v['spec-rounds']),
+    specTokens: v['spec-tokens'] === undefined ? 4 : count('--spec-tokens', v['spec-tokens']),
     formatsOnly: v['formats-only'] ?? false,
     formats: !quick && !v['e2e-only'] && !v['scalar-only'],
     types,
@@ -620,9 +624,14 @@ async function runSpeculationBench(opts: Options): Promise<number> {
     path.join(repoRoot(), 'test', 'fixtures', 'stories260K'),
     threads,
     opts.specRounds,
-    4,
+    opts.specTokens,
   );
-  printGoals(goals, threads, opts.specRounds, 'Speculation goals on stories260K (ngram, num_speculative_tokens 4)');
+  printGoals(
+    goals,
+    threads,
+    opts.specRounds,
+    `Speculation goals on stories260K (ngram, num_speculative_tokens ${opts.specTokens})`,
+  );
   const jumpForward: GoalRow[] = [];
   for (const m of models) {
     log(`jump-forward goal on ${m.name}...`);

@@ -179,6 +179,9 @@ export interface GoalRow {
   specTps: number;
   plainCpuTps: number;
   specCpuTps: number;
+  /** Decode tokens per second (metrics.decodeTokensPerSec: after the first token, so without the prefill), medians. */
+  plainDecodeTps: number;
+  specDecodeTps: number;
   /** Greedy token ids equal in every round. */
   identical: boolean;
   accepted: number;
@@ -255,6 +258,7 @@ async function compareEngines(plain: Engine, spec: Engine, cases: GoalCase[], ro
   for (const c of cases) {
     const wall: [number[], number[]] = [[], []];
     const cpu: [number[], number[]] = [[], []];
+    const decode: [number[], number[]] = [[], []];
     let identical = true;
     let accepted = 0,
       proposed = 0;
@@ -270,6 +274,7 @@ async function compareEngines(plain: Engine, spec: Engine, cases: GoalCase[], ro
         const tokens = outs.reduce((s, o) => s + o.outputs[0].tokenIds.length, 0);
         wall[which].push(tokens / seconds);
         cpu[which].push(tokens / cpuSeconds);
+        decode[which].push(outs.reduce((s, o) => s + o.metrics.decodeTokensPerSec, 0) / outs.length);
         ids[which] = outs.map((o) => o.outputs[0].tokenIds);
         if (which === 1) {
           accepted += outs.reduce((s, o) => s + o.metrics.specAcceptedTokens, 0);
@@ -285,12 +290,14 @@ async function compareEngines(plain: Engine, spec: Engine, cases: GoalCase[], ro
       specTps: med(wall[1]),
       plainCpuTps: med(cpu[0]),
       specCpuTps: med(cpu[1]),
+      plainDecodeTps: med(decode[0]),
+      specDecodeTps: med(decode[1]),
       identical,
       accepted,
       proposed,
     };
     log(
-      `    ${row.name}: wall ${num(row.plainTps)} -> ${num(row.specTps)} tok/s (${(row.specTps / row.plainTps).toFixed(2)}x), cpu ${(row.specCpuTps / row.plainCpuTps).toFixed(2)}x, accepted ${accepted}/${proposed}, identical ${identical}`,
+      `    ${row.name}: wall ${num(row.plainTps)} -> ${num(row.specTps)} tok/s (${(row.specTps / row.plainTps).toFixed(2)}x), decode ${(row.specDecodeTps / row.plainDecodeTps).toFixed(2)}x, cpu ${(row.specCpuTps / row.plainCpuTps).toFixed(2)}x, accepted ${accepted}/${proposed}, identical ${identical}`,
     );
     rows.push(row);
   }
@@ -339,13 +346,14 @@ export async function runJumpForwardGoals(
 export function printGoals(rows: GoalRow[], threads: number, rounds: number, what: string, method = 'ngram'): void {
   const table = new StreamTable(
     `${what} (greedy; ${threads} thread(s); medians of ${rounds} rounds, ` +
-      `alternating order; tok/s of wall time and of process CPU time)`,
+      `alternating order; tok/s of wall time and of process CPU time; decode ratio: of the requests' decode tok/s, without the prefill)`,
     [
       { title: 'case', width: 30, align: 'left' },
       { title: 'plain tok/s', width: 11 },
       { title: `${method} tok/s`, width: 11 },
       { title: 'wall ratio', width: 10 },
       { title: 'CPU ratio', width: 9 },
+      { title: 'decode ratio', width: 12 },
       { title: 'accepted', width: 12 },
       { title: 'greedy ids', width: 10, align: 'left' },
     ],
@@ -357,6 +365,7 @@ export function printGoals(rows: GoalRow[], threads: number, rounds: number, wha
       num(r.specTps),
       `${(r.specTps / r.plainTps).toFixed(2)}x`,
       `${(r.specCpuTps / r.plainCpuTps).toFixed(2)}x`,
+      `${(r.specDecodeTps / r.plainDecodeTps).toFixed(2)}x`,
       `${r.accepted}/${r.proposed}`,
       r.identical ? 'identical' : 'DIFFER',
     ]);
