@@ -1,17 +1,28 @@
-// node dist/bench/attention-decode.js [--depth 16384] [--dtypes f32,bf16,q8_0] [--rounds 3]:
+// node dist/bench/attention-decode.js [--depth 16384] [--dtypes f32,bf16,q8_0] [--rounds 3] [--scalar]:
 // one decode row's attention over a deep cache, Qwen2.5-0.5B's shape (24 layers, 14 query heads
 // over 2 kv heads of 64), on one thread: the kernel of before this change against the current one,
-// interleaved in one process, in CPU time. The cache of all 24 layers is read (384 MB in f32 at 16k), so it
+// interleaved in one process, in CPU time. --scalar also runs the same attention in plain C
+// compiled without SIMD and FMA (tools/scalar-limit.c's attn kernel: the scalar limit), same shape
+// and depth, and prints its GMAC/s beside the JS kernel's. The cache of all 24 layers is read (384 MB in f32 at 16k), so it
 // comes from memory as in a real decode step, not from the CPU's caches.
 import { parseArgs } from 'node:util';
 import type { ModelConfig } from '../src/model/config.js';
 import { BLOCK_SIZE, KvCache, KV_CACHE_DTYPES, type KvCacheDtype } from '../src/model/kv-cache.js';
 import * as current from '../src/tensor/attention.js';
-import * as before from './attention-widened.js';
+import * as before from './attention-lanes.js';
 import { num, out, rng } from './common.js';
+import { buildScalarLimit } from './scalar.js';
+import { spawnSync } from 'node:child_process';
+import * as os from 'node:os';
+import * as path from 'node:path';
 
 const { values: v } = parseArgs({
-  options: { depth: { type: 'string' }, dtypes: { type: 'string' }, rounds: { type: 'string' } },
+  options: {
+    depth: { type: 'string' },
+    dtypes: { type: 'string' },
+    rounds: { type: 'string' },
+    scalar: { type: 'boolean' },
+  },
 });
 const depth = Number(v.depth ?? 16384);
 const dtypes = (v.dtypes ?? 'f32,bf16,q8_0').split(',') as KvCacheDtype[];
@@ -87,4 +98,21 @@ for (const dtype of dtypes) {
       `${num(bytes / (best(times.current) / 1000) / 1e9)} GB/s, ${num(macs / (best(times.current) / 1000) / 1e9)} GMAC/s; ` +
       `max |before - current| ${maxDiff.toExponential(2)})`,
   );
+  if (v.scalar) {
+    // The C loop over its own cache of the same size (48 kv heads of depth positions, rounded down to
+    // a whole block), best of its blockings; CPU time as above.
+    const { exe, note } = buildScalarLimit(path.join(os.tmpdir(), 'qwen-ts-scalar'));
+    if (!exe) out(`  scalar limit: ${note}`);
+    else {
+      const n = depth - (depth % BLOCK_SIZE);
+      const r = spawnSync(exe, ['attn', dtype, String(n), String(rounds * 500)], { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`scalar-limit attn ${dtype}: ${r.stderr || r.error}`);
+      const f = r.stdout.trim().split(' ');
+      const jsGmacs = macs / (best(times.current) / 1000) / 1e9;
+      out(
+        `  C scalar limit (${note}): ${num(Number(f[3]))} GMAC/s (${f[4]}); current ${num((100 * jsGmacs) / Number(f[3]))}% of it; ` +
+          `blockings: ${f.slice(5).join(' ')}`,
+      );
+    }
+  }
 }

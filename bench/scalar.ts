@@ -26,7 +26,7 @@ export function buildScalarLimit(cacheDir: string): { exe: string | null; note: 
   fs.mkdirSync(cacheDir, { recursive: true });
   for (const cc of [process.env.CC, 'cc', 'gcc', 'clang']) {
     if (!cc) continue;
-    const r = spawnSync(cc, [...SCALAR_CFLAGS, '-o', exe, src], { encoding: 'utf8' });
+    const r = spawnSync(cc, [...SCALAR_CFLAGS, '-o', exe, src, '-lm'], { encoding: 'utf8' });
     if (r.status === 0) return { exe, note: `${cc} ${SCALAR_CFLAGS.join(' ')}` };
     if (r.error === undefined) return { exe: null, note: `${cc} failed: ${r.stderr.split('\n')[0]}` };
   }

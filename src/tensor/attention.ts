@@ -251,8 +251,7 @@ function attendRange(
       v = kv.v as Float32Array;
       kvOff = base;
     } else if (kv.format === KV_BF16) {
-      loadTileBf16(s.kTile32, kv.k32!, base, tileLen * hd);
-      loadTileBf16(s.vTile32, kv.v32!, base, tileLen * hd);
+      loadTilesBf16(s.kTile32, s.vTile32, kv.k32!, kv.v32!, base, tileLen * hd);
     } else {
       f16ArrayToF32(kv.kScale!, base / kv.group, s.scaleTile, 0, (tileLen * hd) / kv.group);
       f16ArrayToF32(kv.vScale!, base / kv.group, s.vScaleTile, 0, (tileLen * hd) / kv.group);
@@ -860,14 +859,44 @@ function softmaxStep(s: AttentionScratch, qi: number, off: number, visible: numb
   s.sum[qi] = sum;
 }
 
-/** tile[0..n) = the cache's bf16 values from word base/2 on, widened to f32 (bf16 is an f32's top half). */
-function loadTileBf16(tile32: Int32Array, src: Int32Array, base: number, n: number): void {
-  // base and n are even (headDim is), so values come in pairs.
-  const p0 = base >> 1;
-  for (let j = 0; j < n >> 1; j++) {
-    const w = src[p0 + j];
-    tile32[2 * j] = w << 16;
-    tile32[2 * j + 1] = w & -65536;
+/**
+ * kTile[0..n) and vTile[0..n) = the cache's bf16 keys and values from word base/2 on, widened to f32
+ * (bf16 is an f32's top half): both in one loop, four values per pass.
+ */
+function loadTilesBf16(
+  kTile: Int32Array,
+  vTile: Int32Array,
+  k: Int32Array,
+  v: Int32Array,
+  base: number,
+  n: number,
+): void {
+  // base and n are multiples of headDim (even; 64 for Qwen2.5), so values come in pairs of pairs
+  // when headDim is a multiple of 4, else one last pair alone.
+  const p0 = base >> 1,
+    words = n >> 1;
+  let j = 0;
+  for (; j + 2 <= words; j += 2) {
+    const a = k[p0 + j],
+      b = k[p0 + j + 1],
+      c = v[p0 + j],
+      d = v[p0 + j + 1];
+    kTile[2 * j] = a << 16;
+    kTile[2 * j + 1] = a & -65536;
+    kTile[2 * j + 2] = b << 16;
+    kTile[2 * j + 3] = b & -65536;
+    vTile[2 * j] = c << 16;
+    vTile[2 * j + 1] = c & -65536;
+    vTile[2 * j + 2] = d << 16;
+    vTile[2 * j + 3] = d & -65536;
+  }
+  if (j < words) {
+    const a = k[p0 + j],
+      c = v[p0 + j];
+    kTile[2 * j] = a << 16;
+    kTile[2 * j + 1] = a & -65536;
+    vTile[2 * j] = c << 16;
+    vTile[2 * j + 1] = c & -65536;
   }
 }
 

@@ -1,5 +1,5 @@
-// The attention kernel of before the q8_0 lanes score kernel (commit f2e4559), kept as
-// bench/attention-decode.ts's baseline: q8_0 keys widened to an f32 tile before the scores.
+// The attention kernel of before P·V was blocked by queries x values (main 5050074), kept as
+// bench/attention-decode.ts's baseline: P·V over two queries x eight positions.
 // Causal scaled dot-product attention over a paged KV cache, blocked as flash attention is.
 // Keys/values of kv head `kvHead` for position t live at
 //   ((blockTable[tableOff + t / blockSize] * kvHeads + kvHead) * blockSize + t % blockSize) * headDim.
@@ -38,17 +38,20 @@ export interface PagedKv {
 /** A thread's working memory for attendRows: tiles of one cache block, and per-query state. */
 export interface AttentionScratch {
   // The queries and per-query state are f64 (JavaScript computes in doubles; an f64 load needs no
-  // widening). Keys and values are always read from a Float32Array, the f32 cache itself or a tile
-  // of bf16 / q8_0 widened to f32 (exactly: bf16 is an f32's top half, an int8 times an f16 scale
-  // fits f32's mantissa), so the kernels see one array type whatever the cache's dtype.
+  // widening). f32 and bf16 keys and values are read from a Float32Array, the f32 cache itself or
+  // a tile of bf16 widened to f32 (exactly: bf16 is an f32's top half); q8_0 keys and values are
+  // read as int8 where they lie (tileScoresQ8, tileValuesQ8).
   queries: Float64Array; // [maxQueries rounded up to 4, headDim]: the queries times the scale
   kTile: Float32Array; // [blockSize, headDim]
   vTile: Float32Array;
   kTile32: Int32Array; // the same memory as kTile (bf16 pairs are widened through it)
   vTile32: Int32Array;
   scaleTile: Float32Array; // q8_0 scales of one tile of keys
-  vScaleTile: Float32Array; // and of values (which tileValuesQ8 reads as int8, never widened)
-  scores: Float64Array; // [maxQueries rounded up to 4, blockSize]: scores, then probabilities
+  vScaleTile: Float32Array; // and of values
+  // q8_0 keys: the queries as integers (quantizeQueriesQ8), two per double (tileScoresQ8).
+  qPacked: Float64Array; // [maxQueries rounded up to 4 / 2 + Q8_SPARE_PAIRS, headDim]
+  qScale: Float64Array; // [as many queries, headDim / group at most]: each group's scale
+  scores: Float64Array; // [as many queries, blockSize]: scores, then probabilities
   acc: Float64Array; // [maxQueries rounded up to 4, headDim]: unnormalised output
   max: Float64Array; // running max of each query's scores
   sum: Float64Array; // running sum of exp(score - max)
@@ -71,7 +74,9 @@ export function allocAttentionScratch(maxQueries: number, blockSize: number, hea
     vTile32: new Int32Array(vTile.buffer),
     scaleTile: new Float32Array(blockSize * headDim),
     vScaleTile: new Float32Array(blockSize * headDim),
-    scores: new Float64Array(padded * blockSize),
+    qPacked: new Float64Array((padded / 2 + Q8_SPARE_PAIRS) * headDim),
+    qScale: new Float64Array((padded + 2 * Q8_SPARE_PAIRS) * headDim),
+    scores: new Float64Array((padded + 2 * Q8_SPARE_PAIRS) * blockSize),
     acc: new Float64Array(padded * headDim),
     max: new Float64Array(padded),
     sum: new Float64Array(padded),
@@ -232,6 +237,7 @@ function attendRange(
     for (let j = 0; j < group * hd; j++) qs[dst + j] = q[src + j] * scale;
   }
   qs.fill(0, queries * hd, padded * hd);
+  if (kv.format === KV_Q8_0) quantizeQueriesQ8(s, queries, hd, kv.group);
   s.max.fill(-Infinity, 0, padded);
   s.sum.fill(0, 0, padded);
   s.acc.fill(0, 0, padded * hd);
@@ -247,17 +253,32 @@ function attendRange(
       v = kv.v as Float32Array;
       kvOff = base;
     } else if (kv.format === KV_BF16) {
-      loadTile(s.kTile, s.kTile32, kv, kv.k, kv.k32, kv.kScale, base, tileLen * hd, s.scaleTile);
-      loadTile(s.vTile, s.vTile32, kv, kv.v, kv.v32, kv.vScale, base, tileLen * hd, s.scaleTile);
+      loadTileBf16(s.kTile32, kv.k32!, base, tileLen * hd);
+      loadTileBf16(s.vTile32, kv.v32!, base, tileLen * hd);
     } else {
-      loadTile(s.kTile, s.kTile32, kv, kv.k, kv.k32, kv.kScale, base, tileLen * hd, s.scaleTile);
+      f16ArrayToF32(kv.kScale!, base / kv.group, s.scaleTile, 0, (tileLen * hd) / kv.group);
       f16ArrayToF32(kv.vScale!, base / kv.group, s.vScaleTile, 0, (tileLen * hd) / kv.group);
     }
     // Rows before firstRow see none of this tile (causal); the queries from a multiple of 4 at or
     // below its first query on are computed, the ones that see nothing get probability 0.
     const firstRow = Math.max(0, t0 - pos0);
     const q0 = (firstRow * group) & ~3;
-    tileScores(s.scores, qs, k, kvOff, q0, queries, tileLen, hd, bs);
+    if (kv.format === KV_Q8_0)
+      tileScoresQ8(
+        s.scores,
+        s.qPacked,
+        s.qScale,
+        kv.k as Int8Array,
+        base,
+        s.scaleTile,
+        q0,
+        queries,
+        tileLen,
+        hd,
+        bs,
+        kv.group,
+      );
+    else tileScores(s.scores, qs, k, kvOff, q0, queries, tileLen, hd, bs);
     for (let qi = q0; qi < queries; qi++) {
       const row = (qi / group) | 0;
       const visible = Math.max(0, Math.min(tileLen, pos0 + row + 1 - t0));
@@ -394,6 +415,181 @@ function tileScores(
         scores[sc + t + 1] = c1;
       }
     }
+  }
+}
+
+// ---- q8_0 keys: integer scores, two queries per double (the lanes of formats/lanes.ts). A query
+// head is rounded to integers with a scale per group of the cache (|q| <= queryMaxQ8(group)), and
+// two queries are packed in one double, A + B·2^26. Times an int8 key value that is two products
+// in one multiply; summed over a group, each lane's sum stays below group·128·queryMaxQ8 < 2^25,
+// so the double holds both exactly and rounding splits them. The query keeps 13 bits plus sign for
+// groups of 32 (8191 steps of its largest value) where llama.cpp's q8_0 query keeps 8: a step
+// much finer than the keys' own (1/127 of theirs).
+const LANE = 67108864; // 2^26
+const INV_LANE = 1 / LANE;
+const ROUND = 6755399441055744; // x + ROUND - ROUND rounds a double to an integer (|x| < 2^51)
+const Q8_SPARE_PAIRS = 4; // zero query pairs past the last, so tileScoresQ8's blocks of 4 never run out
+
+/** The largest |integer| a query value is rounded to for groups of `group` values. */
+function queryMaxQ8(group: number): number {
+  return Math.floor((LANE / 2 - 1) / (group * 128));
+}
+
+/**
+ * x[off..off+n) rounded in groups of `group` as tileScoresQ8 rounds a query (n a multiple of
+ * group): the oracle's queries for a q8_0 cache, as kvRoundTrip gives its keys.
+ */
+export function roundQueryQ8(x: Float32Array, off: number, n: number, group: number): void {
+  const qmax = queryMaxQ8(group);
+  for (let o = off; o < off + n; o += group) {
+    let amax = 0;
+    for (let j = o; j < o + group; j++) amax = Math.max(amax, Math.abs(x[j]));
+    const inv = amax === 0 ? 0 : qmax / amax;
+    for (let j = o; j < o + group; j++) x[j] = (x[j] * inv + ROUND - ROUND) * (amax / qmax);
+  }
+}
+
+/**
+ * s.qPacked[i*hd + j] = round(q_2i[j] / scale) + round(q_2i+1[j] / scale') · 2^26 for the (scaled)
+ * queries in s.queries, with the scale of each query's group of `group` values in s.qScale (the
+ * padding queries are zero).
+ */
+function quantizeQueriesQ8(s: AttentionScratch, queries: number, hd: number, group: number): void {
+  const qs = s.queries,
+    packed = s.qPacked,
+    qScale = s.qScale;
+  const qmax = queryMaxQ8(group);
+  const groups = hd / group;
+  for (let qi = 0; qi < queries; qi++) {
+    const po = (qi >> 1) * hd;
+    const lane = qi & 1 ? LANE : 1;
+    for (let g = 0; g < groups; g++) {
+      const o = qi * hd + g * group;
+      let amax = 0;
+      for (let j = o; j < o + group; j++) amax = Math.max(amax, Math.abs(qs[j]));
+      const inv = amax === 0 ? 0 : qmax / amax;
+      qScale[qi * groups + g] = amax / qmax;
+      for (let j = 0; j < group; j++) {
+        const x = qs[o + j] * inv + ROUND - ROUND;
+        if (lane === 1) packed[po + g * group + j] = x;
+        else packed[po + g * group + j] += x * lane;
+      }
+    }
+  }
+  // An odd last query's pair has a zero second lane, and four zero pairs follow for tileScoresQ8.
+  const pairs = (queries + 1) >> 1;
+  packed.fill(0, pairs * hd, (pairs + Q8_SPARE_PAIRS) * hd);
+  qScale.fill(0, queries * groups, 2 * (pairs + Q8_SPARE_PAIRS) * groups);
+}
+
+/**
+ * scores[qi*bs + t] = q_qi · k_t for queries q0..q1 (q0 even) over positions 0..n-1 of a q8_0
+ * tile read as int8 where it lies: per group, the integer sums of four query pairs (8 queries) x
+ * two positions, split into lanes and scaled by the query's and the key's scales. A decode row of
+ * Qwen2.5-0.5B has 7 queries: 4 pairs, one lane of padding.
+ */
+function tileScoresQ8(
+  scores: Float64Array,
+  qp: Float64Array,
+  qScale: Float64Array,
+  k: Int8Array,
+  kOff: number,
+  kScale: Float32Array,
+  q0: number,
+  q1: number,
+  n: number,
+  hd: number,
+  bs: number,
+  group: number,
+): void {
+  const groups = hd / group;
+  const p1 = (q1 + 1) >> 1;
+  let p = q0 >> 1;
+  for (; p < p1; p += 4) {
+    // Fewer than four pairs left: the block runs four anyway, the extra ones on zero padding
+    // queries (quantizeQueriesQ8 leaves four zero pairs past the last) whose scores nobody reads.
+    const pb = p + 1,
+      pc = p + 2,
+      pd = p + 3;
+    const xa = p * hd,
+      xb = pb * hd,
+      xc = pc * hd,
+      xd = pd * hd;
+    for (let t = 0; t < n; t += 2) {
+      // n is even except for a sequence's last, partly filled block: there k1 repeats k0.
+      const second = t + 1 < n;
+      const k0 = kOff + t * hd,
+        k1 = second ? k0 + hd : k0;
+      for (let g = 0; g < groups; g++) {
+        let a0 = 0,
+          a1 = 0,
+          b0 = 0,
+          b1 = 0,
+          c0 = 0,
+          c1 = 0,
+          d0 = 0,
+          d1 = 0;
+        const j0 = g * group;
+        for (let j = j0; j < j0 + group; j++) {
+          const x = k[k0 + j],
+            y = k[k1 + j];
+          const wa = qp[xa + j],
+            wb = qp[xb + j],
+            wc = qp[xc + j],
+            wd = qp[xd + j];
+          a0 += wa * x;
+          a1 += wa * y;
+          b0 += wb * x;
+          b1 += wb * y;
+          c0 += wc * x;
+          c1 += wc * y;
+          d0 += wd * x;
+          d1 += wd * y;
+        }
+        const ks0 = kScale[t * groups + g],
+          ks1 = kScale[(second ? t + 1 : t) * groups + g];
+        addScoresQ8(scores, a0, 2 * p, t, bs, qScale, groups, g, ks0);
+        addScoresQ8(scores, b0, 2 * pb, t, bs, qScale, groups, g, ks0);
+        addScoresQ8(scores, c0, 2 * pc, t, bs, qScale, groups, g, ks0);
+        addScoresQ8(scores, d0, 2 * pd, t, bs, qScale, groups, g, ks0);
+        if (second) {
+          addScoresQ8(scores, a1, 2 * p, t + 1, bs, qScale, groups, g, ks1);
+          addScoresQ8(scores, b1, 2 * pb, t + 1, bs, qScale, groups, g, ks1);
+          addScoresQ8(scores, c1, 2 * pc, t + 1, bs, qScale, groups, g, ks1);
+          addScoresQ8(scores, d1, 2 * pd, t + 1, bs, qScale, groups, g, ks1);
+        }
+      }
+    }
+  }
+}
+
+/**
+ * Splits a pair's group sum (queries qa and qa+1 against position t) into its two integer lanes
+ * and adds each times its query's and the key's scales to the scores (the first group sets them).
+ */
+function addScoresQ8(
+  scores: Float64Array,
+  sum: number,
+  qa: number,
+  t: number,
+  bs: number,
+  qScale: Float64Array,
+  groups: number,
+  g: number,
+  ks: number,
+): void {
+  const hi = sum * INV_LANE + ROUND - ROUND;
+  const lo = sum - hi * LANE;
+  const sa = lo * qScale[qa * groups + g] * ks,
+    sb = hi * qScale[(qa + 1) * groups + g] * ks;
+  const oa = qa * bs + t,
+    ob = oa + bs;
+  if (g === 0) {
+    scores[oa] = sa;
+    scores[ob] = sb;
+  } else {
+    scores[oa] += sa;
+    scores[ob] += sb;
   }
 }
 
@@ -666,52 +862,14 @@ function softmaxStep(s: AttentionScratch, qi: number, off: number, visible: numb
   s.sum[qi] = sum;
 }
 
-/** tile[0..n) = the cache's bf16 or q8_0 values at base.. widened to f32. */
-function loadTile(
-  tile: Float32Array,
-  tile32: Int32Array,
-  kv: PagedKv,
-  store: Float32Array | Uint16Array | Int8Array,
-  store32: Int32Array | null,
-  scales: Uint16Array | null,
-  base: number,
-  n: number,
-  scaleTile: Float32Array,
-): void {
-  if (kv.format === KV_BF16) {
-    // bf16 is the top half of an f32; base and n are even (headDim is), so values come in pairs.
-    const src = store32!;
-    const p0 = base >> 1;
-    for (let j = 0; j < n >> 1; j++) {
-      const w = src[p0 + j];
-      tile32[2 * j] = w << 16;
-      tile32[2 * j + 1] = w & -65536;
-    }
-    return;
-  }
-  const group = kv.group;
-  f16ArrayToF32(scales!, base / group, scaleTile, 0, n / group);
-  if (store32 !== null && (group & 3) === 0) {
-    // Four int8 per 32-bit load (base is a multiple of headDim, so of 4), sign-extended by shifts.
-    const w0 = base >> 2;
-    for (let g = 0; g < n / group; g++) {
-      const d = scaleTile[g];
-      const o = g * group;
-      for (let i = o; i < o + group; i += 4) {
-        const w = store32[w0 + (i >> 2)];
-        tile[i] = ((w << 24) >> 24) * d;
-        tile[i + 1] = ((w << 16) >> 24) * d;
-        tile[i + 2] = ((w << 8) >> 24) * d;
-        tile[i + 3] = (w >> 24) * d;
-      }
-    }
-    return;
-  }
-  const qs = store as Int8Array;
-  for (let g = 0; g < n / group; g++) {
-    const d = scaleTile[g];
-    const o = g * group;
-    for (let i = 0; i < group; i++) tile[o + i] = qs[base + o + i] * d;
+/** tile[0..n) = the cache's bf16 values from word base/2 on, widened to f32 (bf16 is an f32's top half). */
+function loadTileBf16(tile32: Int32Array, src: Int32Array, base: number, n: number): void {
+  // base and n are even (headDim is), so values come in pairs.
+  const p0 = base >> 1;
+  for (let j = 0; j < n >> 1; j++) {
+    const w = src[p0 + j];
+    tile32[2 * j] = w << 16;
+    tile32[2 * j + 1] = w & -65536;
   }
 }
 
