@@ -1,9 +1,10 @@
 // The public matcher (createMatcher: allowedTokens / accept / rollback / isComplete /
 // forcedTokens) and GBNF grammars. Outputs of seeded random walks are checked by recognizers
 // written here (JSON.parse, a recursive-descent arithmetic parser), never by the matcher itself.
-// llama.cpp's grammars/*.gbnf are also compiled when that checkout is present
-// (/work/llama/llama.cpp/grammars); the fixtures below are our own small grammars.
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+// llama.cpp's grammars/*.gbnf are compiled too (test/fixtures/llama-grammars); the other
+// grammars below are our own small ones.
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
   compileStructuredOutput,
@@ -17,7 +18,7 @@ import * as pkg from '../src/index.js';
 import { QwenTokenizer } from '../src/tokenizer/index.js';
 
 const TOKENIZER_DIR = new URL('../assets/qwen2.5-tokenizer', import.meta.url).pathname;
-const LLAMA_GRAMMARS = '/work/llama/llama.cpp/grammars';
+const LLAMA_GRAMMARS = fileURLToPath(new URL('./fixtures/llama-grammars', import.meta.url));
 const EOS = 151643;
 let tok: QwenTokenizer;
 let vocab: TokenVocabulary;
@@ -241,7 +242,7 @@ ws     ::= | " " | "\n" [ \t]{0,20}
     expect(err('root ::= [a-z')).toMatch(/unterminated character class/);
   });
 
-  it.runIf(existsSync(LLAMA_GRAMMARS))("llama.cpp's grammars/*.gbnf compile; json.gbnf outputs parse", () => {
+  it("llama.cpp's grammars/*.gbnf compile; json.gbnf outputs parse", () => {
     const files = readdirSync(LLAMA_GRAMMARS).filter((f) => f.endsWith('.gbnf'));
     expect(files).toEqual(
       expect.arrayContaining([
