@@ -1,9 +1,12 @@
 // Loading on several threads: every weight is bit for bit what a single-threaded load gives, and
 // what converting the whole tensor at once gives, for every weight format and checkpoint dtype.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LLM } from '../src/engine/llm.js';
 import { loadModelConfig } from '../src/model/config.js';
+import { defaultKernelThreads } from '../src/model/load.js';
 import { TensorStore, SafetensorsError } from '../src/model/safetensors.js';
 import { loadWeights, type ModelWeights } from '../src/model/weights.js';
 import { bf16ToF32, f16ToF32, f32ToBf16 } from '../src/tensor/dtype.js';
@@ -139,6 +142,35 @@ describe('a load that fails on a worker thread', () => {
         store.close();
         fs.truncateSync(file, size); // back to full length (the cut bytes read as zeros: fine for the next round)
       }
+    }
+  });
+});
+
+describe('kernel threads when none are given', () => {
+  const STORIES = new URL('../assets/stories260K', import.meta.url).pathname;
+
+  it('one for a model under 4M multiply-adds per token, all cores above', () => {
+    const stories = loadModelConfig(STORIES); // 0.26M per token
+    expect(defaultKernelThreads(stories)).toBe(1);
+    // Just under and just over the line, by the vocabulary (the head is vocab x hidden).
+    const withVocab = (vocab: number) => defaultKernelThreads({ ...stories, vocabSize: vocab });
+    const rest = 5 * (64 * (2 * 64 + 2 * 32) + 3 * 64 * 172); // stories260K's 5 layers
+    expect(withVocab(Math.floor((4_000_000 - rest - 1) / 64))).toBe(1);
+    expect(withVocab(Math.ceil((4_000_000 - rest) / 64))).toBe(os.availableParallelism());
+  });
+
+  it('LLM.load picks it, and an explicit `threads` wins', async () => {
+    const one = await LLM.load(STORIES);
+    const two = await LLM.load(STORIES, { threads: 2 });
+    try {
+      expect(one.model.threads).toBe(1);
+      expect(two.model.threads).toBe(2);
+      const [a] = await one.generate(['Once upon a time'], { temperature: 0, maxTokens: 24 });
+      const [b] = await two.generate(['Once upon a time'], { temperature: 0, maxTokens: 24 });
+      expect(a.outputs[0].tokenIds).toEqual(b.outputs[0].tokenIds);
+    } finally {
+      await one.close();
+      await two.close();
     }
   });
 });

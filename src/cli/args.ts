@@ -99,7 +99,8 @@ export const MODEL_HELP = `Model:
       --preset NAME          instead of --model, a synthetic Qwen2.5-shaped model with random weights, for
                              speed: ${Object.keys(PRESETS).join(', ')}; made once in the cache
                              ($QWEN_TS_CACHE, or $XDG_CACHE_HOME/qwen-ts, or ~/.cache/qwen-ts)
-  -t, --threads N            kernel threads (default: all cores)
+  -t, --threads N            kernel threads (default: all cores; 1 for a model under 4M
+                             multiply-adds per token, like the bundled one)
       --weights FORMAT       weights in memory: ${WEIGHT_FORMATS.join(', ')} (default ${DEFAULT_WEIGHTS})
       --context-length N     longest conversation in tokens (default: the model's, at most 32768)
       --kv-cache-dtype TYPE  KV cache storage: ${KV_CACHE_DTYPES.join(', ')} (default f32; q8_0 is a quarter)

@@ -17,7 +17,10 @@ export interface LoadOptions {
    * fastest format whose top-1 agreement with f32 is at least 99% (bench/quality.ts).
    */
   weights?: WeightFormat;
-  /** Threads for the kernels, the calling thread included. Default os.availableParallelism(). */
+  /**
+   * Threads for the kernels, the calling thread included. Default os.availableParallelism(), or 1
+   * for a model under 4M multiply-adds per token (the bundled stories260K).
+   */
   threads?: number;
   /** Sequences that can hold a KV cache at once (batched decode, concurrent requests). Default 8. */
   maxSequences?: number;
@@ -156,6 +159,21 @@ async function loadGgufModel(file: string, options: LoadOptions): Promise<Qwen2M
   return createModel(config, generationConfig, weights, options, file);
 }
 
+// A model this small (llama2.c's stories260K does 0.26M multiply-adds per token; Qwen2.5-0.5B about
+// 490M) runs on one thread unless told otherwise: each of its operations is a few microseconds of
+// work, less than handing part of it to another thread and waiting for that thread (README,
+// Performance). The tiny test preset (10M, most of it the head) is as fast on one thread as on two.
+const ONE_THREAD_BELOW_MACS = 4_000_000;
+
+/** The kernel threads of a model loaded without `threads`: all cores, or one for a tiny model. */
+export function defaultKernelThreads(c: ModelConfig): number {
+  const qDim = c.numHeads * c.headDim,
+    kvDim = c.numKvHeads * c.headDim;
+  const perLayer = c.hiddenSize * (2 * qDim + 2 * kvDim) + 3 * c.hiddenSize * c.intermediateSize;
+  const macsPerToken = c.numLayers * perLayer + c.vocabSize * c.hiddenSize;
+  return macsPerToken < ONE_THREAD_BELOW_MACS ? 1 : defaultThreads();
+}
+
 async function createModel(
   config: ModelConfig,
   generationConfig: GenerationConfig,
@@ -169,7 +187,7 @@ async function createModel(
     contextLength: options.contextLength ?? Math.min(config.contextLimit, 32768),
     kvCacheBytes: options.kvCacheBytes ?? 1 << 30,
     kvCacheDtype: options.kvCacheDtype ?? 'f32',
-    threads: options.threads ?? defaultThreads(),
+    threads: options.threads ?? defaultKernelThreads(config),
   });
   try {
     await checkArithmetic(model, source);
