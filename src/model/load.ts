@@ -162,7 +162,7 @@ async function loadGgufModel(file: string, options: LoadOptions): Promise<Qwen2M
 // A model this small (llama2.c's stories260K does 0.26M multiply-adds per token; Qwen2.5-0.5B about
 // 490M) runs on one thread unless told otherwise: each of its operations is a few microseconds of
 // work, less than handing part of it to another thread and waiting for that thread (README,
-// Performance). The tiny test preset (10M, most of it the head) is as fast on one thread as on two.
+// Performance). The tiny test preset (10M, most of it the head) is already faster on two.
 const ONE_THREAD_BELOW_MACS = 4_000_000;
 
 /** The kernel threads of a model loaded without `threads`: all cores, or one for a tiny model. */
