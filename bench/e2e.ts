@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LLM } from '../src/engine/llm.js';
 import { loadModel } from '../src/model/load.js';
-import { loadModelConfig, type ModelConfig } from '../src/model/config.js';
+import { loadModelConfig, matmulWeightsPerToken, type ModelConfig } from '../src/model/config.js';
 import { writeSyntheticModel, type SyntheticPresetName } from '../src/model/synthetic.js';
 import type { ModelWeights } from '../src/model/weights.js';
 import { matrixBytes, QBLOCK, type WeightFormat } from '../src/tensor/matrix.js';
@@ -319,11 +319,9 @@ const BYTES_PER_WEIGHT: Record<WeightFormat, number> = {
 
 /** Rough size in memory of the model's weights in `format` (to skip what cannot fit). */
 export function estimateWeightBytes(c: ModelConfig, format: WeightFormat): number {
-  const qDim = c.numHeads * c.headDim;
-  const kvDim = c.numKvHeads * c.headDim;
-  const perLayer = c.hiddenSize * qDim * 2 + 2 * kvDim * c.hiddenSize + 3 * c.hiddenSize * c.intermediateSize;
-  const embed = c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2);
-  return (perLayer * c.numLayers + embed) * BYTES_PER_WEIGHT[format];
+  // The matmul weights include the head once; an untied embedding is a second vocab x hidden.
+  const untiedEmbed = c.tieWordEmbeddings ? 0 : c.vocabSize * c.hiddenSize;
+  return (matmulWeightsPerToken(c) + untiedEmbed) * BYTES_PER_WEIGHT[format];
 }
 
 /**

@@ -64,6 +64,17 @@ export interface GenerationConfig {
   maxNewTokens?: number;
 }
 
+/**
+ * The weights one token is multiplied by: every layer's q, k, v, o, gate, up and down projections
+ * and the head (vocab x hidden), i.e. the matmul multiply-adds of a token.
+ */
+export function matmulWeightsPerToken(c: ModelConfig): number {
+  const qDim = c.numHeads * c.headDim,
+    kvDim = c.numKvHeads * c.headDim;
+  const perLayer = c.hiddenSize * (2 * qDim + 2 * kvDim) + 3 * c.hiddenSize * c.intermediateSize;
+  return c.numLayers * perLayer + c.vocabSize * c.hiddenSize;
+}
+
 export function readJsonFile(file: string): Record<string, unknown> {
   const text = readTextFile(file, 'a JSON file', MAX_CONFIG_BYTES, (problem) => {
     throw new ConfigError(`${file}: ${problem}`);

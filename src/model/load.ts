@@ -4,7 +4,13 @@ import { ProgressLine, type LoadProgress } from '../platform/progress.js';
 import { defaultThreads, isGgufPath, openGgufModel, resolveModel, stderrIsTerminal } from '../platform/runtime.js';
 import { closestName } from '../sampler/params.js';
 import type { WeightFormat } from '../tensor/matrix.js';
-import { loadGenerationConfig, loadModelConfig, type GenerationConfig, type ModelConfig } from './config.js';
+import {
+  loadGenerationConfig,
+  loadModelConfig,
+  matmulWeightsPerToken,
+  type GenerationConfig,
+  type ModelConfig,
+} from './config.js';
 import { KV_CACHE_DTYPES, type KvCacheDtype } from './kv-cache.js';
 import { Qwen2Model } from './qwen2.js';
 import { TensorStore } from './safetensors.js';
@@ -167,11 +173,7 @@ const ONE_THREAD_BELOW_MACS = 4_000_000;
 
 /** The kernel threads of a model loaded without `threads`: all cores, or one for a tiny model. */
 export function defaultKernelThreads(c: ModelConfig): number {
-  const qDim = c.numHeads * c.headDim,
-    kvDim = c.numKvHeads * c.headDim;
-  const perLayer = c.hiddenSize * (2 * qDim + 2 * kvDim) + 3 * c.hiddenSize * c.intermediateSize;
-  const macsPerToken = c.numLayers * perLayer + c.vocabSize * c.hiddenSize;
-  return macsPerToken < ONE_THREAD_BELOW_MACS ? 1 : defaultThreads();
+  return matmulWeightsPerToken(c) < ONE_THREAD_BELOW_MACS ? 1 : defaultThreads();
 }
 
 async function createModel(
